@@ -1,0 +1,39 @@
+# make demo / make test on a fresh Debian 12 machine, as root. Both run `setup` first.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup host demo test unit integration lint clean
+
+setup: host $(STAMP)
+
+host:
+	@./scripts/setup-host.sh
+
+# The venv must see Debian's bcc module, which belongs to /usr/bin/python3.
+$(VENV)/bin/python:
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+
+$(STAMP): $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/xdpfwd demo
+
+test: setup
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+integration: setup
+	$(PY) -m pytest tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check xdpfwd tests
+	$(VENV)/bin/ruff format --check xdpfwd tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,328 @@
+"""Test topologies built with iproute2 (independent of xdpfwd's own lab code) and traffic.
+
+A Topo is one forwarder namespace holding ports p1..pN; behind each port a host
+namespace holds the veth peer `h0` with address 10.77.0.<i>/24. IPv6 is off in
+every namespace so the only frames are the ones a test sends (plus ARP).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+SO_RCVBUFFORCE = 33  # not exported by Python's socket module
+XDPFWD = os.path.join(os.path.dirname(sys.executable), "xdpfwd")
+SUBNET = "10.77.0"
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=60)
+
+
+@contextmanager
+def in_netns(name: str):
+    """Run the body in a named netns; sockets created there stay there."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        assert libc.setns(target, 0x40000000) == 0, os.strerror(ctypes.get_errno())
+        yield
+    finally:
+        assert libc.setns(home, 0x40000000) == 0
+        os.close(target)
+        os.close(home)
+
+
+@dataclass
+class Host:
+    index: int
+    ns: str
+    port: str  # the forwarder-side veth end
+    dev: str = "h0"
+    mac: str = ""
+
+    @property
+    def ip(self) -> str:
+        return f"{SUBNET}.{self.index}"
+
+
+class Topo:
+    def __init__(self, tag: str, nports: int, gro: bool = True):
+        self.fwd = f"xt{tag}f"
+        self.hosts = [Host(i, f"xt{tag}h{i}", f"p{i}") for i in range(1, nports + 1)]
+        self.gro = gro
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.fwd] + [h.ns for h in self.hosts]
+
+    def build(self) -> Topo:
+        for ns in self.namespaces:
+            sh("ip", "netns", "add", ns)
+            sh(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            )
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        for h in self.hosts:
+            sh(
+                "ip",
+                "-n",
+                self.fwd,
+                "link",
+                "add",
+                h.port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                h.dev,
+                "netns",
+                h.ns,
+            )
+            sh("ip", "-n", self.fwd, "link", "set", h.port, "up")
+            sh("ip", "-n", h.ns, "addr", "add", f"{h.ip}/24", "dev", h.dev)
+            sh("ip", "-n", h.ns, "link", "set", h.dev, "up")
+            # The sender's checksum offload leaves partial L4 checksums that an XDP
+            # redirect never completes: hosts compute checksums in software.
+            sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "tx", "off")
+            if self.gro:
+                # The veth gotcha: frames redirected into a veth need GRO (or XDP) on its peer.
+                sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "gro", "on")
+            h.mac = json.loads(sh("ip", "-n", h.ns, "-j", "link", "show", h.dev).stdout)[0][
+                "address"
+            ]
+        return self
+
+    def destroy(self) -> None:
+        for ns in self.namespaces:
+            sh("ip", "netns", "del", ns, check=False)
+
+    def host(self, i: int) -> Host:
+        return self.hosts[i - 1]
+
+    def xdpfwd(self, pin_dir: str, *args: str, env: dict | None = None, outer=(), inner=()):
+        """Run the real xdpfwd executable inside the forwarder namespace.
+
+        outer wraps nsenter (e.g. unshare), inner runs between nsenter and xdpfwd
+        (e.g. setpriv, which would leave nsenter without the right to enter).
+        """
+        cmd = [
+            *outer,
+            "nsenter",
+            f"--net=/run/netns/{self.fwd}",
+            *inner,
+            XDPFWD,
+            "--pin-dir",
+            pin_dir,
+            *args,
+        ]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+        )
+
+    def ok(self, pin_dir: str, *args: str):
+        result = self.xdpfwd(pin_dir, *args)
+        assert result.returncode == 0, f"xdpfwd {' '.join(args)}: {result.stderr}"
+        return result
+
+    def list_json(self, pin_dir: str) -> dict:
+        return json.loads(self.ok(pin_dir, "list", "--json").stdout)
+
+    def xdp(self, port: str) -> dict | None:
+        """What iproute2 says is attached to a forwarder port: {'mode': 1|2, 'prog': {...}}."""
+        info = json.loads(sh("ip", "-n", self.fwd, "-j", "link", "show", "dev", port).stdout)
+        return info[0].get("xdp")
+
+    def ping(self, src: int, dst_ip: str, count: int = 3) -> int:
+        """Echo replies that came back to host src from dst_ip."""
+        result = sh(
+            "ip",
+            "netns",
+            "exec",
+            self.host(src).ns,
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            str(count),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            dst_ip,
+            check=False,
+        )
+        for line in result.stdout.splitlines():
+            if "packets transmitted" in line:
+                return int(line.split(",")[1].split()[0])
+        raise AssertionError(f"no ping summary: {result.stdout} {result.stderr}")
+
+    def static_arp(self) -> None:
+        """Neighbours known in advance, so a test's datagrams are the only frames sent."""
+        for a in self.hosts:
+            for b in self.hosts:
+                if a is not b:
+                    sh(
+                        "ip",
+                        "-n",
+                        a.ns,
+                        "neigh",
+                        "replace",
+                        b.ip,
+                        "lladdr",
+                        b.mac,
+                        "dev",
+                        a.dev,
+                        "nud",
+                        "permanent",
+                    )
+
+
+class UdpSink:
+    """A UDP socket bound inside a host namespace, counting datagrams."""
+
+    def __init__(self, host: Host, port: int = 9000):
+        with in_netns(host.ns):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Redirected frames arrive as page-sized skbs: make room so none is refused.
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+        self.sock.bind((host.ip, port))
+        self.sock.setblocking(False)
+
+    def count(self, expect: int, timeout: float = 2.0) -> int:
+        got, deadline = 0, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not select.select([self.sock], [], [], 0.1)[0]:
+                if got >= expect:
+                    break
+                continue
+            while True:
+                try:
+                    self.sock.recv(65535)
+                    got += 1
+                except BlockingIOError:
+                    break
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def send_udp(src: Host, dst_ip: str, count: int, payload: int = 64, port: int = 9000) -> None:
+    with in_netns(src.ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        for i in range(count):
+            sock.sendto(struct.pack("!I", i) + bytes(payload - 4), (dst_ip, port))
+            if i % 64 == 63:
+                time.sleep(0.002)  # stay far below the veth ring size
+
+
+def udp_frame_len(payload: int) -> int:
+    return 14 + 20 + 8 + payload
+
+
+class FrameCounter:
+    """A packet socket on a device inside a namespace: counts frames, including ones
+    that XDP passed up the stack (AF_PACKET sees what the stack receives)."""
+
+    def __init__(self, ns: str, dev: str):
+        with in_netns(ns):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+            self.sock.bind((dev, 0))
+        self.sock.setblocking(False)
+
+    def frames(self, timeout: float = 1.0, udp_port: int | None = None) -> list[bytes]:
+        seen, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not select.select([self.sock], [], [], 0.05)[0]:
+                continue
+            while True:
+                try:
+                    frame, addr = self.sock.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                if addr[2] == socket.PACKET_OUTGOING:
+                    continue
+                if udp_port is None or _udp_dport(frame) == udp_port:
+                    seen.append(frame)
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _udp_dport(frame: bytes) -> int | None:
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    return struct.unpack_from("!H", frame, 14 + ihl + 2)[0]
+
+
+def load_xdp_pass_program(name: bytes = b"foreign_pass") -> int:
+    """Load a two-instruction XDP program (r0 = XDP_PASS; exit): another tool's program."""
+
+    class ProgLoadAttr(ctypes.Structure):
+        _fields_ = [
+            ("prog_type", ctypes.c_uint32),
+            ("insn_cnt", ctypes.c_uint32),
+            ("insns", ctypes.c_uint64),
+            ("license", ctypes.c_uint64),
+            ("log_level", ctypes.c_uint32),
+            ("log_size", ctypes.c_uint32),
+            ("log_buf", ctypes.c_uint64),
+            ("kern_version", ctypes.c_uint32),
+            ("prog_flags", ctypes.c_uint32),
+            ("prog_name", ctypes.c_char * 16),
+        ]
+
+    insns = struct.pack("=BBhi", 0xB7, 0, 0, 2) + struct.pack("=BBhi", 0x95, 0, 0, 0)
+    insn_buf = ctypes.create_string_buffer(insns, len(insns))
+    license_buf = ctypes.create_string_buffer(b"GPL")
+    attr = ProgLoadAttr(
+        prog_type=6,
+        insn_cnt=2,
+        insns=ctypes.addressof(insn_buf),
+        license=ctypes.addressof(license_buf),
+        prog_name=name,
+    )
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(321, 5, ctypes.byref(attr), ctypes.sizeof(attr))
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    return fd
+
+
+def attach_foreign(topo: Topo, port: str, generic: bool = False) -> int:
+    """Attach another tool's XDP program to a forwarder port; return its program id."""
+    from pyroute2 import IPRoute
+
+    fd = load_xdp_pass_program()
+    try:
+        with IPRoute(netns=topo.fwd) as ipr:
+            index = ipr.link_lookup(ifname=port)[0]
+            ipr.link(
+                "set",
+                index=index,
+                xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", 2 if generic else 4)]},
+            )
+    finally:
+        os.close(fd)
+    return topo.xdp(port)["prog"]["id"]

@@ -1,0 +1,106 @@
+"""`xdpfwd demo` and `xdpfwd lab`, run inside a throwaway namespace, leave nothing behind."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import RUN_ID
+from .net import XDPFWD, sh
+
+
+@pytest.fixture
+def scratch_ns():
+    """A namespace standing in for the root one, where the lab's ports are created."""
+    name = f"xt{RUN_ID}scratch"
+    sh("ip", "netns", "add", name)
+    try:
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+def run_in(ns, *args, pin_dir="/sys/fs/bpf/unused", **kwargs):
+    return subprocess.run(
+        ["nsenter", f"--net=/run/netns/{ns}", XDPFWD, "--pin-dir", pin_dir, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def pins_left(pin_dir: str) -> list[str]:
+    """Entries on the test's bpffs besides the kernel's own debug iterators."""
+    return [n for n in os.listdir(os.path.dirname(pin_dir)) if not n.endswith(".debug")]
+
+
+def namespaces() -> set[str]:
+    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+def test_demo_forwards_pings_both_ways_and_cleans_up(scratch_ns, pin_dir):
+    before = namespaces()
+    result = run_in(scratch_ns, "demo", "--count", "2", pin_dir=pin_dir)
+    assert result.returncode == 0, result.stderr
+    assert "demo passed" in result.stdout
+    assert result.stdout.count(" ok ") >= 2  # two ping rows, plus the entry states
+    assert namespaces() == before
+    links = json.loads(sh("ip", "-n", scratch_ns, "-j", "link").stdout)
+    assert [link["ifname"] for link in links] == ["lo"]
+    assert pins_left(pin_dir) == []
+
+
+def test_lab_up_status_down(scratch_ns):
+    name = f"t{RUN_ID}"
+    try:
+        assert run_in(scratch_ns, "lab", "up", "--ports", "3", "--name", name).returncode == 0
+        status = json.loads(run_in(scratch_ns, "lab", "status", "--name", name, "--json").stdout)
+        assert [p["port"] for p in status["ports"]] == [f"{name}1", f"{name}2", f"{name}3"]
+        for port in status["ports"]:
+            # The far end is ready for redirected frames and computes its own checksums.
+            features = sh(
+                "ip", "netns", "exec", port["netns"], "ethtool", "-k", port["host_dev"]
+            ).stdout
+            assert "generic-receive-offload: on" in features
+            assert "tx-checksumming: off" in features
+        again = run_in(scratch_ns, "lab", "up", "--name", name)
+        assert again.returncode == 2 and "already exists" in again.stderr
+    finally:
+        run_in(scratch_ns, "lab", "down", "--name", name)
+    assert not any(ns.startswith(name) for ns in namespaces())
+    assert json.loads(run_in(scratch_ns, "lab", "status", "--name", name, "--json").stdout) is None
+
+
+def test_interrupted_demo_leaves_nothing(scratch_ns, pin_dir):
+    before = namespaces()
+    proc = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/run/netns/{scratch_ns}",
+            XDPFWD,
+            "--pin-dir",
+            pin_dir,
+            "demo",
+            "--count",
+            "50",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Wait until the lab exists and forwarding is set up, then interrupt.
+    demo_pins = f"{pin_dir}-demo-{proc.pid}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not os.path.isdir(demo_pins):
+        time.sleep(0.05)
+    assert namespaces() - before, "the demo built no lab"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert namespaces() == before
+    assert pins_left(pin_dir) == []

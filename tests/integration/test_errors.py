@@ -1,0 +1,169 @@
+"""Bad input and missing prerequisites: one line on stderr, a documented exit code, and no
+change to the interfaces or the pins."""
+
+import os
+
+import pytest
+
+from .net import attach_foreign, sh
+
+NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
+AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def private_mounts(script: str) -> tuple:
+    """Run the command in a private mount namespace after a shell snippet."""
+    return (
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'{script} && exec "$@"',
+        "sh",
+    )
+
+
+def snapshot(topo, pin_dir) -> tuple:
+    """Everything a failed command must leave as it was."""
+    xdp = {h.port: topo.xdp(h.port) for h in topo.hosts}
+    pins = sorted(os.listdir(pin_dir)) if os.path.isdir(pin_dir) else None
+    listing = topo.list_json(pin_dir)["entries"] if pins else None
+    return xdp, pins, listing
+
+
+def assert_fails(result, code: int, *needles: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["add", "nope", "p2"], "no such interface: nope"),
+        (["add", "p1", "p1"], "same interface"),
+        (["add", "p1", "lo"], "loopback"),
+        (["del", "nope"], "no such interface"),
+    ],
+    ids=["unknown-interface", "same-in-out", "loopback", "del-unknown-interface"],
+)
+def test_bad_arguments_change_nothing(topo, pin_dir, args, needle):
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, *args), 2, needle)
+    assert snapshot(topo, pin_dir) == before
+
+
+@pytest.mark.parametrize("args", [["add", "p1", "p2"], ["list"], ["down"]], ids=" ".join)
+def test_not_root(topo, pin_dir, args):
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, *args, inner=AS_NOBODY), 5, "needs root")
+    assert snapshot(topo, pin_dir) == before
+
+
+def test_bcc_not_importable(topo, pin_dir):
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p2", env=NO_BCC), 5, "python3-bpfcc")
+    assert snapshot(topo, pin_dir) == before
+
+
+def test_kernel_headers_missing(topo, pin_dir):
+    before = snapshot(topo, pin_dir)
+    hide_headers = private_mounts("mount -t tmpfs tmpfs /lib/modules")
+    result = topo.xdpfwd(
+        pin_dir, "add", "p1", "p2", outer=hide_headers, env={"BCC_KERNEL_SOURCE": ""}
+    )
+    assert_fails(result, 5, "kernel headers", "linux-headers-")
+    assert snapshot(topo, pin_dir) == before
+
+
+def test_pin_dir_not_on_bpffs(topo, tmp_path):
+    not_bpffs = str(tmp_path / "pins")
+    assert_fails(topo.xdpfwd(not_bpffs, "add", "p1", "p2"), 5, "not on a BPF filesystem")
+    assert not os.path.exists(not_bpffs) and topo.xdp("p1") is None
+
+
+def test_bpffs_is_mounted_when_missing(topo):
+    # In a private mount namespace without bpffs at /sys/fs/bpf, add mounts it itself.
+    no_bpffs = private_mounts("(umount /sys/fs/bpf 2>/dev/null || true)")
+    result = topo.xdpfwd(
+        "/sys/fs/bpf/xdpfwd-test-automount", "add", "p1", "p2", "-b", outer=no_bpffs
+    )
+    assert result.returncode == 0, result.stderr
+    # That bpffs (and its pins) died with the mount namespace; the program stays attached.
+    assert not os.path.exists("/sys/fs/bpf/xdpfwd-test-automount")
+    assert topo.ping(1, topo.host(2).ip) == 3
+
+
+def test_foreign_program_is_refused_without_force(topo, pin_dir):
+    foreign = attach_foreign(topo, "p1")
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p2"), 3, "foreign_pass", "--force")
+    assert snapshot(topo, pin_dir) == before
+    assert topo.xdp("p1")["prog"]["id"] == foreign
+
+
+def test_foreign_program_is_replaced_with_force_and_never_touched_by_down(make_topo, pin_dir):
+    topo = make_topo(3)
+    attach_foreign(topo, "p1")
+    bystander = attach_foreign(topo, "p3", generic=True)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b", "--force")
+    assert topo.xdp("p1")["prog"]["name"] == "xdpfwd_ingress"
+    assert topo.ping(1, topo.host(2).ip) == 3
+    topo.ok(pin_dir, "down")
+    assert topo.xdp("p1") is None
+    assert topo.xdp("p3")["prog"]["id"] == bystander
+    # del and add of others never detach it either.
+    topo.ok(pin_dir, "add", "p2", "p1")
+    topo.ok(pin_dir, "del", "p2")
+    assert topo.xdp("p3")["prog"]["id"] == bystander
+
+
+def test_conflicting_table_type(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2", "--table", "devmap")
+    before = snapshot(topo, pin_dir)
+    assert_fails(
+        topo.xdpfwd(pin_dir, "add", "p2", "p1", "--table", "devmap-hash"), 1, "is a devmap", "down"
+    )
+    assert snapshot(topo, pin_dir) == before
+    assert topo.list_json(pin_dir)["table"] == "devmap"
+
+
+def test_conflicting_mode(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p2", "--mode", "native")
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p3", "--mode", "generic"), 1, "native mode")
+    assert snapshot(topo, pin_dir) == before
+
+
+def test_del_without_entry(topo, pin_dir):
+    assert_fails(topo.xdpfwd(pin_dir, "del", "p1"), 1, "p1 has no xdpfwd entry")
+    topo.ok(pin_dir, "add", "p1", "p2")
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, "del", "p2"), 1, "p2 has no xdpfwd entry", "xdpfwd list")
+    assert snapshot(topo, pin_dir) == before
+
+
+def test_failed_attach_rolls_everything_back(topo, pin_dir):
+    # A peer MTU beyond what native XDP on a veth supports makes the second attach fail,
+    # after the first port was attached and the pins created.
+    sh("ip", "-n", topo.host(2).ns, "link", "set", "h0", "mtu", "9000")
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p2", "-b", "--mode", "native"), 3, "p2", "MTU")
+    assert snapshot(topo, pin_dir) == before
+    assert not os.path.exists(pin_dir)
+
+
+def test_failed_attach_keeps_an_existing_setup(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    sh("ip", "-n", topo.host(3).ns, "link", "set", "h0", "mtu", "9000")
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, "add", "p2", "p3", "-b", "--mode", "native"), 3, "p3")
+    assert snapshot(topo, pin_dir) == before
+    assert topo.ping(1, topo.host(2).ip) == 3

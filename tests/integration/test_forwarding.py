@@ -1,0 +1,137 @@
+"""Forwarding through the real xdpfwd executable, on veth pairs in throwaway namespaces."""
+
+import os
+
+import pytest
+
+from .net import SUBNET, FrameCounter, UdpSink, send_udp, udp_frame_len
+
+
+def entries_by_ingress(listing: dict) -> dict:
+    return {row["ingress"]["ifname"]: row for row in listing["entries"]}
+
+
+@pytest.mark.parametrize("table", ["devmap-hash", "devmap"])
+def test_ping_both_directions(topo, pin_dir, table):
+    h1, h2 = topo.hosts
+    # Nothing links the two ports until xdpfwd does.
+    assert topo.ping(1, h2.ip, count=1) == 0
+    topo.ok(pin_dir, "add", "p1", "p2", "--bidirectional", "--table", table)
+    assert topo.ping(1, h2.ip) == 3
+    assert topo.ping(2, h1.ip) == 3
+    rows = entries_by_ingress(topo.list_json(pin_dir))
+    assert rows["p1"]["egress"]["ifname"] == "p2"
+    assert rows["p2"]["egress"]["ifname"] == "p1"
+    for row in rows.values():
+        assert (row["table"], row["state"], row["mode"]) == (table, "ok", "native")
+        assert row["counters"]["redirect_packets"] >= 3
+
+
+def test_generic_mode_forwards(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2", "-b", "--mode", "generic")
+    assert topo.ping(1, topo.host(2).ip) == 3
+    assert topo.xdp("p1")["mode"] == 2  # XDP_ATTACHED_SKB, as iproute2 reports it
+    assert {row["mode"] for row in topo.list_json(pin_dir)["entries"]} == {"generic"}
+
+
+def test_ingress_counters_match_frames_sent(topo, pin_dir):
+    h1, h2 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2")
+    sink = UdpSink(h2)
+    try:
+        send_udp(h1, h2.ip, 200, payload=100)
+        assert sink.count(200) == 200
+    finally:
+        sink.close()
+    counters = entries_by_ingress(topo.list_json(pin_dir))["p1"]["counters"]
+    assert counters["rx_packets"] == counters["redirect_packets"] == 200
+    assert counters["redirect_bytes"] == 200 * udp_frame_len(100)
+    assert counters["miss_packets"] == 0
+
+
+def test_second_add_reuses_the_pinned_program_without_compiling(make_topo, pin_dir):
+    topo = make_topo(3)
+    first = topo.ok(pin_dir, "add", "p1", "p2")
+    assert "compiled now" in first.stdout
+    prog_id = topo.xdp("p1")["prog"]["id"]
+    # With BCC made unimportable, the second add can only succeed if it does not compile.
+    no_bcc = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
+    second = topo.xdpfwd(pin_dir, "add", "p3", "p1", env=no_bcc)
+    assert second.returncode == 0, second.stderr
+    assert "reused pinned program" in second.stdout
+    assert topo.xdp("p3")["prog"]["id"] == prog_id
+    assert topo.list_json(pin_dir)["prog_id"] == prog_id
+
+
+def test_add_is_idempotent(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    again = topo.ok(pin_dir, "add", "p1", "p2")
+    assert "already attached" in again.stdout
+    assert len(topo.list_json(pin_dir)["entries"]) == 1
+
+
+@pytest.mark.parametrize("on_miss", ["drop", "pass"])
+def test_del_stops_forwarding_and_applies_on_miss(topo, pin_dir, on_miss):
+    h1, h2 = topo.hosts
+    # An address on p1 makes "reaches the host stack" observable: ping it from h1.
+    gateway = f"{SUBNET}.254"
+    topo_ip = ["ip", "-n", topo.fwd]
+    from .net import sh
+
+    sh(*topo_ip, "addr", "add", f"{gateway}/24", "dev", "p1")
+    topo.ok(pin_dir, "add", "p1", "p2", "-b", "--on-miss", on_miss)
+    assert topo.ping(1, h2.ip) == 3
+    topo.ok(pin_dir, "del", "p1")
+    # p2 still forwards to p1, so p1 keeps the program and its on-miss verdict.
+    assert topo.xdp("p1") is not None
+    assert topo.ping(1, h2.ip, count=2) == 0
+    reached_host = topo.ping(1, gateway, count=2)
+    row = entries_by_ingress(topo.list_json(pin_dir))["p1"]
+    assert row["egress"] is None and row["state"] == "no entry"
+    if on_miss == "drop":
+        assert reached_host == 0
+        assert row["counters"]["drop_packets"] >= 4
+    else:
+        assert reached_host == 2
+        assert row["counters"]["pass_packets"] >= 4
+    assert row["counters"]["miss_packets"] == (
+        row["counters"]["drop_packets"] + row["counters"]["pass_packets"]
+    )
+
+
+def test_del_detaches_a_port_nothing_needs(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    result = topo.ok(pin_dir, "del", "p1")
+    assert "detached from p1" in result.stdout
+    assert topo.xdp("p1") is None
+    assert topo.list_json(pin_dir)["entries"] == []
+    assert topo.ping(1, topo.host(2).ip, count=1) == 0
+
+
+def test_on_miss_pass_really_reaches_the_stack_as_frames(topo, pin_dir):
+    """With pass, frames of a deleted entry are seen by a packet socket on the port."""
+    h1, h2 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2", "-b", "--on-miss", "pass")
+    topo.ok(pin_dir, "del", "p1")
+    counter = FrameCounter(topo.fwd, "p1")
+    try:
+        send_udp(h1, h2.ip, 10, port=9100)
+        assert len(counter.frames(udp_port=9100)) == 10
+    finally:
+        counter.close()
+
+
+def test_down_leaves_nothing_behind(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    topo.ok(pin_dir, "add", "p3", "p1")
+    result = topo.ok(pin_dir, "down")
+    for port in ("p1", "p2", "p3"):
+        assert topo.xdp(port) is None, port
+        assert f"detached from {port}" in result.stdout
+    assert not os.path.exists(pin_dir)
+    assert topo.ping(1, topo.host(2).ip, count=1) == 0
+    # A second down has nothing to do and says so.
+    assert "nothing to do" in topo.ok(pin_dir, "down").stdout

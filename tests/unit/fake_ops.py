@@ -1,0 +1,72 @@
+"""A stand-in for xdpfwd.ops that records calls, for CLI tests without root or kernel."""
+
+from __future__ import annotations
+
+from xdpfwd.bpf.maps import PortStats
+from xdpfwd.errors import InputError
+from xdpfwd.model import AddResult, Attachment, DelResult, DownResult, Iface, Listing, PortRow
+
+LINKS = {"eth1": 2, "eth2": 3, "eth3": 4}
+
+
+class FakeOps:
+    def __init__(self, fail_with: BaseException | None = None):
+        self.calls: list[tuple[str, tuple, dict]] = []
+        self.fail_with = fail_with
+
+    def _record(self, name, *args, **kwargs):
+        self.calls.append((name, args, kwargs))
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def resolve(self, name, allow_gone=False):
+        if name in LINKS:
+            return Iface(LINKS[name], name)
+        if allow_gone and name.isdigit():
+            return Iface(int(name), None)
+        raise InputError(f"no such interface: {name}")
+
+    def add(self, pins, ingress, egress, **kwargs):
+        self._record("add", pins, ingress, egress, **kwargs)
+        return AddResult(
+            entries=[(ingress, egress)],
+            attachments=[Attachment(ingress, "native", True)],
+            table="devmap-hash",
+            prog_id=7,
+            compiled=True,
+        )
+
+    def delete(self, pins, ingress):
+        self._record("delete", pins, ingress)
+        return DelResult(removed=ingress, egress=Iface(3, "eth2"), detached=[ingress])
+
+    def list_ports(self, pins):
+        self._record("list_ports", pins)
+        rows = [
+            PortRow(
+                Iface(2, "eth1"),
+                Iface(3, "eth2"),
+                "devmap-hash",
+                "native",
+                "pass",
+                "ok",
+                PortStats(redirect_packets=5, redirect_bytes=500),
+            ),
+            PortRow(Iface(17, None), None, "devmap-hash", None, "drop", "device gone", PortStats()),
+        ]
+        return Listing(pins.path, "devmap-hash", 7, rows)
+
+    def down(self, pins):
+        self._record("down", pins)
+        return DownResult([Iface(2, "eth1")], removed_pins=True)
+
+    def lab_up(self, name, nports):
+        self._record("lab_up", name, nports)
+
+    def lab_down(self, name):
+        self._record("lab_down", name)
+        return []
+
+    def lab_status(self, name):
+        self._record("lab_status", name)
+        return None

@@ -1,0 +1,60 @@
+"""The man page and README document every command and option the CLI has."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+
+from xdpfwd.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+MAN = (ROOT / "man" / "xdpfwd.8").read_text()
+README = (ROOT / "README.md").read_text()
+MAN_TEXT = MAN.replace("\\-", "-").replace("\\fB", "").replace("\\fR", "").replace("\\fI", "")
+
+
+def walk(group: click.Group, path=()):
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from walk(command, (*path, name))
+
+
+COMMANDS = list(walk(cli))
+OPTIONS = sorted(
+    {opt for _, cmd in COMMANDS for p in cmd.params for opt in p.opts if opt.startswith("--")}
+    | {opt for p in cli.params for opt in p.opts if opt.startswith("--")}
+)
+
+
+@pytest.mark.parametrize("path", [" ".join(p) for p, _ in COMMANDS])
+def test_every_command_is_in_the_man_page_and_readme(path):
+    assert f"xdpfwd {path}" in MAN_TEXT or path.split()[-1] in MAN_TEXT
+    assert f"xdpfwd {path}" in README
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_long_option_is_in_the_man_page(option):
+    assert option in MAN_TEXT
+
+
+def test_exit_codes_are_documented():
+    for code in ("0", "1", "2", "3", "4", "5", "130"):
+        assert f"\n.B {code}\n" in MAN
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
+def test_man_page_renders_without_warnings():
+    result = subprocess.run(
+        ["groff", "-man", "-ww", "-z", str(ROOT / "man" / "xdpfwd.8")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_readme_starts_with_the_two_commands():
+    commands = [line.strip() for line in README.split("```")[1].strip().splitlines()]
+    assert commands == ["make demo", "make test"]

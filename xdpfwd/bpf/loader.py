@@ -1,0 +1,85 @@
+"""Compiling with BCC: the only module that imports bcc, and only when it must compile."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .. import prereqs
+from ..errors import BpfError, PrereqError
+from . import source
+
+log = logging.getLogger(__name__)
+
+XDP_INGRESS_FUNC = "xdpfwd_ingress"
+
+
+@contextmanager
+def _captured_output() -> Iterator[list[str]]:
+    """Collect what BCC and clang print on fds 1 and 2 (they bypass sys.stdout)."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def _first_error(lines: list[str]) -> str | None:
+    return next((line.strip() for line in lines if "error:" in line), None)
+
+
+def compile_xdp(text: str, func: str, cflags: list[str], attach_type: int | None = None) -> int:
+    """Compile C text with BCC and load func as an XDP program; return a program fd.
+
+    Maps declared in pinned sections are created and pinned (or adopted) by BCC.
+    Raises PrereqError when BCC or kernel headers are missing, BpfError when the
+    compile or the load fails.
+    """
+    prereqs.require_bcc()
+    prereqs.require_kernel_headers()
+    log.info("compiling %s with BCC", func)
+    with _captured_output() as output:
+        try:
+            from bcc import BPF
+
+            bpf = BPF(text=text, cflags=cflags)
+            kwargs = {} if attach_type is None else {"attach_type": attach_type}
+            fn = bpf.load_func(func.encode(), BPF.XDP, **kwargs)
+            prog_fd = os.dup(fn.fd)
+            bpf.cleanup()
+        except Exception as e:  # BCC raises bare Exception for compile and load errors
+            failure = e
+        else:
+            failure = None
+    for line in output:
+        log.debug("bcc: %s", line)
+    if failure is not None:
+        if any("Unable to find kernel headers" in line for line in output):
+            raise PrereqError(prereqs.missing_headers_message()) from failure
+        reason = _first_error(output) or str(failure).strip()
+        raise BpfError(f"compiling {func} failed: {reason}") from failure
+    return prog_fd
+
+
+def compile_ingress(pin_dir: str) -> int:
+    """Compile the ingress program against the maps pinned (or to pin) under pin_dir."""
+    return compile_xdp(
+        source.read_source(source.INGRESS_SOURCE),
+        XDP_INGRESS_FUNC,
+        source.cflags(XDPFWD_PIN_DIR=pin_dir),
+    )

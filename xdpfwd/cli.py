@@ -1,0 +1,246 @@
+"""The xdpfwd command line: parse, call one operation, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+
+import click
+
+from . import __version__, ops, render
+from .demo import run as run_demo
+from .errors import EXIT_INTERRUPTED, InputError, XdpfwdError
+from .options import App, IfaceType, force_option, json_option, mode_option, table_option
+from .pins import DEFAULT_PIN_DIR, PinDir
+
+log = logging.getLogger("xdpfwd")
+
+
+class XdpfwdGroup(click.Group):
+    """Turns every failure into one `error:` line on stderr and a documented exit code."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        code = self._run(*args, **kwargs)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, *args, **kwargs) -> int:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+            return result if isinstance(result, int) else 0
+        except click.UsageError as e:
+            hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+            render.error(e.format_message() + hint)
+            return e.exit_code
+        except click.ClickException as e:
+            render.error(e.format_message())
+            return e.exit_code
+        except click.Abort:
+            render.error("interrupted; changes in progress were rolled back")
+            return EXIT_INTERRUPTED
+        except XdpfwdError as e:
+            _traceback_if_debug()
+            render.error(str(e))
+            return e.exit_code
+        except Exception as e:  # a bug: say so in one line, the traceback is behind -vv
+            _traceback_if_debug()
+            render.error(f"unexpected {type(e).__name__}: {e} (run with -vv for the traceback)")
+            return 1
+
+
+def _traceback_if_debug() -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        traceback.print_exc()
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(format="xdpfwd: %(message)s", level=level, stream=sys.stderr, force=True)
+
+
+@click.group(cls=XdpfwdGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--pin-dir",
+    envvar="XDPFWD_PIN_DIR",
+    default=DEFAULT_PIN_DIR,
+    show_default=True,
+    help="bpffs directory holding xdpfwd's pinned program and maps [env: XDPFWD_PIN_DIR].",
+)
+@click.option("-v", "--verbose", count=True, help="More detail on stderr; -vv for debugging.")
+@click.version_option(__version__, "--version")
+@click.pass_context
+def cli(ctx: click.Context, pin_dir: str, verbose: int) -> None:
+    """Forward frames port to port with XDP.
+
+    State lives in the kernel and in bpffs pins under --pin-dir, so each call
+    finds what earlier calls set up.
+    """
+    _setup_logging(verbose)
+    try:
+        pins = PinDir.parse(pin_dir)
+    except InputError as e:
+        raise click.BadParameter(str(e), param_hint="--pin-dir") from None
+    ctx.obj = App(ops=ctx.obj or ops, pins=pins)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  xdpfwd add eth1 eth2                   # frames entering eth1 leave on eth2
+  xdpfwd add eth1 eth2 --bidirectional   # and eth2 back to eth1
+  xdpfwd add eth1 eth2 --on-miss drop    # eth1 drops frames once it has no entry
+  xdpfwd add eth1 eth2 --mode generic    # skb mode, for drivers without native XDP
+"""
+)
+@click.argument("ingress", type=IfaceType())
+@click.argument("egress", type=IfaceType())
+@click.option("-b", "--bidirectional", is_flag=True, help="Also forward EGRESS to INGRESS.")
+@table_option
+@mode_option
+@click.option(
+    "--on-miss",
+    type=click.Choice(["pass", "drop"]),
+    default=None,
+    help="Verdict for frames entering the port once it has no entry: pass them to the "
+    "host stack or drop them [default: pass, or the port's current setting].",
+)
+@force_option
+@click.pass_obj
+def add(app: App, ingress, egress, bidirectional, table, mode, on_miss, force) -> None:
+    """Forward every frame that enters INGRESS out of EGRESS."""
+    if ingress.ifindex == egress.ifindex:
+        raise click.UsageError(f"INGRESS and EGRESS are the same interface ({ingress.label})")
+    result = app.ops.add(
+        app.pins,
+        ingress,
+        egress,
+        bidirectional=bidirectional,
+        table=table,
+        mode=mode,
+        on_miss=on_miss,
+        force=force,
+    )
+    render.add_result(result)
+
+
+@cli.command(
+    "del",
+    epilog="""\b
+Examples:
+  xdpfwd del eth1      # stop forwarding what enters eth1
+  xdpfwd del 17        # an entry whose device is gone, by ifindex
+""",
+)
+@click.argument("ingress", type=IfaceType(allow_gone=True))
+@click.pass_obj
+def delete(app: App, ingress) -> None:
+    """Remove the entry of INGRESS; detach from ports that no longer need xdpfwd."""
+    render.del_result(app.ops.delete(app.pins, ingress))
+
+
+@cli.command(
+    "list",
+    epilog="""\b
+Examples:
+  xdpfwd list
+  xdpfwd list --json | jq '.entries[] | select(.state != "ok")'
+""",
+)
+@json_option
+@click.pass_obj
+def list_cmd(app: App, as_json: bool) -> None:
+    """Show every port xdpfwd manages: entry, mode, state and frame counts."""
+    render.listing(app.ops.list_ports(app.pins), as_json)
+
+
+@cli.command(epilog="\b\nExamples:\n  xdpfwd down\n")
+@click.pass_obj
+def down(app: App) -> None:
+    """Detach xdpfwd from every interface and remove all its pins."""
+    render.down_result(app.ops.down(app.pins), app.pins.path)
+
+
+@cli.command(epilog="\b\nExamples:\n  xdpfwd demo\n  xdpfwd demo --count 10 --mode generic\n")
+@click.option(
+    "--count",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Pings in each direction.",
+)
+@table_option
+@mode_option
+@click.pass_obj
+def demo(app: App, count: int, table, mode) -> None:
+    """Forward between two ports of a throwaway lab and ping across.
+
+    Builds two veth ports with a host namespace behind each, forwards between
+    them with XDP (own pin directory), pings both ways, prints what happened
+    and removes everything.
+    """
+    pins = PinDir.parse(f"{app.pins.path}-demo-{os.getpid()}")
+    report = run_demo(pins, count=count, table=table, mode=mode)
+    render.demo_report(report)
+    if not report.ok:
+        raise XdpfwdError("the demo's pings did not all come back")
+
+
+@cli.group(
+    epilog="""\b
+Examples:
+  xdpfwd lab up --ports 3        # xlab1..xlab3, hosts 198.18.0.1..3 behind them
+  xdpfwd add xlab1 xlab2 -b
+  ip netns exec xlab1 ping 198.18.0.2
+  xdpfwd lab down
+"""
+)
+def lab() -> None:
+    """A throwaway lab of veth ports with a host namespace behind each."""
+
+
+def _lab_name_option(fn):
+    return click.option(
+        "--name",
+        default="xlab",
+        show_default=True,
+        help="Lab name: prefix of its ports and namespaces.",
+    )(fn)
+
+
+@lab.command(
+    "up", epilog="\b\nExamples:\n  xdpfwd lab up\n  xdpfwd lab up --ports 4 --name bench\n"
+)
+@click.option("--ports", "nports", default=2, show_default=True, type=int, help="Number of ports.")
+@_lab_name_option
+@click.pass_obj
+def lab_up(app: App, nports: int, name: str) -> None:
+    """Create the lab's ports and host namespaces."""
+    render.lab_status(app.ops.lab_up(name, nports), name, as_json=False)
+
+
+@lab.command("down", epilog="\b\nExamples:\n  xdpfwd lab down\n  xdpfwd lab down --name bench\n")
+@_lab_name_option
+@click.pass_obj
+def lab_down(app: App, name: str) -> None:
+    """Remove the lab's ports and namespaces."""
+    removed = app.ops.lab_down(name)
+    render.note(f"removed {len(removed)} lab namespaces" if removed else f"no lab named {name}")
+
+
+@lab.command("status", epilog="\b\nExamples:\n  xdpfwd lab status\n  xdpfwd lab status --json\n")
+@_lab_name_option
+@json_option
+@click.pass_obj
+def lab_status(app: App, name: str, as_json: bool) -> None:
+    """Show the lab's ports, host namespaces and addresses."""
+    render.lab_status(app.ops.lab_status(name), name, as_json)
+
+
+def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so a mutating command rolls back before it exits.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    cli(prog_name="xdpfwd")

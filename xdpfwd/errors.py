@@ -1,0 +1,34 @@
+"""xdpfwd's errors; each class carries the process exit status the CLI uses for it."""
+
+
+class XdpfwdError(Exception):
+    """A runtime or state error the user can act on (exit 1)."""
+
+    exit_code = 1
+
+
+class InputError(XdpfwdError):
+    """Bad input found past argument parsing (exit 2, like a usage error)."""
+
+    exit_code = 2
+
+
+class AttachError(XdpfwdError):
+    """XDP attach or detach refused: a foreign program, or the kernel said no (exit 3)."""
+
+    exit_code = 3
+
+
+class BpfError(XdpfwdError):
+    """Compiling, loading or pinning a program, or a map operation, failed (exit 4)."""
+
+    exit_code = 4
+
+
+class PrereqError(XdpfwdError):
+    """Something the host must provide is missing: privileges, bpffs, BCC, headers (exit 5)."""
+
+    exit_code = 5
+
+
+EXIT_INTERRUPTED = 130

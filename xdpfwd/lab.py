@@ -1,0 +1,171 @@
+"""A throwaway lab: N ports, each a veth pair whose far end is a host in its own netns.
+
+Port i is the veth end `<prefix><i>` in the current namespace (the one xdpfwd
+forwards between); its peer `host0` lives in namespace `<prefix><i>` with address
+198.18.0.<i>/24 (the RFC 2544 benchmarking range), like a host on a switch port.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import netdev, netns
+from .errors import InputError, XdpfwdError
+
+HOST_DEV = "host0"
+MAX_PORTS = 250
+_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
+
+
+@dataclass(frozen=True)
+class LabPort:
+    port: str  # veth end in the current namespace: the port xdpfwd manages
+    netns: str  # the host's namespace
+    host_dev: str  # veth end inside the host's namespace
+    address: str  # host address, CIDR
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+    def as_dict(self) -> dict:
+        return {
+            "port": self.port,
+            "netns": self.netns,
+            "host_dev": self.host_dev,
+            "address": self.address,
+        }
+
+
+@dataclass(frozen=True)
+class Lab:
+    prefix: str
+    ports: list[LabPort]
+
+    def as_dict(self) -> dict:
+        return {"name": self.prefix, "ports": [p.as_dict() for p in self.ports]}
+
+
+def check_prefix(prefix: str) -> None:
+    if not _PREFIX.match(prefix):
+        raise InputError(
+            f"lab name {prefix!r}: 1-10 lowercase letters, digits or '-', starting with a letter"
+        )
+
+
+def lab_port(prefix: str, index: int) -> LabPort:
+    name = f"{prefix}{index}"
+    return LabPort(port=name, netns=name, host_dev=HOST_DEV, address=f"198.18.0.{index}/24")
+
+
+def up(prefix: str, nports: int, queues: int = 1) -> Lab:
+    """Build the lab; on any failure remove what was built. Raises InputError."""
+    check_prefix(prefix)
+    if not 2 <= nports <= MAX_PORTS:
+        raise InputError(f"a lab has 2 to {MAX_PORTS} ports, not {nports}")
+    if status(prefix) is not None:
+        raise InputError(f"lab {prefix} already exists; `xdpfwd lab down --name {prefix}` first")
+    ports = [lab_port(prefix, i) for i in range(1, nports + 1)]
+    try:
+        for p in ports:
+            _build_port(p, queues)
+    except BaseException:
+        down(prefix)
+        raise
+    return Lab(prefix, ports)
+
+
+def _build_port(p: LabPort, queues: int) -> None:
+    if netdev.link_by_name(p.port) is not None:
+        raise InputError(f"interface {p.port} already exists; choose another lab name")
+    netns.create(p.netns)
+    netdev.add_veth(p.port, p.host_dev, p.netns, queues)
+    netdev.configure(p.port)
+    netdev.configure("lo", netns=p.netns)
+    netdev.configure(p.host_dev, netns=p.netns, address=p.address)
+    with netns.entered(p.netns):
+        # A frame redirected into a veth is dropped unless its peer has GRO or XDP.
+        netdev.set_gro(p.host_dev, True)
+        netdev.set_tx_checksum(p.host_dev, False)
+
+
+def down(prefix: str) -> list[str]:
+    """Remove the lab's namespaces and ports; return the namespaces removed."""
+    check_prefix(prefix)
+    removed = []
+    for name in _lab_namespaces(prefix):
+        netns.remove(name)
+        removed.append(name)
+    for name in _lab_port_names(prefix):
+        netdev.delete_link(name)
+    return removed
+
+
+def status(prefix: str) -> Lab | None:
+    check_prefix(prefix)
+    indexes = sorted(
+        {int(n[len(prefix) :]) for n in _lab_namespaces(prefix) + _lab_port_names(prefix)}
+    )
+    return Lab(prefix, [lab_port(prefix, i) for i in indexes]) if indexes else None
+
+
+def _lab_namespaces(prefix: str) -> list[str]:
+    return [n for n in netns.names() if re.fullmatch(re.escape(prefix) + r"\d+", n)]
+
+
+def _lab_port_names(prefix: str) -> list[str]:
+    pattern = re.escape(prefix) + r"\d+"
+    return [link.ifname for link in netdev.links().values() if re.fullmatch(pattern, link.ifname)]
+
+
+@contextmanager
+def running(prefix: str, nports: int) -> Iterator[Lab]:
+    lab = up(prefix, nports)
+    try:
+        yield lab
+    finally:
+        down(prefix)
+
+
+@dataclass(frozen=True)
+class PingResult:
+    source: LabPort
+    target: LabPort
+    sent: int
+    received: int
+
+
+def ping(source: LabPort, target: LabPort, count: int = 3) -> PingResult:
+    """Ping target's host from source's host with the system ping."""
+    try:
+        proc = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                source.netns,
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                str(count),
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                target.ip,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=count * 2 + 10,
+        )
+    except FileNotFoundError as e:
+        raise XdpfwdError(f"{e.filename} is not installed (ping comes from iputils-ping)") from e
+    match = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", proc.stdout)
+    if match is None:
+        raise XdpfwdError(f"ping gave no summary: {(proc.stderr or proc.stdout).strip()}")
+    return PingResult(source, target, int(match.group(1)), int(match.group(2)))

@@ -1,0 +1,257 @@
+"""Network devices over rtnetlink (pyroute2): lookup, XDP attach/detach, veth set-up."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import logging
+import socket
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .errors import AttachError, InputError
+
+log = logging.getLogger(__name__)
+
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_HW_MODE = 1 << 3
+XDP_FLAGS_REPLACE = 1 << 4
+
+MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+_ATTACHED_MODE = {"xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload"}
+
+
+@dataclass(frozen=True)
+class Link:
+    ifindex: int
+    ifname: str
+    kind: str | None
+    up: bool
+    loopback: bool
+    mtu: int
+    xdp_prog_id: int  # 0 when no XDP program is attached
+    xdp_mode: str | None  # native, generic or offload
+    peer_ifindex: int = 0  # IFLA_LINK: a veth's peer (possibly in another netns)
+    peer_netnsid: int | None = None
+
+
+def parse_link(msg) -> Link:
+    """Build a Link from a pyroute2 ifinfmsg (RTM_NEWLINK)."""
+    kind = None
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    if linkinfo is not None:
+        kind = linkinfo.get_attr("IFLA_INFO_KIND")
+    prog_id, mode = 0, None
+    xdp = msg.get_attr("IFLA_XDP")
+    if xdp is not None:
+        attached = xdp.get_attr("IFLA_XDP_ATTACHED")
+        if attached in _ATTACHED_MODE:
+            mode = _ATTACHED_MODE[attached]
+            prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+        elif attached == "xdpmulti":
+            # Several modes at once (offload plus another): report the host-side one.
+            for attr, name in (
+                ("IFLA_XDP_DRV_PROG_ID", "native"),
+                ("IFLA_XDP_SKB_PROG_ID", "generic"),
+            ):
+                if xdp.get_attr(attr):
+                    prog_id, mode = xdp.get_attr(attr), name
+                    break
+    flags = msg["flags"]
+    return Link(
+        ifindex=msg["index"],
+        ifname=msg.get_attr("IFLA_IFNAME"),
+        kind=kind,
+        up=bool(flags & IFF_UP),
+        loopback=bool(flags & IFF_LOOPBACK),
+        mtu=msg.get_attr("IFLA_MTU") or 0,
+        xdp_prog_id=prog_id,
+        xdp_mode=mode,
+        peer_ifindex=msg.get_attr("IFLA_LINK") or 0,
+        peer_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
+    )
+
+
+def _iproute(netns: str | None = None) -> IPRoute:
+    return IPRoute(netns=netns, ext_ack=True) if netns else IPRoute(ext_ack=True)
+
+
+def links(netns: str | None = None) -> dict[int, Link]:
+    """Every link of the network namespace, by ifindex."""
+    with _iproute(netns) as ipr:
+        return {link.ifindex: link for link in map(parse_link, ipr.get_links())}
+
+
+def link(ifindex: int) -> Link | None:
+    with _iproute() as ipr:
+        try:
+            return parse_link(ipr.get_links(ifindex)[0])
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return None
+            raise
+
+
+def link_by_name(ifname: str, netns: str | None = None) -> Link | None:
+    with _iproute(netns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        return parse_link(ipr.get_links(found[0])[0]) if found else None
+
+
+def resolve(name: str) -> Link:
+    """The link called name, or whose ifindex is name; raises InputError."""
+    found = link_by_name(name) if len(name) < 16 else None
+    if found is None and name.isdigit():
+        found = link(int(name))
+    if found is None:
+        raise InputError(f"no such interface: {name}")
+    return found
+
+
+def _netlink_reason(e: NetlinkError) -> str:
+    message = e.args[1] if len(e.args) > 1 and e.args[1] else None
+    return message or errno.errorcode.get(e.code, str(e.code))
+
+
+def _set_xdp(ifindex: int, fd: int, flags: int, expected_fd: int | None = None) -> None:
+    attrs = [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]
+    if expected_fd is not None:
+        attrs.append(("IFLA_XDP_EXPECTED_FD", expected_fd))
+    with _iproute() as ipr:
+        ipr.link("set", index=ifindex, xdp={"attrs": attrs})
+
+
+def attach_xdp(port: Link, prog_fd: int, mode: str, replace_fd: int | None = None) -> str:
+    """Attach prog_fd to port in mode native, generic or auto; return the mode used.
+
+    Without replace_fd the kernel refuses if any program is attached meanwhile;
+    with it, the program replace_fd refers to is swapped out atomically.
+    Raises AttachError.
+    """
+    tries = ["native", "generic"] if mode == "auto" else [mode]
+    for attempt in tries:
+        flags = MODE_FLAGS[attempt]
+        if replace_fd is None:
+            flags |= XDP_FLAGS_UPDATE_IF_NOEXIST
+        else:
+            flags |= XDP_FLAGS_REPLACE
+        try:
+            _set_xdp(port.ifindex, prog_fd, flags, replace_fd)
+            return attempt
+        except NetlinkError as e:
+            conflict = e.code in (errno.EBUSY, errno.EEXIST)
+            if attempt == tries[-1] or conflict:
+                raise AttachError(
+                    f"attaching XDP ({attempt}) to {port.ifname} failed: {_netlink_reason(e)}"
+                ) from e
+            log.info("native XDP on %s failed (%s); using generic", port.ifname, _netlink_reason(e))
+    raise AssertionError("unreachable")
+
+
+def detach_xdp(port: Link, expected_fd: int | None = None) -> None:
+    """Detach the program attached to port; with expected_fd only if it is that one.
+
+    Raises AttachError.
+    """
+    if port.xdp_mode is None:
+        return
+    flags = MODE_FLAGS.get(port.xdp_mode, XDP_FLAGS_HW_MODE)
+    if expected_fd is not None:
+        flags |= XDP_FLAGS_REPLACE
+    try:
+        _set_xdp(port.ifindex, -1, flags, expected_fd)
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return
+        raise AttachError(f"detaching XDP from {port.ifname} failed: {_netlink_reason(e)}") from e
+
+
+# Legacy ethtool ioctl: still the simplest way to flip one feature.
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_STXCSUM = 0x17
+_ETHTOOL_GGRO = 0x2B
+_ETHTOOL_SGRO = 0x2C
+
+
+class _EthtoolValue(ctypes.Structure):
+    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
+
+
+class _IfReq(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char * 16),
+        ("data", ctypes.c_void_p),
+        ("_pad", ctypes.c_char * 16),
+    ]
+
+
+def _ethtool_value(ifname: str, cmd: int, data: int = 0) -> int:
+    value = _EthtoolValue(cmd, data)
+    ifreq = _IfReq(ifname.encode(), ctypes.addressof(value))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), _SIOCETHTOOL, ifreq)
+    return value.data
+
+
+def gro_enabled(ifname: str) -> bool:
+    """GRO state of ifname in the current network namespace."""
+    return bool(_ethtool_value(ifname, _ETHTOOL_GGRO))
+
+
+def set_gro(ifname: str, enabled: bool) -> None:
+    """Set GRO in the current netns; a veth with GRO receives frames redirected to its peer."""
+    _ethtool_value(ifname, _ETHTOOL_SGRO, int(enabled))
+
+
+def set_tx_checksum(ifname: str, enabled: bool) -> None:
+    """Set TX checksum offload in the current netns.
+
+    A veth sender with offload leaves partial L4 checksums in its frames; an XDP
+    redirect passes them on unfinished and the receiver drops them as corrupt.
+    """
+    _ethtool_value(ifname, _ETHTOOL_STXCSUM, int(enabled))
+
+
+def add_veth(ifname: str, peer: str, peer_netns: str, queues: int = 1) -> None:
+    """Create a veth pair with ifname here and peer inside peer_netns."""
+    with _iproute() as ipr:
+        ipr.link(
+            "add",
+            ifname=ifname,
+            kind="veth",
+            num_tx_queues=queues,
+            num_rx_queues=queues,
+            peer={
+                "ifname": peer,
+                "net_ns_fd": peer_netns,
+                "num_tx_queues": queues,
+                "num_rx_queues": queues,
+            },
+        )
+
+
+def delete_link(ifname: str) -> bool:
+    with _iproute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        ipr.link("del", index=found[0])
+        return True
+
+
+def configure(ifname: str, netns: str | None = None, address: str | None = None) -> None:
+    """Bring ifname up, with an IPv4 address in CIDR form if one is given."""
+    with _iproute(netns) as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        if address:
+            ip, prefix = address.split("/")
+            ipr.addr("add", index=index, address=ip, prefixlen=int(prefix))
+        ipr.link("set", index=index, state="up")

@@ -1,0 +1,148 @@
+"""Everything xdpfwd shows: rich tables for people, JSON for programs, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .demo import DemoReport
+from .lab import Lab
+from .model import AddResult, DelResult, DownResult, Iface, Listing
+
+
+def _out() -> Console:
+    # Created per call so that whatever sys.stdout is now (a CliRunner buffer) is used.
+    return Console(highlight=False)
+
+
+def _line(console: Console, text: str) -> None:
+    """One unwrapped line, printed verbatim (no markup)."""
+    console.print(Text(text), soft_wrap=True)
+
+
+def error(message: str) -> None:
+    _line(Console(stderr=True, highlight=False), f"error: {message}")
+
+
+def note(message: str) -> None:
+    _line(Console(stderr=True, highlight=False), f"note: {message}")
+
+
+def print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _port(iface: Iface | None) -> str:
+    if iface is None:
+        return "-"
+    return f"{iface.ifname} ({iface.ifindex})" if iface.ifname else f"gone ({iface.ifindex})"
+
+
+def add_result(result: AddResult) -> None:
+    out = _out()
+    for src, dst in result.entries:
+        _line(out, f"{src.ifname} -> {dst.ifname}")
+    for att in result.attachments:
+        how = "attached" if att.changed else "already attached"
+        _line(out, f"  {att.port.ifname}: {how} ({att.mode} mode)")
+    compiled = "compiled now" if result.compiled else "reused pinned program"
+    _line(out, f"  table {result.table}, program id {result.prog_id} ({compiled})")
+
+
+def del_result(result: DelResult) -> None:
+    out = _out()
+    _line(out, f"removed {result.removed.label} -> {result.egress.label}")
+    for port in result.detached:
+        _line(out, f"  detached from {port.label}")
+
+
+def down_result(result: DownResult, pin_dir: str) -> None:
+    out = _out()
+    if not result.removed_pins:
+        _line(out, f"nothing to do: no xdpfwd state in {pin_dir}")
+        return
+    for port in result.detached:
+        _line(out, f"detached from {port.label}")
+    _line(out, f"removed {pin_dir}")
+
+
+def listing_table(listing: Listing) -> Table:
+    table = Table(
+        title=f"{listing.pin_dir}  table {listing.table}  program id {listing.prog_id}",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("INGRESS", "EGRESS", "MODE", "ON-MISS", "STATE"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("FORWARDED", justify="right")
+    table.add_column("MISSED", justify="right")
+    for row in listing.rows:
+        state = Text(row.state, style="green" if row.state == "ok" else "yellow")
+        table.add_row(
+            _port(row.ingress),
+            _port(row.egress),
+            row.mode or "-",
+            row.on_miss,
+            state,
+            str(row.counters.redirect_packets),
+            str(row.counters.miss_packets),
+        )
+    return table
+
+
+def listing(result: Listing, as_json: bool) -> None:
+    if as_json:
+        print_json(result.as_dict())
+    elif not result.rows:
+        _line(_out(), f"no forwarding entries in {result.pin_dir}")
+    else:
+        _out().print(listing_table(result))
+
+
+def lab_status(lab: Lab | None, name: str, as_json: bool) -> None:
+    if as_json:
+        print_json(lab.as_dict() if lab else None)
+        return
+    if lab is None:
+        _line(_out(), f"no lab named {name}")
+        return
+    table = Table(title=f"lab {lab.prefix}", title_justify="left", box=None, header_style="bold")
+    for column in ("PORT", "HOST NETNS", "HOST DEVICE", "HOST ADDRESS"):
+        table.add_column(column)
+    for p in lab.ports:
+        table.add_row(p.port, p.netns, p.host_dev, p.address)
+    _out().print(table)
+
+
+def demo_report(report: DemoReport) -> None:
+    out = _out()
+    _line(out, "lab: veth ports, each with a host namespace behind it")
+    for p in report.lab.ports:
+        _line(out, f"  {p.port} <-> host {p.address} (netns {p.netns})")
+    add_result(report.added)
+    pings = Table(
+        title="ping across the XDP forwarder", title_justify="left", box=None, header_style="bold"
+    )
+    for column in ("FROM", "TO", "SENT", "RECEIVED", "RESULT"):
+        pings.add_column(column)
+    for p in report.pings:
+        ok = p.received == p.sent > 0
+        pings.add_row(
+            f"{p.source.ip} ({p.source.netns})",
+            f"{p.target.ip} ({p.target.netns})",
+            str(p.sent),
+            str(p.received),
+            Text("ok" if ok else "LOST", style="green" if ok else "red"),
+        )
+    out.print(pings)
+    out.print(listing_table(report.listing))
+    verdict = (
+        "frames were forwarded by XDP in both directions" if report.ok else "some pings were lost"
+    )
+    _line(out, f"demo {'passed' if report.ok else 'FAILED'}: {verdict}; lab and pins removed")
