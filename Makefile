@@ -15,8 +15,8 @@ $(VENV)/bin/python:
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 
 $(STAMP): $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	@echo "setup: installing xdpfwd into $(VENV) (editable, with test tools)"
+	@$(PY) -m pip install -e '.[test]' > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@touch $@
 
 demo: setup

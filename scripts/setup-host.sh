@@ -12,45 +12,55 @@ as_root() {
 	fi
 }
 
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
+}
+
 release=$(uname -r)
 arch=$(dpkg --print-architecture)
 packages="python3-bpfcc python3-venv iproute2 iputils-ping ethtool tcpdump groff-base"
 
-headers_pkg=""
-if [ ! -d "/lib/modules/$release/build" ]; then
-	# A stock distro kernel has its own headers package; a custom one gets the
-	# distro's generic headers plus a link (XDP code uses only UAPI headers).
-	if apt-cache show "linux-headers-$release" >/dev/null 2>&1; then
-		headers_pkg="linux-headers-$release"
-	else
-		headers_pkg="linux-headers-$arch"
-	fi
-fi
-
 missing=""
-for p in $packages $headers_pkg; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+for p in $packages; do
+	installed "$p" || missing="$missing $p"
 done
-if [ -n "$missing" ]; then
-	as_root "install$missing"
-	say "installing$missing"
+need_headers=""
+[ -d "/lib/modules/$release/build" ] || need_headers=yes
+
+if [ -n "$missing" ] || [ -n "$need_headers" ]; then
+	as_root "install${missing:- kernel headers}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	if [ -n "$need_headers" ]; then
+		# A stock distro kernel has its own headers package; a custom one gets the
+		# distro's generic headers plus a link (XDP code uses only UAPI headers).
+		if apt-cache show "linux-headers-$release" >/dev/null 2>&1; then
+			headers="linux-headers-$release"
+		else
+			headers="linux-headers-$arch"
+		fi
+		installed "$headers" || missing="$missing $headers"
+	fi
+	if [ -n "$missing" ]; then
+		say "installing$missing"
+		apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	fi
 fi
 
 if [ ! -d "/lib/modules/$release/build" ]; then
 	build=$(ls -d /usr/src/linux-headers-*-"$arch" 2>/dev/null | sort -V | tail -n 1)
 	if [ -z "$build" ]; then
-		say "no kernel headers found under /usr/src after installing $headers_pkg" >&2
+		say "no kernel headers under /usr/src; install the headers of kernel $release" >&2
 		exit 1
 	fi
-	common="${build%-"$arch"}-common"
 	as_root "link kernel headers"
-	say "linking /lib/modules/$release/build -> $build (running kernel has no headers package)"
+	say "linking /lib/modules/$release/build -> $build (this kernel has no headers package)"
 	mkdir -p "/lib/modules/$release"
 	ln -sfn "$build" "/lib/modules/$release/build"
-	[ -d "$common" ] && ln -sfn "$common" "/lib/modules/$release/source"
+	common="${build%-"$arch"}-common"
+	if [ -d "$common" ]; then
+		ln -sfn "$common" "/lib/modules/$release/source"
+	fi
 fi
 
 if ! grep -q ' /sys/fs/bpf bpf ' /proc/self/mounts; then
