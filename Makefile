@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host demo test unit integration lint clean
+.PHONY: setup host demo test unit integration bench lint clean
 
 setup: host $(STAMP)
 
@@ -30,6 +30,9 @@ unit: $(STAMP)
 
 integration: setup
 	$(PY) -m pytest tests/integration
+
+bench: setup
+	$(VENV)/bin/xdpfwd bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xdpfwd tests

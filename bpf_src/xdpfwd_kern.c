@@ -1,29 +1,12 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * xdpfwd ingress program, compiled at run time by BCC with
- * -DXDPFWD_PIN_DIR="<pin dir>". Every map lives in bpffs under the pin dir, so
- * later xdpfwd processes reach the same state without compiling again.
+ * xdpfwd ingress program, compiled at run time by BCC. Its maps are pinned
+ * under the pin dir, so later xdpfwd processes reach the same state without
+ * compiling again.
  */
 #include <uapi/linux/bpf.h>
 #include "xdpfwd_common.h"
-
-#define PIN(name) XDPFWD_PIN_DIR "/" name
-
-/*
- * BCC's BPF_XDP_REDIRECT_MAP() in a pinned section: BCC adopts the map pinned
- * at _pin, or creates and pins a DEVMAP there. The section type only gives the C
- * side .redirect_map(), so the pinned map may also be the DEVMAP_HASH that
- * xdpfwd creates itself (BCC cannot create that type).
- */
-#define REDIRECT_MAP_PINNED(_name, _leaf_type, _max_entries, _pin)	\
-	struct _name##_table_t {					\
-		u32 key;						\
-		_leaf_type leaf;					\
-		u64 (*redirect_map)(int, int);				\
-		u32 max_entries;					\
-	};								\
-	__attribute__((section("maps/devmap:" _pin)))			\
-	struct _name##_table_t _name = { .max_entries = (_max_entries) }
+#include "xdpfwd_bcc.h"
 
 /* Forwarding table: key = ingress ifindex, value = egress ifindex (+ egress prog). */
 REDIRECT_MAP_PINNED(xdpfwd_fwd, struct bpf_devmap_val, XDPFWD_FWD_MAX_ENTRIES,
@@ -33,9 +16,32 @@ REDIRECT_MAP_PINNED(xdpfwd_fwd, struct bpf_devmap_val, XDPFWD_FWD_MAX_ENTRIES,
 BPF_TABLE_PINNED("hash", u32, struct xdpfwd_port, xdpfwd_ports,
 		 XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_PORTS));
 
-/* Counters: key = ingress ifindex, value = struct xdpfwd_port_stats per CPU. */
-BPF_TABLE_PINNED("percpu_hash", u32, struct xdpfwd_port_stats, xdpfwd_port_stats,
-		 XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_PORT_STATS));
+/*
+ * Counters per ingress port and CPU, struct xdpfwd_port_stats. An array indexed
+ * by ifindex for ifindexes below XDPFWD_STATS_SLOTS: the kernel inlines its
+ * lookup, where a hash lookup costs several percent of the forwarding rate. A
+ * hash keyed by ifindex for the rest.
+ */
+BPF_TABLE_PINNED("percpu_array", u32, struct xdpfwd_port_stats, xdpfwd_port_stats,
+		 XDPFWD_STATS_SLOTS, PIN(XDPFWD_PIN_PORT_STATS));
+BPF_TABLE_PINNED("percpu_hash", u32, struct xdpfwd_port_stats, xdpfwd_port_stats_hi,
+		 XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_PORT_STATS_HI));
+
+static __always_inline struct xdpfwd_port_stats *port_stats(u32 ifindex)
+{
+	struct xdpfwd_port_stats *stats;
+
+	if (ifindex < XDPFWD_STATS_SLOTS) {
+		stats = xdpfwd_port_stats.lookup(&ifindex);
+		/*
+		 * Keeps clang from merging the two lookups into one call on a map chosen
+		 * at run time: the verifier inlines only a lookup of a known map.
+		 */
+		asm volatile("" ::: "memory");
+		return stats;
+	}
+	return xdpfwd_port_stats_hi.lookup(&ifindex);
+}
 
 static __always_inline void count(struct xdpfwd_counter *c, u64 bytes)
 {
@@ -51,7 +57,7 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 {
 	u32 ifindex = ctx->ingress_ifindex;
 	u64 bytes = ctx->data_end - ctx->data;
-	struct xdpfwd_port_stats *stats = xdpfwd_port_stats.lookup(&ifindex);
+	struct xdpfwd_port_stats *stats = port_stats(ifindex);
 	struct xdpfwd_port *port;
 	long verdict;
 

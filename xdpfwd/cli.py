@@ -11,6 +11,7 @@ import traceback
 import click
 
 from . import __version__, ops, render
+from .bench import run as run_bench
 from .demo import run as run_demo
 from .errors import EXIT_INTERRUPTED, InputError, XdpfwdError
 from .options import App, IfaceType, force_option, json_option, mode_option, table_option
@@ -187,6 +188,63 @@ def demo(app: App, count: int, table, mode) -> None:
     render.demo_report(report)
     if not report.ok:
         raise XdpfwdError("the demo's pings did not all come back")
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  xdpfwd bench                          # 3 s per sample, 3 samples per row
+  xdpfwd bench --cpus 2 --size 1500     # two generator CPUs, full-size frames
+  xdpfwd bench --duration 1 --repeat 1 --json
+"""
+)
+@click.option(
+    "--duration",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(0.2, 600),
+    help="Seconds of traffic per sample.",
+)
+@click.option(
+    "--size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(60, 1514),
+    help="Frame size in bytes, without FCS.",
+)
+@click.option(
+    "--repeat",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Samples per row; the table shows their median and range.",
+)
+@click.option(
+    "--cpus",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Generator threads, one per CPU (multi-queue lab ports).",
+)
+@click.option(
+    "--flows",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Distinct UDP source ports in the generated traffic.",
+)
+@json_option
+@click.pass_obj
+def bench(app: App, duration, size, repeat, cpus, flows, as_json) -> None:
+    """Measure forwarding rates on a throwaway lab, as ratios to a baseline.
+
+    Frames from an in-kernel generator cross lab port 1 to port 2 through, in
+    turn: a minimal bpf_redirect_map() program (the baseline), xdpfwd, and a Linux
+    bridge. Every row is compared with the baseline measured in the same run.
+    """
+    report = run_bench(app.pins, duration=duration, size=size, repeat=repeat, cpus=cpus,
+                       flows=flows, progress=render.note)  # fmt: skip
+    render.bench_report(report, as_json)
 
 
 @cli.group(

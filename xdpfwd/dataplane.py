@@ -14,7 +14,13 @@ from .pins import PinDir
 log = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "devmap-hash"
-_REQUIRED_PINS = (maps.PIN_PROG_INGRESS, maps.PIN_FWD, maps.PIN_PORTS, maps.PIN_PORT_STATS)
+_REQUIRED_PINS = (
+    maps.PIN_PROG_INGRESS,
+    maps.PIN_FWD,
+    maps.PIN_PORTS,
+    maps.PIN_PORT_STATS,
+    maps.PIN_PORT_STATS_HI,
+)
 
 
 class Dataplane:
@@ -29,7 +35,10 @@ class Dataplane:
             self.prog_id = sc.prog_info(self.prog_fd).id
             self.fwd = self._open(maps.ForwardTable, maps.PIN_FWD)
             self.ports = self._open(maps.PortTable, maps.PIN_PORTS)
-            self.stats = self._open(maps.PortStatsTable, maps.PIN_PORT_STATS)
+            self.stats = maps.PortStatsTable(
+                pins.pin(maps.PIN_PORT_STATS), pins.pin(maps.PIN_PORT_STATS_HI)
+            )
+            self._fds.callback(self.stats.close)
         except BaseException:
             self._fds.close()
             raise

@@ -123,8 +123,8 @@ def _lab_port_names(prefix: str) -> list[str]:
 
 
 @contextmanager
-def running(prefix: str, nports: int) -> Iterator[Lab]:
-    lab = up(prefix, nports)
+def running(prefix: str, nports: int, queues: int = 1) -> Iterator[Lab]:
+    lab = up(prefix, nports, queues)
     try:
         yield lab
     finally:

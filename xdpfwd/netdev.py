@@ -39,6 +39,7 @@ class Link:
     mtu: int
     xdp_prog_id: int  # 0 when no XDP program is attached
     xdp_mode: str | None  # native, generic or offload
+    mac: str | None = None
     peer_ifindex: int = 0  # IFLA_LINK: a veth's peer (possibly in another netns)
     peer_netnsid: int | None = None
 
@@ -75,6 +76,7 @@ def parse_link(msg) -> Link:
         mtu=msg.get_attr("IFLA_MTU") or 0,
         xdp_prog_id=prog_id,
         xdp_mode=mode,
+        mac=msg.get_attr("IFLA_ADDRESS"),
         peer_ifindex=msg.get_attr("IFLA_LINK") or 0,
         peer_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
     )
@@ -236,6 +238,16 @@ def add_veth(ifname: str, peer: str, peer_netns: str, queues: int = 1) -> None:
                 "num_rx_queues": queues,
             },
         )
+
+
+def add_bridge(ifname: str, ports: list[str]) -> None:
+    """Create a Linux bridge, up, with ports enslaved."""
+    with _iproute() as ipr:
+        ipr.link("add", ifname=ifname, kind="bridge")
+        bridge = ipr.link_lookup(ifname=ifname)[0]
+        for port in ports:
+            ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=bridge)
+        ipr.link("set", index=bridge, state="up")
 
 
 def delete_link(ifname: str) -> bool:

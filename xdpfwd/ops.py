@@ -180,11 +180,12 @@ def _attach(
     verdict = maps.ON_MISS_VERDICTS[on_miss] if on_miss else previous or maps.XDP_PASS
     _map_write(dp.ports.set, link.ifindex, verdict)
     if previous is None:
+        # A port new to xdpfwd starts from zero (an array slot may hold old counts).
+        _map_write(dp.stats.reset, link.ifindex)
+        undo.callback(dp.stats.delete, link.ifindex)
         undo.callback(dp.ports.delete, link.ifindex)
     else:
         undo.callback(dp.ports.set, link.ifindex, previous)
-    if dp.stats.create(link.ifindex):
-        undo.callback(dp.stats.delete, link.ifindex)
     if plan.keep:
         return Attachment(_iface(link), link.xdp_mode or "?", changed=False)
     if plan.foreign_prog_id:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .bench import BenchReport
 from .demo import DemoReport
 from .lab import Lab
 from .model import AddResult, DelResult, DownResult, Iface, Listing
@@ -146,3 +147,27 @@ def demo_report(report: DemoReport) -> None:
         "frames were forwarded by XDP in both directions" if report.ok else "some pings were lost"
     )
     _line(out, f"demo {'passed' if report.ok else 'FAILED'}: {verdict}; lab and pins removed")
+
+
+def bench_report(report: BenchReport, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    out = _out()
+    m, s = report.machine, report.settings
+    _line(out, f"{m['cpu']}, {m['cpus_online']} CPUs, Linux {m['kernel']}")
+    _line(out, f"{s['frame_size']} B frames, {s['flows']} flow(s), {s['cpus']} generator CPU(s), "
+               f"{s['repeat']} x {s['duration_s']:g} s per row")  # fmt: skip
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ROW")
+    for column in ("MEDIAN", "RANGE", "VS BASELINE"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in report.rows:
+        low, high = min(row.samples), max(row.samples)
+        if row.unit == "Mpps":
+            median, spread = f"{row.median:.2f} Mpps", f"{low:.2f}-{high:.2f}"
+        else:
+            median, spread = f"{row.median * 1000:.0f} ms", f"{low * 1000:.0f}-{high * 1000:.0f}"
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        table.add_row(row.name, median, spread, ratio)
+    out.print(table)

@@ -1,5 +1,6 @@
 """Value layouts of the pinned maps, checked against the C header and against fake kernels."""
 
+import os
 import re
 import struct
 
@@ -26,6 +27,13 @@ def c_define(name: str) -> str:
         ("XDPFWD_PIN_PROG_INGRESS", maps.PIN_PROG_INGRESS),
         ("XDPFWD_FWD_MAX_ENTRIES", str(maps.FWD_MAX_ENTRIES)),
         ("XDPFWD_MAX_PORTS", str(maps.MAX_PORTS)),
+        ("XDPFWD_STATS_SLOTS", str(maps.STATS_SLOTS)),
+        ("XDPFWD_PIN_PORT_STATS_HI", maps.PIN_PORT_STATS_HI),
+        ("XDPFWD_PIN_BENCH_CFG", maps.PIN_BENCH_CFG),
+        ("XDPFWD_PIN_BENCH_SINK", maps.PIN_BENCH_SINK),
+        ("XDPFWD_PIN_BENCH_FWD", maps.PIN_BENCH_FWD),
+        ("XDPFWD_BENCH_UDP_PORT", str(maps.BENCH_UDP_PORT)),
+        ("XDPFWD_BENCH_SRC_PORT", str(maps.BENCH_SRC_PORT)),
     ],
 )
 def test_python_mirrors_the_c_header(c_name, py_value):
@@ -43,49 +51,79 @@ def test_port_stats_fields_follow_the_c_struct_order():
     assert list(maps.PortStats().__dataclass_fields__) == expected
 
 
-class FakeKernelMap:
-    """Stands in for the bpf(2) map calls on one map."""
+class FakeKernel:
+    """Stands in for the bpf(2) map calls: one store per pinned path."""
 
-    def __init__(self, monkeypatch, info: sc.MapInfo):
-        self.store: dict[bytes, bytes] = {}
-        monkeypatch.setattr(sc, "obj_get", lambda path: 99)
-        monkeypatch.setattr(sc, "map_info", lambda fd: info)
-        monkeypatch.setattr(sc, "map_lookup", lambda fd, k, size: self.store.get(k))
+    def __init__(self, monkeypatch, infos: dict[str, sc.MapInfo]):
+        self.paths = list(infos)
+        self.infos = infos
+        self.stores: dict[str, dict[bytes, bytes]] = {path: {} for path in infos}
+        monkeypatch.setattr(sc, "obj_get", lambda path: 100 + self.paths.index(path))
+        monkeypatch.setattr(sc, "map_info", lambda fd: self.infos[self.paths[fd - 100]])
+        monkeypatch.setattr(sc, "map_lookup", lambda fd, k, size: self.store(fd).get(k))
         monkeypatch.setattr(sc, "map_update", self.update)
-        monkeypatch.setattr(sc, "map_delete", lambda fd, k: self.store.pop(k, None) is not None)
+        monkeypatch.setattr(sc, "map_delete", lambda fd, k: self.store(fd).pop(k, None) is not None)
         monkeypatch.setattr(sc, "possible_cpus", lambda: 2)
+        monkeypatch.setattr(os, "close", lambda fd: None)
+
+    def store(self, fd):
+        return self.stores[self.paths[fd - 100]]
 
     def update(self, fd, key, value, flags=0):
-        if flags == sc.BPF_NOEXIST and key in self.store:
+        if flags == sc.BPF_NOEXIST and key in self.store(fd):
             raise FileExistsError(17, "exists")
-        self.store[key] = value
+        self.store(fd)[key] = value
+
+
+def key(ifindex):
+    return struct.pack("=I", ifindex)
 
 
 def test_forward_entry_is_a_bpf_devmap_val(monkeypatch):
-    kernel = FakeKernelMap(monkeypatch, sc.MapInfo(sc.MAP_TYPE_DEVMAP_HASH, 1, 4, 8, 65536, "x"))
-    fwd = maps.ForwardTable("/pin/fwd")
+    kernel = FakeKernel(
+        monkeypatch, {"/fwd": sc.MapInfo(sc.MAP_TYPE_DEVMAP_HASH, 1, 4, 8, 65536, "x")}
+    )
+    fwd = maps.ForwardTable("/fwd")
     fwd.set(7, 9)
-    assert kernel.store[struct.pack("=I", 7)] == struct.pack("=Ii", 9, 0)
+    assert kernel.stores["/fwd"][key(7)] == struct.pack("=Ii", 9, 0)
     # The kernel returns the egress program's id in the fd slot.
-    kernel.store[struct.pack("=I", 7)] = struct.pack("=Ii", 9, 42)
+    kernel.stores["/fwd"][key(7)] = struct.pack("=Ii", 9, 42)
     assert fwd.get(7) == maps.FwdEntry(egress_ifindex=9, egress_prog_id=42)
     assert fwd.get(8) is None
     assert fwd.table_type == "devmap-hash"
 
 
-def test_port_stats_are_summed_over_cpus(monkeypatch):
-    kernel = FakeKernelMap(monkeypatch, sc.MapInfo(sc.MAP_TYPE_PERCPU_HASH, 2, 4, 64, 4096, "x"))
-    stats = maps.PortStatsTable("/pin/port_stats")
-    assert stats.create(5) is True
-    assert stats.create(5) is False
+@pytest.fixture
+def stats_kernel(monkeypatch):
+    return FakeKernel(monkeypatch, {
+        "/slots": sc.MapInfo(sc.MAP_TYPE_PERCPU_ARRAY, 2, 4, 64, maps.STATS_SLOTS, "x"),
+        "/high": sc.MapInfo(sc.MAP_TYPE_PERCPU_HASH, 3, 4, 64, maps.MAX_PORTS, "x"),
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("ifindex, where", [(5, "/slots"), (maps.STATS_SLOTS, "/high")],
+                         ids=["low-ifindex-array-slot", "high-ifindex-hash"])  # fmt: skip
+def test_port_stats_are_summed_over_cpus(stats_kernel, ifindex, where):
+    stats = maps.PortStatsTable("/slots", "/high")
+    stats.reset(ifindex)
+    assert stats.read(ifindex) == maps.PortStats()
     cpu0 = struct.pack("=8Q", 10, 1000, 1, 60, 1, 60, 0, 0)
     cpu1 = struct.pack("=8Q", 5, 500, 2, 120, 0, 0, 2, 120)
-    kernel.store[struct.pack("=I", 5)] = cpu0 + cpu1
-    total = stats.read(5)
+    stats_kernel.stores[where][key(ifindex)] = cpu0 + cpu1
+    total = stats.read(ifindex)
     assert total.redirect_packets == 15 and total.redirect_bytes == 1500
     assert total.miss_packets == 3
     assert total.rx_packets == 15 + 1 + 2
     assert total.rx_bytes == 1500 + 60 + 120
+
+
+def test_deleting_port_stats_zeroes_a_slot_and_removes_a_hash_key(stats_kernel):
+    stats = maps.PortStatsTable("/slots", "/high")
+    for ifindex in (5, 5000):
+        stats.reset(ifindex)
+        stats.delete(ifindex)
+    assert stats_kernel.stores["/slots"][key(5)] == bytes(128)
+    assert key(5000) not in stats_kernel.stores["/high"]
 
 
 def test_table_type_names():

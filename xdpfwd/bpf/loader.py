@@ -43,43 +43,45 @@ def _first_error(lines: list[str]) -> str | None:
     return next((line.strip() for line in lines if "error:" in line), None)
 
 
-def compile_xdp(text: str, func: str, cflags: list[str], attach_type: int | None = None) -> int:
-    """Compile C text with BCC and load func as an XDP program; return a program fd.
+def compile_xdp(text: str, funcs: list[str], cflags: list[str]) -> dict[str, int]:
+    """Compile C text with BCC and load each of funcs as an XDP program.
 
-    Maps declared in pinned sections are created and pinned (or adopted) by BCC.
-    Raises PrereqError when BCC or kernel headers are missing, BpfError when the
-    compile or the load fails.
+    Returns a program fd per function. Maps declared in pinned sections are
+    created and pinned (or adopted) by BCC. Raises PrereqError when BCC or kernel
+    headers are missing, BpfError when the compile or a load fails.
     """
     prereqs.require_bcc()
     prereqs.require_kernel_headers()
-    log.info("compiling %s with BCC", func)
+    log.info("compiling %s with BCC", ", ".join(funcs))
+    fds: dict[str, int] = {}
+    failure = None
     with _captured_output() as output:
         try:
             from bcc import BPF
 
-            bpf = BPF(text=text, cflags=cflags)
-            kwargs = {} if attach_type is None else {"attach_type": attach_type}
-            fn = bpf.load_func(func.encode(), BPF.XDP, **kwargs)
-            prog_fd = os.dup(fn.fd)
+            bpf = BPF(text=text.encode(), cflags=cflags)
+            for func in funcs:
+                fds[func] = os.dup(bpf.load_func(func.encode(), BPF.XDP).fd)
             bpf.cleanup()
         except Exception as e:  # BCC raises bare Exception for compile and load errors
             failure = e
-        else:
-            failure = None
     for line in output:
         log.debug("bcc: %s", line)
     if failure is not None:
+        for fd in fds.values():
+            os.close(fd)
         if any("Unable to find kernel headers" in line for line in output):
             raise PrereqError(prereqs.missing_headers_message()) from failure
         reason = _first_error(output) or str(failure).strip()
-        raise BpfError(f"compiling {func} failed: {reason}") from failure
-    return prog_fd
+        raise BpfError(f"compiling {', '.join(funcs)} failed: {reason}") from failure
+    return fds
 
 
 def compile_ingress(pin_dir: str) -> int:
     """Compile the ingress program against the maps pinned (or to pin) under pin_dir."""
-    return compile_xdp(
+    fds = compile_xdp(
         source.read_source(source.INGRESS_SOURCE),
-        XDP_INGRESS_FUNC,
+        [XDP_INGRESS_FUNC],
         source.cflags(XDPFWD_PIN_DIR=pin_dir),
     )
+    return fds[XDP_INGRESS_FUNC]

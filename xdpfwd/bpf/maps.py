@@ -11,10 +11,18 @@ from . import syscall as sc
 PIN_FWD = "fwd"
 PIN_PORTS = "ports"
 PIN_PORT_STATS = "port_stats"
+PIN_PORT_STATS_HI = "port_stats_hi"
 PIN_PROG_INGRESS = "prog_ingress"
 
 FWD_MAX_ENTRIES = 65536
 MAX_PORTS = 4096
+STATS_SLOTS = 1024
+
+PIN_BENCH_CFG = "bench_cfg"
+PIN_BENCH_SINK = "bench_sink"
+PIN_BENCH_FWD = "bench_fwd"
+BENCH_UDP_PORT = 9
+BENCH_SRC_PORT = 1024
 
 # enum xdp_action
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -25,6 +33,8 @@ ON_MISS_VERDICTS = {"pass": XDP_PASS, "drop": XDP_DROP}
 _U32 = struct.Struct("=I")
 _DEVMAP_VAL = struct.Struct("=Ii")  # struct bpf_devmap_val: ifindex, prog fd (id on read)
 _PORT = struct.Struct("=I")  # struct xdpfwd_port
+_COUNTER = struct.Struct("=QQ")  # struct xdpfwd_counter
+_BENCH_CFG = struct.Struct("=II")  # struct xdpfwd_bench_cfg
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,19 @@ class PinnedMap:
     def delete(self, ifindex: int) -> bool:
         return sc.map_delete(self.fd, _key(ifindex))
 
+    def _slot(self) -> int:
+        """Bytes per CPU in a per-CPU map's value."""
+        return (self.info.value_size + 7) // 8 * 8
+
+    def _read_percpu(self, key: int, layout: struct.Struct) -> list[int] | None:
+        """A per-CPU value with every field summed over the CPUs; None if key is absent."""
+        ncpus, slot = sc.possible_cpus(), self._slot()
+        raw = sc.map_lookup(self.fd, _key(key), slot * ncpus)
+        if raw is None:
+            return None
+        per_cpu = [layout.unpack_from(raw, cpu * slot) for cpu in range(ncpus)]
+        return [sum(field) for field in zip(*per_cpu, strict=True)]
+
 
 class ForwardTable(PinnedMap):
     """Forwarding devmap: ingress ifindex -> struct bpf_devmap_val."""
@@ -115,31 +138,50 @@ class PortTable(PinnedMap):
         sc.map_update(self.fd, _key(ifindex), _PORT.pack(on_miss))
 
 
-class PortStatsTable(PinnedMap):
-    """Per-CPU counters per ingress port."""
+class PortStatsTable:
+    """Per-CPU counters per ingress port: an array slot below STATS_SLOTS, a hash above."""
 
-    def _slot(self) -> int:
-        return (self.info.value_size + 7) // 8 * 8
+    def __init__(self, slots_path: str, high_path: str):
+        self.slots = PinnedMap(slots_path)
+        try:
+            self.high = PinnedMap(high_path)
+        except BaseException:
+            self.slots.close()
+            raise
+
+    def close(self) -> None:
+        self.slots.close()
+        self.high.close()
+
+    def _map(self, ifindex: int) -> PinnedMap:
+        return self.slots if ifindex < STATS_SLOTS else self.high
 
     def read(self, ifindex: int) -> PortStats | None:
-        ncpus = sc.possible_cpus()
-        raw = sc.map_lookup(self.fd, _key(ifindex), self._slot() * ncpus)
-        if raw is None:
-            return None
-        totals = [0] * len(fields(PortStats))
-        for cpu in range(ncpus):
-            values = _PORT_STATS.unpack_from(raw, cpu * self._slot())
-            totals = [t + v for t, v in zip(totals, values, strict=True)]
-        return PortStats(*totals)
+        totals = self._map(ifindex)._read_percpu(ifindex, _PORT_STATS)
+        return None if totals is None else PortStats(*totals)
 
-    def create(self, ifindex: int) -> bool:
-        """Add zeroed counters for a port; False when the port already has them."""
-        zeros = bytes(self._slot() * sc.possible_cpus())
-        try:
-            sc.map_update(self.fd, _key(ifindex), zeros, sc.BPF_NOEXIST)
-        except FileExistsError:
-            return False
-        return True
+    def reset(self, ifindex: int) -> None:
+        """Zero the port's counters (creating them)."""
+        table = self._map(ifindex)
+        sc.map_update(table.fd, _key(ifindex), bytes(table._slot() * sc.possible_cpus()))
+
+    def delete(self, ifindex: int) -> None:
+        if ifindex < STATS_SLOTS:
+            self.reset(ifindex)
+        else:
+            self.high.delete(ifindex)
+
+
+class BenchConfig(PinnedMap):
+    def set(self, target_ifindex: int, flows: int) -> None:
+        sc.map_update(self.fd, _key(0), _BENCH_CFG.pack(target_ifindex, flows))
+
+
+class SinkCounter(PinnedMap):
+    def read(self) -> tuple[int, int]:
+        """(packets, bytes) that reached the sinks so far."""
+        packets, nbytes = self._read_percpu(0, _COUNTER) or (0, 0)
+        return packets, nbytes
 
 
 def table_type_name(map_type: int) -> str:
@@ -149,11 +191,9 @@ def table_type_name(map_type: int) -> str:
     raise ValueError(f"map type {map_type} is not a devmap")
 
 
-def create_pinned_devmap_hash(path: str) -> None:
-    """Create and pin the forwarding DEVMAP_HASH (BCC cannot create this map type)."""
-    fd = sc.map_create(
-        sc.MAP_TYPE_DEVMAP_HASH, _U32.size, _DEVMAP_VAL.size, FWD_MAX_ENTRIES, "xdpfwd_fwd"
-    )
+def create_pinned_devmap_hash(path: str, name: str = "xdpfwd_fwd") -> None:
+    """Create and pin a forwarding DEVMAP_HASH (BCC cannot create this map type)."""
+    fd = sc.map_create(sc.MAP_TYPE_DEVMAP_HASH, _U32.size, _DEVMAP_VAL.size, FWD_MAX_ENTRIES, name)
     try:
         sc.obj_pin(fd, path)
     finally:

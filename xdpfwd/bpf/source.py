@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 INGRESS_SOURCE = "xdpfwd_kern.c"
+BENCH_SOURCE = "xdpfwd_bench.c"
 COMMON_HEADER = "xdpfwd_common.h"
 
 

@@ -1,0 +1,243 @@
+"""`xdpfwd bench`: rates measured on a throwaway lab, each compared with a baseline
+measured in the same run.
+
+Frames come from an in-kernel generator (traffic.py) transmitting into the host
+end of lab port 1; they arrive at port 1, are forwarded by whatever the row sets
+up, and are counted and dropped by a sink program on the host ends of the other
+ports. A row's rate is frames delivered to the sinks per second.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field
+
+from . import lab, netdev, netns, ops, traffic
+from .bpf import loader, maps, source
+from .errors import InputError
+from .model import Iface
+from .pins import PinDir
+
+GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
+BASELINE = "baseline: bpf_redirect_map() only"
+ENTRIES = 1000
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    unit: str  # "Mpps" (higher is better) or "s" (lower is better)
+    samples: list[float]
+    baseline: float | None = None  # the baseline's median, for data path rows
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def ratio(self) -> float | None:
+        return self.median / self.baseline if self.baseline else None
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "median": self.median,
+            "min": min(self.samples),
+            "max": max(self.samples),
+            "samples": self.samples,
+            "ratio_to_baseline": self.ratio,
+        }
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    settings: dict
+    machine: dict
+    rows: list[Row] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "settings": self.settings,
+            "machine": self.machine,
+            "rows": [row.as_dict() for row in self.rows],
+        }
+
+
+def machine() -> dict:
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return {"kernel": platform.release(), "cpu": model, "cpus_online": os.cpu_count()}
+
+
+class _Rig:
+    """The lab, the compiled benchmark programs, sinks on every port but the first."""
+
+    def __init__(self, stack: ExitStack, pins: PinDir, nports: int, cpus: list[int], size: int,
+                 flows: int):  # fmt: skip
+        prefix = f"xb{os.getpid()}p"
+        self.lab = stack.enter_context(lab.running(prefix, nports, queues=len(cpus)))
+        self.pins = PinDir.parse(f"{pins.path}-bench-{os.getpid()}")
+        self.pins.ensure_bpffs()
+        os.makedirs(self.pins.path)
+        stack.callback(self.pins.remove)
+        # xdpfwd's own pins, kept across samples so that it compiles once.
+        self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
+        stack.callback(ops.down, self.xdpfwd_pins)
+        maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
+        self.fds = loader.compile_xdp(
+            source.read_source(source.BENCH_SOURCE),
+            [GEN, SINK, FWD],
+            source.cflags(XDPFWD_PIN_DIR=self.pins.path),
+        )
+        for fd in self.fds.values():
+            stack.callback(os.close, fd)
+        self.sink = stack.enter_context(
+            closing(maps.SinkCounter(self.pins.pin(maps.PIN_BENCH_SINK)))
+        )
+        self.ports = [netdev.link_by_name(p.port) for p in self.lab.ports]
+        hosts = [netdev.link_by_name(p.host_dev, netns=p.netns) for p in self.lab.ports]
+        for p in self.lab.ports[1:]:
+            with netns.entered(p.netns):
+                netdev.attach_xdp(netdev.link_by_name(p.host_dev), self.fds[SINK], "native")
+        with closing(maps.BenchConfig(self.pins.pin(maps.PIN_BENCH_CFG))) as cfg:
+            cfg.set(hosts[0].ifindex, flows)
+        one, two = self.lab.ports[:2]
+        frame = traffic.udp_frame(hosts[0].mac, hosts[1].mac, one.ip, two.ip, size)
+        self.generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
+
+    def rate(self, duration: float) -> float:
+        """One sample: Mpps delivered to the sinks while the generator runs."""
+        before, _ = self.sink.read()
+        _, elapsed = self.generator.run_for(duration)
+        time.sleep(0.05)  # let the last batch drain from the rings
+        delivered, _ = self.sink.read()
+        return (delivered - before) / elapsed / 1e6
+
+
+@contextmanager
+def _baseline(rig: _Rig) -> Iterator[None]:
+    ingress, egress = rig.ports[:2]
+    with closing(maps.ForwardTable(rig.pins.pin(maps.PIN_BENCH_FWD))) as fwd:
+        fwd.set(ingress.ifindex, egress.ifindex)
+        netdev.attach_xdp(ingress, rig.fds[FWD], "native")
+        try:
+            yield
+        finally:
+            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[FWD])
+
+
+@contextmanager
+def _xdpfwd(rig: _Rig) -> Iterator[None]:
+    ingress, egress = (_iface(link) for link in rig.ports[:2])
+    ops.add(rig.xdpfwd_pins, ingress, egress, mode="native")
+    try:
+        yield
+    finally:
+        ops.delete(rig.xdpfwd_pins, ingress)
+
+
+@contextmanager
+def _bridge(rig: _Rig) -> Iterator[None]:
+    ingress, egress = rig.ports[:2]
+    name = f"{rig.lab.prefix}br"
+    # Without an XDP program, the port needs GRO to take the generator's frames.
+    netdev.set_gro(ingress.ifname, True)
+    try:
+        netdev.add_bridge(name, [ingress.ifname, egress.ifname])
+        yield
+    finally:
+        netdev.delete_link(name)
+        netdev.set_gro(ingress.ifname, False)
+
+
+def _iface(link: netdev.Link) -> Iface:
+    return Iface(link.ifindex, link.ifname)
+
+
+def _cli(pins: PinDir, *args: str) -> float:
+    """Wall time of one xdpfwd command, run as users run it."""
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "xdpfwd", "--pin-dir", pins.path, *args],
+                   check=True, capture_output=True)  # fmt: skip
+    return time.monotonic() - start
+
+
+def _control_plane_rows(rig: _Rig, repeat: int) -> list[Row]:
+    one, two = (p.ifname for p in rig.ports[:2])
+    compiling, pinned, entries = [], [], []
+    for i in range(repeat):
+        pins = PinDir.parse(f"{rig.pins.path}/control{i}")
+        try:
+            compiling.append(_cli(pins, "add", one, two))
+            pinned.append(_cli(pins, "add", two, one))
+        finally:
+            ops.down(pins)
+    path = rig.pins.pin("entries")
+    maps.create_pinned_devmap_hash(path, "bench_entries")
+    with closing(maps.ForwardTable(path)) as table:
+        for _ in range(repeat):
+            start = time.monotonic()
+            for key in range(1, ENTRIES + 1):
+                table.set(key, rig.ports[1].ifindex)
+            entries.append(time.monotonic() - start)
+    return [
+        Row("xdpfwd add, compiling the program", "s", compiling),
+        Row("xdpfwd add, program already pinned", "s", pinned),
+        Row(f"{ENTRIES} forwarding entries written", "s", entries),
+    ]
+
+
+def run(
+    pins: PinDir,
+    *,
+    duration: float = 3.0,
+    size: int = 64,
+    repeat: int = 3,
+    cpus: int = 1,
+    flows: int = 1,
+    progress: Callable[[str], None] = lambda message: None,
+) -> BenchReport:
+    """Build a lab, measure every row repeat times, remove everything.
+
+    Raises PrereqError, BpfError, AttachError or InputError.
+    """
+    available = sorted(os.sched_getaffinity(0))
+    if not 1 <= cpus <= len(available):
+        raise InputError(f"--cpus must be between 1 and {len(available)}")
+    settings = {"duration_s": duration, "frame_size": size, "repeat": repeat, "cpus": cpus,
+                "flows": flows}  # fmt: skip
+    report = BenchReport(settings, machine())
+    with ExitStack() as stack:
+        progress("building the lab and compiling the benchmark programs")
+        rig = _Rig(stack, pins, 2, available[:cpus], size, flows)
+        rows: list[tuple[str, Callable]] = [
+            (BASELINE, _baseline),
+            ("xdpfwd forwarding (with its counters)", _xdpfwd),
+            ("Linux bridge (no XDP)", _bridge),
+        ]
+        # Rows take turns within each repeat, so drift over the run hits them alike.
+        samples: dict[str, list[float]] = {name: [] for name, _ in rows}
+        for k in range(repeat):
+            for name, setup in rows:
+                progress(f"[{k + 1}/{repeat}] {name}")
+                with setup(rig):
+                    samples[name].append(rig.rate(duration))
+        baseline = statistics.median(samples[BASELINE])
+        report.rows.extend(Row(name, "Mpps", samples[name], baseline) for name, _ in rows)
+        progress("measuring the control plane")
+        report.rows.extend(_control_plane_rows(rig, repeat))
+    return report
