@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * BCC helpers shared by xdpfwd's programs. Compile with -DXDPFWD_PIN_DIR="<dir>":
- * every map lives in bpffs under that directory.
+ * every map lives in bpffs under that directory. Headers may hold macros and
+ * plain functions only: BCC rewrites map syntax (map.lookup()) in its main text,
+ * so program sources that use maps are concatenated into it (bpf/source.py).
  */
 #ifndef XDPFWD_BCC_H
 #define XDPFWD_BCC_H
@@ -23,5 +25,22 @@
 	};								\
 	__attribute__((section("maps/devmap:" _pin)))			\
 	struct _name##_table_t _name = { .max_entries = (_max_entries) }
+
+/*
+ * Per-CPU counters keyed by ifindex: an array of XDPFWD_STATS_SLOTS slots pinned
+ * at _pin, and a hash for larger ifindexes pinned at _pin "_hi". (The lookup has to
+ * be written out: BCC does not rewrite map calls that come from a macro.)
+ */
+#define SLOTTED_STATS(_name, _value_type, _pin)				\
+	BPF_TABLE_PINNED("percpu_array", u32, _value_type, _name,		\
+			 XDPFWD_STATS_SLOTS, PIN(_pin));			\
+	BPF_TABLE_PINNED("percpu_hash", u32, _value_type, _name##_hi,		\
+			 XDPFWD_MAX_PORTS, PIN(_pin XDPFWD_PIN_HI_SUFFIX))
+
+static __always_inline void count(struct xdpfwd_counter *c, u64 bytes)
+{
+	c->packets++;
+	c->bytes += bytes;
+}
 
 #endif /* XDPFWD_BCC_H */

@@ -10,14 +10,23 @@
 #define XDPFWD_PIN_FWD		"fwd"
 #define XDPFWD_PIN_PORTS	"ports"
 #define XDPFWD_PIN_PORT_STATS	"port_stats"
-#define XDPFWD_PIN_PORT_STATS_HI	"port_stats_hi"
+#define XDPFWD_PIN_ENTRY_STATS	"entry_stats"
 #define XDPFWD_PIN_PROG_INGRESS	"prog_ingress"
+#define XDPFWD_PIN_PROG_EGRESS	"prog_egress"
+#define XDPFWD_PIN_PROG_REWRITE	"prog_egress_rewrite"
+#define XDPFWD_PIN_REWRITE	"rewrite"
 
 /* A DEVMAP is an array indexed by ifindex, so it bounds the ifindexes it can hold. */
 #define XDPFWD_FWD_MAX_ENTRIES	65536
 #define XDPFWD_MAX_PORTS	4096
-/* Ports with an ifindex below this count in an array slot (an inlined lookup). */
+/*
+ * Counters keyed by an ifindex sit in a per-CPU array slot for ifindexes below
+ * this (a lookup the verifier inlines) and in a per-CPU hash for the rest, pinned
+ * with the suffix below.
+ */
 #define XDPFWD_STATS_SLOTS	1024
+#define XDPFWD_PIN_HI_SUFFIX	"_hi"
+#define XDPFWD_MAX_PAIRS	16384
 
 struct xdpfwd_counter {
 	__u64 packets;
@@ -30,6 +39,30 @@ struct xdpfwd_port_stats {
 	struct xdpfwd_counter miss;	/* no entry for the port */
 	struct xdpfwd_counter pass;	/* on-miss verdict XDP_PASS */
 	struct xdpfwd_counter drop;	/* on-miss verdict XDP_DROP */
+};
+
+/* An (ingress, egress) pair of ports, as a devmap egress program sees it. */
+struct xdpfwd_pair {
+	__u32 ingress;
+	__u32 egress;
+};
+
+/*
+ * Per forwarding entry (keyed by its ingress ifindex, which fixes its egress) and
+ * per CPU: what the entry's egress program did with the frames, after its verdict.
+ */
+struct xdpfwd_entry_stats {
+	struct xdpfwd_counter tx;	/* let through (XDP_PASS) */
+	struct xdpfwd_counter drop;	/* dropped by the egress program */
+};
+
+/* Ethernet rewrite of one entry (xdpfwd_egress_rewrite). */
+#define XDPFWD_REWRITE_SRC	1
+#define XDPFWD_REWRITE_DST	2
+struct xdpfwd_rewrite {
+	__u8 src[6];
+	__u8 dst[6];
+	__u32 flags;			/* XDPFWD_REWRITE_* */
 };
 
 /* Settings of a port that runs the ingress program. */

@@ -18,16 +18,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
-from . import lab, netdev, netns, ops, traffic
+from . import interrupts, lab, netdev, netns, ops, traffic
 from .bpf import loader, maps, source
 from .errors import InputError
-from .model import Iface
+from .model import DEFAULT_EGRESS, EgressSpec, Iface
 from .pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
 BASELINE = "baseline: bpf_redirect_map() only"
 ENTRIES = 1000
+NO_EGRESS = EgressSpec(program="none")
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,8 @@ class _Rig:
         stack.callback(ops.down, self.xdpfwd_pins)
         maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
         self.fds = loader.compile_xdp(
-            source.read_source(source.BENCH_SOURCE),
-            [GEN, SINK, FWD],
+            source.program_text(source.BENCH_SOURCE),
+            {GEN: None, SINK: None, FWD: None},
             source.cflags(XDPFWD_PIN_DIR=self.pins.path),
         )
         for fd in self.fds.values():
@@ -141,9 +143,9 @@ def _baseline(rig: _Rig) -> Iterator[None]:
 
 
 @contextmanager
-def _xdpfwd(rig: _Rig) -> Iterator[None]:
+def _xdpfwd(rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS) -> Iterator[None]:
     ingress, egress = (_iface(link) for link in rig.ports[:2])
-    ops.add(rig.xdpfwd_pins, ingress, egress, mode="native")
+    ops.add(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
     try:
         yield
     finally:
@@ -226,13 +228,15 @@ def run(
         rig = _Rig(stack, pins, 2, available[:cpus], size, flows)
         rows: list[tuple[str, Callable]] = [
             (BASELINE, _baseline),
-            ("xdpfwd forwarding (with its counters)", _xdpfwd),
+            ("xdpfwd, as `add` sets it up (egress program)", _xdpfwd),
+            ("xdpfwd --no-egress (port counters only)", partial(_xdpfwd, egress_spec=NO_EGRESS)),
             ("Linux bridge (no XDP)", _bridge),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
         samples: dict[str, list[float]] = {name: [] for name, _ in rows}
         for k in range(repeat):
             for name, setup in rows:
+                interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig):
                     samples[name].append(rig.rate(duration))

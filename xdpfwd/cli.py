@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import traceback
 
 import click
 
-from . import __version__, ops, render
+from . import __version__, interrupts, ops, render
 from .bench import run as run_bench
 from .demo import run as run_demo
 from .errors import EXIT_INTERRUPTED, InputError, XdpfwdError
-from .options import App, IfaceType, force_option, json_option, mode_option, table_option
+from .options import (
+    App,
+    IfaceType,
+    egress_spec,
+    force_option,
+    json_option,
+    mode_option,
+    table_option,
+)
 from .pins import DEFAULT_PIN_DIR, PinDir
 
 log = logging.getLogger("xdpfwd")
@@ -95,12 +102,22 @@ Examples:
   xdpfwd add eth1 eth2 --bidirectional   # and eth2 back to eth1
   xdpfwd add eth1 eth2 --on-miss drop    # eth1 drops frames once it has no entry
   xdpfwd add eth1 eth2 --mode generic    # skb mode, for drivers without native XDP
+  xdpfwd add eth1 eth2 --src-mac egress --dst-mac 02:00:5e:00:53:01   # next hop
+  xdpfwd add eth1 eth2 --egress-prog filter.c:drop_arp   # your egress program
 """
 )
 @click.argument("ingress", type=IfaceType())
 @click.argument("egress", type=IfaceType())
 @click.option("-b", "--bidirectional", is_flag=True, help="Also forward EGRESS to INGRESS.")
 @table_option
+@click.option(
+    "--value",
+    type=click.Choice(["devmap-val", "ifindex"]),
+    default=None,
+    help="Entry format, chosen when the table is first created: devmap-val (egress "
+    "ifindex and egress program, Linux 5.8+) or ifindex (older kernels, no egress "
+    "programs) [default: devmap-val if the kernel has it].",
+)
 @mode_option
 @click.option(
     "--on-miss",
@@ -109,21 +126,43 @@ Examples:
     help="Verdict for frames entering the port once it has no entry: pass them to the "
     "host stack or drop them [default: pass, or the port's current setting].",
 )
+@click.option(
+    "--no-egress",
+    is_flag=True,
+    help="Write the entry without an egress program (no pair counters).",
+)
+@click.option(
+    "--egress-prog",
+    metavar="FILE.c[:FUNCTION]",
+    help="Compile FUNCTION of FILE.c with BCC as the entry's egress program, instead of "
+    "the built-in one; xdpfwd still counts its verdicts per pair.",
+)
+@click.option("--src-mac", metavar="egress|MAC", help="Rewrite the source MAC on egress.")
+@click.option("--dst-mac", metavar="MAC", help="Rewrite the destination MAC on egress.")
 @force_option
 @click.pass_obj
-def add(app: App, ingress, egress, bidirectional, table, mode, on_miss, force) -> None:
-    """Forward every frame that enters INGRESS out of EGRESS."""
+def add(app: App, ingress, egress, bidirectional, table, value, mode, on_miss, no_egress,
+        egress_prog, src_mac, dst_mac, force) -> None:  # fmt: skip
+    """Forward every frame that enters INGRESS out of EGRESS.
+
+    Each entry gets an egress program that counts its frames per (ingress, egress)
+    pair, rewrites Ethernet addresses (--src-mac/--dst-mac), or is yours
+    (--egress-prog). Changing it on an existing entry swaps it atomically.
+    """
     if ingress.ifindex == egress.ifindex:
         raise click.UsageError(f"INGRESS and EGRESS are the same interface ({ingress.label})")
+    spec = egress_spec(no_egress, egress_prog, src_mac, dst_mac)
     result = app.ops.add(
         app.pins,
         ingress,
         egress,
         bidirectional=bidirectional,
         table=table,
+        value=value,
         mode=mode,
         on_miss=on_miss,
         force=force,
+        egress_spec=spec,
     )
     render.add_result(result)
 
@@ -300,5 +339,5 @@ def lab_status(app: App, name: str, as_json: bool) -> None:
 
 def main() -> None:
     # SIGTERM unwinds like Ctrl-C, so a mutating command rolls back before it exits.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupts.install()
     cli(prog_name="xdpfwd")

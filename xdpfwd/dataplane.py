@@ -1,10 +1,11 @@
-"""The pinned ingress program and maps of one pin directory: open them, or create them."""
+"""The pinned programs and maps of one pin directory: open them, or create them."""
 
 from __future__ import annotations
 
 import logging
 import os
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 from .bpf import loader, maps
 from .bpf import syscall as sc
@@ -14,13 +15,42 @@ from .pins import PinDir
 log = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "devmap-hash"
-_REQUIRED_PINS = (
+_BASE_PINS = (
     maps.PIN_PROG_INGRESS,
     maps.PIN_FWD,
     maps.PIN_PORTS,
     maps.PIN_PORT_STATS,
-    maps.PIN_PORT_STATS_HI,
+    maps.PIN_PORT_STATS + maps.PIN_HI_SUFFIX,
 )
+# Only tables of bpf_devmap_val entries have egress programs.
+_EGRESS_PINS = (
+    maps.PIN_PROG_EGRESS,
+    maps.PIN_PROG_REWRITE,
+    maps.PIN_ENTRY_STATS,
+    maps.PIN_ENTRY_STATS + maps.PIN_HI_SUFFIX,
+    maps.PIN_REWRITE,
+)
+_PROG_PINS = {
+    maps.PIN_PROG_INGRESS: loader.XDP_INGRESS_FUNC,
+    maps.PIN_PROG_EGRESS: loader.XDP_EGRESS_FUNC,
+    maps.PIN_PROG_REWRITE: loader.XDP_REWRITE_FUNC,
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the forwarding table of a pin directory is (or will be) built."""
+
+    table: str  # devmap-hash or devmap
+    value_format: str  # devmap-val or ifindex
+
+    @property
+    def value_size(self) -> int:
+        return maps.VALUE_FORMATS[self.value_format]
+
+    @property
+    def has_egress(self) -> bool:
+        return self.value_format == "devmap-val"
 
 
 class Dataplane:
@@ -30,23 +60,37 @@ class Dataplane:
         self.pins = pins
         self._fds = ExitStack()
         try:
-            self.prog_fd = sc.obj_get(pins.pin(maps.PIN_PROG_INGRESS))
-            self._fds.callback(os.close, self.prog_fd)
-            self.prog_id = sc.prog_info(self.prog_fd).id
+            self.prog_fd, self.prog_id = self._open_prog(maps.PIN_PROG_INGRESS)
             self.fwd = self._open(maps.ForwardTable, maps.PIN_FWD)
             self.ports = self._open(maps.PortTable, maps.PIN_PORTS)
-            self.stats = maps.PortStatsTable(
-                pins.pin(maps.PIN_PORT_STATS), pins.pin(maps.PIN_PORT_STATS_HI)
-            )
-            self._fds.callback(self.stats.close)
+            self.stats = self._open_stats(maps.PIN_PORT_STATS, maps.PortStats)
+            self.layout = Layout(self.fwd.table_type, self.fwd.value_format)
+            self.egress_fd = self.egress_id = self.rewrite_fd = self.rewrite_id = 0
+            self.egress_stats: maps.SlottedStats | None = None
+            self.rewrites: maps.RewriteTable | None = None
+            if self.layout.has_egress:
+                self.egress_fd, self.egress_id = self._open_prog(maps.PIN_PROG_EGRESS)
+                self.rewrite_fd, self.rewrite_id = self._open_prog(maps.PIN_PROG_REWRITE)
+                self.egress_stats = self._open_stats(maps.PIN_ENTRY_STATS, maps.EgressStats)
+                self.rewrites = self._open(maps.RewriteTable, maps.PIN_REWRITE)
         except BaseException:
             self._fds.close()
             raise
+
+    def _open_prog(self, name: str) -> tuple[int, int]:
+        fd = sc.obj_get(self.pins.pin(name))
+        self._fds.callback(os.close, fd)
+        return fd, sc.prog_info(fd).id
 
     def _open(self, cls, name):
         pinned = cls(self.pins.pin(name))
         self._fds.callback(pinned.close)
         return pinned
+
+    def _open_stats(self, name: str, cls: type) -> maps.SlottedStats:
+        stats = maps.SlottedStats(self.pins.pin(name), cls)
+        self._fds.callback(stats.close)
+        return stats
 
     def close(self) -> None:
         self._fds.close()
@@ -66,7 +110,10 @@ class Dataplane:
         present = pins.names()
         if not present:
             return None
-        missing = [name for name in _REQUIRED_PINS if name not in present]
+        required = list(_BASE_PINS)
+        if maps.PIN_FWD in present and existing_layout(pins).has_egress:
+            required += _EGRESS_PINS
+        missing = [name for name in required if name not in present]
         if missing:
             raise XdpfwdError(
                 f"pinned state in {pins.path} is incomplete (missing {', '.join(missing)}); "
@@ -78,28 +125,51 @@ class Dataplane:
             raise BpfError(f"opening the pins in {pins.path} failed: {e.strerror}") from e
 
 
-def planned_table(pins: PinDir, table: str | None) -> str:
-    """The forwarding table type an add will use; raises XdpfwdError on a conflict."""
+def existing_layout(pins: PinDir) -> Layout:
+    fd = sc.obj_get(pins.pin(maps.PIN_FWD))
+    try:
+        info = sc.map_info(fd)
+        return Layout(maps.table_type_name(info.map_type), maps.value_format_name(info.value_size))
+    except ValueError as e:
+        raise BpfError(f"{pins.pin(maps.PIN_FWD)} is not an xdpfwd forwarding table: {e}") from e
+    finally:
+        os.close(fd)
+
+
+def planned_layout(pins: PinDir, table: str | None, value_format: str | None) -> Layout:
+    """The layout an add will use: the existing one, or the one asked for.
+
+    Without a value format, a new table holds bpf_devmap_val entries when the kernel
+    supports them. Raises XdpfwdError when a choice conflicts with the existing table.
+    """
     if maps.PIN_FWD not in pins.names():
-        return table or DEFAULT_TABLE
-    existing = existing_table_type(pins)
-    if table is not None and table != existing:
-        raise XdpfwdError(
-            f"the forwarding table in {pins.path} is a {existing}; it cannot change "
-            f"to {table} while it exists (`xdpfwd down` removes it)"
-        )
+        if value_format is None:
+            value_format = "devmap-val" if maps.devmap_val_supported() else "ifindex"
+            if value_format == "ifindex":
+                log.warning("this kernel has no bpf_devmap_val entries: using plain ifindexes")
+        return Layout(table or DEFAULT_TABLE, value_format)
+    existing = existing_layout(pins)
+    for asked, have, option in (
+        (table, existing.table, "--table"),
+        (value_format, existing.value_format, "--value"),
+    ):
+        if asked is not None and asked != have:
+            raise XdpfwdError(
+                f"the forwarding table in {pins.path} holds {have} ({option}); it cannot "
+                f"change to {asked} while it exists (`xdpfwd down` removes it)"
+            )
     return existing
 
 
-def ensure_pinned(pins: PinDir, table: str, rollback: ExitStack) -> bool:
-    """Create whatever is not pinned yet; return True when the program was compiled.
+def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
+    """Create whatever is not pinned yet; return True when the programs were compiled.
 
     Pins created here are removed by rollback. Raises PrereqError or BpfError.
     """
     present = pins.names()
-    if maps.PIN_FWD not in present and table == "devmap-hash":
+    if maps.PIN_FWD not in present and layout.table == "devmap-hash":
         try:
-            maps.create_pinned_devmap_hash(pins.pin(maps.PIN_FWD))
+            maps.create_pinned_devmap_hash(pins.pin(maps.PIN_FWD), value_size=layout.value_size)
         except OSError as e:
             raise BpfError(f"creating the forwarding table failed: {e.strerror}") from e
         rollback.callback(os.unlink, pins.pin(maps.PIN_FWD))
@@ -107,25 +177,18 @@ def ensure_pinned(pins: PinDir, table: str, rollback: ExitStack) -> bool:
         return False
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
     rollback.callback(_unpin_new, pins, pins.names())
-    prog_fd = loader.compile_ingress(pins.path)
+    fds = loader.compile_ingress(pins.path, layout.value_size)
     try:
-        sc.obj_pin(prog_fd, pins.pin(maps.PIN_PROG_INGRESS))
+        for pin, func in _PROG_PINS.items():
+            if func in fds:
+                sc.obj_pin(fds[func], pins.pin(pin))
     except OSError as e:
-        raise BpfError(f"pinning the program in {pins.path} failed: {e.strerror}") from e
+        raise BpfError(f"pinning the programs in {pins.path} failed: {e.strerror}") from e
     finally:
-        os.close(prog_fd)
-    log.info("compiled and pinned the ingress program in %s", pins.path)
+        for fd in fds.values():
+            os.close(fd)
+    log.info("compiled and pinned xdpfwd's programs in %s", pins.path)
     return True
-
-
-def existing_table_type(pins: PinDir) -> str:
-    fd = sc.obj_get(pins.pin(maps.PIN_FWD))
-    try:
-        return maps.table_type_name(sc.map_info(fd).map_type)
-    except ValueError as e:
-        raise BpfError(f"{pins.pin(maps.PIN_FWD)} is not a devmap: {e}") from e
-    finally:
-        os.close(fd)
 
 
 def _unpin_new(pins: PinDir, keep: set[str]) -> None:

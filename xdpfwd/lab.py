@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import netdev, netns
+from . import interrupts, netdev, netns
 from .errors import InputError, XdpfwdError
 
 HOST_DEV = "host0"
@@ -73,6 +73,7 @@ def up(prefix: str, nports: int, queues: int = 1) -> Lab:
     try:
         for p in ports:
             _build_port(p, queues)
+            interrupts.check()
     except BaseException:
         down(prefix)
         raise
@@ -94,14 +95,18 @@ def _build_port(p: LabPort, queues: int) -> None:
 
 
 def down(prefix: str) -> list[str]:
-    """Remove the lab's namespaces and ports; return the namespaces removed."""
+    """Remove the lab's ports and namespaces; return the namespaces removed.
+
+    Ports go first: deleting a veth removes both ends at once, whereas a removed
+    namespace takes its devices down later, in the background.
+    """
     check_prefix(prefix)
+    for name in _lab_port_names(prefix):
+        netdev.delete_link(name)
     removed = []
     for name in _lab_namespaces(prefix):
         netns.remove(name)
         removed.append(name)
-    for name in _lab_port_names(prefix):
-        netdev.delete_link(name)
     return removed
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .bpf.maps import PortStats
+from .bpf.maps import EgressStats, PortStats, Rewrite
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,40 @@ class Iface:
 
 
 @dataclass(frozen=True)
+class EgressSpec:
+    """What the egress program of a new entry does (bpf_devmap_val tables only)."""
+
+    program: str = "built-in"  # built-in (pair counters), none, or user
+    src_mac: str | None = None  # "egress" (the egress port's address) or a MAC
+    dst_mac: str | None = None
+    user_file: str | None = None
+    user_func: str | None = None  # None: the file's only XDP function
+
+    @property
+    def rewrites(self) -> bool:
+        return bool(self.src_mac or self.dst_mac)
+
+    @property
+    def is_default(self) -> bool:
+        return self == DEFAULT_EGRESS
+
+
+DEFAULT_EGRESS = EgressSpec()
+
+
+@dataclass(frozen=True)
+class EgressProg:
+    """An entry's egress program as read back from the map (the kernel gives its id)."""
+
+    kind: str  # built-in, rewrite, user or none
+    prog_id: int
+    name: str | None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "id": self.prog_id or None, "name": self.name}
+
+
+@dataclass(frozen=True)
 class Attachment:
     port: Iface
     mode: str  # native or generic
@@ -34,9 +68,10 @@ class AddResult:
     entries: list[tuple[Iface, Iface]]
     attachments: list[Attachment]
     table: str
+    value_format: str
     prog_id: int
     compiled: bool
-    notes: list[str] = field(default_factory=list)
+    egress: EgressProg
 
 
 @dataclass(frozen=True)
@@ -66,20 +101,28 @@ class PortRow:
     ingress: Iface
     egress: Iface | None
     table: str
+    value_format: str
     mode: str | None
     on_miss: str
     state: str
     counters: PortStats
+    egress_prog: EgressProg | None = None
+    rewrite: Rewrite | None = None
+    egress_counters: EgressStats | None = None  # counted by the entry's egress program
 
     def as_dict(self) -> dict:
         return {
             "ingress": self.ingress.as_dict(),
             "egress": self.egress.as_dict() if self.egress else None,
             "table": self.table,
+            "value": self.value_format,
             "mode": self.mode,
             "on_miss": self.on_miss,
             "state": self.state,
+            "egress_prog": self.egress_prog.as_dict() if self.egress_prog else None,
+            "rewrite": self.rewrite.as_dict() if self.rewrite else None,
             "counters": self.counters.as_dict(),
+            "egress_counters": self.egress_counters.as_dict() if self.egress_counters else None,
         }
 
 
@@ -87,6 +130,7 @@ class PortRow:
 class Listing:
     pin_dir: str
     table: str | None
+    value_format: str | None
     prog_id: int | None
     rows: list[PortRow]
 
@@ -94,6 +138,7 @@ class Listing:
         return {
             "pin_dir": self.pin_dir,
             "table": self.table,
+            "value": self.value_format,
             "prog_id": self.prog_id,
             "entries": [row.as_dict() for row in self.rows],
         }

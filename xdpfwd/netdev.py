@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from . import netns as namespaces
 from .errors import AttachError, InputError
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,15 @@ def parse_link(msg) -> Link:
 
 
 def _iproute(netns: str | None = None) -> IPRoute:
-    return IPRoute(netns=netns, ext_ack=True) if netns else IPRoute(ext_ack=True)
+    """An rtnetlink socket, in the named namespace if one is given.
+
+    Opened after entering the namespace on this thread rather than with
+    IPRoute(netns=...), which forks a helper (see netns.py).
+    """
+    if netns is None:
+        return IPRoute(ext_ack=True)
+    with namespaces.entered(netns):
+        return IPRoute(ext_ack=True)
 
 
 def links(netns: str | None = None) -> dict[int, Link]:
@@ -251,11 +260,17 @@ def add_bridge(ifname: str, ports: list[str]) -> None:
 
 
 def delete_link(ifname: str) -> bool:
+    """Delete a device; False if there was none (or it vanished meanwhile)."""
     with _iproute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             return False
-        ipr.link("del", index=found[0])
+        try:
+            ipr.link("del", index=found[0])
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return False
+            raise
         return True
 
 

@@ -1,18 +1,38 @@
-"""Named network namespaces (/run/netns): create, remove, and run code inside one."""
+"""Named network namespaces (/run/netns): create, remove, and run code inside one.
+
+Done in this process and thread, never in a forked helper (as pyroute2 would): a
+helper that is a copy of xdpfwd could be hit by a signal and run xdpfwd's rollback,
+and Python drops a Ctrl-C that arrives during a fork.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from pyroute2 import netns as _pyroute2_netns
+from functools import lru_cache
 
 from .errors import InputError
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MS_REC = 16384
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+
+@lru_cache(maxsize=1)
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def path(name: str) -> str:
@@ -30,25 +50,59 @@ def names() -> list[str]:
         return []
 
 
+def _share_run_dir() -> None:
+    """Make /run/netns a shared mount, so namespaces bound there show in every mount
+    namespace (what `ip netns add` does)."""
+    os.makedirs(NETNS_RUN_DIR, exist_ok=True)
+    libc = _libc()
+    run_dir = NETNS_RUN_DIR.encode()
+    if libc.mount(b"", run_dir, b"none", MS_SHARED | MS_REC, None) == 0:
+        return
+    _check(libc.mount(run_dir, run_dir, b"none", MS_BIND | MS_REC, None), "mount /run/netns")
+    _check(libc.mount(b"", run_dir, b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+
+
 def create(name: str) -> None:
-    _pyroute2_netns.create(name)
+    """Create a named network namespace. Raises FileExistsError if it exists."""
+    _share_run_dir()
+    target = path(name)
+    os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        # unshare() moves only this thread; the bind mount keeps the namespace alive.
+        _check(_libc().unshare(CLONE_NEWNET), "unshare")
+        try:
+            _check(
+                _libc().mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
+                f"bind {target}",
+            )
+        finally:
+            _setns(home)
+    except BaseException:
+        os.unlink(target)
+        raise
+    finally:
+        os.close(home)
 
 
 def remove(name: str) -> None:
-    """Remove a namespace; its devices go with it (a veth takes its peer along)."""
-    if exists(name):
-        _pyroute2_netns.remove(name)
+    """Remove a namespace; its devices go with it, in the background."""
+    target = path(name)
+    if _libc().umount2(target.encode(), MNT_DETACH) != 0 and ctypes.get_errno() != errno.EINVAL:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        pass
 
 
 def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
+    _check(_libc().setns(fd, CLONE_NEWNET), "setns")
 
 
 def enter(name: str) -> None:
-    """Move this process into the named namespace for good; raises InputError if unknown.
+    """Move this thread into the named namespace; raises InputError if unknown.
 
     Unlike pyroute2's setns() this never creates a namespace on a typo.
     """
@@ -64,7 +118,8 @@ def enter(name: str) -> None:
 
 @contextmanager
 def entered(name: str) -> Iterator[None]:
-    """Run the body inside the named namespace, then come back."""
+    """Run the body inside the named namespace, then come back. Sockets opened in
+    the body stay in that namespace."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         enter(name)

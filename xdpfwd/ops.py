@@ -8,13 +8,15 @@ import errno
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import dataplane, lab, netdev, prereqs
-from .bpf import maps
+from .bpf import loader, maps, source
 from .bpf import syscall as sc
 from .dataplane import Dataplane
 from .errors import AttachError, BpfError, InputError, XdpfwdError
 from .model import (
+    DEFAULT_EGRESS,
     STATE_DEVICE_GONE,
     STATE_NO_ENTRY,
     STATE_NOT_ATTACHED,
@@ -23,6 +25,8 @@ from .model import (
     Attachment,
     DelResult,
     DownResult,
+    EgressProg,
+    EgressSpec,
     Iface,
     Listing,
     PortRow,
@@ -83,7 +87,7 @@ def _pinned_prog_id(pins: PinDir) -> int | None:
         os.close(fd)
 
 
-def _foreign_prog_name(prog_id: int) -> str:
+def _prog_name(prog_id: int) -> str:
     try:
         fd = sc.prog_fd_by_id(prog_id)
     except OSError:
@@ -111,7 +115,7 @@ def _plan_attach(link: netdev.Link, ours: int | None, mode: str, force: bool) ->
         return _AttachPlan(link, keep=True, foreign_prog_id=0)
     if link.xdp_prog_id and not force:
         raise AttachError(
-            f"{link.ifname} already has XDP program {_foreign_prog_name(link.xdp_prog_id)!r} "
+            f"{link.ifname} already has XDP program {_prog_name(link.xdp_prog_id)!r} "
             f"(id {link.xdp_prog_id}) that xdpfwd did not attach; use --force to replace it"
         )
     return _AttachPlan(link, keep=False, foreign_prog_id=link.xdp_prog_id)
@@ -126,6 +130,51 @@ def _check_table_bounds(table: str, ports: list[netdev.Link]) -> None:
             )
 
 
+def _check_egress_spec(spec: EgressSpec, bidirectional: bool) -> None:
+    if spec.program == "user" and spec.rewrites:
+        raise InputError("--egress-prog replaces the rewrite program: rewrite in your program")
+    if spec.program == "none" and spec.rewrites:
+        raise InputError("--no-egress leaves no program to rewrite addresses")
+    if bidirectional and not spec.is_default and spec.program != "none":
+        raise InputError(
+            "egress programs and rewrites are set per entry: add each direction on its own"
+        )
+    for option, mac in (("--src-mac", spec.src_mac), ("--dst-mac", spec.dst_mac)):
+        if mac and mac != "egress":
+            try:
+                maps.mac_bytes(mac)
+            except ValueError as e:
+                raise InputError(f"{option}: {e}") from None
+    if spec.dst_mac == "egress":
+        raise InputError("--dst-mac takes a MAC address (only --src-mac takes 'egress')")
+
+
+def _check_egress_fits(layout: dataplane.Layout, spec: EgressSpec) -> None:
+    if not layout.has_egress and (spec.program == "user" or spec.rewrites):
+        raise XdpfwdError(
+            "the forwarding table holds plain ifindex entries (--value ifindex); egress "
+            "programs and MAC rewrites need bpf_devmap_val entries (Linux 5.8+)"
+        )
+
+
+def _read_user_program(spec: EgressSpec) -> tuple[str, str]:
+    """(source text, function name) of a user egress program; raises InputError."""
+    path = spec.user_file or ""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise InputError(f"cannot read egress program {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"egress program {path} is not text") from None
+    func = spec.user_func or source.user_function(text)
+    if func is None:
+        raise InputError(
+            f"{path} has no single `int NAME(struct xdp_md *ctx)`: name the function, "
+            f"--egress-prog {path}:FUNCTION"
+        )
+    return text, func
+
+
 def add(
     pins: PinDir,
     ingress: Iface,
@@ -133,17 +182,23 @@ def add(
     *,
     bidirectional: bool = False,
     table: str | None = None,
+    value: str | None = None,
     mode: str = "auto",
     on_miss: str | None = None,
     force: bool = False,
+    egress_spec: EgressSpec = DEFAULT_EGRESS,
 ) -> AddResult:
     """Forward every frame entering ingress to egress (and back with bidirectional).
 
-    Raises InputError, XdpfwdError (conflicting table or mode), AttachError,
-    BpfError or PrereqError; on any error nothing is left changed.
+    egress_spec chooses the entry's egress program. Raises InputError,
+    XdpfwdError (conflicting table, value format or mode), AttachError, BpfError
+    (also for a user program that does not compile) or PrereqError; on any error
+    nothing is left changed.
     """
     in_link, out_link = _fresh_link(ingress), _fresh_link(egress)
     _check_forwarding_pair(in_link, out_link)
+    _check_egress_spec(egress_spec, bidirectional)
+    user = _read_user_program(egress_spec) if egress_spec.program == "user" else None
     prereqs.require_privileges()
     pins.ensure_bpffs()
     ports = [in_link, out_link] if bidirectional else [in_link]
@@ -153,23 +208,58 @@ def add(
             undo_setup.callback(pins.remove_if_empty)
         ours = _pinned_prog_id(pins)
         plans = [_plan_attach(link, ours, mode, force) for link in ports]
-        table = dataplane.planned_table(pins, table)
-        _check_table_bounds(table, ports)
-        compiled = dataplane.ensure_pinned(pins, table, undo_setup)
-        with Dataplane.open(pins) as dp, ExitStack() as undo:
+        layout = dataplane.planned_layout(pins, table, value)
+        _check_table_bounds(layout.table, ports)
+        _check_egress_fits(layout, egress_spec)
+        compiled = dataplane.ensure_pinned(pins, layout, undo_setup)
+        with Dataplane.open(pins) as dp, ExitStack() as resources, ExitStack() as undo:
+            # Compiled before anything changes: a compile error leaves all as it was.
+            prog_fd = _entry_prog_fd(dp, egress_spec, user, pins, resources)
+            rewrite = _rewrite(egress_spec, out_link)
             attachments = [_attach(dp, plan, mode, on_miss, undo) for plan in plans]
-            for src, dst in entries:
-                _write_entry(dp, src.ifindex, dst.ifindex, undo)
+            replaced = [
+                _write_entry(dp, src.ifindex, dst.ifindex, prog_fd, rewrite, undo, resources)
+                for src, dst in entries
+            ]
+            undo.pop_all()
+            for (src, dst), previous in zip(entries, replaced, strict=True):
+                _forget_stale_pair_state(dp, src.ifindex, dst.ifindex, previous, rewrite)
             result = AddResult(
                 entries=[(_iface(s), _iface(d)) for s, d in entries],
                 attachments=attachments,
-                table=dp.fwd.table_type,
+                table=layout.table,
+                value_format=layout.value_format,
                 prog_id=dp.prog_id,
                 compiled=compiled,
+                egress=_egress_prog(dp, dp.fwd.get(in_link.ifindex)),
             )
-            undo.pop_all()
         undo_setup.pop_all()
     return result
+
+
+def _entry_prog_fd(
+    dp: Dataplane,
+    spec: EgressSpec,
+    user: tuple[str, str] | None,
+    pins: PinDir,
+    resources: ExitStack,
+) -> int:
+    """The program fd an entry gets (0 for none); compiles a user program."""
+    if not dp.layout.has_egress or spec.program == "none":
+        return 0
+    if user is not None:
+        text, func = user
+        fd = loader.compile_user_egress(pins.path, text, os.path.basename(spec.user_file), func)
+        resources.callback(os.close, fd)
+        return fd
+    return dp.rewrite_fd if spec.rewrites else dp.egress_fd
+
+
+def _rewrite(spec: EgressSpec, egress: netdev.Link) -> maps.Rewrite | None:
+    if not spec.rewrites:
+        return None
+    src = egress.mac if spec.src_mac == "egress" else spec.src_mac
+    return maps.Rewrite(src, spec.dst_mac)
 
 
 def _attach(
@@ -231,13 +321,69 @@ def _map_write(fn, *args) -> None:
         raise BpfError(f"updating a pinned map failed: {e.strerror}") from e
 
 
-def _write_entry(dp: Dataplane, ingress: int, egress: int, undo: ExitStack) -> None:
+def _write_entry(
+    dp: Dataplane,
+    ingress: int,
+    egress: int,
+    prog_fd: int,
+    rewrite: maps.Rewrite | None,
+    undo: ExitStack,
+    resources: ExitStack,
+) -> maps.FwdEntry | None:
+    """Write one entry (in a single, atomic map update); return the one it replaced."""
     previous = dp.fwd.get(ingress)
-    _map_write(dp.fwd.set, ingress, egress)
+    if rewrite is not None:
+        # In place before the entry, so its first frame is already rewritten.
+        old_rewrite = dp.rewrites.get(ingress, egress)
+        _map_write(dp.rewrites.set, ingress, egress, rewrite)
+        if old_rewrite is None:
+            undo.callback(dp.rewrites.forget, ingress, egress)
+        else:
+            undo.callback(dp.rewrites.set, ingress, egress, old_rewrite)
     if previous is None:
         undo.callback(dp.fwd.delete, ingress)
     else:
-        undo.callback(dp.fwd.set, ingress, previous.egress_ifindex)
+        # The old program lives only as long as something holds it: keep an fd.
+        old_fd = sc.prog_fd_by_id(previous.egress_prog_id) if previous.egress_prog_id else 0
+        if old_fd:
+            resources.callback(os.close, old_fd)
+        undo.callback(dp.fwd.set, ingress, previous.egress_ifindex, old_fd)
+    _map_write(dp.fwd.set, ingress, egress, prog_fd)
+    return previous
+
+
+def _forget_stale_pair_state(
+    dp: Dataplane,
+    ingress: int,
+    egress: int,
+    previous: maps.FwdEntry | None,
+    rewrite: maps.Rewrite | None,
+) -> None:
+    """Start an entry's egress counters afresh when its pair is new; drop stale rewrites."""
+    if not dp.layout.has_egress:
+        return
+    if previous is None or previous.egress_ifindex != egress:
+        dp.egress_stats.reset(ingress)
+        if previous is not None:
+            dp.rewrites.forget(ingress, previous.egress_ifindex)
+    if rewrite is None:
+        dp.rewrites.forget(ingress, egress)
+
+
+def _forget_pair(dp: Dataplane, ingress: int, egress: int) -> None:
+    if dp.layout.has_egress:
+        dp.egress_stats.delete(ingress)
+        dp.rewrites.forget(ingress, egress)
+
+
+def _egress_prog(dp: Dataplane, entry: maps.FwdEntry | None) -> EgressProg | None:
+    if entry is None:
+        return None
+    prog_id = entry.egress_prog_id
+    if not prog_id:
+        return EgressProg("none", 0, None)
+    kinds = {dp.egress_id: "built-in", dp.rewrite_id: "rewrite"}
+    return EgressProg(kinds.get(prog_id, "user"), prog_id, _prog_name(prog_id))
 
 
 def delete(pins: PinDir, ingress: Iface) -> DelResult:
@@ -257,10 +403,16 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
             entry = dp.fwd.get(ingress.ifindex)
             if entry is None:
                 raise no_entry
-            dp.fwd.delete(ingress.ifindex)
-            undo.callback(dp.fwd.set, ingress.ifindex, entry.egress_ifindex)
-            detached = _release_idle_ports(dp, undo)
-            undo.pop_all()
+            prog_fd = sc.prog_fd_by_id(entry.egress_prog_id) if entry.egress_prog_id else 0
+            try:
+                dp.fwd.delete(ingress.ifindex)
+                undo.callback(dp.fwd.set, ingress.ifindex, entry.egress_ifindex, prog_fd)
+                detached = _release_idle_ports(dp, undo)
+                undo.pop_all()
+            finally:
+                if prog_fd:
+                    os.close(prog_fd)
+            _forget_pair(dp, ingress.ifindex, entry.egress_ifindex)
     links = netdev.links()
     return DelResult(
         removed=_known(ingress.ifindex, links),
@@ -302,15 +454,14 @@ def list_ports(pins: PinDir) -> Listing:
     prereqs.require_privileges()
     dp = Dataplane.open(pins)
     if dp is None:
-        return Listing(pins.path, None, None, [])
+        return Listing(pins.path, None, None, None, [])
     with dp:
         links = netdev.links()
-        table = dp.fwd.table_type
-        rows = [_port_row(dp, port, links, table) for port in sorted(dp.ports.ifindexes())]
-        return Listing(pins.path, table, dp.prog_id, rows)
+        rows = [_port_row(dp, port, links) for port in sorted(dp.ports.ifindexes())]
+        return Listing(pins.path, dp.layout.table, dp.layout.value_format, dp.prog_id, rows)
 
 
-def _port_row(dp: Dataplane, port: int, links: dict[int, netdev.Link], table: str) -> PortRow:
+def _port_row(dp: Dataplane, port: int, links: dict[int, netdev.Link]) -> PortRow:
     link = links.get(port)
     entry = dp.fwd.get(port)
     egress = _known(entry.egress_ifindex, links) if entry else None
@@ -323,14 +474,19 @@ def _port_row(dp: Dataplane, port: int, links: dict[int, netdev.Link], table: st
         state = STATE_NO_ENTRY
     else:
         state = STATE_OK
+    has_egress = entry is not None and dp.layout.has_egress
     return PortRow(
         ingress=_known(port, links),
         egress=egress,
-        table=table,
+        table=dp.layout.table,
+        value_format=dp.layout.value_format,
         mode=link.xdp_mode if attached else None,
         on_miss=_VERDICT_NAMES.get(dp.ports.get(port) or maps.XDP_PASS, "pass"),
         state=state,
         counters=dp.stats.read(port) or maps.PortStats(),
+        egress_prog=_egress_prog(dp, entry),
+        rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
+        egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
     )
 
 

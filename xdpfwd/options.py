@@ -8,6 +8,7 @@ from types import ModuleType
 import click
 
 from .errors import InputError
+from .model import EgressSpec
 from .pins import PinDir
 
 
@@ -73,3 +74,17 @@ def force_option(fn):
     return click.option(
         "--force", is_flag=True, help="Replace an XDP program that xdpfwd did not attach."
     )(fn)
+
+
+def egress_spec(no_egress: bool, egress_prog: str | None, src_mac, dst_mac) -> EgressSpec:
+    """The EgressSpec of add's options; FILE.c[:FUNCTION] split at its last colon."""
+    if no_egress and (egress_prog or src_mac or dst_mac):
+        raise click.UsageError("--no-egress cannot be combined with an egress program or rewrite")
+    if egress_prog is None:
+        return EgressSpec(program="none" if no_egress else "built-in", src_mac=src_mac,
+                          dst_mac=dst_mac)  # fmt: skip
+    path, _, func = egress_prog.rpartition(":")
+    if not path or not func.isidentifier():
+        path, func = egress_prog, None
+    return EgressSpec(program="user", src_mac=src_mac, dst_mac=dst_mac, user_file=path,
+                      user_func=func)  # fmt: skip

@@ -12,7 +12,7 @@ from rich.text import Text
 from .bench import BenchReport
 from .demo import DemoReport
 from .lab import Lab
-from .model import AddResult, DelResult, DownResult, Iface, Listing
+from .model import AddResult, DelResult, DownResult, EgressProg, Iface, Listing
 
 
 def _out() -> Console:
@@ -37,6 +37,18 @@ def print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def _egress_prog(prog: EgressProg | None) -> str:
+    if prog is None:
+        return "-"
+    if prog.kind == "none":
+        return "none"
+    return (
+        f"{prog.kind} {prog.name} ({prog.prog_id})"
+        if prog.kind == "user"
+        else (f"{prog.kind} ({prog.prog_id})")
+    )
+
+
 def _port(iface: Iface | None) -> str:
     if iface is None:
         return "-"
@@ -51,7 +63,10 @@ def add_result(result: AddResult) -> None:
         how = "attached" if att.changed else "already attached"
         _line(out, f"  {att.port.ifname}: {how} ({att.mode} mode)")
     compiled = "compiled now" if result.compiled else "reused pinned program"
-    _line(out, f"  table {result.table}, program id {result.prog_id} ({compiled})")
+    _line(out, f"  table {result.table} of {result.value_format} entries, program id "
+               f"{result.prog_id} ({compiled})")  # fmt: skip
+    if result.egress is not None:
+        _line(out, f"  egress program: {_egress_prog(result.egress)}")
 
 
 def del_result(result: DelResult) -> None:
@@ -73,13 +88,14 @@ def down_result(result: DownResult, pin_dir: str) -> None:
 
 def listing_table(listing: Listing) -> Table:
     table = Table(
-        title=f"{listing.pin_dir}  table {listing.table}  program id {listing.prog_id}",
+        title=f"{listing.pin_dir}  {listing.table} of {listing.value_format} entries  "
+        f"program id {listing.prog_id}",
         title_justify="left",
         box=None,
         header_style="bold",
         pad_edge=False,
     )
-    for name in ("INGRESS", "EGRESS", "MODE", "ON-MISS", "STATE"):
+    for name in ("INGRESS", "EGRESS", "MODE", "ON-MISS", "STATE", "EGRESS PROG"):
         table.add_column(name, no_wrap=True)
     table.add_column("FORWARDED", justify="right")
     table.add_column("MISSED", justify="right")
@@ -91,6 +107,7 @@ def listing_table(listing: Listing) -> Table:
             row.mode or "-",
             row.on_miss,
             state,
+            _egress_prog(row.egress_prog),
             str(row.counters.redirect_packets),
             str(row.counters.miss_packets),
         )

@@ -221,6 +221,21 @@ class UdpSink:
                     break
         return got
 
+    def count_until(self, stop, quiet: float = 0.5) -> int:
+        """Count until stop (a threading.Event) is set and nothing arrived for quiet s."""
+        got, last = 0, time.monotonic()
+        while not stop.is_set() or time.monotonic() - last < quiet:
+            if not select.select([self.sock], [], [], 0.05)[0]:
+                continue
+            while True:
+                try:
+                    self.sock.recv(65535)
+                    got += 1
+                    last = time.monotonic()
+                except BlockingIOError:
+                    break
+        return got
+
     def close(self) -> None:
         self.sock.close()
 
@@ -326,3 +341,20 @@ def attach_foreign(topo: Topo, port: str, generic: bool = False) -> int:
     finally:
         os.close(fd)
     return topo.xdp(port)["prog"]["id"]
+
+
+def snapshot(topo, pin_dir) -> tuple:
+    """Everything a failed command must leave as it was."""
+    xdp = {h.port: topo.xdp(h.port) for h in topo.hosts}
+    pins = sorted(os.listdir(pin_dir)) if os.path.isdir(pin_dir) else None
+    listing = topo.list_json(pin_dir)["entries"] if pins else None
+    return xdp, pins, listing
+
+
+def assert_fails(result, code: int, *needles: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

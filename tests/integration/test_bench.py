@@ -60,7 +60,8 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     report = json.loads(result.stdout)
     names = [row["name"] for row in report["rows"]]
     assert names[0] == bench.BASELINE
-    assert any("xdpfwd forwarding" in n for n in names)
+    assert any("xdpfwd, as `add`" in n for n in names)
+    assert any("--no-egress" in n for n in names)
     assert any("bridge" in n for n in names)
     assert any("compiling" in n for n in names) and any("pinned" in n for n in names)
     for row in report["rows"]:

@@ -95,9 +95,9 @@ def test_interrupted_demo_leaves_nothing(scratch_ns, pin_dir):
     # Wait until the lab exists and forwarding is set up, then interrupt.
     demo_pins = f"{pin_dir}-demo-{proc.pid}"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not os.path.isdir(demo_pins):
+    while time.monotonic() < deadline and not os.path.isdir(demo_pins) and proc.poll() is None:
         time.sleep(0.05)
-    assert namespaces() - before, "the demo built no lab"
+    assert namespaces() - before, f"the demo built no lab: {proc.poll()} {proc.stderr.read()}"
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from .net import attach_foreign, sh
+from .net import assert_fails, attach_foreign, sh, snapshot
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
@@ -23,23 +23,6 @@ def private_mounts(script: str) -> tuple:
         f'{script} && exec "$@"',
         "sh",
     )
-
-
-def snapshot(topo, pin_dir) -> tuple:
-    """Everything a failed command must leave as it was."""
-    xdp = {h.port: topo.xdp(h.port) for h in topo.hosts}
-    pins = sorted(os.listdir(pin_dir)) if os.path.isdir(pin_dir) else None
-    listing = topo.list_json(pin_dir)["entries"] if pins else None
-    return xdp, pins, listing
-
-
-def assert_fails(result, code: int, *needles: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +110,7 @@ def test_conflicting_table_type(topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2", "--table", "devmap")
     before = snapshot(topo, pin_dir)
     assert_fails(
-        topo.xdpfwd(pin_dir, "add", "p2", "p1", "--table", "devmap-hash"), 1, "is a devmap", "down"
+        topo.xdpfwd(pin_dir, "add", "p2", "p1", "--table", "devmap-hash"), 1, "holds devmap", "down"
     )
     assert snapshot(topo, pin_dir) == before
     assert topo.list_json(pin_dir)["table"] == "devmap"

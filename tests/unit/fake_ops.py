@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from xdpfwd.bpf.maps import PortStats
+from xdpfwd.bpf.maps import EgressStats, PortStats, Rewrite
 from xdpfwd.errors import InputError
-from xdpfwd.model import AddResult, Attachment, DelResult, DownResult, Iface, Listing, PortRow
+from xdpfwd.model import (
+    AddResult,
+    Attachment,
+    DelResult,
+    DownResult,
+    EgressProg,
+    Iface,
+    Listing,
+    PortRow,
+)
 
 LINKS = {"eth1": 2, "eth2": 3, "eth3": 4}
 
@@ -32,8 +41,10 @@ class FakeOps:
             entries=[(ingress, egress)],
             attachments=[Attachment(ingress, "native", True)],
             table="devmap-hash",
+            value_format="devmap-val",
             prog_id=7,
             compiled=True,
+            egress=EgressProg("built-in", 8, "xdpfwd_egress"),
         )
 
     def delete(self, pins, ingress):
@@ -44,17 +55,18 @@ class FakeOps:
         self._record("list_ports", pins)
         rows = [
             PortRow(
-                Iface(2, "eth1"),
-                Iface(3, "eth2"),
-                "devmap-hash",
-                "native",
-                "pass",
-                "ok",
-                PortStats(redirect_packets=5, redirect_bytes=500),
+                Iface(2, "eth1"), Iface(3, "eth2"), "devmap-hash", "devmap-val", "native",
+                "pass", "ok", PortStats(redirect_packets=5, redirect_bytes=500),
+                egress_prog=EgressProg("user", 9, "drop_arp"),
+                rewrite=Rewrite("02:00:00:00:00:01", None),
+                egress_counters=EgressStats(4, 400, 1, 100),
             ),
-            PortRow(Iface(17, None), None, "devmap-hash", None, "drop", "device gone", PortStats()),
-        ]
-        return Listing(pins.path, "devmap-hash", 7, rows)
+            PortRow(
+                Iface(17, None), None, "devmap-hash", "devmap-val", None, "drop", "device gone",
+                PortStats(),
+            ),
+        ]  # fmt: skip
+        return Listing(pins.path, "devmap-hash", "devmap-val", 7, rows)
 
     def down(self, pins):
         self._record("down", pins)

@@ -1,13 +1,14 @@
 """The CLI's parsing, exit codes and messages, with the operations faked."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
 
 from xdpfwd.cli import cli
 from xdpfwd.errors import AttachError, BpfError, PrereqError, XdpfwdError
-from xdpfwd.model import Iface
+from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 
 from .fake_ops import FakeOps
 
@@ -47,21 +48,9 @@ def test_every_command_has_help_with_examples(command):
 
 
 def test_add_passes_parsed_arguments_to_ops():
-    result, ops = invoke(
-        [
-            "add",
-            "eth1",
-            "eth2",
-            "-b",
-            "--table",
-            "devmap",
-            "--mode",
-            "skb",
-            "--on-miss",
-            "drop",
-            "--force",
-        ]
-    )
+    args = ["add", "eth1", "eth2", "-b", "--table", "devmap", "--mode", "skb", "--on-miss",
+            "drop", "--force", "--value", "ifindex", "--no-egress"]  # fmt: skip
+    result, ops = invoke(args)
     assert result.exit_code == 0, result.stderr
     name, (pins, ingress, egress), kwargs = ops.calls[0]
     assert name == "add"
@@ -70,9 +59,11 @@ def test_add_passes_parsed_arguments_to_ops():
     assert kwargs == {
         "bidirectional": True,
         "table": "devmap",
+        "value": "ifindex",
         "mode": "generic",
         "on_miss": "drop",
         "force": True,
+        "egress_spec": EgressSpec(program="none"),
     }
     assert "eth1 -> eth2" in result.stdout
 
@@ -82,10 +73,37 @@ def test_add_defaults():
     assert ops.calls[0][2] == {
         "bidirectional": False,
         "table": None,
+        "value": None,
         "mode": "auto",
         "on_miss": None,
         "force": False,
+        "egress_spec": DEFAULT_EGRESS,
     }
+
+
+@pytest.mark.parametrize(
+    "options, spec",
+    [
+        (["--egress-prog", "f.c:my_fn"], EgressSpec("user", user_file="f.c", user_func="my_fn")),
+        (["--egress-prog", "f.c"], EgressSpec("user", user_file="f.c")),
+        (["--egress-prog", "/a:b/f.c"], EgressSpec("user", user_file="/a:b/f.c")),
+        (
+            ["--src-mac", "egress", "--dst-mac", "02:00:00:00:00:09"],
+            EgressSpec(src_mac="egress", dst_mac="02:00:00:00:00:09"),
+        ),
+    ],
+    ids=["file-and-function", "file-only", "colon-in-directory", "rewrite"],
+)
+def test_egress_options_build_the_spec(options, spec):
+    result, ops = invoke(["add", "eth1", "eth2", *options])
+    assert result.exit_code == 0, result.stderr
+    assert ops.calls[0][2]["egress_spec"] == spec
+
+
+def test_no_egress_conflicts_with_egress_features():
+    result, ops = invoke(["add", "eth1", "eth2", "--no-egress", "--src-mac", "egress"])
+    assert result.exit_code == 2 and "--no-egress" in one_error_line(result)
+    assert ops.calls == []
 
 
 @pytest.mark.parametrize(
@@ -168,14 +186,20 @@ def test_pin_dir_from_environment():
 def test_list_json_is_stable_and_parseable():
     result, _ = invoke(["list", "--json"])
     data = json.loads(result.stdout)
-    assert set(data) == {"pin_dir", "table", "prog_id", "entries"}
+    assert set(data) == {"pin_dir", "table", "value", "prog_id", "entries"}
     first, gone = data["entries"]
-    assert set(first) == {"ingress", "egress", "table", "mode", "on_miss", "state", "counters"}
+    assert set(first) == {
+        "ingress", "egress", "table", "value", "mode", "on_miss", "state", "egress_prog",
+        "rewrite", "counters", "egress_counters",
+    }  # fmt: skip
     assert first["ingress"] == {"ifname": "eth1", "ifindex": 2}
     assert first["counters"]["redirect_packets"] == 5
     assert first["counters"]["rx_packets"] == 5
+    assert first["egress_prog"] == {"kind": "user", "id": 9, "name": "drop_arp"}
+    assert first["rewrite"] == {"src_mac": "02:00:00:00:00:01", "dst_mac": None}
+    assert first["egress_counters"]["drop_packets"] == 1
     assert gone["ingress"] == {"ifname": None, "ifindex": 17}
-    assert gone["egress"] is None
+    assert gone["egress"] is None and gone["egress_prog"] is None
 
 
 def test_list_table_shows_gone_devices():
@@ -183,6 +207,8 @@ def test_list_table_shows_gone_devices():
     assert "eth1 (2)" in result.stdout
     assert "gone (17)" in result.stdout
     assert "device gone" in result.stdout
+    assert "user drop_arp (9)" in result.stdout
+    assert "user drop_arp (9)" in result.stdout
     assert "\x1b[" not in result.stdout  # not a terminal: no escape codes
 
 
@@ -190,3 +216,24 @@ def test_down_reports_what_it_did():
     result, _ = invoke(["down"])
     assert "detached from eth1" in result.stdout
     assert "removed /sys/fs/bpf/xdpfwd" in result.stdout
+
+
+def test_signals_unwind_only_in_xdpfwds_own_process(monkeypatch):
+    from xdpfwd import interrupts
+
+    monkeypatch.setattr(interrupts, "_pending", False)
+    handler = interrupts._handler(main_pid=os.getpid())
+    interrupts.check()  # nothing pending
+    with pytest.raises(KeyboardInterrupt):
+        handler(15, None)
+    # Even if that KeyboardInterrupt was swallowed (in a finalizer), check() raises again.
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()
+
+    def fake_exit(status):  # like os._exit, never returns
+        raise SystemExit(status)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(SystemExit) as exited:
+        interrupts._handler(main_pid=os.getpid() + 1)(15, None)  # in a forked child
+    assert exited.value.code == 128 + 15

@@ -28,7 +28,14 @@ def c_define(name: str) -> str:
         ("XDPFWD_FWD_MAX_ENTRIES", str(maps.FWD_MAX_ENTRIES)),
         ("XDPFWD_MAX_PORTS", str(maps.MAX_PORTS)),
         ("XDPFWD_STATS_SLOTS", str(maps.STATS_SLOTS)),
-        ("XDPFWD_PIN_PORT_STATS_HI", maps.PIN_PORT_STATS_HI),
+        ("XDPFWD_PIN_ENTRY_STATS", maps.PIN_ENTRY_STATS),
+        ("XDPFWD_PIN_HI_SUFFIX", maps.PIN_HI_SUFFIX),
+        ("XDPFWD_PIN_PROG_EGRESS", maps.PIN_PROG_EGRESS),
+        ("XDPFWD_PIN_PROG_REWRITE", maps.PIN_PROG_REWRITE),
+        ("XDPFWD_PIN_REWRITE", maps.PIN_REWRITE),
+        ("XDPFWD_MAX_PAIRS", str(maps.MAX_PAIRS)),
+        ("XDPFWD_REWRITE_SRC", str(maps.REWRITE_SRC)),
+        ("XDPFWD_REWRITE_DST", str(maps.REWRITE_DST)),
         ("XDPFWD_PIN_BENCH_CFG", maps.PIN_BENCH_CFG),
         ("XDPFWD_PIN_BENCH_SINK", maps.PIN_BENCH_SINK),
         ("XDPFWD_PIN_BENCH_FWD", maps.PIN_BENCH_FWD),
@@ -45,10 +52,14 @@ def c_struct_fields(name: str) -> list[str]:
     return re.findall(r"struct xdpfwd_counter (\w+);", body)
 
 
-def test_port_stats_fields_follow_the_c_struct_order():
-    counters = c_struct_fields("xdpfwd_port_stats")
+@pytest.mark.parametrize(
+    "c_struct, cls",
+    [("xdpfwd_port_stats", maps.PortStats), ("xdpfwd_entry_stats", maps.EgressStats)],
+)
+def test_stats_fields_follow_the_c_struct_order(c_struct, cls):
+    counters = c_struct_fields(c_struct)
     expected = [f"{c}_{unit}" for c in counters for unit in ("packets", "bytes")]
-    assert list(maps.PortStats().__dataclass_fields__) == expected
+    assert list(cls.__dataclass_fields__) == expected
 
 
 class FakeKernel:
@@ -97,14 +108,14 @@ def test_forward_entry_is_a_bpf_devmap_val(monkeypatch):
 def stats_kernel(monkeypatch):
     return FakeKernel(monkeypatch, {
         "/slots": sc.MapInfo(sc.MAP_TYPE_PERCPU_ARRAY, 2, 4, 64, maps.STATS_SLOTS, "x"),
-        "/high": sc.MapInfo(sc.MAP_TYPE_PERCPU_HASH, 3, 4, 64, maps.MAX_PORTS, "x"),
+        "/slots_hi": sc.MapInfo(sc.MAP_TYPE_PERCPU_HASH, 3, 4, 64, maps.MAX_PORTS, "x"),
     })  # fmt: skip
 
 
-@pytest.mark.parametrize("ifindex, where", [(5, "/slots"), (maps.STATS_SLOTS, "/high")],
+@pytest.mark.parametrize("ifindex, where", [(5, "/slots"), (maps.STATS_SLOTS, "/slots_hi")],
                          ids=["low-ifindex-array-slot", "high-ifindex-hash"])  # fmt: skip
 def test_port_stats_are_summed_over_cpus(stats_kernel, ifindex, where):
-    stats = maps.PortStatsTable("/slots", "/high")
+    stats = maps.SlottedStats("/slots", maps.PortStats)
     stats.reset(ifindex)
     assert stats.read(ifindex) == maps.PortStats()
     cpu0 = struct.pack("=8Q", 10, 1000, 1, 60, 1, 60, 0, 0)
@@ -118,12 +129,12 @@ def test_port_stats_are_summed_over_cpus(stats_kernel, ifindex, where):
 
 
 def test_deleting_port_stats_zeroes_a_slot_and_removes_a_hash_key(stats_kernel):
-    stats = maps.PortStatsTable("/slots", "/high")
+    stats = maps.SlottedStats("/slots", maps.PortStats)
     for ifindex in (5, 5000):
         stats.reset(ifindex)
         stats.delete(ifindex)
     assert stats_kernel.stores["/slots"][key(5)] == bytes(128)
-    assert key(5000) not in stats_kernel.stores["/high"]
+    assert key(5000) not in stats_kernel.stores["/slots_hi"]
 
 
 def test_table_type_names():
@@ -131,3 +142,44 @@ def test_table_type_names():
     assert maps.table_type_name(sc.MAP_TYPE_DEVMAP_HASH) == "devmap-hash"
     with pytest.raises(ValueError):
         maps.table_type_name(sc.MAP_TYPE_HASH)
+
+
+@pytest.mark.parametrize(
+    "mac, ok",
+    [
+        ("02:00:5e:00:53:01", True),
+        ("02:00:5E:00:53:0A", True),
+        ("02:00:5e:00:53", False),
+        ("02-00-5e-00-53-01", False),
+        ("zz:00:00:00:00:00", False),
+    ],
+)
+def test_mac_parsing(mac, ok):
+    if ok:
+        assert maps.mac_text(maps.mac_bytes(mac)) == mac.lower()
+    else:
+        with pytest.raises(ValueError):
+            maps.mac_bytes(mac)
+
+
+def test_rewrite_layout_and_flags(monkeypatch):
+    kernel = FakeKernel(
+        monkeypatch, {"/rw": sc.MapInfo(sc.MAP_TYPE_HASH, 4, 8, 16, maps.MAX_PAIRS, "x")}
+    )
+    table = maps.RewriteTable("/rw")
+    table.set(3, 4, maps.Rewrite(None, "02:00:00:00:00:09"))
+    raw = kernel.stores["/rw"][struct.pack("=II", 3, 4)]
+    assert raw == bytes(6) + bytes.fromhex("020000000009") + struct.pack("=I", maps.REWRITE_DST)
+    assert table.get(3, 4) == maps.Rewrite(None, "02:00:00:00:00:09")
+    assert table.get(4, 3) is None
+
+
+def test_plain_ifindex_entries(monkeypatch):
+    kernel = FakeKernel(monkeypatch, {"/fwd": sc.MapInfo(sc.MAP_TYPE_DEVMAP, 1, 4, 4, 65536, "x")})
+    fwd = maps.ForwardTable("/fwd")
+    assert fwd.value_format == "ifindex"
+    fwd.set(7, 9)
+    assert kernel.stores["/fwd"][key(7)] == struct.pack("=I", 9)
+    assert fwd.get(7) == maps.FwdEntry(9, 0)
+    with pytest.raises(ValueError):
+        fwd.set(7, 9, prog_fd=5)

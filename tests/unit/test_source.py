@@ -30,3 +30,37 @@ def test_cflags_refuse_what_breaks_a_c_string(bad):
 def test_source_dir_override(monkeypatch, tmp_path):
     monkeypatch.setenv("XDPFWD_BPF_SRC", str(tmp_path))
     assert source.bpf_source_dir() == tmp_path
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("int only(struct xdp_md *ctx) { return XDP_PASS; }", "only"),
+        ("static int helper(int x) { return x; }\nint main_fn(struct xdp_md *c) { return 2; }",
+         "main_fn"),
+        ("int a(struct xdp_md *ctx) { return 2; }\nint b(struct xdp_md *ctx) { return 1; }",
+         None),
+        ("int nothing(void) { return 0; }", None),
+    ],
+    ids=["one", "one-among-helpers", "two", "none"],
+)  # fmt: skip
+def test_user_function_detection(text, expected):
+    assert source.user_function(text) == expected
+
+
+def test_user_egress_text_wraps_the_users_function():
+    text = source.user_egress_text("int f(struct xdp_md *ctx) { return 1; }\n", "mine.c", "f")
+    # The user's function gets a private, static inline name; the wrapper takes its name.
+    assert "#define f __xdpfwd_user_f" in text
+    assert "static __always_inline int __xdpfwd_user_f(struct xdp_md *ctx);" in text
+    assert (
+        text.index('#line 1 "mine.c"')
+        < text.index("#undef f")
+        < text.index("XDPFWD_USER_EGRESS(f)")
+    )
+    assert "count_egress" in text  # the entry counters are compiled in
+
+
+def test_user_egress_text_refuses_a_bad_function_name():
+    with pytest.raises(ValueError):
+        source.user_egress_text("", "x.c", "not a name")

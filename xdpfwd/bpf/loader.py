@@ -16,6 +16,9 @@ from . import source
 log = logging.getLogger(__name__)
 
 XDP_INGRESS_FUNC = "xdpfwd_ingress"
+XDP_EGRESS_FUNC = "xdpfwd_egress"
+XDP_REWRITE_FUNC = "xdpfwd_egress_rewrite"
+ATTACH_XDP_DEVMAP = 33  # enum bpf_attach_type BPF_XDP_DEVMAP: a devmap entry's program
 
 
 @contextmanager
@@ -43,16 +46,20 @@ def _first_error(lines: list[str]) -> str | None:
     return next((line.strip() for line in lines if "error:" in line), None)
 
 
-def compile_xdp(text: str, funcs: list[str], cflags: list[str]) -> dict[str, int]:
-    """Compile C text with BCC and load each of funcs as an XDP program.
+def compile_xdp(
+    text: str, funcs: dict[str, int | None], cflags: list[str], label: str | None = None
+) -> dict[str, int]:
+    """Compile C text with BCC and load each function of funcs as an XDP program.
 
-    Returns a program fd per function. Maps declared in pinned sections are
-    created and pinned (or adopted) by BCC. Raises PrereqError when BCC or kernel
-    headers are missing, BpfError when the compile or a load fails.
+    funcs maps a function to its expected attach type (None for a plain XDP
+    program). Returns a program fd per function. Maps declared in pinned sections
+    are created and pinned (or adopted) by BCC. Raises PrereqError when BCC or
+    kernel headers are missing, BpfError when the compile or a load fails.
     """
     prereqs.require_bcc()
     prereqs.require_kernel_headers()
-    log.info("compiling %s with BCC", ", ".join(funcs))
+    label = label or ", ".join(funcs)
+    log.info("compiling %s with BCC", label)
     fds: dict[str, int] = {}
     failure = None
     with _captured_output() as output:
@@ -60,8 +67,9 @@ def compile_xdp(text: str, funcs: list[str], cflags: list[str]) -> dict[str, int
             from bcc import BPF
 
             bpf = BPF(text=text.encode(), cflags=cflags)
-            for func in funcs:
-                fds[func] = os.dup(bpf.load_func(func.encode(), BPF.XDP).fd)
+            for func, attach_type in funcs.items():
+                extra = {} if attach_type is None else {"attach_type": attach_type}
+                fds[func] = os.dup(bpf.load_func(func.encode(), BPF.XDP, **extra).fd)
             bpf.cleanup()
         except Exception as e:  # BCC raises bare Exception for compile and load errors
             failure = e
@@ -73,15 +81,29 @@ def compile_xdp(text: str, funcs: list[str], cflags: list[str]) -> dict[str, int
         if any("Unable to find kernel headers" in line for line in output):
             raise PrereqError(prereqs.missing_headers_message()) from failure
         reason = _first_error(output) or str(failure).strip()
-        raise BpfError(f"compiling {', '.join(funcs)} failed: {reason}") from failure
+        raise BpfError(f"compiling {label} failed: {reason}") from failure
     return fds
 
 
-def compile_ingress(pin_dir: str) -> int:
-    """Compile the ingress program against the maps pinned (or to pin) under pin_dir."""
-    fds = compile_xdp(
-        source.read_source(source.INGRESS_SOURCE),
-        [XDP_INGRESS_FUNC],
-        source.cflags(XDPFWD_PIN_DIR=pin_dir),
+def compile_ingress(pin_dir: str, value_size: int) -> dict[str, int]:
+    """Compile the ingress program (and, for bpf_devmap_val entries, the built-in
+    egress programs) against the maps pinned, or to pin, under pin_dir."""
+    funcs: dict[str, int | None] = {XDP_INGRESS_FUNC: None}
+    if value_size == 8:
+        funcs |= {XDP_EGRESS_FUNC: ATTACH_XDP_DEVMAP, XDP_REWRITE_FUNC: ATTACH_XDP_DEVMAP}
+    return compile_xdp(
+        source.ingress_text(with_egress=value_size == 8),
+        funcs,
+        source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=value_size),
     )
-    return fds[XDP_INGRESS_FUNC]
+
+
+def compile_user_egress(pin_dir: str, user_text: str, file_name: str, func: str) -> int:
+    """Compile a user's egress function wrapped with xdpfwd's entry counters."""
+    fds = compile_xdp(
+        source.user_egress_text(user_text, file_name, func),
+        {func: ATTACH_XDP_DEVMAP},
+        source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=8),
+        label=f"{file_name}:{func}",
+    )
+    return fds[func]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass, fields
@@ -11,12 +12,17 @@ from . import syscall as sc
 PIN_FWD = "fwd"
 PIN_PORTS = "ports"
 PIN_PORT_STATS = "port_stats"
-PIN_PORT_STATS_HI = "port_stats_hi"
+PIN_ENTRY_STATS = "entry_stats"
+PIN_HI_SUFFIX = "_hi"
 PIN_PROG_INGRESS = "prog_ingress"
+PIN_PROG_EGRESS = "prog_egress"
+PIN_PROG_REWRITE = "prog_egress_rewrite"
+PIN_REWRITE = "rewrite"
 
 FWD_MAX_ENTRIES = 65536
 MAX_PORTS = 4096
 STATS_SLOTS = 1024
+MAX_PAIRS = 16384
 
 PIN_BENCH_CFG = "bench_cfg"
 PIN_BENCH_SINK = "bench_sink"
@@ -24,16 +30,23 @@ PIN_BENCH_FWD = "bench_fwd"
 BENCH_UDP_PORT = 9
 BENCH_SRC_PORT = 1024
 
+REWRITE_SRC = 1
+REWRITE_DST = 2
+
 # enum xdp_action
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 
 TABLE_TYPES = {"devmap": sc.MAP_TYPE_DEVMAP, "devmap-hash": sc.MAP_TYPE_DEVMAP_HASH}
 ON_MISS_VERDICTS = {"pass": XDP_PASS, "drop": XDP_DROP}
+# Forwarding table values: struct bpf_devmap_val (Linux 5.8+) or a plain ifindex.
+VALUE_FORMATS = {"devmap-val": 8, "ifindex": 4}
 
 _U32 = struct.Struct("=I")
-_DEVMAP_VAL = struct.Struct("=Ii")  # struct bpf_devmap_val: ifindex, prog fd (id on read)
+_DEVMAP_VAL = struct.Struct("=Ii")  # ifindex, egress prog fd (the kernel returns its id)
+_PAIR = struct.Struct("=II")  # struct xdpfwd_pair
 _PORT = struct.Struct("=I")  # struct xdpfwd_port
 _COUNTER = struct.Struct("=QQ")  # struct xdpfwd_counter
+_REWRITE = struct.Struct("=6s6sI")  # struct xdpfwd_rewrite
 _BENCH_CFG = struct.Struct("=II")  # struct xdpfwd_bench_cfg
 
 
@@ -63,17 +76,52 @@ class PortStats:
         return {"rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes, **d}
 
 
-_PORT_STATS = struct.Struct("=" + "Q" * len(fields(PortStats)))
+@dataclass(frozen=True)
+class EgressStats:
+    """What a forwarding entry's egress program did with its frames, summed over CPUs."""
+
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    drop_packets: int = 0
+    drop_bytes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
 class FwdEntry:
     egress_ifindex: int
-    egress_prog_id: int
+    egress_prog_id: int  # 0: no egress program (always 0 in ifindex tables)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    src: str | None  # MAC written as source address, or None to keep it
+    dst: str | None
+
+    def as_dict(self) -> dict:
+        return {"src_mac": self.src, "dst_mac": self.dst}
+
+
+def mac_bytes(mac: str) -> bytes:
+    """Raises ValueError unless mac is six colon-separated hex bytes."""
+    parts = mac.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise ValueError(f"{mac!r} is not a MAC address (like 02:00:5e:00:53:01)")
+    return bytes(int(p, 16) for p in parts)
+
+
+def mac_text(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 def _key(ifindex: int) -> bytes:
     return _U32.pack(ifindex)
+
+
+def _pair(ingress: int, egress: int) -> bytes:
+    return _PAIR.pack(ingress, egress)
 
 
 class PinnedMap:
@@ -99,10 +147,10 @@ class PinnedMap:
         """Bytes per CPU in a per-CPU map's value."""
         return (self.info.value_size + 7) // 8 * 8
 
-    def _read_percpu(self, key: int, layout: struct.Struct) -> list[int] | None:
+    def _read_percpu(self, key: bytes, layout: struct.Struct) -> list[int] | None:
         """A per-CPU value with every field summed over the CPUs; None if key is absent."""
         ncpus, slot = sc.possible_cpus(), self._slot()
-        raw = sc.map_lookup(self.fd, _key(key), slot * ncpus)
+        raw = sc.map_lookup(self.fd, key, slot * ncpus)
         if raw is None:
             return None
         per_cpu = [layout.unpack_from(raw, cpu * slot) for cpu in range(ncpus)]
@@ -110,21 +158,33 @@ class PinnedMap:
 
 
 class ForwardTable(PinnedMap):
-    """Forwarding devmap: ingress ifindex -> struct bpf_devmap_val."""
+    """Forwarding devmap: ingress ifindex -> egress ifindex (+ egress program)."""
 
     @property
     def table_type(self) -> str:
         return table_type_name(self.info.map_type)
 
+    @property
+    def value_format(self) -> str:
+        return value_format_name(self.info.value_size)
+
     def get(self, ingress: int) -> FwdEntry | None:
         raw = sc.map_lookup(self.fd, _key(ingress), self.info.value_size)
         if raw is None:
             return None
-        egress, prog_id = _DEVMAP_VAL.unpack(raw)
-        return FwdEntry(egress, prog_id)
+        if self.info.value_size == _U32.size:
+            return FwdEntry(_U32.unpack(raw)[0], 0)
+        return FwdEntry(*_DEVMAP_VAL.unpack(raw))
 
-    def set(self, ingress: int, egress: int) -> None:
-        sc.map_update(self.fd, _key(ingress), _DEVMAP_VAL.pack(egress, 0))
+    def set(self, ingress: int, egress: int, prog_fd: int = 0) -> None:
+        """Write an entry in one update: the kernel swaps it atomically."""
+        if self.info.value_size == _U32.size:
+            if prog_fd:
+                raise ValueError("plain ifindex entries cannot hold an egress program")
+            value = _U32.pack(egress)
+        else:
+            value = _DEVMAP_VAL.pack(egress, prog_fd)
+        sc.map_update(self.fd, _key(ingress), value)
 
 
 class PortTable(PinnedMap):
@@ -138,13 +198,16 @@ class PortTable(PinnedMap):
         sc.map_update(self.fd, _key(ifindex), _PORT.pack(on_miss))
 
 
-class PortStatsTable:
-    """Per-CPU counters per ingress port: an array slot below STATS_SLOTS, a hash above."""
+class SlottedStats:
+    """Per-CPU counters keyed by ifindex: an array slot below STATS_SLOTS, a hash above
+    (pinned with PIN_HI_SUFFIX), read as summed dataclasses of type cls."""
 
-    def __init__(self, slots_path: str, high_path: str):
-        self.slots = PinnedMap(slots_path)
+    def __init__(self, path: str, cls: type):
+        self.cls = cls
+        self._layout = struct.Struct("=" + "Q" * len(fields(cls)))
+        self.slots = PinnedMap(path)
         try:
-            self.high = PinnedMap(high_path)
+            self.high = PinnedMap(path + PIN_HI_SUFFIX)
         except BaseException:
             self.slots.close()
             raise
@@ -156,12 +219,13 @@ class PortStatsTable:
     def _map(self, ifindex: int) -> PinnedMap:
         return self.slots if ifindex < STATS_SLOTS else self.high
 
-    def read(self, ifindex: int) -> PortStats | None:
-        totals = self._map(ifindex)._read_percpu(ifindex, _PORT_STATS)
-        return None if totals is None else PortStats(*totals)
+    def read(self, ifindex: int):
+        """The summed counters of ifindex (an instance of cls), or None."""
+        totals = self._map(ifindex)._read_percpu(_key(ifindex), self._layout)
+        return None if totals is None else self.cls(*totals)
 
     def reset(self, ifindex: int) -> None:
-        """Zero the port's counters (creating them)."""
+        """Zero the counters of ifindex (creating them)."""
         table = self._map(ifindex)
         sc.map_update(table.fd, _key(ifindex), bytes(table._slot() * sc.possible_cpus()))
 
@@ -172,6 +236,29 @@ class PortStatsTable:
             self.high.delete(ifindex)
 
 
+class RewriteTable(PinnedMap):
+    """Ethernet rewrites of entries: (ingress, egress) -> addresses to write."""
+
+    def get(self, ingress: int, egress: int) -> Rewrite | None:
+        raw = sc.map_lookup(self.fd, _pair(ingress, egress), self.info.value_size)
+        if raw is None:
+            return None
+        src, dst, flags = _REWRITE.unpack(raw)
+        return Rewrite(
+            mac_text(src) if flags & REWRITE_SRC else None,
+            mac_text(dst) if flags & REWRITE_DST else None,
+        )
+
+    def set(self, ingress: int, egress: int, rewrite: Rewrite) -> None:
+        flags = (REWRITE_SRC if rewrite.src else 0) | (REWRITE_DST if rewrite.dst else 0)
+        src = mac_bytes(rewrite.src) if rewrite.src else bytes(6)
+        dst = mac_bytes(rewrite.dst) if rewrite.dst else bytes(6)
+        sc.map_update(self.fd, _pair(ingress, egress), _REWRITE.pack(src, dst, flags))
+
+    def forget(self, ingress: int, egress: int) -> None:
+        sc.map_delete(self.fd, _pair(ingress, egress))
+
+
 class BenchConfig(PinnedMap):
     def set(self, target_ifindex: int, flows: int) -> None:
         sc.map_update(self.fd, _key(0), _BENCH_CFG.pack(target_ifindex, flows))
@@ -180,7 +267,7 @@ class BenchConfig(PinnedMap):
 class SinkCounter(PinnedMap):
     def read(self) -> tuple[int, int]:
         """(packets, bytes) that reached the sinks so far."""
-        packets, nbytes = self._read_percpu(0, _COUNTER) or (0, 0)
+        packets, nbytes = self._read_percpu(_key(0), _COUNTER) or (0, 0)
         return packets, nbytes
 
 
@@ -191,10 +278,29 @@ def table_type_name(map_type: int) -> str:
     raise ValueError(f"map type {map_type} is not a devmap")
 
 
-def create_pinned_devmap_hash(path: str, name: str = "xdpfwd_fwd") -> None:
+def value_format_name(value_size: int) -> str:
+    for name, size in VALUE_FORMATS.items():
+        if size == value_size:
+            return name
+    raise ValueError(f"devmap value size {value_size} is neither an ifindex nor a bpf_devmap_val")
+
+
+def create_pinned_devmap_hash(path: str, name: str = "xdpfwd_fwd", value_size: int = 8) -> None:
     """Create and pin a forwarding DEVMAP_HASH (BCC cannot create this map type)."""
-    fd = sc.map_create(sc.MAP_TYPE_DEVMAP_HASH, _U32.size, _DEVMAP_VAL.size, FWD_MAX_ENTRIES, name)
+    fd = sc.map_create(sc.MAP_TYPE_DEVMAP_HASH, _U32.size, value_size, FWD_MAX_ENTRIES, name)
     try:
         sc.obj_pin(fd, path)
     finally:
         os.close(fd)
+
+
+def devmap_val_supported() -> bool:
+    """Whether the kernel takes struct bpf_devmap_val values in a devmap (5.8+)."""
+    try:
+        fd = sc.map_create(sc.MAP_TYPE_DEVMAP, _U32.size, _DEVMAP_VAL.size, 1, "xdpfwd_probe")
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            return False
+        raise
+    os.close(fd)
+    return True

@@ -1,14 +1,22 @@
-"""The one place that finds the XDP C source shipped in bpf_src/ and builds its cflags."""
+"""The one place that finds the XDP C source shipped in bpf_src/, assembles program
+texts from it, and builds their cflags."""
 
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
+STATS_SOURCE = "xdpfwd_stats.c"
 INGRESS_SOURCE = "xdpfwd_kern.c"
+EGRESS_SOURCE = "xdpfwd_egress.c"
 BENCH_SOURCE = "xdpfwd_bench.c"
 COMMON_HEADER = "xdpfwd_common.h"
+
+_PRELUDE = '#include <uapi/linux/bpf.h>\n#include "xdpfwd_common.h"\n#include "xdpfwd_bcc.h"\n'
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_XDP_FUNCTION = re.compile(r"\bint\s+([A-Za-z_]\w*)\s*\(\s*struct\s+xdp_md\s*\*")
 
 
 def bpf_source_dir() -> Path:
@@ -21,6 +29,49 @@ def bpf_source_dir() -> Path:
 
 def read_source(name: str) -> str:
     return (bpf_source_dir() / name).read_text()
+
+
+def _part(name: str, text: str) -> str:
+    # BCC rewrites map syntax only in its main text, so parts are concatenated
+    # rather than #included; #line keeps compiler messages pointing at each file.
+    return f'#line 1 "{name}"\n{text}\n'
+
+
+def program_text(*names: str) -> str:
+    """The named bpf_src files, concatenated into one BCC main text after the headers."""
+    return _PRELUDE + "".join(_part(name, read_source(name)) for name in names)
+
+
+def ingress_text(with_egress: bool) -> str:
+    """The ingress program, and the built-in egress programs when entries can hold them."""
+    names = [STATS_SOURCE, INGRESS_SOURCE] + ([EGRESS_SOURCE] if with_egress else [])
+    return program_text(*names)
+
+
+def user_function(text: str) -> str | None:
+    """The only `int NAME(struct xdp_md *...)` function in text, if there is exactly one."""
+    names = set(_XDP_FUNCTION.findall(text))
+    return names.pop() if len(names) == 1 else None
+
+
+def user_egress_text(user_text: str, file_name: str, func: str) -> str:
+    """A program called func that runs the user's func inline and counts its verdict.
+
+    The user's function gets a private name and a static inline declaration ahead
+    of the user's file, so its own definition inherits internal linkage and is
+    inlined into the wrapper (BCC cannot link calls between programs).
+    """
+    if not _C_IDENTIFIER.match(func):
+        raise ValueError(f"{func!r} is not a C function name")
+    shown = file_name if not any(c in file_name for c in '"\\\n') else "user.c"
+    impl = f"__xdpfwd_user_{func}"
+    return (
+        program_text(STATS_SOURCE)
+        + '#include "xdpfwd_user.h"\n'
+        + f"#define {func} {impl}\nstatic __always_inline int {impl}(struct xdp_md *ctx);\n"
+        + _part(shown, user_text)
+        + f'#undef {func}\n#line 1 "xdpfwd-wrapper"\nXDPFWD_USER_EGRESS({func})\n'
+    )
 
 
 def cflags(**defines: str | int) -> list[str]:
