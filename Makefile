@@ -5,7 +5,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup host demo test unit integration bench lint clean
 
+# Byte-compiled once here: this package is installed editable, and with
+# PYTHONDONTWRITEBYTECODE set Python would otherwise compile it at every start.
 setup: host $(STAMP)
+	@$(PY) -m compileall -q xdpfwd
 
 host:
 	@./scripts/setup-host.sh

@@ -14,6 +14,10 @@
 #define XDPFWD_PIN_PROG_INGRESS	"prog_ingress"
 #define XDPFWD_PIN_PROG_EGRESS	"prog_egress"
 #define XDPFWD_PIN_PROG_REWRITE	"prog_egress_rewrite"
+#define XDPFWD_PIN_PROG_GROUP	"prog_egress_group"
+#define XDPFWD_PIN_GROUPS	"groups"	/* port ifindex -> its group's devmap */
+#define XDPFWD_PIN_GROUP_DIR	"group"		/* group/<name>: one devmap per group */
+#define XDPFWD_PIN_PAIR_STATS	"pair_stats"
 #define XDPFWD_PIN_REWRITE	"rewrite"
 
 /* A DEVMAP is an array indexed by ifindex, so it bounds the ifindexes it can hold. */
@@ -27,6 +31,11 @@
 #define XDPFWD_STATS_SLOTS	1024
 #define XDPFWD_PIN_HI_SUFFIX	"_hi"
 #define XDPFWD_MAX_PAIRS	16384
+/*
+ * A broadcast walks every slot of its devmap for each frame, so group devmaps are
+ * small: every slot of a DEVMAP, every bucket of a DEVMAP_HASH.
+ */
+#define XDPFWD_GROUP_MAX_MEMBERS	64
 
 struct xdpfwd_counter {
 	__u64 packets;
@@ -48,10 +57,11 @@ struct xdpfwd_pair {
 };
 
 /*
- * Per forwarding entry (keyed by its ingress ifindex, which fixes its egress) and
- * per CPU: what the entry's egress program did with the frames, after its verdict.
+ * Per CPU, what an egress program did with the frames, after its verdict: per
+ * forwarding entry (keyed by its ingress ifindex, which fixes its egress), or per
+ * (ingress, egress) pair of a broadcast group.
  */
-struct xdpfwd_entry_stats {
+struct xdpfwd_egress_stats {
 	struct xdpfwd_counter tx;	/* let through (XDP_PASS) */
 	struct xdpfwd_counter drop;	/* dropped by the egress program */
 };
@@ -66,8 +76,11 @@ struct xdpfwd_rewrite {
 };
 
 /* Settings of a port that runs the ingress program. */
+#define XDPFWD_PORT_BROADCAST		1	/* member of a group: flood */
+#define XDPFWD_PORT_EXCLUDE_INGRESS	2	/* ... but not back out of this port */
 struct xdpfwd_port {
 	__u32 on_miss;			/* XDP_PASS or XDP_DROP */
+	__u32 flags;			/* XDPFWD_PORT_* */
 };
 
 /* The benchmark's programs (xdpfwd_bench.c) and maps, under their own pin dir. */

@@ -6,6 +6,10 @@
  */
 #include <uapi/linux/if_ether.h>
 
+/* Per (ingress, egress) pair of broadcast groups, per CPU. */
+BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_pair, struct xdpfwd_egress_stats, xdpfwd_pair_stats,
+		 XDPFWD_MAX_PAIRS, PIN(XDPFWD_PIN_PAIR_STATS));
+
 /* Rewrites of entries made with --src-mac/--dst-mac: key = struct xdpfwd_pair. */
 BPF_TABLE_PINNED("hash", struct xdpfwd_pair, struct xdpfwd_rewrite, xdpfwd_rewrite,
 		 XDPFWD_MAX_PAIRS, PIN(XDPFWD_PIN_REWRITE));
@@ -36,5 +40,21 @@ int xdpfwd_egress_rewrite(struct xdp_md *ctx)
 			__builtin_memcpy(eth->h_dest, rw->dst, ETH_ALEN);
 	}
 	count_egress(ctx, XDP_PASS);
+	return XDP_PASS;
+}
+
+/*
+ * Egress program of broadcast group members: counts each copy on its (ingress,
+ * egress) pair. Verdict: XDP_PASS.
+ */
+int xdpfwd_egress_group(struct xdp_md *ctx)
+{
+	struct xdpfwd_pair pair = { ctx->ingress_ifindex, ctx->egress_ifindex };
+	struct xdpfwd_egress_stats zero = {}, *stats;
+
+	/* Pairs appear as groups change: the first frame of a pair creates its row. */
+	stats = xdpfwd_pair_stats.lookup_or_try_init(&pair, &zero);
+	if (stats)
+		count(&stats->tx, ctx->data_end - ctx->data);
 	return XDP_PASS;
 }

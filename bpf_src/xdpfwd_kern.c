@@ -25,8 +25,16 @@ BPF_TABLE_PINNED("hash", u32, struct xdpfwd_port, xdpfwd_ports,
 		 XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_PORTS));
 
 /*
- * Verdicts: XDP_REDIRECT when the ingress port has an entry; otherwise the
- * port's on-miss verdict (XDP_PASS or XDP_DROP; XDP_PASS for an unknown port).
+ * Broadcast groups: key = member port ifindex, value = the group's devmap. The map
+ * is a HASH_OF_MAPS that xdpfwd creates with the devmap template; declared here as
+ * a hash, its lookup yields the inner map, which bpf_redirect_map() takes.
+ */
+BPF_TABLE_PINNED("hash", u32, u32, xdpfwd_groups, XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_GROUPS));
+
+/*
+ * Verdicts: XDP_REDIRECT when the ingress port has an entry, or floods its
+ * broadcast group; otherwise the port's on-miss verdict (XDP_PASS or XDP_DROP;
+ * XDP_PASS for an unknown port).
  */
 int xdpfwd_ingress(struct xdp_md *ctx)
 {
@@ -46,6 +54,22 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 
 	/* The settings are looked up only on a miss, off the forwarding fast path. */
 	port = xdpfwd_ports.lookup(&ifindex);
+	if (port && port->flags & XDPFWD_PORT_BROADCAST) {
+		void *group = xdpfwd_groups.lookup(&ifindex);
+
+		if (group) {
+			u64 flags = BPF_F_BROADCAST;
+
+			if (port->flags & XDPFWD_PORT_EXCLUDE_INGRESS)
+				flags |= BPF_F_EXCLUDE_INGRESS;
+			verdict = bpf_redirect_map(group, 0, flags);
+			if (verdict == XDP_REDIRECT) {
+				if (stats)
+					count(&stats->redirect, bytes);
+				return XDP_REDIRECT;
+			}
+		}
+	}
 	verdict = port && port->on_miss == XDP_DROP ? XDP_DROP : XDP_PASS;
 	if (stats) {
 		count(&stats->miss, bytes);

@@ -8,7 +8,7 @@
 SLOTTED_STATS(xdpfwd_port_stats, struct xdpfwd_port_stats, XDPFWD_PIN_PORT_STATS);
 #if XDPFWD_FWD_VALUE_SIZE == 8
 /* Per forwarding entry, keyed by its ingress ifindex: counted by its egress program. */
-SLOTTED_STATS(xdpfwd_entry_stats, struct xdpfwd_entry_stats, XDPFWD_PIN_ENTRY_STATS);
+SLOTTED_STATS(xdpfwd_entry_stats, struct xdpfwd_egress_stats, XDPFWD_PIN_ENTRY_STATS);
 #endif
 
 /*
@@ -30,9 +30,9 @@ static __always_inline struct xdpfwd_port_stats *port_stats(u32 ifindex)
 }
 
 #if XDPFWD_FWD_VALUE_SIZE == 8
-static __always_inline struct xdpfwd_entry_stats *entry_stats(u32 ifindex)
+static __always_inline struct xdpfwd_egress_stats *entry_stats(u32 ifindex)
 {
-	struct xdpfwd_entry_stats *stats;
+	struct xdpfwd_egress_stats *stats;
 
 	if (ifindex < XDPFWD_STATS_SLOTS) {
 		stats = xdpfwd_entry_stats.lookup(&ifindex);
@@ -45,7 +45,7 @@ static __always_inline struct xdpfwd_entry_stats *entry_stats(u32 ifindex)
 /* In an egress program: counts the frame on its entry after the verdict. */
 static __always_inline void count_egress(struct xdp_md *ctx, int verdict)
 {
-	struct xdpfwd_entry_stats *stats = entry_stats(ctx->ingress_ifindex);
+	struct xdpfwd_egress_stats *stats = entry_stats(ctx->ingress_ifindex);
 
 	if (stats)
 		count(verdict == XDP_PASS ? &stats->tx : &stats->drop,

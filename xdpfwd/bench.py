@@ -4,7 +4,8 @@ measured in the same run.
 Frames come from an in-kernel generator (traffic.py) transmitting into the host
 end of lab port 1; they arrive at port 1, are forwarded by whatever the row sets
 up, and are counted and dropped by a sink program on the host ends of the other
-ports. A row's rate is frames delivered to the sinks per second.
+ports. A row's rate is frames delivered to the sinks per second (a broadcast
+delivers each frame once per member reached).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
 BASELINE = "baseline: bpf_redirect_map() only"
+FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
+FANOUTS = (2, 4)
 ENTRIES = 1000
 NO_EGRESS = EgressSpec(program="none")
 
@@ -37,7 +40,8 @@ class Row:
     name: str
     unit: str  # "Mpps" (higher is better) or "s" (lower is better)
     samples: list[float]
-    baseline: float | None = None  # the baseline's median, for data path rows
+    reference: str | None = None  # the row this one is compared with
+    reference_samples: list[float] | None = None  # its samples, repeat by repeat
 
     @property
     def median(self) -> float:
@@ -45,7 +49,15 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        return self.median / self.baseline if self.baseline else None
+        """Median over repeats of sample / the reference's sample of the same repeat.
+
+        Paired samples were taken seconds apart, so the ratio shrugs off the drift a
+        shared machine shows over a run, which a ratio of medians does not.
+        """
+        if not self.reference_samples:
+            return None
+        pairs = zip(self.samples, self.reference_samples, strict=True)
+        return statistics.median(mine / theirs for mine, theirs in pairs)
 
     def as_dict(self) -> dict:
         return {
@@ -55,7 +67,8 @@ class Row:
             "min": min(self.samples),
             "max": max(self.samples),
             "samples": self.samples,
-            "ratio_to_baseline": self.ratio,
+            "ratio": self.ratio,
+            "ratio_to": self.reference,
         }
 
 
@@ -153,6 +166,18 @@ def _xdpfwd(rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS) -> Iterator[Non
 
 
 @contextmanager
+def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
+    """Port 1 floods to the next fanout ports (a group with --exclude-ingress)."""
+    members = [_iface(link) for link in rig.ports[: fanout + 1]]
+    ops.broadcast(rig.xdpfwd_pins, members, group=f"fanout{fanout}", exclude_ingress=True,
+                  mode="native")  # fmt: skip
+    try:
+        yield
+    finally:
+        ops.broadcast_del(rig.xdpfwd_pins, members)
+
+
+@contextmanager
 def _bridge(rig: _Rig) -> Iterator[None]:
     ingress, egress = rig.ports[:2]
     name = f"{rig.lab.prefix}br"
@@ -225,23 +250,28 @@ def run(
     report = BenchReport(settings, machine())
     with ExitStack() as stack:
         progress("building the lab and compiling the benchmark programs")
-        rig = _Rig(stack, pins, 2, available[:cpus], size, flows)
-        rows: list[tuple[str, Callable]] = [
-            (BASELINE, _baseline),
-            ("xdpfwd, as `add` sets it up (egress program)", _xdpfwd),
-            ("xdpfwd --no-egress (port counters only)", partial(_xdpfwd, egress_spec=NO_EGRESS)),
-            ("Linux bridge (no XDP)", _bridge),
-        ]
+        rig = _Rig(stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
+        # (name, set-up, the row it is compared with)
+        rows: list[tuple[str, Callable, str]] = [
+            (BASELINE, _baseline, BASELINE),
+            (FORWARDING, _xdpfwd, BASELINE),
+            ("xdpfwd --no-egress (port counters only)", partial(_xdpfwd, egress_spec=NO_EGRESS),
+             BASELINE),
+            *((f"broadcast to {n} ports, frames delivered", partial(_broadcast, fanout=n),
+               FORWARDING) for n in FANOUTS),
+            ("Linux bridge (no XDP)", _bridge, BASELINE),
+        ]  # fmt: skip
         # Rows take turns within each repeat, so drift over the run hits them alike.
-        samples: dict[str, list[float]] = {name: [] for name, _ in rows}
+        samples: dict[str, list[float]] = {name: [] for name, _, _ in rows}
         for k in range(repeat):
-            for name, setup in rows:
+            for name, setup, _ in rows:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig):
                     samples[name].append(rig.rate(duration))
-        baseline = statistics.median(samples[BASELINE])
-        report.rows.extend(Row(name, "Mpps", samples[name], baseline) for name, _ in rows)
+        report.rows.extend(
+            Row(name, "Mpps", samples[name], ref, samples[ref]) for name, _, ref in rows
+        )
         progress("measuring the control plane")
         report.rows.extend(_control_plane_rows(rig, repeat))
     return report

@@ -183,6 +183,63 @@ def delete(app: App, ingress) -> None:
 
 
 @cli.command(
+    epilog="""\b
+Examples:
+  xdpfwd broadcast eth1 eth2 eth3 --exclude-ingress   # a hub of three ports
+  xdpfwd broadcast eth4                    # one more member of group "default"
+  xdpfwd broadcast eth5 eth6 --group cams  # a separate flood domain
+  xdpfwd broadcast --exclude-ingress       # every managed port floods to the others
+  xdpfwd broadcast del eth4                # leave the group
+""",
+)
+@click.argument("ifaces", nargs=-1, metavar="[del] [IFACE]...")
+@click.option("--group", default=None, help="Group name [default: default].")
+@click.option(
+    "--exclude-ingress/--include-ingress",
+    default=None,
+    help="Never send a frame back out of the port it came in on [default: the group's "
+    "setting; include for a new group].",
+)
+@table_option
+@mode_option
+@force_option
+@click.pass_obj
+def broadcast(app: App, ifaces, group, exclude_ingress, table, mode, force) -> None:
+    """Flood every frame entering a member to all members of its group.
+
+    IFACEs join the group (default "default"), which is created if needed; with no
+    IFACE, every port xdpfwd manages joins, forwarding ports included (their entries
+    are removed). Each group is its own flood domain and a port is in one group at
+    most, and does not also forward. `broadcast del IFACE...` takes members out; an
+    emptied group is removed.
+    """
+    if ifaces[:1] == ("del",):
+        if len(ifaces) < 2 or exclude_ingress is not None or table or force:
+            raise click.UsageError("usage: xdpfwd broadcast del IFACE... [--group NAME]")
+        members = [_resolve(app, name, allow_gone=True) for name in ifaces[1:]]
+        render.broadcast_del_result(app.ops.broadcast_del(app.pins, members, group))
+        return
+    members = [_resolve(app, name) for name in ifaces] or None
+    result = app.ops.broadcast(
+        app.pins,
+        members,
+        group=group or "default",
+        exclude_ingress=exclude_ingress,
+        table=table,
+        mode=mode,
+        force=force,
+    )
+    render.broadcast_result(result)
+
+
+def _resolve(app: App, name: str, allow_gone: bool = False):
+    try:
+        return app.ops.resolve(name, allow_gone=allow_gone)
+    except InputError as e:
+        raise click.BadParameter(str(e), param_hint="IFACE") from None
+
+
+@cli.command(
     "list",
     epilog="""\b
 Examples:
@@ -279,7 +336,8 @@ def bench(app: App, duration, size, repeat, cpus, flows, as_json) -> None:
 
     Frames from an in-kernel generator cross lab port 1 to port 2 through, in
     turn: a minimal bpf_redirect_map() program (the baseline), xdpfwd, and a Linux
-    bridge. Every row is compared with the baseline measured in the same run.
+    bridge; and port 1 flooding 2 and 4 ports. Every row is compared with the
+    baseline (broadcast rows with forwarding) measured in the same run.
     """
     report = run_bench(app.pins, duration=duration, size=size, repeat=repeat, cpus=cpus,
                        flows=flows, progress=render.note)  # fmt: skip

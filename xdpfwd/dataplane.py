@@ -19,6 +19,7 @@ _BASE_PINS = (
     maps.PIN_PROG_INGRESS,
     maps.PIN_FWD,
     maps.PIN_PORTS,
+    maps.PIN_GROUPS,
     maps.PIN_PORT_STATS,
     maps.PIN_PORT_STATS + maps.PIN_HI_SUFFIX,
 )
@@ -26,14 +27,17 @@ _BASE_PINS = (
 _EGRESS_PINS = (
     maps.PIN_PROG_EGRESS,
     maps.PIN_PROG_REWRITE,
+    maps.PIN_PROG_GROUP,
     maps.PIN_ENTRY_STATS,
     maps.PIN_ENTRY_STATS + maps.PIN_HI_SUFFIX,
+    maps.PIN_PAIR_STATS,
     maps.PIN_REWRITE,
 )
 _PROG_PINS = {
     maps.PIN_PROG_INGRESS: loader.XDP_INGRESS_FUNC,
     maps.PIN_PROG_EGRESS: loader.XDP_EGRESS_FUNC,
     maps.PIN_PROG_REWRITE: loader.XDP_REWRITE_FUNC,
+    maps.PIN_PROG_GROUP: loader.XDP_GROUP_FUNC,
 }
 
 
@@ -65,13 +69,18 @@ class Dataplane:
             self.ports = self._open(maps.PortTable, maps.PIN_PORTS)
             self.stats = self._open_stats(maps.PIN_PORT_STATS, maps.PortStats)
             self.layout = Layout(self.fwd.table_type, self.fwd.value_format)
+            self.groups = self._open(maps.GroupsTable, maps.PIN_GROUPS)
             self.egress_fd = self.egress_id = self.rewrite_fd = self.rewrite_id = 0
+            self.group_prog_fd = self.group_prog_id = 0
             self.egress_stats: maps.SlottedStats | None = None
+            self.pairs: maps.PairStatsTable | None = None
             self.rewrites: maps.RewriteTable | None = None
             if self.layout.has_egress:
                 self.egress_fd, self.egress_id = self._open_prog(maps.PIN_PROG_EGRESS)
                 self.rewrite_fd, self.rewrite_id = self._open_prog(maps.PIN_PROG_REWRITE)
+                self.group_prog_fd, self.group_prog_id = self._open_prog(maps.PIN_PROG_GROUP)
                 self.egress_stats = self._open_stats(maps.PIN_ENTRY_STATS, maps.EgressStats)
+                self.pairs = self._open(maps.PairStatsTable, maps.PIN_PAIR_STATS)
                 self.rewrites = self._open(maps.RewriteTable, maps.PIN_REWRITE)
         except BaseException:
             self._fds.close()
@@ -94,6 +103,19 @@ class Dataplane:
 
     def close(self) -> None:
         self._fds.close()
+
+    def group_names(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.pins.pin(maps.PIN_GROUP_DIR)))
+        except FileNotFoundError:
+            return []
+
+    def group_path(self, name: str) -> str:
+        return os.path.join(self.pins.pin(maps.PIN_GROUP_DIR), name)
+
+    def open_group(self, name: str) -> maps.GroupMap:
+        """The pinned devmap of a group (closed with the dataplane)."""
+        return self._open(maps.GroupMap, os.path.join(maps.PIN_GROUP_DIR, name))
 
     def __enter__(self) -> Dataplane:
         return self
@@ -167,12 +189,16 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     Pins created here are removed by rollback. Raises PrereqError or BpfError.
     """
     present = pins.names()
-    if maps.PIN_FWD not in present and layout.table == "devmap-hash":
-        try:
+    try:
+        if maps.PIN_FWD not in present and layout.table == "devmap-hash":
             maps.create_pinned_devmap_hash(pins.pin(maps.PIN_FWD), value_size=layout.value_size)
-        except OSError as e:
-            raise BpfError(f"creating the forwarding table failed: {e.strerror}") from e
-        rollback.callback(os.unlink, pins.pin(maps.PIN_FWD))
+            rollback.callback(os.unlink, pins.pin(maps.PIN_FWD))
+        if maps.PIN_GROUPS not in present:
+            path = pins.pin(maps.PIN_GROUPS)
+            maps.create_pinned_groups_table(path, layout.table, layout.value_size)
+            rollback.callback(os.unlink, path)
+    except OSError as e:
+        raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
     if maps.PIN_PROG_INGRESS in present:
         return False
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.

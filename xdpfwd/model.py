@@ -109,6 +109,7 @@ class PortRow:
     egress_prog: EgressProg | None = None
     rewrite: Rewrite | None = None
     egress_counters: EgressStats | None = None  # counted by the entry's egress program
+    group: str | None = None  # the broadcast group the port floods in
 
     def as_dict(self) -> dict:
         return {
@@ -123,7 +124,62 @@ class PortRow:
             "rewrite": self.rewrite.as_dict() if self.rewrite else None,
             "counters": self.counters.as_dict(),
             "egress_counters": self.egress_counters.as_dict() if self.egress_counters else None,
+            "group": self.group,
         }
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """Copies a broadcast group delivered from one member to another."""
+
+    ingress: Iface
+    egress: Iface
+    counters: EgressStats
+
+    def as_dict(self) -> dict:
+        return {
+            "ingress": self.ingress.as_dict(),
+            "egress": self.egress.as_dict(),
+            **self.counters.as_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    name: str
+    table: str
+    exclude_ingress: bool
+    members: list[Iface]
+    pairs: list[PairRow]
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "table": self.table,
+            "exclude_ingress": self.exclude_ingress,
+            "members": [m.as_dict() for m in self.members],
+            "pairs": [p.as_dict() for p in self.pairs],
+        }
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    group: str
+    created: bool
+    members: list[Iface]
+    converted: list[Iface]  # ports whose forwarding entry became membership
+    attachments: list[Attachment]
+    exclude_ingress: bool
+    table: str
+    compiled: bool
+
+
+@dataclass(frozen=True)
+class BroadcastDelResult:
+    removed: list[Iface]
+    groups: list[str]
+    emptied: list[str]  # groups removed because they had no member left
+    detached: list[Iface]
 
 
 @dataclass(frozen=True)
@@ -133,6 +189,7 @@ class Listing:
     value_format: str | None
     prog_id: int | None
     rows: list[PortRow]
+    groups: list[GroupInfo]
 
     def as_dict(self) -> dict:
         return {
@@ -141,4 +198,5 @@ class Listing:
             "value": self.value_format,
             "prog_id": self.prog_id,
             "entries": [row.as_dict() for row in self.rows],
+            "groups": [g.as_dict() for g in self.groups],
         }

@@ -9,10 +9,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .bench import BenchReport
+from .bench import BASELINE, BenchReport
 from .demo import DemoReport
 from .lab import Lab
-from .model import AddResult, DelResult, DownResult, EgressProg, Iface, Listing
+from .model import (
+    AddResult,
+    BroadcastDelResult,
+    BroadcastResult,
+    DelResult,
+    DownResult,
+    EgressProg,
+    Iface,
+    Listing,
+)
 
 
 def _out() -> Console:
@@ -69,6 +78,28 @@ def add_result(result: AddResult) -> None:
         _line(out, f"  egress program: {_egress_prog(result.egress)}")
 
 
+def broadcast_result(result: BroadcastResult) -> None:
+    out = _out()
+    verb = "created" if result.created else "updated"
+    excluded = "excluded" if result.exclude_ingress else "included"
+    _line(out, f"group {result.group} {verb}: ingress port {excluded}, {result.table} table")
+    for att in result.attachments:
+        how = "attached" if att.changed else "already attached"
+        _line(out, f"  {att.port.ifname}: member, {how} ({att.mode} mode)")
+    for port in result.converted:
+        _line(out, f"  {port.ifname}: its forwarding entry was removed")
+
+
+def broadcast_del_result(result: BroadcastDelResult) -> None:
+    out = _out()
+    for port in result.removed:
+        _line(out, f"removed {port.label} from its group")
+    for name in result.emptied:
+        _line(out, f"  group {name} had no member left and was removed")
+    for port in result.detached:
+        _line(out, f"  detached from {port.label}")
+
+
 def del_result(result: DelResult) -> None:
     out = _out()
     _line(out, f"removed {result.removed.label} -> {result.egress.label}")
@@ -103,7 +134,7 @@ def listing_table(listing: Listing) -> Table:
         state = Text(row.state, style="green" if row.state == "ok" else "yellow")
         table.add_row(
             _port(row.ingress),
-            _port(row.egress),
+            f"group {row.group}" if row.group else _port(row.egress),
             row.mode or "-",
             row.on_miss,
             state,
@@ -114,13 +145,31 @@ def listing_table(listing: Listing) -> Table:
     return table
 
 
+def groups_table(listing: Listing) -> Table:
+    table = Table(title="broadcast groups", title_justify="left", box=None,
+                  header_style="bold", pad_edge=False)  # fmt: skip
+    for name in ("GROUP", "INGRESS PORT", "MEMBERS"):
+        table.add_column(name)
+    for group in listing.groups:
+        table.add_row(
+            group.name,
+            "excluded" if group.exclude_ingress else "included",
+            ", ".join(_port(m) for m in group.members),
+        )
+    return table
+
+
 def listing(result: Listing, as_json: bool) -> None:
     if as_json:
         print_json(result.as_dict())
-    elif not result.rows:
-        _line(_out(), f"no forwarding entries in {result.pin_dir}")
-    else:
-        _out().print(listing_table(result))
+        return
+    out = _out()
+    if not result.rows:
+        _line(out, f"no forwarding entries in {result.pin_dir}")
+        return
+    out.print(listing_table(result))
+    if result.groups:
+        out.print(groups_table(result))
 
 
 def lab_status(lab: Lab | None, name: str, as_json: bool) -> None:
@@ -177,7 +226,7 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
                f"{s['repeat']} x {s['duration_s']:g} s per row")  # fmt: skip
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ROW")
-    for column in ("MEDIAN", "RANGE", "VS BASELINE"):
+    for column in ("MEDIAN", "RANGE", "RATIO"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in report.rows:
         low, high = min(row.samples), max(row.samples)
@@ -186,5 +235,8 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
         else:
             median, spread = f"{row.median * 1000:.0f} ms", f"{low * 1000:.0f}-{high * 1000:.0f}"
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        if row.reference not in (None, BASELINE):
+            ratio += " fwd"
         table.add_row(row.name, median, spread, ratio)
     out.print(table)
+    _line(out, "RATIO: to the baseline, or with 'fwd' to xdpfwd forwarding to one port")

@@ -7,11 +7,15 @@ from xdpfwd.errors import InputError
 from xdpfwd.model import (
     AddResult,
     Attachment,
+    BroadcastDelResult,
+    BroadcastResult,
     DelResult,
     DownResult,
     EgressProg,
+    GroupInfo,
     Iface,
     Listing,
+    PairRow,
     PortRow,
 )
 
@@ -66,7 +70,20 @@ class FakeOps:
                 PortStats(),
             ),
         ]  # fmt: skip
-        return Listing(pins.path, "devmap-hash", "devmap-val", 7, rows)
+        groups = [
+            GroupInfo("cams", "devmap-hash", True, [Iface(3, "eth2"), Iface(4, "eth3")],
+                      [PairRow(Iface(3, "eth2"), Iface(4, "eth3"), EgressStats(7, 700, 0, 0))])
+        ]  # fmt: skip
+        return Listing(pins.path, "devmap-hash", "devmap-val", 7, rows, groups)
+
+    def broadcast(self, pins, members, **kwargs):
+        self._record("broadcast", pins, members, **kwargs)
+        return BroadcastResult(kwargs["group"], True, members or [], [], [], True,
+                               "devmap-hash", False)  # fmt: skip
+
+    def broadcast_del(self, pins, members, group):
+        self._record("broadcast_del", pins, members, group)
+        return BroadcastDelResult(members, ["default"], ["default"], members)
 
     def down(self, pins):
         self._record("down", pins)

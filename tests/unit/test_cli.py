@@ -186,11 +186,11 @@ def test_pin_dir_from_environment():
 def test_list_json_is_stable_and_parseable():
     result, _ = invoke(["list", "--json"])
     data = json.loads(result.stdout)
-    assert set(data) == {"pin_dir", "table", "value", "prog_id", "entries"}
+    assert set(data) == {"pin_dir", "table", "value", "prog_id", "entries", "groups"}
     first, gone = data["entries"]
     assert set(first) == {
         "ingress", "egress", "table", "value", "mode", "on_miss", "state", "egress_prog",
-        "rewrite", "counters", "egress_counters",
+        "rewrite", "counters", "egress_counters", "group",
     }  # fmt: skip
     assert first["ingress"] == {"ifname": "eth1", "ifindex": 2}
     assert first["counters"]["redirect_packets"] == 5
@@ -237,3 +237,49 @@ def test_signals_unwind_only_in_xdpfwds_own_process(monkeypatch):
     with pytest.raises(SystemExit) as exited:
         interrupts._handler(main_pid=os.getpid() + 1)(15, None)  # in a forked child
     assert exited.value.code == 128 + 15
+
+
+@pytest.mark.parametrize(
+    "args, call",
+    [
+        (["broadcast", "eth1", "eth2", "--exclude-ingress"],
+         ("broadcast", [Iface(2, "eth1"), Iface(3, "eth2")],
+          {"group": "default", "exclude_ingress": True, "table": None, "mode": "auto",
+           "force": False})),
+        (["broadcast", "--group", "cams"],
+         ("broadcast", None, {"group": "cams", "exclude_ingress": None, "table": None,
+                              "mode": "auto", "force": False})),
+        (["broadcast", "del", "eth1", "17", "--group", "cams"],
+         ("broadcast_del", [Iface(2, "eth1"), Iface(17, None)], "cams")),
+    ],
+    ids=["members", "bare", "del"],
+)  # fmt: skip
+def test_broadcast_parsing(args, call):
+    result, ops = invoke(args)
+    assert result.exit_code == 0, result.stderr
+    name, recorded, kwargs = ops.calls[0]
+    assert name == call[0]
+    assert recorded[1] == call[1]
+    assert (kwargs if name == "broadcast" else recorded[2]) == call[2]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["broadcast", "del"], "broadcast del IFACE"),
+     (["broadcast", "del", "eth1", "--exclude-ingress"], "broadcast del IFACE"),
+     (["broadcast", "eth1", "nope"], "no such interface: nope")],
+    ids=["del-without-ifaces", "del-with-flag", "unknown-iface"],
+)  # fmt: skip
+def test_broadcast_usage_errors(args, message):
+    result, ops = invoke(args)
+    assert result.exit_code == 2 and message in one_error_line(result)
+    assert ops.calls == []
+
+
+def test_list_shows_groups():
+    result, _ = invoke(["list"])
+    assert "broadcast groups" in result.stdout and "cams" in result.stdout
+    data = json.loads(invoke(["list", "--json"])[0].stdout)
+    (group,) = data["groups"]
+    assert group["exclude_ingress"] is True
+    assert group["pairs"][0]["tx_packets"] == 7

@@ -36,6 +36,13 @@ def c_define(name: str) -> str:
         ("XDPFWD_MAX_PAIRS", str(maps.MAX_PAIRS)),
         ("XDPFWD_REWRITE_SRC", str(maps.REWRITE_SRC)),
         ("XDPFWD_REWRITE_DST", str(maps.REWRITE_DST)),
+        ("XDPFWD_PIN_PROG_GROUP", maps.PIN_PROG_GROUP),
+        ("XDPFWD_PIN_GROUPS", maps.PIN_GROUPS),
+        ("XDPFWD_PIN_GROUP_DIR", maps.PIN_GROUP_DIR),
+        ("XDPFWD_PIN_PAIR_STATS", maps.PIN_PAIR_STATS),
+        ("XDPFWD_GROUP_MAX_MEMBERS", str(maps.GROUP_MAX_MEMBERS)),
+        ("XDPFWD_PORT_BROADCAST", str(maps.PORT_BROADCAST)),
+        ("XDPFWD_PORT_EXCLUDE_INGRESS", str(maps.PORT_EXCLUDE_INGRESS)),
         ("XDPFWD_PIN_BENCH_CFG", maps.PIN_BENCH_CFG),
         ("XDPFWD_PIN_BENCH_SINK", maps.PIN_BENCH_SINK),
         ("XDPFWD_PIN_BENCH_FWD", maps.PIN_BENCH_FWD),
@@ -54,7 +61,7 @@ def c_struct_fields(name: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "c_struct, cls",
-    [("xdpfwd_port_stats", maps.PortStats), ("xdpfwd_entry_stats", maps.EgressStats)],
+    [("xdpfwd_port_stats", maps.PortStats), ("xdpfwd_egress_stats", maps.EgressStats)],
 )
 def test_stats_fields_follow_the_c_struct_order(c_struct, cls):
     counters = c_struct_fields(c_struct)

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 XDP_INGRESS_FUNC = "xdpfwd_ingress"
 XDP_EGRESS_FUNC = "xdpfwd_egress"
 XDP_REWRITE_FUNC = "xdpfwd_egress_rewrite"
+XDP_GROUP_FUNC = "xdpfwd_egress_group"
 ATTACH_XDP_DEVMAP = 33  # enum bpf_attach_type BPF_XDP_DEVMAP: a devmap entry's program
 
 
@@ -90,7 +91,9 @@ def compile_ingress(pin_dir: str, value_size: int) -> dict[str, int]:
     egress programs) against the maps pinned, or to pin, under pin_dir."""
     funcs: dict[str, int | None] = {XDP_INGRESS_FUNC: None}
     if value_size == 8:
-        funcs |= {XDP_EGRESS_FUNC: ATTACH_XDP_DEVMAP, XDP_REWRITE_FUNC: ATTACH_XDP_DEVMAP}
+        funcs |= dict.fromkeys(
+            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC), ATTACH_XDP_DEVMAP
+        )
     return compile_xdp(
         source.ingress_text(with_egress=value_size == 8),
         funcs,

@@ -17,12 +17,17 @@ PIN_HI_SUFFIX = "_hi"
 PIN_PROG_INGRESS = "prog_ingress"
 PIN_PROG_EGRESS = "prog_egress"
 PIN_PROG_REWRITE = "prog_egress_rewrite"
+PIN_PROG_GROUP = "prog_egress_group"
+PIN_GROUPS = "groups"
+PIN_GROUP_DIR = "group"
+PIN_PAIR_STATS = "pair_stats"
 PIN_REWRITE = "rewrite"
 
 FWD_MAX_ENTRIES = 65536
 MAX_PORTS = 4096
 STATS_SLOTS = 1024
 MAX_PAIRS = 16384
+GROUP_MAX_MEMBERS = 64
 
 PIN_BENCH_CFG = "bench_cfg"
 PIN_BENCH_SINK = "bench_sink"
@@ -32,6 +37,8 @@ BENCH_SRC_PORT = 1024
 
 REWRITE_SRC = 1
 REWRITE_DST = 2
+PORT_BROADCAST = 1
+PORT_EXCLUDE_INGRESS = 2
 
 # enum xdp_action
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -44,7 +51,7 @@ VALUE_FORMATS = {"devmap-val": 8, "ifindex": 4}
 _U32 = struct.Struct("=I")
 _DEVMAP_VAL = struct.Struct("=Ii")  # ifindex, egress prog fd (the kernel returns its id)
 _PAIR = struct.Struct("=II")  # struct xdpfwd_pair
-_PORT = struct.Struct("=I")  # struct xdpfwd_port
+_PORT = struct.Struct("=II")  # struct xdpfwd_port
 _COUNTER = struct.Struct("=QQ")  # struct xdpfwd_counter
 _REWRITE = struct.Struct("=6s6sI")  # struct xdpfwd_rewrite
 _BENCH_CFG = struct.Struct("=II")  # struct xdpfwd_bench_cfg
@@ -87,6 +94,22 @@ class EgressStats:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class PortSettings:
+    """struct xdpfwd_port: what the ingress program does on a port without an entry."""
+
+    on_miss: int = XDP_PASS
+    flags: int = 0  # PORT_*
+
+    @property
+    def broadcast(self) -> bool:
+        return bool(self.flags & PORT_BROADCAST)
+
+    @property
+    def exclude_ingress(self) -> bool:
+        return bool(self.flags & PORT_EXCLUDE_INGRESS)
 
 
 @dataclass(frozen=True)
@@ -157,8 +180,8 @@ class PinnedMap:
         return [sum(field) for field in zip(*per_cpu, strict=True)]
 
 
-class ForwardTable(PinnedMap):
-    """Forwarding devmap: ingress ifindex -> egress ifindex (+ egress program)."""
+class DevMap(PinnedMap):
+    """A devmap of xdpfwd's: values are bpf_devmap_val or plain egress ifindexes."""
 
     @property
     def table_type(self) -> str:
@@ -168,15 +191,15 @@ class ForwardTable(PinnedMap):
     def value_format(self) -> str:
         return value_format_name(self.info.value_size)
 
-    def get(self, ingress: int) -> FwdEntry | None:
-        raw = sc.map_lookup(self.fd, _key(ingress), self.info.value_size)
+    def _get(self, key: int) -> FwdEntry | None:
+        raw = sc.map_lookup(self.fd, _key(key), self.info.value_size)
         if raw is None:
             return None
         if self.info.value_size == _U32.size:
             return FwdEntry(_U32.unpack(raw)[0], 0)
         return FwdEntry(*_DEVMAP_VAL.unpack(raw))
 
-    def set(self, ingress: int, egress: int, prog_fd: int = 0) -> None:
+    def _set(self, key: int, egress: int, prog_fd: int) -> None:
         """Write an entry in one update: the kernel swaps it atomically."""
         if self.info.value_size == _U32.size:
             if prog_fd:
@@ -184,18 +207,79 @@ class ForwardTable(PinnedMap):
             value = _U32.pack(egress)
         else:
             value = _DEVMAP_VAL.pack(egress, prog_fd)
-        sc.map_update(self.fd, _key(ingress), value)
+        sc.map_update(self.fd, _key(key), value)
+
+
+class ForwardTable(DevMap):
+    """Forwarding devmap: ingress ifindex -> egress ifindex (+ egress program)."""
+
+    def get(self, ingress: int) -> FwdEntry | None:
+        return self._get(ingress)
+
+    def set(self, ingress: int, egress: int, prog_fd: int = 0) -> None:
+        self._set(ingress, egress, prog_fd)
+
+
+class GroupMap(DevMap):
+    """A broadcast group: its devmap holds one entry per member port. Keys are the
+    members' ifindexes in a DEVMAP_HASH, slot numbers in a DEVMAP."""
+
+    def _keys(self) -> list[int]:
+        if self.info.map_type == sc.MAP_TYPE_DEVMAP_HASH:
+            return self.ifindexes()
+        return list(range(self.info.max_entries))
+
+    def members(self) -> dict[int, FwdEntry]:
+        """Member ifindex -> its entry."""
+        entries = (self._get(key) for key in self._keys())
+        return {e.egress_ifindex: e for e in entries if e is not None}
+
+    def _key_of(self, member: int) -> int | None:
+        for key in self._keys():
+            entry = self._get(key)
+            if entry is not None and entry.egress_ifindex == member:
+                return key
+        return None
+
+    def add(self, member: int, prog_fd: int) -> None:
+        """Add a member, or update its entry; raises OSError(ENOSPC) when full."""
+        key = self._key_of(member)
+        if key is None:
+            if self.info.map_type == sc.MAP_TYPE_DEVMAP_HASH:
+                key = member
+            else:
+                used = set(k for k in self._keys() if self._get(k) is not None)
+                key = next((k for k in self._keys() if k not in used), None)
+                if key is None:
+                    raise OSError(errno.ENOSPC, "the group is full")
+        self._set(key, member, prog_fd)
+
+    def remove(self, member: int) -> bool:
+        key = self._key_of(member)
+        return key is not None and sc.map_delete(self.fd, _key(key))
+
+
+class GroupsTable(PinnedMap):
+    """Broadcast member ports: port ifindex -> its group's devmap (a map of maps)."""
+
+    def set(self, port: int, group_fd: int) -> None:
+        sc.map_update(self.fd, _key(port), _U32.pack(group_fd))
+
+    def group_id(self, port: int) -> int | None:
+        """The id of the port's group devmap (the kernel returns ids, not fds)."""
+        raw = sc.map_lookup(self.fd, _key(port), _U32.size)
+        return None if raw is None else _U32.unpack(raw)[0]
 
 
 class PortTable(PinnedMap):
-    """Ports running the ingress program: ifindex -> on-miss verdict."""
+    """Ports running the ingress program: ifindex -> PortSettings."""
 
-    def get(self, ifindex: int) -> int | None:
+    def get(self, ifindex: int) -> PortSettings | None:
         raw = sc.map_lookup(self.fd, _key(ifindex), self.info.value_size)
-        return None if raw is None else _PORT.unpack(raw)[0]
+        return None if raw is None else PortSettings(*_PORT.unpack(raw))
 
-    def set(self, ifindex: int, on_miss: int) -> None:
-        sc.map_update(self.fd, _key(ifindex), _PORT.pack(on_miss))
+    def set(self, ifindex: int, settings: PortSettings) -> None:
+        sc.map_update(self.fd, _key(ifindex), _PORT.pack(settings.on_miss, settings.flags))
 
 
 class SlottedStats:
@@ -234,6 +318,22 @@ class SlottedStats:
             self.reset(ifindex)
         else:
             self.high.delete(ifindex)
+
+
+class PairStatsTable(PinnedMap):
+    """Per-CPU counters per (ingress, egress) pair of broadcast groups."""
+
+    _layout = struct.Struct("=4Q")
+
+    def read(self, ingress: int, egress: int) -> EgressStats | None:
+        totals = self._read_percpu(_pair(ingress, egress), self._layout)
+        return None if totals is None else EgressStats(*totals)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return [_PAIR.unpack(k) for k in sc.map_keys(self.fd, self.info.key_size)]
+
+    def forget(self, ingress: int, egress: int) -> None:
+        sc.map_delete(self.fd, _pair(ingress, egress))
 
 
 class RewriteTable(PinnedMap):
@@ -288,6 +388,37 @@ def value_format_name(value_size: int) -> str:
 def create_pinned_devmap_hash(path: str, name: str = "xdpfwd_fwd", value_size: int = 8) -> None:
     """Create and pin a forwarding DEVMAP_HASH (BCC cannot create this map type)."""
     fd = sc.map_create(sc.MAP_TYPE_DEVMAP_HASH, _U32.size, value_size, FWD_MAX_ENTRIES, name)
+    try:
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _create_devmap(table: str, value_size: int, max_entries: int, name: str) -> int:
+    key_size = _U32.size
+    return sc.map_create(TABLE_TYPES[table], key_size, value_size, max_entries, name)
+
+
+def create_pinned_group(path: str, name: str, table: str, value_size: int) -> None:
+    """Create and pin the devmap of a broadcast group."""
+    fd = _create_devmap(table, value_size, GROUP_MAX_MEMBERS, f"xg_{name}")
+    try:
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def create_pinned_groups_table(path: str, table: str, value_size: int) -> None:
+    """Create and pin the map of maps from member ports to group devmaps. Its inner
+    maps must all look like the template: same type, value size and size."""
+    template = _create_devmap(table, value_size, GROUP_MAX_MEMBERS, "xdpfwd_group_t")
+    try:
+        fd = sc.map_create(
+            sc.MAP_TYPE_HASH_OF_MAPS, _U32.size, _U32.size, MAX_PORTS, "xdpfwd_groups",
+            inner_map_fd=template,
+        )  # fmt: skip
+    finally:
+        os.close(template)
     try:
         sc.obj_pin(fd, path)
     finally:

@@ -33,6 +33,7 @@ MAP_TYPE_HASH = 1
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_HASH = 5
 MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_HASH_OF_MAPS = 13
 MAP_TYPE_DEVMAP = 14
 MAP_TYPE_DEVMAP_HASH = 25
 
@@ -174,7 +175,13 @@ def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
 
 
 def map_create(
-    map_type: int, key_size: int, value_size: int, max_entries: int, name: str, flags: int = 0
+    map_type: int,
+    key_size: int,
+    value_size: int,
+    max_entries: int,
+    name: str,
+    flags: int = 0,
+    inner_map_fd: int = 0,
 ) -> int:
     attr = _MapCreateAttr(
         map_type=map_type,
@@ -182,6 +189,7 @@ def map_create(
         value_size=value_size,
         max_entries=max_entries,
         map_flags=flags,
+        inner_map_fd=inner_map_fd,
         map_name=name.encode()[: BPF_OBJ_NAME_LEN - 1],
     )
     return _bpf(BPF_MAP_CREATE, attr, f"create map {name}")

@@ -1,0 +1,133 @@
+"""Broadcast groups: flooding with and without the ingress port, separate groups,
+members leaving, a hub carrying ARP and ping, and errors; frames counted with packet
+sockets on every host."""
+
+import os
+
+import pytest
+
+from .net import FrameCounter, assert_fails, send_udp, snapshot
+
+NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
+
+
+def flood(topo, src: int, count: int, port: int) -> dict[int, int]:
+    """Send count datagrams from host src; return frames seen per host (by index)."""
+    counters = {h.index: FrameCounter(h.ns, h.dev) for h in topo.hosts}
+    try:
+        # Unicast to a host that does not exist: only the hub's flooding carries it.
+        send_udp(topo.host(src), "10.77.0.200", count, port=port)
+        return {i: len(c.frames(udp_port=port)) for i, c in counters.items()}
+    finally:
+        for c in counters.values():
+            c.close()
+
+
+def static_neighbour(topo, src: int) -> None:
+    from .net import sh
+
+    h = topo.host(src)
+    sh("ip", "-n", h.ns, "neigh", "replace", "10.77.0.200", "lladdr", "02:00:00:00:00:c8",
+       "dev", h.dev, "nud", "permanent")  # fmt: skip
+
+
+@pytest.mark.parametrize("table", ["devmap-hash", "devmap"])
+@pytest.mark.parametrize("exclude", [True, False], ids=["exclude-ingress", "include-ingress"])
+def test_a_frame_reaches_every_other_member_exactly_once(make_topo, pin_dir, table, exclude):
+    topo = make_topo(3)
+    static_neighbour(topo, 1)
+    flag = "--exclude-ingress" if exclude else "--include-ingress"
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", flag, "--table", table)
+    seen = flood(topo, 1, 20, port=9300)
+    assert seen[2] == seen[3] == 20
+    assert seen[1] == (0 if exclude else 20)  # back out of the ingress port, or not
+    listing = topo.list_json(pin_dir)
+    (group,) = listing["groups"]
+    assert group["table"] == table and group["exclude_ingress"] == exclude
+    assert [m["ifname"] for m in group["members"]] == ["p1", "p2", "p3"]
+    p1 = next(r for r in listing["entries"] if r["ingress"]["ifname"] == "p1")
+    assert p1["group"] == "default" and p1["counters"]["redirect_packets"] >= 20
+    pairs = {(p["ingress"]["ifname"], p["egress"]["ifname"]): p for p in group["pairs"]}
+    assert pairs[("p1", "p2")]["tx_packets"] == pairs[("p1", "p3")]["tx_packets"] == 20
+
+
+def test_groups_are_separate_flood_domains(make_topo, pin_dir):
+    topo = make_topo(5)
+    static_neighbour(topo, 1)
+    static_neighbour(topo, 4)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--group", "one", "--exclude-ingress")
+    topo.ok(pin_dir, "broadcast", "p4", "p5", "--group", "two", "--exclude-ingress")
+    seen = flood(topo, 1, 15, port=9301)
+    assert (seen[2], seen[3], seen[4], seen[5]) == (15, 15, 0, 0)
+    seen = flood(topo, 4, 15, port=9302)
+    assert (seen[1], seen[2], seen[3], seen[5]) == (0, 0, 0, 15)
+    assert {g["name"] for g in topo.list_json(pin_dir)["groups"]} == {"one", "two"}
+
+
+def test_a_member_that_leaves_stops_receiving(make_topo, pin_dir):
+    topo = make_topo(3)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
+    topo.ok(pin_dir, "broadcast", "del", "p3")
+    assert topo.xdp("p3") is None
+    seen = flood(topo, 1, 10, port=9303)
+    assert (seen[2], seen[3]) == (10, 0)
+    # The last members leaving remove the group.
+    result = topo.ok(pin_dir, "broadcast", "del", "p1", "p2")
+    assert "group default had no member left" in result.stdout
+    assert topo.list_json(pin_dir)["groups"] == []
+
+
+def test_a_hub_carries_arp_and_ping(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
+    for src, dst in ((1, 2), (2, 3), (3, 1)):
+        assert topo.ping(src, topo.host(dst).ip) == 3
+
+
+def test_adding_a_member_and_changing_the_flag_need_no_compiler(make_topo, pin_dir):
+    topo = make_topo(4)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "--include-ingress")
+    prog_id = topo.xdp("p1")["prog"]["id"]
+    more = topo.xdpfwd(pin_dir, "broadcast", "p3", "p4", "--exclude-ingress", env=NO_BCC)
+    assert more.returncode == 0, more.stderr
+    assert topo.xdp("p4")["prog"]["id"] == prog_id
+    (group,) = topo.list_json(pin_dir)["groups"]
+    assert group["exclude_ingress"] is True and len(group["members"]) == 4
+    seen = flood(topo, 1, 10, port=9304)
+    assert seen == {1: 0, 2: 10, 3: 10, 4: 10}
+
+
+def test_bare_broadcast_turns_every_managed_port_into_a_member(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    topo.ok(pin_dir, "add", "p3", "p1")
+    result = topo.ok(pin_dir, "broadcast", "--exclude-ingress")
+    assert "forwarding entry was removed" in result.stdout
+    listing = topo.list_json(pin_dir)
+    assert all(row["egress"] is None and row["group"] == "default" for row in listing["entries"])
+    static_neighbour(topo, 2)
+    seen = flood(topo, 2, 10, port=9305)
+    assert seen == {1: 10, 2: 0, 3: 10}
+
+
+def test_broadcast_errors_change_nothing(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "broadcast", "p3", "--group", "one")
+    before = snapshot(topo, pin_dir)
+    cases = [
+        (["broadcast", "p3", "nope"], 2, "no such interface: nope"),
+        (["broadcast", "p1", "p4"], 1, "p1 forwards"),
+        (["broadcast", "p3", "p4", "--group", "two"], 1, "member of broadcast group one"),
+        (["broadcast", "p4", "--group", "Bad Name"], 2, "group name"),
+        (["broadcast", "del", "p4"], 1, "p4 is not a member"),
+        (["broadcast", "del", "p3", "--group", "nope"], 1, "no broadcast group nope"),
+        (["add", "p3", "p4"], 1, "p3 is a broadcast group member"),
+        (["add", "p4", "p3", "-b"], 1, "p3 is a broadcast group member"),
+        (["del", "p3"], 1, "broadcast del p3"),
+    ]
+    for args, code, needle in cases:
+        assert_fails(topo.xdpfwd(pin_dir, *args), code, needle)
+    assert snapshot(topo, pin_dir) == before

@@ -1,0 +1,187 @@
+"""Ports that run xdpfwd's ingress program: whether one may be attached, attaching
+it (also in place of another tool's program, with --force), and letting go of ports
+that no longer need it. Every change registers its undo."""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from . import netdev
+from .bpf import maps
+from .bpf import syscall as sc
+from .dataplane import Dataplane
+from .errors import AttachError, BpfError, InputError, XdpfwdError
+from .model import Attachment, Iface
+from .pins import PinDir
+
+
+def iface(link: netdev.Link) -> Iface:
+    return Iface(link.ifindex, link.ifname)
+
+
+def known(ifindex: int, links: dict[int, netdev.Link]) -> Iface:
+    """The interface with ifindex, named if it still exists."""
+    link = links.get(ifindex)
+    return Iface(ifindex, link.ifname if link else None)
+
+
+def fresh_link(port: Iface) -> netdev.Link:
+    """The port as the kernel sees it now; raises InputError if it is gone."""
+    link = netdev.link(port.ifindex)
+    if link is None:
+        raise InputError(f"no such interface: {port.label}")
+    return link
+
+
+def map_write(fn, *args) -> None:
+    """A map update whose failure is a BpfError."""
+    try:
+        fn(*args)
+    except OSError as e:
+        raise BpfError(f"updating a pinned map failed: {e.strerror}") from e
+
+
+def open_pinned_prog(pins: PinDir) -> int | None:
+    try:
+        return sc.obj_get(pins.pin(maps.PIN_PROG_INGRESS))
+    except FileNotFoundError:
+        return None
+
+
+def pinned_prog_id(pins: PinDir) -> int | None:
+    fd = open_pinned_prog(pins)
+    if fd is None:
+        return None
+    try:
+        return sc.prog_info(fd).id
+    finally:
+        os.close(fd)
+
+
+def prog_name(prog_id: int) -> str:
+    try:
+        fd = sc.prog_fd_by_id(prog_id)
+    except OSError:
+        return "?"
+    try:
+        return sc.prog_info(fd).name or "?"
+    finally:
+        os.close(fd)
+
+
+def check_table_bounds(table: str, ports: list[netdev.Link]) -> None:
+    for link in ports:
+        if table == "devmap" and link.ifindex >= maps.FWD_MAX_ENTRIES:
+            raise InputError(
+                f"{link.ifname} has ifindex {link.ifindex}, beyond what a devmap table holds "
+                f"({maps.FWD_MAX_ENTRIES}); use --table devmap-hash"
+            )
+
+
+@dataclass(frozen=True)
+class AttachPlan:
+    link: netdev.Link
+    keep: bool  # xdpfwd's program is already attached
+    foreign_prog_id: int  # a program to replace (only with --force)
+
+
+def plan_attach(link: netdev.Link, ours: int | None, mode: str, force: bool) -> AttachPlan:
+    """Decide, before anything changes, how xdpfwd's program gets onto link.
+
+    Raises AttachError for another tool's program without force, XdpfwdError when
+    the port runs xdpfwd in another mode than the one asked for.
+    """
+    if link.xdp_prog_id and link.xdp_prog_id == ours:
+        if mode != "auto" and mode != link.xdp_mode:
+            raise XdpfwdError(
+                f"{link.ifname} already runs xdpfwd in {link.xdp_mode} mode; "
+                f"`xdpfwd del` its entries first to switch to {mode}"
+            )
+        return AttachPlan(link, keep=True, foreign_prog_id=0)
+    if link.xdp_prog_id and not force:
+        raise AttachError(
+            f"{link.ifname} already has XDP program {prog_name(link.xdp_prog_id)!r} "
+            f"(id {link.xdp_prog_id}) that xdpfwd did not attach; use --force to replace it"
+        )
+    return AttachPlan(link, keep=False, foreign_prog_id=link.xdp_prog_id)
+
+
+def attach(
+    dp: Dataplane, plan: AttachPlan, mode: str, settings: maps.PortSettings, undo: ExitStack
+) -> Attachment:
+    """Give the port its settings and xdpfwd's program (unless it runs it already)."""
+    link = plan.link
+    previous = dp.ports.get(link.ifindex)
+    map_write(dp.ports.set, link.ifindex, settings)
+    if previous is None:
+        # A port new to xdpfwd starts from zero (an array slot may hold old counts).
+        map_write(dp.stats.reset, link.ifindex)
+        undo.callback(dp.stats.delete, link.ifindex)
+        undo.callback(dp.ports.delete, link.ifindex)
+    else:
+        undo.callback(dp.ports.set, link.ifindex, previous)
+    if plan.keep:
+        return Attachment(iface(link), link.xdp_mode or "?", changed=False)
+    if plan.foreign_prog_id:
+        used = _replace_foreign(dp, plan, mode, undo)
+    else:
+        used = netdev.attach_xdp(link, dp.prog_fd, mode)
+        undo.callback(_detach_ours, link.ifindex, dp.prog_fd)
+    return Attachment(iface(link), used, changed=True)
+
+
+def _replace_foreign(dp: Dataplane, plan: AttachPlan, mode: str, undo: ExitStack) -> str:
+    """Put our program in place of a foreign one; undo puts the foreign one back."""
+    link = plan.link
+    if link.xdp_mode not in netdev.MODE_FLAGS:
+        raise AttachError(f"{link.ifname} has an offloaded XDP program; xdpfwd cannot replace it")
+    try:
+        old_fd = sc.prog_fd_by_id(plan.foreign_prog_id)
+    except OSError as e:
+        raise AttachError(f"cannot open the program on {link.ifname}: {e.strerror}") from e
+    undo.callback(os.close, old_fd)
+    if mode in ("auto", link.xdp_mode):
+        # Same mode: the kernel swaps the two programs atomically.
+        used = netdev.attach_xdp(link, dp.prog_fd, link.xdp_mode, replace_fd=old_fd)
+        undo.callback(netdev.attach_xdp, link, old_fd, used, dp.prog_fd)
+        return used
+    netdev.detach_xdp(link, expected_fd=old_fd)
+    undo.callback(netdev.attach_xdp, link, old_fd, link.xdp_mode)
+    used = netdev.attach_xdp(link, dp.prog_fd, mode)
+    undo.callback(_detach_ours, link.ifindex, dp.prog_fd)
+    return used
+
+
+def _detach_ours(ifindex: int, prog_fd: int) -> None:
+    link = netdev.link(ifindex)
+    if link is not None:
+        netdev.detach_xdp(link, expected_fd=prog_fd)
+
+
+def release_idle(dp: Dataplane, undo: ExitStack) -> list[Iface]:
+    """Detach from ports that need xdpfwd no more, and forget their state.
+
+    A port needs it while it has an entry, is a broadcast member, or is the egress
+    of an entry (so its on-miss verdict keeps applying to what enters it).
+    """
+    ports = dp.ports.ifindexes()
+    entries = {port: dp.fwd.get(port) for port in ports}
+    targets = {entry.egress_ifindex for entry in entries.values() if entry}
+    links = netdev.links()
+    released = []
+    for port in ports:
+        if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
+            continue
+        link = links.get(port)
+        if link is not None and link.xdp_prog_id == dp.prog_id:
+            netdev.detach_xdp(link, expected_fd=dp.prog_fd)
+            undo.callback(netdev.attach_xdp, link, dp.prog_fd, link.xdp_mode)
+        settings = dp.ports.get(port)
+        dp.ports.delete(port)
+        if settings is not None:
+            undo.callback(dp.ports.set, port, settings)
+        dp.stats.delete(port)
+        released.append(known(port, links))
+    return released
