@@ -18,6 +18,7 @@
 #define XDPFWD_PIN_GROUPS	"groups"	/* port ifindex -> its group's devmap */
 #define XDPFWD_PIN_GROUP_DIR	"group"		/* group/<name>: one devmap per group */
 #define XDPFWD_PIN_PAIR_STATS	"pair_stats"
+#define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from tracepoints, while `stats --watch` */
 #define XDPFWD_PIN_REWRITE	"rewrite"
 
 /* A DEVMAP is an array indexed by ifindex, so it bounds the ifindexes it can hold. */
@@ -64,6 +65,14 @@ struct xdpfwd_pair {
 struct xdpfwd_egress_stats {
 	struct xdpfwd_counter tx;	/* let through (XDP_PASS) */
 	struct xdpfwd_counter drop;	/* dropped by the egress program */
+};
+
+/* What the XDP tracepoints said about a pair (egress 0 for an exception). */
+struct xdpfwd_tx_events {
+	__u64 xmit_sent;		/* xdp_devmap_xmit: handed to the driver */
+	__u64 xmit_drops;		/* ... not sent: dropped by the driver or an egress program */
+	__u64 redirect_errors;		/* xdp_redirect_err: the redirect itself failed */
+	__u64 exceptions;		/* xdp_exception: XDP_ABORTED or an invalid verdict */
 };
 
 /* Ethernet rewrite of one entry (xdpfwd_egress_rewrite). */

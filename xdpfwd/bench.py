@@ -113,9 +113,9 @@ class _Rig:
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
         maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
-        self.fds = loader.compile_xdp(
+        self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
-            {GEN: None, SINK: None, FWD: None},
+            dict.fromkeys((GEN, SINK, FWD), (loader.PROG_XDP, None)),
             source.cflags(XDPFWD_PIN_DIR=self.pins.path),
         )
         for fd in self.fds.values():

@@ -23,6 +23,7 @@ from .options import (
     table_option,
 )
 from .pins import DEFAULT_PIN_DIR, PinDir
+from .stats import select
 
 log = logging.getLogger("xdpfwd")
 
@@ -252,6 +253,111 @@ Examples:
 def list_cmd(app: App, as_json: bool) -> None:
     """Show every port xdpfwd manages: entry, mode, state and frame counts."""
     render.listing(app.ops.list_ports(app.pins), as_json)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  xdpfwd stats                          # totals since the counters began
+  xdpfwd stats --watch                  # live rates, every second
+  xdpfwd stats -w --iface eth1 --sort rate
+  xdpfwd stats -w --json --count 10     # ten JSON lines, one per second
+  xdpfwd stats --format prometheus --output /var/lib/node_exporter/xdpfwd.prom
+  xdpfwd stats --clear
+"""
+)
+@click.option("-w", "--watch", is_flag=True, help="Refresh with rates until Ctrl-C (or --count).")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between refreshes of --watch.",
+)
+@click.option(
+    "--count", type=click.IntRange(1), default=None, help="Stop --watch after N refreshes."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "prometheus"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@json_option
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the json or prometheus output to FILE (atomically: temp file, rename).",
+)
+@click.option("--clear", is_flag=True, help="Zero every counter first.")
+@click.option(
+    "--iface",
+    "ifaces",
+    multiple=True,
+    metavar="IFACE",
+    help="Only rows of this interface (repeatable).",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["name", "rate"]),
+    default="name",
+    show_default=True,
+    help="Row order: by ifindex, or busiest first (rate; totals without --watch).",
+)
+@click.pass_obj
+def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
+          sort) -> None:  # fmt: skip
+    """Show per-port and per-pair counters, or watch their rates live.
+
+    Ports count what entered them and what xdpfwd sent out of them; pairs count
+    what went from one port to another. --watch also traces transmit failures the
+    programs cannot see (xdp:xdp_devmap_xmit, xdp_redirect_err) and says why each
+    unforwarded frame was lost.
+    """
+    fmt = "json" if as_json else fmt
+    _check_stats_options(watch, interval, count, fmt, output)
+    keep = _row_filter(app, ifaces)
+    if clear:
+        app.ops.stats_clear(app.pins)
+        render.note("counters cleared")
+    if watch:
+        frames = app.ops.stats_watch(app.pins, interval, count)
+        try:
+            render.watch(frames, app.pins.path, interval, fmt, sort, keep)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a watch ends
+        finally:
+            frames.close()
+        return
+    if clear and fmt == "table":
+        return
+    snapshot = app.ops.stats_read(app.pins)
+    text = render.stats_snapshot(keep(snapshot) if snapshot else None, app.pins.path, fmt, sort)
+    if text is not None:
+        if output:
+            render.write_atomically(output, text)
+        else:
+            sys.stdout.write(text)
+
+
+def _check_stats_options(watch, interval, count, fmt, output) -> None:
+    ctx = click.get_current_context()
+    defaulted = lambda name: ctx.get_parameter_source(name).name == "DEFAULT"  # noqa: E731
+    if not watch and (count is not None or not defaulted("interval")):
+        raise click.UsageError("--interval and --count apply to --watch")
+    if watch and (fmt == "prometheus" or output):
+        raise click.UsageError("--format prometheus and --output are for one-shot stats")
+    if output and fmt == "table":
+        raise click.UsageError("--output needs --format json or prometheus")
+
+
+def _row_filter(app: App, ifaces):
+    if not ifaces:
+        return lambda snapshot: snapshot
+    wanted = {_resolve(app, name, allow_gone=True).ifindex for name in ifaces}
+    return lambda snapshot: select(snapshot, wanted)
 
 
 @cli.command(epilog="\b\nExamples:\n  xdpfwd down\n")

@@ -12,9 +12,12 @@ from pathlib import Path
 from . import lab, netdev, prereqs
 from .bpf import loader, maps, source
 from .bpf import syscall as sc
+from .counters import clear as stats_clear  # noqa: F401  (CLI entry points)
+from .counters import read as stats_read  # noqa: F401
+from .counters import watch as stats_watch  # noqa: F401
 from .dataplane import Dataplane, Layout
 from .errors import InputError, XdpfwdError
-from .groups import broadcast, broadcast_del, group_infos  # noqa: F401  (CLI entry points)
+from .groups import broadcast, broadcast_del, group_infos  # noqa: F401
 from .model import (
     DEFAULT_EGRESS,
     STATE_DEVICE_GONE,

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import tempfile
+import time
+from dataclasses import replace
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from .bench import BASELINE, BenchReport
+from .bpf.maps import PortStats
+from .counters import WatchFrame
 from .demo import DemoReport
 from .lab import Lab
 from .model import (
@@ -22,6 +30,7 @@ from .model import (
     Iface,
     Listing,
 )
+from .stats import PairCounters, PortCounters, Rate, Rates, Snapshot
 
 
 def _out() -> Console:
@@ -240,3 +249,284 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
         table.add_row(row.name, median, spread, ratio)
     out.print(table)
     _line(out, "RATIO: to the baseline, or with 'fwd' to xdpfwd forwarding to one port")
+
+
+# --- stats ---------------------------------------------------------------------------
+
+
+def _scaled(value: float, unit: str) -> str:
+    """Human units with three significant digits: 1.23 Mpps, 614 Mbit/s, 12.3 KB."""
+    prefix = ""
+    for factor, name in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if value >= factor:
+            value, prefix = value / factor, name
+            break
+    digits = 0 if value >= 100 or not prefix else 1 if value >= 10 else 2
+    return f"{value:.{digits}f} {prefix}{unit}".rstrip()
+
+
+def pps(value: float) -> str:
+    return _scaled(value, "pps")
+
+
+def bps(value: float) -> str:
+    return _scaled(value, "bit/s")
+
+
+def count(value: int) -> str:
+    return str(value) if value < 10_000 else _scaled(value, "")
+
+
+def nbytes(value: int) -> str:
+    return _scaled(value, "B")
+
+
+def _sorted_ports(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[PortCounters]:
+    rows = list(snapshot.ports.values())
+    if sort == "rate":
+        if rates:
+            rows.sort(key=lambda p: -(rates.port_rx.get(p.port.ifindex) or Rate(0, 0)).pps)
+        else:
+            rows.sort(key=lambda p: -(p.counters.rx_packets if p.counters else 0))
+    return rows
+
+
+def _sorted_pairs(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[PairCounters]:
+    rows = list(snapshot.pairs.values())
+    if sort == "rate":
+        if rates:
+            rows.sort(key=lambda p: -(rates.pair_tx.get(p.key) or Rate(0, 0)).pps)
+        else:
+            rows.sort(key=lambda p: -p.tx_packets)
+    return rows
+
+
+_REASON_LABELS = {"miss": "miss", "egress_drop": "egress drop",
+                  "redirect_error": "redirect err", "xmit_drop": "tx drop"}  # fmt: skip
+
+
+def _losses_line(losses: dict[str, int | None], since: str) -> str:
+    parts = [f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items()
+             if n is not None]  # fmt: skip
+    traced = "" if losses.get("xmit_drop") is not None else "; tx failures: see --watch"
+    return f"not forwarded ({since}): {', '.join(parts)}{traced}"
+
+
+def stats_tables(
+    snapshot: Snapshot,
+    rates: Rates | None = None,
+    losses: dict | None = None,
+    sort: str = "name",
+) -> Group:
+    """One table of ports and one of pairs: totals, or rates when given."""
+    ports = Table(box=None, header_style="bold", pad_edge=False)
+    pairs = Table(box=None, header_style="bold", pad_edge=False)
+    if rates is None:
+        columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "TX", "TX BYTES")
+        pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP")
+    else:
+        columns = ("PORT", "RX", "RX BIT/S", "TX", "TX BIT/S", "MISS")
+        pair_columns = ("PAIR", "VIA", "TX", "TX BIT/S")
+    for i, name in enumerate(columns):
+        ports.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for i, name in enumerate(pair_columns):
+        pairs.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
+    for p in _sorted_ports(snapshot, rates, sort):
+        c = p.counters
+        if rates is None:
+            rx = (count(c.rx_packets), nbytes(c.rx_bytes), count(c.redirect_packets),
+                  count(c.miss_packets)) if c else ("-",) * 4  # fmt: skip
+            ports.add_row(_port(p.port), *rx, count(p.tx_packets), nbytes(p.tx_bytes))
+            continue
+        rx, tx = rates.port_rx.get(p.port.ifindex), rates.port_tx.get(p.port.ifindex)  # None: -
+        miss = rates.port_miss.get(p.port.ifindex)
+        ports.add_row(_port(p.port), pps(rx.pps) if rx else "-", bps(rx.bps) if rx else "-",
+                      pps(tx.pps) if tx else "-", bps(tx.bps) if tx else "-",
+                      pps(miss) if miss is not None else "-")  # fmt: skip
+    for p in _sorted_pairs(snapshot, rates, sort):
+        label = f"{p.ingress.label} -> {p.egress.label}"
+        via = f"group {p.group}" if p.group else "entry"
+        if rates is None:
+            pairs.add_row(label, via, count(p.tx_packets), nbytes(p.tx_bytes),
+                          count(p.egress_drop_packets))  # fmt: skip
+        else:
+            tx = rates.pair_tx.get(p.key)
+            pairs.add_row(label, via, pps(tx.pps) if tx else "-", bps(tx.bps) if tx else "-")
+    parts: list = [ports]
+    if snapshot.pairs:
+        parts.append(pairs)
+    if losses is not None:
+        since = "since start" if rates is not None else "total"
+        parts.append(Text(_losses_line(losses, since)))
+    return Group(*parts)
+
+
+def stats_dict(
+    snapshot: Snapshot, pin_dir: str, rates: Rates | None = None, losses: dict | None = None
+) -> dict:
+    """The stats as one JSON document; the same keys every time (null when unknown)."""
+
+    def rate(table: dict, key, field: str):
+        r = table.get(key) if rates else None
+        return getattr(r, field) if r is not None else None
+
+    ports = []
+    for p in snapshot.ports.values():
+        k = p.port.ifindex
+        counters = p.counters.as_dict() if p.counters else dict.fromkeys(_PORT_COUNTER_KEYS)
+        ports.append({
+            **p.port.as_dict(), **counters, "tx_packets": p.tx_packets,
+            "tx_bytes": p.tx_bytes,
+            "rx_pps": rate(rates.port_rx if rates else {}, k, "pps"),
+            "rx_bps": rate(rates.port_rx if rates else {}, k, "bps"),
+            "tx_pps": rate(rates.port_tx if rates else {}, k, "pps"),
+            "tx_bps": rate(rates.port_tx if rates else {}, k, "bps"),
+        })  # fmt: skip
+    pairs = []
+    for p in snapshot.pairs.values():
+        events = p.events
+        pairs.append({
+            "ingress": p.ingress.as_dict(), "egress": p.egress.as_dict(), "group": p.group,
+            "counted_by": p.counted_by, "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+            "egress_drop_packets": p.egress_drop_packets,
+            "xmit_drops": events.xmit_drops if events else None,
+            "redirect_errors": events.redirect_errors if events else None,
+            "tx_pps": rate(rates.pair_tx if rates else {}, p.key, "pps"),
+            "tx_bps": rate(rates.pair_tx if rates else {}, p.key, "bps"),
+        })  # fmt: skip
+    totals = {
+        name: sum(row[name] or 0 for row in ports)
+        for name in ("rx_packets", "rx_bytes", "redirect_packets", "miss_packets",
+                     "pass_packets", "drop_packets", "tx_packets", "tx_bytes")
+    }  # fmt: skip
+    return {
+        "time": snapshot.wall,
+        "pin_dir": pin_dir,
+        "tracing": snapshot.tracing,
+        "interval_s": rates.seconds if rates else None,
+        "ports": ports,
+        "pairs": pairs,
+        "totals": totals,
+        "not_forwarded": losses if losses is not None else snapshot.losses(),
+    }
+
+
+_PORT_COUNTER_KEYS = tuple(PortStats().as_dict())
+
+_PROMETHEUS_PORT = (
+    ("rx_packets", "Frames that entered the port, seen by xdpfwd's XDP program."),
+    ("rx_bytes", "Bytes that entered the port."),
+    ("redirect_packets", "Frames the port handed to bpf_redirect_map()."),
+    ("redirect_bytes", "Bytes the port handed to bpf_redirect_map()."),
+    ("miss_packets", "Frames that found no entry for the port."),
+    ("pass_packets", "Frames passed to the host stack (on-miss pass)."),
+    ("drop_packets", "Frames dropped (on-miss drop)."),
+    ("tx_packets", "Frames xdpfwd sent out of the port."),
+    ("tx_bytes", "Bytes xdpfwd sent out of the port."),
+)
+_PROMETHEUS_PAIR = (
+    ("tx_packets", "Frames forwarded from ingress to egress."),
+    ("tx_bytes", "Bytes forwarded from ingress to egress."),
+    ("egress_drop_packets", "Frames the egress program of the pair dropped."),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus(snapshot: Snapshot) -> str:
+    """The counters in the Prometheus text exposition format (counters only)."""
+    lines = []
+    for name, help_text in _PROMETHEUS_PORT:
+        metric = f"xdpfwd_port_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for p in snapshot.ports.values():
+            if name.startswith("tx_"):
+                value = getattr(p, name)
+            elif p.counters is None:
+                continue  # runs no xdpfwd program: nothing known of what it received
+            else:
+                value = getattr(p.counters, name)
+            labels = f'port="{_label(p.port.ifname or "")}",ifindex="{p.port.ifindex}"'
+            lines.append(f"{metric}{{{labels}}} {value}")
+    for name, help_text in _PROMETHEUS_PAIR:
+        metric = f"xdpfwd_pair_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for p in snapshot.pairs.values():
+            labels = (f'ingress="{_label(p.ingress.ifname or "")}",'
+                      f'egress="{_label(p.egress.ifname or "")}",'
+                      f'group="{_label(p.group or "")}"')  # fmt: skip
+            lines.append(f"{metric}{{{labels}}} {getattr(p, name)}")
+    metric = "xdpfwd_not_forwarded_packets_total"
+    lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]
+    for reason, value in snapshot.losses().items():
+        if value is not None:
+            lines.append(f'{metric}{{reason="{reason}"}} {value}')
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write text to path so that readers see the old file or the new one, whole."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".xdpfwd-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str) -> str | None:
+    """One-shot stats: prints a table, or returns JSON/Prometheus text for the caller."""
+    if fmt == "json":
+        return json.dumps(stats_dict(snapshot, pin_dir), indent=2) + "\n" if snapshot else \
+            json.dumps(None) + "\n"  # fmt: skip
+    if fmt == "prometheus":
+        return prometheus(snapshot) if snapshot else ""
+    if snapshot is None:
+        _line(_out(), f"no xdpfwd state in {pin_dir}")
+    else:
+        _out().print(stats_tables(snapshot, losses=snapshot.losses(), sort=sort))
+    return None
+
+
+def watch_json_line(frame: WatchFrame, pin_dir: str) -> None:
+    data = stats_dict(frame.snapshot, pin_dir, frame.rates, frame.losses)
+    sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def watch_view(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> Group:
+    stamp = time.strftime("%H:%M:%S", time.localtime(frame.snapshot.wall))
+    title = Text(f"xdpfwd stats  {pin_dir}  every {interval:g} s  {stamp}  (Ctrl-C ends)")
+    return Group(title, stats_tables(frame.snapshot, frame.rates, frame.losses, sort))
+
+
+def watch_plain(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> None:
+    """The live view's content, printed as plain lines (stdout is not a terminal)."""
+    console = Console(highlight=False, no_color=True)
+    console.print(watch_view(frame, pin_dir, interval, sort))
+    sys.stdout.flush()
+
+
+def watch(frames, pin_dir: str, interval: float, fmt: str, sort: str, keep) -> None:
+    """Show watch frames as they come: JSON lines, a live table on a terminal, or the
+    same table as plain lines otherwise. keep(snapshot) selects the rows shown."""
+    for_frame = lambda f: replace(f, snapshot=keep(f.snapshot))  # noqa: E731
+    if fmt == "json":
+        for frame in frames:
+            watch_json_line(for_frame(frame), pin_dir)
+    elif sys.stdout.isatty():
+        with Live(console=_out(), auto_refresh=False, transient=False) as live:
+            for frame in frames:
+                live.update(watch_view(for_frame(frame), pin_dir, interval, sort), refresh=True)
+    else:
+        for frame in frames:
+            watch_plain(for_frame(frame), pin_dir, interval, sort)

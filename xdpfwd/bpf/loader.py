@@ -20,6 +20,13 @@ XDP_EGRESS_FUNC = "xdpfwd_egress"
 XDP_REWRITE_FUNC = "xdpfwd_egress_rewrite"
 XDP_GROUP_FUNC = "xdpfwd_egress_group"
 ATTACH_XDP_DEVMAP = 33  # enum bpf_attach_type BPF_XDP_DEVMAP: a devmap entry's program
+PROG_TRACEPOINT = 5  # enum bpf_prog_type
+PROG_XDP = 6
+# BCC names the function of TRACEPOINT_PROBE(category, event) like this.
+TRACE_FUNCS = {
+    event: f"tracepoint__xdp__{event}"
+    for event in ("xdp_devmap_xmit", "xdp_redirect_err", "xdp_exception")
+}
 
 
 @contextmanager
@@ -47,13 +54,16 @@ def _first_error(lines: list[str]) -> str | None:
     return next((line.strip() for line in lines if "error:" in line), None)
 
 
-def compile_xdp(
-    text: str, funcs: dict[str, int | None], cflags: list[str], label: str | None = None
+def compile_programs(
+    text: str,
+    funcs: dict[str, tuple[int, int | None]],
+    cflags: list[str],
+    label: str | None = None,
 ) -> dict[str, int]:
-    """Compile C text with BCC and load each function of funcs as an XDP program.
+    """Compile C text with BCC and load each function of funcs as a program.
 
-    funcs maps a function to its expected attach type (None for a plain XDP
-    program). Returns a program fd per function. Maps declared in pinned sections
+    funcs maps a function to its program type and expected attach type (None for
+    the type's default). Returns a program fd per function. Maps declared in pinned sections
     are created and pinned (or adopted) by BCC. Raises PrereqError when BCC or
     kernel headers are missing, BpfError when the compile or a load fails.
     """
@@ -68,9 +78,9 @@ def compile_xdp(
             from bcc import BPF
 
             bpf = BPF(text=text.encode(), cflags=cflags)
-            for func, attach_type in funcs.items():
+            for func, (prog_type, attach_type) in funcs.items():
                 extra = {} if attach_type is None else {"attach_type": attach_type}
-                fds[func] = os.dup(bpf.load_func(func.encode(), BPF.XDP, **extra).fd)
+                fds[func] = os.dup(bpf.load_func(func.encode(), prog_type, **extra).fd)
             bpf.cleanup()
         except Exception as e:  # BCC raises bare Exception for compile and load errors
             failure = e
@@ -89,12 +99,12 @@ def compile_xdp(
 def compile_ingress(pin_dir: str, value_size: int) -> dict[str, int]:
     """Compile the ingress program (and, for bpf_devmap_val entries, the built-in
     egress programs) against the maps pinned, or to pin, under pin_dir."""
-    funcs: dict[str, int | None] = {XDP_INGRESS_FUNC: None}
+    funcs: dict[str, tuple[int, int | None]] = {XDP_INGRESS_FUNC: (PROG_XDP, None)}
     if value_size == 8:
         funcs |= dict.fromkeys(
-            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC), ATTACH_XDP_DEVMAP
+            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC), (PROG_XDP, ATTACH_XDP_DEVMAP)
         )
-    return compile_xdp(
+    return compile_programs(
         source.ingress_text(with_egress=value_size == 8),
         funcs,
         source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=value_size),
@@ -103,10 +113,20 @@ def compile_ingress(pin_dir: str, value_size: int) -> dict[str, int]:
 
 def compile_user_egress(pin_dir: str, user_text: str, file_name: str, func: str) -> int:
     """Compile a user's egress function wrapped with xdpfwd's entry counters."""
-    fds = compile_xdp(
+    fds = compile_programs(
         source.user_egress_text(user_text, file_name, func),
-        {func: ATTACH_XDP_DEVMAP},
+        {func: (PROG_XDP, ATTACH_XDP_DEVMAP)},
         source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=8),
         label=f"{file_name}:{func}",
     )
     return fds[func]
+
+
+def compile_trace(pin_dir: str) -> dict[str, int]:
+    """Compile the tracepoint programs (BCC reads the events' formats from tracefs)."""
+    return compile_programs(
+        source.program_text(source.TRACE_SOURCE),
+        dict.fromkeys(TRACE_FUNCS.values(), (PROG_TRACEPOINT, None)),
+        source.cflags(XDPFWD_PIN_DIR=pin_dir),
+        label="the XDP tracepoint programs",
+    )

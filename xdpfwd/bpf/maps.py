@@ -21,6 +21,8 @@ PIN_PROG_GROUP = "prog_egress_group"
 PIN_GROUPS = "groups"
 PIN_GROUP_DIR = "group"
 PIN_PAIR_STATS = "pair_stats"
+PIN_TX_EVENTS = "tx_events"
+PIN_TRACE_PREFIX = "trace_"  # + the tracepoint's name: its pinned program
 PIN_REWRITE = "rewrite"
 
 FWD_MAX_ENTRIES = 65536
@@ -110,6 +112,16 @@ class PortSettings:
     @property
     def exclude_ingress(self) -> bool:
         return bool(self.flags & PORT_EXCLUDE_INGRESS)
+
+
+@dataclass(frozen=True)
+class TxEvents:
+    """What the XDP tracepoints reported for a pair, summed over CPUs."""
+
+    xmit_sent: int = 0
+    xmit_drops: int = 0  # includes frames the pair's egress program dropped
+    redirect_errors: int = 0
+    exceptions: int = 0
 
 
 @dataclass(frozen=True)
@@ -320,14 +332,8 @@ class SlottedStats:
             self.high.delete(ifindex)
 
 
-class PairStatsTable(PinnedMap):
-    """Per-CPU counters per (ingress, egress) pair of broadcast groups."""
-
-    _layout = struct.Struct("=4Q")
-
-    def read(self, ingress: int, egress: int) -> EgressStats | None:
-        totals = self._read_percpu(_pair(ingress, egress), self._layout)
-        return None if totals is None else EgressStats(*totals)
+class PairMap(PinnedMap):
+    """A map keyed by struct xdpfwd_pair."""
 
     def pairs(self) -> list[tuple[int, int]]:
         return [_PAIR.unpack(k) for k in sc.map_keys(self.fd, self.info.key_size)]
@@ -336,7 +342,31 @@ class PairStatsTable(PinnedMap):
         sc.map_delete(self.fd, _pair(ingress, egress))
 
 
-class RewriteTable(PinnedMap):
+class PairStatsTable(PairMap):
+    """Per-CPU counters per (ingress, egress) pair of broadcast groups."""
+
+    _layout = struct.Struct("=4Q")
+
+    def read(self, ingress: int, egress: int) -> EgressStats | None:
+        totals = self._read_percpu(_pair(ingress, egress), self._layout)
+        return None if totals is None else EgressStats(*totals)
+
+
+class TxEventsTable(PairMap):
+    """Per-CPU tracepoint counts per (ingress, egress) pair (egress 0: exceptions)."""
+
+    _layout = struct.Struct("=4Q")
+
+    def read_all(self) -> dict[tuple[int, int], TxEvents]:
+        events = {}
+        for key in sc.map_keys(self.fd, self.info.key_size):
+            totals = self._read_percpu(key, self._layout)
+            if totals is not None:
+                events[_PAIR.unpack(key)] = TxEvents(*totals)
+        return events
+
+
+class RewriteTable(PairMap):
     """Ethernet rewrites of entries: (ingress, egress) -> addresses to write."""
 
     def get(self, ingress: int, egress: int) -> Rewrite | None:
@@ -354,9 +384,6 @@ class RewriteTable(PinnedMap):
         src = mac_bytes(rewrite.src) if rewrite.src else bytes(6)
         dst = mac_bytes(rewrite.dst) if rewrite.dst else bytes(6)
         sc.map_update(self.fd, _pair(ingress, egress), _REWRITE.pack(src, dst, flags))
-
-    def forget(self, ingress: int, egress: int) -> None:
-        sc.map_delete(self.fd, _pair(ingress, egress))
 
 
 class BenchConfig(PinnedMap):

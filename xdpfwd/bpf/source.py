@@ -12,6 +12,7 @@ STATS_SOURCE = "xdpfwd_stats.c"
 INGRESS_SOURCE = "xdpfwd_kern.c"
 EGRESS_SOURCE = "xdpfwd_egress.c"
 BENCH_SOURCE = "xdpfwd_bench.c"
+TRACE_SOURCE = "xdpfwd_trace.c"
 COMMON_HEADER = "xdpfwd_common.h"
 
 _PRELUDE = '#include <uapi/linux/bpf.h>\n#include "xdpfwd_common.h"\n#include "xdpfwd_bcc.h"\n'

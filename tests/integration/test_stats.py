@@ -1,0 +1,213 @@
+"""`xdpfwd stats`: exact counts, live rates, transmit failures, the live table in a
+real terminal, Prometheus output and device churn, with real traffic."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from .conftest import RUN_ID
+from .net import XDPFWD, UdpSink, assert_fails, send_udp, sh, udp_frame_len
+
+NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
+
+
+def stats_json(topo, pin_dir, *args) -> dict:
+    return json.loads(topo.ok(pin_dir, "stats", "--json", *args).stdout)
+
+
+def by_port(data) -> dict:
+    return {p["ifname"]: p for p in data["ports"]}
+
+
+def by_pair(data) -> dict:
+    return {(p["ingress"]["ifname"], p["egress"]["ifname"]): p for p in data["pairs"]}
+
+
+def watch(topo, pin_dir, *args, env=None):
+    """Start `stats --watch --json`; return the process once its first line is out."""
+    cmd = ["nsenter", f"--net=/run/netns/{topo.fwd}", XDPFWD, "--pin-dir", pin_dir, "stats",
+           "--watch", "--json", *args]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+    first = proc.stdout.readline()
+    assert first, proc.stderr.read()
+    return proc, [json.loads(first)]
+
+
+def finish(proc, lines: list) -> list:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return lines + [json.loads(line) for line in out.splitlines()]
+
+
+class Sender(threading.Thread):
+    """Sends UDP from one host to another until stopped."""
+
+    def __init__(self, src, dst_ip):
+        super().__init__()
+        self.src, self.dst_ip, self.stopped = src, dst_ip, threading.Event()
+
+    def run(self):
+        while not self.stopped.is_set():
+            send_udp(self.src, self.dst_ip, 32, port=9400)
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.join()
+
+
+def test_counts_are_exact(make_topo, pin_dir):
+    topo = make_topo(3)
+    h1, h2, h3 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "add", "p3", "p2", "--no-egress")
+    sink = UdpSink(h2)
+    try:
+        send_udp(h1, h2.ip, 120, payload=90)
+        send_udp(h3, h2.ip, 30, payload=90)
+        assert sink.count(150) == 150
+    finally:
+        sink.close()
+    data = stats_json(topo, pin_dir)
+    ports, pairs = by_port(data), by_pair(data)
+    assert ports["p1"]["rx_packets"] == ports["p1"]["redirect_packets"] == 120
+    assert ports["p1"]["rx_bytes"] == 120 * udp_frame_len(90)
+    assert pairs[("p1", "p2")]["tx_packets"] == 120
+    assert pairs[("p1", "p2")]["counted_by"] == "egress"
+    assert pairs[("p3", "p2")]["tx_packets"] == 30
+    assert pairs[("p3", "p2")]["counted_by"] == "ingress"  # --no-egress: the ingress count
+    assert ports["p2"]["tx_packets"] == 150
+    assert data["totals"]["rx_packets"] == 150
+    assert data["not_forwarded"] == {"miss": 0, "egress_drop": 0, "redirect_error": None,
+                                     "xmit_drop": None}  # fmt: skip
+    # The one-shot call needs no compiler.
+    assert topo.xdpfwd(pin_dir, "stats", env=NO_BCC).returncode == 0
+
+
+def test_watch_reports_rates_while_traffic_flows(topo, pin_dir):
+    h1, h2 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2")
+    with Sender(h1, h2.ip):
+        proc, lines = watch(topo, pin_dir, "--count", "3", "--interval", "0.5")
+        lines = finish(proc, lines)
+    assert len(lines) == 3
+    for line in lines[1:]:
+        ports, pairs = by_port(line), by_pair(line)
+        assert line["tracing"] is True and 0.4 < line["interval_s"] < 1.5
+        assert ports["p1"]["rx_pps"] > 0 and ports["p1"]["rx_bps"] > 0
+        assert pairs[("p1", "p2")]["tx_pps"] > 0
+    # The tracepoint programs are pinned now: a second watch compiles nothing.
+    proc, lines = watch(topo, pin_dir, "--count", "1", "--interval", "0.2", env=NO_BCC)
+    finish(proc, lines)
+
+
+def test_transmit_failures_are_counted(make_topo, pin_dir):
+    # h2's veth end has neither GRO nor XDP: redirecting into p2 fails in the kernel.
+    topo = make_topo(2, gro=False)
+    h1, h2 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2")
+    sink = UdpSink(h2)
+    try:
+        proc, lines = watch(topo, pin_dir, "--count", "4", "--interval", "0.5")
+        send_udp(h1, h2.ip, 50)
+        lines = finish(proc, lines)
+        assert sink.count(50, timeout=0.5) == 0
+    finally:
+        sink.close()
+    lost = lines[-1]["not_forwarded"]
+    assert lost["redirect_error"] + lost["xmit_drop"] == 50
+    assert lost["miss"] == 0
+    # The ingress program did redirect them: only the tracepoints saw them fail.
+    assert by_port(lines[-1])["p1"]["redirect_packets"] == 50
+
+
+@pytest.fixture
+def tmux_session():
+    name = f"xt{RUN_ID}tmux"
+    try:
+        yield name
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def test_live_table_in_a_terminal_ends_cleanly_on_ctrl_c(topo, pin_dir, tmux_session):
+    h1, h2 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    command = (f"nsenter --net=/run/netns/{topo.fwd} {XDPFWD} --pin-dir {pin_dir} stats "
+               f"--watch --interval 0.3; echo EXIT=$?; sleep 60")  # fmt: skip
+    sh("tmux", "new-session", "-d", "-s", tmux_session, "-x", "100", "-y", "40", command)
+
+    def screen() -> str:
+        return sh("tmux", "capture-pane", "-p", "-t", tmux_session).stdout
+
+    with Sender(h1, h2.ip):
+        deadline = time.monotonic() + 20
+        while "p1 -> p2" not in screen() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        shown = screen()
+    assert "PORT" in shown and "p1 (" in shown and "p2 -> p1" in shown
+    assert "pps" in shown and "bit/s" in shown
+    sh("tmux", "send-keys", "-t", tmux_session, "C-c")
+    deadline = time.monotonic() + 10
+    while "EXIT=" not in screen() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    final = screen()
+    assert "EXIT=0" in final
+    assert "Traceback" not in final and "error" not in final
+
+
+def test_clear_zeroes_the_counters(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    assert topo.ping(1, topo.host(2).ip, count=2) == 2
+    assert by_port(stats_json(topo, pin_dir))["p1"]["rx_packets"] > 0
+    data = stats_json(topo, pin_dir, "--clear")
+    assert all(p["rx_packets"] == 0 and p["tx_packets"] == 0 for p in data["ports"])
+    assert all(p["tx_packets"] == 0 for p in data["pairs"])
+
+
+def test_prometheus_file_is_written_atomically(topo, pin_dir, tmp_path):
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    assert topo.ping(1, topo.host(2).ip, count=2) == 2
+    out = tmp_path / "metrics" / "xdpfwd.prom"
+    out.parent.mkdir()
+    out.write_text("stale\n")
+    topo.ok(pin_dir, "stats", "--format", "prometheus", "--output", str(out))
+    text = out.read_text()
+    assert "# TYPE xdpfwd_port_rx_packets_total counter" in text
+    assert 'xdpfwd_pair_tx_packets_total{ingress="p1",egress="p2",group=""}' in text
+    assert os.listdir(out.parent) == ["xdpfwd.prom"]
+    missing = tmp_path / "no-such-dir" / "x.prom"
+    result = topo.xdpfwd(pin_dir, "stats", "--format", "prometheus", "--output", str(missing))
+    assert_fails(result, 1, "No such file")
+
+
+def test_watch_survives_ports_going_and_entries_coming(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "add", "p3", "p1")
+    proc, lines = watch(topo, pin_dir, "--count", "5", "--interval", "0.4")
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    topo.ok(pin_dir, "add", "p4", "p2")
+    lines = finish(proc, lines)
+    last = lines[-1]
+    ports = by_port(last)
+    assert "p3" not in ports  # gone: its row shows no name
+    assert any(p["ifname"] is None for p in last["ports"])
+    assert "p4" in ports
+    for line in lines:
+        for port in line["ports"]:
+            assert port["rx_pps"] is None or port["rx_pps"] >= 0

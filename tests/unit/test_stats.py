@@ -1,0 +1,218 @@
+"""Rates, loss attribution, units, JSON, Prometheus and the stats CLI, without a kernel."""
+
+import json
+import os
+
+import pytest
+
+from xdpfwd import render
+from xdpfwd.bpf.maps import PortStats, TxEvents
+from xdpfwd.counters import WatchFrame
+from xdpfwd.model import Iface
+from xdpfwd.stats import (
+    PairCounters,
+    PortCounters,
+    Snapshot,
+    add_losses,
+    increase,
+    rates,
+    select,
+)
+
+from .test_cli import invoke, one_error_line
+
+ETH1, ETH2, GONE = Iface(2, "eth1"), Iface(3, "eth2"), Iface(17, None)
+
+
+def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, extra=()):
+    ports = {
+        2: PortCounters(ETH1, PortStats(redirect_packets=rx, redirect_bytes=nbytes,
+                                        miss_packets=miss, pass_packets=miss)),
+        3: PortCounters(ETH2, PortStats(), tx, tx * 100),
+    }  # fmt: skip
+    for port in extra:
+        ports[port.ifindex] = PortCounters(port, PortStats())
+    pair = PairCounters(ETH1, ETH2, None, "egress", tx, tx * 100, drops,
+                        TxEvents(xmit_drops=xmit, redirect_errors=redirect_err))  # fmt: skip
+    return Snapshot(taken, 1e9 + taken, ports, {pair.key: pair}, {}, tracing=True)
+
+
+@pytest.mark.parametrize("before, after, grew", [(5, 9, 4), (9, 9, 0), (9, 3, 3)],
+                         ids=["grew", "same", "reset-counts-from-zero"])  # fmt: skip
+def test_increase(before, after, grew):
+    assert increase(before, after) == grew
+
+
+def test_rates_come_from_time_deltas():
+    r = rates(snap(10.0, rx=1000, nbytes=64_000, tx=1000), snap(12.0, rx=3000, nbytes=192_000,
+                                                                 tx=3000))  # fmt: skip
+    assert r.seconds == 2.0
+    assert r.port_rx[2].pps == 1000.0
+    assert r.port_rx[2].bps == (192_000 - 64_000) * 8 / 2
+    assert r.pair_tx[(2, 3)].pps == 1000.0
+    assert r.port_tx[3].bps == 2000 * 100 * 8 / 2
+
+
+def test_a_reset_counter_never_gives_a_negative_rate():
+    r = rates(snap(0.0, rx=10_000), snap(1.0, rx=50))
+    assert r.port_rx[2].pps == 50.0
+
+
+def test_new_rows_have_no_rate_and_gone_rows_vanish():
+    before, after = snap(0.0, extra=[Iface(9, "old")]), snap(1.0, extra=[Iface(8, "new")])
+    r = rates(before, after)
+    assert 8 not in r.port_rx and 9 not in r.port_rx and 2 in r.port_rx
+
+
+def test_every_lost_frame_gets_one_reason():
+    # 7 dropped by an egress program; the tracepoint's 10 drops include those 7.
+    r = rates(snap(0.0), snap(1.0, miss=4, drops=7, xmit=10, redirect_err=5))
+    assert r.losses == {"miss": 4, "egress_drop": 7, "redirect_error": 5, "xmit_drop": 3}
+    assert add_losses(r.losses, r.losses)["xmit_drop"] == 6
+
+
+def test_select_keeps_a_ports_rows_and_pairs():
+    s = select(snap(0.0), {3})
+    assert set(s.ports) == {3} and set(s.pairs) == {(2, 3)}
+    assert select(snap(0.0), {99}).pairs == {}
+
+
+@pytest.mark.parametrize(
+    "fn, value, text",
+    [(render.pps, 1_234_567, "1.23 Mpps"), (render.pps, 12_345, "12.3 Kpps"),
+     (render.pps, 512, "512 pps"), (render.pps, 0.0, "0 pps"), (render.bps, 614e6, "614 Mbit/s"),
+     (render.bps, 1.5e9, "1.50 Gbit/s"), (render.count, 9_999, "9999"),
+     (render.count, 123_456, "123 K"), (render.nbytes, 1_234, "1.23 KB")],
+)  # fmt: skip
+def test_human_units(fn, value, text):
+    assert fn(value) == text
+
+
+PORT_KEYS = {
+    "ifname",
+    "ifindex",
+    "rx_packets",
+    "rx_bytes",
+    "redirect_packets",
+    "redirect_bytes",
+    "miss_packets",
+    "miss_bytes",
+    "pass_packets",
+    "pass_bytes",
+    "drop_packets",
+    "drop_bytes",
+    "tx_packets",
+    "tx_bytes",
+    "rx_pps",
+    "rx_bps",
+    "tx_pps",
+    "tx_bps",
+}
+PAIR_KEYS = {"ingress", "egress", "group", "counted_by", "tx_packets", "tx_bytes",
+             "egress_drop_packets", "xmit_drops", "redirect_errors", "tx_pps",
+             "tx_bps"}  # fmt: skip
+
+
+def test_json_keys_are_the_same_with_and_without_rates():
+    once = render.stats_dict(snap(0.0, rx=5), "/p")
+    before, after = snap(0.0), snap(1.0, rx=5)
+    live = render.stats_dict(after, "/p", rates(before, after), {"miss": 0})
+    for data in (once, live):
+        assert set(data) == {"time", "pin_dir", "tracing", "interval_s", "ports", "pairs",
+                             "totals", "not_forwarded"}  # fmt: skip
+        assert {frozenset(p) for p in data["ports"]} == {frozenset(PORT_KEYS)}
+        assert {frozenset(p) for p in data["pairs"]} == {frozenset(PAIR_KEYS)}
+    assert once["ports"][0]["rx_pps"] is None and live["ports"][0]["rx_pps"] == 5.0
+    json.dumps(live)
+
+
+def test_tables_show_gone_devices():
+    s = snap(0.0, extra=[GONE])
+    with_gone = Snapshot(s.taken, s.wall, s.ports, {
+        (17, 3): PairCounters(GONE, ETH2, "g", "egress", 4, 400)}, {}, False)  # fmt: skip
+    result, _ = invoke(["stats"], ops=_StatsOps(with_gone))
+    assert "gone (17)" in result.stdout and "ifindex 17 -> eth2" in result.stdout
+    assert "group g" in result.stdout
+
+
+def test_prometheus_exposition():
+    text = render.prometheus(snap(0.0, rx=5, nbytes=320, tx=5))
+    lines = text.splitlines()
+    assert "# TYPE xdpfwd_port_rx_packets_total counter" in lines
+    assert 'xdpfwd_port_rx_packets_total{port="eth1",ifindex="2"} 5' in lines
+    assert 'xdpfwd_pair_tx_packets_total{ingress="eth1",egress="eth2",group=""} 5' in lines
+    assert 'xdpfwd_not_forwarded_packets_total{reason="miss"} 0' in lines
+    for line in lines:
+        if line.startswith("# HELP "):
+            metric = line.split()[2]
+            assert f"# TYPE {metric} counter" in lines
+    assert render._label('a"b\\c') == 'a\\"b\\\\c'
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "xdpfwd.prom"
+    target.write_text("old\n")
+    render.write_atomically(str(target), "new\n")
+    assert target.read_text() == "new\n"
+    assert os.listdir(tmp_path) == ["xdpfwd.prom"]
+
+
+class _StatsOps:
+    """Fake operations for the stats command."""
+
+    def __init__(self, snapshot=None, frames=()):
+        self.snapshot, self.frames, self.calls = snapshot, list(frames), []
+
+    def resolve(self, name, allow_gone=False):
+        return {"eth1": ETH1, "eth2": ETH2}.get(name) or Iface(int(name), None)
+
+    def stats_read(self, pins):
+        self.calls.append("read")
+        return self.snapshot
+
+    def stats_clear(self, pins):
+        self.calls.append("clear")
+        return True
+
+    def stats_watch(self, pins, interval, count):
+        self.calls.append(("watch", interval, count))
+        yield from self.frames
+        raise KeyboardInterrupt  # as Ctrl-C does
+
+
+def test_watch_ends_cleanly_on_ctrl_c():
+    before, after = snap(0.0), snap(1.0, rx=10)
+    frame = WatchFrame(
+        after,
+        rates(before, after),
+        {"miss": 0, "egress_drop": 0, "redirect_error": 0, "xmit_drop": 0},
+    )
+    ops = _StatsOps(frames=[frame, frame])
+    result, _ = invoke(["stats", "--watch", "--json"], ops=ops)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["ports"][0]["rx_pps"] == 10.0
+    plain, _ = invoke(["stats", "--watch"], ops=_StatsOps(frames=[frame]))
+    assert plain.exit_code == 0 and "10 pps" in plain.stdout and "\x1b[" not in plain.stdout
+
+
+def test_iface_filter_and_clear():
+    ops = _StatsOps(snap(0.0, rx=3))
+    result, _ = invoke(["stats", "--clear", "--json", "--iface", "eth2"], ops=ops)
+    assert ops.calls == ["clear", "read"]
+    data = json.loads(result.stdout)
+    assert [p["ifname"] for p in data["ports"]] == ["eth2"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["stats", "--count", "3"], "--watch"), (["stats", "--interval", "2"], "--watch"),
+     (["stats", "--output", "/tmp/x"], "--format json or prometheus"),
+     (["stats", "-w", "--format", "prometheus"], "one-shot")],
+    ids=["count-without-watch", "interval-without-watch", "output-of-a-table",
+         "prometheus-watch"],
+)  # fmt: skip
+def test_stats_usage_errors(args, message):
+    result, ops = invoke(args, ops=_StatsOps())
+    assert result.exit_code == 2 and message in one_error_line(result)
+    assert ops.calls == []
