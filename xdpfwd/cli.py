@@ -10,6 +10,7 @@ import traceback
 import click
 
 from . import __version__, interrupts, ops, render
+from . import netns as netns_module
 from .bench import run as run_bench
 from .demo import run as run_demo
 from .errors import EXIT_INTERRUPTED, InputError, XdpfwdError
@@ -41,6 +42,9 @@ class XdpfwdGroup(click.Group):
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
             return result if isinstance(result, int) else 0
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help())  # `xdpfwd` or `xdpfwd lab` alone asks for help
+            return 0
         except click.UsageError as e:
             hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
             render.error(e.format_message() + hint)
@@ -49,7 +53,10 @@ class XdpfwdGroup(click.Group):
             render.error(e.format_message())
             return e.exit_code
         except click.Abort:
-            render.error("interrupted; changes in progress were rolled back")
+            if interrupts.committed:
+                render.error("interrupted after the change was made; it stays (see `xdpfwd list`)")
+            else:
+                render.error("interrupted; changes in progress were rolled back")
             return EXIT_INTERRUPTED
         except XdpfwdError as e:
             _traceback_if_debug()
@@ -79,10 +86,17 @@ def _setup_logging(verbose: int) -> None:
     show_default=True,
     help="bpffs directory holding xdpfwd's pinned program and maps [env: XDPFWD_PIN_DIR].",
 )
+@click.option(
+    "--netns",
+    envvar="XDPFWD_NETNS",
+    metavar="NAME",
+    help="Work inside network namespace NAME (from `ip netns`), with pins of its own "
+    "in PIN_DIR@NAME [env: XDPFWD_NETNS].",
+)
 @click.option("-v", "--verbose", count=True, help="More detail on stderr; -vv for debugging.")
 @click.version_option(__version__, "--version")
 @click.pass_context
-def cli(ctx: click.Context, pin_dir: str, verbose: int) -> None:
+def cli(ctx: click.Context, pin_dir: str, netns: str | None, verbose: int) -> None:
     """Forward frames port to port with XDP.
 
     State lives in the kernel and in bpffs pins under --pin-dir, so each call
@@ -90,9 +104,15 @@ def cli(ctx: click.Context, pin_dir: str, verbose: int) -> None:
     """
     _setup_logging(verbose)
     try:
+        if netns is not None:
+            netns_module.check_name(netns)
+            pin_dir = f"{os.path.normpath(pin_dir)}@{netns}"
         pins = PinDir.parse(pin_dir)
     except InputError as e:
-        raise click.BadParameter(str(e), param_hint="--pin-dir") from None
+        raise click.BadParameter(str(e), param_hint="--pin-dir/--netns") from None
+    if netns is not None:
+        # Devices, netlink and devmap entries resolve ifindexes in this namespace.
+        netns_module.enter(netns)
     ctx.obj = App(ops=ctx.obj or ops, pins=pins)
 
 
@@ -358,6 +378,99 @@ def _row_filter(app: App, ifaces):
         return lambda snapshot: snapshot
     wanted = {_resolve(app, name, allow_gone=True).ifindex for name in ifaces}
     return lambda snapshot: select(snapshot, wanted)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  xdpfwd doctor
+  xdpfwd doctor --json | jq '.[] | select(.status == "fail")'
+"""
+)
+@json_option
+@click.option("--no-compile", is_flag=True, help="Skip the test compile (about a second).")
+@click.pass_obj
+def doctor(app: App, as_json: bool, no_compile: bool) -> None:
+    """Check the host, probe the kernel's XDP features, and the managed ports.
+
+    Each check passes, warns or fails, with a one-line fix. Exits 1 if one fails.
+    """
+    checks = app.ops.check_host(app.pins, compile_test=not no_compile)
+    render.doctor_report(checks, as_json)
+    failed = [c.name for c in checks if c.status == "fail"]
+    if failed:
+        raise XdpfwdError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  xdpfwd save > /etc/xdpfwd.yaml
+  xdpfwd save --format json --output /etc/xdpfwd.json
+"""
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to FILE (atomically) instead of stdout.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="File format.",
+)
+@click.pass_obj
+def save(app: App, output, fmt) -> None:
+    """Write the running configuration as a file `apply` restores it from.
+
+    Forwarding entries with their egress settings, broadcast groups, each port's
+    mode and on-miss verdict, the table type and value format.
+    """
+    result = app.ops.save(app.pins, fmt)
+    for message in result.warnings:
+        render.warning(message)
+    if output:
+        render.write_atomically(output, result.text)
+    else:
+        sys.stdout.write(result.text)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  xdpfwd apply /etc/xdpfwd.yaml --dry-run   # what would change
+  xdpfwd apply /etc/xdpfwd.yaml
+  systemctl enable xdpfwd                   # contrib/xdpfwd.service: apply at boot
+"""
+)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@force_option
+@click.pass_obj
+def apply(app: App, file: str, dry_run: bool, force: bool) -> None:
+    """Make the running configuration what FILE says (YAML or JSON, as `save` writes).
+
+    Creates what is missing, changes what differs and removes what FILE does not
+    have, in one change: on any error, or Ctrl-C, the old configuration stays. An
+    invalid FILE is refused with its line and reason before anything changes.
+    Applying the same FILE again changes nothing. Restores forwarding after a reboot.
+    """
+    render.apply_result(app.ops.apply(app.pins, file, dry_run=dry_run, force=force))
+
+
+@cli.command(epilog="\b\nExamples:\n  xdpfwd prune\n")
+@click.pass_obj
+def prune(app: App) -> None:
+    """Forget what deleted devices left behind; detach from idle ports.
+
+    The kernel drops entries that point to a deleted device; xdpfwd keeps the rest
+    (shown as "device gone" by list) until this, or the next change, clears it.
+    """
+    render.prune_result(app.ops.prune(app.pins))
 
 
 @cli.command(epilog="\b\nExamples:\n  xdpfwd down\n")

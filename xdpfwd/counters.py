@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from . import interrupts, netdev, prereqs, tracing
 from .bpf import maps
-from .dataplane import Dataplane
+from .dataplane import Dataplane, reading
 from .errors import XdpfwdError
 from .groups import group_infos
 from .pins import PinDir
@@ -20,20 +20,20 @@ from .stats import PairCounters, PortCounters, Rates, Snapshot, add_losses, rate
 def read(pins: PinDir) -> Snapshot | None:
     """The counters since they began, or None when nothing is set up."""
     prereqs.require_privileges()
-    dp = Dataplane.open(pins)
-    if dp is None:
-        return None
-    with dp:
-        return snapshot(dp)
+    with reading(pins) as dp:
+        return snapshot(dp) if dp is not None else None
 
 
 def _read_while_watching(pins: PinDir) -> Snapshot:
-    """Like read(), but state may vanish under a watch (`down`): then it is empty."""
-    dp = Dataplane.open(pins)
-    if dp is None:
-        return Snapshot(time.monotonic(), time.time(), {}, {}, {}, True)
-    with dp:
-        return snapshot(dp, tracing=True)
+    """Like read(), but a watch outlives state: a `down` meanwhile, or pins removed by
+    hand, leave an empty snapshot rather than an error."""
+    try:
+        with reading(pins) as dp:
+            if dp is not None:
+                return snapshot(dp, tracing=True)
+    except (XdpfwdError, OSError):
+        pass
+    return Snapshot(time.monotonic(), time.time(), {}, {}, {}, True)
 
 
 @dataclass(frozen=True)
@@ -153,20 +153,26 @@ def _with_events(pair: PairCounters, events) -> PairCounters:
 
 def clear(pins: PinDir) -> bool:
     """Zero every counter under pins; False when nothing is set up there."""
-    dp = Dataplane.open(pins)
-    if dp is None:
-        return False
-    with dp:
-        for port in dp.ports.ifindexes():
-            dp.stats.reset(port)
-            if dp.egress_stats is not None:
-                dp.egress_stats.reset(port)
-        if dp.pairs is not None:
-            for ingress, egress in dp.pairs.pairs():
-                dp.pairs.forget(ingress, egress)
-        events = _open_tx_events(dp)
-        if events is not None:
-            for ingress, egress in events.pairs():
-                events.forget(ingress, egress)
-            events.close()
+    prereqs.require_privileges()
+    with pins.locked(create=False):
+        dp = Dataplane.open(pins)
+        if dp is None:
+            return False
+        with dp:
+            _zero(dp)
     return True
+
+
+def _zero(dp: Dataplane) -> None:
+    for port in dp.ports.ifindexes():
+        dp.stats.reset(port)
+        if dp.egress_stats is not None:
+            dp.egress_stats.reset(port)
+    if dp.pairs is not None:
+        for ingress, egress in dp.pairs.pairs():
+            dp.pairs.forget(ingress, egress)
+    events = _open_tx_events(dp)
+    if events is not None:
+        for ingress, egress in events.pairs():
+            events.forget(ingress, egress)
+        events.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from .bpf import loader, maps
@@ -32,6 +33,7 @@ _EGRESS_PINS = (
     maps.PIN_ENTRY_STATS + maps.PIN_HI_SUFFIX,
     maps.PIN_PAIR_STATS,
     maps.PIN_REWRITE,
+    maps.PIN_USER_PROGS,
 )
 _PROG_PINS = {
     maps.PIN_PROG_INGRESS: loader.XDP_INGRESS_FUNC,
@@ -75,6 +77,7 @@ class Dataplane:
             self.egress_stats: maps.SlottedStats | None = None
             self.pairs: maps.PairStatsTable | None = None
             self.rewrites: maps.RewriteTable | None = None
+            self.user_progs: maps.UserProgTable | None = None
             if self.layout.has_egress:
                 self.egress_fd, self.egress_id = self._open_prog(maps.PIN_PROG_EGRESS)
                 self.rewrite_fd, self.rewrite_id = self._open_prog(maps.PIN_PROG_REWRITE)
@@ -82,6 +85,7 @@ class Dataplane:
                 self.egress_stats = self._open_stats(maps.PIN_ENTRY_STATS, maps.EgressStats)
                 self.pairs = self._open(maps.PairStatsTable, maps.PIN_PAIR_STATS)
                 self.rewrites = self._open(maps.RewriteTable, maps.PIN_REWRITE)
+                self.user_progs = self._open(maps.UserProgTable, maps.PIN_USER_PROGS)
         except BaseException:
             self._fds.close()
             raise
@@ -117,6 +121,13 @@ class Dataplane:
         """The pinned devmap of a group (closed with the dataplane)."""
         return self._open(maps.GroupMap, os.path.join(maps.PIN_GROUP_DIR, name))
 
+    def remove_empty_groups(self) -> list[str]:
+        """Unpin the groups left without members; return their names."""
+        emptied = [name for name in self.group_names() if not self.open_group(name).members()]
+        for name in emptied:
+            os.unlink(self.group_path(name))
+        return emptied
+
     def __enter__(self) -> Dataplane:
         return self
 
@@ -145,6 +156,19 @@ class Dataplane:
             return cls(pins)
         except OSError as e:
             raise BpfError(f"opening the pins in {pins.path} failed: {e.strerror}") from e
+
+
+@contextmanager
+def reading(pins: PinDir) -> Iterator[Dataplane | None]:
+    """The dataplane for reading (None when nothing is set up), under a shared lock
+    so that no writer is half-way through a change meanwhile."""
+    with pins.locked(create=False, shared=True):
+        dp = Dataplane.open(pins)
+        if dp is None:
+            yield None
+            return
+        with dp:
+            yield dp
 
 
 def existing_layout(pins: PinDir) -> Layout:
@@ -197,6 +221,9 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
             path = pins.pin(maps.PIN_GROUPS)
             maps.create_pinned_groups_table(path, layout.table, layout.value_size)
             rollback.callback(os.unlink, path)
+        if maps.PIN_USER_PROGS not in present and layout.has_egress:
+            maps.create_pinned_user_progs(pins.pin(maps.PIN_USER_PROGS))
+            rollback.callback(os.unlink, pins.pin(maps.PIN_USER_PROGS))
     except OSError as e:
         raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
     if maps.PIN_PROG_INGRESS in present:

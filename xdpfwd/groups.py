@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 import re
 from contextlib import ExitStack
+from dataclasses import replace
 
-from . import netdev, prereqs
+from . import doctor, entries, netdev, prereqs
 from .bpf import maps
 from .bpf import syscall as sc
-from .dataplane import Dataplane
+from .dataplane import Dataplane, reading
 from .errors import InputError, XdpfwdError
 from .model import BroadcastDelResult, BroadcastResult, GroupInfo, Iface, PairRow
 from .pins import PinDir
 from .ports import attach, fresh_link, iface, known, map_write, release_idle
-from .transaction import Change, change
+from .transaction import Change, Undo, change
 
 DEFAULT_GROUP = "default"
 _GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -80,10 +81,9 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]
 
 def _managed_ports(pins: PinDir, group: str) -> list[netdev.Link]:
     """Every port xdpfwd manages that is not in another group (for a bare `broadcast`)."""
-    dp = Dataplane.open(pins)
-    if dp is None:
-        return []
-    with dp:
+    with reading(pins) as dp:
+        if dp is None:
+            return []
         ids = _group_ids(dp)
         links = netdev.links()
         return [
@@ -124,14 +124,14 @@ def broadcast(
     for link in links:
         if link.loopback:
             raise InputError(f"{link.ifname} is a loopback device; XDP cannot forward there")
-    with change(pins, table, value, links, mode, force) as c:
+    with change(pins, table, value, dict.fromkeys(links, mode), force) as c:
         dp = c.dp
         ids = _group_ids(dp)
         for link in links:
             _check_may_join(dp, link, group, ids, convert)
         created = group not in dp.group_names()
         if created:
-            _create_group(c, group)
+            create(c, group)
         group_map = dp.open_group(group)
         current = set(group_map.members())
         if exclude_ingress is None:
@@ -140,7 +140,7 @@ def broadcast(
         attachments = [_join(c, plan, group_map, flags, mode) for plan in c.plans]
         for member in current - {link.ifindex for link in links}:
             _set_flags(c, member, flags)  # the group's flag changes in place
-        converted = [iface(link) for link in links if _unforward(c, link.ifindex)]
+        converted = [iface(link) for link in links if entries.remove(c, link.ifindex)]
         result = BroadcastResult(
             group=group,
             created=created,
@@ -151,7 +151,9 @@ def broadcast(
             table=c.layout.table,
             compiled=c.compiled,
         )
-    return result
+    everyone = [link.ifindex for link in links] + sorted(current)
+    pairs = [(a, b) for a in everyone for b in everyone if a != b]
+    return replace(result, warnings=doctor.warnings_for(pairs))
 
 
 def _check_may_join(
@@ -171,7 +173,7 @@ def _check_may_join(
         )
 
 
-def _create_group(c: Change, group: str) -> None:
+def create(c: Change, group: str) -> None:
     directory = c.dp.pins.pin(maps.PIN_GROUP_DIR)
     if not os.path.isdir(directory):
         os.mkdir(directory)
@@ -189,6 +191,13 @@ def _join(c: Change, plan, group_map: maps.GroupMap, flags: int, mode: str):
     previous = dp.ports.get(port)
     on_miss = previous.on_miss if previous else maps.XDP_PASS
     attachment = attach(dp, plan, mode, maps.PortSettings(on_miss, flags), c.undo)
+    add_member(dp, group_map, port, c.undo)
+    return attachment
+
+
+def add_member(dp: Dataplane, group_map: maps.GroupMap, port: int, undo: ExitStack) -> None:
+    """Put port into the group's devmap and point it at the group (the settings that
+    make its ingress program flood are the caller's)."""
     if port not in group_map.members():
         try:
             group_map.add(port, dp.group_prog_fd)
@@ -196,11 +205,49 @@ def _join(c: Change, plan, group_map: maps.GroupMap, flags: int, mode: str):
             raise XdpfwdError(
                 f"broadcast group is full ({maps.GROUP_MAX_MEMBERS} members): {e.strerror}"
             ) from e
-        c.undo.callback(group_map.remove, port)
-    if dp.groups.group_id(port) is None:
+        undo.callback(group_map.remove, port)
+    map_id = dp.groups.group_id(port)
+    if map_id != group_map.info.id:
         map_write(dp.groups.set, port, group_map.fd)
-        c.undo.callback(dp.groups.delete, port)
-    return attachment
+        if map_id is None:
+            undo.callback(dp.groups.delete, port)
+        else:
+            undo.callback(_point_back, dp, port, map_id)
+
+
+def _point_back(dp: Dataplane, port: int, map_id: int) -> None:
+    fd = sc.map_fd_by_id(map_id)
+    try:
+        dp.groups.set(port, fd)
+    finally:
+        os.close(fd)
+
+
+def remove_member(
+    dp: Dataplane, group_map: maps.GroupMap, port: int, undo: ExitStack, resources: ExitStack
+) -> None:
+    """Take port out of the group, and stop its ingress program flooding."""
+    entry = group_map.members()[port]
+    # The group's program lives while something holds it: keep an fd for undo.
+    prog_fd = sc.prog_fd_by_id(entry.egress_prog_id) if entry.egress_prog_id else 0
+    if prog_fd:
+        resources.callback(os.close, prog_fd)
+    group_map.remove(port)
+    undo.callback(group_map.add, port, prog_fd)
+    dp.groups.delete(port)
+    undo.callback(dp.groups.set, port, group_map.fd)
+    settings = dp.ports.get(port)
+    if settings is not None and settings.broadcast:
+        dp.ports.set(port, maps.PortSettings(settings.on_miss))
+        undo.callback(dp.ports.set, port, settings)
+
+
+def forget_pairs(dp: Dataplane, ports: set[int]) -> None:
+    """Drop the pair counters of ports that left their groups."""
+    if dp.pairs is not None:
+        for ingress, egress in dp.pairs.pairs():
+            if ingress in ports or egress in ports:
+                dp.pairs.forget(ingress, egress)
 
 
 def _set_flags(c: Change, port: int, flags: int) -> None:
@@ -208,22 +255,6 @@ def _set_flags(c: Change, port: int, flags: int) -> None:
     if previous.flags != flags:
         map_write(c.dp.ports.set, port, maps.PortSettings(previous.on_miss, flags))
         c.undo.callback(c.dp.ports.set, port, previous)
-
-
-def _unforward(c: Change, port: int) -> bool:
-    """Remove a converted port's forwarding entry; True if it had one."""
-    dp = c.dp
-    entry = dp.fwd.get(port)
-    if entry is None:
-        return False
-    prog_fd = sc.prog_fd_by_id(entry.egress_prog_id) if entry.egress_prog_id else 0
-    if prog_fd:
-        c.resources.callback(os.close, prog_fd)
-    dp.fwd.delete(port)
-    c.undo.callback(dp.fwd.set, port, entry.egress_ifindex, prog_fd)
-    if dp.layout.has_egress:
-        c.after_commit.append(lambda: dp.egress_stats.delete(port))
-    return True
 
 
 def broadcast_del(
@@ -256,33 +287,11 @@ def broadcast_del(
 
 
 def _leave(dp: Dataplane, groups: dict[Iface, str]) -> BroadcastDelResult:
-    with ExitStack() as resources, ExitStack() as undo:
+    with ExitStack() as resources, Undo() as undo:
         for member, name in groups.items():
-            port = member.ifindex
-            group_map = dp.open_group(name)
-            entry = group_map.members()[port]
-            # The group's program lives while something holds it: keep an fd for undo.
-            prog_fd = sc.prog_fd_by_id(entry.egress_prog_id) if entry.egress_prog_id else 0
-            if prog_fd:
-                resources.callback(os.close, prog_fd)
-            group_map.remove(port)
-            undo.callback(group_map.add, port, prog_fd)
-            dp.groups.delete(port)
-            undo.callback(dp.groups.set, port, group_map.fd)
-            settings = dp.ports.get(port)
-            if settings is not None:
-                dp.ports.set(port, maps.PortSettings(settings.on_miss))
-                undo.callback(dp.ports.set, port, settings)
+            remove_member(dp, dp.open_group(name), member.ifindex, undo, resources)
         detached = release_idle(dp, undo)
-        undo.pop_all()
-    emptied = []
-    for name in sorted(set(groups.values())):
-        if not dp.open_group(name).members():
-            os.unlink(dp.group_path(name))
-            emptied.append(name)
-    if dp.pairs is not None:
-        gone = {m.ifindex for m in groups}
-        for ingress, egress in dp.pairs.pairs():
-            if ingress in gone or egress in gone:
-                dp.pairs.forget(ingress, egress)
+        undo.commit()
+    emptied = dp.remove_empty_groups()
+    forget_pairs(dp, {m.ifindex for m in groups})
     return BroadcastDelResult(list(groups), sorted(set(groups.values())), emptied, detached)

@@ -2,15 +2,20 @@
 
 Python drops an exception raised while a finalizer runs (pyroute2's asyncio loops
 have them), so the handler also records the interrupt; long loops call check() at
-safe points to raise it again.
+safe points to raise it again. A change in progress holds interrupts (held()) so
+that each step is recorded with its reversal before the interrupt unwinds it.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _pending = False
+_holding = False
+committed = False  # a change was committed: an interrupt now no longer undoes it
 
 
 def _handler(main_pid: int):
@@ -21,7 +26,8 @@ def _handler(main_pid: int):
             # this process's rollback.
             os._exit(128 + signum)
         _pending = True
-        raise KeyboardInterrupt
+        if not _holding:
+            raise KeyboardInterrupt
 
     return handler
 
@@ -36,3 +42,21 @@ def check() -> None:
     """Raise KeyboardInterrupt if an interrupt arrived, even one that was swallowed."""
     if _pending:
         raise KeyboardInterrupt
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Let the block run to its end before an interrupt takes effect; the interrupt
+    stays pending for the next check(). Hold no waits (a lock, a sleep): they could
+    not be interrupted."""
+    global _holding
+    outer, _holding = _holding, True
+    try:
+        yield
+    finally:
+        _holding = outer
+
+
+def mark_committed() -> None:
+    global committed
+    committed = True

@@ -48,12 +48,14 @@ DEFAULT_EGRESS = EgressSpec()
 class EgressProg:
     """An entry's egress program as read back from the map (the kernel gives its id)."""
 
-    kind: str  # built-in, rewrite, user or none
+    kind: str  # built-in, rewrite, group, user or none
     prog_id: int
     name: str | None
+    source: str | None = None  # FILE.c:FUNCTION of a user program, when known
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "id": self.prog_id or None, "name": self.name}
+        return {"kind": self.kind, "id": self.prog_id or None, "name": self.name,
+                "source": self.source}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class AddResult:
     prog_id: int
     compiled: bool
     egress: EgressProg
+    warnings: tuple[str, ...] = ()  # problems that will keep frames from leaving
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,13 @@ class DelResult:
 class DownResult:
     detached: list[Iface]
     removed_pins: bool
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    gone: list[int]  # ifindexes of deleted devices whose state was forgotten
+    emptied: list[str]  # groups left without members
+    detached: list[Iface]
 
 
 # States of a row in `xdpfwd list`.
@@ -172,6 +182,7 @@ class BroadcastResult:
     exclude_ingress: bool
     table: str
     compiled: bool
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ import socket
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
+from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from . import netns as namespaces
 from .errors import AttachError, InputError
@@ -125,6 +127,42 @@ def resolve(name: str) -> Link:
     if found is None:
         raise InputError(f"no such interface: {name}")
     return found
+
+
+# enum netdev_xdp_act (include/uapi/linux/netdev.h)
+XDP_ACT_BASIC = 1 << 0  # native XDP
+XDP_ACT_REDIRECT = 1 << 1  # native XDP_REDIRECT
+XDP_ACT_NDO_XMIT = 1 << 2  # takes frames redirected to it (a veth: if its peer can)
+
+
+class _NetdevDevMsg(genlmsg):
+    """Messages of the "netdev" generic netlink family (Linux 6.3+)."""
+
+    nla_map = (
+        ("NETDEV_A_DEV_UNSPEC", "none"),
+        ("NETDEV_A_DEV_IFINDEX", "uint32"),
+        ("NETDEV_A_DEV_PAD", "none"),
+        ("NETDEV_A_DEV_XDP_FEATURES", "uint64"),
+    )
+
+
+def xdp_features() -> dict[int, int] | None:
+    """XDP features per ifindex in this namespace; None if the kernel cannot tell."""
+    try:
+        with GenericNetlinkSocket() as sock:
+            sock.bind("netdev", _NetdevDevMsg)
+            msg = _NetdevDevMsg()
+            msg["cmd"] = 1  # NETDEV_CMD_DEV_GET
+            msg["version"] = 1
+            replies = sock.nlm_request(
+                msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP
+            )
+            return {
+                r.get_attr("NETDEV_A_DEV_IFINDEX"): r.get_attr("NETDEV_A_DEV_XDP_FEATURES") or 0
+                for r in replies
+            }
+    except (NetlinkError, OSError):
+        return None
 
 
 def _netlink_reason(e: NetlinkError) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from .errors import InputError
+from .errors import InputError, PrereqError
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -33,6 +34,15 @@ def _check(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+
+
+def check_name(name: str) -> None:
+    """Raises InputError unless name can be a namespace name (and part of a pin path)."""
+    if not _NAME.match(name) or name in (".", ".."):
+        raise InputError(f"network namespace name {name!r}: letters, digits and . _ + -")
 
 
 def path(name: str) -> str:
@@ -112,6 +122,8 @@ def enter(name: str) -> None:
         raise InputError(f"no such network namespace: {name}") from None
     try:
         _setns(fd)
+    except PermissionError as e:
+        raise PrereqError(f"entering network namespace {name} needs root: {e.strerror}") from e
     finally:
         os.close(fd)
 

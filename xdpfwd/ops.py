@@ -4,18 +4,17 @@ and undone if a later step fails, so a failed call leaves the previous state."""
 
 from __future__ import annotations
 
-import errno
 import os
-from contextlib import ExitStack
-from pathlib import Path
+from dataclasses import replace
 
-from . import lab, netdev, prereqs
-from .bpf import loader, maps, source
+from . import dataplane, doctor, entries, lab, netdev, prereqs
+from .apply import apply, save  # noqa: F401  (CLI entry points)
+from .bpf import maps
 from .bpf import syscall as sc
-from .counters import clear as stats_clear  # noqa: F401  (CLI entry points)
+from .counters import clear as stats_clear  # noqa: F401
 from .counters import read as stats_read  # noqa: F401
 from .counters import watch as stats_watch  # noqa: F401
-from .dataplane import Dataplane, Layout
+from .dataplane import Dataplane
 from .errors import InputError, XdpfwdError
 from .groups import broadcast, broadcast_del, group_infos  # noqa: F401
 from .model import (
@@ -28,11 +27,11 @@ from .model import (
     Attachment,
     DelResult,
     DownResult,
-    EgressProg,
     EgressSpec,
     Iface,
     Listing,
     PortRow,
+    PruneResult,
 )
 from .pins import PinDir
 from .ports import (
@@ -41,12 +40,10 @@ from .ports import (
     fresh_link,
     iface,
     known,
-    map_write,
-    open_pinned_prog,
-    prog_name,
     release_idle,
+    teardown,
 )
-from .transaction import Change, change
+from .transaction import Change, Undo, change, tidy
 
 _VERDICT_NAMES = {v: k for k, v in maps.ON_MISS_VERDICTS.items()}
 
@@ -72,54 +69,6 @@ def _check_forwarding_pair(ingress: netdev.Link, egress: netdev.Link) -> None:
     for link in (ingress, egress):
         if link.loopback:
             raise InputError(f"{link.ifname} is a loopback device; XDP cannot forward there")
-
-
-def _check_egress_spec(spec: EgressSpec, bidirectional: bool) -> None:
-    if spec.program == "user" and spec.rewrites:
-        raise InputError("--egress-prog replaces the rewrite program: rewrite in your program")
-    if spec.program == "none" and spec.rewrites:
-        raise InputError("--no-egress leaves no program to rewrite addresses")
-    if bidirectional and not spec.is_default and spec.program != "none":
-        raise InputError(
-            "egress programs and rewrites are set per entry: add each direction on its own"
-        )
-    for option, mac in (("--src-mac", spec.src_mac), ("--dst-mac", spec.dst_mac)):
-        if mac and mac != "egress":
-            try:
-                maps.mac_bytes(mac)
-            except ValueError as e:
-                raise InputError(f"{option}: {e}") from None
-    if spec.dst_mac == "egress":
-        raise InputError("--dst-mac takes a MAC address (only --src-mac takes 'egress')")
-
-
-def _egress_check(spec: EgressSpec):
-    def check(layout: Layout) -> None:
-        if not layout.has_egress and (spec.program == "user" or spec.rewrites):
-            raise XdpfwdError(
-                "the forwarding table holds plain ifindex entries (--value ifindex); egress "
-                "programs and MAC rewrites need bpf_devmap_val entries (Linux 5.8+)"
-            )
-
-    return check
-
-
-def _read_user_program(spec: EgressSpec) -> tuple[str, str]:
-    """(source text, function name) of a user egress program; raises InputError."""
-    path = spec.user_file or ""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise InputError(f"cannot read egress program {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"egress program {path} is not text") from None
-    func = spec.user_func or source.user_function(text)
-    if func is None:
-        raise InputError(
-            f"{path} has no single `int NAME(struct xdp_md *ctx)`: name the function, "
-            f"--egress-prog {path}:FUNCTION"
-        )
-    return text, func
 
 
 def _check_not_members(dp: Dataplane, links: list[netdev.Link]) -> None:
@@ -153,35 +102,30 @@ def add(
     """
     in_link, out_link = fresh_link(ingress), fresh_link(egress)
     _check_forwarding_pair(in_link, out_link)
-    _check_egress_spec(egress_spec, bidirectional)
-    user = _read_user_program(egress_spec) if egress_spec.program == "user" else None
+    entries.check_spec(egress_spec, bidirectional)
+    user = entries.read_user_program(egress_spec) if egress_spec.program == "user" else None
     ports = [in_link, out_link] if bidirectional else [in_link]
-    entries = [(in_link, out_link), (out_link, in_link)] if bidirectional else [(in_link, out_link)]
-    check = _egress_check(egress_spec)
-    with change(pins, table, value, ports, mode, force, check) as c:
-        dp = c.dp
-        _check_not_members(dp, ports)
+    pairs = [(in_link, out_link), (out_link, in_link)] if bidirectional else [(in_link, out_link)]
+    attach = dict.fromkeys(ports, mode)
+    with change(pins, table, value, attach, force, entries.layout_check(egress_spec)) as c:
+        _check_not_members(c.dp, ports)
         # Compiled before anything changes: a compile error leaves all as it was.
-        prog_fd = _entry_prog_fd(dp, egress_spec, user, pins, c.resources)
-        rewrite = _rewrite(egress_spec, out_link)
+        prog_fd = entries.prog_fd(c, egress_spec, user)
+        rewrite = entries.rewrite_of(egress_spec, out_link)
         attachments = [_attach_forwarding_port(c, plan, mode, on_miss) for plan in c.plans]
-        for src, dst in entries:
-            previous = _write_entry(dp, src.ifindex, dst.ifindex, prog_fd, rewrite, c)
-            c.after_commit.append(
-                lambda s=src.ifindex, d=dst.ifindex, p=previous: _forget_stale_pair_state(
-                    dp, s, d, p, rewrite
-                )
-            )
+        for src, dst in pairs:
+            entries.write(c, src.ifindex, dst.ifindex, prog_fd, rewrite)
         result = AddResult(
-            entries=[(iface(s), iface(d)) for s, d in entries],
+            entries=[(iface(s), iface(d)) for s, d in pairs],
             attachments=attachments,
             table=c.layout.table,
             value_format=c.layout.value_format,
-            prog_id=dp.prog_id,
+            prog_id=c.dp.prog_id,
             compiled=c.compiled,
-            egress=_egress_prog(dp, dp.fwd.get(in_link.ifindex)),
+            egress=entries.describe(c.dp, c.dp.fwd.get(in_link.ifindex)),
         )
-    return result
+    warnings = doctor.warnings_for([(s.ifindex, d.ifindex) for s, d in pairs])
+    return replace(result, warnings=warnings)
 
 
 def _attach_forwarding_port(
@@ -192,89 +136,6 @@ def _attach_forwarding_port(
     if verdict is None:
         verdict = previous.on_miss if previous else maps.XDP_PASS
     return attach(c.dp, plan, mode, maps.PortSettings(on_miss=verdict), c.undo)
-
-
-def _entry_prog_fd(
-    dp: Dataplane,
-    spec: EgressSpec,
-    user: tuple[str, str] | None,
-    pins: PinDir,
-    resources: ExitStack,
-) -> int:
-    """The program fd an entry gets (0 for none); compiles a user program."""
-    if not dp.layout.has_egress or spec.program == "none":
-        return 0
-    if user is not None:
-        text, func = user
-        fd = loader.compile_user_egress(pins.path, text, os.path.basename(spec.user_file), func)
-        resources.callback(os.close, fd)
-        return fd
-    return dp.rewrite_fd if spec.rewrites else dp.egress_fd
-
-
-def _rewrite(spec: EgressSpec, egress: netdev.Link) -> maps.Rewrite | None:
-    if not spec.rewrites:
-        return None
-    src = egress.mac if spec.src_mac == "egress" else spec.src_mac
-    return maps.Rewrite(src, spec.dst_mac)
-
-
-def _write_entry(
-    dp: Dataplane,
-    ingress: int,
-    egress: int,
-    prog_fd: int,
-    rewrite: maps.Rewrite | None,
-    c: Change,
-) -> maps.FwdEntry | None:
-    """Write one entry (in a single, atomic map update); return the one it replaced."""
-    previous = dp.fwd.get(ingress)
-    if rewrite is not None:
-        # In place before the entry, so its first frame is already rewritten.
-        old_rewrite = dp.rewrites.get(ingress, egress)
-        map_write(dp.rewrites.set, ingress, egress, rewrite)
-        if old_rewrite is None:
-            c.undo.callback(dp.rewrites.forget, ingress, egress)
-        else:
-            c.undo.callback(dp.rewrites.set, ingress, egress, old_rewrite)
-    if previous is None:
-        c.undo.callback(dp.fwd.delete, ingress)
-    else:
-        # The old program lives only as long as something holds it: keep an fd.
-        old_fd = sc.prog_fd_by_id(previous.egress_prog_id) if previous.egress_prog_id else 0
-        if old_fd:
-            c.resources.callback(os.close, old_fd)
-        c.undo.callback(dp.fwd.set, ingress, previous.egress_ifindex, old_fd)
-    map_write(dp.fwd.set, ingress, egress, prog_fd)
-    return previous
-
-
-def _forget_stale_pair_state(
-    dp: Dataplane,
-    ingress: int,
-    egress: int,
-    previous: maps.FwdEntry | None,
-    rewrite: maps.Rewrite | None,
-) -> None:
-    """Start an entry's egress counters afresh when its pair is new; drop stale rewrites."""
-    if not dp.layout.has_egress:
-        return
-    if previous is None or previous.egress_ifindex != egress:
-        dp.egress_stats.reset(ingress)
-        if previous is not None:
-            dp.rewrites.forget(ingress, previous.egress_ifindex)
-    if rewrite is None:
-        dp.rewrites.forget(ingress, egress)
-
-
-def _egress_prog(dp: Dataplane, entry: maps.FwdEntry | None) -> EgressProg | None:
-    if entry is None:
-        return None
-    prog_id = entry.egress_prog_id
-    if not prog_id:
-        return EgressProg("none", 0, None)
-    kinds = {dp.egress_id: "built-in", dp.rewrite_id: "rewrite", dp.group_prog_id: "group"}
-    return EgressProg(kinds.get(prog_id, "user"), prog_id, prog_name(prog_id))
 
 
 def delete(pins: PinDir, ingress: Iface) -> DelResult:
@@ -290,7 +151,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
         dp = Dataplane.open(pins)
         if dp is None:
             raise no_entry
-        with dp, ExitStack() as undo:
+        with dp, Undo() as undo:
             entry = dp.fwd.get(ingress.ifindex)
             if entry is None:
                 if dp.groups.group_id(ingress.ifindex) is not None:
@@ -304,13 +165,11 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
                 dp.fwd.delete(ingress.ifindex)
                 undo.callback(dp.fwd.set, ingress.ifindex, entry.egress_ifindex, prog_fd)
                 detached = release_idle(dp, undo)
-                undo.pop_all()
+                undo.commit()
             finally:
                 if prog_fd:
                     os.close(prog_fd)
-            if dp.layout.has_egress:
-                dp.egress_stats.delete(ingress.ifindex)
-                dp.rewrites.forget(ingress.ifindex, entry.egress_ifindex)
+            entries.forget_pair(dp, ingress.ifindex, entry.egress_ifindex)
     links = netdev.links()
     return DelResult(
         removed=known(ingress.ifindex, links),
@@ -319,14 +178,26 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     )
 
 
+def prune(pins: PinDir) -> PruneResult:
+    """Forget what deleted devices left behind, and detach from idle ports."""
+    prereqs.require_privileges()
+    with pins.locked(create=False):
+        dp = Dataplane.open(pins)
+        if dp is None:
+            return PruneResult([], [], [])
+        with dp, Undo() as undo:
+            gone, emptied, detached = tidy(dp, undo)
+            undo.commit()
+    return PruneResult(gone, emptied, detached)
+
+
 def list_ports(pins: PinDir) -> Listing:
     """Every port xdpfwd manages under pins, with its entry or group, mode, state and
     counters, and every broadcast group."""
     prereqs.require_privileges()
-    dp = Dataplane.open(pins)
-    if dp is None:
-        return Listing(pins.path, None, None, None, [], [])
-    with dp:
+    with dataplane.reading(pins) as dp:
+        if dp is None:
+            return Listing(pins.path, None, None, None, [], [])
         links = netdev.links()
         groups = group_infos(dp, links)
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
@@ -361,7 +232,7 @@ def _port_row(
         on_miss=_VERDICT_NAMES.get(settings.on_miss, "pass"),
         state=state,
         counters=dp.stats.read(port) or maps.PortStats(),
-        egress_prog=_egress_prog(dp, entry),
+        egress_prog=entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
         egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
         group=group,
@@ -376,26 +247,14 @@ def down(pins: PinDir) -> DownResult:
     prereqs.require_privileges()
     if not pins.exists():
         return DownResult([], removed_pins=False)
-    detached: list[Iface] = []
     with pins.locked(create=False):
         if not pins.exists():
             return DownResult([], removed_pins=False)
-        prog_fd = open_pinned_prog(pins)
-        if prog_fd is not None:
-            try:
-                prog_id = sc.prog_info(prog_fd).id
-                for link in netdev.links().values():
-                    if link.xdp_prog_id == prog_id:
-                        netdev.detach_xdp(link, expected_fd=prog_fd)
-                        detached.append(iface(link))
-            finally:
-                os.close(prog_fd)
-        try:
-            pins.remove()
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise XdpfwdError(f"removing {pins.path} failed: {e.strerror}") from e
-    return DownResult(detached, removed_pins=True)
+        return DownResult(teardown(pins), removed_pins=True)
+
+
+def check_host(pins: PinDir, compile_test: bool = True) -> list[doctor.Check]:
+    return doctor.run(pins, compile_test)
 
 
 def lab_up(name: str, nports: int) -> lab.Lab:

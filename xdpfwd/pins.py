@@ -64,11 +64,12 @@ class PinDir:
         )
 
     @contextmanager
-    def locked(self, create: bool) -> Iterator[bool]:
-        """Hold an exclusive flock on the directory; yield whether this call created it.
+    def locked(self, create: bool, shared: bool = False) -> Iterator[bool]:
+        """Hold a flock on the directory; yield whether this call created it.
 
-        Serialises the processes that change state. A waiter whose directory was
-        removed meanwhile (by `down`) starts over on a fresh one.
+        Exclusive for the processes that change state, which it serialises; shared
+        for readers, who then never see a change half made. A waiter whose directory
+        was removed meanwhile (by `down`) starts over on a fresh one.
         """
         while True:
             created = False
@@ -86,7 +87,7 @@ class PinDir:
                 yield False
                 return
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
                 if os.fstat(fd).st_nlink == 0:
                     continue
                 yield created

@@ -8,7 +8,7 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from . import netdev
+from . import interrupts, netdev
 from .bpf import maps
 from .bpf import syscall as sc
 from .dataplane import Dataplane
@@ -85,16 +85,21 @@ class AttachPlan:
     link: netdev.Link
     keep: bool  # xdpfwd's program is already attached
     foreign_prog_id: int  # a program to replace (only with --force)
+    switch: bool = False  # xdpfwd's program, to re-attach in another mode
 
 
-def plan_attach(link: netdev.Link, ours: int | None, mode: str, force: bool) -> AttachPlan:
+def plan_attach(
+    link: netdev.Link, ours: int | None, mode: str, force: bool, switch: bool = False
+) -> AttachPlan:
     """Decide, before anything changes, how xdpfwd's program gets onto link.
 
     Raises AttachError for another tool's program without force, XdpfwdError when
-    the port runs xdpfwd in another mode than the one asked for.
+    the port runs xdpfwd in another mode than the one asked for (unless switch).
     """
     if link.xdp_prog_id and link.xdp_prog_id == ours:
         if mode != "auto" and mode != link.xdp_mode:
+            if switch:
+                return AttachPlan(link, keep=False, foreign_prog_id=0, switch=True)
             raise XdpfwdError(
                 f"{link.ifname} already runs xdpfwd in {link.xdp_mode} mode; "
                 f"`xdpfwd del` its entries first to switch to {mode}"
@@ -124,7 +129,13 @@ def attach(
         undo.callback(dp.ports.set, link.ifindex, previous)
     if plan.keep:
         return Attachment(iface(link), link.xdp_mode or "?", changed=False)
-    if plan.foreign_prog_id:
+    if plan.switch:
+        # Native and generic cannot overlap: a short gap while the mode changes.
+        netdev.detach_xdp(link, expected_fd=dp.prog_fd)
+        undo.callback(netdev.attach_xdp, link, dp.prog_fd, link.xdp_mode)
+        used = netdev.attach_xdp(link, dp.prog_fd, mode)
+        undo.callback(_detach_ours, link.ifindex, dp.prog_fd)
+    elif plan.foreign_prog_id:
         used = _replace_foreign(dp, plan, mode, undo)
     else:
         used = netdev.attach_xdp(link, dp.prog_fd, mode)
@@ -174,14 +185,90 @@ def release_idle(dp: Dataplane, undo: ExitStack) -> list[Iface]:
     for port in ports:
         if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
             continue
-        link = links.get(port)
-        if link is not None and link.xdp_prog_id == dp.prog_id:
-            netdev.detach_xdp(link, expected_fd=dp.prog_fd)
-            undo.callback(netdev.attach_xdp, link, dp.prog_fd, link.xdp_mode)
-        settings = dp.ports.get(port)
-        dp.ports.delete(port)
-        if settings is not None:
-            undo.callback(dp.ports.set, port, settings)
-        dp.stats.delete(port)
+        release(dp, port, links, undo)
         released.append(known(port, links))
     return released
+
+
+def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo: ExitStack) -> None:
+    """Detach xdpfwd's program from port and forget its settings and counters."""
+    link = links.get(port)
+    if link is not None and link.xdp_prog_id == dp.prog_id:
+        netdev.detach_xdp(link, expected_fd=dp.prog_fd)
+        undo.callback(netdev.attach_xdp, link, dp.prog_fd, link.xdp_mode)
+    settings = dp.ports.get(port)
+    dp.ports.delete(port)
+    if settings is not None:
+        undo.callback(dp.ports.set, port, settings)
+    dp.stats.delete(port)
+
+
+def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
+    """Forget the state of ports whose device no longer exists; return their ifindexes.
+
+    The kernel already dropped the devmap entries that pointed to them; what stays
+    keyed by their ifindex (their own entry, settings, counters, membership) goes.
+    A device re-created under the same name has a new ifindex: it is not re-bound.
+    """
+    gone = [port for port in dp.ports.ifindexes() if port not in links]
+    for port in gone:
+        entry = dp.fwd.get(port)
+        dp.fwd.delete(port)
+        dp.groups.delete(port)
+        dp.ports.delete(port)
+        dp.stats.delete(port)
+        if dp.layout.has_egress:
+            dp.egress_stats.delete(port)
+            if entry is not None:
+                dp.rewrites.forget(port, entry.egress_ifindex)
+            for ingress, egress in dp.pairs.pairs():
+                if port in (ingress, egress):
+                    dp.pairs.forget(ingress, egress)
+    return gone
+
+
+XDPFWD_PROG_NAME = "xdpfwd_ingress"
+
+
+def orphans(links: dict[int, netdev.Link], ours: int | None) -> dict[int, int]:
+    """Ports running an xdpfwd ingress program that is not this pin directory's, by
+    the program's name (its pins were removed, or it belongs to another pin dir):
+    ifindex -> program id."""
+    found = {}
+    for link in links.values():
+        if link.xdp_prog_id and link.xdp_prog_id != ours:
+            if prog_name(link.xdp_prog_id) == XDPFWD_PROG_NAME:
+                found[link.ifindex] = link.xdp_prog_id
+    return found
+
+
+def teardown(pins: PinDir) -> list[Iface]:
+    """Detach this pin directory's program everywhere and remove its pins; return the
+    ports it left. Call with the pin directory locked. Raises AttachError.
+
+    An interrupt waits until it is done: half a teardown helps nobody."""
+    with interrupts.held():
+        detached = _teardown(pins)
+        interrupts.mark_committed()
+    return detached
+
+
+def _teardown(pins: PinDir) -> list[Iface]:
+    detached = []
+    prog_fd = open_pinned_prog(pins)
+    if prog_fd is not None:
+        try:
+            prog_id = sc.prog_info(prog_fd).id
+            for link in netdev.links().values():
+                if link.xdp_prog_id == prog_id:
+                    netdev.detach_xdp(link, expected_fd=prog_fd)
+                    detached.append(iface(link))
+        finally:
+            os.close(prog_fd)
+    try:
+        pins.remove()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise XdpfwdError(f"removing {pins.path} failed: {e.strerror}") from e
+    return detached

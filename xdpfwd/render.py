@@ -29,6 +29,7 @@ from .model import (
     EgressProg,
     Iface,
     Listing,
+    PruneResult,
 )
 from .stats import PairCounters, PortCounters, Rate, Rates, Snapshot
 
@@ -49,6 +50,10 @@ def error(message: str) -> None:
 
 def note(message: str) -> None:
     _line(Console(stderr=True, highlight=False), f"note: {message}")
+
+
+def warning(message: str) -> None:
+    _line(Console(stderr=True, highlight=False), f"warning: {message}")
 
 
 def print_json(data) -> None:
@@ -85,6 +90,8 @@ def add_result(result: AddResult) -> None:
                f"{result.prog_id} ({compiled})")  # fmt: skip
     if result.egress is not None:
         _line(out, f"  egress program: {_egress_prog(result.egress)}")
+    for message in result.warnings:
+        warning(message)
 
 
 def broadcast_result(result: BroadcastResult) -> None:
@@ -97,6 +104,8 @@ def broadcast_result(result: BroadcastResult) -> None:
         _line(out, f"  {att.port.ifname}: member, {how} ({att.mode} mode)")
     for port in result.converted:
         _line(out, f"  {port.ifname}: its forwarding entry was removed")
+    for message in result.warnings:
+        warning(message)
 
 
 def broadcast_del_result(result: BroadcastDelResult) -> None:
@@ -114,6 +123,18 @@ def del_result(result: DelResult) -> None:
     _line(out, f"removed {result.removed.label} -> {result.egress.label}")
     for port in result.detached:
         _line(out, f"  detached from {port.label}")
+
+
+def prune_result(result: PruneResult) -> None:
+    out = _out()
+    if not (result.gone or result.emptied or result.detached):
+        _line(out, "nothing to prune")
+    for ifindex in result.gone:
+        _line(out, f"forgot ifindex {ifindex}: its device is gone")
+    for name in result.emptied:
+        _line(out, f"removed group {name}: no member left")
+    for port in result.detached:
+        _line(out, f"detached from {port.label}")
 
 
 def down_result(result: DownResult, pin_dir: str) -> None:
@@ -530,3 +551,33 @@ def watch(frames, pin_dir: str, interval: float, fmt: str, sort: str, keep) -> N
     else:
         for frame in frames:
             watch_plain(for_frame(frame), pin_dir, interval, sort)
+
+
+_STATUS_STYLES = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+
+
+def doctor_report(checks, as_json: bool) -> None:
+    if as_json:
+        print_json([c.as_dict() for c in checks])
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("CHECK", "STATUS", "DETAIL"):
+        table.add_column(name)
+    for c in checks:
+        detail = Text(c.detail)
+        if c.fix and c.status != "pass":
+            detail.append(f"\n  fix: {c.fix}", style="cyan")
+        table.add_row(c.name, Text(c.status, style=_STATUS_STYLES[c.status]), detail)
+    _out().print(table)
+
+
+def apply_result(result) -> None:
+    out = _out()
+    if not result.steps:
+        _line(out, "nothing to change")
+    else:
+        _line(out, "would do:" if result.dry_run else "done:")
+        for step in result.steps:
+            _line(out, f"  {step}")
+    for message in result.warnings:
+        warning(message)

@@ -19,6 +19,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from xdpfwd.bpf import syscall as sc
+from xdpfwd.bpf.loader import PROG_XDP
+from xdpfwd.bpf.maps import XDP_PASS
+
 SO_RCVBUFFORCE = 33  # not exported by Python's socket module
 XDPFWD = os.path.join(os.path.dirname(sys.executable), "xdpfwd")
 SUBNET = "10.77.0"
@@ -61,6 +65,7 @@ class Topo:
         self.fwd = f"xt{tag}f"
         self.hosts = [Host(i, f"xt{tag}h{i}", f"p{i}") for i in range(1, nports + 1)]
         self.gro = gro
+        self.files: list[str] = []
 
     @property
     def namespaces(self) -> list[str]:
@@ -113,6 +118,9 @@ class Topo:
     def destroy(self) -> None:
         for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)
+        for path in self.files:
+            if os.path.exists(path):
+                os.unlink(path)
 
     def host(self, i: int) -> Host:
         return self.hosts[i - 1]
@@ -173,6 +181,14 @@ class Topo:
             if "packets transmitted" in line:
                 return int(line.split(",")[1].split()[0])
         raise AssertionError(f"no ping summary: {result.stdout} {result.stderr}")
+
+    def config_file(self, doc: dict) -> str:
+        """A configuration file for apply (version 1 plus doc), beside the namespaces."""
+        path = f"/tmp/xdpfwd-test-{self.fwd}-{len(doc)}-{abs(hash(json.dumps(doc))) % 10**8}.json"
+        with open(path, "w") as f:
+            json.dump({"version": 1, **doc}, f)
+        self.files.append(path)
+        return path
 
     def static_arp(self) -> None:
         """Neighbours known in advance, so a test's datagrams are the only frames sent."""
@@ -292,37 +308,9 @@ def _udp_dport(frame: bytes) -> int | None:
     return struct.unpack_from("!H", frame, 14 + ihl + 2)[0]
 
 
-def load_xdp_pass_program(name: bytes = b"foreign_pass") -> int:
+def load_xdp_pass_program(name: str = "foreign_pass") -> int:
     """Load a two-instruction XDP program (r0 = XDP_PASS; exit): another tool's program."""
-
-    class ProgLoadAttr(ctypes.Structure):
-        _fields_ = [
-            ("prog_type", ctypes.c_uint32),
-            ("insn_cnt", ctypes.c_uint32),
-            ("insns", ctypes.c_uint64),
-            ("license", ctypes.c_uint64),
-            ("log_level", ctypes.c_uint32),
-            ("log_size", ctypes.c_uint32),
-            ("log_buf", ctypes.c_uint64),
-            ("kern_version", ctypes.c_uint32),
-            ("prog_flags", ctypes.c_uint32),
-            ("prog_name", ctypes.c_char * 16),
-        ]
-
-    insns = struct.pack("=BBhi", 0xB7, 0, 0, 2) + struct.pack("=BBhi", 0x95, 0, 0, 0)
-    insn_buf = ctypes.create_string_buffer(insns, len(insns))
-    license_buf = ctypes.create_string_buffer(b"GPL")
-    attr = ProgLoadAttr(
-        prog_type=6,
-        insn_cnt=2,
-        insns=ctypes.addressof(insn_buf),
-        license=ctypes.addressof(license_buf),
-        prog_name=name,
-    )
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(321, 5, ctypes.byref(attr), ctypes.sizeof(attr))
-    assert fd >= 0, os.strerror(ctypes.get_errno())
-    return fd
+    return sc.prog_load(PROG_XDP, sc.insn(0xB7, imm=XDP_PASS) + sc.insn(0x95), name)
 
 
 def attach_foreign(topo: Topo, port: str, generic: bool = False) -> int:

@@ -117,6 +117,7 @@ def test_user_program_dropping_stops_only_its_entry(make_topo, pin_dir, programs
     by_port = rows(topo, pin_dir)
     assert by_port["p1"]["egress_prog"]["kind"] == "user"
     assert by_port["p1"]["egress_prog"]["name"] == "drop_all"
+    assert by_port["p1"]["egress_prog"]["source"] == f"{programs / 'drop_all.c'}:drop_all"
     assert by_port["p1"]["egress_counters"]["drop_packets"] == 30
     assert by_port["p1"]["egress_counters"]["tx_packets"] == 0
     assert by_port["p3"]["egress_counters"]["tx_packets"] == 30
@@ -145,7 +146,7 @@ def test_plain_ifindex_tables_forward_and_refuse_egress_features(topo, pin_dir, 
     listing = topo.list_json(pin_dir)
     assert listing["value"] == "ifindex"
     for row in listing["entries"]:
-        assert row["egress_prog"] == {"kind": "none", "id": None, "name": None}
+        assert row["egress_prog"] == {"kind": "none", "id": None, "name": None, "source": None}
         assert row["egress_counters"] is None
     before = snapshot(topo, pin_dir)
     for extra in (["--src-mac", "egress"], ["--egress-prog", str(programs / "pass_a.c")]):

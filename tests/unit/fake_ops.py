@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from xdpfwd import config
+from xdpfwd.apply import ApplyResult, SaveResult
 from xdpfwd.bpf.maps import EgressStats, PortStats, Rewrite
+from xdpfwd.doctor import Check
 from xdpfwd.errors import InputError
 from xdpfwd.model import (
+    DEFAULT_EGRESS,
     AddResult,
     Attachment,
     BroadcastDelResult,
@@ -17,6 +21,7 @@ from xdpfwd.model import (
     Listing,
     PairRow,
     PortRow,
+    PruneResult,
 )
 
 LINKS = {"eth1": 2, "eth2": 3, "eth3": 4}
@@ -26,6 +31,7 @@ class FakeOps:
     def __init__(self, fail_with: BaseException | None = None):
         self.calls: list[tuple[str, tuple, dict]] = []
         self.fail_with = fail_with
+        self.doctor_status = "pass"
 
     def _record(self, name, *args, **kwargs):
         self.calls.append((name, args, kwargs))
@@ -99,3 +105,35 @@ class FakeOps:
     def lab_status(self, name):
         self._record("lab_status", name)
         return None
+
+    def prune(self, pins):
+        self._record("prune", pins)
+        return PruneResult([17], ["cams"], [Iface(3, "eth2")])
+
+    def save(self, pins, fmt):
+        self._record("save", pins, fmt)
+        running = config.Config(forward=(config.EntryConf("eth1", "eth2", DEFAULT_EGRESS),))
+        return SaveResult(config.dump(running, fmt), ["ifindex 17 left out: its device is gone"])
+
+    def apply(self, pins, path, dry_run, force):
+        """Reads the file for real (parsing needs no root), so bad files fail as they would."""
+        self._record("apply", pins, path, dry_run=dry_run, force=force)
+        wanted = config.load(path)
+        steps = [f"forward {e.ingress} -> {e.egress}" for e in wanted.forward]
+        return ApplyResult(steps, dry_run=dry_run)
+
+    def check_host(self, pins, compile_test):
+        self._record("check_host", pins, compile_test=compile_test)
+        return [Check("privileges", "pass", "root"),
+                Check("port eth1", self.doctor_status, "up", "xdpfwd apply FILE")]  # fmt: skip
+
+    def stats_read(self, pins):
+        self._record("stats_read", pins)
+        return None
+
+    def stats_clear(self, pins):
+        self._record("stats_clear", pins)
+
+    def stats_watch(self, pins, interval, count):
+        self._record("stats_watch", pins, interval, count)
+        yield from ()

@@ -10,6 +10,7 @@ from xdpfwd.cli import cli
 from xdpfwd.errors import AttachError, BpfError, PrereqError, XdpfwdError
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 
+from .commands import COMMANDS
 from .fake_ops import FakeOps
 
 
@@ -26,20 +27,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
-COMMANDS = [
-    ["add"],
-    ["del"],
-    ["list"],
-    ["down"],
-    ["demo"],
-    ["lab"],
-    ["lab", "up"],
-    ["lab", "down"],
-    ["lab", "status"],
-]
-
-
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", [list(path) for path, _ in COMMANDS], ids=" ".join)
 def test_every_command_has_help_with_examples(command):
     result, _ = invoke([*command, "--help"])
     assert result.exit_code == 0
@@ -195,7 +183,7 @@ def test_list_json_is_stable_and_parseable():
     assert first["ingress"] == {"ifname": "eth1", "ifindex": 2}
     assert first["counters"]["redirect_packets"] == 5
     assert first["counters"]["rx_packets"] == 5
-    assert first["egress_prog"] == {"kind": "user", "id": 9, "name": "drop_arp"}
+    assert first["egress_prog"] == {"kind": "user", "id": 9, "name": "drop_arp", "source": None}
     assert first["rewrite"] == {"src_mac": "02:00:00:00:00:01", "dst_mac": None}
     assert first["egress_counters"]["drop_packets"] == 1
     assert gone["ingress"] == {"ifname": None, "ifindex": 17}
@@ -283,3 +271,66 @@ def test_list_shows_groups():
     (group,) = data["groups"]
     assert group["exclude_ingress"] is True
     assert group["pairs"][0]["tx_packets"] == 7
+
+
+# --- doctor, prune, save, apply, --netns -------------------------------------------------
+
+
+def test_doctor_exit_code_follows_the_checks():
+    result, ops = invoke(["doctor", "--no-compile"])
+    assert result.exit_code == 0 and "privileges" in result.stdout
+    assert ops.calls[0][2] == {"compile_test": False}
+    failing = FakeOps()
+    failing.doctor_status = "fail"
+    result, _ = invoke(["doctor", "--json"], ops=failing)
+    assert result.exit_code == 1
+    assert one_error_line(result) == "error: 1 check(s) failed: port eth1"
+    checks = json.loads(result.stdout)
+    assert checks[1] == {"check": "port eth1", "status": "fail", "detail": "up",
+                         "fix": "xdpfwd apply FILE"}  # fmt: skip
+
+
+def test_prune_reports_what_it_forgot():
+    result, _ = invoke(["prune"])
+    assert result.exit_code == 0
+    assert "forgot ifindex 17" in result.stdout and "cams" in result.stdout
+
+
+def test_save_writes_the_file_and_warns_on_stderr(tmp_path):
+    out = tmp_path / "saved.json"
+    result, ops = invoke(["save", "--format", "json", "--output", str(out)])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert ops.calls[0][1][1] == "json"
+    assert json.loads(out.read_text())["forward"] == [{"from": "eth1", "to": "eth2"}]
+    assert "warning: ifindex 17 left out" in result.stderr
+
+
+def test_apply_passes_flags_and_prints_the_plan(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("version: 1\nforward:\n  - {from: eth1, to: eth2}\n")
+    result, ops = invoke(["apply", str(path), "--dry-run", "--force"])
+    assert result.exit_code == 0, result.stderr
+    assert ops.calls[0][2] == {"dry_run": True, "force": True}
+    assert "forward eth1 -> eth2" in result.stdout
+
+
+def test_apply_refuses_a_bad_file_with_its_line(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("version: 1\nforward:\n  - {from: eth1}\n")
+    result, _ = invoke(["apply", str(path)])
+    assert result.exit_code == 2
+    assert one_error_line(result) == f"error: {path}:3: a forward entry needs 'to'"
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "a b", "x" * 300])
+def test_netns_names_are_checked_before_anything_runs(name):
+    result, ops = invoke(["--netns", name, "list"])
+    assert result.exit_code == 2 and "--netns" in one_error_line(result)
+    assert ops.calls == []
+
+
+def test_an_unknown_netns_is_one_line():
+    result, ops = invoke(["--netns", "xdpfwd-no-such-ns", "list"])
+    assert result.exit_code == 2
+    assert "xdpfwd-no-such-ns" in one_error_line(result)
+    assert ops.calls == []

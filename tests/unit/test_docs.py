@@ -4,10 +4,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import click
 import pytest
 
 from xdpfwd.cli import cli
+
+from .commands import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 MAN = (ROOT / "man" / "xdpfwd.8").read_text()
@@ -15,14 +16,6 @@ README = (ROOT / "README.md").read_text()
 MAN_TEXT = MAN.replace("\\-", "-").replace("\\fB", "").replace("\\fR", "").replace("\\fI", "")
 
 
-def walk(group: click.Group, path=()):
-    for name, command in group.commands.items():
-        yield (*path, name), command
-        if isinstance(command, click.Group):
-            yield from walk(command, (*path, name))
-
-
-COMMANDS = list(walk(cli))
 OPTIONS = sorted(
     {opt for _, cmd in COMMANDS for p in cmd.params for opt in p.opts if opt.startswith("--")}
     | {opt for p in cli.params for opt in p.opts if opt.startswith("--")}
@@ -58,3 +51,12 @@ def test_man_page_renders_without_warnings():
 def test_readme_starts_with_the_two_commands():
     commands = [line.strip() for line in README.split("```")[1].strip().splitlines()]
     assert commands == ["make demo", "make test"]
+
+
+def test_the_systemd_unit_applies_the_saved_file_and_runs_real_commands():
+    unit = (ROOT / "contrib" / "xdpfwd.service").read_text()
+    execs = dict(line.split("=", 1) for line in unit.splitlines() if line.startswith("Exec"))
+    assert execs["ExecStart"].split()[1:] == ["apply", "/etc/xdpfwd.yaml"]
+    assert execs["ExecStop"].split()[1:] == ["down"]
+    for line in execs.values():
+        assert line.split()[1] in cli.commands

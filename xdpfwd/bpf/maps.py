@@ -23,6 +23,8 @@ PIN_GROUP_DIR = "group"
 PIN_PAIR_STATS = "pair_stats"
 PIN_TX_EVENTS = "tx_events"
 PIN_TRACE_PREFIX = "trace_"  # + the tracepoint's name: its pinned program
+# Where each user egress program came from, for `save` (user space only, no C side).
+PIN_USER_PROGS = "user_progs"
 PIN_REWRITE = "rewrite"
 
 FWD_MAX_ENTRIES = 65536
@@ -57,6 +59,7 @@ _PORT = struct.Struct("=II")  # struct xdpfwd_port
 _COUNTER = struct.Struct("=QQ")  # struct xdpfwd_counter
 _REWRITE = struct.Struct("=6s6sI")  # struct xdpfwd_rewrite
 _BENCH_CFG = struct.Struct("=II")  # struct xdpfwd_bench_cfg
+_USER_PROG = struct.Struct("=256s64s32s")  # source path, function, sha256 of the source
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,37 @@ class RewriteTable(PairMap):
         src = mac_bytes(rewrite.src) if rewrite.src else bytes(6)
         dst = mac_bytes(rewrite.dst) if rewrite.dst else bytes(6)
         sc.map_update(self.fd, _pair(ingress, egress), _REWRITE.pack(src, dst, flags))
+
+
+@dataclass(frozen=True)
+class UserProg:
+    path: str
+    function: str
+    digest: bytes  # sha256 of the source it was compiled from
+
+
+class UserProgTable(PinnedMap):
+    """Program id -> where a user egress program came from (an LRU hash: ids of
+    programs long gone fall out by themselves)."""
+
+    def get(self, prog_id: int) -> UserProg | None:
+        raw = sc.map_lookup(self.fd, _key(prog_id), self.info.value_size)
+        if raw is None:
+            return None
+        path, function, digest = _USER_PROG.unpack(raw)
+        return UserProg(path.rstrip(b"\0").decode(), function.rstrip(b"\0").decode(), digest)
+
+    def set(self, prog_id: int, prog: UserProg) -> None:
+        value = _USER_PROG.pack(prog.path.encode(), prog.function.encode(), prog.digest)
+        sc.map_update(self.fd, _key(prog_id), value)
+
+
+def create_pinned_user_progs(path: str) -> None:
+    fd = sc.map_create(sc.MAP_TYPE_LRU_HASH, _U32.size, _USER_PROG.size, 1024, "xdpfwd_user")
+    try:
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
 
 
 class BenchConfig(PinnedMap):

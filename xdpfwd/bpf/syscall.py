@@ -10,6 +10,7 @@ import ctypes
 import errno
 import os
 import platform
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -17,6 +18,7 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390
 
 # enum bpf_cmd
 BPF_MAP_CREATE = 0
+BPF_PROG_LOAD = 5
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
@@ -33,6 +35,7 @@ MAP_TYPE_HASH = 1
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_HASH = 5
 MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_HASH_OF_MAPS = 13
 MAP_TYPE_DEVMAP = 14
 MAP_TYPE_DEVMAP_HASH = 25
@@ -65,6 +68,23 @@ class _MapCreateAttr(ctypes.Structure):
         ("inner_map_fd", ctypes.c_uint32),
         ("numa_node", ctypes.c_uint32),
         ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+    ]
+
+
+class _ProgLoadAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
     ]
 
 
@@ -200,6 +220,25 @@ def _buf(data: bytes | None, size: int):
     if data is not None:
         ctypes.memmove(buf, data, min(len(data), size))
     return buf
+
+
+def prog_load(prog_type: int, insns: bytes, name: str, expected_attach_type: int = 0) -> int:
+    """Load raw instructions (for feature probes); returns the program fd."""
+    ibuf, lic = _buf(insns, len(insns)), ctypes.create_string_buffer(b"GPL")
+    attr = _ProgLoadAttr(
+        prog_type=prog_type,
+        insn_cnt=len(insns) // 8,
+        insns=ctypes.addressof(ibuf),
+        license=ctypes.addressof(lic),
+        prog_name=name.encode()[: BPF_OBJ_NAME_LEN - 1],
+        expected_attach_type=expected_attach_type,
+    )
+    return _bpf(BPF_PROG_LOAD, attr, f"load program {name}")
+
+
+def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    """One eBPF instruction (struct bpf_insn)."""
+    return struct.pack("=BBhi", code, src << 4 | dst, off, imm)
 
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:

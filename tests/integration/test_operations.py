@@ -1,0 +1,344 @@
+"""Operating xdpfwd: doctor, --netns, concurrent writers, device churn, external
+interference, and save/apply (including an interrupted apply)."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from xdpfwd import config
+
+from ..strategies import CONFIG_DOCS
+from .net import XDPFWD, UdpSink, assert_fails, send_udp, sh, snapshot
+
+
+def rows(topo, pin_dir) -> dict:
+    return {(r["ingress"]["ifname"] or r["ingress"]["ifindex"]): r
+            for r in topo.list_json(pin_dir)["entries"]}  # fmt: skip
+
+
+def doctor(topo, pin_dir) -> tuple[int, dict]:
+    result = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    return result.returncode, {c["check"]: c for c in json.loads(result.stdout)}
+
+
+# --- doctor and warnings ---------------------------------------------------------------
+
+
+def test_doctor_passes_on_a_healthy_setup_and_names_what_breaks(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    code, checks = doctor(topo, pin_dir)
+    assert code == 0
+    for name in ("privileges", "bpffs", "BCC", "DEVMAP", "DEVMAP_HASH", "egress programs",
+                 "broadcast", "pins", "port p1", "port p2"):  # fmt: skip
+        assert checks[name]["status"] == "pass", checks[name]
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "xdp", "off")
+    code, checks = doctor(topo, pin_dir)
+    assert code == 1
+    assert checks["port p1"]["status"] == "fail" and "apply" in checks["port p1"]["fix"]
+
+
+def test_add_and_doctor_flag_a_veth_peer_that_cannot_take_redirected_frames(make_topo, pin_dir):
+    topo = make_topo(2, gro=False)
+    result = topo.ok(pin_dir, "add", "p1", "p2")
+    assert "warning: p2 cannot take frames redirected to it" in result.stderr
+    code, checks = doctor(topo, pin_dir)
+    problem = [c for name, c in checks.items() if name.startswith("port p1 ->")]
+    assert code == 1 and problem and "GRO" in problem[0]["fix"]
+
+
+# --- namespaces --------------------------------------------------------------------------
+
+
+def test_netns_keeps_namespaces_apart(make_topo, pin_dir):
+    blue, red = make_topo(2), make_topo(2)
+
+    def xdpfwd(ns, *args):
+        return subprocess.run([XDPFWD, "--pin-dir", pin_dir, "--netns", ns.fwd, *args],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert xdpfwd(blue.fwd and blue, "add", "p1", "p2", "-b").returncode == 0
+    assert xdpfwd(red, "add", "p2", "p1").returncode == 0
+    assert os.path.isdir(f"{pin_dir}@{blue.fwd}") and os.path.isdir(f"{pin_dir}@{red.fwd}")
+    assert blue.ping(1, blue.host(2).ip) == 3
+    blue_rows = json.loads(xdpfwd(blue, "list", "--json").stdout)["entries"]
+    red_rows = json.loads(xdpfwd(red, "list", "--json").stdout)["entries"]
+    assert {r["ingress"]["ifname"] for r in blue_rows} == {"p1", "p2"}
+    assert {r["ingress"]["ifname"] for r in red_rows} == {"p2"}
+    assert xdpfwd(blue, "down").returncode == 0
+    assert red.xdp("p2") is not None and blue.xdp("p1") is None
+    assert json.loads(xdpfwd(red, "list", "--json").stdout)["entries"] == red_rows
+
+
+# --- concurrency -------------------------------------------------------------------------
+
+
+def test_parallel_adds_all_land(make_topo, pin_dir):
+    topo = make_topo(8)
+    pairs = [(f"p{i}", f"p{i % 8 + 1}") for i in range(1, 9)]
+    procs = [subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{topo.fwd}", XDPFWD, "--pin-dir", pin_dir, "add", a, b],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a, b in pairs]  # fmt: skip
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    listing = topo.list_json(pin_dir)
+    assert {(r["ingress"]["ifname"], r["egress"]["ifname"]) for r in listing["entries"]} == set(
+        pairs
+    )
+    assert len({topo.xdp(a)["prog"]["id"] for a, _ in pairs}) == 1  # one program, compiled once
+
+
+def test_watch_copes_with_down_meanwhile(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    watch = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{topo.fwd}", XDPFWD, "--pin-dir", pin_dir, "stats",
+         "--watch", "--json", "--count", "8", "--interval", "0.25"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert watch.stdout.readline()
+    topo.ok(pin_dir, "down")
+    out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["ports"] == []
+
+
+# --- device churn and external interference ---------------------------------------------
+
+
+class Sender(threading.Thread):
+    def __init__(self, src, dst_ip, port):
+        super().__init__()
+        self.args, self.stopped = (src, dst_ip), threading.Event()
+        self.port = port
+
+    def run(self):
+        while not self.stopped.is_set():
+            send_udp(*self.args, 16, port=self.port)
+            time.sleep(0.01)
+
+
+def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_dir):
+    topo = make_topo(3)
+    h1, h2, h3 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    topo.ok(pin_dir, "add", "p3", "p2")
+    gone = topo.list_json(pin_dir)["entries"][0]["ingress"]["ifindex"]
+    sink = UdpSink(h2, port=9500)
+    sender = Sender(h3, h2.ip, 9500)
+    sender.start()
+    try:
+        time.sleep(0.3)
+        sh("ip", "-n", topo.fwd, "link", "del", "p1")
+        sink.count(10**6, timeout=0.3)  # drain what came before
+        time.sleep(0.3)
+        assert sink.count(10, timeout=2) >= 10  # p3 -> p2 still forwards
+    finally:
+        sender.stopped.set()
+        sender.join()
+        sink.close()
+    by_port = rows(topo, pin_dir)
+    assert by_port[gone]["state"] == "device gone"
+    assert by_port["p2"]["state"] == "no entry"  # the kernel purged p2 -> p1
+    pruned = topo.ok(pin_dir, "prune").stdout
+    assert f"forgot ifindex {gone}" in pruned
+    assert gone not in rows(topo, pin_dir)
+    # A new device under the old name is not bound silently; apply binds it.
+    sh("ip", "-n", topo.fwd, "link", "add", "p1", "type", "veth", "peer", "name", "h0", "netns",
+       h1.ns)  # fmt: skip
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "up")
+    sh("ip", "-n", h1.ns, "addr", "add", f"{h1.ip}/24", "dev", "h0")
+    sh("ip", "-n", h1.ns, "link", "set", "h0", "up")
+    sh("ip", "netns", "exec", h1.ns, "ethtool", "-K", "h0", "gro", "on", "tx", "off")
+    sh("ip", "-n", h2.ns, "neigh", "del", h1.ip, "dev", "h0")  # h1 has a new MAC
+    assert topo.xdp("p1") is None
+    assert topo.ping(2, h1.ip, count=2) == 0  # p2 -> p1 went with the old p1
+    config = topo.config_file({"forward": [{"from": "p1", "to": "p2"}, {"from": "p2", "to": "p1"}]})
+    topo.ok(pin_dir, "apply", config)
+    assert rows(topo, pin_dir)["p1"]["state"] == "ok"
+    assert topo.ping(2, h1.ip) == 3
+
+
+def test_program_detached_by_hand_is_reported_and_repaired(topo, pin_dir):
+    config = topo.config_file({"forward": [{"from": "p1", "to": "p2"}, {"from": "p2", "to": "p1"}]})
+    topo.ok(pin_dir, "apply", config)
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "xdp", "off")
+    assert rows(topo, pin_dir)["p1"]["state"] == "program not attached"
+    result = topo.ok(pin_dir, "apply", config)
+    assert "attach to p1" in result.stdout
+    assert rows(topo, pin_dir)["p1"]["state"] == "ok"
+    assert topo.ping(1, topo.host(2).ip) == 3
+
+
+def test_pins_removed_by_hand_are_reported_and_rebuilt(topo, pin_dir):
+    config = topo.config_file({"forward": [{"from": "p1", "to": "p2"}, {"from": "p2", "to": "p1"}]})
+    topo.ok(pin_dir, "apply", config)
+    sh("rm", "-rf", pin_dir)
+    assert topo.list_json(pin_dir)["entries"] == []
+    code, checks = doctor(topo, pin_dir)
+    assert "of no pins here" in checks["port p1"]["detail"]
+    topo.ok(pin_dir, "apply", config)
+    assert {r["state"] for r in rows(topo, pin_dir).values()} == {"ok"}
+    assert topo.ping(1, topo.host(2).ip) == 3
+    # A pin removed from a working setup: list says so in one line, apply repairs.
+    os.unlink(os.path.join(pin_dir, "ports"))
+    assert_fails(topo.xdpfwd(pin_dir, "list"), 1, "incomplete")
+    topo.ok(pin_dir, "apply", config)
+    assert topo.ping(2, topo.host(1).ip) == 3
+
+
+# --- save and apply ----------------------------------------------------------------------
+
+
+def test_save_then_apply_reproduces_the_setup_and_twice_changes_nothing(make_topo, pin_dir,
+                                                                          tmp_path):  # fmt: skip
+    topo = make_topo(5)
+    topo.ok(pin_dir, "add", "p1", "p2", "--on-miss", "drop")
+    topo.ok(pin_dir, "add", "p2", "p1", "--src-mac", "egress", "--dst-mac", topo.host(1).mac)
+    topo.ok(pin_dir, "broadcast", "p3", "p4", "p5", "--exclude-ingress", "--group", "hub")
+    saved = tmp_path / "saved.yaml"
+    topo.ok(pin_dir, "save", "--output", str(saved))
+    before = topo.list_json(pin_dir)
+    topo.ok(pin_dir, "down")
+    dry = topo.ok(pin_dir, "apply", str(saved), "--dry-run")
+    assert "forward p2 -> p1 (MAC rewrite)" in dry.stdout and not os.path.exists(pin_dir)
+    topo.ok(pin_dir, "apply", str(saved))
+    after = topo.list_json(pin_dir)
+    strip = lambda listing: [  # noqa: E731
+        {k: v for k, v in r.items() if k not in ("counters", "egress_counters", "egress_prog")}
+        for r in listing["entries"]]  # fmt: skip
+    assert strip(after) == strip(before)
+    assert after["groups"][0]["members"] == before["groups"][0]["members"]
+    assert topo.ok(pin_dir, "apply", str(saved)).stdout == "nothing to change\n"
+    assert topo.ping(3, topo.host(4).ip) == 3
+
+
+INVALID = [
+    ("version: 1\nforward:\n  - {from: p1, to: p2\n", 4, "flow mapping on line 3"),
+    ("version: 1\nforwards: []\n", 2, "unknown key 'forwards'"),
+    ("version: 7\n", 1, "version must be 1"),
+    ("version: 1\nforward:\n  - {from: p1, to: nope}\n", 3, "no such interface: nope"),
+    ("version: 1\nforward:\n  - {from: p1, to: p1}\n", 3, "forwards to itself"),
+    ("version: 1\nforward:\n  - {from: p1, to: p2}\ngroups:\n  - {name: g, members: [p1, p2]}\n",
+     5, "a port does one or the other"),
+    ("version: 1\nforward:\n  - {from: p1, to: p2, egress: {dst_mac: 02:00}}\n", 3, "MAC"),
+    ("version: 1\nforward:\n  - {from: p1, to: p2, egress: {program: missing.c}}\n", 3,
+     "no egress program file"),
+    ("version: 1\nports:\n  p1: {mode: turbo}\n", 3, "mode must be one of"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text, line, reason", INVALID,
+                         ids=["syntax", "unknown-key", "version", "unknown-interface",
+                              "self-forward", "forward-and-flood", "bad-mac",
+                              "missing-program", "bad-mode"])  # fmt: skip
+def test_invalid_files_are_refused_with_line_and_reason(topo, pin_dir, tmp_path, text, line,
+                                                         reason):  # fmt: skip
+    topo.ok(pin_dir, "add", "p1", "p2")
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, "apply", str(path)), 2, f"{path}:{line}:", reason)
+    assert snapshot(topo, pin_dir) == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_apply_leaves_the_old_state_or_the_new_one(make_topo, pin_dir, sig):
+    topo = make_topo(24)
+    old = topo.config_file({"forward": [{"from": "p1", "to": "p2"}]})
+    new = topo.config_file({"forward": [{"from": f"p{i}", "to": f"p{i % 24 + 1}"}
+                                        for i in range(2, 25)]})  # fmt: skip
+    topo.ok(pin_dir, "apply", old)
+    before = snapshot(topo, pin_dir)
+    rolled_back = 0
+    # While starting up, then after the first, tenth and fortieth of ~48 steps (-v
+    # logs each step as it begins).
+    for after_steps in (0, 1, 10, 40):
+        proc = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{topo.fwd}", XDPFWD, "-v", "--pin-dir", pin_dir,
+             "apply", new], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        if after_steps == 0:
+            time.sleep(0.05)
+        for _ in range(after_steps):
+            proc.stderr.readline()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        # -sig: killed while Python itself was starting up.
+        assert proc.returncode in (0, 130, -sig), err
+        if snapshot(topo, pin_dir) == before:
+            assert proc.returncode != 0, err
+            rolled_back += "rolled back" in err
+            continue
+        assert "rolled back" not in err, err
+        listing = topo.list_json(pin_dir)
+        assert len(listing["entries"]) == 23, err
+        assert {r["state"] for r in listing["entries"]} == {"ok"}, err
+        topo.ok(pin_dir, "apply", old)
+        before = snapshot(topo, pin_dir)
+    assert rolled_back >= 2, "interrupts after the first and tenth steps did not roll back"
+    # Rerunning converges.
+    topo.ok(pin_dir, "apply", new)
+    assert topo.ok(pin_dir, "apply", new).stdout == "nothing to change\n"
+
+
+# --- bad input, fuzzed, against the real thing -----------------------------------------
+
+FUZZ = settings(max_examples=20, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+
+
+def names_in(wanted: config.Config) -> set[str]:
+    return ({e.ingress for e in wanted.forward} | {e.egress for e in wanted.forward}
+            | set(wanted.ports) | {m for g in wanted.groups for m in g.members})  # fmt: skip
+
+
+@FUZZ
+@given(doc=CONFIG_DOCS)
+def test_fuzzed_bad_files_are_refused_and_change_nothing(topo, pin_dir, tmp_path, doc):
+    text = yaml.safe_dump(doc)
+    try:
+        wanted = config.parse(text)
+        assume(not names_in(wanted) <= {"p1", "p2"})  # else it is a good file
+    except config.ConfigError:
+        pass
+    if not os.path.isdir(pin_dir):
+        topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    path = tmp_path / "fuzzed.yaml"
+    path.write_text(text)
+    before = snapshot(topo, pin_dir)
+    assert_fails(topo.xdpfwd(pin_dir, "apply", str(path)), 2, str(path))
+    assert snapshot(topo, pin_dir) == before
+
+
+BAD_IFACES = st.sampled_from(["nope", "eth9", "lo", "p1.", "999999"])
+WORDS = st.one_of(
+    st.sampled_from(["p1", "p2", "-b", "--force", "--table", "devmap", "--mode", "generic",
+                     "--on-miss", "drop", "--group", "g", "--exclude-ingress", "--no-egress",
+                     "--src-mac", "egress", "--dst-mac", "02:00:00:00:00:01", "--dry-run",
+                     "--value", "ifindex", "--egress-prog", "none.c", "--bogus"]),
+    BAD_IFACES,
+)  # fmt: skip
+
+
+@FUZZ
+@given(command=st.sampled_from([["add"], ["del"], ["broadcast"], ["broadcast", "del"]]),
+       bad=BAD_IFACES, rest=st.lists(WORDS, max_size=5), bad_first=st.booleans())  # fmt: skip
+def test_fuzzed_bad_arguments_are_refused_and_change_nothing(topo, pin_dir, command, bad, rest,
+                                                             bad_first):  # fmt: skip
+    if not os.path.isdir(pin_dir):
+        topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    # The interface that does not exist comes where an interface is expected.
+    args = [*command, bad, *rest] if bad_first else [*command, "p1", bad, *rest]
+    before = snapshot(topo, pin_dir)
+    result = topo.xdpfwd(pin_dir, *args)
+    assert result.returncode in (1, 2), (args, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+    assert snapshot(topo, pin_dir) == before, args

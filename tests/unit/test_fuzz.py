@@ -1,0 +1,187 @@
+"""Property tests: whatever the arguments or the configuration file, xdpfwd answers
+with a result or one error line and a documented exit code, never a traceback."""
+
+import json
+import os
+import string
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from xdpfwd import config, netns
+from xdpfwd.cli import cli
+from xdpfwd.config import ConfigError
+from xdpfwd.model import EgressSpec
+
+from ..strategies import CONFIG_DOCS
+from .commands import COMMANDS
+from .fake_ops import FakeOps
+
+# Commands that run for real (a lab, traffic) rather than through the operations.
+REAL = {"demo", "bench"}
+
+OPTIONS = sorted({opt for _, c in COMMANDS for p in c.params for opt in p.opts} |
+                 {opt for p in cli.params for opt in p.opts})  # fmt: skip
+CHOICES = sorted({choice for _, c in COMMANDS for p in c.params
+                  for choice in getattr(p.type, "choices", ())})  # fmt: skip
+WORDS = sorted({w for path, _ in COMMANDS for w in path} - REAL)
+# No "/" in free text: an --output path must stay inside the test's directory.
+TEXT = st.text(string.ascii_letters + string.digits + "-_.:@ \t\x00é", max_size=12)
+TOKENS = st.one_of(
+    st.sampled_from(WORDS),
+    st.sampled_from(OPTIONS),
+    st.sampled_from(CHOICES),
+    st.sampled_from(["eth1", "eth2", "eth3", "17", "good.yaml", "bad.yaml", "out.json"]),
+    st.integers(-5, 70000).map(str),
+    TEXT,
+)
+
+GOOD = "version: 1\nforward:\n  - {from: eth1, to: eth2}\n"
+BAD = "version: 1\nforward:\n  - {from: eth1, to: eth1}\n"
+
+
+def invoke(args: list[str]):
+    with tempfile.TemporaryDirectory() as scratch:
+        cwd = os.getcwd()
+        os.chdir(scratch)  # where relative --output and FILE arguments land
+        try:
+            Path("good.yaml").write_text(GOOD)
+            Path("bad.yaml").write_text(BAD)
+            return CliRunner().invoke(cli, args, obj=FakeOps(), env={}, catch_exceptions=False)
+        finally:
+            os.chdir(cwd)
+
+
+def netns_values(args: list[str]) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--netns"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TOKENS, max_size=7))
+def test_any_arguments_give_a_result_or_one_error_line(args):
+    assume(not REAL & set(args))
+    # Entering a namespace that happens to exist would move this test process.
+    assume(not any(n and "/" not in n and netns.exists(n) for n in netns_values(args)))
+    result = invoke(args)
+    assert result.exit_code in (0, 1, 2), (args, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    if result.exit_code != 0:
+        lines = result.stderr.strip().splitlines()
+        assert lines and lines[-1].startswith("error: "), (args, result.stderr)
+        assert not lines[-1].startswith("error: unexpected "), (args, result.stderr)  # a bug
+
+
+# --- configuration files --------------------------------------------------------------
+
+
+def parse_or_refuse(text: str):
+    try:
+        return config.parse(text, "f.yaml")
+    except ConfigError as e:
+        assert str(e).startswith("f.yaml:"), str(e)
+        assert "\n" not in str(e)
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_parses_or_is_refused_with_a_reason(text):
+    parse_or_refuse(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(CONFIG_DOCS, st.booleans())
+def test_any_document_parses_or_is_refused_with_its_line(doc, as_json):
+    text = json.dumps(doc, indent=1) if as_json else yaml.safe_dump(doc)
+    parsed = parse_or_refuse(text)
+    if parsed is not None:  # what parsed dumps and parses back the same
+        assert config.to_dict(config.parse(config.dump(parsed), "g.yaml")) == config.to_dict(parsed)
+
+
+NAMES = st.sampled_from([f"eth{i}" for i in range(1, 9)])
+MACS = st.sampled_from(["02:00:00:00:00:01", "0a:1b:2c:3d:4e:5f", "ff:ff:ff:ff:ff:ff"])
+SPECS = st.one_of(
+    st.just(EgressSpec()),
+    st.just(EgressSpec(program="none")),
+    st.builds(EgressSpec, src_mac=st.one_of(st.just("egress"), MACS), dst_mac=MACS),
+    st.builds(EgressSpec, dst_mac=MACS),
+)
+
+
+@st.composite
+def configs(draw):
+    ports = draw(st.lists(NAMES, unique=True, min_size=2, max_size=8))
+    split = draw(st.integers(0, len(ports)))
+    forwarding, flooding = ports[:split], ports[split:]
+    forward = tuple(
+        config.EntryConf(p, draw(NAMES.filter(lambda n, p=p: n != p)), draw(SPECS))
+        for p in forwarding
+    )
+    groups = ()
+    if flooding:
+        groups = (config.GroupConf(draw(st.sampled_from(["default", "cams", "g-2"])),
+                                   draw(st.booleans()), tuple(flooding)),)  # fmt: skip
+    modes = st.builds(config.PortConf, st.sampled_from(config.MODES),
+                      st.sampled_from(["pass", "drop"]))  # fmt: skip
+    return config.Config(
+        draw(st.sampled_from([None, *config.TABLES])),
+        draw(st.sampled_from([None, *config.VALUES])),
+        draw(st.dictionaries(st.sampled_from(ports), modes)),
+        forward,
+        groups,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(configs(), st.sampled_from(["yaml", "json"]))
+def test_saved_configurations_read_back_the_same(wanted, fmt):
+    text = config.dump(wanted, fmt)
+    assert config.to_dict(config.parse(text, "saved")) == config.to_dict(wanted)
+
+
+def test_a_user_program_is_saved_by_absolute_path(tmp_path):
+    program = tmp_path / "prog.c"
+    program.write_text("int f(struct xdp_md *ctx) { return XDP_PASS; }\n")
+    wanted = config.Config(
+        forward=(
+            config.EntryConf(
+                "eth1", "eth2", EgressSpec(program="user", user_file=str(program), user_func="f")
+            ),
+        )
+    )
+    elsewhere = tmp_path / "sub" / "x.yaml"  # fmt: skip
+    os.makedirs(elsewhere.parent)
+    parsed = config.parse(config.dump(wanted), str(elsewhere))
+    assert parsed.forward[0].spec == wanted.forward[0].spec
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("version: 1\nversion: 1\n", "2: 'version' appears twice"),
+        ("version: 1\nforward:\n  - {from: a, to: b}\n  - {from: a, to: c}\n",
+         "4: a already forwards (line 3)"),
+        ("version: 1\ngroups:\n  - {name: g, members: [a, a]}\n", "3: group g lists a member"),
+        ("version: 1\ngroups:\n  - {name: Bad!, members: [a]}\n", "3: group name 'Bad!'"),
+        ("version: 1\nforward:\n  - {from: a, to: b, egress: {function: f}}\n",
+         "3: function needs program"),
+        ("version: 1\nports:\n  a: {on_miss: maybe}\n", "3: on_miss must be one of pass, drop"),
+        ("[1, 2]\n", "1: the file must be a mapping"),
+        ("", "1: the file is empty"),
+        ("forward: []\n", "1: no version"),
+        ("version: 1\nforward: \x07\n", "2: not valid YAML or JSON: character U+0007"),
+        ("[" * 5000, " nested too deeply"),
+    ],
+    ids=["twice", "forwards-twice", "member-twice", "group-name", "function-alone",
+         "on-miss", "not-mapping", "empty", "no-version", "control-character", "deep"],
+)  # fmt: skip
+def test_refusals_name_the_line(text, reason):
+    with pytest.raises(ConfigError) as refused:
+        config.parse(text, "f.yaml")
+    assert str(refused.value).startswith(f"f.yaml:{reason}"), str(refused.value)
+    assert "\n" not in str(refused.value)

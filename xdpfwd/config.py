@@ -1,0 +1,324 @@
+"""Declarative configuration: the YAML (or JSON) file `save` writes and `apply` reads.
+
+    version: 1
+    table: devmap-hash              # optional: devmap-hash or devmap
+    value: devmap-val               # optional: devmap-val or ifindex
+    ports:                          # optional: per-port attach mode and on-miss verdict
+      eth1: {mode: native, on_miss: drop}
+    forward:                        # forwarding entries, one direction each
+      - from: eth1
+        to: eth2
+        egress: built-in            # built-in (default), none, {src_mac: egress,
+                                    # dst_mac: MAC}, or {program: FILE.c, function: NAME}
+    groups:                         # broadcast groups
+      - name: default
+        exclude_ingress: true
+        members: [eth3, eth4]
+
+The file is parsed into nodes that keep their line, so every error says where it is.
+Scalars are taken as written: YAML 1.1 would read some MAC addresses as numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from .bpf import maps
+from .errors import InputError
+from .model import EgressSpec
+
+VERSION = 1
+MODES = ("auto", "native", "generic")
+TABLES = tuple(maps.TABLE_TYPES)
+VALUES = tuple(maps.VALUE_FORMATS)
+_GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+class ConfigError(InputError):
+    """An unusable configuration file (exit 2): `FILE:LINE: reason`."""
+
+
+@dataclass(frozen=True)
+class PortConf:
+    mode: str = "auto"
+    on_miss: str = "pass"
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class EntryConf:
+    ingress: str
+    egress: str
+    spec: EgressSpec
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class GroupConf:
+    name: str
+    exclude_ingress: bool
+    members: tuple[str, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    table: str | None = None
+    value: str | None = None
+    ports: dict[str, PortConf] = field(default_factory=dict)
+    forward: tuple[EntryConf, ...] = ()
+    groups: tuple[GroupConf, ...] = ()
+
+
+class _Reader:
+    """Walks composed YAML nodes; every error names the file and the line."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.base = os.path.dirname(os.path.abspath(path))
+
+    def fail(self, node_or_line, reason: str):
+        line = node_or_line if isinstance(node_or_line, int) else node_or_line.start_mark.line + 1
+        raise ConfigError(f"{self.path}:{line}: {reason}")
+
+    def mapping(self, node, what: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, f"{what} must be a mapping")
+        found: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            name = self.text(key, f"a key of {what}")
+            if name not in allowed:
+                self.fail(key, f"unknown key {name!r} in {what} (known: {', '.join(allowed)})")
+            if name in found:
+                self.fail(key, f"{name!r} appears twice in {what}")
+            found[name] = value
+        return found
+
+    def sequence(self, node, what: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, f"{what} must be a list")
+        return list(node.value)
+
+    def text(self, node, what: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.value == "":
+            self.fail(node, f"{what} must be a non-empty value")
+        return node.value
+
+    def choice(self, node, what: str, choices: tuple[str, ...]) -> str:
+        value = self.text(node, what)
+        if value not in choices:
+            self.fail(node, f"{what} must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def boolean(self, node, what: str) -> bool:
+        value = self.text(node, what).lower()
+        if value not in ("true", "false", "yes", "no", "on", "off"):
+            self.fail(node, f"{what} must be true or false, not {value!r}")
+        return value in ("true", "yes", "on")
+
+
+def load(path: str) -> Config:
+    """Read and check a configuration file. Raises ConfigError."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    r = _Reader(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        opened = ""
+        if e.context and e.context_mark and e.context_mark.line + 1 != line:
+            opened = f" ({e.context} on line {e.context_mark.line + 1})"
+        raise ConfigError(
+            f"{path}:{line}: not valid YAML or JSON: {e.problem or e}{opened}"
+        ) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow
+        line = text.count("\n", 0, e.position) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        raise ConfigError(f"{path}:{line}: not valid YAML or JSON: character U+{code:04X} "
+                          "is not allowed") from None  # fmt: skip
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML or JSON: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be an xdpfwd configuration") from None
+    if root is None:
+        raise ConfigError(f"{path}:1: the file is empty")
+    top = r.mapping(root, "the file", ("version", "table", "value", "ports", "forward", "groups"))
+    if "version" not in top:
+        r.fail(root, f"no version (this xdpfwd reads version: {VERSION})")
+    if r.text(top["version"], "version") != str(VERSION):
+        r.fail(top["version"], f"version must be {VERSION}")
+    table = r.choice(top["table"], "table", TABLES) if "table" in top else None
+    value = r.choice(top["value"], "value", VALUES) if "value" in top else None
+    ports = _ports(r, top["ports"]) if "ports" in top else {}
+    forward = tuple(_entry(r, n) for n in r.sequence(top["forward"], "forward")) \
+        if "forward" in top else ()  # fmt: skip
+    groups = tuple(_group(r, n) for n in r.sequence(top["groups"], "groups")) \
+        if "groups" in top else ()  # fmt: skip
+    config = Config(table, value, ports, forward, groups)
+    _check_roles(r, config)
+    return config
+
+
+def _ports(r: _Reader, node) -> dict[str, PortConf]:
+    ports = {}
+    if not isinstance(node, yaml.MappingNode):
+        r.fail(node, "ports must be a mapping of interface names")
+    for key, value in node.value:
+        name = r.text(key, "an interface name")
+        if name in ports:
+            r.fail(key, f"port {name} appears twice")
+        fields_ = r.mapping(value, f"port {name}", ("mode", "on_miss"))
+        ports[name] = PortConf(
+            r.choice(fields_["mode"], "mode", MODES) if "mode" in fields_ else "auto",
+            r.choice(fields_["on_miss"], "on_miss", ("pass", "drop"))
+            if "on_miss" in fields_ else "pass",
+            key.start_mark.line + 1,
+        )  # fmt: skip
+    return ports
+
+
+def _entry(r: _Reader, node) -> EntryConf:
+    fields_ = r.mapping(node, "a forward entry", ("from", "to", "egress"))
+    for key in ("from", "to"):
+        if key not in fields_:
+            r.fail(node, f"a forward entry needs {key!r}")
+    ingress, egress = r.text(fields_["from"], "from"), r.text(fields_["to"], "to")
+    if ingress == egress:
+        r.fail(node, f"{ingress} forwards to itself")
+    spec = _egress(r, fields_["egress"]) if "egress" in fields_ else EgressSpec()
+    return EntryConf(ingress, egress, spec, node.start_mark.line + 1)
+
+
+def _egress(r: _Reader, node) -> EgressSpec:
+    if isinstance(node, yaml.ScalarNode):
+        kind = r.choice(node, "egress", ("built-in", "none"))
+        return EgressSpec(program=kind)
+    fields_ = r.mapping(node, "egress", ("src_mac", "dst_mac", "program", "function"))
+    if "program" in fields_:
+        if "src_mac" in fields_ or "dst_mac" in fields_:
+            r.fail(node, "an egress program replaces the rewrite: rewrite in the program")
+        program = r.text(fields_["program"], "program")
+        path = os.path.normpath(os.path.join(r.base, program))
+        if not os.path.isfile(path):
+            r.fail(fields_["program"], f"no egress program file {path}")
+        function = r.text(fields_["function"], "function") if "function" in fields_ else None
+        if function is not None and not function.isidentifier():
+            r.fail(fields_["function"], f"{function!r} is not a C function name")
+        return EgressSpec(program="user", user_file=path, user_func=function)
+    if "function" in fields_:
+        r.fail(node, "function needs program")
+    if not fields_:
+        r.fail(node, "egress needs src_mac, dst_mac or program")
+    macs = {}
+    for key in ("src_mac", "dst_mac"):
+        if key in fields_:
+            mac = r.text(fields_[key], key)
+            if not (mac == "egress" and key == "src_mac"):
+                try:
+                    maps.mac_bytes(mac)
+                except ValueError as e:
+                    r.fail(fields_[key], str(e))
+            macs[key] = mac
+    return EgressSpec(src_mac=macs.get("src_mac"), dst_mac=macs.get("dst_mac"))
+
+
+def _group(r: _Reader, node) -> GroupConf:
+    fields_ = r.mapping(node, "a group", ("name", "exclude_ingress", "members"))
+    if "name" not in fields_ or "members" not in fields_:
+        r.fail(node, "a group needs a name and members")
+    name = r.text(fields_["name"], "name")
+    if not _GROUP_NAME.match(name):
+        r.fail(fields_["name"], f"group name {name!r}: lowercase letters, digits, - or _")
+    members = tuple(r.text(m, "a member") for m in r.sequence(fields_["members"], "members"))
+    if not members:
+        r.fail(fields_["members"], f"group {name} has no members")
+    if len(set(members)) != len(members):
+        r.fail(fields_["members"], f"group {name} lists a member twice")
+    if len(members) > maps.GROUP_MAX_MEMBERS:
+        r.fail(fields_["members"], f"a group has at most {maps.GROUP_MAX_MEMBERS} members")
+    exclude = r.boolean(fields_["exclude_ingress"], "exclude_ingress") \
+        if "exclude_ingress" in fields_ else False  # fmt: skip
+    return GroupConf(name, exclude, members, node.start_mark.line + 1)
+
+
+def _check_roles(r: _Reader, config: Config) -> None:
+    """A port forwards with one entry or floods in one group, never both."""
+    forwarding: dict[str, int] = {}
+    for entry in config.forward:
+        if entry.ingress in forwarding:
+            r.fail(
+                entry.line, f"{entry.ingress} already forwards (line {forwarding[entry.ingress]})"
+            )
+        forwarding[entry.ingress] = entry.line
+    seen_groups: dict[str, int] = {}
+    member_of: dict[str, str] = {}
+    for group in config.groups:
+        if group.name in seen_groups:
+            r.fail(group.line, f"group {group.name} appears twice")
+        seen_groups[group.name] = group.line
+        for member in group.members:
+            if member in forwarding:
+                r.fail(group.line, f"{member} forwards (line {forwarding[member]}) and floods: "
+                                   "a port does one or the other")  # fmt: skip
+            if member in member_of:
+                r.fail(group.line, f"{member} is already in group {member_of[member]}")
+            member_of[member] = group.name
+
+
+def to_dict(config: Config) -> dict:
+    """The document form `save` writes (defaults left out)."""
+    doc: dict = {"version": VERSION}
+    if config.table:
+        doc["table"] = config.table
+    if config.value:
+        doc["value"] = config.value
+    if config.ports:
+        doc["ports"] = {
+            name: {k: v for k, v in (("mode", p.mode), ("on_miss", p.on_miss))
+                   if v != PortConf.__dataclass_fields__[k].default}
+            for name, p in config.ports.items()
+        }  # fmt: skip
+    if config.forward:
+        doc["forward"] = [_entry_dict(e) for e in config.forward]
+    if config.groups:
+        doc["groups"] = [
+            {"name": g.name, "exclude_ingress": g.exclude_ingress, "members": list(g.members)}
+            for g in config.groups
+        ]
+    return doc
+
+
+def _entry_dict(entry: EntryConf) -> dict:
+    d: dict = {"from": entry.ingress, "to": entry.egress}
+    spec = entry.spec
+    if spec.program == "none":
+        d["egress"] = "none"
+    elif spec.program == "user":
+        d["egress"] = {"program": spec.user_file, "function": spec.user_func}
+    elif spec.rewrites:
+        d["egress"] = {k: v for k, v in (("src_mac", spec.src_mac), ("dst_mac", spec.dst_mac)) if v}
+    return d
+
+
+def dump(config: Config, fmt: str = "yaml") -> str:
+    doc = to_dict(config)
+    if fmt == "json":
+        return json.dumps(doc, indent=2) + "\n"
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
+    return "# xdpfwd configuration: `xdpfwd apply FILE` restores it\n" + body

@@ -1,0 +1,265 @@
+"""`xdpfwd doctor`: what the host provides, what the kernel can do (probed for real),
+and what state the managed ports are in; each problem with a one-line fix."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from . import netdev, pins, prereqs, tracing
+from .bpf import loader, maps
+from .bpf import syscall as sc
+from .dataplane import Dataplane, reading
+from .errors import PrereqError, XdpfwdError
+from .groups import group_infos
+from .ports import orphans, prog_name
+
+PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+ATTACH_XDP_DEVMAP = loader.ATTACH_XDP_DEVMAP
+BPF_F_BROADCAST = 1 << 3
+BPF_FUNC_REDIRECT_MAP = 51
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass, warn, fail or skip
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict:
+        return {"check": self.name, "status": self.status, "detail": self.detail,
+                "fix": self.fix or None}  # fmt: skip
+
+
+def _check(name: str, fn) -> Check:
+    """Run fn, which returns (status, detail[, fix]); an exception is a failure."""
+    try:
+        return Check(name, *fn())
+    except (OSError, XdpfwdError) as e:
+        return Check(name, FAIL, str(e))
+
+
+# --- the host ------------------------------------------------------------------------
+
+
+def _privileges():
+    prereqs.require_privileges()
+    return PASS, "can load BPF programs and attach XDP (root or CAP_BPF+CAP_NET_ADMIN)"
+
+
+def _bpffs(pin_dir: pins.PinDir):
+    mount_point, fstype = pins._mount_of(pin_dir.path)
+    if fstype == "bpf":
+        return PASS, f"{pin_dir.path} is on the bpffs at {mount_point}"
+    if pin_dir.path.startswith(pins.BPFFS_DEFAULT_MOUNT + "/"):
+        return (
+            WARN,
+            f"no bpffs at {pins.BPFFS_DEFAULT_MOUNT} yet",
+            "xdpfwd mounts it on the first add",
+        )
+    return (
+        FAIL,
+        f"{pin_dir.path} is on {fstype}, not a bpffs",
+        "mount one, or choose another --pin-dir",
+    )
+
+
+def _tracefs():
+    if os.path.isdir(os.path.join(tracing.TRACEFS, "events")):
+        return PASS, f"mounted at {tracing.TRACEFS}"
+    return (
+        WARN,
+        "not mounted",
+        "`xdpfwd stats --watch` mounts it (or: mount -t tracefs tracefs /sys/kernel/tracing)",
+    )
+
+
+def _bcc():
+    try:
+        prereqs.require_bcc()
+    except PrereqError:
+        return FAIL, "BCC is not importable", prereqs.INSTALL_BCC.split(";")[0]
+    return PASS, f"BCC {getattr(sys.modules['bcc'], '__version__', '?')} is importable"
+
+
+def _compile():
+    start = time.monotonic()
+    fds = loader.compile_programs(
+        "int xdpfwd_probe(struct xdp_md *ctx) { return XDP_PASS; }",
+        {"xdpfwd_probe": (loader.PROG_XDP, None)},
+        [],
+        label="a test program",
+    )
+    for fd in fds.values():
+        os.close(fd)
+    return PASS, f"BCC compiled a test program in {time.monotonic() - start:.1f} s"
+
+
+# --- the kernel, probed --------------------------------------------------------------
+
+
+def _probe_map(map_type: int, value_size: int = 4) -> int:
+    return sc.map_create(map_type, 4, value_size, 1, "xdpfwd_probe")
+
+
+def _devmap():
+    os.close(_probe_map(sc.MAP_TYPE_DEVMAP))
+    return PASS, "BPF_MAP_TYPE_DEVMAP"
+
+
+def _devmap_hash():
+    try:
+        os.close(_probe_map(sc.MAP_TYPE_DEVMAP_HASH))
+    except OSError:
+        return FAIL, "no BPF_MAP_TYPE_DEVMAP_HASH (Linux 5.4+)", "use --table devmap"
+    return PASS, "BPF_MAP_TYPE_DEVMAP_HASH"
+
+
+def _egress_programs():
+    with ExitStack() as fds:
+        try:
+            devmap = _probe_map(sc.MAP_TYPE_DEVMAP, 8)
+            fds.callback(os.close, devmap)
+            code = sc.insn(0xB7, imm=maps.XDP_PASS) + sc.insn(0x95)  # r0 = XDP_PASS; exit
+            prog = sc.prog_load(loader.PROG_XDP, code, "xdpfwd_probe", ATTACH_XDP_DEVMAP)
+            fds.callback(os.close, prog)
+            sc.map_update(devmap, (0).to_bytes(4, "little"),
+                          (1).to_bytes(4, "little") + prog.to_bytes(4, "little"))  # fmt: skip
+        except OSError as e:
+            return (
+                FAIL,
+                f"no bpf_devmap_val entries with egress programs ({e.strerror})",
+                "Linux 5.8+; meanwhile add uses --value ifindex, no egress programs",
+            )
+    return PASS, "bpf_devmap_val entries with BPF_XDP_DEVMAP egress programs"
+
+
+def _broadcast():
+    with ExitStack() as fds:
+        devmap = _probe_map(sc.MAP_TYPE_DEVMAP)
+        fds.callback(os.close, devmap)
+        code = (
+            sc.insn(0x18, dst=1, src=1, imm=devmap) + sc.insn(0)  # r1 = the devmap
+            + sc.insn(0xB7, dst=2) + sc.insn(0xB7, dst=3, imm=BPF_F_BROADCAST)
+            + sc.insn(0x85, imm=BPF_FUNC_REDIRECT_MAP) + sc.insn(0x95)
+        )  # fmt: skip
+        prog = sc.prog_load(loader.PROG_XDP, code, "xdpfwd_probe")
+        fds.callback(os.close, prog)
+        # A kernel without the flag returns XDP_ABORTED for it.
+        verdict, _ = sc.prog_test_run(prog, bytes(64), 1)
+    if verdict != maps.XDP_REDIRECT:
+        return FAIL, "bpf_redirect_map() refuses BPF_F_BROADCAST", "broadcast needs Linux 5.15+"
+    return PASS, "bpf_redirect_map() with BPF_F_BROADCAST"
+
+
+# --- the managed ports ---------------------------------------------------------------
+
+
+def entry_problems(
+    ingress: netdev.Link, egress: netdev.Link | None, features: dict[int, int] | None
+) -> list[tuple[str, str]]:
+    """What keeps frames from ingress from leaving on egress: (problem, fix) pairs."""
+    if egress is None:
+        return [(f"egress ifindex of {ingress.ifname} is gone", "xdpfwd prune")]
+    problems = []
+    native = ingress.xdp_mode == "native"
+    can_take = features is None or features.get(egress.ifindex, 0) & netdev.XDP_ACT_NDO_XMIT
+    if native and not can_take:
+        if egress.kind == "veth":
+            fix = (f"give {egress.ifname}'s veth peer GRO (ethtool -K PEER gro on, in its "
+                   "namespace) or an XDP program")  # fmt: skip
+        else:
+            fix = "its driver cannot; forward with --mode generic"
+        problems.append((f"{egress.ifname} cannot take frames redirected to it: they are "
+                         "dropped", fix))  # fmt: skip
+    if egress.mtu < ingress.mtu:
+        problems.append((
+            f"{egress.ifname} has MTU {egress.mtu}, below {ingress.ifname}'s {ingress.mtu}: "
+            "longer frames are dropped", f"raise {egress.ifname}'s MTU"))  # fmt: skip
+    return problems
+
+
+def warnings_for(pairs: list[tuple[int, int]]) -> tuple[str, ...]:
+    """The problems of these (ingress, egress) pairs, as one-line warnings."""
+    links = netdev.links()
+    features = netdev.xdp_features()
+    found = []
+    for ingress, egress in pairs:
+        if ingress in links:
+            for problem, fix in entry_problems(links[ingress], links.get(egress), features):
+                found.append(f"{problem} ({fix})")
+    return tuple(dict.fromkeys(found))
+
+
+def _port_checks(dp: Dataplane) -> list[Check]:
+    links = netdev.links()
+    features = netdev.xdp_features()
+    checks = []
+    members = {m.ifindex: g for g in group_infos(dp, links) for m in g.members}
+    for port in sorted(dp.ports.ifindexes()):
+        link = links.get(port)
+        name = f"port {link.ifname if link else port}"
+        if link is None:
+            checks.append(Check(name, FAIL, f"device ifindex {port} is gone", "xdpfwd prune"))
+            continue
+        if link.xdp_prog_id != dp.prog_id:
+            checks.append(Check(name, FAIL, "xdpfwd's program is not attached",
+                                "xdpfwd apply FILE (or add it again)"))  # fmt: skip
+            continue
+        native = features is None or features.get(port, 0) & netdev.XDP_ACT_BASIC
+        status, detail = PASS, f"{link.xdp_mode} XDP, MTU {link.mtu}"
+        if link.xdp_mode == "generic":
+            status = WARN
+            detail += "; generic is slower" + ("" if native else " (no native XDP in its driver)")
+        if not link.up:
+            status, detail = WARN, detail + "; the link is down"
+        checks.append(Check(name, status, detail, "ip link set dev IFACE up" if not link.up
+                            else ""))  # fmt: skip
+        entry = dp.fwd.get(port)
+        targets = [entry.egress_ifindex] if entry else []
+        if port in members:
+            targets = [m.ifindex for m in members[port].members if m.ifindex != port]
+        for target in targets:
+            for problem, fix in entry_problems(link, links.get(target), features):
+                checks.append(Check(f"{name} -> ifindex {target}", FAIL, problem, fix))
+    return checks
+
+
+def _state_checks(pin_dir: pins.PinDir) -> list[Check]:
+    try:
+        with reading(pin_dir) as dp:
+            if dp is None:
+                ours, checks = None, [Check("pins", PASS, f"nothing set up in {pin_dir.path}")]
+            else:
+                ours = dp.prog_id
+                checks = [Check("pins", PASS, f"{pin_dir.path}: complete"), *_port_checks(dp)]
+    except XdpfwdError as e:
+        ours, checks = None, [Check("pins", FAIL, str(e), "xdpfwd down, then add or apply")]
+    for port, prog_id in orphans(netdev.links(), ours).items():
+        link = netdev.link(port)
+        checks.append(Check(
+            f"port {link.ifname if link else port}", WARN,
+            f"runs {prog_name(prog_id)} (id {prog_id}) of no pins here: removed by hand, or "
+            "another --pin-dir", f"xdpfwd apply FILE replaces it; or ip link set dev "
+            f"{link.ifname if link else port} xdp off"))  # fmt: skip
+    return checks
+
+
+def run(pin_dir: pins.PinDir, compile_test: bool = True) -> list[Check]:
+    checks = [_check("privileges", _privileges)]
+    privileged = checks[0].status == PASS
+    checks += [_check("bpffs", lambda: _bpffs(pin_dir)), _check("tracefs", _tracefs)]
+    checks.append(_check("BCC", _bcc))
+    if compile_test and checks[-1].status == PASS:
+        checks.append(_check("kernel headers", _compile))
+    probes = (("DEVMAP", _devmap), ("DEVMAP_HASH", _devmap_hash),
+              ("egress programs", _egress_programs), ("broadcast", _broadcast))  # fmt: skip
+    for name, probe in probes:
+        checks.append(_check(name, probe) if privileged else Check(name, SKIP, "needs root"))
+    if privileged:
+        checks += _state_checks(pin_dir)
+    return checks

@@ -1,0 +1,193 @@
+"""Forwarding entries inside a change: writing and removing them (with undo), and
+their egress programs: which one an entry gets, and which one it has."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from . import netdev
+from .bpf import loader, maps, source
+from .bpf import syscall as sc
+from .dataplane import Dataplane, Layout
+from .errors import InputError, XdpfwdError
+from .model import EgressProg, EgressSpec
+from .ports import map_write, prog_name
+from .transaction import Change
+
+
+def check_spec(spec: EgressSpec, bidirectional: bool) -> None:
+    if spec.program == "user" and spec.rewrites:
+        raise InputError("--egress-prog replaces the rewrite program: rewrite in your program")
+    if spec.program == "none" and spec.rewrites:
+        raise InputError("--no-egress leaves no program to rewrite addresses")
+    if bidirectional and not spec.is_default and spec.program != "none":
+        raise InputError(
+            "egress programs and rewrites are set per entry: add each direction on its own"
+        )
+    for option, mac in (("--src-mac", spec.src_mac), ("--dst-mac", spec.dst_mac)):
+        if mac and mac != "egress":
+            try:
+                maps.mac_bytes(mac)
+            except ValueError as e:
+                raise InputError(f"{option}: {e}") from None
+    if spec.dst_mac == "egress":
+        raise InputError("--dst-mac takes a MAC address (only --src-mac takes 'egress')")
+
+
+def layout_check(spec: EgressSpec):
+    def check(layout: Layout) -> None:
+        if not layout.has_egress and (spec.program == "user" or spec.rewrites):
+            raise XdpfwdError(
+                "the forwarding table holds plain ifindex entries (--value ifindex); egress "
+                "programs and MAC rewrites need bpf_devmap_val entries (Linux 5.8+)"
+            )
+
+    return check
+
+
+def source_digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def read_user_program(spec: EgressSpec) -> tuple[str, str]:
+    """(source text, function name) of a user egress program; raises InputError."""
+    path = spec.user_file or ""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise InputError(f"cannot read egress program {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"egress program {path} is not text") from None
+    func = spec.user_func or source.user_function(text)
+    if func is None:
+        raise InputError(
+            f"{path} has no single `int NAME(struct xdp_md *ctx)`: name the function, "
+            f"--egress-prog {path}:FUNCTION"
+        )
+    return text, func
+
+
+def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
+    """The program fd an entry gets (0 for none); compiles a user program."""
+    dp = c.dp
+    if not dp.layout.has_egress or spec.program == "none":
+        return 0
+    if user is not None:
+        text, func = user
+        fd = loader.compile_user_egress(dp.pins.path, text, os.path.basename(spec.user_file), func)
+        c.resources.callback(os.close, fd)
+        source = maps.UserProg(os.path.abspath(spec.user_file), func, source_digest(text))
+        map_write(dp.user_progs.set, sc.prog_info(fd).id, source)
+        return fd
+    return dp.rewrite_fd if spec.rewrites else dp.egress_fd
+
+
+def rewrite_of(spec: EgressSpec, egress: netdev.Link) -> maps.Rewrite | None:
+    """The addresses an entry with spec writes (its src "egress" made egress's MAC)."""
+    if not spec.rewrites:
+        return None
+    src = egress.mac if spec.src_mac == "egress" else spec.src_mac
+    return maps.Rewrite(
+        src.lower() if src else None, spec.dst_mac.lower() if spec.dst_mac else None
+    )
+
+
+def spec_of(
+    dp: Dataplane, ingress: int, entry: maps.FwdEntry, egress: netdev.Link
+) -> EgressSpec | None:
+    """What an entry's egress program does, as an EgressSpec (what `save` writes);
+    None for a user program whose source was not recorded."""
+    prog_id = entry.egress_prog_id
+    if not prog_id:
+        return EgressSpec(program="none")
+    if prog_id == dp.egress_id:
+        return EgressSpec()
+    if prog_id == dp.rewrite_id:
+        rw = dp.rewrites.get(ingress, entry.egress_ifindex) or maps.Rewrite(None, None)
+        src = "egress" if rw.src and rw.src == egress.mac else rw.src
+        return EgressSpec(src_mac=src, dst_mac=rw.dst)
+    origin = dp.user_progs.get(prog_id)
+    if origin is None:
+        return None
+    return EgressSpec(program="user", user_file=origin.path, user_func=origin.function)
+
+
+def write(c: Change, ingress: int, egress: int, prog_fd: int, rewrite: maps.Rewrite | None) -> None:
+    """Write one entry, in a single map update: the kernel swaps it atomically."""
+    dp = c.dp
+    previous = dp.fwd.get(ingress)
+    if rewrite is not None:
+        # In place before the entry, so its first frame is already rewritten.
+        old_rewrite = dp.rewrites.get(ingress, egress)
+        map_write(dp.rewrites.set, ingress, egress, rewrite)
+        if old_rewrite is None:
+            c.undo.callback(dp.rewrites.forget, ingress, egress)
+        else:
+            c.undo.callback(dp.rewrites.set, ingress, egress, old_rewrite)
+    if previous is None:
+        c.undo.callback(dp.fwd.delete, ingress)
+    else:
+        # The old program lives only as long as something holds it: keep an fd.
+        old_fd = sc.prog_fd_by_id(previous.egress_prog_id) if previous.egress_prog_id else 0
+        if old_fd:
+            c.resources.callback(os.close, old_fd)
+        c.undo.callback(dp.fwd.set, ingress, previous.egress_ifindex, old_fd)
+    map_write(dp.fwd.set, ingress, egress, prog_fd)
+    c.after_commit.append(lambda: forget_stale_state(dp, ingress, egress, previous, rewrite))
+
+
+def remove(c: Change, ingress: int) -> maps.FwdEntry | None:
+    """Remove ingress's entry (undone with the change); return it."""
+    dp = c.dp
+    entry = dp.fwd.get(ingress)
+    if entry is None:
+        return None
+    # The egress program lives only as long as something holds it: keep an fd.
+    prog_fd = sc.prog_fd_by_id(entry.egress_prog_id) if entry.egress_prog_id else 0
+    if prog_fd:
+        c.resources.callback(os.close, prog_fd)
+    dp.fwd.delete(ingress)
+    c.undo.callback(dp.fwd.set, ingress, entry.egress_ifindex, prog_fd)
+    if dp.layout.has_egress:
+        c.after_commit.append(lambda: forget_pair(dp, ingress, entry.egress_ifindex))
+    return entry
+
+
+def forget_pair(dp: Dataplane, ingress: int, egress: int) -> None:
+    """Drop the counters and the rewrite of an entry that is gone."""
+    if dp.layout.has_egress:
+        dp.egress_stats.delete(ingress)
+        dp.rewrites.forget(ingress, egress)
+
+
+def forget_stale_state(
+    dp: Dataplane,
+    ingress: int,
+    egress: int,
+    previous: maps.FwdEntry | None,
+    rewrite: maps.Rewrite | None,
+) -> None:
+    """Start an entry's egress counters afresh when its pair is new; drop stale rewrites."""
+    if not dp.layout.has_egress:
+        return
+    if previous is None or previous.egress_ifindex != egress:
+        dp.egress_stats.reset(ingress)
+        if previous is not None:
+            dp.rewrites.forget(ingress, previous.egress_ifindex)
+    if rewrite is None:
+        dp.rewrites.forget(ingress, egress)
+
+
+def describe(dp: Dataplane, entry: maps.FwdEntry | None) -> EgressProg | None:
+    if entry is None:
+        return None
+    prog_id = entry.egress_prog_id
+    if not prog_id:
+        return EgressProg("none", 0, None)
+    kinds = {dp.egress_id: "built-in", dp.rewrite_id: "rewrite", dp.group_prog_id: "group"}
+    kind = kinds.get(prog_id, "user")
+    origin = dp.user_progs.get(prog_id) if kind == "user" else None
+    source = f"{origin.path}:{origin.function}" if origin else None
+    return EgressProg(kind, prog_id, prog_name(prog_id), source)
