@@ -33,10 +33,15 @@ from .model import (
 )
 from .stats import PairCounters, PortCounters, Rate, Rates, Snapshot
 
+# Wide enough that no table is cut to fit when stdout is a pipe or a file; rich would
+# otherwise assume 80 columns and elide whole columns as "…".
+UNCUT_WIDTH = 1000
 
-def _out() -> Console:
+
+def _out(**options) -> Console:
     # Created per call so that whatever sys.stdout is now (a CliRunner buffer) is used.
-    return Console(highlight=False)
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=UNCUT_WIDTH if piped else None, **options)
 
 
 def _line(console: Console, text: str) -> None:
@@ -532,7 +537,7 @@ def watch_view(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> G
 
 def watch_plain(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> None:
     """The live view's content, printed as plain lines (stdout is not a terminal)."""
-    console = Console(highlight=False, no_color=True)
+    console = _out(no_color=True)
     console.print(watch_view(frame, pin_dir, interval, sort))
     sys.stdout.flush()
 

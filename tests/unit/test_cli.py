@@ -200,6 +200,14 @@ def test_list_table_shows_gone_devices():
     assert "\x1b[" not in result.stdout  # not a terminal: no escape codes
 
 
+def test_piped_tables_keep_every_column():
+    # Not a terminal: rich would assume 80 columns and elide the counter columns.
+    result, _ = invoke(["list"])
+    header = next(line for line in result.stdout.splitlines() if line.startswith("INGRESS"))
+    assert header.split()[-2:] == ["FORWARDED", "MISSED"]
+    assert "…" not in result.stdout
+
+
 def test_down_reports_what_it_did():
     result, _ = invoke(["down"])
     assert "detached from eth1" in result.stdout
