@@ -15,7 +15,7 @@ import pytest
 
 from xdpfwd import prereqs
 
-from .net import Topo
+from .net import Topo, sh
 
 RUN_ID = secrets.token_hex(2)
 _counter = itertools.count(1)
@@ -79,6 +79,17 @@ def make_topo():
     finally:
         for topo in built:
             topo.destroy()
+
+
+@pytest.fixture
+def scratch_ns():
+    """A namespace standing in for the root one: xdpfwd's own lab builds its ports there."""
+    name = f"xt{RUN_ID}s{next(_counter)}"
+    sh("ip", "netns", "add", name)
+    try:
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
 
 
 @pytest.fixture

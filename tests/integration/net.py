@@ -32,6 +32,29 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, capture_output=True, text=True, timeout=60)
 
 
+def xdpfwd_cmd(ns: str, *args: str, outer=(), inner=()) -> list[str]:
+    """The real xdpfwd executable, run inside namespace ns.
+
+    outer wraps nsenter (e.g. unshare), inner runs between nsenter and xdpfwd
+    (e.g. setpriv, which would leave nsenter without the right to enter).
+    """
+    return [*outer, "nsenter", f"--net=/run/netns/{ns}", *inner, XDPFWD, *args]
+
+
+def popen(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def namespaces() -> set[str]:
+    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+def pins_left(pin_dir: str) -> list[str]:
+    """Entries on the test's bpffs besides the kernel's own debug iterators."""
+    return [n for n in os.listdir(os.path.dirname(pin_dir)) if not n.endswith(".debug")]
+
+
 @contextmanager
 def in_netns(name: str):
     """Run the body in a named netns; sockets created there stay there."""
@@ -126,24 +149,15 @@ class Topo:
         return self.hosts[i - 1]
 
     def xdpfwd(self, pin_dir: str, *args: str, env: dict | None = None, outer=(), inner=()):
-        """Run the real xdpfwd executable inside the forwarder namespace.
-
-        outer wraps nsenter (e.g. unshare), inner runs between nsenter and xdpfwd
-        (e.g. setpriv, which would leave nsenter without the right to enter).
-        """
-        cmd = [
-            *outer,
-            "nsenter",
-            f"--net=/run/netns/{self.fwd}",
-            *inner,
-            XDPFWD,
-            "--pin-dir",
-            pin_dir,
-            *args,
-        ]
+        """Run the real xdpfwd executable inside the forwarder namespace, to completion."""
+        cmd = xdpfwd_cmd(self.fwd, "--pin-dir", pin_dir, *args, outer=outer, inner=inner)
         return subprocess.run(
             cmd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
         )
+
+    def start(self, pin_dir: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+        """The same, in the background, with stdout and stderr piped."""
+        return popen(xdpfwd_cmd(self.fwd, "--pin-dir", pin_dir, *args), env)
 
     def ok(self, pin_dir: str, *args: str):
         result = self.xdpfwd(pin_dir, *args)
@@ -211,7 +225,22 @@ class Topo:
                     )
 
 
-class UdpSink:
+class _Receiver:
+    """Owns one receiving socket; `with` closes it."""
+
+    sock: socket.socket
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class UdpSink(_Receiver):
     """A UDP socket bound inside a host namespace, counting datagrams."""
 
     def __init__(self, host: Host, port: int = 9000):
@@ -252,9 +281,6 @@ class UdpSink:
                     break
         return got
 
-    def close(self) -> None:
-        self.sock.close()
-
 
 def send_udp(src: Host, dst_ip: str, count: int, payload: int = 64, port: int = 9000) -> None:
     with in_netns(src.ns):
@@ -270,7 +296,7 @@ def udp_frame_len(payload: int) -> int:
     return 14 + 20 + 8 + payload
 
 
-class FrameCounter:
+class FrameCounter(_Receiver):
     """A packet socket on a device inside a namespace: counts frames, including ones
     that XDP passed up the stack (AF_PACKET sees what the stack receives)."""
 
@@ -296,9 +322,6 @@ class FrameCounter:
                 if udp_port is None or _udp_dport(frame) == udp_port:
                     seen.append(frame)
         return seen
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _udp_dport(frame: bytes) -> int | None:

@@ -12,22 +12,7 @@ import pytest
 from xdpfwd import bench, lab
 
 from .conftest import RUN_ID
-from .net import XDPFWD, in_netns, sh
-
-
-@pytest.fixture
-def scratch_ns():
-    """Stands in for the root namespace: the lab's ports are created in it."""
-    name = f"xt{RUN_ID}bench"
-    sh("ip", "netns", "add", name)
-    try:
-        yield name
-    finally:
-        sh("ip", "netns", "del", name, check=False)
-
-
-def namespaces() -> set[str]:
-    return set(os.listdir("/run/netns"))
+from .net import in_netns, namespaces, pins_left, popen, sh, xdpfwd_cmd
 
 
 @pytest.mark.parametrize("count", [1, 1000, 100_000])
@@ -52,10 +37,8 @@ def test_generator_sends_exactly_n_frames_through_a_plain_redirect(scratch_ns, p
 
 def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     result = subprocess.run(
-        ["nsenter", f"--net=/run/netns/{scratch_ns}", XDPFWD, "--pin-dir", pin_dir, "bench",
-         "--duration", "1", "--repeat", "1", "--json"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        xdpfwd_cmd(scratch_ns, "--pin-dir", pin_dir, "bench", "--duration", "1", "--repeat",
+                   "1", "--json"), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     names = [row["name"] for row in report["rows"]]
@@ -72,16 +55,13 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
             assert row["ratio"] > 0 and row["ratio_to"] in names
     assert report["rows"][0]["ratio"] == 1.0
     assert report["machine"]["kernel"] == os.uname().release
-    assert [n for n in os.listdir(os.path.dirname(pin_dir)) if not n.endswith(".debug")] == []
+    assert pins_left(pin_dir) == []
 
 
 def test_interrupted_lab_up_leaves_nothing(scratch_ns):
     name = f"i{RUN_ID}"
     before = namespaces()
-    proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{scratch_ns}", XDPFWD, "lab", "up", "--ports", "60",
-         "--name", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = popen(xdpfwd_cmd(scratch_ns, "lab", "up", "--ports", "60", "--name", name))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(namespaces() - before) < 3:
         time.sleep(0.01)

@@ -3,6 +3,7 @@ members leaving, a hub carrying ARP and ping, and errors; frames counted with pa
 sockets on every host."""
 
 import os
+from contextlib import ExitStack
 
 import pytest
 
@@ -13,14 +14,11 @@ NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 
 def flood(topo, src: int, count: int, port: int) -> dict[int, int]:
     """Send count datagrams from host src; return frames seen per host (by index)."""
-    counters = {h.index: FrameCounter(h.ns, h.dev) for h in topo.hosts}
-    try:
+    with ExitStack() as stack:
+        counters = {h.index: stack.enter_context(FrameCounter(h.ns, h.dev)) for h in topo.hosts}
         # Unicast to a host that does not exist: only the hub's flooding carries it.
         send_udp(topo.host(src), "10.77.0.200", count, port=port)
         return {i: len(c.frames(udp_port=port)) for i, c in counters.items()}
-    finally:
-        for c in counters.values():
-            c.close()
 
 
 def static_neighbour(topo, src: int) -> None:

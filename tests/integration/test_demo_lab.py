@@ -6,40 +6,13 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from .conftest import RUN_ID
-from .net import XDPFWD, sh
+from .net import namespaces, pins_left, popen, sh, xdpfwd_cmd
 
 
-@pytest.fixture
-def scratch_ns():
-    """A namespace standing in for the root one, where the lab's ports are created."""
-    name = f"xt{RUN_ID}scratch"
-    sh("ip", "netns", "add", name)
-    try:
-        yield name
-    finally:
-        sh("ip", "netns", "del", name, check=False)
-
-
-def run_in(ns, *args, pin_dir="/sys/fs/bpf/unused", **kwargs):
-    return subprocess.run(
-        ["nsenter", f"--net=/run/netns/{ns}", XDPFWD, "--pin-dir", pin_dir, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **kwargs,
-    )
-
-
-def pins_left(pin_dir: str) -> list[str]:
-    """Entries on the test's bpffs besides the kernel's own debug iterators."""
-    return [n for n in os.listdir(os.path.dirname(pin_dir)) if not n.endswith(".debug")]
-
-
-def namespaces() -> set[str]:
-    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+def run_in(ns, *args, pin_dir="/sys/fs/bpf/unused"):
+    cmd = xdpfwd_cmd(ns, "--pin-dir", pin_dir, *args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def test_demo_forwards_pings_both_ways_and_cleans_up(scratch_ns, pin_dir):
@@ -77,21 +50,7 @@ def test_lab_up_status_down(scratch_ns):
 
 def test_interrupted_demo_leaves_nothing(scratch_ns, pin_dir):
     before = namespaces()
-    proc = subprocess.Popen(
-        [
-            "nsenter",
-            f"--net=/run/netns/{scratch_ns}",
-            XDPFWD,
-            "--pin-dir",
-            pin_dir,
-            "demo",
-            "--count",
-            "50",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen(xdpfwd_cmd(scratch_ns, "--pin-dir", pin_dir, "demo", "--count", "50"))
     # Wait until the lab exists and forwarding is set up, then interrupt.
     demo_pins = f"{pin_dir}-demo-{proc.pid}"
     deadline = time.monotonic() + 30

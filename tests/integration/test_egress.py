@@ -47,13 +47,10 @@ def test_pair_counters_are_exact(make_topo, pin_dir):
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2")
     topo.ok(pin_dir, "add", "p3", "p2")
-    sink = UdpSink(h2)
-    try:
+    with UdpSink(h2) as sink:
         send_udp(h1, h2.ip, 150, payload=80)
         send_udp(h3, h2.ip, 70, payload=200)
         assert sink.count(220) == 220
-    finally:
-        sink.close()
     by_port = rows(topo, pin_dir)
     assert by_port["p1"]["egress_prog"]["kind"] == "built-in"
     assert by_port["p1"]["egress_counters"] == {
@@ -68,12 +65,9 @@ def test_mac_rewrite_sets_the_configured_addresses(topo, pin_dir):
     h1, h2 = topo.hosts
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2", "--src-mac", "egress", "--dst-mac", "02:00:5e:00:53:42")
-    capture = FrameCounter(h2.ns, h2.dev)
-    try:
+    with FrameCounter(h2.ns, h2.dev) as capture:
         send_udp(h1, h2.ip, 5, port=9200)
         frames = capture.frames(udp_port=9200)
-    finally:
-        capture.close()
     assert len(frames) == 5
     for frame in frames:
         assert frame[0:6] == bytes.fromhex("02005e005342")
@@ -106,14 +100,11 @@ def test_user_program_dropping_stops_only_its_entry(make_topo, pin_dir, programs
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(programs / "drop_all.c"))
     topo.ok(pin_dir, "add", "p3", "p2")
-    sink = UdpSink(h2)
-    try:
+    with UdpSink(h2) as sink:
         send_udp(h1, h2.ip, 30)
         assert sink.count(30, timeout=1.0) == 0
         send_udp(h3, h2.ip, 30)
         assert sink.count(30) == 30
-    finally:
-        sink.close()
     by_port = rows(topo, pin_dir)
     assert by_port["p1"]["egress_prog"]["kind"] == "user"
     assert by_port["p1"]["egress_prog"]["name"] == "drop_all"

@@ -38,12 +38,9 @@ def test_ingress_counters_match_frames_sent(topo, pin_dir):
     h1, h2 = topo.hosts
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2")
-    sink = UdpSink(h2)
-    try:
+    with UdpSink(h2) as sink:
         send_udp(h1, h2.ip, 200, payload=100)
         assert sink.count(200) == 200
-    finally:
-        sink.close()
     counters = entries_by_ingress(topo.list_json(pin_dir))["p1"]["counters"]
     assert counters["rx_packets"] == counters["redirect_packets"] == 200
     assert counters["redirect_bytes"] == 200 * udp_frame_len(100)
@@ -115,12 +112,9 @@ def test_on_miss_pass_really_reaches_the_stack_as_frames(topo, pin_dir):
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2", "-b", "--on-miss", "pass")
     topo.ok(pin_dir, "del", "p1")
-    counter = FrameCounter(topo.fwd, "p1")
-    try:
+    with FrameCounter(topo.fwd, "p1") as counter:
         send_udp(h1, h2.ip, 10, port=9100)
         assert len(counter.frames(udp_port=9100)) == 10
-    finally:
-        counter.close()
 
 
 def test_down_leaves_nothing_behind(make_topo, pin_dir):

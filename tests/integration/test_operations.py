@@ -83,9 +83,7 @@ def test_netns_keeps_namespaces_apart(make_topo, pin_dir):
 def test_parallel_adds_all_land(make_topo, pin_dir):
     topo = make_topo(8)
     pairs = [(f"p{i}", f"p{i % 8 + 1}") for i in range(1, 9)]
-    procs = [subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{topo.fwd}", XDPFWD, "--pin-dir", pin_dir, "add", a, b],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for a, b in pairs]  # fmt: skip
+    procs = [topo.start(pin_dir, "add", a, b) for a, b in pairs]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
@@ -98,10 +96,7 @@ def test_parallel_adds_all_land(make_topo, pin_dir):
 
 def test_watch_copes_with_down_meanwhile(topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
-    watch = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{topo.fwd}", XDPFWD, "--pin-dir", pin_dir, "stats",
-         "--watch", "--json", "--count", "8", "--interval", "0.25"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    watch = topo.start(pin_dir, "stats", "--watch", "--json", "--count", "8", "--interval", "0.25")
     assert watch.stdout.readline()
     topo.ok(pin_dir, "down")
     out, err = watch.communicate(timeout=60)
@@ -261,9 +256,7 @@ def test_interrupted_apply_leaves_the_old_state_or_the_new_one(make_topo, pin_di
     # While starting up, then after the first, tenth and fortieth of ~48 steps (-v
     # logs each step as it begins).
     for after_steps in (0, 1, 10, 40):
-        proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{topo.fwd}", XDPFWD, "-v", "--pin-dir", pin_dir,
-             "apply", new], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = topo.start(pin_dir, "-v", "apply", new)
         if after_steps == 0:
             time.sleep(0.05)
         for _ in range(after_steps):

@@ -3,6 +3,7 @@ real terminal, Prometheus output and device churn, with real traffic."""
 
 import json
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from .conftest import RUN_ID
-from .net import XDPFWD, UdpSink, assert_fails, send_udp, sh, udp_frame_len
+from .net import UdpSink, assert_fails, send_udp, sh, udp_frame_len, xdpfwd_cmd
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 
@@ -29,10 +30,7 @@ def by_pair(data) -> dict:
 
 def watch(topo, pin_dir, *args, env=None):
     """Start `stats --watch --json`; return the process once its first line is out."""
-    cmd = ["nsenter", f"--net=/run/netns/{topo.fwd}", XDPFWD, "--pin-dir", pin_dir, "stats",
-           "--watch", "--json", *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    proc = topo.start(pin_dir, "stats", "--watch", "--json", *args, env=env)
     first = proc.stdout.readline()
     assert first, proc.stderr.read()
     return proc, [json.loads(first)]
@@ -71,13 +69,10 @@ def test_counts_are_exact(make_topo, pin_dir):
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2")
     topo.ok(pin_dir, "add", "p3", "p2", "--no-egress")
-    sink = UdpSink(h2)
-    try:
+    with UdpSink(h2) as sink:
         send_udp(h1, h2.ip, 120, payload=90)
         send_udp(h3, h2.ip, 30, payload=90)
         assert sink.count(150) == 150
-    finally:
-        sink.close()
     data = stats_json(topo, pin_dir)
     ports, pairs = by_port(data), by_pair(data)
     assert ports["p1"]["rx_packets"] == ports["p1"]["redirect_packets"] == 120
@@ -118,14 +113,11 @@ def test_transmit_failures_are_counted(make_topo, pin_dir):
     h1, h2 = topo.hosts
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2")
-    sink = UdpSink(h2)
-    try:
+    with UdpSink(h2) as sink:
         proc, lines = watch(topo, pin_dir, "--count", "4", "--interval", "0.5")
         send_udp(h1, h2.ip, 50)
         lines = finish(proc, lines)
         assert sink.count(50, timeout=0.5) == 0
-    finally:
-        sink.close()
     lost = lines[-1]["not_forwarded"]
     assert lost["redirect_error"] + lost["xmit_drop"] == 50
     assert lost["miss"] == 0
@@ -146,8 +138,9 @@ def test_live_table_in_a_terminal_ends_cleanly_on_ctrl_c(topo, pin_dir, tmux_ses
     h1, h2 = topo.hosts
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
-    command = (f"nsenter --net=/run/netns/{topo.fwd} {XDPFWD} --pin-dir {pin_dir} stats "
-               f"--watch --interval 0.3; echo EXIT=$?; sleep 60")  # fmt: skip
+    xdpfwd = shlex.join(xdpfwd_cmd(topo.fwd, "--pin-dir", pin_dir, "stats", "--watch",
+                                   "--interval", "0.3"))  # fmt: skip
+    command = f"{xdpfwd}; echo EXIT=$?; sleep 60"
     sh("tmux", "new-session", "-d", "-s", tmux_session, "-x", "100", "-y", "40", command)
 
     def screen() -> str:
