@@ -2,20 +2,68 @@
 
 from hypothesis import strategies as st
 
-KEYS = ["version", "table", "value", "ports", "forward", "groups", "from", "to", "egress",
-        "mode", "on_miss", "src_mac", "dst_mac", "program", "function", "name", "members",
-        "exclude_ingress", "eth1", "eth2", "bogus"]  # fmt: skip
+KEYS = [
+    "version",
+    "table",
+    "value",
+    "ports",
+    "forward",
+    "groups",
+    "from",
+    "to",
+    "egress",
+    "mode",
+    "on_miss",
+    "src_mac",
+    "dst_mac",
+    "program",
+    "function",
+    "name",
+    "members",
+    "exclude_ingress",
+    "eth1",
+    "eth2",
+    "bogus",
+]
 SCALARS = st.one_of(
-    st.sampled_from(["1", 1, 2, "eth1", "eth2", "eth3", "devmap", "devmap-hash", "ifindex",
-                     "devmap-val", "native", "turbo", "drop", "built-in", "none", "egress",
-                     "02:00:00:00:00:01", "02:00", True, None, "", "g", "G!", "no.c"]),
-    st.integers(), st.floats(allow_nan=False), st.text(max_size=8),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "1",
+            1,
+            2,
+            "eth1",
+            "eth2",
+            "eth3",
+            "devmap",
+            "devmap-hash",
+            "ifindex",
+            "devmap-val",
+            "native",
+            "turbo",
+            "drop",
+            "built-in",
+            "none",
+            "egress",
+            "02:00:00:00:00:01",
+            "02:00",
+            True,
+            None,
+            "",
+            "g",
+            "G!",
+            "no.c",
+        ]
+    ),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+)
 DOCS = st.recursive(
     SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)
+    ),
     max_leaves=25,
-)  # fmt: skip
+)
 # Mostly wrong configuration files: the top level's keys with any values below.
 CONFIG_DOCS = st.dictionaries(st.sampled_from(KEYS), DOCS, max_size=6)

@@ -1,3 +1,3 @@
-from .launch import main
+from xdpfwd.launch import main
 
 main()

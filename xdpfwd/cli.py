@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 
 import click
 
-from . import __version__, interrupts, ops, render
-from . import netns as netns_module
-from .bench import run as run_bench
-from .demo import run as run_demo
-from .errors import EXIT_INTERRUPTED, InputError, XdpfwdError
-from .options import (
+from xdpfwd import __version__, interrupts, ops, render
+from xdpfwd.errors import EXIT_INTERRUPTED, InputError, XdpfwdError
+from xdpfwd.kernel import netns as netns_module
+from xdpfwd.model.counters import select
+from xdpfwd.options import (
     App,
     IfaceType,
+    bench_options,
     egress_spec,
+    entry_options,
     force_option,
+    format_option,
     json_option,
     mode_option,
+    output_option,
+    row_options,
     table_option,
+    watch_options,
 )
-from .pins import DEFAULT_PIN_DIR, PinDir
-from .stats import select
+from xdpfwd.state.pins import DEFAULT_PIN_DIR, PinDir
 
 log = logging.getLogger("xdpfwd")
 
@@ -104,10 +107,10 @@ def cli(ctx: click.Context, pin_dir: str, netns: str | None, verbose: int) -> No
     """
     _setup_logging(verbose)
     try:
+        pins = PinDir.parse(pin_dir)
         if netns is not None:
             netns_module.check_name(netns)
-            pin_dir = f"{os.path.normpath(pin_dir)}@{netns}"
-        pins = PinDir.parse(pin_dir)
+            pins = pins.for_netns(netns)
     except InputError as e:
         raise click.BadParameter(str(e), param_hint="--pin-dir/--netns") from None
     if netns is not None:
@@ -131,39 +134,24 @@ Examples:
 @click.argument("egress", type=IfaceType())
 @click.option("-b", "--bidirectional", is_flag=True, help="Also forward EGRESS to INGRESS.")
 @table_option
-@click.option(
-    "--value",
-    type=click.Choice(["devmap-val", "ifindex"]),
-    default=None,
-    help="Entry format, chosen when the table is first created: devmap-val (egress "
-    "ifindex and egress program, Linux 5.8+) or ifindex (older kernels, no egress "
-    "programs) [default: devmap-val if the kernel has it].",
-)
-@mode_option
-@click.option(
-    "--on-miss",
-    type=click.Choice(["pass", "drop"]),
-    default=None,
-    help="Verdict for frames entering the port once it has no entry: pass them to the "
-    "host stack or drop them [default: pass, or the port's current setting].",
-)
-@click.option(
-    "--no-egress",
-    is_flag=True,
-    help="Write the entry without an egress program (no pair counters).",
-)
-@click.option(
-    "--egress-prog",
-    metavar="FILE.c[:FUNCTION]",
-    help="Compile FUNCTION of FILE.c with BCC as the entry's egress program, instead of "
-    "the built-in one; xdpfwd still counts its verdicts per pair.",
-)
-@click.option("--src-mac", metavar="egress|MAC", help="Rewrite the source MAC on egress.")
-@click.option("--dst-mac", metavar="MAC", help="Rewrite the destination MAC on egress.")
+@entry_options
 @force_option
 @click.pass_obj
-def add(app: App, ingress, egress, bidirectional, table, value, mode, on_miss, no_egress,
-        egress_prog, src_mac, dst_mac, force) -> None:  # fmt: skip
+def add(
+    app: App,
+    ingress,
+    egress,
+    bidirectional,
+    table,
+    value,
+    mode,
+    on_miss,
+    no_egress,
+    egress_prog,
+    src_mac,
+    dst_mac,
+    force,
+) -> None:
     """Forward every frame that enters INGRESS out of EGRESS.
 
     Each entry gets an egress program that counts its frames per (ingress, egress)
@@ -286,49 +274,14 @@ Examples:
   xdpfwd stats --clear
 """
 )
-@click.option("-w", "--watch", is_flag=True, help="Refresh with rates until Ctrl-C (or --count).")
-@click.option(
-    "--interval",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="Seconds between refreshes of --watch.",
-)
-@click.option(
-    "--count", type=click.IntRange(1), default=None, help="Stop --watch after N refreshes."
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "prometheus"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@watch_options
+@format_option(["table", "json", "prometheus"], "table")
 @json_option
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write the json or prometheus output to FILE (atomically: temp file, rename).",
-)
+@output_option("Write the json or prometheus output to FILE.")
 @click.option("--clear", is_flag=True, help="Zero every counter first.")
-@click.option(
-    "--iface",
-    "ifaces",
-    multiple=True,
-    metavar="IFACE",
-    help="Only rows of this interface (repeatable).",
-)
-@click.option(
-    "--sort",
-    type=click.Choice(["name", "rate"]),
-    default="name",
-    show_default=True,
-    help="Row order: by ifindex, or busiest first (rate; totals without --watch).",
-)
+@row_options
 @click.pass_obj
-def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
-          sort) -> None:  # fmt: skip
+def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces, sort) -> None:
     """Show per-port and per-pair counters, or watch their rates live.
 
     Ports count what entered them and what xdpfwd sent out of them; pairs count
@@ -409,20 +362,8 @@ Examples:
   xdpfwd save --format json --output /etc/xdpfwd.json
 """
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write to FILE (atomically) instead of stdout.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["yaml", "json"]),
-    default="yaml",
-    show_default=True,
-    help="File format.",
-)
+@output_option("Write to FILE instead of stdout.")
+@format_option(["yaml", "json"], "yaml", help="File format.")
 @click.pass_obj
 def save(app: App, output, fmt) -> None:
     """Write the running configuration as a file `apply` restores it from.
@@ -498,8 +439,7 @@ def demo(app: App, count: int, table, mode) -> None:
     them with XDP (own pin directory), pings both ways, prints what happened
     and removes everything.
     """
-    pins = PinDir.parse(f"{app.pins.path}-demo-{os.getpid()}")
-    report = run_demo(pins, count=count, table=table, mode=mode)
+    report = app.ops.demo(app.pins, count=count, table=table, mode=mode)
     render.demo_report(report)
     if not report.ok:
         raise XdpfwdError("the demo's pings did not all come back")
@@ -513,41 +453,7 @@ Examples:
   xdpfwd bench --duration 1 --repeat 1 --json
 """
 )
-@click.option(
-    "--duration",
-    default=3.0,
-    show_default=True,
-    type=click.FloatRange(0.2, 600),
-    help="Seconds of traffic per sample.",
-)
-@click.option(
-    "--size",
-    default=64,
-    show_default=True,
-    type=click.IntRange(60, 1514),
-    help="Frame size in bytes, without FCS.",
-)
-@click.option(
-    "--repeat",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1, 100),
-    help="Samples per row; the table shows their median and range.",
-)
-@click.option(
-    "--cpus",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 1024),
-    help="Generator threads, one per CPU (multi-queue lab ports).",
-)
-@click.option(
-    "--flows",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="Distinct UDP source ports in the generated traffic.",
-)
+@bench_options
 @json_option
 @click.pass_obj
 def bench(app: App, duration, size, repeat, cpus, flows, as_json) -> None:
@@ -558,8 +464,15 @@ def bench(app: App, duration, size, repeat, cpus, flows, as_json) -> None:
     bridge; and port 1 flooding 2 and 4 ports. Every row is compared with the
     baseline (broadcast rows with forwarding) measured in the same run.
     """
-    report = run_bench(app.pins, duration=duration, size=size, repeat=repeat, cpus=cpus,
-                       flows=flows, progress=render.note)  # fmt: skip
+    report = app.ops.bench(
+        app.pins,
+        duration=duration,
+        size=size,
+        repeat=repeat,
+        cpus=cpus,
+        flows=flows,
+        progress=render.note,
+    )
     render.bench_report(report, as_json)
 
 

@@ -7,9 +7,9 @@ from types import ModuleType
 
 import click
 
-from .errors import InputError
-from .model import EgressSpec
-from .pins import PinDir
+from xdpfwd.errors import InputError
+from xdpfwd.model import EgressSpec
+from xdpfwd.state.pins import PinDir
 
 
 @dataclass
@@ -81,10 +81,154 @@ def egress_spec(no_egress: bool, egress_prog: str | None, src_mac, dst_mac) -> E
     if no_egress and (egress_prog or src_mac or dst_mac):
         raise click.UsageError("--no-egress cannot be combined with an egress program or rewrite")
     if egress_prog is None:
-        return EgressSpec(program="none" if no_egress else "built-in", src_mac=src_mac,
-                          dst_mac=dst_mac)  # fmt: skip
+        return EgressSpec(
+            program="none" if no_egress else "built-in", src_mac=src_mac, dst_mac=dst_mac
+        )
     path, _, func = egress_prog.rpartition(":")
     if not path or not func.isidentifier():
         path, func = egress_prog, None
-    return EgressSpec(program="user", src_mac=src_mac, dst_mac=dst_mac, user_file=path,
-                      user_func=func)  # fmt: skip
+    return EgressSpec(
+        program="user", src_mac=src_mac, dst_mac=dst_mac, user_file=path, user_func=func
+    )
+
+
+def compose(*decorators):
+    """One decorator made of several, applied in the order they are listed."""
+
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+def format_option(choices: list[str], default: str, help: str = "Output format."):
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(choices),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
+def output_option(help: str):
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False),
+        help=help + " Written atomically: a temporary file, then a rename.",
+    )
+
+
+# add: the entry's format, on-miss verdict and egress program.
+entry_options = compose(
+    click.option(
+        "--value",
+        type=click.Choice(["devmap-val", "ifindex"]),
+        default=None,
+        help="Entry format, chosen when the table is first created: devmap-val (egress "
+        "ifindex and egress program, Linux 5.8+) or ifindex (older kernels, no egress "
+        "programs) [default: devmap-val if the kernel has it].",
+    ),
+    mode_option,
+    click.option(
+        "--on-miss",
+        type=click.Choice(["pass", "drop"]),
+        default=None,
+        help="Verdict for frames entering the port once it has no entry: pass them to the "
+        "host stack or drop them [default: pass, or the port's current setting].",
+    ),
+    click.option(
+        "--no-egress",
+        is_flag=True,
+        help="Write the entry without an egress program (no pair counters).",
+    ),
+    click.option(
+        "--egress-prog",
+        metavar="FILE.c[:FUNCTION]",
+        help="Compile FUNCTION of FILE.c with BCC as the entry's egress program, instead of "
+        "the built-in one; xdpfwd still counts its verdicts per pair.",
+    ),
+    click.option("--src-mac", metavar="egress|MAC", help="Rewrite the source MAC on egress."),
+    click.option("--dst-mac", metavar="MAC", help="Rewrite the destination MAC on egress."),
+)
+
+
+# stats: refreshing live.
+watch_options = compose(
+    click.option(
+        "-w", "--watch", is_flag=True, help="Refresh with rates until Ctrl-C (or --count)."
+    ),
+    click.option(
+        "--interval",
+        default=1.0,
+        show_default=True,
+        type=click.FloatRange(0.1, 3600),
+        help="Seconds between refreshes of --watch.",
+    ),
+    click.option(
+        "--count", type=click.IntRange(1), default=None, help="Stop --watch after N refreshes."
+    ),
+)
+
+
+# stats: which rows, in which order.
+row_options = compose(
+    click.option(
+        "--iface",
+        "ifaces",
+        multiple=True,
+        metavar="IFACE",
+        help="Only rows of this interface (repeatable).",
+    ),
+    click.option(
+        "--sort",
+        type=click.Choice(["name", "rate"]),
+        default="name",
+        show_default=True,
+        help="Row order: by ifindex, or busiest first (rate; totals without --watch).",
+    ),
+)
+
+
+# bench: the traffic of each sample.
+bench_options = compose(
+    click.option(
+        "--duration",
+        default=3.0,
+        show_default=True,
+        type=click.FloatRange(0.2, 600),
+        help="Seconds of traffic per sample.",
+    ),
+    click.option(
+        "--size",
+        default=64,
+        show_default=True,
+        type=click.IntRange(60, 1514),
+        help="Frame size in bytes, without FCS.",
+    ),
+    click.option(
+        "--repeat",
+        default=3,
+        show_default=True,
+        type=click.IntRange(1, 100),
+        help="Samples per row; the table shows their median and range.",
+    ),
+    click.option(
+        "--cpus",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 1024),
+        help="Generator threads, one per CPU (multi-queue lab ports).",
+    ),
+    click.option(
+        "--flows",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 65535),
+        help="Distinct UDP source ports in the generated traffic.",
+    ),
+)

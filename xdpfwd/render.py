@@ -15,12 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .bench import BASELINE, BenchReport
-from .bpf.maps import PortStats
-from .counters import WatchFrame
-from .demo import DemoReport
-from .lab import Lab
-from .model import (
+from xdpfwd.model import (
     AddResult,
     BroadcastDelResult,
     BroadcastResult,
@@ -29,9 +24,18 @@ from .model import (
     EgressProg,
     Iface,
     Listing,
+    PortStats,
     PruneResult,
 )
-from .stats import PairCounters, PortCounters, Rate, Rates, Snapshot
+from xdpfwd.model.counters import (
+    PairCounters,
+    PortCounters,
+    Rate,
+    Rates,
+    Snapshot,
+    WatchFrame,
+)
+from xdpfwd.model.reports import BASELINE, BenchReport, DemoReport, Lab
 
 # Wide enough that no table is cut to fit when stdout is a pipe or a file; rich would
 # otherwise assume 80 columns and elide whole columns as "…".
@@ -91,8 +95,11 @@ def add_result(result: AddResult) -> None:
         how = "attached" if att.changed else "already attached"
         _line(out, f"  {att.port.ifname}: {how} ({att.mode} mode)")
     compiled = "compiled now" if result.compiled else "reused pinned program"
-    _line(out, f"  table {result.table} of {result.value_format} entries, program id "
-               f"{result.prog_id} ({compiled})")  # fmt: skip
+    _line(
+        out,
+        f"  table {result.table} of {result.value_format} entries, program id "
+        f"{result.prog_id} ({compiled})",
+    )
     if result.egress is not None:
         _line(out, f"  egress program: {_egress_prog(result.egress)}")
     for message in result.warnings:
@@ -181,8 +188,13 @@ def listing_table(listing: Listing) -> Table:
 
 
 def groups_table(listing: Listing) -> Table:
-    table = Table(title="broadcast groups", title_justify="left", box=None,
-                  header_style="bold", pad_edge=False)  # fmt: skip
+    table = Table(
+        title="broadcast groups",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
     for name in ("GROUP", "INGRESS PORT", "MEMBERS"):
         table.add_column(name)
     for group in listing.groups:
@@ -257,8 +269,11 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
     out = _out()
     m, s = report.machine, report.settings
     _line(out, f"{m['cpu']}, {m['cpus_online']} CPUs, Linux {m['kernel']}")
-    _line(out, f"{s['frame_size']} B frames, {s['flows']} flow(s), {s['cpus']} generator CPU(s), "
-               f"{s['repeat']} x {s['duration_s']:g} s per row")  # fmt: skip
+    _line(
+        out,
+        f"{s['frame_size']} B frames, {s['flows']} flow(s), {s['cpus']} generator CPU(s), "
+        f"{s['repeat']} x {s['duration_s']:g} s per row",
+    )
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("ROW")
     for column in ("MEDIAN", "RANGE", "RATIO"):
@@ -327,13 +342,18 @@ def _sorted_pairs(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[Pa
     return rows
 
 
-_REASON_LABELS = {"miss": "miss", "egress_drop": "egress drop",
-                  "redirect_error": "redirect err", "xmit_drop": "tx drop"}  # fmt: skip
+_REASON_LABELS = {
+    "miss": "miss",
+    "egress_drop": "egress drop",
+    "redirect_error": "redirect err",
+    "xmit_drop": "tx drop",
+}
 
 
 def _losses_line(losses: dict[str, int | None], since: str) -> str:
-    parts = [f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items()
-             if n is not None]  # fmt: skip
+    parts = [
+        f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n is not None
+    ]
     traced = "" if losses.get("xmit_drop") is not None else "; tx failures: see --watch"
     return f"not forwarded ({since}): {', '.join(parts)}{traced}"
 
@@ -360,21 +380,35 @@ def stats_tables(
     for p in _sorted_ports(snapshot, rates, sort):
         c = p.counters
         if rates is None:
-            rx = (count(c.rx_packets), nbytes(c.rx_bytes), count(c.redirect_packets),
-                  count(c.miss_packets)) if c else ("-",) * 4  # fmt: skip
+            rx = (
+                (
+                    count(c.rx_packets),
+                    nbytes(c.rx_bytes),
+                    count(c.redirect_packets),
+                    count(c.miss_packets),
+                )
+                if c
+                else ("-",) * 4
+            )
             ports.add_row(_port(p.port), *rx, count(p.tx_packets), nbytes(p.tx_bytes))
             continue
         rx, tx = rates.port_rx.get(p.port.ifindex), rates.port_tx.get(p.port.ifindex)  # None: -
         miss = rates.port_miss.get(p.port.ifindex)
-        ports.add_row(_port(p.port), pps(rx.pps) if rx else "-", bps(rx.bps) if rx else "-",
-                      pps(tx.pps) if tx else "-", bps(tx.bps) if tx else "-",
-                      pps(miss) if miss is not None else "-")  # fmt: skip
+        ports.add_row(
+            _port(p.port),
+            pps(rx.pps) if rx else "-",
+            bps(rx.bps) if rx else "-",
+            pps(tx.pps) if tx else "-",
+            bps(tx.bps) if tx else "-",
+            pps(miss) if miss is not None else "-",
+        )
     for p in _sorted_pairs(snapshot, rates, sort):
         label = f"{p.ingress.label} -> {p.egress.label}"
         via = f"group {p.group}" if p.group else "entry"
         if rates is None:
-            pairs.add_row(label, via, count(p.tx_packets), nbytes(p.tx_bytes),
-                          count(p.egress_drop_packets))  # fmt: skip
+            pairs.add_row(
+                label, via, count(p.tx_packets), nbytes(p.tx_bytes), count(p.egress_drop_packets)
+            )
         else:
             tx = rates.pair_tx.get(p.key)
             pairs.add_row(label, via, pps(tx.pps) if tx else "-", bps(tx.bps) if tx else "-")
@@ -400,31 +434,49 @@ def stats_dict(
     for p in snapshot.ports.values():
         k = p.port.ifindex
         counters = p.counters.as_dict() if p.counters else dict.fromkeys(_PORT_COUNTER_KEYS)
-        ports.append({
-            **p.port.as_dict(), **counters, "tx_packets": p.tx_packets,
-            "tx_bytes": p.tx_bytes,
-            "rx_pps": rate(rates.port_rx if rates else {}, k, "pps"),
-            "rx_bps": rate(rates.port_rx if rates else {}, k, "bps"),
-            "tx_pps": rate(rates.port_tx if rates else {}, k, "pps"),
-            "tx_bps": rate(rates.port_tx if rates else {}, k, "bps"),
-        })  # fmt: skip
+        ports.append(
+            {
+                **p.port.as_dict(),
+                **counters,
+                "tx_packets": p.tx_packets,
+                "tx_bytes": p.tx_bytes,
+                "rx_pps": rate(rates.port_rx if rates else {}, k, "pps"),
+                "rx_bps": rate(rates.port_rx if rates else {}, k, "bps"),
+                "tx_pps": rate(rates.port_tx if rates else {}, k, "pps"),
+                "tx_bps": rate(rates.port_tx if rates else {}, k, "bps"),
+            }
+        )
     pairs = []
     for p in snapshot.pairs.values():
         events = p.events
-        pairs.append({
-            "ingress": p.ingress.as_dict(), "egress": p.egress.as_dict(), "group": p.group,
-            "counted_by": p.counted_by, "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
-            "egress_drop_packets": p.egress_drop_packets,
-            "xmit_drops": events.xmit_drops if events else None,
-            "redirect_errors": events.redirect_errors if events else None,
-            "tx_pps": rate(rates.pair_tx if rates else {}, p.key, "pps"),
-            "tx_bps": rate(rates.pair_tx if rates else {}, p.key, "bps"),
-        })  # fmt: skip
+        pairs.append(
+            {
+                "ingress": p.ingress.as_dict(),
+                "egress": p.egress.as_dict(),
+                "group": p.group,
+                "counted_by": p.counted_by,
+                "tx_packets": p.tx_packets,
+                "tx_bytes": p.tx_bytes,
+                "egress_drop_packets": p.egress_drop_packets,
+                "xmit_drops": events.xmit_drops if events else None,
+                "redirect_errors": events.redirect_errors if events else None,
+                "tx_pps": rate(rates.pair_tx if rates else {}, p.key, "pps"),
+                "tx_bps": rate(rates.pair_tx if rates else {}, p.key, "bps"),
+            }
+        )
     totals = {
         name: sum(row[name] or 0 for row in ports)
-        for name in ("rx_packets", "rx_bytes", "redirect_packets", "miss_packets",
-                     "pass_packets", "drop_packets", "tx_packets", "tx_bytes")
-    }  # fmt: skip
+        for name in (
+            "rx_packets",
+            "rx_bytes",
+            "redirect_packets",
+            "miss_packets",
+            "pass_packets",
+            "drop_packets",
+            "tx_packets",
+            "tx_bytes",
+        )
+    }
     return {
         "time": snapshot.wall,
         "pin_dir": pin_dir,
@@ -480,9 +532,11 @@ def prometheus(snapshot: Snapshot) -> str:
         metric = f"xdpfwd_pair_{name}_total"
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
         for p in snapshot.pairs.values():
-            labels = (f'ingress="{_label(p.ingress.ifname or "")}",'
-                      f'egress="{_label(p.egress.ifname or "")}",'
-                      f'group="{_label(p.group or "")}"')  # fmt: skip
+            labels = (
+                f'ingress="{_label(p.ingress.ifname or "")}",'
+                f'egress="{_label(p.egress.ifname or "")}",'
+                f'group="{_label(p.group or "")}"'
+            )
             lines.append(f"{metric}{{{labels}}} {getattr(p, name)}")
     metric = "xdpfwd_not_forwarded_packets_total"
     lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]
@@ -512,8 +566,11 @@ def write_atomically(path: str, text: str) -> None:
 def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str) -> str | None:
     """One-shot stats: prints a table, or returns JSON/Prometheus text for the caller."""
     if fmt == "json":
-        return json.dumps(stats_dict(snapshot, pin_dir), indent=2) + "\n" if snapshot else \
-            json.dumps(None) + "\n"  # fmt: skip
+        return (
+            json.dumps(stats_dict(snapshot, pin_dir), indent=2) + "\n"
+            if snapshot
+            else json.dumps(None) + "\n"
+        )
     if fmt == "prometheus":
         return prometheus(snapshot) if snapshot else ""
     if snapshot is None:

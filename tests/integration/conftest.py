@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from xdpfwd import prereqs
+from xdpfwd.kernel import prereqs
 
 from .net import Topo, sh
 

@@ -19,9 +19,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from xdpfwd.bpf import syscall as sc
-from xdpfwd.bpf.loader import PROG_XDP
-from xdpfwd.bpf.maps import XDP_PASS
+from xdpfwd.kernel.bpf import syscall as sc
+from xdpfwd.kernel.bpf.loader import PROG_XDP
+from xdpfwd.kernel.bpf.maps import XDP_PASS
 
 SO_RCVBUFFORCE = 33  # not exported by Python's socket module
 XDPFWD = os.path.join(os.path.dirname(sys.executable), "xdpfwd")
@@ -42,8 +42,13 @@ def xdpfwd_cmd(ns: str, *args: str, outer=(), inner=()) -> list[str]:
 
 
 def popen(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def namespaces() -> set[str]:

@@ -9,7 +9,10 @@ from contextlib import ExitStack
 
 import pytest
 
-from xdpfwd import bench, lab
+from xdpfwd import ops
+from xdpfwd.model.reports import BASELINE
+from xdpfwd.ops import benchmark as bench
+from xdpfwd.state import lab
 
 from .conftest import RUN_ID
 from .net import in_netns, namespaces, pins_left, popen, sh, xdpfwd_cmd
@@ -17,11 +20,11 @@ from .net import in_netns, namespaces, pins_left, popen, sh, xdpfwd_cmd
 
 @pytest.mark.parametrize("count", [1, 1000, 100_000])
 def test_generator_sends_exactly_n_frames_through_a_plain_redirect(scratch_ns, pin_dir, count):
-    from xdpfwd.pins import PinDir
+    from xdpfwd.state.pins import PinDir
 
     before = namespaces()
     with in_netns(scratch_ns), ExitStack() as stack:
-        rig = bench._Rig(stack, PinDir.parse(pin_dir), 2, [0], 64, flows=4)
+        rig = bench._Rig(ops, stack, PinDir.parse(pin_dir), 2, [0], 64, flows=4)
         with bench._baseline(rig):
             start, _ = rig.sink.read()
             rig.generator.send(count)
@@ -37,12 +40,17 @@ def test_generator_sends_exactly_n_frames_through_a_plain_redirect(scratch_ns, p
 
 def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     result = subprocess.run(
-        xdpfwd_cmd(scratch_ns, "--pin-dir", pin_dir, "bench", "--duration", "1", "--repeat",
-                   "1", "--json"), capture_output=True, text=True, timeout=300)  # fmt: skip
+        xdpfwd_cmd(
+            scratch_ns, "--pin-dir", pin_dir, "bench", "--duration", "1", "--repeat", "1", "--json"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     names = [row["name"] for row in report["rows"]]
-    assert names[0] == bench.BASELINE
+    assert names[0] == BASELINE
     assert any("xdpfwd, as `add`" in n for n in names)
     assert any("--no-egress" in n for n in names)
     assert any("bridge" in n for n in names)

@@ -25,8 +25,20 @@ def static_neighbour(topo, src: int) -> None:
     from .net import sh
 
     h = topo.host(src)
-    sh("ip", "-n", h.ns, "neigh", "replace", "10.77.0.200", "lladdr", "02:00:00:00:00:c8",
-       "dev", h.dev, "nud", "permanent")  # fmt: skip
+    sh(
+        "ip",
+        "-n",
+        h.ns,
+        "neigh",
+        "replace",
+        "10.77.0.200",
+        "lladdr",
+        "02:00:00:00:00:c8",
+        "dev",
+        h.dev,
+        "nud",
+        "permanent",
+    )
 
 
 @pytest.mark.parametrize("table", ["devmap-hash", "devmap"])

@@ -27,8 +27,12 @@ BROKEN = "int broken(struct xdp_md *ctx)\n{\n\treturn undefined_thing;\n}\n"
 
 @pytest.fixture
 def programs(tmp_path):
-    for name, text in (("drop_all", DROP_ALL), ("pass_a", PASS_A), ("pass_b", PASS_B),
-                       ("broken", BROKEN)):  # fmt: skip
+    for name, text in (
+        ("drop_all", DROP_ALL),
+        ("pass_a", PASS_A),
+        ("pass_b", PASS_B),
+        ("broken", BROKEN),
+    ):
         (tmp_path / f"{name}.c").write_text(text)
     return tmp_path
 
@@ -54,9 +58,11 @@ def test_pair_counters_are_exact(make_topo, pin_dir):
     by_port = rows(topo, pin_dir)
     assert by_port["p1"]["egress_prog"]["kind"] == "built-in"
     assert by_port["p1"]["egress_counters"] == {
-        "tx_packets": 150, "tx_bytes": 150 * udp_frame_len(80),
-        "drop_packets": 0, "drop_bytes": 0,
-    }  # fmt: skip
+        "tx_packets": 150,
+        "tx_bytes": 150 * udp_frame_len(80),
+        "drop_packets": 0,
+        "drop_bytes": 0,
+    }
     assert by_port["p3"]["egress_counters"]["tx_packets"] == 70
     assert by_port["p3"]["egress_counters"]["tx_bytes"] == 70 * udp_frame_len(200)
 
@@ -85,8 +91,20 @@ def test_rewrite_to_the_receivers_mac_makes_a_router_hop_work(topo, pin_dir):
         sh("ip", "-n", host.ns, "addr", "flush", "dev", host.dev)
         sh("ip", "-n", host.ns, "addr", "add", f"{net}.{host.index}/24", "dev", host.dev)
         sh("ip", "-n", host.ns, "route", "add", "default", "via", f"{net}.254")
-        sh("ip", "-n", host.ns, "neigh", "replace", f"{net}.254", "lladdr", "02:00:00:00:fe:01",
-           "dev", host.dev, "nud", "permanent")  # fmt: skip
+        sh(
+            "ip",
+            "-n",
+            host.ns,
+            "neigh",
+            "replace",
+            f"{net}.254",
+            "lladdr",
+            "02:00:00:00:fe:01",
+            "dev",
+            host.dev,
+            "nud",
+            "permanent",
+        )
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
     assert topo.ping(1, "10.77.2.2", count=2) == 0  # h2 drops frames for the gateway's MAC
     topo.ok(pin_dir, "add", "p1", "p2", "--src-mac", "egress", "--dst-mac", h2.mac)
@@ -119,8 +137,9 @@ def test_listed_prog_id_is_what_the_kernel_holds(topo, pin_dir, programs):
     listed = rows(topo, pin_dir)["p1"]
     ifindex = listed["ingress"]["ifindex"]
     key = [f"0x{b:02x}" for b in struct.pack("=I", ifindex)]
-    entry = json.loads(sh("bpftool", "-j", "map", "lookup", "pinned", f"{pin_dir}/fwd", "key",
-                          *key).stdout)  # fmt: skip
+    entry = json.loads(
+        sh("bpftool", "-j", "map", "lookup", "pinned", f"{pin_dir}/fwd", "key", *key).stdout
+    )
     value = bytes(int(b, 16) for b in entry["value"])
     egress_ifindex, prog_id = struct.unpack("=II", value)
     assert egress_ifindex == listed["egress"]["ifindex"]
@@ -151,15 +170,23 @@ def test_no_egress_entries_forward_without_a_program(topo, pin_dir):
     assert topo.ping(1, topo.host(2).ip) == 3
     for row in rows(topo, pin_dir).values():
         assert row["egress_prog"]["kind"] == "none"
-        assert row["egress_counters"] == {"tx_packets": 0, "tx_bytes": 0, "drop_packets": 0,
-                                        "drop_bytes": 0}  # fmt: skip
+        assert row["egress_counters"] == {
+            "tx_packets": 0,
+            "tx_bytes": 0,
+            "drop_packets": 0,
+            "drop_bytes": 0,
+        }
 
 
 def test_compile_error_leaves_the_running_configuration_untouched(topo, pin_dir, programs):
     broken = str(programs / "broken.c")
     # Nothing set up yet: nothing may be left pinned or attached.
-    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p2", "--egress-prog", broken), 4,
-                 "broken.c:3", "undefined_thing")  # fmt: skip
+    assert_fails(
+        topo.xdpfwd(pin_dir, "add", "p1", "p2", "--egress-prog", broken),
+        4,
+        "broken.c:3",
+        "undefined_thing",
+    )
     assert snapshot(topo, pin_dir) == ({"p1": None, "p2": None}, None, None)
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
     before = snapshot(topo, pin_dir)

@@ -13,15 +13,17 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from xdpfwd import config
+from xdpfwd.state import config
 
 from ..strategies import CONFIG_DOCS
 from .net import XDPFWD, UdpSink, assert_fails, send_udp, sh, snapshot
 
 
 def rows(topo, pin_dir) -> dict:
-    return {(r["ingress"]["ifname"] or r["ingress"]["ifindex"]): r
-            for r in topo.list_json(pin_dir)["entries"]}  # fmt: skip
+    return {
+        (r["ingress"]["ifname"] or r["ingress"]["ifindex"]): r
+        for r in topo.list_json(pin_dir)["entries"]
+    }
 
 
 def doctor(topo, pin_dir) -> tuple[int, dict]:
@@ -36,8 +38,18 @@ def test_doctor_passes_on_a_healthy_setup_and_names_what_breaks(topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
     code, checks = doctor(topo, pin_dir)
     assert code == 0
-    for name in ("privileges", "bpffs", "BCC", "DEVMAP", "DEVMAP_HASH", "egress programs",
-                 "broadcast", "pins", "port p1", "port p2"):  # fmt: skip
+    for name in (
+        "privileges",
+        "bpffs",
+        "BCC",
+        "DEVMAP",
+        "DEVMAP_HASH",
+        "egress programs",
+        "broadcast",
+        "pins",
+        "port p1",
+        "port p2",
+    ):
         assert checks[name]["status"] == "pass", checks[name]
     sh("ip", "-n", topo.fwd, "link", "set", "p1", "xdp", "off")
     code, checks = doctor(topo, pin_dir)
@@ -61,8 +73,12 @@ def test_netns_keeps_namespaces_apart(make_topo, pin_dir):
     blue, red = make_topo(2), make_topo(2)
 
     def xdpfwd(ns, *args):
-        return subprocess.run([XDPFWD, "--pin-dir", pin_dir, "--netns", ns.fwd, *args],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [XDPFWD, "--pin-dir", pin_dir, "--netns", ns.fwd, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     assert xdpfwd(blue.fwd and blue, "add", "p1", "p2", "-b").returncode == 0
     assert xdpfwd(red, "add", "p2", "p1").returncode == 0
@@ -146,8 +162,21 @@ def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_
     assert f"forgot ifindex {gone}" in pruned
     assert gone not in rows(topo, pin_dir)
     # A new device under the old name is not bound silently; apply binds it.
-    sh("ip", "-n", topo.fwd, "link", "add", "p1", "type", "veth", "peer", "name", "h0", "netns",
-       h1.ns)  # fmt: skip
+    sh(
+        "ip",
+        "-n",
+        topo.fwd,
+        "link",
+        "add",
+        "p1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "h0",
+        "netns",
+        h1.ns,
+    )
     sh("ip", "-n", topo.fwd, "link", "set", "p1", "up")
     sh("ip", "-n", h1.ns, "addr", "add", f"{h1.ip}/24", "dev", "h0")
     sh("ip", "-n", h1.ns, "link", "set", "h0", "up")
@@ -192,8 +221,9 @@ def test_pins_removed_by_hand_are_reported_and_rebuilt(topo, pin_dir):
 # --- save and apply ----------------------------------------------------------------------
 
 
-def test_save_then_apply_reproduces_the_setup_and_twice_changes_nothing(make_topo, pin_dir,
-                                                                          tmp_path):  # fmt: skip
+def test_save_then_apply_reproduces_the_setup_and_twice_changes_nothing(
+    make_topo, pin_dir, tmp_path
+):
     topo = make_topo(5)
     topo.ok(pin_dir, "add", "p1", "p2", "--on-miss", "drop")
     topo.ok(pin_dir, "add", "p2", "p1", "--src-mac", "egress", "--dst-mac", topo.host(1).mac)
@@ -208,7 +238,8 @@ def test_save_then_apply_reproduces_the_setup_and_twice_changes_nothing(make_top
     after = topo.list_json(pin_dir)
     strip = lambda listing: [  # noqa: E731
         {k: v for k, v in r.items() if k not in ("counters", "egress_counters", "egress_prog")}
-        for r in listing["entries"]]  # fmt: skip
+        for r in listing["entries"]
+    ]
     assert strip(after) == strip(before)
     assert after["groups"][0]["members"] == before["groups"][0]["members"]
     assert topo.ok(pin_dir, "apply", str(saved)).stdout == "nothing to change\n"
@@ -221,21 +252,39 @@ INVALID = [
     ("version: 7\n", 1, "version must be 1"),
     ("version: 1\nforward:\n  - {from: p1, to: nope}\n", 3, "no such interface: nope"),
     ("version: 1\nforward:\n  - {from: p1, to: p1}\n", 3, "forwards to itself"),
-    ("version: 1\nforward:\n  - {from: p1, to: p2}\ngroups:\n  - {name: g, members: [p1, p2]}\n",
-     5, "a port does one or the other"),
+    (
+        "version: 1\nforward:\n  - {from: p1, to: p2}\ngroups:\n  - {name: g, members: [p1, p2]}\n",
+        5,
+        "a port does one or the other",
+    ),
     ("version: 1\nforward:\n  - {from: p1, to: p2, egress: {dst_mac: 02:00}}\n", 3, "MAC"),
-    ("version: 1\nforward:\n  - {from: p1, to: p2, egress: {program: missing.c}}\n", 3,
-     "no egress program file"),
+    (
+        "version: 1\nforward:\n  - {from: p1, to: p2, egress: {program: missing.c}}\n",
+        3,
+        "no egress program file",
+    ),
     ("version: 1\nports:\n  p1: {mode: turbo}\n", 3, "mode must be one of"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize("text, line, reason", INVALID,
-                         ids=["syntax", "unknown-key", "version", "unknown-interface",
-                              "self-forward", "forward-and-flood", "bad-mac",
-                              "missing-program", "bad-mode"])  # fmt: skip
-def test_invalid_files_are_refused_with_line_and_reason(topo, pin_dir, tmp_path, text, line,
-                                                         reason):  # fmt: skip
+@pytest.mark.parametrize(
+    "text, line, reason",
+    INVALID,
+    ids=[
+        "syntax",
+        "unknown-key",
+        "version",
+        "unknown-interface",
+        "self-forward",
+        "forward-and-flood",
+        "bad-mac",
+        "missing-program",
+        "bad-mode",
+    ],
+)
+def test_invalid_files_are_refused_with_line_and_reason(
+    topo, pin_dir, tmp_path, text, line, reason
+):
     topo.ok(pin_dir, "add", "p1", "p2")
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -248,8 +297,9 @@ def test_invalid_files_are_refused_with_line_and_reason(topo, pin_dir, tmp_path,
 def test_interrupted_apply_leaves_the_old_state_or_the_new_one(make_topo, pin_dir, sig):
     topo = make_topo(24)
     old = topo.config_file({"forward": [{"from": "p1", "to": "p2"}]})
-    new = topo.config_file({"forward": [{"from": f"p{i}", "to": f"p{i % 24 + 1}"}
-                                        for i in range(2, 25)]})  # fmt: skip
+    new = topo.config_file(
+        {"forward": [{"from": f"p{i}", "to": f"p{i % 24 + 1}"} for i in range(2, 25)]}
+    )
     topo.ok(pin_dir, "apply", old)
     before = snapshot(topo, pin_dir)
     rolled_back = 0
@@ -283,13 +333,18 @@ def test_interrupted_apply_leaves_the_old_state_or_the_new_one(make_topo, pin_di
 
 # --- bad input, fuzzed, against the real thing -----------------------------------------
 
-FUZZ = settings(max_examples=20, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+FUZZ = settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def names_in(wanted: config.Config) -> set[str]:
-    return ({e.ingress for e in wanted.forward} | {e.egress for e in wanted.forward}
-            | set(wanted.ports) | {m for g in wanted.groups for m in g.members})  # fmt: skip
+    return (
+        {e.ingress for e in wanted.forward}
+        | {e.egress for e in wanted.forward}
+        | set(wanted.ports)
+        | {m for g in wanted.groups for m in g.members}
+    )
 
 
 @FUZZ
@@ -312,19 +367,48 @@ def test_fuzzed_bad_files_are_refused_and_change_nothing(topo, pin_dir, tmp_path
 
 BAD_IFACES = st.sampled_from(["nope", "eth9", "lo", "p1.", "999999"])
 WORDS = st.one_of(
-    st.sampled_from(["p1", "p2", "-b", "--force", "--table", "devmap", "--mode", "generic",
-                     "--on-miss", "drop", "--group", "g", "--exclude-ingress", "--no-egress",
-                     "--src-mac", "egress", "--dst-mac", "02:00:00:00:00:01", "--dry-run",
-                     "--value", "ifindex", "--egress-prog", "none.c", "--bogus"]),
+    st.sampled_from(
+        [
+            "p1",
+            "p2",
+            "-b",
+            "--force",
+            "--table",
+            "devmap",
+            "--mode",
+            "generic",
+            "--on-miss",
+            "drop",
+            "--group",
+            "g",
+            "--exclude-ingress",
+            "--no-egress",
+            "--src-mac",
+            "egress",
+            "--dst-mac",
+            "02:00:00:00:00:01",
+            "--dry-run",
+            "--value",
+            "ifindex",
+            "--egress-prog",
+            "none.c",
+            "--bogus",
+        ]
+    ),
     BAD_IFACES,
-)  # fmt: skip
+)
 
 
 @FUZZ
-@given(command=st.sampled_from([["add"], ["del"], ["broadcast"], ["broadcast", "del"]]),
-       bad=BAD_IFACES, rest=st.lists(WORDS, max_size=5), bad_first=st.booleans())  # fmt: skip
-def test_fuzzed_bad_arguments_are_refused_and_change_nothing(topo, pin_dir, command, bad, rest,
-                                                             bad_first):  # fmt: skip
+@given(
+    command=st.sampled_from([["add"], ["del"], ["broadcast"], ["broadcast", "del"]]),
+    bad=BAD_IFACES,
+    rest=st.lists(WORDS, max_size=5),
+    bad_first=st.booleans(),
+)
+def test_fuzzed_bad_arguments_are_refused_and_change_nothing(
+    topo, pin_dir, command, bad, rest, bad_first
+):
     if not os.path.isdir(pin_dir):
         topo.ok(pin_dir, "add", "p1", "p2", "-b")
     # The interface that does not exist comes where an interface is expected.

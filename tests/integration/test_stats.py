@@ -83,8 +83,12 @@ def test_counts_are_exact(make_topo, pin_dir):
     assert pairs[("p3", "p2")]["counted_by"] == "ingress"  # --no-egress: the ingress count
     assert ports["p2"]["tx_packets"] == 150
     assert data["totals"]["rx_packets"] == 150
-    assert data["not_forwarded"] == {"miss": 0, "egress_drop": 0, "redirect_error": None,
-                                     "xmit_drop": None}  # fmt: skip
+    assert data["not_forwarded"] == {
+        "miss": 0,
+        "egress_drop": 0,
+        "redirect_error": None,
+        "xmit_drop": None,
+    }
     # The one-shot call needs no compiler.
     assert topo.xdpfwd(pin_dir, "stats", env=NO_BCC).returncode == 0
 
@@ -138,8 +142,9 @@ def test_live_table_in_a_terminal_ends_cleanly_on_ctrl_c(topo, pin_dir, tmux_ses
     h1, h2 = topo.hosts
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
-    xdpfwd = shlex.join(xdpfwd_cmd(topo.fwd, "--pin-dir", pin_dir, "stats", "--watch",
-                                   "--interval", "0.3"))  # fmt: skip
+    xdpfwd = shlex.join(
+        xdpfwd_cmd(topo.fwd, "--pin-dir", pin_dir, "stats", "--watch", "--interval", "0.3")
+    )
     command = f"{xdpfwd}; echo EXIT=$?; sleep 60"
     sh("tmux", "new-session", "-d", "-s", tmux_session, "-x", "100", "-y", "40", command)
 

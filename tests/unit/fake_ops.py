@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from xdpfwd import config
-from xdpfwd.apply import ApplyResult, SaveResult
-from xdpfwd.bpf.maps import EgressStats, PortStats, Rewrite
-from xdpfwd.doctor import Check
 from xdpfwd.errors import InputError
+from xdpfwd.kernel.bpf.maps import EgressStats, PortStats, Rewrite
 from xdpfwd.model import (
     DEFAULT_EGRESS,
     AddResult,
@@ -23,6 +20,18 @@ from xdpfwd.model import (
     PortRow,
     PruneResult,
 )
+from xdpfwd.model.reports import (
+    ApplyResult,
+    BenchReport,
+    BenchRow,
+    Check,
+    DemoReport,
+    Lab,
+    LabPort,
+    PingResult,
+    SaveResult,
+)
+from xdpfwd.state import config
 
 LINKS = {"eth1": 2, "eth2": 3, "eth3": 4}
 
@@ -32,6 +41,7 @@ class FakeOps:
         self.calls: list[tuple[str, tuple, dict]] = []
         self.fail_with = fail_with
         self.doctor_status = "pass"
+        self.demo_replies = 3
 
     def _record(self, name, *args, **kwargs):
         self.calls.append((name, args, kwargs))
@@ -65,27 +75,45 @@ class FakeOps:
         self._record("list_ports", pins)
         rows = [
             PortRow(
-                Iface(2, "eth1"), Iface(3, "eth2"), "devmap-hash", "devmap-val", "native",
-                "pass", "ok", PortStats(redirect_packets=5, redirect_bytes=500),
+                Iface(2, "eth1"),
+                Iface(3, "eth2"),
+                "devmap-hash",
+                "devmap-val",
+                "native",
+                "pass",
+                "ok",
+                PortStats(redirect_packets=5, redirect_bytes=500),
                 egress_prog=EgressProg("user", 9, "drop_arp"),
                 rewrite=Rewrite("02:00:00:00:00:01", None),
                 egress_counters=EgressStats(4, 400, 1, 100),
             ),
             PortRow(
-                Iface(17, None), None, "devmap-hash", "devmap-val", None, "drop", "device gone",
+                Iface(17, None),
+                None,
+                "devmap-hash",
+                "devmap-val",
+                None,
+                "drop",
+                "device gone",
                 PortStats(),
             ),
-        ]  # fmt: skip
+        ]
         groups = [
-            GroupInfo("cams", "devmap-hash", True, [Iface(3, "eth2"), Iface(4, "eth3")],
-                      [PairRow(Iface(3, "eth2"), Iface(4, "eth3"), EgressStats(7, 700, 0, 0))])
-        ]  # fmt: skip
+            GroupInfo(
+                "cams",
+                "devmap-hash",
+                True,
+                [Iface(3, "eth2"), Iface(4, "eth3")],
+                [PairRow(Iface(3, "eth2"), Iface(4, "eth3"), EgressStats(7, 700, 0, 0))],
+            )
+        ]
         return Listing(pins.path, "devmap-hash", "devmap-val", 7, rows, groups)
 
     def broadcast(self, pins, members, **kwargs):
         self._record("broadcast", pins, members, **kwargs)
-        return BroadcastResult(kwargs["group"], True, members or [], [], [], True,
-                               "devmap-hash", False)  # fmt: skip
+        return BroadcastResult(
+            kwargs["group"], True, members or [], [], [], True, "devmap-hash", False
+        )
 
     def broadcast_del(self, pins, members, group):
         self._record("broadcast_del", pins, members, group)
@@ -124,8 +152,10 @@ class FakeOps:
 
     def check_host(self, pins, compile_test):
         self._record("check_host", pins, compile_test=compile_test)
-        return [Check("privileges", "pass", "root"),
-                Check("port eth1", self.doctor_status, "up", "xdpfwd apply FILE")]  # fmt: skip
+        return [
+            Check("privileges", "pass", "root"),
+            Check("port eth1", self.doctor_status, "up", "xdpfwd apply FILE"),
+        ]
 
     def stats_read(self, pins):
         self._record("stats_read", pins)
@@ -137,3 +167,23 @@ class FakeOps:
     def stats_watch(self, pins, interval, count):
         self._record("stats_watch", pins, interval, count)
         yield from ()
+
+    def demo(self, pins, **options):
+        self._record("demo", pins, **options)
+        one = LabPort("xd1p1", "xd1p1", "host0", "198.18.0.1/24")
+        two = LabPort("xd1p2", "xd1p2", "host0", "198.18.0.2/24")
+        added = self.add(pins, Iface(2, one.port), Iface(3, two.port))
+        pings = [PingResult(one, two, 3, self.demo_replies), PingResult(two, one, 3, 3)]
+        return DemoReport(Lab("xd1p", [one, two]), added, pings, self.list_ports(pins))
+
+    def bench(self, pins, **options):
+        self._record("bench", pins, **options)
+        rows = [BenchRow("baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
+        settings = {
+            "duration_s": options["duration"],
+            "frame_size": options["size"],
+            "repeat": options["repeat"],
+            "cpus": options["cpus"],
+            "flows": options["flows"],
+        }
+        return BenchReport(settings, {"kernel": "6.1", "cpu": "test", "cpus_online": 2}, rows)

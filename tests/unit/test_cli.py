@@ -36,8 +36,22 @@ def test_every_command_has_help_with_examples(command):
 
 
 def test_add_passes_parsed_arguments_to_ops():
-    args = ["add", "eth1", "eth2", "-b", "--table", "devmap", "--mode", "skb", "--on-miss",
-            "drop", "--force", "--value", "ifindex", "--no-egress"]  # fmt: skip
+    args = [
+        "add",
+        "eth1",
+        "eth2",
+        "-b",
+        "--table",
+        "devmap",
+        "--mode",
+        "skb",
+        "--on-miss",
+        "drop",
+        "--force",
+        "--value",
+        "ifindex",
+        "--no-egress",
+    ]
     result, ops = invoke(args)
     assert result.exit_code == 0, result.stderr
     name, (pins, ingress, egress), kwargs = ops.calls[0]
@@ -177,9 +191,19 @@ def test_list_json_is_stable_and_parseable():
     assert set(data) == {"pin_dir", "table", "value", "prog_id", "entries", "groups"}
     first, gone = data["entries"]
     assert set(first) == {
-        "ingress", "egress", "table", "value", "mode", "on_miss", "state", "egress_prog",
-        "rewrite", "counters", "egress_counters", "group",
-    }  # fmt: skip
+        "ingress",
+        "egress",
+        "table",
+        "value",
+        "mode",
+        "on_miss",
+        "state",
+        "egress_prog",
+        "rewrite",
+        "counters",
+        "egress_counters",
+        "group",
+    }
     assert first["ingress"] == {"ifname": "eth1", "ifindex": 2}
     assert first["counters"]["redirect_packets"] == 5
     assert first["counters"]["rx_packets"] == 5
@@ -238,18 +262,41 @@ def test_signals_unwind_only_in_xdpfwds_own_process(monkeypatch):
 @pytest.mark.parametrize(
     "args, call",
     [
-        (["broadcast", "eth1", "eth2", "--exclude-ingress"],
-         ("broadcast", [Iface(2, "eth1"), Iface(3, "eth2")],
-          {"group": "default", "exclude_ingress": True, "table": None, "mode": "auto",
-           "force": False})),
-        (["broadcast", "--group", "cams"],
-         ("broadcast", None, {"group": "cams", "exclude_ingress": None, "table": None,
-                              "mode": "auto", "force": False})),
-        (["broadcast", "del", "eth1", "17", "--group", "cams"],
-         ("broadcast_del", [Iface(2, "eth1"), Iface(17, None)], "cams")),
+        (
+            ["broadcast", "eth1", "eth2", "--exclude-ingress"],
+            (
+                "broadcast",
+                [Iface(2, "eth1"), Iface(3, "eth2")],
+                {
+                    "group": "default",
+                    "exclude_ingress": True,
+                    "table": None,
+                    "mode": "auto",
+                    "force": False,
+                },
+            ),
+        ),
+        (
+            ["broadcast", "--group", "cams"],
+            (
+                "broadcast",
+                None,
+                {
+                    "group": "cams",
+                    "exclude_ingress": None,
+                    "table": None,
+                    "mode": "auto",
+                    "force": False,
+                },
+            ),
+        ),
+        (
+            ["broadcast", "del", "eth1", "17", "--group", "cams"],
+            ("broadcast_del", [Iface(2, "eth1"), Iface(17, None)], "cams"),
+        ),
     ],
     ids=["members", "bare", "del"],
-)  # fmt: skip
+)
 def test_broadcast_parsing(args, call):
     result, ops = invoke(args)
     assert result.exit_code == 0, result.stderr
@@ -261,11 +308,13 @@ def test_broadcast_parsing(args, call):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["broadcast", "del"], "broadcast del IFACE"),
-     (["broadcast", "del", "eth1", "--exclude-ingress"], "broadcast del IFACE"),
-     (["broadcast", "eth1", "nope"], "no such interface: nope")],
+    [
+        (["broadcast", "del"], "broadcast del IFACE"),
+        (["broadcast", "del", "eth1", "--exclude-ingress"], "broadcast del IFACE"),
+        (["broadcast", "eth1", "nope"], "no such interface: nope"),
+    ],
     ids=["del-without-ifaces", "del-with-flag", "unknown-iface"],
-)  # fmt: skip
+)
 def test_broadcast_usage_errors(args, message):
     result, ops = invoke(args)
     assert result.exit_code == 2 and message in one_error_line(result)
@@ -294,8 +343,12 @@ def test_doctor_exit_code_follows_the_checks():
     assert result.exit_code == 1
     assert one_error_line(result) == "error: 1 check(s) failed: port eth1"
     checks = json.loads(result.stdout)
-    assert checks[1] == {"check": "port eth1", "status": "fail", "detail": "up",
-                         "fix": "xdpfwd apply FILE"}  # fmt: skip
+    assert checks[1] == {
+        "check": "port eth1",
+        "status": "fail",
+        "detail": "up",
+        "fix": "xdpfwd apply FILE",
+    }
 
 
 def test_prune_reports_what_it_forgot():
@@ -342,3 +395,23 @@ def test_an_unknown_netns_is_one_line():
     assert result.exit_code == 2
     assert "xdpfwd-no-such-ns" in one_error_line(result)
     assert ops.calls == []
+
+
+def test_demo_goes_through_the_operations_and_fails_when_pings_are_lost():
+    result, ops = invoke(["demo", "--count", "3", "--mode", "generic"])
+    assert result.exit_code == 0, result.stderr
+    assert ops.calls[0][0] == "demo"
+    assert ops.calls[0][2] == {"count": 3, "table": None, "mode": "generic"}
+    failing = FakeOps()
+    failing.demo_replies = 1
+    result, _ = invoke(["demo"], ops=failing)
+    assert result.exit_code == 1
+    assert "did not all come back" in one_error_line(result)
+
+
+def test_bench_goes_through_the_operations():
+    result, ops = invoke(["bench", "--cpus", "2", "--json"])
+    assert result.exit_code == 0, result.stderr
+    name, _, options = ops.calls[0]
+    assert name == "bench" and options["cpus"] == 2
+    assert json.loads(result.stdout)["rows"][0]["median"] == pytest.approx(3.1)

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from xdpfwd.bpf import maps, source
-from xdpfwd.bpf import syscall as sc
+from xdpfwd.kernel.bpf import maps, source
+from xdpfwd.kernel.bpf import syscall as sc
 
 HEADER = source.read_source(source.COMMON_HEADER)
 
@@ -113,14 +113,20 @@ def test_forward_entry_is_a_bpf_devmap_val(monkeypatch):
 
 @pytest.fixture
 def stats_kernel(monkeypatch):
-    return FakeKernel(monkeypatch, {
-        "/slots": sc.MapInfo(sc.MAP_TYPE_PERCPU_ARRAY, 2, 4, 64, maps.STATS_SLOTS, "x"),
-        "/slots_hi": sc.MapInfo(sc.MAP_TYPE_PERCPU_HASH, 3, 4, 64, maps.MAX_PORTS, "x"),
-    })  # fmt: skip
+    return FakeKernel(
+        monkeypatch,
+        {
+            "/slots": sc.MapInfo(sc.MAP_TYPE_PERCPU_ARRAY, 2, 4, 64, maps.STATS_SLOTS, "x"),
+            "/slots_hi": sc.MapInfo(sc.MAP_TYPE_PERCPU_HASH, 3, 4, 64, maps.MAX_PORTS, "x"),
+        },
+    )
 
 
-@pytest.mark.parametrize("ifindex, where", [(5, "/slots"), (maps.STATS_SLOTS, "/slots_hi")],
-                         ids=["low-ifindex-array-slot", "high-ifindex-hash"])  # fmt: skip
+@pytest.mark.parametrize(
+    "ifindex, where",
+    [(5, "/slots"), (maps.STATS_SLOTS, "/slots_hi")],
+    ids=["low-ifindex-array-slot", "high-ifindex-hash"],
+)
 def test_port_stats_are_summed_over_cpus(stats_kernel, ifindex, where):
     stats = maps.SlottedStats("/slots", maps.PortStats)
     stats.reset(ifindex)

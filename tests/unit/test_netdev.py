@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from xdpfwd.netdev import parse_link
+from xdpfwd.kernel.netdev import parse_link
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "rtm_newlink.json").read_text())
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from xdpfwd import pins
 from xdpfwd.errors import InputError, PrereqError
+from xdpfwd.state import pins
 
 MOUNTINFO = """\
 22 1 0:21 / / rw - ext4 /dev/vda rw

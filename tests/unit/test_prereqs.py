@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from xdpfwd import prereqs
 from xdpfwd.errors import PrereqError
+from xdpfwd.kernel import prereqs
 
 NET_ADMIN, SYS_ADMIN, BPF = 1 << 12, 1 << 21, 1 << 39
 

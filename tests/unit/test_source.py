@@ -4,7 +4,7 @@ from importlib import resources
 
 import pytest
 
-from xdpfwd.bpf import source
+from xdpfwd.kernel.bpf import source
 
 
 def test_sources_are_package_data():
@@ -36,14 +36,15 @@ def test_source_dir_override(monkeypatch, tmp_path):
     "text, expected",
     [
         ("int only(struct xdp_md *ctx) { return XDP_PASS; }", "only"),
-        ("static int helper(int x) { return x; }\nint main_fn(struct xdp_md *c) { return 2; }",
-         "main_fn"),
-        ("int a(struct xdp_md *ctx) { return 2; }\nint b(struct xdp_md *ctx) { return 1; }",
-         None),
+        (
+            "static int helper(int x) { return x; }\nint main_fn(struct xdp_md *c) { return 2; }",
+            "main_fn",
+        ),
+        ("int a(struct xdp_md *ctx) { return 2; }\nint b(struct xdp_md *ctx) { return 1; }", None),
         ("int nothing(void) { return 0; }", None),
     ],
     ids=["one", "one-among-helpers", "two", "none"],
-)  # fmt: skip
+)
 def test_user_function_detection(text, expected):
     assert source.user_function(text) == expected
 

@@ -6,13 +6,13 @@ import os
 import pytest
 
 from xdpfwd import render
-from xdpfwd.bpf.maps import PortStats, TxEvents
-from xdpfwd.counters import WatchFrame
+from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
 from xdpfwd.model import Iface
-from xdpfwd.stats import (
+from xdpfwd.model.counters import (
     PairCounters,
     PortCounters,
     Snapshot,
+    WatchFrame,
     add_losses,
     increase,
     rates,
@@ -26,26 +26,42 @@ ETH1, ETH2, GONE = Iface(2, "eth1"), Iface(3, "eth2"), Iface(17, None)
 
 def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, extra=()):
     ports = {
-        2: PortCounters(ETH1, PortStats(redirect_packets=rx, redirect_bytes=nbytes,
-                                        miss_packets=miss, pass_packets=miss)),
+        2: PortCounters(
+            ETH1,
+            PortStats(
+                redirect_packets=rx, redirect_bytes=nbytes, miss_packets=miss, pass_packets=miss
+            ),
+        ),
         3: PortCounters(ETH2, PortStats(), tx, tx * 100),
-    }  # fmt: skip
+    }
     for port in extra:
         ports[port.ifindex] = PortCounters(port, PortStats())
-    pair = PairCounters(ETH1, ETH2, None, "egress", tx, tx * 100, drops,
-                        TxEvents(xmit_drops=xmit, redirect_errors=redirect_err))  # fmt: skip
+    pair = PairCounters(
+        ETH1,
+        ETH2,
+        None,
+        "egress",
+        tx,
+        tx * 100,
+        drops,
+        TxEvents(xmit_drops=xmit, redirect_errors=redirect_err),
+    )
     return Snapshot(taken, 1e9 + taken, ports, {pair.key: pair}, {}, tracing=True)
 
 
-@pytest.mark.parametrize("before, after, grew", [(5, 9, 4), (9, 9, 0), (9, 3, 3)],
-                         ids=["grew", "same", "reset-counts-from-zero"])  # fmt: skip
+@pytest.mark.parametrize(
+    "before, after, grew",
+    [(5, 9, 4), (9, 9, 0), (9, 3, 3)],
+    ids=["grew", "same", "reset-counts-from-zero"],
+)
 def test_increase(before, after, grew):
     assert increase(before, after) == grew
 
 
 def test_rates_come_from_time_deltas():
-    r = rates(snap(10.0, rx=1000, nbytes=64_000, tx=1000), snap(12.0, rx=3000, nbytes=192_000,
-                                                                 tx=3000))  # fmt: skip
+    r = rates(
+        snap(10.0, rx=1000, nbytes=64_000, tx=1000), snap(12.0, rx=3000, nbytes=192_000, tx=3000)
+    )
     assert r.seconds == 2.0
     assert r.port_rx[2].pps == 1000.0
     assert r.port_rx[2].bps == (192_000 - 64_000) * 8 / 2
@@ -79,11 +95,18 @@ def test_select_keeps_a_ports_rows_and_pairs():
 
 @pytest.mark.parametrize(
     "fn, value, text",
-    [(render.pps, 1_234_567, "1.23 Mpps"), (render.pps, 12_345, "12.3 Kpps"),
-     (render.pps, 512, "512 pps"), (render.pps, 0.0, "0 pps"), (render.bps, 614e6, "614 Mbit/s"),
-     (render.bps, 1.5e9, "1.50 Gbit/s"), (render.count, 9_999, "9999"),
-     (render.count, 123_456, "123 K"), (render.nbytes, 1_234, "1.23 KB")],
-)  # fmt: skip
+    [
+        (render.pps, 1_234_567, "1.23 Mpps"),
+        (render.pps, 12_345, "12.3 Kpps"),
+        (render.pps, 512, "512 pps"),
+        (render.pps, 0.0, "0 pps"),
+        (render.bps, 614e6, "614 Mbit/s"),
+        (render.bps, 1.5e9, "1.50 Gbit/s"),
+        (render.count, 9_999, "9999"),
+        (render.count, 123_456, "123 K"),
+        (render.nbytes, 1_234, "1.23 KB"),
+    ],
+)
 def test_human_units(fn, value, text):
     assert fn(value) == text
 
@@ -108,9 +131,19 @@ PORT_KEYS = {
     "tx_pps",
     "tx_bps",
 }
-PAIR_KEYS = {"ingress", "egress", "group", "counted_by", "tx_packets", "tx_bytes",
-             "egress_drop_packets", "xmit_drops", "redirect_errors", "tx_pps",
-             "tx_bps"}  # fmt: skip
+PAIR_KEYS = {
+    "ingress",
+    "egress",
+    "group",
+    "counted_by",
+    "tx_packets",
+    "tx_bytes",
+    "egress_drop_packets",
+    "xmit_drops",
+    "redirect_errors",
+    "tx_pps",
+    "tx_bps",
+}
 
 
 def test_json_keys_are_the_same_with_and_without_rates():
@@ -118,8 +151,16 @@ def test_json_keys_are_the_same_with_and_without_rates():
     before, after = snap(0.0), snap(1.0, rx=5)
     live = render.stats_dict(after, "/p", rates(before, after), {"miss": 0})
     for data in (once, live):
-        assert set(data) == {"time", "pin_dir", "tracing", "interval_s", "ports", "pairs",
-                             "totals", "not_forwarded"}  # fmt: skip
+        assert set(data) == {
+            "time",
+            "pin_dir",
+            "tracing",
+            "interval_s",
+            "ports",
+            "pairs",
+            "totals",
+            "not_forwarded",
+        }
         assert {frozenset(p) for p in data["ports"]} == {frozenset(PORT_KEYS)}
         assert {frozenset(p) for p in data["pairs"]} == {frozenset(PAIR_KEYS)}
     assert once["ports"][0]["rx_pps"] is None and live["ports"][0]["rx_pps"] == 5.0
@@ -128,8 +169,14 @@ def test_json_keys_are_the_same_with_and_without_rates():
 
 def test_tables_show_gone_devices():
     s = snap(0.0, extra=[GONE])
-    with_gone = Snapshot(s.taken, s.wall, s.ports, {
-        (17, 3): PairCounters(GONE, ETH2, "g", "egress", 4, 400)}, {}, False)  # fmt: skip
+    with_gone = Snapshot(
+        s.taken,
+        s.wall,
+        s.ports,
+        {(17, 3): PairCounters(GONE, ETH2, "g", "egress", 4, 400)},
+        {},
+        False,
+    )
     result, _ = invoke(["stats"], ops=_StatsOps(with_gone))
     assert "gone (17)" in result.stdout and "ifindex 17 -> eth2" in result.stdout
     assert "group g" in result.stdout
@@ -206,12 +253,14 @@ def test_iface_filter_and_clear():
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["stats", "--count", "3"], "--watch"), (["stats", "--interval", "2"], "--watch"),
-     (["stats", "--output", "/tmp/x"], "--format json or prometheus"),
-     (["stats", "-w", "--format", "prometheus"], "one-shot")],
-    ids=["count-without-watch", "interval-without-watch", "output-of-a-table",
-         "prometheus-watch"],
-)  # fmt: skip
+    [
+        (["stats", "--count", "3"], "--watch"),
+        (["stats", "--interval", "2"], "--watch"),
+        (["stats", "--output", "/tmp/x"], "--format json or prometheus"),
+        (["stats", "-w", "--format", "prometheus"], "one-shot"),
+    ],
+    ids=["count-without-watch", "interval-without-watch", "output-of-a-table", "prometheus-watch"],
+)
 def test_stats_usage_errors(args, message):
     result, ops = invoke(args, ops=_StatsOps())
     assert result.exit_code == 2 and message in one_error_line(result)

@@ -4,15 +4,16 @@ import struct
 
 import pytest
 
-from xdpfwd import traffic
-from xdpfwd.bench import Row
-from xdpfwd.bpf import maps
+from xdpfwd.kernel import traffic
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.model.reports import BenchRow
 
 
 @pytest.mark.parametrize("size", [60, 64, 128, 1514])
 def test_udp_frame_is_valid(size):
-    frame = traffic.udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "198.18.0.1",
-                              "198.18.0.2", size)  # fmt: skip
+    frame = traffic.udp_frame(
+        "02:00:00:00:00:01", "02:00:00:00:00:02", "198.18.0.1", "198.18.0.2", size
+    )
     assert len(frame) == size
     assert frame[:6] == bytes.fromhex("020000000002") and frame[6:12] == bytes.fromhex(
         "020000000001"
@@ -34,9 +35,11 @@ def test_udp_frame_size_limits(size):
 
 def test_row_median_and_paired_ratio():
     # The reference drifts down over the run; each repeat's pair still says 0.5.
-    row = Row("x", "Mpps", [3.0, 2.0, 1.0], reference="base", reference_samples=[6.0, 4.0, 2.0])
+    row = BenchRow(
+        "x", "Mpps", [3.0, 2.0, 1.0], reference="base", reference_samples=[6.0, 4.0, 2.0]
+    )
     assert row.median == 2.0
     assert row.ratio == 0.5
     data = row.as_dict()
     assert (data["min"], data["max"], data["ratio"], data["ratio_to"]) == (1.0, 3.0, 0.5, "base")
-    assert Row("t", "s", [0.2]).ratio is None
+    assert BenchRow("t", "s", [0.2]).ratio is None

@@ -7,32 +7,22 @@ import os
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 
-from . import netdev, pins, prereqs, tracing
-from .bpf import loader, maps
-from .bpf import syscall as sc
-from .dataplane import Dataplane, reading
-from .errors import PrereqError, XdpfwdError
-from .groups import group_infos
-from .ports import orphans, prog_name
+from xdpfwd.errors import PrereqError, XdpfwdError
+from xdpfwd.kernel import netdev, prereqs
+from xdpfwd.kernel.bpf import loader, maps
+from xdpfwd.kernel.bpf import syscall as sc
+from xdpfwd.model.reports import Check
+from xdpfwd.state import pins, tracing
+from xdpfwd.state.dataplane import Dataplane, reading
+from xdpfwd.state.groups import group_infos
+from xdpfwd.state.health import entry_problems
+from xdpfwd.state.ports import orphans, prog_name
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 ATTACH_XDP_DEVMAP = loader.ATTACH_XDP_DEVMAP
 BPF_F_BROADCAST = 1 << 3
 BPF_FUNC_REDIRECT_MAP = 51
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # pass, warn, fail or skip
-    detail: str
-    fix: str = ""
-
-    def as_dict(self) -> dict:
-        return {"check": self.name, "status": self.status, "detail": self.detail,
-                "fix": self.fix or None}  # fmt: skip
 
 
 def _check(name: str, fn) -> Check:
@@ -127,8 +117,11 @@ def _egress_programs():
             code = sc.insn(0xB7, imm=maps.XDP_PASS) + sc.insn(0x95)  # r0 = XDP_PASS; exit
             prog = sc.prog_load(loader.PROG_XDP, code, "xdpfwd_probe", ATTACH_XDP_DEVMAP)
             fds.callback(os.close, prog)
-            sc.map_update(devmap, (0).to_bytes(4, "little"),
-                          (1).to_bytes(4, "little") + prog.to_bytes(4, "little"))  # fmt: skip
+            sc.map_update(
+                devmap,
+                (0).to_bytes(4, "little"),
+                (1).to_bytes(4, "little") + prog.to_bytes(4, "little"),
+            )
         except OSError as e:
             return (
                 FAIL,
@@ -143,10 +136,13 @@ def _broadcast():
         devmap = _probe_map(sc.MAP_TYPE_DEVMAP)
         fds.callback(os.close, devmap)
         code = (
-            sc.insn(0x18, dst=1, src=1, imm=devmap) + sc.insn(0)  # r1 = the devmap
-            + sc.insn(0xB7, dst=2) + sc.insn(0xB7, dst=3, imm=BPF_F_BROADCAST)
-            + sc.insn(0x85, imm=BPF_FUNC_REDIRECT_MAP) + sc.insn(0x95)
-        )  # fmt: skip
+            sc.insn(0x18, dst=1, src=1, imm=devmap)
+            + sc.insn(0)  # r1 = the devmap
+            + sc.insn(0xB7, dst=2)
+            + sc.insn(0xB7, dst=3, imm=BPF_F_BROADCAST)
+            + sc.insn(0x85, imm=BPF_FUNC_REDIRECT_MAP)
+            + sc.insn(0x95)
+        )
         prog = sc.prog_load(loader.PROG_XDP, code, "xdpfwd_probe")
         fds.callback(os.close, prog)
         # A kernel without the flag returns XDP_ABORTED for it.
@@ -157,42 +153,6 @@ def _broadcast():
 
 
 # --- the managed ports ---------------------------------------------------------------
-
-
-def entry_problems(
-    ingress: netdev.Link, egress: netdev.Link | None, features: dict[int, int] | None
-) -> list[tuple[str, str]]:
-    """What keeps frames from ingress from leaving on egress: (problem, fix) pairs."""
-    if egress is None:
-        return [(f"egress ifindex of {ingress.ifname} is gone", "xdpfwd prune")]
-    problems = []
-    native = ingress.xdp_mode == "native"
-    can_take = features is None or features.get(egress.ifindex, 0) & netdev.XDP_ACT_NDO_XMIT
-    if native and not can_take:
-        if egress.kind == "veth":
-            fix = (f"give {egress.ifname}'s veth peer GRO (ethtool -K PEER gro on, in its "
-                   "namespace) or an XDP program")  # fmt: skip
-        else:
-            fix = "its driver cannot; forward with --mode generic"
-        problems.append((f"{egress.ifname} cannot take frames redirected to it: they are "
-                         "dropped", fix))  # fmt: skip
-    if egress.mtu < ingress.mtu:
-        problems.append((
-            f"{egress.ifname} has MTU {egress.mtu}, below {ingress.ifname}'s {ingress.mtu}: "
-            "longer frames are dropped", f"raise {egress.ifname}'s MTU"))  # fmt: skip
-    return problems
-
-
-def warnings_for(pairs: list[tuple[int, int]]) -> tuple[str, ...]:
-    """The problems of these (ingress, egress) pairs, as one-line warnings."""
-    links = netdev.links()
-    features = netdev.xdp_features()
-    found = []
-    for ingress, egress in pairs:
-        if ingress in links:
-            for problem, fix in entry_problems(links[ingress], links.get(egress), features):
-                found.append(f"{problem} ({fix})")
-    return tuple(dict.fromkeys(found))
 
 
 def _port_checks(dp: Dataplane) -> list[Check]:
@@ -207,8 +167,14 @@ def _port_checks(dp: Dataplane) -> list[Check]:
             checks.append(Check(name, FAIL, f"device ifindex {port} is gone", "xdpfwd prune"))
             continue
         if link.xdp_prog_id != dp.prog_id:
-            checks.append(Check(name, FAIL, "xdpfwd's program is not attached",
-                                "xdpfwd apply FILE (or add it again)"))  # fmt: skip
+            checks.append(
+                Check(
+                    name,
+                    FAIL,
+                    "xdpfwd's program is not attached",
+                    "xdpfwd apply FILE (or add it again)",
+                )
+            )
             continue
         native = features is None or features.get(port, 0) & netdev.XDP_ACT_BASIC
         status, detail = PASS, f"{link.xdp_mode} XDP, MTU {link.mtu}"
@@ -217,8 +183,9 @@ def _port_checks(dp: Dataplane) -> list[Check]:
             detail += "; generic is slower" + ("" if native else " (no native XDP in its driver)")
         if not link.up:
             status, detail = WARN, detail + "; the link is down"
-        checks.append(Check(name, status, detail, "ip link set dev IFACE up" if not link.up
-                            else ""))  # fmt: skip
+        checks.append(
+            Check(name, status, detail, "ip link set dev IFACE up" if not link.up else "")
+        )
         entry = dp.fwd.get(port)
         targets = [entry.egress_ifindex] if entry else []
         if port in members:
@@ -241,11 +208,16 @@ def _state_checks(pin_dir: pins.PinDir) -> list[Check]:
         ours, checks = None, [Check("pins", FAIL, str(e), "xdpfwd down, then add or apply")]
     for port, prog_id in orphans(netdev.links(), ours).items():
         link = netdev.link(port)
-        checks.append(Check(
-            f"port {link.ifname if link else port}", WARN,
-            f"runs {prog_name(prog_id)} (id {prog_id}) of no pins here: removed by hand, or "
-            "another --pin-dir", f"xdpfwd apply FILE replaces it; or ip link set dev "
-            f"{link.ifname if link else port} xdp off"))  # fmt: skip
+        checks.append(
+            Check(
+                f"port {link.ifname if link else port}",
+                WARN,
+                f"runs {prog_name(prog_id)} (id {prog_id}) of no pins here: removed by hand, or "
+                "another --pin-dir",
+                f"xdpfwd apply FILE replaces it; or ip link set dev "
+                f"{link.ifname if link else port} xdp off",
+            )
+        )
     return checks
 
 
@@ -256,8 +228,12 @@ def run(pin_dir: pins.PinDir, compile_test: bool = True) -> list[Check]:
     checks.append(_check("BCC", _bcc))
     if compile_test and checks[-1].status == PASS:
         checks.append(_check("kernel headers", _compile))
-    probes = (("DEVMAP", _devmap), ("DEVMAP_HASH", _devmap_hash),
-              ("egress programs", _egress_programs), ("broadcast", _broadcast))  # fmt: skip
+    probes = (
+        ("DEVMAP", _devmap),
+        ("DEVMAP_HASH", _devmap_hash),
+        ("egress programs", _egress_programs),
+        ("broadcast", _broadcast),
+    )
     for name, probe in probes:
         checks.append(_check(name, probe) if privileged else Check(name, SKIP, "needs root"))
     if privileged:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .bpf.maps import PortStats, TxEvents
-from .model import Iface
+from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
+from xdpfwd.model import Iface
 
 LOSS_REASONS = ("miss", "egress_drop", "redirect_error", "xmit_drop")
 
@@ -142,3 +142,10 @@ def select(snapshot: Snapshot, ifindexes: set[int] | None) -> Snapshot:
         ports={k: p for k, p in snapshot.ports.items() if k in ifindexes},
         pairs={k: p for k, p in snapshot.pairs.items() if set(k) & ifindexes},
     )
+
+
+@dataclass(frozen=True)
+class WatchFrame:
+    snapshot: Snapshot
+    rates: Rates
+    losses: dict[str, int]  # frames not forwarded since the watch began, by reason

@@ -8,13 +8,14 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from . import interrupts, netdev
-from .bpf import maps
-from .bpf import syscall as sc
-from .dataplane import Dataplane
-from .errors import AttachError, BpfError, InputError, XdpfwdError
-from .model import Attachment, Iface
-from .pins import PinDir
+from xdpfwd import interrupts
+from xdpfwd.errors import AttachError, BpfError, InputError, XdpfwdError
+from xdpfwd.kernel import netdev
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.kernel.bpf import syscall as sc
+from xdpfwd.model import Attachment, Iface
+from xdpfwd.state.dataplane import Dataplane
+from xdpfwd.state.pins import PinDir
 
 
 def iface(link: netdev.Link) -> Iface:
@@ -27,12 +28,19 @@ def known(ifindex: int, links: dict[int, netdev.Link]) -> Iface:
     return Iface(ifindex, link.ifname if link else None)
 
 
-def fresh_link(port: Iface) -> netdev.Link:
-    """The port as the kernel sees it now; raises InputError if it is gone."""
-    link = netdev.link(port.ifindex)
+def link_of(port: Iface, links: dict[int, netdev.Link]) -> netdev.Link:
+    """The port's link in links (read from the kernel just before); raises InputError
+    if it is gone."""
+    link = links.get(port.ifindex)
     if link is None:
         raise InputError(f"no such interface: {port.label}")
     return link
+
+
+def check_forwardable(link: netdev.Link) -> None:
+    """Raises InputError for a device XDP cannot forward on."""
+    if link.loopback:
+        raise InputError(f"{link.ifname} is a loopback device; XDP cannot forward there")
 
 
 def map_write(fn, *args) -> None:
@@ -114,7 +122,7 @@ def plan_attach(
 
 
 def attach(
-    dp: Dataplane, plan: AttachPlan, mode: str, settings: maps.PortSettings, undo: ExitStack
+    dp: Dataplane, plan: AttachPlan, mode: str, settings: maps.PortSettings, undo
 ) -> Attachment:
     """Give the port its settings and xdpfwd's program (unless it runs it already)."""
     link = plan.link
@@ -171,7 +179,7 @@ def _detach_ours(ifindex: int, prog_fd: int) -> None:
         netdev.detach_xdp(link, expected_fd=prog_fd)
 
 
-def release_idle(dp: Dataplane, undo: ExitStack) -> list[Iface]:
+def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Iface]:
     """Detach from ports that need xdpfwd no more, and forget their state.
 
     A port needs it while it has an entry, is a broadcast member, or is the egress
@@ -180,7 +188,6 @@ def release_idle(dp: Dataplane, undo: ExitStack) -> list[Iface]:
     ports = dp.ports.ifindexes()
     entries = {port: dp.fwd.get(port) for port in ports}
     targets = {entry.egress_ifindex for entry in entries.values() if entry}
-    links = netdev.links()
     released = []
     for port in ports:
         if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
@@ -190,7 +197,7 @@ def release_idle(dp: Dataplane, undo: ExitStack) -> list[Iface]:
     return released
 
 
-def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo: ExitStack) -> None:
+def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> None:
     """Detach xdpfwd's program from port and forget its settings and counters."""
     link = links.get(port)
     if link is not None and link.xdp_prog_id == dp.prog_id:

@@ -6,7 +6,11 @@ import ctypes
 import errno
 import fcntl
 import logging
+import os
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -14,8 +18,8 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
-from . import netns as namespaces
-from .errors import AttachError, InputError
+from xdpfwd.errors import AttachError, InputError
+from xdpfwd.kernel import netns as namespaces
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +89,41 @@ def parse_link(msg) -> Link:
     )
 
 
-def _iproute(netns: str | None = None) -> IPRoute:
-    """An rtnetlink socket, in the named namespace if one is given.
+class _Sockets(threading.local):
+    """This thread's netlink sockets in its own namespace, one per kind, kept for the
+    life of the process: a command asks the kernel several things, and a socket each
+    time costs a socket, a bind and (for generic netlink) a family lookup."""
+
+    def __init__(self):
+        self.route: dict[int, IPRoute] = {}
+        self.netdev_family: dict[int, GenericNetlinkSocket] = {}
+
+
+_sockets = _Sockets()
+
+
+def _current_netns() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+@contextmanager
+def _iproute(netns: str | None = None) -> Iterator[IPRoute]:
+    """An rtnetlink socket: this thread's own, or a new one in the named namespace
+    (closed after use: a socket would keep a deleted namespace alive).
 
     Opened after entering the namespace on this thread rather than with
     IPRoute(netns=...), which forks a helper (see netns.py).
     """
-    if netns is None:
-        return IPRoute(ext_ack=True)
-    with namespaces.entered(netns):
-        return IPRoute(ext_ack=True)
+    if netns is not None:
+        with namespaces.entered(netns):
+            sock = IPRoute(ext_ack=True)
+        with sock:
+            yield sock
+        return
+    key = _current_netns()
+    if key not in _sockets.route:
+        _sockets.route[key] = IPRoute(ext_ack=True)
+    yield _sockets.route[key]
 
 
 def links(netns: str | None = None) -> dict[int, Link]:
@@ -149,18 +178,20 @@ class _NetdevDevMsg(genlmsg):
 def xdp_features() -> dict[int, int] | None:
     """XDP features per ifindex in this namespace; None if the kernel cannot tell."""
     try:
-        with GenericNetlinkSocket() as sock:
+        key = _current_netns()
+        if key not in _sockets.netdev_family:
+            sock = GenericNetlinkSocket()
             sock.bind("netdev", _NetdevDevMsg)
-            msg = _NetdevDevMsg()
-            msg["cmd"] = 1  # NETDEV_CMD_DEV_GET
-            msg["version"] = 1
-            replies = sock.nlm_request(
-                msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP
-            )
-            return {
-                r.get_attr("NETDEV_A_DEV_IFINDEX"): r.get_attr("NETDEV_A_DEV_XDP_FEATURES") or 0
-                for r in replies
-            }
+            _sockets.netdev_family[key] = sock
+        sock = _sockets.netdev_family[key]
+        msg = _NetdevDevMsg()
+        msg["cmd"] = 1  # NETDEV_CMD_DEV_GET
+        msg["version"] = 1
+        replies = sock.nlm_request(msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP)
+        return {
+            r.get_attr("NETDEV_A_DEV_IFINDEX"): r.get_attr("NETDEV_A_DEV_XDP_FEATURES") or 0
+            for r in replies
+        }
     except (NetlinkError, OSError):
         return None
 

@@ -7,7 +7,7 @@ import os
 import struct
 from dataclasses import dataclass, fields
 
-from . import syscall as sc
+from xdpfwd.kernel.bpf import syscall as sc
 
 PIN_FWD = "fwd"
 PIN_PORTS = "ports"
@@ -107,6 +107,11 @@ class PortSettings:
 
     on_miss: int = XDP_PASS
     flags: int = 0  # PORT_*
+
+    @property
+    def on_miss_name(self) -> str:
+        """pass or drop, as the CLI and the configuration file say it."""
+        return next((k for k, v in ON_MISS_VERDICTS.items() if v == self.on_miss), "pass")
 
     @property
     def broadcast(self) -> bool:
@@ -475,9 +480,13 @@ def create_pinned_groups_table(path: str, table: str, value_size: int) -> None:
     template = _create_devmap(table, value_size, GROUP_MAX_MEMBERS, "xdpfwd_group_t")
     try:
         fd = sc.map_create(
-            sc.MAP_TYPE_HASH_OF_MAPS, _U32.size, _U32.size, MAX_PORTS, "xdpfwd_groups",
+            sc.MAP_TYPE_HASH_OF_MAPS,
+            _U32.size,
+            _U32.size,
+            MAX_PORTS,
+            "xdpfwd_groups",
             inner_map_fd=template,
-        )  # fmt: skip
+        )
     finally:
         os.close(template)
     try:

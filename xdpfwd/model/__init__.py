@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bpf.maps import EgressStats, PortStats, Rewrite
+from xdpfwd.kernel.bpf.maps import EgressStats, PortStats, Rewrite
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,12 @@ class EgressProg:
     source: str | None = None  # FILE.c:FUNCTION of a user program, when known
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "id": self.prog_id or None, "name": self.name,
-                "source": self.source}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "id": self.prog_id or None,
+            "name": self.name,
+            "source": self.source,
+        }
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ import hashlib
 import os
 from pathlib import Path
 
-from . import netdev
-from .bpf import loader, maps, source
-from .bpf import syscall as sc
-from .dataplane import Dataplane, Layout
-from .errors import InputError, XdpfwdError
-from .model import EgressProg, EgressSpec
-from .ports import map_write, prog_name
-from .transaction import Change
+from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.kernel import netdev
+from xdpfwd.kernel.bpf import loader, maps, source
+from xdpfwd.kernel.bpf import syscall as sc
+from xdpfwd.model import EgressProg, EgressSpec
+from xdpfwd.state.dataplane import Dataplane, Layout, hold_program
+from xdpfwd.state.ports import map_write, prog_name
+from xdpfwd.state.transaction import Change
 
 
 def check_spec(spec: EgressSpec, bidirectional: bool) -> None:
@@ -129,10 +129,7 @@ def write(c: Change, ingress: int, egress: int, prog_fd: int, rewrite: maps.Rewr
     if previous is None:
         c.undo.callback(dp.fwd.delete, ingress)
     else:
-        # The old program lives only as long as something holds it: keep an fd.
-        old_fd = sc.prog_fd_by_id(previous.egress_prog_id) if previous.egress_prog_id else 0
-        if old_fd:
-            c.resources.callback(os.close, old_fd)
+        old_fd = hold_program(c.resources, previous.egress_prog_id)
         c.undo.callback(dp.fwd.set, ingress, previous.egress_ifindex, old_fd)
     map_write(dp.fwd.set, ingress, egress, prog_fd)
     c.after_commit.append(lambda: forget_stale_state(dp, ingress, egress, previous, rewrite))
@@ -144,10 +141,7 @@ def remove(c: Change, ingress: int) -> maps.FwdEntry | None:
     entry = dp.fwd.get(ingress)
     if entry is None:
         return None
-    # The egress program lives only as long as something holds it: keep an fd.
-    prog_fd = sc.prog_fd_by_id(entry.egress_prog_id) if entry.egress_prog_id else 0
-    if prog_fd:
-        c.resources.callback(os.close, prog_fd)
+    prog_fd = hold_program(c.resources, entry.egress_prog_id)
     dp.fwd.delete(ingress)
     c.undo.callback(dp.fwd.set, ingress, entry.egress_ifindex, prog_fd)
     if dp.layout.has_egress:

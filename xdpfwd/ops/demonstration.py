@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from . import lab, ops
-from .model import AddResult, Listing
-from .pins import PinDir
-
-
-@dataclass(frozen=True)
-class DemoReport:
-    lab: lab.Lab
-    added: AddResult
-    pings: list[lab.PingResult]
-    listing: Listing
-
-    @property
-    def ok(self) -> bool:
-        return all(p.received == p.sent > 0 for p in self.pings)
+from xdpfwd.model.reports import DemoReport
+from xdpfwd.state import lab
+from xdpfwd.state.pins import PinDir
 
 
-def run(pins: PinDir, count: int = 3, table: str | None = None, mode: str = "auto") -> DemoReport:
+def run(
+    ops, pins: PinDir, count: int = 3, table: str | None = None, mode: str = "auto"
+) -> DemoReport:
     """Build the lab, forward port 1 <-> port 2, ping both ways, and remove everything.
 
-    pins must be a directory of the demo's own: it is removed at the end.
+    ops are the operations the demo composes (add, resolve, list_ports, down): the
+    ops package passes itself. The demo works in a pin directory of its own, removed
+    at the end.
     """
+    pins = pins.scratch("demo")
     prefix = f"xd{os.getpid()}p"
     with lab.running(prefix, 2) as the_lab:
         one, two = the_lab.ports

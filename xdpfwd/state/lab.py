@@ -11,43 +11,15 @@ import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-from . import interrupts, netdev, netns
-from .errors import InputError, XdpfwdError
+from xdpfwd import interrupts
+from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.kernel import netdev, netns
+from xdpfwd.model.reports import Lab, LabPort, PingResult
 
 HOST_DEV = "host0"
 MAX_PORTS = 250
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
-
-
-@dataclass(frozen=True)
-class LabPort:
-    port: str  # veth end in the current namespace: the port xdpfwd manages
-    netns: str  # the host's namespace
-    host_dev: str  # veth end inside the host's namespace
-    address: str  # host address, CIDR
-
-    @property
-    def ip(self) -> str:
-        return self.address.split("/")[0]
-
-    def as_dict(self) -> dict:
-        return {
-            "port": self.port,
-            "netns": self.netns,
-            "host_dev": self.host_dev,
-            "address": self.address,
-        }
-
-
-@dataclass(frozen=True)
-class Lab:
-    prefix: str
-    ports: list[LabPort]
-
-    def as_dict(self) -> dict:
-        return {"name": self.prefix, "ports": [p.as_dict() for p in self.ports]}
 
 
 def check_prefix(prefix: str) -> None:
@@ -134,14 +106,6 @@ def running(prefix: str, nports: int, queues: int = 1) -> Iterator[Lab]:
         yield lab
     finally:
         down(prefix)
-
-
-@dataclass(frozen=True)
-class PingResult:
-    source: LabPort
-    target: LabPort
-    sent: int
-    received: int
 
 
 def ping(source: LabPort, target: LabPort, count: int = 3) -> PingResult:

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .bpf import maps
-from .errors import InputError
-from .model import EgressSpec
+from xdpfwd.errors import InputError
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.model import EgressSpec
 
 VERSION = 1
 MODES = ("auto", "native", "generic")
@@ -150,8 +150,9 @@ def parse(text: str, path: str = "<config>") -> Config:
     except yaml.reader.ReaderError as e:  # a character YAML does not allow
         line = text.count("\n", 0, e.position) + 1
         code = e.character if isinstance(e.character, int) else ord(e.character)
-        raise ConfigError(f"{path}:{line}: not valid YAML or JSON: character U+{code:04X} "
-                          "is not allowed") from None  # fmt: skip
+        raise ConfigError(
+            f"{path}:{line}: not valid YAML or JSON: character U+{code:04X} is not allowed"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML or JSON: {str(e).splitlines()[0]}") from None
     except RecursionError:
@@ -166,10 +167,14 @@ def parse(text: str, path: str = "<config>") -> Config:
     table = r.choice(top["table"], "table", TABLES) if "table" in top else None
     value = r.choice(top["value"], "value", VALUES) if "value" in top else None
     ports = _ports(r, top["ports"]) if "ports" in top else {}
-    forward = tuple(_entry(r, n) for n in r.sequence(top["forward"], "forward")) \
-        if "forward" in top else ()  # fmt: skip
-    groups = tuple(_group(r, n) for n in r.sequence(top["groups"], "groups")) \
-        if "groups" in top else ()  # fmt: skip
+    forward = (
+        tuple(_entry(r, n) for n in r.sequence(top["forward"], "forward"))
+        if "forward" in top
+        else ()
+    )
+    groups = (
+        tuple(_group(r, n) for n in r.sequence(top["groups"], "groups")) if "groups" in top else ()
+    )
     config = Config(table, value, ports, forward, groups)
     _check_roles(r, config)
     return config
@@ -187,9 +192,10 @@ def _ports(r: _Reader, node) -> dict[str, PortConf]:
         ports[name] = PortConf(
             r.choice(fields_["mode"], "mode", MODES) if "mode" in fields_ else "auto",
             r.choice(fields_["on_miss"], "on_miss", ("pass", "drop"))
-            if "on_miss" in fields_ else "pass",
+            if "on_miss" in fields_
+            else "pass",
             key.start_mark.line + 1,
-        )  # fmt: skip
+        )
     return ports
 
 
@@ -252,8 +258,11 @@ def _group(r: _Reader, node) -> GroupConf:
         r.fail(fields_["members"], f"group {name} lists a member twice")
     if len(members) > maps.GROUP_MAX_MEMBERS:
         r.fail(fields_["members"], f"a group has at most {maps.GROUP_MAX_MEMBERS} members")
-    exclude = r.boolean(fields_["exclude_ingress"], "exclude_ingress") \
-        if "exclude_ingress" in fields_ else False  # fmt: skip
+    exclude = (
+        r.boolean(fields_["exclude_ingress"], "exclude_ingress")
+        if "exclude_ingress" in fields_
+        else False
+    )
     return GroupConf(name, exclude, members, node.start_mark.line + 1)
 
 
@@ -274,8 +283,11 @@ def _check_roles(r: _Reader, config: Config) -> None:
         seen_groups[group.name] = group.line
         for member in group.members:
             if member in forwarding:
-                r.fail(group.line, f"{member} forwards (line {forwarding[member]}) and floods: "
-                                   "a port does one or the other")  # fmt: skip
+                r.fail(
+                    group.line,
+                    f"{member} forwards (line {forwarding[member]}) and floods: "
+                    "a port does one or the other",
+                )
             if member in member_of:
                 r.fail(group.line, f"{member} is already in group {member_of[member]}")
             member_of[member] = group.name
@@ -290,10 +302,13 @@ def to_dict(config: Config) -> dict:
         doc["value"] = config.value
     if config.ports:
         doc["ports"] = {
-            name: {k: v for k, v in (("mode", p.mode), ("on_miss", p.on_miss))
-                   if v != PortConf.__dataclass_fields__[k].default}
+            name: {
+                k: v
+                for k, v in (("mode", p.mode), ("on_miss", p.on_miss))
+                if v != PortConf.__dataclass_fields__[k].default
+            }
             for name, p in config.ports.items()
-        }  # fmt: skip
+        }
     if config.forward:
         doc["forward"] = [_entry_dict(e) for e in config.forward]
     if config.groups:

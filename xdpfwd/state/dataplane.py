@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from .bpf import loader, maps
-from .bpf import syscall as sc
-from .errors import BpfError, XdpfwdError
-from .pins import PinDir
+from xdpfwd.errors import BpfError, XdpfwdError
+from xdpfwd.kernel import prereqs
+from xdpfwd.kernel.bpf import loader, maps
+from xdpfwd.kernel.bpf import syscall as sc
+from xdpfwd.state.pins import PinDir
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,37 @@ class Dataplane:
             raise BpfError(f"opening the pins in {pins.path} failed: {e.strerror}") from e
 
 
+def hold_program(resources: ExitStack, prog_id: int) -> int:
+    """An fd on the program prog_id (0 for none), closed with resources. A program
+    lives only while something holds it: a map entry about to be replaced or removed
+    must not take the program its undo would put back with it."""
+    if not prog_id:
+        return 0
+    fd = sc.prog_fd_by_id(prog_id)
+    resources.callback(os.close, fd)
+    return fd
+
+
 @contextmanager
 def reading(pins: PinDir) -> Iterator[Dataplane | None]:
     """The dataplane for reading (None when nothing is set up), under a shared lock
     so that no writer is half-way through a change meanwhile."""
-    with pins.locked(create=False, shared=True):
+    with _opened(pins, shared=True) as dp:
+        yield dp
+
+
+@contextmanager
+def writing(pins: PinDir) -> Iterator[Dataplane | None]:
+    """The dataplane for changing what exists (None when nothing is set up), under the
+    exclusive lock. Changes that may create pins go through transaction.change()."""
+    prereqs.require_privileges()
+    with _opened(pins, shared=False) as dp:
+        yield dp
+
+
+@contextmanager
+def _opened(pins: PinDir, shared: bool) -> Iterator[Dataplane | None]:
+    with pins.locked(create=False, shared=shared):
         dp = Dataplane.open(pins)
         if dp is None:
             yield None

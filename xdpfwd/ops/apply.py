@@ -10,33 +10,22 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from . import doctor, entries, groups, interrupts, netdev, prereqs
-from .bpf import maps, source
-from .config import Config, ConfigError, EntryConf, GroupConf, PortConf
-from .config import dump as dump_config
-from .config import load as load_config
-from .dataplane import Dataplane, Layout, reading
-from .errors import XdpfwdError
-from .model import EgressSpec
-from .pins import PinDir
-from .ports import XDPFWD_PROG_NAME, attach, map_write, prog_name, release, teardown
-from .transaction import Change, change
+from xdpfwd import interrupts
+from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.kernel import netdev, prereqs
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.model import EgressSpec
+from xdpfwd.model.reports import ApplyResult, SaveResult
+from xdpfwd.state import entries, groups, health
+from xdpfwd.state.config import Config, ConfigError, EntryConf, GroupConf, PortConf
+from xdpfwd.state.config import dump as dump_config
+from xdpfwd.state.config import load as load_config
+from xdpfwd.state.dataplane import Dataplane, Layout, reading
+from xdpfwd.state.pins import PinDir
+from xdpfwd.state.ports import XDPFWD_PROG_NAME, map_write, prog_name, release, teardown
+from xdpfwd.state.transaction import Change, change
 
 log = logging.getLogger(__name__)
-_VERDICT_NAMES = {v: k for k, v in maps.ON_MISS_VERDICTS.items()}
-
-
-@dataclass(frozen=True)
-class SaveResult:
-    text: str
-    warnings: list[str]
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    steps: list[str]
-    dry_run: bool
-    warnings: tuple[str, ...] = ()
 
 
 # --- save ----------------------------------------------------------------------------
@@ -64,7 +53,7 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             continue
         settings = dp.ports.get(port) or maps.PortSettings()
         mode = link.xdp_mode if link.xdp_prog_id == dp.prog_id else "auto"
-        ports[link.ifname] = PortConf(mode, _VERDICT_NAMES.get(settings.on_miss, "pass"))
+        ports[link.ifname] = PortConf(mode, settings.on_miss_name)
         entry = dp.fwd.get(port)
         if entry is None:
             continue
@@ -74,8 +63,10 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             continue
         spec = entries.spec_of(dp, port, entry, egress)
         if spec is None:
-            warnings.append(f"{link.ifname} -> {egress.ifname}: the source of its egress program "
-                            "is not recorded; saved without it")  # fmt: skip
+            warnings.append(
+                f"{link.ifname} -> {egress.ifname}: the source of its egress program "
+                "is not recorded; saved without it"
+            )
             spec = EgressSpec(program="none")
         forward.append(EntryConf(link.ifname, egress.ifname, spec))
     group_list = [
@@ -83,8 +74,8 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
         for g in groups.group_infos(dp, links)
     ]
     layout = dp.layout
-    return Config(layout.table, layout.value_format, ports, tuple(forward), tuple(group_list)), \
-        warnings  # fmt: skip
+    config = Config(layout.table, layout.value_format, ports, tuple(forward), tuple(group_list))
+    return config, warnings
 
 
 # --- apply ---------------------------------------------------------------------------
@@ -97,7 +88,7 @@ class Step:
 
 
 @dataclass
-class _Desired:
+class Desired:
     """The file, resolved against this namespace's devices."""
 
     config: Config
@@ -111,43 +102,84 @@ class _Desired:
     def by_index(self) -> dict[int, netdev.Link]:
         return {link.ifindex: link for link in self.links.values()}
 
-    def link(self, name: str, line: int) -> netdev.Link:
-        found = self.links.get(name) or netdev.link_by_name(name)
+
+def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> Desired:
+    """The file against these links; raises ConfigError naming the file's line."""
+    d = Desired(config, path)
+    by_name = {link.ifname: link for link in links.values()}
+
+    def link(name: str, line: int) -> netdev.Link:
+        found = by_name.get(name)
         if found is None:
-            raise ConfigError(f"{self.path}:{line}: no such interface: {name}")
+            raise ConfigError(f"{path}:{line}: no such interface: {name}")
         if found.loopback:
-            raise ConfigError(f"{self.path}:{line}: {name} is a loopback device")
-        self.links[name] = found
+            raise ConfigError(f"{path}:{line}: {name} is a loopback device")
+        d.links[name] = found
         return found
 
-
-def _resolve(config: Config, path: str) -> _Desired:
-    d = _Desired(config, path)
     for entry in config.forward:
-        ingress = d.link(entry.ingress, entry.line)
-        d.link(entry.egress, entry.line)
+        ingress = link(entry.ingress, entry.line)
+        link(entry.egress, entry.line)
         d.entries[ingress.ifindex] = entry
         d.ports[ingress.ifindex] = config.ports.get(entry.ingress, PortConf())
         if entry.spec.program == "user":
-            d.users[ingress.ifindex] = _user_program(entry, path)
+            try:
+                d.users[ingress.ifindex] = entries.read_user_program(entry.spec)
+            except InputError as e:
+                raise ConfigError(f"{path}:{entry.line}: {e}") from None
     for group in config.groups:
         flags = maps.PORT_BROADCAST | (maps.PORT_EXCLUDE_INGRESS if group.exclude_ingress else 0)
         for name in group.members:
-            port = d.link(name, group.line).ifindex
+            port = link(name, group.line).ifindex
             d.ports[port] = config.ports.get(name, PortConf())
             d.flags[port] = flags
     for name, port_conf in config.ports.items():
-        d.ports.setdefault(d.link(name, port_conf.line).ifindex, port_conf)
+        d.ports.setdefault(link(name, port_conf.line).ifindex, port_conf)
     return d
 
 
-def _user_program(entry: EntryConf, path: str) -> tuple[str, str]:
-    text = Path(entry.spec.user_file).read_text()
-    func = entry.spec.user_func or source.user_function(text)
-    if func is None:
-        raise ConfigError(f"{path}:{entry.line}: {entry.spec.user_file} has no single "
-                          "`int NAME(struct xdp_md *ctx)`: give its function")  # fmt: skip
-    return text, func
+@dataclass(frozen=True)
+class RunningEntry:
+    egress: int
+    spec: EgressSpec | None  # None: a user program whose source is not recorded
+    user: maps.UserProg | None = None  # where a user program came from
+
+
+@dataclass(frozen=True)
+class Running:
+    """What is set up, as the planner needs it (read from the dataplane once)."""
+
+    attached: dict[int, str]  # port running this pin dir's program -> its mode
+    settings: dict[int, maps.PortSettings]
+    entries: dict[int, RunningEntry]
+    members: dict[int, str]  # port -> its group
+    has_egress: bool = True
+
+    @property
+    def groups(self) -> set[str]:
+        return set(self.members.values())
+
+
+NOTHING_RUNNING = Running({}, {}, {}, {})
+
+
+def running_state(dp: Dataplane | None, links: dict[int, netdev.Link]) -> Running:
+    if dp is None:
+        return NOTHING_RUNNING
+    ports = [p for p in dp.ports.ifindexes() if p in links]
+    attached = {p: links[p].xdp_mode for p in ports if links[p].xdp_prog_id == dp.prog_id}
+    found = {}
+    for port in ports:
+        entry = dp.fwd.get(port)
+        if entry is None:
+            continue
+        egress = links.get(entry.egress_ifindex)
+        spec = entries.spec_of(dp, port, entry, egress) if egress else None
+        user = dp.user_progs.get(entry.egress_prog_id) if dp.layout.has_egress else None
+        found[port] = RunningEntry(entry.egress_ifindex, spec, user)
+    members = {port: name for name in dp.group_names() for port in dp.open_group(name).members()}
+    settings = {p: s for p in ports if (s := dp.ports.get(p)) is not None}
+    return Running(attached, settings, found, members, dp.layout.has_egress)
 
 
 def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -> ApplyResult:
@@ -157,24 +189,33 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     Raises ConfigError (the file: nothing changed), XdpfwdError, AttachError,
     BpfError, PrereqError; on any error or interrupt, the old state stays.
     """
-    desired = _resolve(load_config(path), path)
+    config = load_config(path)
+    desired = resolve_config(config, path, netdev.links())
     prereqs.require_privileges()
     _repair(pins)
     if dry_run:
         with reading(pins) as dp:
-            return ApplyResult([s.text for s in _plan(dp, desired)], dry_run=True)
-    by_index = desired.by_index()
-    attach_modes = {by_index[port]: conf.mode for port, conf in desired.ports.items()}
-    with change(pins, desired.config.table, desired.config.value, attach_modes, force,
-                _layout_check(desired), switch=True, replaceable=_is_orphan) as c:  # fmt: skip
-        steps = _plan(c.dp, desired)
+            links = netdev.links()
+            steps = plan(running_state(dp, links), desired, links)
+            return ApplyResult([s.text for s in steps], dry_run=True)
+    with change(
+        pins,
+        table=config.table,
+        value=config.value,
+        attach={port: conf.mode for port, conf in desired.ports.items()},
+        force=force,
+        check_layout=_layout_check(desired),
+        switch=True,
+        replaceable=_is_orphan,
+    ) as c:
+        steps = plan(running_state(c.dp, c.links), desired, c.links)
         for step in steps:
             interrupts.check()  # between steps, an interrupt undoes those done
             log.info("%s", step.text)
             step.run(c)
     pairs = [(i, desired.links[e.egress].ifindex) for i, e in desired.entries.items()]
-    return ApplyResult([s.text for s in steps], dry_run=False,
-                       warnings=doctor.warnings_for(pairs))  # fmt: skip
+    warnings = health.warnings_for(pairs, c.links)
+    return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
 
 
 def _is_orphan(link: netdev.Link) -> bool:
@@ -182,13 +223,15 @@ def _is_orphan(link: netdev.Link) -> bool:
     return prog_name(link.xdp_prog_id) == XDPFWD_PROG_NAME
 
 
-def _layout_check(desired: _Desired):
+def _layout_check(desired: Desired):
     def check(layout: Layout) -> None:
         if not layout.has_egress:
             for entry in desired.config.forward:
                 if entry.spec.program == "user" or entry.spec.rewrites:
-                    raise ConfigError(f"{desired.path}:{entry.line}: egress programs need "
-                                      "bpf_devmap_val entries (value: devmap-val)")  # fmt: skip
+                    raise ConfigError(
+                        f"{desired.path}:{entry.line}: egress programs need "
+                        "bpf_devmap_val entries (value: devmap-val)"
+                    )
 
     return check
 
@@ -204,20 +247,12 @@ def _repair(pins: PinDir) -> None:
         teardown(pins)
 
 
-def _plan(dp: Dataplane | None, d: _Desired) -> list[Step]:
+def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[Step]:
     """The steps from the running state to the desired one, in an order that keeps
-    each port in one role at a time."""
-    links = netdev.links()
+    each port in one role at a time. Pure: what it decides on are its arguments."""
     names = {port: link.ifname for port, link in links.items()}
-    if dp is None:
-        current_ports, current_entries, members, group_names = set(), {}, {}, set()
-    else:
-        current_ports = {p for p in dp.ports.ifindexes() if p in links}
-        current_entries = {p: e for p in current_ports if (e := dp.fwd.get(p))}
-        group_names = set(dp.group_names())
-        members = {port: name for name in group_names for port in dp.open_group(name).members()}
     wanted_member = {d.links[m].ifindex: g.name for g in d.config.groups for m in g.members}
-    changed = [i for i, entry in d.entries.items() if _entry_differs(dp, i, entry, d)]
+    changed = [i for i, entry in d.entries.items() if _entry_differs(running, i, entry, d)]
     compiled: dict[int, int] = {}  # ingress -> user program fd, filled by the compile steps
     steps: list[Step] = []
     # Programs first: a file that does not compile changes nothing.
@@ -225,28 +260,28 @@ def _plan(dp: Dataplane | None, d: _Desired) -> list[Step]:
         if d.entries[ingress].spec.program == "user":
             text = f"compile {d.entries[ingress].spec.user_file}:{d.users[ingress][1]}"
             steps.append(Step(text, partial(_compile, d=d, ingress=ingress, into=compiled)))
-    for ingress, entry in current_entries.items():
+    for ingress, entry in running.entries.items():
         if ingress not in d.entries:
-            egress = names.get(entry.egress_ifindex, entry.egress_ifindex)
+            egress = names.get(entry.egress, entry.egress)
             text = f"remove entry {names[ingress]} -> {egress}"
             steps.append(Step(text, partial(_remove_entry, ingress=ingress)))
-    for port, group in members.items():
+    for port, group in running.members.items():
         if wanted_member.get(port) != group:
             text = f"take {names.get(port, port)} out of group {group}"
             steps.append(Step(text, partial(_leave, group=group, port=port)))
-    for port in current_ports - set(d.ports):
+    for port in sorted(set(running.settings) - set(d.ports)):
         steps.append(Step(f"detach from {names[port]}", partial(_release, port=port)))
     for port, conf in d.ports.items():
-        steps += _port_steps(dp, d, links[port], conf)
+        steps += _port_steps(running, d, links[port], conf)
     for group in d.config.groups:
-        if group.name not in group_names:
+        if group.name not in running.groups:
             steps.append(Step(f"create group {group.name}", partial(_create, group=group.name)))
         for member in group.members:
             port = d.links[member].ifindex
-            if members.get(port) != group.name:
+            if running.members.get(port) != group.name:
                 text = f"add {member} to group {group.name}"
                 steps.append(Step(text, partial(_join, group=group.name, port=port)))
-    for name in sorted(group_names - {g.name for g in d.config.groups}):
+    for name in sorted(running.groups - {g.name for g in d.config.groups}):
         steps.append(Step(f"remove group {name}"))  # emptied above, unpinned at commit
     for ingress in changed:
         entry = d.entries[ingress]
@@ -255,7 +290,7 @@ def _plan(dp: Dataplane | None, d: _Desired) -> list[Step]:
     return steps
 
 
-def _compile(c: Change, d: _Desired, ingress: int, into: dict[int, int]) -> None:
+def _compile(c: Change, d: Desired, ingress: int, into: dict[int, int]) -> None:
     into[ingress] = entries.prog_fd(c, d.entries[ingress].spec, d.users[ingress])
 
 
@@ -264,7 +299,7 @@ def _remove_entry(c: Change, ingress: int) -> None:
 
 
 def _release(c: Change, port: int) -> None:
-    release(c.dp, port, netdev.links(), c.undo)
+    release(c.dp, port, c.links, c.undo)
 
 
 def _create(c: Change, group: str) -> None:
@@ -280,18 +315,18 @@ def _leave(c: Change, group: str, port: int) -> None:
     c.after_commit.append(lambda: groups.forget_pairs(c.dp, {port}))
 
 
-def _port_steps(dp, d: _Desired, link: netdev.Link, conf: PortConf) -> list[Step]:
+def _port_steps(running: Running, d: Desired, link: netdev.Link, conf: PortConf) -> list[Step]:
     port = link.ifindex
     settings = maps.PortSettings(maps.ON_MISS_VERDICTS[conf.on_miss], d.flags.get(port, 0))
-    attached = dp is not None and link.xdp_prog_id == dp.prog_id
-    switch = attached and conf.mode != "auto" and conf.mode != link.xdp_mode
+    attached = port in running.attached
+    switch = attached and conf.mode != "auto" and conf.mode != running.attached[port]
     if not attached or switch:
         if switch:
             text = f"re-attach {link.ifname} in {conf.mode} mode"
         else:
             text = f"attach to {link.ifname} ({conf.mode})"
         return [Step(text, partial(_attach, port=port, mode=conf.mode, settings=settings))]
-    current = dp.ports.get(port)
+    current = running.settings.get(port)
     if current == settings:
         return []
     what = []
@@ -307,11 +342,7 @@ def _port_steps(dp, d: _Desired, link: netdev.Link, conf: PortConf) -> list[Step
 
 
 def _attach(c: Change, port: int, mode: str, settings: maps.PortSettings) -> None:
-    attach(c.dp, _plan_of(c, port), mode, settings, c.undo)
-
-
-def _plan_of(c: Change, port: int):
-    return next(plan for plan in c.plans if plan.link.ifindex == port)
+    c.attach(c.plan_of(port), mode, settings)
 
 
 def _set_settings(c: Change, port: int, settings: maps.PortSettings) -> None:
@@ -330,22 +361,20 @@ def _describe(entry: EntryConf) -> str:
     return "no egress program" if spec.program == "none" else "built-in egress program"
 
 
-def _entry_differs(dp: Dataplane | None, ingress: int, entry: EntryConf, d: _Desired) -> bool:
-    if dp is None:
-        return True
-    current = dp.fwd.get(ingress)
+def _entry_differs(running: Running, ingress: int, entry: EntryConf, d: Desired) -> bool:
+    current = running.entries.get(ingress)
     egress = d.links[entry.egress]
-    if current is None or current.egress_ifindex != egress.ifindex:
+    if current is None or current.egress != egress.ifindex:
         return True
-    if not dp.layout.has_egress:
+    if not running.has_egress:
         return False  # plain ifindex entries: the egress is all there is
     spec = entry.spec
     if spec.program == "user":
-        origin = dp.user_progs.get(current.egress_prog_id)
+        origin = current.user
         text, func = d.users[ingress]
         want = (spec.user_file, func, entries.source_digest(text))
         return origin is None or (origin.path, origin.function, origin.digest) != want
-    have = entries.spec_of(dp, ingress, current, egress)
+    have = current.spec
     if have is None:
         return True
     return (have.program, entries.rewrite_of(have, egress)) != (
@@ -354,7 +383,7 @@ def _entry_differs(dp: Dataplane | None, ingress: int, entry: EntryConf, d: _Des
     )
 
 
-def _write(c: Change, d: _Desired, ingress: int, compiled: dict[int, int]) -> None:
+def _write(c: Change, d: Desired, ingress: int, compiled: dict[int, int]) -> None:
     entry = d.entries[ingress]
     egress = d.links[entry.egress]
     spec = entry.spec

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from .errors import InputError, PrereqError
+from xdpfwd.errors import InputError, PrereqError
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000

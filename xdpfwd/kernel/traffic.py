@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import netns
-from .bpf import maps
-from .bpf import syscall as sc
+from xdpfwd.kernel import netns
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.kernel.bpf import syscall as sc
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 _XDP_MD = struct.Struct("=6I")  # struct xdp_md: data, data_end, data_meta, ifindexes, queue
@@ -44,9 +44,17 @@ def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, size: int) -
     udp_len = ip_len - 20
     ip = struct.pack(
         "!BBHHHBBH4s4s",
-        0x45, 0, ip_len, 0, 0x4000, 64, 17, 0,
-        ipaddress.IPv4Address(src_ip).packed, ipaddress.IPv4Address(dst_ip).packed,
-    )  # fmt: skip
+        0x45,
+        0,
+        ip_len,
+        0,
+        0x4000,
+        64,
+        17,
+        0,
+        ipaddress.IPv4Address(src_ip).packed,
+        ipaddress.IPv4Address(dst_ip).packed,
+    )
     ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
     udp = struct.pack("!HHHH", maps.BENCH_SRC_PORT, maps.BENCH_UDP_PORT, udp_len, 0)
     eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
@@ -80,8 +88,9 @@ class Generator:
         self._ctx = _XDP_MD.pack(0, len(frame), 0, 0, 0, 0)
 
     def _run(self, repeat: int) -> None:
-        sc.prog_test_run(self.prog_fd, self.frame, repeat, ctx=self._ctx,
-                         flags=BPF_F_TEST_XDP_LIVE_FRAMES)  # fmt: skip
+        sc.prog_test_run(
+            self.prog_fd, self.frame, repeat, ctx=self._ctx, flags=BPF_F_TEST_XDP_LIVE_FRAMES
+        )
 
     def send(self, count: int) -> None:
         """Send exactly count frames from the first CPU."""

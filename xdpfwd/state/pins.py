@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import InputError, PrereqError
+from xdpfwd.errors import InputError, PrereqError
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/xdpfwd"
 BPFFS_DEFAULT_MOUNT = "/sys/fs/bpf"
@@ -34,6 +34,14 @@ class PinDir:
                 "digits and . _ - + @"
             )
         return cls(path)
+
+    def for_netns(self, netns: str) -> PinDir:
+        """The pin directory of the same name for work inside network namespace netns."""
+        return PinDir.parse(f"{self.path}@{netns}")
+
+    def scratch(self, purpose: str) -> PinDir:
+        """A pin directory of this process's own beside this one (demo, bench)."""
+        return PinDir.parse(f"{self.path}-{purpose}-{os.getpid()}")
 
     def pin(self, name: str) -> str:
         return os.path.join(self.path, name)

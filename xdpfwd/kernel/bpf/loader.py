@@ -9,9 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .. import prereqs
-from ..errors import BpfError, PrereqError
-from . import source
+from xdpfwd.errors import BpfError, PrereqError
+from xdpfwd.kernel import prereqs
+from xdpfwd.kernel.bpf import source
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import PrereqError
+from xdpfwd.errors import PrereqError
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21

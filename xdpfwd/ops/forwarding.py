@@ -1,23 +1,14 @@
-"""The operations behind the commands. No click and no printing: they return results
-and raise XdpfwdError subclasses. Every change is made under the pin directory's lock
-and undone if a later step fails, so a failed call leaves the previous state."""
+"""`xdpfwd add/del/list/prune/down`: forwarding entries, one per ingress port, and the
+ports that run xdpfwd's program for them."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
-from . import dataplane, doctor, entries, lab, netdev, prereqs
-from .apply import apply, save  # noqa: F401  (CLI entry points)
-from .bpf import maps
-from .bpf import syscall as sc
-from .counters import clear as stats_clear  # noqa: F401
-from .counters import read as stats_read  # noqa: F401
-from .counters import watch as stats_watch  # noqa: F401
-from .dataplane import Dataplane
-from .errors import InputError, XdpfwdError
-from .groups import broadcast, broadcast_del, group_infos  # noqa: F401
-from .model import (
+from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.kernel import netdev, prereqs
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.model import (
     DEFAULT_EGRESS,
     STATE_DEVICE_GONE,
     STATE_NO_ENTRY,
@@ -33,19 +24,20 @@ from .model import (
     PortRow,
     PruneResult,
 )
-from .pins import PinDir
-from .ports import (
+from xdpfwd.state import entries, health
+from xdpfwd.state.dataplane import Dataplane, reading
+from xdpfwd.state.groups import group_infos
+from xdpfwd.state.pins import PinDir
+from xdpfwd.state.ports import (
     AttachPlan,
-    attach,
-    fresh_link,
+    check_forwardable,
     iface,
     known,
+    link_of,
     release_idle,
     teardown,
 )
-from .transaction import Change, Undo, change, tidy
-
-_VERDICT_NAMES = {v: k for k, v in maps.ON_MISS_VERDICTS.items()}
+from xdpfwd.state.transaction import Change, change, editing, tidy
 
 
 def resolve(name: str, allow_gone: bool = False) -> Iface:
@@ -66,9 +58,8 @@ def resolve(name: str, allow_gone: bool = False) -> Iface:
 def _check_forwarding_pair(ingress: netdev.Link, egress: netdev.Link) -> None:
     if ingress.ifindex == egress.ifindex:
         raise InputError(f"ingress and egress are the same interface ({ingress.ifname})")
-    for link in (ingress, egress):
-        if link.loopback:
-            raise InputError(f"{link.ifname} is a loopback device; XDP cannot forward there")
+    check_forwardable(ingress)
+    check_forwardable(egress)
 
 
 def _check_not_members(dp: Dataplane, links: list[netdev.Link]) -> None:
@@ -100,42 +91,50 @@ def add(
     AttachError, BpfError (also for a user program that does not compile) or
     PrereqError; on any error nothing is left changed.
     """
-    in_link, out_link = fresh_link(ingress), fresh_link(egress)
+    links = netdev.links()
+    in_link, out_link = link_of(ingress, links), link_of(egress, links)
     _check_forwarding_pair(in_link, out_link)
     entries.check_spec(egress_spec, bidirectional)
     user = entries.read_user_program(egress_spec) if egress_spec.program == "user" else None
-    ports = [in_link, out_link] if bidirectional else [in_link]
-    pairs = [(in_link, out_link), (out_link, in_link)] if bidirectional else [(in_link, out_link)]
-    attach = dict.fromkeys(ports, mode)
-    with change(pins, table, value, attach, force, entries.layout_check(egress_spec)) as c:
-        _check_not_members(c.dp, ports)
+    pairs = [(in_link.ifindex, out_link.ifindex)]
+    if bidirectional:
+        pairs.append((out_link.ifindex, in_link.ifindex))
+    with change(
+        pins,
+        table=table,
+        value=value,
+        attach={ingress: mode for ingress, _ in pairs},
+        force=force,
+        check_layout=entries.layout_check(egress_spec),
+    ) as c:
+        _check_not_members(c.dp, [plan.link for plan in c.plans])
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = entries.prog_fd(c, egress_spec, user)
-        rewrite = entries.rewrite_of(egress_spec, out_link)
+        rewrite = entries.rewrite_of(egress_spec, c.links[out_link.ifindex])
         attachments = [_attach_forwarding_port(c, plan, mode, on_miss) for plan in c.plans]
         for src, dst in pairs:
-            entries.write(c, src.ifindex, dst.ifindex, prog_fd, rewrite)
+            entries.write(c, src, dst, prog_fd, rewrite)
         result = AddResult(
-            entries=[(iface(s), iface(d)) for s, d in pairs],
+            entries=[(known(s, c.links), known(d, c.links)) for s, d in pairs],
             attachments=attachments,
-            table=c.layout.table,
-            value_format=c.layout.value_format,
+            table=c.dp.layout.table,
+            value_format=c.dp.layout.value_format,
             prog_id=c.dp.prog_id,
             compiled=c.compiled,
             egress=entries.describe(c.dp, c.dp.fwd.get(in_link.ifindex)),
         )
-    warnings = doctor.warnings_for([(s.ifindex, d.ifindex) for s, d in pairs])
-    return replace(result, warnings=warnings)
+    return replace(result, warnings=health.warnings_for(pairs, c.links))
 
 
 def _attach_forwarding_port(
     c: Change, plan: AttachPlan, mode: str, on_miss: str | None
 ) -> Attachment:
     previous = c.dp.ports.get(plan.link.ifindex)
-    verdict = maps.ON_MISS_VERDICTS[on_miss] if on_miss else None
-    if verdict is None:
+    if on_miss is not None:
+        verdict = maps.ON_MISS_VERDICTS[on_miss]
+    else:
         verdict = previous.on_miss if previous else maps.XDP_PASS
-    return attach(c.dp, plan, mode, maps.PortSettings(on_miss=verdict), c.undo)
+    return c.attach(plan, mode, maps.PortSettings(on_miss=verdict))
 
 
 def delete(pins: PinDir, ingress: Iface) -> DelResult:
@@ -145,49 +144,32 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     verdict still applies to what enters it. Raises XdpfwdError when ingress has
     no entry, AttachError when a detach fails.
     """
-    prereqs.require_privileges()
     no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `xdpfwd list`")
-    with pins.locked(create=False):
-        dp = Dataplane.open(pins)
-        if dp is None:
+    with editing(pins) as c:
+        if c is None:
             raise no_entry
-        with dp, Undo() as undo:
-            entry = dp.fwd.get(ingress.ifindex)
-            if entry is None:
-                if dp.groups.group_id(ingress.ifindex) is not None:
-                    raise XdpfwdError(
-                        f"{ingress.label} is a broadcast group member; use `xdpfwd broadcast "
-                        f"del {ingress.label}`"
-                    )
-                raise no_entry
-            prog_fd = sc.prog_fd_by_id(entry.egress_prog_id) if entry.egress_prog_id else 0
-            try:
-                dp.fwd.delete(ingress.ifindex)
-                undo.callback(dp.fwd.set, ingress.ifindex, entry.egress_ifindex, prog_fd)
-                detached = release_idle(dp, undo)
-                undo.commit()
-            finally:
-                if prog_fd:
-                    os.close(prog_fd)
-            entries.forget_pair(dp, ingress.ifindex, entry.egress_ifindex)
-    links = netdev.links()
+        if c.dp.fwd.get(ingress.ifindex) is None:
+            if c.dp.groups.group_id(ingress.ifindex) is not None:
+                raise XdpfwdError(
+                    f"{ingress.label} is a broadcast group member; use `xdpfwd broadcast "
+                    f"del {ingress.label}`"
+                )
+            raise no_entry
+        entry = entries.remove(c, ingress.ifindex)
+        detached = release_idle(c.dp, c.undo, c.links)
     return DelResult(
-        removed=known(ingress.ifindex, links),
-        egress=known(entry.egress_ifindex, links),
+        removed=known(ingress.ifindex, c.links),
+        egress=known(entry.egress_ifindex, c.links),
         detached=detached,
     )
 
 
 def prune(pins: PinDir) -> PruneResult:
     """Forget what deleted devices left behind, and detach from idle ports."""
-    prereqs.require_privileges()
-    with pins.locked(create=False):
-        dp = Dataplane.open(pins)
-        if dp is None:
+    with editing(pins) as c:
+        if c is None:
             return PruneResult([], [], [])
-        with dp, Undo() as undo:
-            gone, emptied, detached = tidy(dp, undo)
-            undo.commit()
+        gone, emptied, detached = tidy(c.dp, c.undo, c.links)
     return PruneResult(gone, emptied, detached)
 
 
@@ -195,14 +177,15 @@ def list_ports(pins: PinDir) -> Listing:
     """Every port xdpfwd manages under pins, with its entry or group, mode, state and
     counters, and every broadcast group."""
     prereqs.require_privileges()
-    with dataplane.reading(pins) as dp:
+    with reading(pins) as dp:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
         links = netdev.links()
         groups = group_infos(dp, links)
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
         rows = [_port_row(dp, port, links, member_of) for port in sorted(dp.ports.ifindexes())]
-        return Listing(pins.path, dp.layout.table, dp.layout.value_format, dp.prog_id, rows, groups)
+        layout = dp.layout
+        return Listing(pins.path, layout.table, layout.value_format, dp.prog_id, rows, groups)
 
 
 def _port_row(
@@ -229,7 +212,7 @@ def _port_row(
         table=dp.layout.table,
         value_format=dp.layout.value_format,
         mode=link.xdp_mode if attached else None,
-        on_miss=_VERDICT_NAMES.get(settings.on_miss, "pass"),
+        on_miss=settings.on_miss_name,
         state=state,
         counters=dp.stats.read(port) or maps.PortStats(),
         egress_prog=entries.describe(dp, entry),
@@ -251,21 +234,3 @@ def down(pins: PinDir) -> DownResult:
         if not pins.exists():
             return DownResult([], removed_pins=False)
         return DownResult(teardown(pins), removed_pins=True)
-
-
-def check_host(pins: PinDir, compile_test: bool = True) -> list[doctor.Check]:
-    return doctor.run(pins, compile_test)
-
-
-def lab_up(name: str, nports: int) -> lab.Lab:
-    prereqs.require_privileges()
-    return lab.up(name, nports)
-
-
-def lab_down(name: str) -> list[str]:
-    prereqs.require_privileges()
-    return lab.down(name)
-
-
-def lab_status(name: str) -> lab.Lab | None:
-    return lab.status(name)

@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 
-from .bpf import loader, maps
-from .bpf import syscall as sc
-from .errors import BpfError, PrereqError
-from .pins import PinDir
+from xdpfwd.errors import BpfError, PrereqError
+from xdpfwd.kernel.bpf import loader, maps
+from xdpfwd.kernel.bpf import syscall as sc
+from xdpfwd.state.pins import PinDir
 
 TRACEFS = "/sys/kernel/tracing"
-_SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "ppc64le": 319,
-                        "s390x": 331}  # fmt: skip
+_SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "ppc64le": 319, "s390x": 331}
 PERF_TYPE_TRACEPOINT = 2
 PERF_FLAG_FD_CLOEXEC = 8
 PERF_EVENT_IOC_ENABLE = 0x2400

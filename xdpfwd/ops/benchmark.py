@@ -12,78 +12,27 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 
-from . import interrupts, lab, netdev, netns, ops, traffic
-from .bpf import loader, maps, source
-from .errors import InputError
-from .model import DEFAULT_EGRESS, EgressSpec, Iface
-from .pins import PinDir
+from xdpfwd import interrupts
+from xdpfwd.errors import InputError
+from xdpfwd.kernel import netdev, netns, traffic
+from xdpfwd.kernel.bpf import loader, maps, source
+from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
+from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
+from xdpfwd.state import lab
+from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
-BASELINE = "baseline: bpf_redirect_map() only"
 FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
 FANOUTS = (2, 4)
 ENTRIES = 1000
 NO_EGRESS = EgressSpec(program="none")
-
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    unit: str  # "Mpps" (higher is better) or "s" (lower is better)
-    samples: list[float]
-    reference: str | None = None  # the row this one is compared with
-    reference_samples: list[float] | None = None  # its samples, repeat by repeat
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def ratio(self) -> float | None:
-        """Median over repeats of sample / the reference's sample of the same repeat.
-
-        Paired samples were taken seconds apart, so the ratio shrugs off the drift a
-        shared machine shows over a run, which a ratio of medians does not.
-        """
-        if not self.reference_samples:
-            return None
-        pairs = zip(self.samples, self.reference_samples, strict=True)
-        return statistics.median(mine / theirs for mine, theirs in pairs)
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "unit": self.unit,
-            "median": self.median,
-            "min": min(self.samples),
-            "max": max(self.samples),
-            "samples": self.samples,
-            "ratio": self.ratio,
-            "ratio_to": self.reference,
-        }
-
-
-@dataclass(frozen=True)
-class BenchReport:
-    settings: dict
-    machine: dict
-    rows: list[Row] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {
-            "settings": self.settings,
-            "machine": self.machine,
-            "rows": [row.as_dict() for row in self.rows],
-        }
 
 
 def machine() -> dict:
@@ -101,17 +50,26 @@ def machine() -> dict:
 class _Rig:
     """The lab, the compiled benchmark programs, sinks on every port but the first."""
 
-    def __init__(self, stack: ExitStack, pins: PinDir, nports: int, cpus: list[int], size: int,
-                 flows: int):  # fmt: skip
+    def __init__(
+        self,
+        ops,
+        stack: ExitStack,
+        pins: PinDir,
+        nports: int,
+        cpus: list[int],
+        size: int,
+        flows: int,
+    ):
         prefix = f"xb{os.getpid()}p"
         self.lab = stack.enter_context(lab.running(prefix, nports, queues=len(cpus)))
-        self.pins = PinDir.parse(f"{pins.path}-bench-{os.getpid()}")
+        self.pins = pins.scratch("bench")
         self.pins.ensure_bpffs()
         os.makedirs(self.pins.path)
         stack.callback(self.pins.remove)
         # xdpfwd's own pins, kept across samples so that it compiles once.
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
+        self.ops = ops
         maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
@@ -158,23 +116,24 @@ def _baseline(rig: _Rig) -> Iterator[None]:
 @contextmanager
 def _xdpfwd(rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS) -> Iterator[None]:
     ingress, egress = (_iface(link) for link in rig.ports[:2])
-    ops.add(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
+    rig.ops.add(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
     try:
         yield
     finally:
-        ops.delete(rig.xdpfwd_pins, ingress)
+        rig.ops.delete(rig.xdpfwd_pins, ingress)
 
 
 @contextmanager
 def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
     """Port 1 floods to the next fanout ports (a group with --exclude-ingress)."""
     members = [_iface(link) for link in rig.ports[: fanout + 1]]
-    ops.broadcast(rig.xdpfwd_pins, members, group=f"fanout{fanout}", exclude_ingress=True,
-                  mode="native")  # fmt: skip
+    rig.ops.broadcast(
+        rig.xdpfwd_pins, members, group=f"fanout{fanout}", exclude_ingress=True, mode="native"
+    )
     try:
         yield
     finally:
-        ops.broadcast_del(rig.xdpfwd_pins, members)
+        rig.ops.broadcast_del(rig.xdpfwd_pins, members)
 
 
 @contextmanager
@@ -198,12 +157,15 @@ def _iface(link: netdev.Link) -> Iface:
 def _cli(pins: PinDir, *args: str) -> float:
     """Wall time of one xdpfwd command, run as users run it."""
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "xdpfwd", "--pin-dir", pins.path, *args],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "xdpfwd", "--pin-dir", pins.path, *args],
+        check=True,
+        capture_output=True,
+    )
     return time.monotonic() - start
 
 
-def _control_plane_rows(rig: _Rig, repeat: int) -> list[Row]:
+def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
     one, two = (p.ifname for p in rig.ports[:2])
     compiling, pinned, entries = [], [], []
     for i in range(repeat):
@@ -212,7 +174,7 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[Row]:
             compiling.append(_cli(pins, "add", one, two))
             pinned.append(_cli(pins, "add", two, one))
         finally:
-            ops.down(pins)
+            rig.ops.down(pins)
     path = rig.pins.pin("entries")
     maps.create_pinned_devmap_hash(path, "bench_entries")
     with closing(maps.ForwardTable(path)) as table:
@@ -222,13 +184,14 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[Row]:
                 table.set(key, rig.ports[1].ifindex)
             entries.append(time.monotonic() - start)
     return [
-        Row("xdpfwd add, compiling the program", "s", compiling),
-        Row("xdpfwd add, program already pinned", "s", pinned),
-        Row(f"{ENTRIES} forwarding entries written", "s", entries),
+        BenchRow("xdpfwd add, compiling the program", "s", compiling),
+        BenchRow("xdpfwd add, program already pinned", "s", pinned),
+        BenchRow(f"{ENTRIES} forwarding entries written", "s", entries),
     ]
 
 
 def run(
+    ops,
     pins: PinDir,
     *,
     duration: float = 3.0,
@@ -238,29 +201,44 @@ def run(
     flows: int = 1,
     progress: Callable[[str], None] = lambda message: None,
 ) -> BenchReport:
-    """Build a lab, measure every row repeat times, remove everything.
+    """Build a lab, measure every row repeat times, remove everything. ops are the
+    operations the rows set up (add, broadcast...): the ops package passes itself.
 
     Raises PrereqError, BpfError, AttachError or InputError.
     """
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(available):
         raise InputError(f"--cpus must be between 1 and {len(available)}")
-    settings = {"duration_s": duration, "frame_size": size, "repeat": repeat, "cpus": cpus,
-                "flows": flows}  # fmt: skip
+    settings = {
+        "duration_s": duration,
+        "frame_size": size,
+        "repeat": repeat,
+        "cpus": cpus,
+        "flows": flows,
+    }
     report = BenchReport(settings, machine())
     with ExitStack() as stack:
         progress("building the lab and compiling the benchmark programs")
-        rig = _Rig(stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
+        rig = _Rig(ops, stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
         # (name, set-up, the row it is compared with)
         rows: list[tuple[str, Callable, str]] = [
             (BASELINE, _baseline, BASELINE),
             (FORWARDING, _xdpfwd, BASELINE),
-            ("xdpfwd --no-egress (port counters only)", partial(_xdpfwd, egress_spec=NO_EGRESS),
-             BASELINE),
-            *((f"broadcast to {n} ports, frames delivered", partial(_broadcast, fanout=n),
-               FORWARDING) for n in FANOUTS),
+            (
+                "xdpfwd --no-egress (port counters only)",
+                partial(_xdpfwd, egress_spec=NO_EGRESS),
+                BASELINE,
+            ),
+            *(
+                (
+                    f"broadcast to {n} ports, frames delivered",
+                    partial(_broadcast, fanout=n),
+                    FORWARDING,
+                )
+                for n in FANOUTS
+            ),
             ("Linux bridge (no XDP)", _bridge, BASELINE),
-        ]  # fmt: skip
+        ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
         samples: dict[str, list[float]] = {name: [] for name, _, _ in rows}
         for k in range(repeat):
@@ -270,7 +248,7 @@ def run(
                 with setup(rig):
                     samples[name].append(rig.rate(duration))
         report.rows.extend(
-            Row(name, "Mpps", samples[name], ref, samples[ref]) for name, _, ref in rows
+            BenchRow(name, "Mpps", samples[name], ref, samples[ref]) for name, _, ref in rows
         )
         progress("measuring the control plane")
         report.rows.extend(_control_plane_rows(rig, repeat))

@@ -1,0 +1,230 @@
+"""The pure deciders, table by table: given the links and state they decide on as
+arguments, they need no root, no netlink and no BPF."""
+
+import pytest
+
+from xdpfwd.errors import AttachError, InputError, XdpfwdError
+from xdpfwd.kernel import netdev
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.model import EgressSpec
+from xdpfwd.ops.apply import NOTHING_RUNNING, Running, RunningEntry, plan, resolve_config
+from xdpfwd.state import config
+from xdpfwd.state.entries import check_spec
+from xdpfwd.state.health import entry_problems
+from xdpfwd.state.ports import plan_attach
+
+OURS = 40
+
+
+def link(ifindex, name, *, prog=0, mode=None, mtu=1500, kind="veth", loopback=False):
+    return netdev.Link(ifindex, name, kind, True, loopback, mtu, prog, mode)
+
+
+ETH1 = link(2, "eth1")
+ETH2 = link(3, "eth2")
+ETH3 = link(4, "eth3")
+LINKS = {lk.ifindex: lk for lk in (ETH1, ETH2, ETH3)}
+
+
+# --- ports.plan_attach -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "current, mode, force, switch, expect",
+    [
+        (ETH1, "auto", False, False, ("attach", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "auto", False, False, ("keep", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "native", False, False, ("keep", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, True, ("switch", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, False, XdpfwdError),
+        (link(2, "eth1", prog=99, mode="native"), "auto", False, False, AttachError),
+        (link(2, "eth1", prog=99, mode="native"), "auto", True, False, ("attach", 99)),
+    ],
+    ids=[
+        "free port",
+        "ours already",
+        "ours in the mode asked",
+        "ours in another mode, switch",
+        "ours in another mode, refused",
+        "foreign, refused",
+        "foreign, forced",
+    ],
+)
+def test_plan_attach(current, mode, force, switch, expect):
+    if isinstance(expect, type):
+        with pytest.raises(expect):
+            plan_attach(current, OURS, mode, force, switch)
+        return
+    got = plan_attach(current, OURS, mode, force, switch)
+    what = "keep" if got.keep else "switch" if got.switch else "attach"
+    assert (what, got.foreign_prog_id) == expect
+
+
+# --- entries.check_spec ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, bidirectional, error",
+    [
+        (EgressSpec(), True, None),
+        (EgressSpec(program="none"), True, None),
+        (EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01"), False, None),
+        (EgressSpec(program="user", user_file="f.c", src_mac="egress"), False, "replaces"),
+        (EgressSpec(program="none", dst_mac="02:00:5e:00:53:01"), False, "no program"),
+        (EgressSpec(dst_mac="02:00:5e:00:53:01"), True, "per entry"),
+        (EgressSpec(dst_mac="02:00:5e:00:53"), False, "--dst-mac"),
+        (EgressSpec(dst_mac="egress"), False, "only --src-mac"),
+    ],
+    ids=[
+        "default both ways",
+        "none both ways",
+        "rewrite",
+        "user program and rewrite",
+        "rewrite without a program",
+        "rewrite both ways",
+        "short MAC",
+        "dst-mac egress",
+    ],
+)
+def test_check_spec(spec, bidirectional, error):
+    if error is None:
+        check_spec(spec, bidirectional)
+    else:
+        with pytest.raises(InputError, match=error):
+            check_spec(spec, bidirectional)
+
+
+# --- health.entry_problems ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ingress, egress, features, problems",
+    [
+        (link(2, "eth1", mode="native"), ETH2, {3: netdev.XDP_ACT_NDO_XMIT}, []),
+        (link(2, "eth1", mode="native"), None, None, ["is gone"]),
+        (link(2, "eth1", mode="native"), ETH2, {3: 0}, ["cannot take frames"]),
+        (link(2, "eth1", mode="generic"), ETH2, {3: 0}, []),
+        (link(2, "eth1", mode="native", mtu=9000), ETH2, None, ["MTU 1500"]),
+        (link(2, "eth1", mode="native"), link(3, "eth2", kind=None), {3: 0}, ["cannot take"]),
+    ],
+    ids=["fine", "egress gone", "veth peer without GRO", "generic", "smaller MTU", "driver"],
+)
+def test_entry_problems(ingress, egress, features, problems):
+    found = entry_problems(ingress, egress, features)
+    assert len(found) == len(problems)
+    for (problem, fix), expected in zip(found, problems, strict=True):
+        assert expected in problem and fix
+
+
+def test_entry_problems_name_the_fix_by_kind():
+    veth = entry_problems(link(2, "a", mode="native"), link(3, "b"), {3: 0})
+    other = entry_problems(link(2, "a", mode="native"), link(3, "b", kind=None), {3: 0})
+    assert "GRO" in veth[0][1] and "--mode generic" in other[0][1]
+
+
+# --- apply.plan --------------------------------------------------------------------
+
+
+def desired(text: str):
+    parsed = config.parse("version: 1\n" + text, "f.yaml")
+    return resolve_config(parsed, "f.yaml", LINKS)
+
+
+NATIVE = {2: "native", 3: "native"}
+PASS = maps.PortSettings()
+FLOOD = maps.PortSettings(flags=maps.PORT_BROADCAST)
+FORWARDING = Running(
+    attached=NATIVE,
+    settings={2: PASS, 3: PASS},
+    entries={2: RunningEntry(3, EgressSpec()), 3: RunningEntry(2, EgressSpec())},
+    members={},
+)
+GROUPED = Running(NATIVE, {2: FLOOD, 3: FLOOD}, {}, {2: "default", 3: "default"})
+BOTH_WAYS = "forward: [{from: eth1, to: eth2}, {from: eth2, to: eth1}]"
+
+
+@pytest.mark.parametrize(
+    "running, text, steps",
+    [
+        (NOTHING_RUNNING, "", []),
+        (
+            NOTHING_RUNNING,
+            "forward: [{from: eth1, to: eth2}]",
+            ["attach to eth1 (auto)", "forward eth1 -> eth2 (built-in egress program)"],
+        ),
+        (FORWARDING, BOTH_WAYS, []),
+        (
+            FORWARDING,
+            "forward: [{from: eth1, to: eth2}]",
+            ["remove entry eth2 -> eth1", "detach from eth2"],
+        ),
+        (
+            FORWARDING,
+            "ports: {eth1: {mode: generic}}\n" + BOTH_WAYS,
+            ["re-attach eth1 in generic mode"],
+        ),
+        (FORWARDING, "ports: {eth1: {on_miss: drop}}\n" + BOTH_WAYS, ["set eth1 on-miss drop"]),
+        (
+            FORWARDING,
+            "groups: [{name: default, members: [eth1, eth2]}]",
+            [
+                "remove entry eth1 -> eth2",
+                "remove entry eth2 -> eth1",
+                "set eth1 flooding",
+                "set eth2 flooding",
+                "create group default",
+                "add eth1 to group default",
+                "add eth2 to group default",
+            ],
+        ),
+        (
+            GROUPED,
+            "groups: [{name: lab2, members: [eth1, eth2]}]",
+            [
+                "take eth1 out of group default",
+                "take eth2 out of group default",
+                "create group lab2",
+                "add eth1 to group lab2",
+                "add eth2 to group lab2",
+                "remove group default",
+            ],
+        ),
+        (
+            GROUPED,
+            BOTH_WAYS,
+            [
+                "take eth1 out of group default",
+                "take eth2 out of group default",
+                "set eth1 not flooding",
+                "set eth2 not flooding",
+                "remove group default",
+                "forward eth1 -> eth2 (built-in egress program)",
+                "forward eth2 -> eth1 (built-in egress program)",
+            ],
+        ),
+    ],
+    ids=[
+        "nothing to nothing",
+        "first entry",
+        "same again",
+        "one direction less",
+        "mode switch",
+        "on-miss",
+        "entries to a group",
+        "group to group",
+        "group to entries",
+    ],
+)
+def test_apply_plan(running, text, steps):
+    assert [step.text for step in plan(running, desired(text), LINKS)] == steps
+
+
+def test_apply_plan_rewrites_an_entry_whose_egress_program_differs():
+    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, EgressSpec(program="none"))}, {})
+    steps = plan(running, desired("forward: [{from: eth1, to: eth2}]"), LINKS)
+    assert [s.text for s in steps] == ["forward eth1 -> eth2 (built-in egress program)"]
+
+
+def test_resolve_config_names_the_line_of_an_unknown_interface():
+    with pytest.raises(config.ConfigError, match=r"f.yaml:3: no such interface: eth9"):
+        desired("forward:\n  - {from: eth1, to: eth9}")

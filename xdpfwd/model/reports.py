@@ -1,0 +1,141 @@
+"""Reports of the commands that are not about one port: doctor, save/apply, lab, demo,
+bench. Plain data; the renderers show them."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from xdpfwd.model import AddResult, Listing
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass, warn, fail or skip
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "check": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "fix": self.fix or None,
+        }
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    text: str
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    steps: list[str]
+    dry_run: bool
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabPort:
+    port: str  # veth end in the current namespace: the port xdpfwd manages
+    netns: str  # the host's namespace
+    host_dev: str  # veth end inside the host's namespace
+    address: str  # host address, CIDR
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+    def as_dict(self) -> dict:
+        return {
+            "port": self.port,
+            "netns": self.netns,
+            "host_dev": self.host_dev,
+            "address": self.address,
+        }
+
+
+@dataclass(frozen=True)
+class Lab:
+    prefix: str
+    ports: list[LabPort]
+
+    def as_dict(self) -> dict:
+        return {"name": self.prefix, "ports": [p.as_dict() for p in self.ports]}
+
+
+@dataclass(frozen=True)
+class PingResult:
+    source: LabPort
+    target: LabPort
+    sent: int
+    received: int
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    lab: Lab
+    added: AddResult
+    pings: list[PingResult]
+    listing: Listing
+
+    @property
+    def ok(self) -> bool:
+        return all(p.received == p.sent > 0 for p in self.pings)
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    name: str
+    unit: str  # "Mpps" (higher is better) or "s" (lower is better)
+    samples: list[float]
+    reference: str | None = None  # the row this one is compared with
+    reference_samples: list[float] | None = None  # its samples, repeat by repeat
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def ratio(self) -> float | None:
+        """Median over repeats of sample / the reference's sample of the same repeat.
+
+        Paired samples were taken seconds apart, so the ratio shrugs off the drift a
+        shared machine shows over a run, which a ratio of medians does not.
+        """
+        if not self.reference_samples:
+            return None
+        pairs = zip(self.samples, self.reference_samples, strict=True)
+        return statistics.median(mine / theirs for mine, theirs in pairs)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "median": self.median,
+            "min": min(self.samples),
+            "max": max(self.samples),
+            "samples": self.samples,
+            "ratio": self.ratio,
+            "ratio_to": self.reference,
+        }
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    settings: dict
+    machine: dict
+    rows: list[BenchRow] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "settings": self.settings,
+            "machine": self.machine,
+            "rows": [row.as_dict() for row in self.rows],
+        }
+
+
+BASELINE = "baseline: bpf_redirect_map() only"

@@ -1,0 +1,49 @@
+"""The use cases behind the commands, one module per command family, and this facade:
+the one object the CLI calls (tests swap in a fake). No click and no printing here:
+operations return model types and raise XdpfwdError subclasses."""
+
+from __future__ import annotations
+
+import sys
+
+from xdpfwd.ops import benchmark, demonstration
+from xdpfwd.ops.apply import apply, save
+from xdpfwd.ops.doctor import run as check_host
+from xdpfwd.ops.forwarding import add, delete, down, list_ports, prune, resolve
+from xdpfwd.ops.groups import broadcast, broadcast_del
+from xdpfwd.ops.lab import lab_down, lab_status, lab_up
+from xdpfwd.ops.stats import clear as stats_clear
+from xdpfwd.ops.stats import read as stats_read
+from xdpfwd.ops.stats import watch as stats_watch
+
+__all__ = [
+    "add",
+    "apply",
+    "bench",
+    "broadcast",
+    "broadcast_del",
+    "check_host",
+    "delete",
+    "demo",
+    "down",
+    "lab_down",
+    "lab_status",
+    "lab_up",
+    "list_ports",
+    "prune",
+    "resolve",
+    "save",
+    "stats_clear",
+    "stats_read",
+    "stats_watch",
+]
+
+
+def demo(pins, **options):
+    """`xdpfwd demo` (see ops/demonstration.py), composed of this facade's operations."""
+    return demonstration.run(sys.modules[__name__], pins, **options)
+
+
+def bench(pins, **options):
+    """`xdpfwd bench` (see ops/benchmark.py), composed of this facade's operations."""
+    return benchmark.run(sys.modules[__name__], pins, **options)

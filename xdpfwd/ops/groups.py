@@ -1,0 +1,178 @@
+"""`xdpfwd broadcast`: ports join and leave flood domains (see state/groups.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.kernel import netdev, prereqs
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.model import BroadcastDelResult, BroadcastResult, Iface
+from xdpfwd.state import entries, health
+from xdpfwd.state.dataplane import Dataplane, reading
+from xdpfwd.state.groups import (
+    DEFAULT_GROUP,
+    add_member,
+    check_group_name,
+    create,
+    excludes_ingress,
+    forget_pairs,
+    group_ids,
+    group_of,
+    remove_member,
+)
+from xdpfwd.state.pins import PinDir
+from xdpfwd.state.ports import check_forwardable, iface, known, link_of, map_write, release_idle
+from xdpfwd.state.transaction import Change, change, editing
+
+
+def _managed_ports(pins: PinDir, group: str, links: dict[int, netdev.Link]) -> list[Iface]:
+    """Every port xdpfwd manages that is not in another group (for a bare `broadcast`)."""
+    with reading(pins) as dp:
+        if dp is None:
+            return []
+        ids = group_ids(dp)
+        return [
+            iface(links[port])
+            for port in sorted(dp.ports.ifindexes())
+            if port in links and group_of(dp, port, ids) in (None, group)
+        ]
+
+
+def broadcast(
+    pins: PinDir,
+    members: list[Iface] | None,
+    *,
+    group: str = DEFAULT_GROUP,
+    exclude_ingress: bool | None = None,
+    table: str | None = None,
+    value: str | None = None,
+    mode: str = "auto",
+    force: bool = False,
+) -> BroadcastResult:
+    """Make members (every managed port, when None) members of group's flood domain.
+
+    Creates the group if needed. exclude_ingress None keeps the group's setting
+    (off for a new group). Without members, ports that forward are turned into
+    members (their entries removed); a named port that forwards is refused.
+    Raises InputError, XdpfwdError (a forwarding port, another group's member, a
+    full group), AttachError, BpfError or PrereqError; on any error nothing changes.
+    """
+    check_group_name(group)
+    prereqs.require_privileges()
+    links = netdev.links()
+    convert = members is None
+    if convert:
+        members = _managed_ports(pins, group, links)
+        if not members:
+            raise InputError("xdpfwd manages no ports yet: name the interfaces to flood between")
+    joining = [link_of(m, links).ifindex for m in dict.fromkeys(members)]
+    for port in joining:
+        check_forwardable(links[port])
+    with change(
+        pins, table=table, value=value, attach=dict.fromkeys(joining, mode), force=force
+    ) as c:
+        dp = c.dp
+        ids = group_ids(dp)
+        for port in joining:
+            _check_may_join(dp, c.links[port], group, ids, convert, c.links)
+        created = group not in dp.group_names()
+        if created:
+            create(c, group)
+        group_map = dp.open_group(group)
+        current = set(group_map.members())
+        if exclude_ingress is None:
+            exclude_ingress = excludes_ingress(dp, current)
+        flags = maps.PORT_BROADCAST | (maps.PORT_EXCLUDE_INGRESS if exclude_ingress else 0)
+        attachments = [_join(c, plan, group_map, flags, mode) for plan in c.plans]
+        for member in current - set(joining):
+            _set_flags(c, member, flags)  # the group's flag changes in place
+        converted = [known(port, c.links) for port in joining if entries.remove(c, port)]
+        result = BroadcastResult(
+            group=group,
+            created=created,
+            members=[known(port, c.links) for port in joining],
+            converted=converted,
+            attachments=attachments,
+            exclude_ingress=exclude_ingress,
+            table=dp.layout.table,
+            compiled=c.compiled,
+        )
+    everyone = joining + sorted(current - set(joining))
+    pairs = [(a, b) for a in everyone for b in everyone if a != b]
+    return replace(result, warnings=health.warnings_for(pairs, c.links))
+
+
+def _check_may_join(
+    dp: Dataplane,
+    link: netdev.Link,
+    group: str,
+    ids: dict[int, str],
+    convert: bool,
+    links: dict[int, netdev.Link],
+) -> None:
+    other = group_of(dp, link.ifindex, ids)
+    if other not in (None, group):
+        raise XdpfwdError(
+            f"{link.ifname} is a member of broadcast group {other}; a port floods in one group "
+            f"(`xdpfwd broadcast del {link.ifname}` first)"
+        )
+    entry = dp.fwd.get(link.ifindex)
+    if entry is not None and not convert:
+        egress = known(entry.egress_ifindex, links).label
+        raise XdpfwdError(
+            f"{link.ifname} forwards to {egress} (`xdpfwd add`); a port forwards or floods, "
+            f"not both: `xdpfwd del {link.ifname}` first"
+        )
+
+
+def _join(c: Change, plan, group_map: maps.GroupMap, flags: int, mode: str):
+    dp, port = c.dp, plan.link.ifindex
+    previous = dp.ports.get(port)
+    on_miss = previous.on_miss if previous else maps.XDP_PASS
+    attachment = c.attach(plan, mode, maps.PortSettings(on_miss, flags))
+    add_member(dp, group_map, port, c.undo)
+    return attachment
+
+
+def _set_flags(c: Change, port: int, flags: int) -> None:
+    previous = c.dp.ports.get(port) or maps.PortSettings()
+    if previous.flags != flags:
+        map_write(c.dp.ports.set, port, maps.PortSettings(previous.on_miss, flags))
+        c.undo.callback(c.dp.ports.set, port, previous)
+
+
+def broadcast_del(
+    pins: PinDir, members: list[Iface], group: str | None = None
+) -> BroadcastDelResult:
+    """Take members out of their broadcast group (which must be group, if given).
+
+    An emptied group is removed; ports that need xdpfwd no more are detached.
+    Raises InputError (bad group name), XdpfwdError (unknown group, not a member).
+    """
+    if group is not None:
+        check_group_name(group)
+    with editing(pins) as c:
+        if c is None:
+            raise XdpfwdError(f"no broadcast groups in {pins.path}")
+        ids = group_ids(c.dp)
+        if group is not None and group not in c.dp.group_names():
+            raise XdpfwdError(f"no broadcast group {group}; see `xdpfwd list`")
+        groups = {}
+        for member in dict.fromkeys(members):
+            name = group_of(c.dp, member.ifindex, ids)
+            if name is None or (group is not None and name != group):
+                where = f"group {group}" if group else "a broadcast group"
+                raise XdpfwdError(f"{member.label} is not a member of {where}")
+            groups[member] = name
+        return _leave(c, groups)
+
+
+def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:
+    dp = c.dp
+    for member, name in groups.items():
+        remove_member(dp, dp.open_group(name), member.ifindex, c.undo, c.resources)
+    detached = release_idle(dp, c.undo, c.links)
+    c.after_commit.append(lambda: forget_pairs(dp, {m.ifindex for m in groups}))
+    emptied = [name for name in set(groups.values()) if not dp.open_group(name).members()]
+    return BroadcastDelResult(list(groups), sorted(set(groups.values())), sorted(emptied), detached)

@@ -1,0 +1,71 @@
+"""`xdpfwd stats`: counters read once, watched live, or zeroed."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+
+from xdpfwd import interrupts
+from xdpfwd.errors import XdpfwdError
+from xdpfwd.kernel import prereqs
+from xdpfwd.model.counters import Snapshot, WatchFrame, add_losses, rates
+from xdpfwd.state import tracing
+from xdpfwd.state.counters import snapshot, zero
+from xdpfwd.state.dataplane import reading, writing
+from xdpfwd.state.pins import PinDir
+
+
+def read(pins: PinDir) -> Snapshot | None:
+    """The counters since they began, or None when nothing is set up."""
+    prereqs.require_privileges()
+    with reading(pins) as dp:
+        return snapshot(dp) if dp is not None else None
+
+
+def _read_while_watching(pins: PinDir) -> Snapshot:
+    """Like read(), but a watch outlives state: a `down` meanwhile, or pins removed by
+    hand, leave an empty snapshot rather than an error."""
+    try:
+        with reading(pins) as dp:
+            if dp is not None:
+                return snapshot(dp, tracing=True)
+    except (XdpfwdError, OSError):
+        pass
+    return Snapshot(time.monotonic(), time.time(), {}, {}, {}, True)
+
+
+def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[WatchFrame]:
+    """A frame every interval seconds (count of them, or until interrupted), with the
+    XDP tracepoint programs attached meanwhile (compiled on first use).
+
+    Raises XdpfwdError when nothing is set up, PrereqError without tracefs.
+    """
+    prereqs.require_privileges()
+    tracing.ensure_tracefs()
+    with writing(pins) as dp:
+        if dp is None:
+            raise XdpfwdError(f"nothing to watch: no xdpfwd state in {pins.path}")
+        tracing.ensure_programs(pins)
+    with tracing.attached(pins):
+        before = _read_while_watching(pins)
+        losses: dict[str, int] = {}
+        tick = before.taken
+        for _ in itertools.count() if count is None else range(count):
+            tick += interval
+            time.sleep(max(0.0, tick - time.monotonic()))
+            interrupts.check()
+            after = _read_while_watching(pins)
+            step = rates(before, after)
+            losses = add_losses(losses, step.losses)
+            yield WatchFrame(after, step, losses)
+            before = after
+
+
+def clear(pins: PinDir) -> bool:
+    """Zero every counter under pins; False when nothing is set up there."""
+    with writing(pins) as dp:
+        if dp is None:
+            return False
+        zero(dp)
+    return True

@@ -1,0 +1,159 @@
+"""The frame of every change to a pin directory: privileges, bpffs, the lock, the
+links as they are under it, the attach plan, pins created (compiling once), and
+undo of all of it on any error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+
+from xdpfwd import interrupts
+from xdpfwd.errors import InputError
+from xdpfwd.kernel import netdev, prereqs
+from xdpfwd.model import Attachment
+from xdpfwd.state import dataplane, ports
+from xdpfwd.state.dataplane import Dataplane, Layout
+from xdpfwd.state.pins import PinDir
+
+
+class Undo(ExitStack):
+    """Steps that reverse a change in progress. While it is open, an interrupt waits
+    for commit() (or an interrupts.check() between steps), so that no step is done
+    without its reversal recorded; the interrupt then unwinds all of them."""
+
+    def __enter__(self) -> Undo:
+        self._held = interrupts.held()
+        self._held.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._held.__exit__(None, None, None)
+
+    def commit(self) -> None:
+        """Keep the change, unless an interrupt came first: then raise to undo it."""
+        interrupts.check()
+        self.pop_all()
+        interrupts.mark_committed()
+
+
+class _NoUndo:
+    """For steps whose reversal nobody wants (tidying after a commit)."""
+
+    def callback(self, *args, **kwargs) -> None:
+        pass
+
+
+NO_UNDO = _NoUndo()
+
+
+@dataclass
+class Change:
+    dp: Dataplane
+    compiled: bool  # this change compiled and pinned the programs
+    plans: list[ports.AttachPlan]
+    undo: Undo  # unwound if the change fails
+    resources: ExitStack  # closed when the change ends, either way
+    links: dict[int, netdev.Link]  # read once under the lock; attach() keeps it current
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def attach(self, plan: ports.AttachPlan, mode: str, settings) -> Attachment:
+        """ports.attach() within this change, and the links updated to match."""
+        done = ports.attach(self.dp, plan, mode, settings, self.undo)
+        if done.changed:
+            link = replace(plan.link, xdp_prog_id=self.dp.prog_id, xdp_mode=done.mode)
+            self.links[link.ifindex] = link
+        return done
+
+    def plan_of(self, ifindex: int) -> ports.AttachPlan:
+        return next(plan for plan in self.plans if plan.link.ifindex == ifindex)
+
+
+@contextmanager
+def change(
+    pins: PinDir,
+    *,
+    table: str | None,
+    value: str | None,
+    attach: dict[int, str],
+    force: bool,
+    check_layout: Callable[[Layout], None] = lambda layout: None,
+    switch: bool = False,
+    replaceable: Callable[[netdev.Link], bool] = lambda link: False,
+) -> Iterator[Change]:
+    """Hold the pin directory's lock and open its dataplane, creating what is missing.
+
+    attach maps the ifindexes of the ports that are to run xdpfwd to their mode.
+    Nothing changes before every check passed: foreign programs on those ports
+    (replaced with force, or when replaceable says so), their mode (switched when
+    switch says so), the table's type and value format (check_layout may refuse
+    more). If the body raises, everything done since is undone; when it returns,
+    the change is committed and after_commit runs.
+    """
+    prereqs.require_privileges()
+    pins.ensure_bpffs()
+    with pins.locked(create=True) as created, Undo() as undo_setup:
+        if created:
+            undo_setup.callback(pins.remove_if_empty)
+        ours = ports.pinned_prog_id(pins)
+        # Links as they are now, under the lock: another writer or a repair may have
+        # attached or detached since the caller looked them up.
+        links = netdev.links()
+        plans = []
+        for port, mode in attach.items():
+            link = _link(links, port)
+            replace_foreign = force or replaceable(link)
+            plans.append(ports.plan_attach(link, ours, mode, replace_foreign, switch))
+        layout = dataplane.planned_layout(pins, table, value)
+        ports.check_table_bounds(layout.table, [plan.link for plan in plans])
+        check_layout(layout)
+        compiled = dataplane.ensure_pinned(pins, layout, undo_setup)
+        with Dataplane.open(pins) as dp, ExitStack() as resources, Undo() as undo:
+            done = Change(dp, compiled, plans, undo, resources, links)
+            yield done
+            undo.commit()
+            undo_setup.commit()
+            _finish(done)
+
+
+@contextmanager
+def editing(pins: PinDir) -> Iterator[Change | None]:
+    """A change to what is set up already (None when nothing is): the exclusive lock,
+    the links read once, undo of every step if one fails."""
+    with dataplane.writing(pins) as dp:
+        if dp is None:
+            yield None
+            return
+        with ExitStack() as resources, Undo() as undo:
+            done = Change(dp, False, [], undo, resources, netdev.links())
+            yield done
+            undo.commit()
+            _finish(done)
+
+
+def _finish(c: Change) -> None:
+    for step in c.after_commit:
+        step()
+    # Every successful write also clears out what deleted devices left behind.
+    tidy(c.dp, NO_UNDO, c.links)
+
+
+def _link(links: dict[int, netdev.Link], ifindex: int) -> netdev.Link:
+    link = links.get(ifindex)
+    if link is None:
+        raise InputError(f"no such interface: ifindex {ifindex} (it went away meanwhile)")
+    return link
+
+
+def tidy(
+    dp: Dataplane, undo: Undo | _NoUndo, links: dict[int, netdev.Link]
+) -> tuple[list[int], list[str], list]:
+    """Forget gone devices, unpin emptied groups, detach ports that need xdpfwd no
+    more. Returns (gone ifindexes, emptied groups, detached ports)."""
+    gone = ports.forget_gone(dp, links)
+    emptied = dp.remove_empty_groups()
+    detached = ports.release_idle(dp, undo, links)
+    return gone, emptied, detached
