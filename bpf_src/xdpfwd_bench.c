@@ -20,6 +20,9 @@ BPF_TABLE_PINNED("percpu_array", u32, struct xdpfwd_counter, bench_sink, 1,
 /* Baseline forwarding table: ingress ifindex -> egress, as xdpfwd's. */
 REDIRECT_MAP_PINNED(bench_fwd, struct bpf_devmap_val, XDPFWD_FWD_MAX_ENTRIES,
 		    PIN(XDPFWD_PIN_BENCH_FWD));
+/* Bare broadcast: the receivers of the multicast rows, and nothing else. */
+REDIRECT_MAP_PINNED(bench_flood, struct bpf_devmap_val, XDPFWD_MCAST_MAX_MEMBERS,
+		    PIN(XDPFWD_PIN_BENCH_FLOOD));
 /* Per-CPU sequence numbers that spread the generator's frames over flows. */
 BPF_PERCPU_ARRAY(bench_seq, u32, 1);
 
@@ -84,4 +87,10 @@ int xdpfwd_bench_sink(struct xdp_md *ctx)
 int xdpfwd_bench_fwd(struct xdp_md *ctx)
 {
 	return bench_fwd.redirect_map(ctx->ingress_ifindex, 0);
+}
+
+/* Bare broadcast, the multicast rows' baseline: every port of bench_flood but this one. */
+int xdpfwd_bench_flood(struct xdp_md *ctx)
+{
+	return bench_flood.redirect_map(0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
 }

@@ -44,6 +44,17 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 	struct xdpfwd_port *port;
 	long verdict;
 
+	/*
+	 * Multicast groups come first (xdpfwd_mcast.c): XDP_REDIRECT for a frame to a
+	 * group this port is a source of. Only frames to a multicast MAC look for one:
+	 * the others pay one bit test. A frame of no group goes on as any other.
+	 */
+	if (mcast_destination(ctx) && mcast_redirect(ctx, ifindex, bytes) == XDP_REDIRECT) {
+		if (stats)
+			count(&stats->redirect, bytes);
+		return XDP_REDIRECT;
+	}
+
 	/* The low bits of the flags are the verdict on a miss: XDP_ABORTED flags it. */
 	verdict = xdpfwd_fwd.redirect_map(ifindex, XDP_ABORTED);
 	if (verdict == XDP_REDIRECT) {

@@ -24,6 +24,11 @@ from xdpfwd.model import (
     EgressProg,
     Iface,
     Listing,
+    McastDelResult,
+    McastGroup,
+    McastListing,
+    McastResult,
+    PortRow,
     PortStats,
     PruneResult,
 )
@@ -176,7 +181,7 @@ def listing_table(listing: Listing) -> Table:
         state = Text(row.state, style="green" if row.state == "ok" else "yellow")
         table.add_row(
             _port(row.ingress),
-            f"group {row.group}" if row.group else _port(row.egress),
+            f"group {row.group}" if row.group else _egress_of(row),
             row.mode or "-",
             row.on_miss,
             state,
@@ -185,6 +190,12 @@ def listing_table(listing: Listing) -> Table:
             str(row.counters.miss_packets),
         )
     return table
+
+
+def _egress_of(row: PortRow) -> str:
+    if row.egress is None and row.multicast:
+        return "multicast " + ", ".join(row.multicast)
+    return _port(row.egress)
 
 
 def groups_table(listing: Listing) -> Table:
@@ -217,6 +228,79 @@ def listing(result: Listing, as_json: bool) -> None:
     out.print(listing_table(result))
     if result.groups:
         out.print(groups_table(result))
+    if result.multicast:
+        out.print(multicast_table(result.multicast))
+
+
+# --- multicast -----------------------------------------------------------------------
+
+
+def _count_or_dash(value: int | None) -> str:
+    return "-" if value is None else count(value)
+
+
+def multicast_table(groups: list[McastGroup]) -> Table:
+    table = Table(
+        title="multicast groups",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("GROUP", "FROM", "TO", "INGRESS PORT"):
+        table.add_column(name)
+    for name in ("IN", "COPIES", "LOST"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for g in groups:
+        table.add_row(
+            g.group,
+            ", ".join(_port(p) for p in g.sources),
+            ", ".join(_port(r.port) for r in g.receivers),
+            "excluded" if g.exclude_ingress else "included",
+            count(g.in_packets),
+            _count_or_dash(g.copies_out),
+            _count_or_dash(g.copies_lost),
+        )
+    return table
+
+
+def multicast_listing(result: McastListing, as_json: bool) -> None:
+    if as_json:
+        print_json(result.as_dict())
+        return
+    out = _out()
+    if not result.supported:
+        _line(out, f"the pins in {result.pin_dir} predate multicast groups")
+    elif not result.groups:
+        _line(out, f"no multicast groups in {result.pin_dir}")
+    else:
+        out.print(multicast_table(result.groups))
+
+
+def multicast_result(result: McastResult) -> None:
+    out = _out()
+    verb = "created" if result.created else "updated"
+    excluded = "excluded" if result.exclude_ingress else "included"
+    _line(out, f"multicast group {result.group} {verb}: ingress port {excluded}")
+    _line(out, f"  from {', '.join(p.label for p in result.sources)}")
+    _line(out, f"  to {', '.join(p.label for p in result.receivers)}")
+    for att in result.attachments:
+        how = "attached" if att.changed else "already attached"
+        _line(out, f"  {att.port.ifname}: source, {how} ({att.mode} mode)")
+    for message in result.warnings:
+        warning(message)
+
+
+def multicast_del_result(result: McastDelResult) -> None:
+    out = _out()
+    for port in result.receivers:
+        _line(out, f"{port.label} receives {result.group} no more")
+    for port in result.sources:
+        _line(out, f"{port.label} is a source of {result.group} no more")
+    if result.removed:
+        _line(out, f"  multicast group {result.group} was removed")
+    for port in result.detached:
+        _line(out, f"  detached from {port.label}")
 
 
 def lab_status(lab: Lab | None, name: str, as_json: bool) -> None:
@@ -286,10 +370,14 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
             median, spread = f"{row.median * 1000:.0f} ms", f"{low * 1000:.0f}-{high * 1000:.0f}"
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         if row.reference not in (None, BASELINE):
-            ratio += " fwd"
+            ratio += f" {row.reference_label or 'fwd'}"
         table.add_row(row.name, median, spread, ratio)
     out.print(table)
-    _line(out, "RATIO: to the baseline, or with 'fwd' to xdpfwd forwarding to one port")
+    _line(
+        out,
+        "RATIO: to the baseline, with 'fwd' to xdpfwd forwarding to one port, with 'bcast' "
+        "to a bare broadcast to the same ports",
+    )
 
 
 # --- stats ---------------------------------------------------------------------------
@@ -415,10 +503,59 @@ def stats_tables(
     parts: list = [ports]
     if snapshot.pairs:
         parts.append(pairs)
+    if snapshot.multicast:
+        parts.append(_multicast_stats_table(snapshot, rates))
     if losses is not None:
         since = "since start" if rates is not None else "total"
         parts.append(Text(_losses_line(losses, since)))
     return Group(*parts)
+
+
+def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None) -> Table:
+    """Per group: frames in, copies out and lost (totals), or their rates."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    if rates is None:
+        columns = ("GROUP", "IN", "IN BYTES", "COPIES", "LOST")
+    else:
+        columns = ("GROUP", "IN", "IN BIT/S", "COPIES", "COPIES BIT/S")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for key, g in snapshot.multicast.items():
+        if rates is None:
+            table.add_row(
+                key,
+                count(g.in_packets),
+                nbytes(g.in_bytes),
+                _count_or_dash(g.copies_out),
+                _count_or_dash(g.copies_lost),
+            )
+            continue
+        rx, tx = rates.mcast_in.get(key), rates.mcast_out.get(key)
+        table.add_row(
+            key,
+            pps(rx.pps) if rx else "-",
+            bps(rx.bps) if rx else "-",
+            pps(tx.pps) if tx else "-",
+            bps(tx.bps) if tx else "-",
+        )
+    return table
+
+
+def _multicast_stats(snapshot: Snapshot, rates: Rates | None) -> list[dict]:
+    rows = []
+    for key, g in snapshot.multicast.items():
+        rx = rates.mcast_in.get(key) if rates else None
+        tx = rates.mcast_out.get(key) if rates else None
+        rows.append(
+            {
+                **g.as_dict(),
+                "in_pps": rx.pps if rx else None,
+                "in_bps": rx.bps if rx else None,
+                "copies_pps": tx.pps if tx else None,
+                "copies_bps": tx.bps if tx else None,
+            }
+        )
+    return rows
 
 
 def stats_dict(
@@ -484,6 +621,7 @@ def stats_dict(
         "interval_s": rates.seconds if rates else None,
         "ports": ports,
         "pairs": pairs,
+        "multicast": _multicast_stats(snapshot, rates),
         "totals": totals,
         "not_forwarded": losses if losses is not None else snapshot.losses(),
     }
@@ -538,12 +676,45 @@ def prometheus(snapshot: Snapshot) -> str:
                 f'group="{_label(p.group or "")}"'
             )
             lines.append(f"{metric}{{{labels}}} {getattr(p, name)}")
+    lines += _prometheus_multicast(snapshot)
     metric = "xdpfwd_not_forwarded_packets_total"
     lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]
     for reason, value in snapshot.losses().items():
         if value is not None:
             lines.append(f'{metric}{{reason="{reason}"}} {value}')
     return "\n".join(lines) + "\n"
+
+
+_PROMETHEUS_MCAST = (
+    ("in_packets", "Frames copied to a multicast group's receivers."),
+    ("in_bytes", "Bytes of the frames copied to a multicast group's receivers."),
+    ("copies_lost", "Copies of a multicast group's frames that reached no receiver."),
+)
+
+
+def _prometheus_multicast(snapshot: Snapshot) -> list[str]:
+    lines = []
+    groups = snapshot.multicast
+    for name, help_text in _PROMETHEUS_MCAST:
+        metric = f"xdpfwd_multicast_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for key, g in groups.items():
+            value = getattr(g, name)
+            if value is not None:
+                lines.append(f'{metric}{{group="{_label(key)}"}} {value}')
+    for name, field, help_text in (
+        ("copies", "copies", "Copies of a multicast group's frames sent to a receiver."),
+        ("copy_bytes", "copy_bytes", "Bytes of the copies sent to a receiver."),
+    ):
+        metric = f"xdpfwd_multicast_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for key, g in groups.items():
+            for r in g.receivers:
+                value = getattr(r, field)
+                if value is not None:
+                    labels = f'group="{_label(key)}",egress="{_label(r.port.ifname or "")}"'
+                    lines.append(f"{metric}{{{labels}}} {value}")
+    return lines
 
 
 def write_atomically(path: str, text: str) -> None:

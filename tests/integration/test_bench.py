@@ -57,6 +57,8 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     assert any("compiling" in n for n in names) and any("pinned" in n for n in names)
     assert any(n.startswith("broadcast to 2 ports") for n in names)
     assert any(n.startswith("broadcast to 4 ports") for n in names)
+    (mcast,) = [row for row in report["rows"] if row["name"].startswith("multicast group to 4")]
+    assert mcast["ratio_to"] == bench.BARE_BROADCAST
     for row in report["rows"]:
         assert row["median"] > 0, row
         if row["unit"] == "Mpps":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
-from xdpfwd.model import Iface
+from xdpfwd.model import Iface, McastGroup
 
 LOSS_REASONS = ("miss", "egress_drop", "redirect_error", "xmit_drop")
 
@@ -43,6 +43,7 @@ class Snapshot:
     pairs: dict[tuple[int, int], PairCounters]
     exceptions: dict[int, int] = field(default_factory=dict)  # per port, while tracing
     tracing: bool = False
+    multicast: dict[str, McastGroup] = field(default_factory=dict)  # by group address
 
     def losses(self) -> dict[str, int | None]:
         """Frames not forwarded since the counters began, by reason. The reasons only
@@ -80,6 +81,8 @@ class Rates:
     port_miss: dict[int, float]  # pps
     pair_tx: dict[tuple[int, int], Rate]
     losses: dict[str, int]  # frames not forwarded during the interval, by reason
+    mcast_in: dict[str, Rate] = field(default_factory=dict)  # frames into each group
+    mcast_out: dict[str, Rate] = field(default_factory=dict)  # copies out of each group
 
 
 def rates(before: Snapshot, after: Snapshot) -> Rates:
@@ -126,7 +129,27 @@ def rates(before: Snapshot, after: Snapshot) -> Rates:
         old = before.ports.get(key)
         if old is not None and old.counters and port.counters:
             losses["miss"] += increase(old.counters.miss_packets, port.counters.miss_packets)
-    return Rates(seconds, port_rx, port_tx, port_miss, pair_tx, losses)
+    mcast_in, mcast_out = {}, {}
+    for key, group in after.multicast.items():
+        old = before.multicast.get(key)
+        if old is None:
+            continue
+        mcast_in[key] = _rate(
+            increase(old.in_packets, group.in_packets),
+            increase(old.in_bytes, group.in_bytes),
+            seconds,
+        )
+        if group.counted and old.counted:
+            mcast_out[key] = _rate(
+                increase(old.copies_out, group.copies_out),
+                increase(_copy_bytes(old), _copy_bytes(group)),
+                seconds,
+            )
+    return Rates(seconds, port_rx, port_tx, port_miss, pair_tx, losses, mcast_in, mcast_out)
+
+
+def _copy_bytes(group: McastGroup) -> int:
+    return sum(r.copy_bytes or 0 for r in group.receivers)
 
 
 def add_losses(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
@@ -141,6 +164,7 @@ def select(snapshot: Snapshot, ifindexes: set[int] | None) -> Snapshot:
         snapshot,
         ports={k: p for k, p in snapshot.ports.items() if k in ifindexes},
         pairs={k: p for k, p in snapshot.pairs.items() if set(k) & ifindexes},
+        multicast={k: g for k, g in snapshot.multicast.items() if g.touches(ifindexes)},
     )
 
 

@@ -94,6 +94,7 @@ class BenchRow:
     samples: list[float]
     reference: str | None = None  # the row this one is compared with
     reference_samples: list[float] | None = None  # its samples, repeat by repeat
+    reference_label: str | None = None  # how the table names the reference (fwd, bcast)
 
     @property
     def median(self) -> float:

@@ -29,8 +29,12 @@ from xdpfwd.state import lab
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
+FLOOD = "xdpfwd_bench_flood"
 FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
 FANOUTS = (2, 4)
+MCAST_RECEIVERS = 4
+MCAST_GROUP = "239.1.1.1"
+BARE_BROADCAST = f"bare broadcast to {MCAST_RECEIVERS} ports (BPF_F_BROADCAST only)"
 ENTRIES = 1000
 NO_EGRESS = EgressSpec(program="none")
 
@@ -71,9 +75,10 @@ class _Rig:
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
         maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
+        maps.create_pinned_devmap(self.pins.pin(maps.PIN_BENCH_FLOOD), MCAST_RECEIVERS, "flood")
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
-            dict.fromkeys((GEN, SINK, FWD), (loader.PROG_XDP, None)),
+            dict.fromkeys((GEN, SINK, FWD, FLOOD), (loader.PROG_XDP, None)),
             source.cflags(XDPFWD_PIN_DIR=self.pins.path),
         )
         for fd in self.fds.values():
@@ -91,11 +96,14 @@ class _Rig:
         one, two = self.lab.ports[:2]
         frame = traffic.udp_frame(hosts[0].mac, hosts[1].mac, one.ip, two.ip, size)
         self.generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
+        group_mac = maps.McastAddr.parse(MCAST_GROUP).mac_text()
+        frame = traffic.udp_frame(hosts[0].mac, group_mac, one.ip, MCAST_GROUP, size)
+        self.mcast_generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
 
-    def rate(self, duration: float) -> float:
+    def rate(self, duration: float, generator: traffic.Generator | None = None) -> float:
         """One sample: Mpps delivered to the sinks while the generator runs."""
         before, _ = self.sink.read()
-        _, elapsed = self.generator.run_for(duration)
+        _, elapsed = (generator or self.generator).run_for(duration)
         time.sleep(0.05)  # let the last batch drain from the rings
         delivered, _ = self.sink.read()
         return (delivered - before) / elapsed / 1e6
@@ -134,6 +142,32 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
         yield
     finally:
         rig.ops.broadcast_del(rig.xdpfwd_pins, members)
+
+
+@contextmanager
+def _bare_broadcast(rig: _Rig) -> Iterator[traffic.Generator]:
+    """Port 1 floods multicast frames to the next MCAST_RECEIVERS ports with a program
+    that does nothing but bpf_redirect_map(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS)."""
+    ingress = rig.ports[0]
+    with closing(maps.GroupMap(rig.pins.pin(maps.PIN_BENCH_FLOOD))) as flood:
+        for port in rig.ports[1 : MCAST_RECEIVERS + 1]:
+            flood.add(port.ifindex, 0)
+        netdev.attach_xdp(ingress, rig.fds[FLOOD], "native")
+        try:
+            yield rig.mcast_generator
+        finally:
+            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[FLOOD])
+
+
+@contextmanager
+def _multicast(rig: _Rig) -> Iterator[traffic.Generator]:
+    """Port 1 is the source of a multicast group whose receivers are the next ports."""
+    source, *receivers = (_iface(link) for link in rig.ports[: MCAST_RECEIVERS + 1])
+    rig.ops.multicast_add(rig.xdpfwd_pins, MCAST_GROUP, receivers, [source], mode="native")
+    try:
+        yield rig.mcast_generator
+    finally:
+        rig.ops.multicast_del(rig.xdpfwd_pins, MCAST_GROUP)
 
 
 @contextmanager
@@ -237,6 +271,12 @@ def run(
                 )
                 for n in FANOUTS
             ),
+            (BARE_BROADCAST, _bare_broadcast, BASELINE),
+            (
+                f"multicast group to {MCAST_RECEIVERS} receivers, copies delivered",
+                _multicast,
+                BARE_BROADCAST,
+            ),
             ("Linux bridge (no XDP)", _bridge, BASELINE),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
@@ -245,10 +285,12 @@ def run(
             for name, setup, _ in rows:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
-                with setup(rig):
-                    samples[name].append(rig.rate(duration))
+                with setup(rig) as generator:
+                    samples[name].append(rig.rate(duration, generator))
+        labels = {FORWARDING: "fwd", BARE_BROADCAST: "bcast"}
         report.rows.extend(
-            BenchRow(name, "Mpps", samples[name], ref, samples[ref]) for name, _, ref in rows
+            BenchRow(name, "Mpps", samples[name], ref, samples[ref], labels.get(ref))
+            for name, _, ref in rows
         )
         progress("measuring the control plane")
         report.rows.extend(_control_plane_rows(rig, repeat))

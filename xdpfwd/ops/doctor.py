@@ -13,7 +13,7 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model.reports import Check
-from xdpfwd.state import pins, tracing
+from xdpfwd.state import multicast, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.health import entry_problems
@@ -160,6 +160,7 @@ def _port_checks(dp: Dataplane) -> list[Check]:
     features = netdev.xdp_features()
     checks = []
     members = {m.ifindex: g for g in group_infos(dp, links) for m in g.members}
+    mcast_targets = multicast.targets_of(dp)
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
         name = f"port {link.ifname if link else port}"
@@ -190,6 +191,7 @@ def _port_checks(dp: Dataplane) -> list[Check]:
         targets = [entry.egress_ifindex] if entry else []
         if port in members:
             targets = [m.ifindex for m in members[port].members if m.ifindex != port]
+        targets += sorted(set(mcast_targets.get(port, ())) - set(targets))
         for target in targets:
             for problem, fix in entry_problems(link, links.get(target), features):
                 checks.append(Check(f"{name} -> ifindex {target}", FAIL, problem, fix))
@@ -204,6 +206,15 @@ def _state_checks(pin_dir: pins.PinDir) -> list[Check]:
             else:
                 ours = dp.prog_id
                 checks = [Check("pins", PASS, f"{pin_dir.path}: complete"), *_port_checks(dp)]
+                if dp.mcast is None:
+                    checks.append(
+                        Check(
+                            "multicast",
+                            WARN,
+                            "the pins predate multicast groups: `multicast add` refuses",
+                            multicast.UPGRADE,
+                        )
+                    )
     except XdpfwdError as e:
         ours, checks = None, [Check("pins", FAIL, str(e), "xdpfwd down, then add or apply")]
     for port, prog_id in orphans(netdev.links(), ours).items():

@@ -24,7 +24,7 @@ from xdpfwd.model import (
     PortRow,
     PruneResult,
 )
-from xdpfwd.state import entries, health
+from xdpfwd.state import entries, health, multicast
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.pins import PinDir
@@ -183,9 +183,29 @@ def list_ports(pins: PinDir) -> Listing:
         links = netdev.links()
         groups = group_infos(dp, links)
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
-        rows = [_port_row(dp, port, links, member_of) for port in sorted(dp.ports.ifindexes())]
+        sources = multicast.sources_of(dp)
+        rows = [
+            _with_multicast(_port_row(dp, port, links, member_of), sources.get(port, []))
+            for port in sorted(dp.ports.ifindexes())
+        ]
         layout = dp.layout
-        return Listing(pins.path, layout.table, layout.value_format, dp.prog_id, rows, groups)
+        return Listing(
+            pins.path,
+            layout.table,
+            layout.value_format,
+            dp.prog_id,
+            rows,
+            groups,
+            multicast.group_infos(dp, links),
+        )
+
+
+def _with_multicast(row: PortRow, groups: list[str]) -> PortRow:
+    """The multicast groups the port is a source of; a source needs no entry."""
+    if not groups:
+        return row
+    state = STATE_OK if row.state == STATE_NO_ENTRY else row.state
+    return replace(row, multicast=tuple(groups), state=state)
 
 
 def _port_row(

@@ -8,6 +8,7 @@ from dataclasses import replace
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
+from xdpfwd.state import multicast
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
@@ -32,17 +33,33 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
         tx.setdefault(pair.egress.ifindex, []).append(pair)
         # An egress-only port runs no xdpfwd program: only what it sends is known.
         ports.setdefault(pair.egress.ifindex, PortCounters(pair.egress, None))
+    groups = multicast.group_infos(dp, links)
+    copied: dict[int, tuple[int, int]] = {}  # receiver -> multicast copies, bytes
+    for group in groups:
+        for r in group.receivers:
+            packets, nbytes = copied.get(r.port.ifindex, (0, 0))
+            copied[r.port.ifindex] = (packets + (r.copies or 0), nbytes + (r.copy_bytes or 0))
+            ports.setdefault(r.port.ifindex, PortCounters(r.port, None))
     for port, counters in list(ports.items()):
         sent = tx.get(port, [])
+        more = copied.get(port, (0, 0))
         ports[port] = PortCounters(
             counters.port,
             counters.counters,
-            sum(p.tx_packets for p in sent),
-            sum(p.tx_bytes for p in sent),
+            sum(p.tx_packets for p in sent) + more[0],
+            sum(p.tx_bytes for p in sent) + more[1],
         )
     ports = dict(sorted(ports.items()))
     exceptions = {ingress: e.exceptions for (ingress, egress), e in events.items() if egress == 0}
-    return Snapshot(taken, wall, ports, {p.key: p for p in pairs}, exceptions, tracing)
+    return Snapshot(
+        taken,
+        wall,
+        ports,
+        {p.key: p for p in pairs},
+        exceptions,
+        tracing,
+        {g.group: g for g in groups},
+    )
 
 
 def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
@@ -115,6 +132,7 @@ def zero(dp: Dataplane) -> None:
     if dp.pairs is not None:
         for ingress, egress in dp.pairs.pairs():
             dp.pairs.forget(ingress, egress)
+    multicast.zero(dp)
     events = _open_tx_events(dp)
     if events is not None:
         for ingress, egress in events.pairs():

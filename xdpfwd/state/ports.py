@@ -182,15 +182,19 @@ def _detach_ours(ifindex: int, prog_fd: int) -> None:
 def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Iface]:
     """Detach from ports that need xdpfwd no more, and forget their state.
 
-    A port needs it while it has an entry, is a broadcast member, or is the egress
-    of an entry (so its on-miss verdict keeps applying to what enters it).
+    A port needs it while it has an entry, is a broadcast member, is a multicast
+    source, or is the egress of an entry (so its on-miss verdict keeps applying to
+    what enters it).
     """
     ports = dp.ports.ifindexes()
     entries = {port: dp.fwd.get(port) for port in ports}
     targets = {entry.egress_ifindex for entry in entries.values() if entry}
+    sources = dp.mcast.source_ports() if dp.mcast is not None else set()
     released = []
     for port in ports:
         if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
+            continue
+        if port in sources:
             continue
         release(dp, port, links, undo)
         released.append(known(port, links))

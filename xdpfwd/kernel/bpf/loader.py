@@ -19,6 +19,7 @@ XDP_INGRESS_FUNC = "xdpfwd_ingress"
 XDP_EGRESS_FUNC = "xdpfwd_egress"
 XDP_REWRITE_FUNC = "xdpfwd_egress_rewrite"
 XDP_GROUP_FUNC = "xdpfwd_egress_group"
+XDP_MCAST_FUNC = "xdpfwd_egress_mcast"
 ATTACH_XDP_DEVMAP = 33  # enum bpf_attach_type BPF_XDP_DEVMAP: a devmap entry's program
 PROG_TRACEPOINT = 5  # enum bpf_prog_type
 PROG_XDP = 6
@@ -102,7 +103,8 @@ def compile_ingress(pin_dir: str, value_size: int) -> dict[str, int]:
     funcs: dict[str, tuple[int, int | None]] = {XDP_INGRESS_FUNC: (PROG_XDP, None)}
     if value_size == 8:
         funcs |= dict.fromkeys(
-            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC), (PROG_XDP, ATTACH_XDP_DEVMAP)
+            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC, XDP_MCAST_FUNC),
+            (PROG_XDP, ATTACH_XDP_DEVMAP),
         )
     return compile_programs(
         source.ingress_text(with_egress=value_size == 8),
