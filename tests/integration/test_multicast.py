@@ -546,3 +546,18 @@ def test_ports_added_to_a_feed_only_receive_and_to_a_bus_also_send(make_topo, pi
         "239.2.2.2": (["p3", "p4", "p5"], ["p3", "p4", "p5"]),
     }
     assert topo.xdp("p2") is None  # a receiver only
+
+
+def test_a_group_replacing_another_in_one_apply_counts_its_copies(make_topo, pin_dir):
+    """The new group must not take over the old one's counter rows, which are
+    forgotten only after the change commits."""
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    doc = {"multicast": [{"group": "239.7.7.7", "from": ["p1"], "to": ["p2", "p3"]}]}
+    result = topo.ok(pin_dir, "apply", topo.config_file(doc))
+    assert "remove multicast group 239.1.1.1" in result.stdout
+    assert "create multicast group 239.7.7.7" in result.stdout
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.7.7.7", 25, 9530))
+    assert seen == {1: {}, 2: {("udp", 9530): 25}, 3: {("udp", 9530): 25}}
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    assert_group_counts(group, 25, {"p2": 25, "p3": 25})

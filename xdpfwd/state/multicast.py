@@ -199,9 +199,10 @@ def _write_source(m: Multicast, source: int, addr: maps.McastAddr, entry) -> Non
 
 
 def _free_slot(m: Multicast) -> int:
-    """A slot no group uses, preferably one whose counter rows are gone: the rows of a
-    group removed in this change are forgotten only after it commits."""
-    used = m.groups.used()
+    """A slot no group uses (no source points to it; a devmap left there by a process
+    that died half-way is replaced), preferably one whose counter rows are gone: the
+    rows of a group removed in this change are forgotten only after it commits."""
+    used = {entry.slot for entry in m.sources.items().values()}
     rows = m.copies.pairs() if m.copies is not None else []
     dirty = {slot for slot, _ in rows}
     free = [slot for slot in range(maps.MCAST_MAX_GROUPS) if slot not in used]
@@ -340,8 +341,8 @@ def zero(dp: Dataplane) -> None:
 def tidy(dp: Dataplane, links: dict[int, netdev.Link], undo) -> list[str]:
     """Take deleted devices out of every group (the kernel already emptied their devmap
     entries), resize what that left oversized, drop groups left without sources or
-    receivers, and forget slots and counters no group uses. Returns the groups
-    removed, as `multicast ADDRESS`."""
+    receivers, and forget counters no group uses. Returns the groups removed, as
+    `multicast ADDRESS`."""
     m = dp.mcast
     if m is None:
         return []
@@ -368,8 +369,6 @@ def tidy(dp: Dataplane, links: dict[int, netdev.Link], undo) -> list[str]:
             if not sources or not receivers:
                 removed.append(f"multicast {addr.text}")
         in_use = {g.slot for g in groups.values()}
-        for slot in set(m.groups.used()) - in_use:
-            m.groups.clear(slot)  # left by a process that died half-way
         if m.copies is not None:
             for pair in m.copies.pairs():
                 if pair[0] not in in_use:

@@ -643,11 +643,6 @@ class McastGroupsTable(PinnedMap):
         raw = sc.map_lookup(self.fd, _key(slot), _U32.size)
         return None if raw is None else _U32.unpack(raw)[0]
 
-    def used(self) -> dict[int, int]:
-        """Slot -> devmap id of every slot in use."""
-        ids = {slot: self.devmap_id(slot) for slot in range(self.info.max_entries)}
-        return {slot: map_id for slot, map_id in ids.items() if map_id is not None}
-
     def clear(self, slot: int) -> None:
         sc.map_delete(self.fd, _key(slot))
 
