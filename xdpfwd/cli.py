@@ -337,18 +337,26 @@ def _row_filter(app: App, ifaces):
     epilog="""\b
 Examples:
   xdpfwd doctor
+  xdpfwd doctor --fix                   # veth peers: tx off on senders, gro on receivers
   xdpfwd doctor --json | jq '.[] | select(.status == "fail")'
 """
 )
 @json_option
 @click.option("--no-compile", is_flag=True, help="Skip the test compile (about a second).")
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Fix what is a setting of a managed port's veth peer: TX checksum offload (or "
+    "TSO/GSO in generic mode) off on senders, GRO on for receivers. Nothing else changes.",
+)
 @click.pass_obj
-def doctor(app: App, as_json: bool, no_compile: bool) -> None:
+def doctor(app: App, as_json: bool, no_compile: bool, fix: bool) -> None:
     """Check the host, probe the kernel's XDP features, and the managed ports.
 
-    Each check passes, warns or fails, with a one-line fix. Exits 1 if one fails.
+    Each check passes, warns or fails, with a one-line fix; --fix applies the fixes
+    that are veth peer settings and reports them as fixed. Exits 1 if one fails.
     """
-    checks = app.ops.check_host(app.pins, compile_test=not no_compile)
+    checks = app.ops.check_host(app.pins, compile_test=not no_compile, fix=fix)
     render.doctor_report(checks, as_json)
     failed = [c.name for c in checks if c.status == "fail"]
     if failed:

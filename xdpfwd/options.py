@@ -72,7 +72,10 @@ def table_option(fn):
 
 def force_option(fn):
     return click.option(
-        "--force", is_flag=True, help="Replace an XDP program that xdpfwd did not attach."
+        "--force",
+        is_flag=True,
+        help="Replace an XDP program that xdpfwd did not attach (with add: also add "
+        "entries that close a forwarding loop).",
     )(fn)
 
 

@@ -217,6 +217,9 @@ def listing(result: Listing, as_json: bool) -> None:
     out.print(listing_table(result))
     if result.groups:
         out.print(groups_table(result))
+    for row in result.rows:
+        for problem in row.problems:
+            warning(f"{row.ingress.label}: {problem}")
 
 
 def lab_status(lab: Lab | None, name: str, as_json: bool) -> None:
@@ -615,7 +618,7 @@ def watch(frames, pin_dir: str, interval: float, fmt: str, sort: str, keep) -> N
             watch_plain(for_frame(frame), pin_dir, interval, sort)
 
 
-_STATUS_STYLES = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+_STATUS_STYLES = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim", "fixed": "cyan"}
 
 
 def doctor_report(checks, as_json: bool) -> None:

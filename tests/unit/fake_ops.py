@@ -150,8 +150,8 @@ class FakeOps:
         steps = [f"forward {e.ingress} -> {e.egress}" for e in wanted.forward]
         return ApplyResult(steps, dry_run=dry_run)
 
-    def check_host(self, pins, compile_test):
-        self._record("check_host", pins, compile_test=compile_test)
+    def check_host(self, pins, compile_test, fix=False):
+        self._record("check_host", pins, compile_test=compile_test, fix=fix)
         return [
             Check("privileges", "pass", "root"),
             Check("port eth1", self.doctor_status, "up", "xdpfwd apply FILE"),

@@ -203,6 +203,7 @@ def test_list_json_is_stable_and_parseable():
         "counters",
         "egress_counters",
         "group",
+        "problems",
     }
     assert first["ingress"] == {"ifname": "eth1", "ifindex": 2}
     assert first["counters"]["redirect_packets"] == 5
@@ -336,7 +337,9 @@ def test_list_shows_groups():
 def test_doctor_exit_code_follows_the_checks():
     result, ops = invoke(["doctor", "--no-compile"])
     assert result.exit_code == 0 and "privileges" in result.stdout
-    assert ops.calls[0][2] == {"compile_test": False}
+    assert ops.calls[0][2] == {"compile_test": False, "fix": False}
+    _, ops = invoke(["doctor", "--fix"])
+    assert ops.calls[0][2] == {"compile_test": True, "fix": True}
     failing = FakeOps()
     failing.doctor_status = "fail"
     result, _ = invoke(["doctor", "--json"], ops=failing)

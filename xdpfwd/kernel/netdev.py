@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -252,52 +249,6 @@ def detach_xdp(port: Link, expected_fd: int | None = None) -> None:
         if e.code == errno.ENODEV:
             return
         raise AttachError(f"detaching XDP from {port.ifname} failed: {_netlink_reason(e)}") from e
-
-
-# Legacy ethtool ioctl: still the simplest way to flip one feature.
-_SIOCETHTOOL = 0x8946
-_ETHTOOL_STXCSUM = 0x17
-_ETHTOOL_GGRO = 0x2B
-_ETHTOOL_SGRO = 0x2C
-
-
-class _EthtoolValue(ctypes.Structure):
-    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
-
-
-class _IfReq(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_char * 16),
-        ("data", ctypes.c_void_p),
-        ("_pad", ctypes.c_char * 16),
-    ]
-
-
-def _ethtool_value(ifname: str, cmd: int, data: int = 0) -> int:
-    value = _EthtoolValue(cmd, data)
-    ifreq = _IfReq(ifname.encode(), ctypes.addressof(value))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s.fileno(), _SIOCETHTOOL, ifreq)
-    return value.data
-
-
-def gro_enabled(ifname: str) -> bool:
-    """GRO state of ifname in the current network namespace."""
-    return bool(_ethtool_value(ifname, _ETHTOOL_GGRO))
-
-
-def set_gro(ifname: str, enabled: bool) -> None:
-    """Set GRO in the current netns; a veth with GRO receives frames redirected to its peer."""
-    _ethtool_value(ifname, _ETHTOOL_SGRO, int(enabled))
-
-
-def set_tx_checksum(ifname: str, enabled: bool) -> None:
-    """Set TX checksum offload in the current netns.
-
-    A veth sender with offload leaves partial L4 checksums in its frames; an XDP
-    redirect passes them on unfinished and the receiver drops them as corrupt.
-    """
-    _ethtool_value(ifname, _ETHTOOL_STXCSUM, int(enabled))
 
 
 def add_veth(ifname: str, peer: str, peer_netns: str, queues: int = 1) -> None:

@@ -132,12 +132,26 @@ def enter(name: str) -> None:
 def entered(name: str) -> Iterator[None]:
     """Run the body inside the named namespace, then come back. Sockets opened in
     the body stay in that namespace."""
+    with _returning():
+        enter(name)
+        yield
+
+
+@contextmanager
+def entered_fd(fd: int) -> Iterator[None]:
+    """Like entered(), for the namespace an open nsfs fd refers to."""
+    with _returning():
+        _setns(fd)
+        yield
+
+
+@contextmanager
+def _returning() -> Iterator[None]:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        enter(name)
-        try:
-            yield
-        finally:
-            _setns(home)
+        yield
     finally:
-        os.close(home)
+        try:
+            _setns(home)
+        finally:
+            os.close(home)

@@ -106,6 +106,7 @@ STATE_OK = "ok"
 STATE_DEVICE_GONE = "device gone"
 STATE_NOT_ATTACHED = "program not attached"
 STATE_NO_ENTRY = "no entry"
+STATE_NOT_FLOODING = "misses: not flooding"  # a group member whose settings do not flood
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class PortRow:
     rewrite: Rewrite | None = None
     egress_counters: EgressStats | None = None  # counted by the entry's egress program
     group: str | None = None  # the broadcast group the port floods in
+    problems: tuple[str, ...] = ()  # what keeps its frames from getting through, with fixes
 
     def as_dict(self) -> dict:
         return {
@@ -139,6 +141,7 @@ class PortRow:
             "counters": self.counters.as_dict(),
             "egress_counters": self.egress_counters.as_dict() if self.egress_counters else None,
             "group": self.group,
+            "problems": list(self.problems),
         }
 
 

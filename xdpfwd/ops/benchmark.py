@@ -21,7 +21,7 @@ from functools import partial
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, netns, traffic
+from xdpfwd.kernel import netdev, netns, offloads, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
@@ -141,13 +141,13 @@ def _bridge(rig: _Rig) -> Iterator[None]:
     ingress, egress = rig.ports[:2]
     name = f"{rig.lab.prefix}br"
     # Without an XDP program, the port needs GRO to take the generator's frames.
-    netdev.set_gro(ingress.ifname, True)
+    offloads.change(ingress.ifname, gro=True)
     try:
         netdev.add_bridge(name, [ingress.ifname, egress.ifname])
         yield
     finally:
         netdev.delete_link(name)
-        netdev.set_gro(ingress.ifname, False)
+        offloads.change(ingress.ifname, gro=False)
 
 
 def _iface(link: netdev.Link) -> Iface:

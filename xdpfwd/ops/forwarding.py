@@ -10,10 +10,6 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
     DEFAULT_EGRESS,
-    STATE_DEVICE_GONE,
-    STATE_NO_ENTRY,
-    STATE_NOT_ATTACHED,
-    STATE_OK,
     AddResult,
     Attachment,
     DelResult,
@@ -108,6 +104,7 @@ def add(
         check_layout=entries.layout_check(egress_spec),
     ) as c:
         _check_not_members(c.dp, [plan.link for plan in c.plans])
+        loop_warning = _check_no_loop(c, pairs, force)
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = entries.prog_fd(c, egress_spec, user)
         rewrite = entries.rewrite_of(egress_spec, c.links[out_link.ifindex])
@@ -123,7 +120,28 @@ def add(
             compiled=c.compiled,
             egress=entries.describe(c.dp, c.dp.fwd.get(in_link.ifindex)),
         )
-    return replace(result, warnings=health.warnings_for(pairs, c.links))
+    warnings = health.warnings_for(pairs, c.links)
+    return replace(result, warnings=(*loop_warning, *warnings))
+
+
+def _check_no_loop(c: Change, pairs: list[tuple[int, int]], force: bool) -> tuple[str, ...]:
+    """Refuse entries that close a forwarding loop (a warning with force)."""
+    entries = {
+        port: e.egress_ifindex for port in c.dp.ports.ifindexes() if (e := c.dp.fwd.get(port))
+    }
+    entries.update(pairs)
+    cycle = health.forwarding_loop(entries, c.links)
+    if not cycle:
+        return ()
+    label = lambda port: known(port, c.links).label  # noqa: E731
+    hops = ", ".join(f"{label(port)} -> {label(entries[port])}" for port in cycle)
+    message = (
+        f"these entries would forward frames round a loop forever: {hops}, and what "
+        f"leaves {label(entries[cycle[-1]])} enters its veth peer {label(cycle[0])}"
+    )
+    if not force:
+        raise XdpfwdError(f"{message}; refused (--force to add them anyway)")
+    return (message,)
 
 
 def _attach_forwarding_port(
@@ -183,29 +201,31 @@ def list_ports(pins: PinDir) -> Listing:
         links = netdev.links()
         groups = group_infos(dp, links)
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
-        rows = [_port_row(dp, port, links, member_of) for port in sorted(dp.ports.ifindexes())]
+        with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
+            rows = [
+                _port_row(dp, port, links, member_of, problems)
+                for port in sorted(dp.ports.ifindexes())
+            ]
         layout = dp.layout
         return Listing(pins.path, layout.table, layout.value_format, dp.prog_id, rows, groups)
 
 
 def _port_row(
-    dp: Dataplane, port: int, links: dict[int, netdev.Link], member_of: dict[int, str]
+    dp: Dataplane,
+    port: int,
+    links: dict[int, netdev.Link],
+    member_of: dict[int, str],
+    problems: list[health.Problem],
 ) -> PortRow:
     link = links.get(port)
     entry = dp.fwd.get(port)
     egress = known(entry.egress_ifindex, links) if entry else None
     group = member_of.get(port)
     attached = link is not None and link.xdp_prog_id == dp.prog_id
-    if link is None or (egress is not None and egress.ifname is None):
-        state = STATE_DEVICE_GONE
-    elif not attached:
-        state = STATE_NOT_ATTACHED
-    elif entry is None and group is None:
-        state = STATE_NO_ENTRY
-    else:
-        state = STATE_OK
-    has_egress = entry is not None and dp.layout.has_egress
     settings = dp.ports.get(port) or maps.PortSettings()
+    flooding = dp.groups.group_id(port) is not None
+    state = health.port_state(link, egress, attached, entry is not None, group, settings, flooding)
+    has_egress = entry is not None and dp.layout.has_egress
     return PortRow(
         ingress=known(port, links),
         egress=egress,
@@ -219,6 +239,7 @@ def _port_row(
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
         egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
         group=group,
+        problems=tuple(p.line for p in problems if p.ifindex == port),
     )
 
 

@@ -172,6 +172,9 @@ def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:
     dp = c.dp
     for member, name in groups.items():
         remove_member(dp, dp.open_group(name), member.ifindex, c.undo, c.resources)
+        settings = dp.ports.get(member.ifindex)
+        if settings is not None and settings.flags:
+            _set_flags(c, member.ifindex, 0)  # it floods no more
     detached = release_idle(dp, c.undo, c.links)
     c.after_commit.append(lambda: forget_pairs(dp, {m.ifindex for m in groups}))
     emptied = [name for name in set(groups.values()) if not dp.open_group(name).members()]
