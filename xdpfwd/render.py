@@ -53,6 +53,11 @@ def _line(console: Console, text: str) -> None:
     console.print(Text(text), soft_wrap=True)
 
 
+def spinner(text: str):
+    """A spinner with text on stderr while a slow step runs (progress.install)."""
+    return Console(stderr=True).status(text)
+
+
 def error(message: str) -> None:
     _line(Console(stderr=True, highlight=False), f"error: {message}")
 

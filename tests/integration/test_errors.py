@@ -116,12 +116,16 @@ def test_conflicting_table_type(topo, pin_dir):
     assert topo.list_json(pin_dir)["table"] == "devmap"
 
 
-def test_conflicting_mode(make_topo, pin_dir):
-    topo = make_topo(3)
-    topo.ok(pin_dir, "add", "p1", "p2", "--mode", "native")
-    before = snapshot(topo, pin_dir)
-    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p3", "--mode", "generic"), 1, "native mode")
-    assert snapshot(topo, pin_dir) == before
+def test_another_mode_re_attaches_the_port_and_it_keeps_forwarding(topo, pin_dir):
+    """`add A B -b` then `add A B --mode skb`: A moves to generic, B's entry still
+    reaches it, and both directions forward (once said "del its entries first")."""
+    topo.ok(pin_dir, "add", "p1", "p2", "-b", "--mode", "native")
+    result = topo.ok(pin_dir, "add", "p1", "p2", "--mode", "skb")
+    assert "p1: attached (generic mode)" in result.stdout
+    modes = {row["ingress"]["ifname"]: row["mode"] for row in topo.list_json(pin_dir)["entries"]}
+    assert modes == {"p1": "generic", "p2": "native"}
+    assert topo.ping(1, topo.host(2).ip) == 3
+    assert topo.ping(2, topo.host(1).ip) == 3
 
 
 def test_del_without_entry(topo, pin_dir):

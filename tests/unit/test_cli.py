@@ -278,7 +278,7 @@ def test_signals_unwind_only_in_xdpfwds_own_process(monkeypatch):
             ),
         ),
         (
-            ["broadcast", "--group", "cams"],
+            ["broadcast", "--all", "--group", "cams"],
             (
                 "broadcast",
                 None,
@@ -313,8 +313,18 @@ def test_broadcast_parsing(args, call):
         (["broadcast", "del"], "broadcast del IFACE"),
         (["broadcast", "del", "eth1", "--exclude-ingress"], "broadcast del IFACE"),
         (["broadcast", "eth1", "nope"], "no such interface: nope"),
+        (["broadcast"], "or --all for every port"),
+        (["broadcast", "eth1", "--all"], "--all takes no IFACE"),
+        (["broadcast", "del", "eth1", "--all"], "broadcast del IFACE"),
     ],
-    ids=["del-without-ifaces", "del-with-flag", "unknown-iface"],
+    ids=[
+        "del-without-ifaces",
+        "del-with-flag",
+        "unknown-iface",
+        "bare, not on a terminal",
+        "all with ifaces",
+        "del all",
+    ],
 )
 def test_broadcast_usage_errors(args, message):
     result, ops = invoke(args)

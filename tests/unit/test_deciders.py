@@ -3,7 +3,7 @@ arguments, they need no root, no netlink and no BPF."""
 
 import pytest
 
-from xdpfwd.errors import AttachError, InputError, XdpfwdError
+from xdpfwd.errors import AttachError, InputError
 from xdpfwd.kernel import netdev, offloads
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec, Iface
@@ -36,32 +36,30 @@ LINKS = {lk.ifindex: lk for lk in (ETH1, ETH2, ETH3)}
 
 
 @pytest.mark.parametrize(
-    "current, mode, force, switch, expect",
+    "current, mode, force, expect",
     [
-        (ETH1, "auto", False, False, ("attach", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "auto", False, False, ("keep", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "native", False, False, ("keep", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, True, ("switch", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, False, XdpfwdError),
-        (link(2, "eth1", prog=99, mode="native"), "auto", False, False, AttachError),
-        (link(2, "eth1", prog=99, mode="native"), "auto", True, False, ("attach", 99)),
+        (ETH1, "auto", False, ("attach", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "auto", False, ("keep", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "native", False, ("keep", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, ("switch", 0)),
+        (link(2, "eth1", prog=99, mode="native"), "auto", False, AttachError),
+        (link(2, "eth1", prog=99, mode="native"), "auto", True, ("attach", 99)),
     ],
     ids=[
         "free port",
         "ours already",
         "ours in the mode asked",
-        "ours in another mode, switch",
-        "ours in another mode, refused",
+        "ours in another mode",
         "foreign, refused",
         "foreign, forced",
     ],
 )
-def test_plan_attach(current, mode, force, switch, expect):
+def test_plan_attach(current, mode, force, expect):
     if isinstance(expect, type):
         with pytest.raises(expect):
-            plan_attach(current, OURS, mode, force, switch)
+            plan_attach(current, OURS, mode, force)
         return
-    got = plan_attach(current, OURS, mode, force, switch)
+    got = plan_attach(current, OURS, mode, force)
     what = "keep" if got.keep else "switch" if got.switch else "attach"
     assert (what, got.foreign_prog_id) == expect
 

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from xdpfwd.kernel.bpf.maps import EgressStats, PortStats, Rewrite
 
+# XDP attach modes, and the words iproute2 and xdp-tools users bring for them; the CLI
+# and the configuration file accept them all.
+MODES = ("auto", "native", "generic")
+MODE_WORDS = {"skb": "generic", "xdpgeneric": "generic", "drv": "native", "xdpdrv": "native"}
+
 
 @dataclass(frozen=True)
 class Iface:

@@ -70,7 +70,11 @@ def broadcast(
     for port in joining:
         check_forwardable(links[port])
     with change(
-        pins, table=table, value=value, attach=dict.fromkeys(joining, mode), force=force
+        pins,
+        table=table,
+        value=value,
+        attach=dict.fromkeys(joining, mode),
+        force=force,
     ) as c:
         dp = c.dp
         ids = group_ids(dp)

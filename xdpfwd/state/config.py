@@ -30,10 +30,9 @@ import yaml
 
 from xdpfwd.errors import InputError
 from xdpfwd.kernel.bpf import maps
-from xdpfwd.model import EgressSpec
+from xdpfwd.model import MODE_WORDS, MODES, EgressSpec
 
 VERSION = 1
-MODES = ("auto", "native", "generic")
 TABLES = tuple(maps.TABLE_TYPES)
 VALUES = tuple(maps.VALUE_FORMATS)
 _GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -180,6 +179,11 @@ def parse(text: str, path: str = "<config>") -> Config:
     return config
 
 
+def _mode(r: _Reader, node) -> str:
+    word = r.choice(node, "mode", (*MODES, *MODE_WORDS))
+    return MODE_WORDS.get(word, word)
+
+
 def _ports(r: _Reader, node) -> dict[str, PortConf]:
     ports = {}
     if not isinstance(node, yaml.MappingNode):
@@ -190,7 +194,7 @@ def _ports(r: _Reader, node) -> dict[str, PortConf]:
             r.fail(key, f"port {name} appears twice")
         fields_ = r.mapping(value, f"port {name}", ("mode", "on_miss"))
         ports[name] = PortConf(
-            r.choice(fields_["mode"], "mode", MODES) if "mode" in fields_ else "auto",
+            _mode(r, fields_["mode"]) if "mode" in fields_ else "auto",
             r.choice(fields_["on_miss"], "on_miss", ("pass", "drop"))
             if "on_miss" in fields_
             else "pass",

@@ -96,22 +96,15 @@ class AttachPlan:
     switch: bool = False  # xdpfwd's program, to re-attach in another mode
 
 
-def plan_attach(
-    link: netdev.Link, ours: int | None, mode: str, force: bool, switch: bool = False
-) -> AttachPlan:
-    """Decide, before anything changes, how xdpfwd's program gets onto link.
+def plan_attach(link: netdev.Link, ours: int | None, mode: str, force: bool) -> AttachPlan:
+    """Decide, before anything changes, how xdpfwd's program gets onto link: kept,
+    re-attached in the mode asked for, attached, or put in place of another's.
 
-    Raises AttachError for another tool's program without force, XdpfwdError when
-    the port runs xdpfwd in another mode than the one asked for (unless switch).
+    Raises AttachError for another tool's program without force.
     """
     if link.xdp_prog_id and link.xdp_prog_id == ours:
         if mode != "auto" and mode != link.xdp_mode:
-            if switch:
-                return AttachPlan(link, keep=False, foreign_prog_id=0, switch=True)
-            raise XdpfwdError(
-                f"{link.ifname} already runs xdpfwd in {link.xdp_mode} mode; "
-                f"`xdpfwd del` its entries first to switch to {mode}"
-            )
+            return AttachPlan(link, keep=False, foreign_prog_id=0, switch=True)
         return AttachPlan(link, keep=True, foreign_prog_id=0)
     if link.xdp_prog_id and not force:
         raise AttachError(

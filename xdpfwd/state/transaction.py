@@ -81,17 +81,16 @@ def change(
     attach: dict[int, str],
     force: bool,
     check_layout: Callable[[Layout], None] = lambda layout: None,
-    switch: bool = False,
     replaceable: Callable[[netdev.Link], bool] = lambda link: False,
 ) -> Iterator[Change]:
     """Hold the pin directory's lock and open its dataplane, creating what is missing.
 
     attach maps the ifindexes of the ports that are to run xdpfwd to their mode.
     Nothing changes before every check passed: foreign programs on those ports
-    (replaced with force, or when replaceable says so), their mode (switched when
-    switch says so), the table's type and value format (check_layout may refuse
-    more). If the body raises, everything done since is undone; when it returns,
-    the change is committed and after_commit runs.
+    (replaced with force, or when replaceable says so), the table's type and value
+    format (check_layout may refuse more); a port running xdpfwd in another mode than
+    the one asked for is re-attached in it. If the body raises, everything done since
+    is undone; when it returns, the change is committed and after_commit runs.
     """
     prereqs.require_privileges()
     pins.ensure_bpffs()
@@ -106,7 +105,7 @@ def change(
         for port, mode in attach.items():
             link = _link(links, port)
             replace_foreign = force or replaceable(link)
-            plans.append(ports.plan_attach(link, ours, mode, replace_foreign, switch))
+            plans.append(ports.plan_attach(link, ours, mode, replace_foreign))
         layout = dataplane.planned_layout(pins, table, value)
         ports.check_table_bounds(layout.table, [plan.link for plan in plans])
         check_layout(layout)
