@@ -209,9 +209,9 @@ def add(
 ) -> None:
     """Forward every frame that enters INGRESS out of EGRESS.
 
-    Each entry gets an egress program that counts its frames per (ingress, egress)
-    pair, rewrites Ethernet addresses (--src-mac/--dst-mac), or is yours
-    (--egress-prog). Changing it on an existing entry swaps it atomically.
+    Frames and bytes are counted per (ingress, egress) pair. An entry gets an egress
+    program only when it does work: rewriting Ethernet addresses (--src-mac/--dst-mac)
+    or yours (--egress-prog). Changing it on an existing entry swaps it atomically.
     """
     if ingress.ifindex == egress.ifindex:
         raise click.UsageError(f"INGRESS and EGRESS are the same interface ({ingress.label})")

@@ -198,14 +198,14 @@ entry_options = compose(
     click.option(
         "--no-egress",
         is_flag=True,
-        help="Write the entry without an egress program (no pair counters).",
+        help="Write the entry without an egress program: the default (kept for scripts).",
     ),
     click.option(
         "--egress-prog",
         metavar="FILE.c[:FUNCTION]",
         shell_complete=complete_files,
-        help="Compile FUNCTION of FILE.c with BCC as the entry's egress program, instead of "
-        "the built-in one; xdpfwd still counts its verdicts per pair.",
+        help="Compile FUNCTION of FILE.c with BCC as the entry's egress program; xdpfwd "
+        "still counts its verdicts per pair.",
     ),
     click.option("--src-mac", metavar="egress|MAC", help="Rewrite the source MAC on egress."),
     click.option("--dst-mac", metavar="MAC", help="Rewrite the destination MAC on egress."),

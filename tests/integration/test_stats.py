@@ -67,8 +67,8 @@ def test_counts_are_exact(make_topo, pin_dir):
     topo = make_topo(3)
     h1, h2, h3 = topo.hosts
     topo.static_arp()
-    topo.ok(pin_dir, "add", "p1", "p2")
-    topo.ok(pin_dir, "add", "p3", "p2", "--no-egress")
+    topo.ok(pin_dir, "add", "p1", "p2", "--dst-mac", h2.mac)
+    topo.ok(pin_dir, "add", "p3", "p2")
     with UdpSink(h2) as sink:
         send_udp(h1, h2.ip, 120, payload=90)
         send_udp(h3, h2.ip, 30, payload=90)
@@ -78,9 +78,9 @@ def test_counts_are_exact(make_topo, pin_dir):
     assert ports["p1"]["rx_packets"] == ports["p1"]["redirect_packets"] == 120
     assert ports["p1"]["rx_bytes"] == 120 * udp_frame_len(90)
     assert pairs[("p1", "p2")]["tx_packets"] == 120
-    assert pairs[("p1", "p2")]["counted_by"] == "egress"
+    assert pairs[("p1", "p2")]["counted_by"] == "egress"  # its rewrite program counts
     assert pairs[("p3", "p2")]["tx_packets"] == 30
-    assert pairs[("p3", "p2")]["counted_by"] == "ingress"  # --no-egress: the ingress count
+    assert pairs[("p3", "p2")]["counted_by"] == "ingress"  # no egress program: the port's
     assert ports["p2"]["tx_packets"] == 150
     assert data["totals"]["rx_packets"] == 150
     assert data["not_forwarded"] == {

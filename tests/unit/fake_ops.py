@@ -178,7 +178,7 @@ class FakeOps:
 
     def bench(self, pins, **options):
         self._record("bench", pins, **options)
-        rows = [BenchRow("baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
+        rows = [BenchRow("baseline", "baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
         settings = {
             "duration_s": options["duration"],
             "frame_size": options["size"],

@@ -219,7 +219,7 @@ BOTH_WAYS = "forward: [{from: eth1, to: eth2}, {from: eth2, to: eth1}]"
         (
             NOTHING_RUNNING,
             "forward: [{from: eth1, to: eth2}]",
-            ["attach to eth1 (auto)", "forward eth1 -> eth2 (built-in egress program)"],
+            ["attach to eth1 (auto)", "forward eth1 -> eth2 (no egress program)"],
         ),
         (FORWARDING, BOTH_WAYS, []),
         (
@@ -267,8 +267,8 @@ BOTH_WAYS = "forward: [{from: eth1, to: eth2}, {from: eth2, to: eth1}]"
                 "set eth1 not flooding",
                 "set eth2 not flooding",
                 "remove group default",
-                "forward eth1 -> eth2 (built-in egress program)",
-                "forward eth2 -> eth1 (built-in egress program)",
+                "forward eth1 -> eth2 (no egress program)",
+                "forward eth2 -> eth1 (no egress program)",
             ],
         ),
     ],
@@ -289,9 +289,16 @@ def test_apply_plan(running, text, steps):
 
 
 def test_apply_plan_rewrites_an_entry_whose_egress_program_differs():
-    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, EgressSpec(program="none"))}, {})
+    rewrite = EgressSpec(dst_mac="02:00:5e:00:53:01")
+    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, rewrite)}, {})
     steps = plan(running, desired("forward: [{from: eth1, to: eth2}]"), LINKS)
-    assert [s.text for s in steps] == ["forward eth1 -> eth2 (built-in egress program)"]
+    assert [s.text for s in steps] == ["forward eth1 -> eth2 (no egress program)"]
+
+
+def test_apply_plan_takes_none_and_built_in_for_the_same_entry():
+    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, EgressSpec())}, {})
+    text = "forward: [{from: eth1, to: eth2, egress: none}]"
+    assert plan(running, desired(text), LINKS) == []
 
 
 def test_resolve_config_names_the_line_of_an_unknown_interface():

@@ -42,6 +42,14 @@ class EgressSpec:
         return bool(self.src_mac or self.dst_mac)
 
     @property
+    def kind(self) -> str:
+        """What the entry's egress program is: user, rewrite, or plain (none at all:
+        built-in and none are the same since entries are counted at ingress)."""
+        if self.program == "user":
+            return "user"
+        return "rewrite" if self.rewrites else "plain"
+
+    @property
     def is_default(self) -> bool:
         return self == DEFAULT_EGRESS
 

@@ -89,10 +89,11 @@ class DemoReport:
 
 @dataclass(frozen=True)
 class BenchRow:
+    key: str  # a stable machine key (--json)
     name: str
     unit: str  # "Mpps" (higher is better) or "s" (lower is better)
     samples: list[float]
-    reference: str | None = None  # the row this one is compared with
+    reference: str | None = None  # the key of the row this one is compared with
     reference_samples: list[float] | None = None  # its samples, repeat by repeat
 
     @property
@@ -113,6 +114,7 @@ class BenchRow:
 
     def as_dict(self) -> dict:
         return {
+            "key": self.key,
             "name": self.name,
             "unit": self.unit,
             "median": self.median,
@@ -138,4 +140,4 @@ class BenchReport:
         }
 
 
-BASELINE = "baseline: bpf_redirect_map() only"
+BASELINE = "baseline"  # the key of the row the others are compared with

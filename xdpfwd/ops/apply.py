@@ -205,7 +205,6 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         attach={port: conf.mode for port, conf in desired.ports.items()},
         force=force,
         check_layout=_layout_check(desired),
-        switch=True,
         replaceable=_is_orphan,
     ) as c:
         steps = plan(running_state(c.dp, c.links), desired, c.links)
@@ -358,7 +357,7 @@ def _describe(entry: EntryConf) -> str:
         return f"egress program {Path(spec.user_file).name}"
     if spec.rewrites:
         return "MAC rewrite"
-    return "no egress program" if spec.program == "none" else "built-in egress program"
+    return "no egress program"
 
 
 def _entry_differs(running: Running, ingress: int, entry: EntryConf, d: Desired) -> bool:
@@ -377,8 +376,8 @@ def _entry_differs(running: Running, ingress: int, entry: EntryConf, d: Desired)
     have = current.spec
     if have is None:
         return True
-    return (have.program, entries.rewrite_of(have, egress)) != (
-        spec.program,
+    return (have.kind, entries.rewrite_of(have, egress)) != (
+        spec.kind,
         entries.rewrite_of(spec, egress),
     )
 
@@ -387,7 +386,7 @@ def _write(c: Change, d: Desired, ingress: int, compiled: dict[int, int]) -> Non
     entry = d.entries[ingress]
     egress = d.links[entry.egress]
     spec = entry.spec
-    if not c.dp.layout.has_egress or spec.program == "none":
+    if not c.dp.layout.has_egress or spec.kind == "plain":
         prog_fd = 0
     elif spec.program == "user":
         prog_fd = compiled[ingress]

@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
@@ -29,10 +30,11 @@ from xdpfwd.state import lab
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
-FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
 FANOUTS = (2, 4)
 ENTRIES = 1000
-NO_EGRESS = EgressSpec(program="none")
+REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
+# The least a user egress program can be: what its wrapping and the devmap call cost.
+USER_PROGRAM = "int pass_all(struct xdp_md *ctx)\n{\n\treturn XDP_PASS;\n}\n"
 
 
 def machine() -> dict:
@@ -184,9 +186,9 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
                 table.set(key, rig.ports[1].ifindex)
             entries.append(time.monotonic() - start)
     return [
-        BenchRow("xdpfwd add, compiling the program", "s", compiling),
-        BenchRow("xdpfwd add, program already pinned", "s", pinned),
-        BenchRow(f"{ENTRIES} forwarding entries written", "s", entries),
+        BenchRow("add_compiling", "xdpfwd add, compiling the program", "s", compiling),
+        BenchRow("add_pinned", "xdpfwd add, program already pinned", "s", pinned),
+        BenchRow("entries_written", f"{ENTRIES} forwarding entries written", "s", entries),
     ]
 
 
@@ -220,35 +222,49 @@ def run(
     with ExitStack() as stack:
         progress("building the lab and compiling the benchmark programs")
         rig = _Rig(ops, stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
-        # (name, set-up, the row it is compared with)
-        rows: list[tuple[str, Callable, str]] = [
-            (BASELINE, _baseline, BASELINE),
-            (FORWARDING, _xdpfwd, BASELINE),
+        user = stack.enter_context(tempfile.TemporaryDirectory(prefix="xdpfwd-bench-"))
+        user_file = os.path.join(user, "pass_all.c")
+        with open(user_file, "w") as f:
+            f.write(USER_PROGRAM)
+        user_spec = EgressSpec(program="user", user_file=user_file, user_func="pass_all")
+        # (key, name, set-up, the key of the row it is compared with)
+        rows: list[tuple[str, str, Callable, str]] = [
+            (BASELINE, "baseline: bpf_redirect_map() only", _baseline, BASELINE),
+            ("forward", "xdpfwd, as `add` sets it up", _xdpfwd, BASELINE),
             (
-                "xdpfwd --no-egress (port counters only)",
-                partial(_xdpfwd, egress_spec=NO_EGRESS),
+                "forward_rewrite",
+                "xdpfwd with a MAC rewrite (egress program)",
+                partial(_xdpfwd, egress_spec=REWRITE),
+                BASELINE,
+            ),
+            (
+                "forward_user_program",
+                "xdpfwd with a user egress program (XDP_PASS)",
+                partial(_xdpfwd, egress_spec=user_spec),
                 BASELINE,
             ),
             *(
                 (
+                    f"broadcast_{n}",
                     f"broadcast to {n} ports, frames delivered",
                     partial(_broadcast, fanout=n),
-                    FORWARDING,
+                    "forward",
                 )
                 for n in FANOUTS
             ),
-            ("Linux bridge (no XDP)", _bridge, BASELINE),
+            ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
-        samples: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+        samples: dict[str, list[float]] = {key: [] for key, *_ in rows}
         for k in range(repeat):
-            for name, setup, _ in rows:
+            for key, name, setup, _ in rows:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig):
-                    samples[name].append(rig.rate(duration))
+                    samples[key].append(rig.rate(duration))
         report.rows.extend(
-            BenchRow(name, "Mpps", samples[name], ref, samples[ref]) for name, _, ref in rows
+            BenchRow(key, name, "Mpps", samples[key], ref, samples[ref])
+            for key, name, _, ref in rows
         )
         progress("measuring the control plane")
         report.rows.extend(_control_plane_rows(rig, repeat))

@@ -237,10 +237,19 @@ def _port_row(
         counters=dp.stats.read(port) or maps.PortStats(),
         egress_prog=entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
-        egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
+        egress_counters=_entry_counters(dp, port, entry) if has_egress else None,
         group=group,
         problems=tuple(p.line for p in problems if p.ifindex == port),
     )
+
+
+def _entry_counters(dp: Dataplane, port: int, entry: maps.FwdEntry) -> maps.EgressStats:
+    """What an entry sent: its egress program's count, or (without one) what its
+    ingress port redirected."""
+    if entry.egress_prog_id:
+        return dp.egress_stats.read(port) or maps.EgressStats()
+    counters = dp.stats.read(port) or maps.PortStats()
+    return maps.EgressStats(counters.redirect_packets, counters.redirect_bytes)
 
 
 def down(pins: PinDir) -> DownResult:
