@@ -96,6 +96,7 @@ struct xdpfwd_port {
 #define XDPFWD_PIN_BENCH_CFG	"bench_cfg"
 #define XDPFWD_PIN_BENCH_SINK	"bench_sink"
 #define XDPFWD_PIN_BENCH_FWD	"bench_fwd"
+#define XDPFWD_PIN_BENCH_FLOOD	"bench_flood"
 #define XDPFWD_BENCH_UDP_PORT	9	/* discard: the sink counts frames sent here */
 #define XDPFWD_BENCH_SRC_PORT	1024	/* first UDP source port of the flows */
 

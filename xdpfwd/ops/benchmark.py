@@ -30,6 +30,7 @@ from xdpfwd.state import lab
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
+FLOOD = "xdpfwd_bench_flood"  # + the fanout
 FANOUTS = (2, 4)
 ENTRIES = 1000
 REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
@@ -72,10 +73,10 @@ class _Rig:
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
-        maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
+        programs = (GEN, SINK, FWD, *(f"{FLOOD}{n}" for n in FANOUTS))
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
-            dict.fromkeys((GEN, SINK, FWD), (loader.PROG_XDP, None)),
+            dict.fromkeys(programs, (loader.PROG_XDP, None)),
             source.cflags(XDPFWD_PIN_DIR=self.pins.path),
         )
         for fd in self.fds.values():
@@ -104,15 +105,28 @@ class _Rig:
 
 
 @contextmanager
-def _baseline(rig: _Rig) -> Iterator[None]:
-    ingress, egress = rig.ports[:2]
-    with closing(maps.ForwardTable(rig.pins.pin(maps.PIN_BENCH_FWD))) as fwd:
-        fwd.set(ingress.ifindex, egress.ifindex)
-        netdev.attach_xdp(ingress, rig.fds[FWD], "native")
+def _bare(rig: _Rig, program: str, pin: str, ports: list[netdev.Link]) -> Iterator[None]:
+    """A baseline program on port 1, its array devmap holding ports, a slot each."""
+    ingress = rig.ports[0]
+    with closing(maps.ForwardTable(rig.pins.pin(pin))) as devmap:
+        for slot, port in enumerate(ports):
+            devmap.set(slot, port.ifindex)
+        netdev.attach_xdp(ingress, rig.fds[program], "native")
         try:
             yield
         finally:
-            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[FWD])
+            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[program])
+
+
+def _baseline(rig: _Rig):
+    return _bare(rig, FWD, maps.PIN_BENCH_FWD, rig.ports[1:2])
+
+
+def _bare_broadcast(rig: _Rig, fanout: int):
+    """Port 1 floods to the next fanout ports, which the map holds with port 1."""
+    return _bare(
+        rig, f"{FLOOD}{fanout}", f"{maps.PIN_BENCH_FLOOD}{fanout}", rig.ports[: fanout + 1]
+    )
 
 
 @contextmanager
@@ -244,13 +258,22 @@ def run(
                 BASELINE,
             ),
             *(
-                (
-                    f"broadcast_{n}",
-                    f"broadcast to {n} ports, frames delivered",
-                    partial(_broadcast, fanout=n),
-                    "forward",
-                )
+                row
                 for n in FANOUTS
+                for row in (
+                    (
+                        f"broadcast_bare_{n}",
+                        f"bare broadcast to {n} ports (frames delivered)",
+                        partial(_bare_broadcast, fanout=n),
+                        BASELINE,
+                    ),
+                    (
+                        f"broadcast_{n}",
+                        f"xdpfwd broadcast to {n} ports (frames delivered)",
+                        partial(_broadcast, fanout=n),
+                        f"broadcast_bare_{n}",
+                    ),
+                )
             ),
             ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
         ]

@@ -36,6 +36,7 @@ GROUP_MAX_MEMBERS = 64
 PIN_BENCH_CFG = "bench_cfg"
 PIN_BENCH_SINK = "bench_sink"
 PIN_BENCH_FWD = "bench_fwd"
+PIN_BENCH_FLOOD = "bench_flood"
 BENCH_UDP_PORT = 9
 BENCH_SRC_PORT = 1024
 
