@@ -153,7 +153,8 @@ def cli(ctx: click.Context, pin_dir: str, netns: str | None, verbose: int) -> No
     if netns is not None:
         # Devices, netlink and devmap entries resolve ifindexes in this namespace.
         netns_module.enter(netns)
-    ctx.obj = App(ops=ctx.obj or _RealOps(), pins=pins)
+    ctx.obj = App(ops=ctx.obj or _RealOps(), pins=pins, netns=netns)
+    render.json_context(pins.path, netns)
 
 
 @cli.command(

@@ -22,6 +22,7 @@ class App:
 
     ops: ModuleType | object
     pins: PinDir
+    netns: str | None = None  # the namespace it works in (--netns)
 
 
 # --- shell completion: what the user is most likely to type next ---------------------

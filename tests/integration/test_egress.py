@@ -61,8 +61,8 @@ def test_pair_counters_are_exact(make_topo, pin_dir):
     assert by_port["p1"]["egress_counters"] == {
         "tx_packets": 150,
         "tx_bytes": 150 * udp_frame_len(80),
-        "drop_packets": 0,
-        "drop_bytes": 0,
+        "egress_drop_packets": 0,
+        "egress_drop_bytes": 0,
     }
     assert by_port["p3"]["egress_counters"]["tx_packets"] == 70
     assert by_port["p3"]["egress_counters"]["tx_bytes"] == 70 * udp_frame_len(200)
@@ -128,7 +128,7 @@ def test_user_program_dropping_stops_only_its_entry(make_topo, pin_dir, programs
     assert by_port["p1"]["egress_prog"]["kind"] == "user"
     assert by_port["p1"]["egress_prog"]["name"] == "drop_all"
     assert by_port["p1"]["egress_prog"]["source"] == f"{programs / 'drop_all.c'}:drop_all"
-    assert by_port["p1"]["egress_counters"]["drop_packets"] == 30
+    assert by_port["p1"]["egress_counters"]["egress_drop_packets"] == 30
     assert by_port["p1"]["egress_counters"]["tx_packets"] == 0
     assert by_port["p3"]["egress_counters"]["tx_packets"] == 30
 
@@ -172,7 +172,7 @@ def test_no_egress_entries_forward_without_a_program_and_still_count(topo, pin_d
     for row in rows(topo, pin_dir).values():
         assert row["egress_prog"]["kind"] == "none"
         assert row["egress_counters"]["tx_packets"] == row["counters"]["redirect_packets"] >= 3
-        assert row["egress_counters"]["drop_packets"] == 0
+        assert row["egress_counters"]["egress_drop_packets"] == 0
 
 
 def test_compile_error_leaves_the_running_configuration_untouched(topo, pin_dir, programs):

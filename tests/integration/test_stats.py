@@ -21,7 +21,7 @@ def stats_json(topo, pin_dir, *args) -> dict:
 
 
 def by_port(data) -> dict:
-    return {p["ifname"]: p for p in data["ports"]}
+    return {p["port"]["ifname"]: p for p in data["ports"]}
 
 
 def by_pair(data) -> dict:
@@ -122,7 +122,7 @@ def test_transmit_failures_are_counted(make_topo, pin_dir):
         send_udp(h1, h2.ip, 50)
         lines = finish(proc, lines)
         assert sink.count(50, timeout=0.5) == 0
-    lost = lines[-1]["not_forwarded"]
+    lost = lines[-1]["watch_not_forwarded"]
     assert lost["redirect_error"] + lost["xmit_drop"] == 50
     assert lost["miss"] == 0
     # The ingress program did redirect them: only the tracepoints saw them fail.
@@ -198,15 +198,17 @@ def test_watch_survives_ports_going_and_entries_coming(make_topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2")
     topo.ok(pin_dir, "add", "p3", "p1")
     proc, lines = watch(topo, pin_dir, "--count", "6", "--interval", "0.4")
-    gone = by_port(lines[0])["p3"]["ifindex"]
+    gone = by_port(lines[0])["p3"]["port"]["ifindex"]
     sh("ip", "-n", topo.fwd, "link", "del", "p3")
-    while not any(p["ifindex"] == gone and p["ifname"] is None for p in lines[-1]["ports"]):
+    while not any(
+        p["port"] == {"ifname": None, "ifindex": gone, "netns": None} for p in lines[-1]["ports"]
+    ):
         lines.append(json.loads(proc.stdout.readline()))  # until a row shows it gone
     # The next write forgets the gone port (and the watch copes with that too).
     topo.ok(pin_dir, "add", "p4", "p2")
     lines = finish(proc, lines)
     ports = by_port(lines[-1])
-    assert "p4" in ports and gone not in {p["ifindex"] for p in lines[-1]["ports"]}
+    assert "p4" in ports and gone not in {p["port"]["ifindex"] for p in lines[-1]["ports"]}
     for line in lines:
         for port in line["ports"]:
             assert port["rx_pps"] is None or port["rx_pps"] >= 0

@@ -132,7 +132,7 @@ class FakeOps:
 
     def lab_status(self, name):
         self._record("lab_status", name)
-        return None
+        return Lab(name, [])
 
     def prune(self, pins):
         self._record("prune", pins)
@@ -154,7 +154,9 @@ class FakeOps:
         self._record("check_host", pins, compile_test=compile_test, fix=fix)
         return [
             Check("privileges", "pass", "root"),
-            Check("port eth1", self.doctor_status, "up", "xdpfwd apply FILE"),
+            Check(
+                "port eth1", self.doctor_status, "up", "xdpfwd apply FILE", Iface(2, "eth1"), "port"
+            ),
         ]
 
     def stats_read(self, pins):

@@ -188,7 +188,17 @@ def test_pin_dir_from_environment():
 def test_list_json_is_stable_and_parseable():
     result, _ = invoke(["list", "--json"])
     data = json.loads(result.stdout)
-    assert set(data) == {"pin_dir", "table", "value", "prog_id", "entries", "groups"}
+    assert set(data) == {
+        "schema_version",
+        "time",
+        "pin_dir",
+        "netns",
+        "table",
+        "value",
+        "prog_id",
+        "entries",
+        "groups",
+    }
     first, gone = data["entries"]
     assert set(first) == {
         "ingress",
@@ -205,13 +215,13 @@ def test_list_json_is_stable_and_parseable():
         "group",
         "problems",
     }
-    assert first["ingress"] == {"ifname": "eth1", "ifindex": 2}
+    assert first["ingress"] == {"ifname": "eth1", "ifindex": 2, "netns": None}
     assert first["counters"]["redirect_packets"] == 5
     assert first["counters"]["rx_packets"] == 5
     assert first["egress_prog"] == {"kind": "user", "id": 9, "name": "drop_arp", "source": None}
     assert first["rewrite"] == {"src_mac": "02:00:00:00:00:01", "dst_mac": None}
-    assert first["egress_counters"]["drop_packets"] == 1
-    assert gone["ingress"] == {"ifname": None, "ifindex": 17}
+    assert first["egress_counters"]["egress_drop_packets"] == 1
+    assert gone["ingress"] == {"ifname": None, "ifindex": 17, "netns": None}
     assert gone["egress"] is None and gone["egress_prog"] is None
 
 
@@ -355,12 +365,15 @@ def test_doctor_exit_code_follows_the_checks():
     result, _ = invoke(["doctor", "--json"], ops=failing)
     assert result.exit_code == 1
     assert one_error_line(result) == "error: 1 check(s) failed: port eth1"
-    checks = json.loads(result.stdout)
-    assert checks[1] == {
+    document = json.loads(result.stdout)
+    assert document["failed"] == 1
+    assert document["checks"][1] == {
+        "id": "port",
         "check": "port eth1",
         "status": "fail",
         "detail": "up",
         "fix": "xdpfwd apply FILE",
+        "port": {"ifname": "eth1", "ifindex": 2, "netns": None},
     }
 
 

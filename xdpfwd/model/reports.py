@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from xdpfwd.model import AddResult, Listing
+from xdpfwd.model import AddResult, Iface, Listing
 
 
 @dataclass(frozen=True)
@@ -15,13 +15,21 @@ class Check:
     status: str  # pass, warn, fail or skip
     detail: str
     fix: str = ""
+    port: Iface | None = None  # the port it is about
+    kind: str = ""  # its stable machine key, when the name's words are not one
+
+    @property
+    def key(self) -> str:
+        return self.kind or self.name.lower().replace(" ", "_")
 
     def as_dict(self) -> dict:
         return {
+            "id": self.key,
             "check": self.name,
             "status": self.status,
             "detail": self.detail,
             "fix": self.fix or None,
+            "port": self.port.as_dict() if self.port else None,
         }
 
 
@@ -44,6 +52,7 @@ class LabPort:
     netns: str  # the host's namespace
     host_dev: str  # veth end inside the host's namespace
     address: str  # host address, CIDR
+    ifindex: int | None = None  # of port, when read back from the kernel
 
     @property
     def ip(self) -> str:
@@ -51,8 +60,8 @@ class LabPort:
 
     def as_dict(self) -> dict:
         return {
-            "port": self.port,
-            "netns": self.netns,
+            "port": {"ifname": self.port, "ifindex": self.ifindex},
+            "host_netns": self.netns,
             "host_dev": self.host_dev,
             "address": self.address,
         }

@@ -17,5 +17,5 @@ def lab_down(name: str) -> list[str]:
     return lab.down(name)
 
 
-def lab_status(name: str) -> Lab | None:
+def lab_status(name: str) -> Lab:
     return lab.status(name)

@@ -32,6 +32,7 @@ from xdpfwd.state.dataplane import Dataplane
 
 @dataclass(frozen=True)
 class Problem:
+    kind: str  # a stable key: sender_offload, receiver_gro, driver, mtu, egress_gone
     ifindex: int  # the port it is about (whose veth peer --fix changes)
     port: str
     text: str
@@ -52,13 +53,13 @@ def sender_problems(
     where = f"{peer.namespace.label}" if peer.namespace else "this namespace"
     sender = f"{port.ifname}'s veth peer {peer.ifname} ({where})"
     if port.xdp_mode == "native" and features.get("tx"):
-        change = {"tx": False}
+        kind, change = "sender_offload", {"tx": False}
         text = (
             f"{sender} sends with TX checksum offload: native XDP loses the partial "
             "checksums, so none of its UDP or TCP gets through"
         )
     elif port.xdp_mode == "generic" and (features.get("tso") or features.get("gso")):
-        change = {"tso": False, "gso": False}
+        kind, change = "sender_offload", {"tso": False, "gso": False}
         text = (
             f"{sender} sends TCP segments larger than the MTU (TSO/GSO): generic XDP "
             "refuses them, so large TCP transfers stall"
@@ -66,7 +67,7 @@ def sender_problems(
     else:
         return []
     fix = peer.command(**change)
-    return [Problem(port.ifindex, port.ifname, text, fix, tuple(change.items()))]
+    return [Problem(kind, port.ifindex, port.ifname, text, fix, tuple(change.items()))]
 
 
 def entry_problems(
@@ -78,7 +79,7 @@ def entry_problems(
     """What keeps frames from ingress from leaving on egress."""
     if egress is None:
         gone = f"the egress of {ingress.ifname} is gone"
-        return [Problem(ingress.ifindex, ingress.ifname, gone, "xdpfwd prune")]
+        return [Problem("egress_gone", ingress.ifindex, ingress.ifname, gone, "xdpfwd prune")]
     problems = []
     native = ingress.xdp_mode == "native"
     can_take = features is None or features.get(egress.ifindex, 0) & netdev.XDP_ACT_NDO_XMIT
@@ -88,14 +89,16 @@ def entry_problems(
             change = {"gro": True}
             fix = egress_peer.command(**change)
             problems.append(
-                Problem(egress.ifindex, egress.ifname, text, fix, tuple(change.items()))
+                Problem(
+                    "receiver_gro", egress.ifindex, egress.ifname, text, fix, tuple(change.items())
+                )
             )
         elif egress.kind == "veth":
             fix = f"give {egress.ifname}'s veth peer GRO (ethtool -K PEER gro on) or XDP"
-            problems.append(Problem(egress.ifindex, egress.ifname, text, fix))
+            problems.append(Problem("receiver_gro", egress.ifindex, egress.ifname, text, fix))
         else:
             fix = "its driver cannot; forward with --mode generic"
-            problems.append(Problem(egress.ifindex, egress.ifname, text, fix))
+            problems.append(Problem("driver", egress.ifindex, egress.ifname, text, fix))
     if egress.mtu < ingress.mtu:
         text = (
             f"{egress.ifname} has MTU {egress.mtu}, below {ingress.ifname}'s {ingress.mtu}: "
@@ -103,6 +106,7 @@ def entry_problems(
         )
         problems.append(
             Problem(
+                "mtu",
                 egress.ifindex,
                 egress.ifname,
                 text,

@@ -11,6 +11,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError, XdpfwdError
@@ -39,7 +40,7 @@ def up(prefix: str, nports: int, queues: int = 1) -> Lab:
     check_prefix(prefix)
     if not 2 <= nports <= MAX_PORTS:
         raise InputError(f"a lab has 2 to {MAX_PORTS} ports, not {nports}")
-    if status(prefix) is not None:
+    if status(prefix).ports:
         raise InputError(f"lab {prefix} already exists; `xdpfwd lab down --name {prefix}` first")
     ports = [lab_port(prefix, i) for i in range(1, nports + 1)]
     try:
@@ -82,12 +83,15 @@ def down(prefix: str) -> list[str]:
     return removed
 
 
-def status(prefix: str) -> Lab | None:
+def status(prefix: str) -> Lab:
+    """The lab's ports as they are (none when there is no such lab)."""
     check_prefix(prefix)
     indexes = sorted(
         {int(n[len(prefix) :]) for n in _lab_namespaces(prefix) + _lab_port_names(prefix)}
     )
-    return Lab(prefix, [lab_port(prefix, i) for i in indexes]) if indexes else None
+    by_name = {link.ifname: link.ifindex for link in netdev.links().values()}
+    ports = [lab_port(prefix, i) for i in indexes]
+    return Lab(prefix, [replace(p, ifindex=by_name.get(p.port)) for p in ports])
 
 
 def _lab_namespaces(prefix: str) -> list[str]:

@@ -99,7 +99,13 @@ class EgressStats:
     drop_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """In the names stats uses: a drop here is an egress program's."""
+        return {
+            "tx_packets": self.tx_packets,
+            "tx_bytes": self.tx_bytes,
+            "egress_drop_packets": self.drop_packets,
+            "egress_drop_bytes": self.drop_bytes,
+        }
 
 
 @dataclass(frozen=True)
