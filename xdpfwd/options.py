@@ -8,6 +8,7 @@ from types import ModuleType
 import click
 
 from xdpfwd.errors import InputError
+from xdpfwd.kernel import files
 from xdpfwd.model import EgressSpec
 from xdpfwd.state.pins import PinDir
 
@@ -119,8 +120,19 @@ def output_option(help: str):
         "-o",
         "--output",
         type=click.Path(dir_okay=False),
-        help=help + " Written atomically: a temporary file, then a rename.",
+        callback=_check_output,
+        help=help + " A regular file is replaced atomically (a temporary file, then a "
+        "rename); a symbolic link, FIFO or character device is written in place.",
     )
+
+
+def _check_output(ctx, param, value):
+    if value is not None:
+        try:
+            files.check_output(value)
+        except InputError as e:
+            raise click.BadParameter(str(e), ctx, param) from None
+    return value
 
 
 # add: the entry's format, on-miss verdict and egress program.

@@ -33,6 +33,7 @@ def c_define(name: str) -> str:
         ("XDPFWD_PIN_PROG_EGRESS", maps.PIN_PROG_EGRESS),
         ("XDPFWD_PIN_PROG_REWRITE", maps.PIN_PROG_REWRITE),
         ("XDPFWD_PIN_REWRITE", maps.PIN_REWRITE),
+        ("XDPFWD_PIN_ENTRY_INVALID", maps.PIN_ENTRY_INVALID),
         ("XDPFWD_MAX_PAIRS", str(maps.MAX_PAIRS)),
         ("XDPFWD_REWRITE_SRC", str(maps.REWRITE_SRC)),
         ("XDPFWD_REWRITE_DST", str(maps.REWRITE_DST)),

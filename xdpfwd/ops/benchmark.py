@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from functools import partial
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, netns, traffic
+from xdpfwd.kernel import netdev, netns, prereqs, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
@@ -33,6 +33,9 @@ FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
 FANOUTS = (2, 4)
 ENTRIES = 1000
 NO_EGRESS = EgressSpec(program="none")
+ENTRIES_PIN = "entries"
+# What the rig pins in its own directory (besides the pin dirs of xdpfwd it runs).
+RIG_PINS = (maps.PIN_BENCH_CFG, maps.PIN_BENCH_SINK, maps.PIN_BENCH_FWD, ENTRIES_PIN)
 
 
 def machine() -> dict:
@@ -64,8 +67,8 @@ class _Rig:
         self.lab = stack.enter_context(lab.running(prefix, nports, queues=len(cpus)))
         self.pins = pins.scratch("bench")
         self.pins.ensure_bpffs()
-        os.makedirs(self.pins.path)
-        stack.callback(self.pins.remove)
+        os.mkdir(self.pins.path, mode=0o700)
+        stack.callback(_remove_rig_pins, self.pins)
         # xdpfwd's own pins, kept across samples so that it compiles once.
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
@@ -99,6 +102,15 @@ class _Rig:
         time.sleep(0.05)  # let the last batch drain from the rings
         delivered, _ = self.sink.read()
         return (delivered - before) / elapsed / 1e6
+
+
+def _remove_rig_pins(pins: PinDir) -> None:
+    """Unpin what the rig pinned, then its directory: only that (the xdpfwd pin dirs
+    inside it are removed by `down` before)."""
+    for name in RIG_PINS:
+        with suppress(FileNotFoundError):
+            os.unlink(pins.pin(name))
+    pins.remove_if_empty()
 
 
 @contextmanager
@@ -175,7 +187,7 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
             pinned.append(_cli(pins, "add", two, one))
         finally:
             rig.ops.down(pins)
-    path = rig.pins.pin("entries")
+    path = rig.pins.pin(ENTRIES_PIN)
     maps.create_pinned_devmap_hash(path, "bench_entries")
     with closing(maps.ForwardTable(path)) as table:
         for _ in range(repeat):
@@ -206,6 +218,7 @@ def run(
 
     Raises PrereqError, BpfError, AttachError or InputError.
     """
+    prereqs.require_privileges("bench")
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(available):
         raise InputError(f"--cpus must be between 1 and {len(available)}")
