@@ -64,7 +64,7 @@ def decode_text(data: bytes, label: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"{label}:{line}: not UTF-8 text (byte {e.start})") from None
+        raise InputError(f"{label}:{line}: not UTF-8 text (at byte offset {e.start})") from None
 
 
 def _kind(mode: int) -> str:
