@@ -117,14 +117,25 @@ def test_a_fifo_nobody_reads_is_an_error_not_a_wait(tmp_path):
         files.write_output(str(fifo), "x\n")
 
 
-def test_character_devices_are_written_in_place_never_replaced():
-    before = os.lstat("/dev/null")
-    files.write_output("/dev/null", "gone\n")
-    after = os.lstat("/dev/null")
+def device(tmp_path, name: str, minor: int) -> str:
+    """The memory device /dev/<name>: a node of its own in tmp_path when root can make
+    one, so that a regression replaces that node, never the host's /dev."""
+    if os.geteuid() != 0:
+        return f"/dev/{name}"  # nobody else may replace it anyway
+    path = str(tmp_path / name)
+    os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    return path
+
+
+def test_character_devices_are_written_in_place_never_replaced(tmp_path):
+    null, full = device(tmp_path, "null", 3), device(tmp_path, "full", 7)
+    before = os.lstat(null)
+    files.write_output(null, "gone\n")
+    after = os.lstat(null)
     assert stat.S_ISCHR(after.st_mode) and after.st_ino == before.st_ino
     with pytest.raises(XdpfwdError, match="No space left on device"):
-        files.write_output("/dev/full", "x\n")
-    assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
+        files.write_output(full, "x\n")
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
 
 
 @pytest.mark.parametrize(

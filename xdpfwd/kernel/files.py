@@ -94,6 +94,8 @@ def check_output(path: str) -> None:
 def _output_kind(path: str) -> str:
     """'replace' (a regular file or a new path) or 'in place'; raises InputError."""
     label = shown(path)
+    if not path:
+        raise InputError("the output path is empty")
     try:
         st = os.lstat(path)
     except FileNotFoundError:

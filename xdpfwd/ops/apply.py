@@ -222,7 +222,7 @@ def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:
     broken = _broken(pins)
     if broken is not None:
         links = netdev.links()
-        rebuild = Step(f"rebuild the pinned state in {pins.path} ({broken})")
+        rebuild = Step(f"rebuild the pinned state in {pins.path}, which is broken")
         return [rebuild, *plan(NOTHING_RUNNING, desired, links)]
     with reading(pins) as dp:
         links = netdev.links()

@@ -203,8 +203,10 @@ def writing(pins: PinDir) -> Iterator[Dataplane | None]:
 @contextmanager
 def _opened(pins: PinDir, shared: bool) -> Iterator[Dataplane | None]:
     with pins.locked(create=False, shared=shared):
-        pins.check_owned()
+        survey = pins.check_owned()
         dp = Dataplane.open(pins)
+        if dp is not None and not shared and not survey.marked:
+            pins.claim()  # made by a version without the marker: mark it now
         if dp is None:
             yield None
             return
