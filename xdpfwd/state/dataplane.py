@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 
-from xdpfwd.errors import BpfError, XdpfwdError
+from xdpfwd.errors import BpfError, PrereqError, XdpfwdError
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.state.pins import PinDir
@@ -206,7 +206,11 @@ def _opened(pins: PinDir, shared: bool) -> Iterator[Dataplane | None]:
         survey = pins.check_owned()
         dp = Dataplane.open(pins)
         if dp is not None and not shared and not survey.marked:
-            pins.claim()  # made by a version without the marker: mark it now
+            # Made by a version without the marker: mark it now, if this process can
+            # create a map (stats --clear needs no capability; the directory stays
+            # xdpfwd's by its contents meanwhile).
+            with suppress(PrereqError):
+                pins.claim()
         if dp is None:
             yield None
             return
