@@ -20,6 +20,7 @@
 #define XDPFWD_PIN_PAIR_STATS	"pair_stats"
 #define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from tracepoints, while `stats --watch` */
 #define XDPFWD_PIN_REWRITE	"rewrite"
+#define XDPFWD_PIN_ENTRY_INVALID	"entry_invalid"	/* user egress programs' bad verdicts */
 
 /* A DEVMAP is an array indexed by ifindex, so it bounds the ifindexes it can hold. */
 #define XDPFWD_FWD_MAX_ENTRIES	65536

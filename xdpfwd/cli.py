@@ -11,6 +11,7 @@ import click
 
 from xdpfwd import __version__, interrupts, progress, render
 from xdpfwd.errors import EXIT_INTERRUPTED, InputError, XdpfwdError
+from xdpfwd.kernel import files
 from xdpfwd.kernel import netns as netns_module
 from xdpfwd.model.counters import select
 from xdpfwd.options import (
@@ -80,6 +81,9 @@ class XdpfwdGroup(click.Group):
     def _run(self, *args, **kwargs) -> int:
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
+            if interrupts.deferred():
+                # It came while a step that cannot stop half-way (down) ran to its end.
+                raise click.Abort
             return result if isinstance(result, int) else 0
         except click.exceptions.NoArgsIsHelpError as e:
             click.echo(e.ctx.get_help())  # `xdpfwd` or `xdpfwd lab` alone asks for help
@@ -91,7 +95,7 @@ class XdpfwdGroup(click.Group):
         except click.ClickException as e:
             render.error(e.format_message())
             return e.exit_code
-        except click.Abort:
+        except (click.Abort, KeyboardInterrupt):
             if interrupts.committed:
                 render.error("interrupted after the change was made; it stays (see `xdpfwd list`)")
             else:
@@ -392,7 +396,7 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     text = render.stats_snapshot(keep(snapshot) if snapshot else None, app.pins.path, fmt, sort)
     if text is not None:
         if output:
-            render.write_atomically(output, text)
+            files.write_output(output, text)
         else:
             sys.stdout.write(text)
 
@@ -465,7 +469,7 @@ def save(app: App, output, fmt) -> None:
     for message in result.warnings:
         render.warning(message)
     if output:
-        render.write_atomically(output, result.text)
+        files.write_output(output, result.text)
     else:
         sys.stdout.write(result.text)
 

@@ -10,7 +10,7 @@ import click
 import click.shell_completion
 
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netns
+from xdpfwd.kernel import files, netns
 from xdpfwd.kernel.bpf.maps import PIN_GROUP_DIR
 from xdpfwd.model import MODE_WORDS, MODES, EgressSpec
 from xdpfwd.state.pins import DEFAULT_PIN_DIR, PinDir
@@ -174,8 +174,19 @@ def output_option(help: str):
         "-o",
         "--output",
         type=click.Path(dir_okay=False),
-        help=help + " Written atomically: a temporary file, then a rename.",
+        callback=_check_output,
+        help=help + " A regular file is replaced atomically (a temporary file, then a "
+        "rename); a symbolic link, FIFO or character device is written in place.",
     )
+
+
+def _check_output(ctx, param, value):
+    if value is not None:
+        try:
+            files.check_output(value)
+        except InputError as e:
+            raise click.BadParameter(str(e), ctx, param) from None
+    return value
 
 
 # add: the entry's format, on-miss verdict and egress program.

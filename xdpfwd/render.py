@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import replace
 
@@ -49,8 +47,15 @@ def _out(**options) -> Console:
 
 
 def _line(console: Console, text: str) -> None:
-    """One unwrapped line, printed verbatim (no markup)."""
-    console.print(Text(text), soft_wrap=True)
+    """One unwrapped line, printed verbatim (no markup); characters that would break
+    it (newlines, other controls, bytes that are not UTF-8) are shown escaped."""
+    console.print(Text(printable(text)), soft_wrap=True)
+
+
+def printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def spinner(text: str):
@@ -194,7 +199,12 @@ def down_result(result: DownResult, pin_dir: str) -> None:
         return
     for port in result.detached:
         _line(out, f"detached from {port.label}")
-    _line(out, f"removed {pin_dir}")
+    if result.left:
+        _line(out, f"removed xdpfwd's pins from {pin_dir}")
+        shown = ", ".join(result.left)
+        warning(f"kept {pin_dir}: it also holds what xdpfwd did not make ({shown})")
+    else:
+        _line(out, f"removed {pin_dir}")
 
 
 def listing_table(listing: Listing) -> Table:
@@ -386,6 +396,7 @@ def _sorted_pairs(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[Pa
 _REASON_LABELS = {
     "miss": "miss",
     "egress_drop": "egress drop",
+    "egress_invalid": "invalid verdict",
     "redirect_error": "redirect err",
     "xmit_drop": "tx drop",
 }
@@ -498,6 +509,7 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,
                 "egress_drop_packets": p.egress_drop_packets,
+                "egress_invalid_packets": p.egress_invalid_packets,
                 "xmit_drop_packets": events.xmit_drops if events else None,
                 "redirect_error_packets": events.redirect_errors if events else None,
                 "tx_pps": rate(rates.pair_tx if rates else {}, p.key, "pps"),
@@ -548,6 +560,10 @@ _PROMETHEUS_PAIR = (
     ("tx_packets", "Frames forwarded from ingress to egress."),
     ("tx_bytes", "Bytes forwarded from ingress to egress."),
     ("egress_drop_packets", "Frames the egress program of the pair dropped."),
+    (
+        "egress_invalid_packets",
+        "Frames a user egress program gave a verdict other than pass or drop (dropped).",
+    ),
 )
 
 
@@ -595,23 +611,6 @@ def prometheus(snapshot: Snapshot) -> str:
         if value is not None:
             lines.append(f'{metric}{{reason="{reason}"}} {value}')
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write text to path so that readers see the old file or the new one, whole."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".xdpfwd-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str) -> str | None:

@@ -235,3 +235,32 @@ def test_swapping_egress_programs_never_stops_forwarding(topo, pin_dir, programs
     assert received[0] == sent[0]
     # An entry missing even briefly would have sent frames to the on-miss path.
     assert rows(topo, pin_dir)["p1"]["counters"]["miss_packets"] == 0
+
+
+TX_BACK = "int tx_back(struct xdp_md *ctx)\n{\n\treturn XDP_TX;\n}\n"
+
+
+def test_a_user_program_returning_xdp_tx_is_warned_about_and_counted_apart(topo, pin_dir, tmp_path):
+    h1, h2 = topo.hosts
+    topo.static_arp()
+    program = tmp_path / "tx_back.c"
+    program.write_text(TX_BACK)
+    added = topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(program))
+    assert "tx_back.c:tx_back mentions XDP_TX" in added.stderr
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 40)
+        assert sink.count(40, timeout=1.0) == 0  # an egress program cannot send back
+    stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+    (pair,) = stats["pairs"]
+    assert pair["egress_invalid_packets"] >= 40  # plus any ARP the host sent
+    assert pair["egress_drop_packets"] == 0 and pair["tx_packets"] == 0
+    assert stats["not_forwarded"]["egress_invalid"] == pair["egress_invalid_packets"]
+    assert "invalid verdict" in topo.ok(pin_dir, "stats").stdout
+    # Replacing the program (and deleting the entry) starts the count afresh.
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "del", "p1")
+    topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(program))
+    assert (
+        json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["pairs"][0]["egress_invalid_packets"]
+        == 0
+    )

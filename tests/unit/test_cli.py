@@ -6,6 +6,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
+from xdpfwd import interrupts
 from xdpfwd.cli import cli
 from xdpfwd.errors import AttachError, BpfError, PrereqError, XdpfwdError
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
@@ -160,6 +161,25 @@ def test_interrupt_exits_130_with_one_line():
     result, _ = invoke(["add", "eth1", "eth2"], ops=FakeOps(fail_with=KeyboardInterrupt()))
     assert result.exit_code == 130
     assert "interrupted" in result.stderr
+
+
+def test_an_interrupt_held_until_down_finished_exits_130_after_it(monkeypatch):
+    class DownInterrupted(FakeOps):
+        def down(self, pins):
+            monkeypatch.setattr(interrupts, "_deferred", True)  # SIGTERM mid-teardown
+            monkeypatch.setattr(interrupts, "committed", True)
+            return super().down(pins)
+
+    result, _ = invoke(["down"], ops=DownInterrupted())
+    assert result.exit_code == 130
+    assert "interrupted after the change was made" in one_error_line(result)
+    assert "detached from eth1" in result.stdout
+
+
+def test_error_lines_escape_what_would_break_them():
+    error = XdpfwdError("no such interface: a\nb " + os.fsdecode(b"\xff"))
+    result, _ = invoke(["list"], ops=FakeOps(fail_with=error))
+    assert one_error_line(result) == "error: no such interface: a\\nb \\udcff"
 
 
 def test_unexpected_error_is_one_line_without_traceback():

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from xdpfwd import render
-from xdpfwd.model.counters import WatchFrame, rates
+from xdpfwd.model.counters import LOSS_REASONS, WatchFrame, rates
 from xdpfwd.model.reports import Lab, LabPort
 
 from .fake_ops import FakeOps
@@ -39,7 +39,7 @@ class Stateful(FakeOps):
 
     def stats_watch(self, pins, interval, count):
         before, after = snap(0.0), snap(1.0, rx=5, tx=4)
-        losses = {"miss": 0, "egress_drop": 0, "redirect_error": 0, "xmit_drop": 0}
+        losses = dict.fromkeys(LOSS_REASONS, 0)
         yield WatchFrame(after, rates(before, after), losses)
 
     def lab_status(self, name):

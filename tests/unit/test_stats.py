@@ -1,7 +1,6 @@
 """Rates, loss attribution, units, JSON, Prometheus and the stats CLI, without a kernel."""
 
 import json
-import os
 
 import pytest
 
@@ -24,7 +23,7 @@ from .test_cli import invoke, one_error_line
 ETH1, ETH2, GONE = Iface(2, "eth1"), Iface(3, "eth2"), Iface(17, None)
 
 
-def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, extra=()):
+def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, invalid=0, extra=()):
     ports = {
         2: PortCounters(
             ETH1,
@@ -45,6 +44,7 @@ def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, e
         tx * 100,
         drops,
         TxEvents(xmit_drops=xmit, redirect_errors=redirect_err),
+        egress_invalid_packets=invalid,
     )
     return Snapshot(taken, 1e9 + taken, ports, {pair.key: pair}, {}, tracing=True)
 
@@ -81,10 +81,25 @@ def test_new_rows_have_no_rate_and_gone_rows_vanish():
 
 
 def test_every_lost_frame_gets_one_reason():
-    # 7 dropped by an egress program; the tracepoint's 10 drops include those 7.
-    r = rates(snap(0.0), snap(1.0, miss=4, drops=7, xmit=10, redirect_err=5))
-    assert r.losses == {"miss": 4, "egress_drop": 7, "redirect_error": 5, "xmit_drop": 3}
+    # 7 dropped by an egress program, 2 given an invalid verdict (XDP_TX): the
+    # tracepoint's 12 drops include those 9.
+    r = rates(snap(0.0), snap(1.0, miss=4, drops=7, invalid=2, xmit=12, redirect_err=5))
+    assert r.losses == {
+        "miss": 4,
+        "egress_drop": 7,
+        "egress_invalid": 2,
+        "redirect_error": 5,
+        "xmit_drop": 3,
+    }
     assert add_losses(r.losses, r.losses)["xmit_drop"] == 6
+
+
+def test_invalid_verdicts_are_their_own_reason_in_every_output():
+    s = snap(0.0, invalid=3)
+    assert s.losses()["egress_invalid"] == 3
+    assert "invalid verdict 3" in render._losses_line(s.losses(), "total")
+    assert 'xdpfwd_not_forwarded_packets_total{reason="egress_invalid"} 3' in render.prometheus(s)
+    assert render.stats_dict(s)["pairs"][0]["egress_invalid_packets"] == 3
 
 
 def test_select_keeps_a_ports_rows_and_pairs():
@@ -153,14 +168,6 @@ def test_prometheus_exposition():
             metric = line.split()[2]
             assert f"# TYPE {metric} counter" in lines
     assert render._label('a"b\\c') == 'a\\"b\\\\c'
-
-
-def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
-    target = tmp_path / "xdpfwd.prom"
-    target.write_text("old\n")
-    render.write_atomically(str(target), "new\n")
-    assert target.read_text() == "new\n"
-    assert os.listdir(tmp_path) == ["xdpfwd.prom"]
 
 
 class _StatsOps:

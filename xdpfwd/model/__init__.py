@@ -105,6 +105,7 @@ class DelResult:
 class DownResult:
     detached: list[Iface]
     removed_pins: bool
+    left: tuple[str, ...] = ()  # what the pin dir holds that xdpfwd did not make (kept)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from functools import partial
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, netns, offloads, traffic
+from xdpfwd.kernel import netdev, netns, offloads, prereqs, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
@@ -36,6 +36,15 @@ ENTRIES = 1000
 REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
 # The least a user egress program can be: what its wrapping and the devmap call cost.
 USER_PROGRAM = "int pass_all(struct xdp_md *ctx)\n{\n\treturn XDP_PASS;\n}\n"
+ENTRIES_PIN = "entries"
+# What the rig pins in its own directory (besides the pin dirs of xdpfwd it runs).
+RIG_PINS = (
+    maps.PIN_BENCH_CFG,
+    maps.PIN_BENCH_SINK,
+    maps.PIN_BENCH_FWD,
+    *(f"{maps.PIN_BENCH_FLOOD}{n}" for n in FANOUTS),
+    ENTRIES_PIN,
+)
 
 
 def machine() -> dict:
@@ -67,8 +76,8 @@ class _Rig:
         self.lab = stack.enter_context(lab.running(prefix, nports, queues=len(cpus)))
         self.pins = pins.scratch("bench")
         self.pins.ensure_bpffs()
-        os.makedirs(self.pins.path)
-        stack.callback(self.pins.remove)
+        os.mkdir(self.pins.path, mode=0o700)
+        stack.callback(_remove_rig_pins, self.pins)
         # xdpfwd's own pins, kept across samples so that it compiles once.
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
@@ -102,6 +111,15 @@ class _Rig:
         time.sleep(0.05)  # let the last batch drain from the rings
         delivered, _ = self.sink.read()
         return (delivered - before) / elapsed / 1e6
+
+
+def _remove_rig_pins(pins: PinDir) -> None:
+    """Unpin what the rig pinned, then its directory: only that (the xdpfwd pin dirs
+    inside it are removed by `down` before)."""
+    for name in RIG_PINS:
+        with suppress(FileNotFoundError):
+            os.unlink(pins.pin(name))
+    pins.remove_if_empty()
 
 
 @contextmanager
@@ -191,7 +209,7 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
             pinned.append(_cli(pins, "add", two, one))
         finally:
             rig.ops.down(pins)
-    path = rig.pins.pin("entries")
+    path = rig.pins.pin(ENTRIES_PIN)
     maps.create_pinned_devmap_hash(path, "bench_entries")
     with closing(maps.ForwardTable(path)) as table:
         for _ in range(repeat):
@@ -222,6 +240,7 @@ def run(
 
     Raises PrereqError, BpfError, AttachError or InputError.
     """
+    prereqs.require_privileges("bench")
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(available):
         raise InputError(f"--cpus must be between 1 and {len(available)}")

@@ -8,7 +8,7 @@ import sys
 import time
 from contextlib import ExitStack
 
-from xdpfwd.errors import PrereqError, XdpfwdError
+from xdpfwd.errors import InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
@@ -37,8 +37,14 @@ def _check(name: str, fn) -> Check:
 
 
 def _privileges():
-    prereqs.require_privileges()
-    return PASS, "can load BPF programs and attach XDP (root or CAP_BPF+CAP_NET_ADMIN)"
+    missing = prereqs.missing_caps("add")
+    if missing:
+        return (
+            FAIL,
+            f"lacks {', '.join(missing)}: cannot load BPF programs and attach XDP",
+            "run as root (sudo); see CAPABILITIES in xdpfwd(8)",
+        )
+    return PASS, "can load BPF programs and attach XDP (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
 
 
 def _bpffs(pin_dir: pins.PinDir):
@@ -221,6 +227,8 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
                 ours = dp.prog_id
                 complete = Check("pins", PASS, f"{pin_dir.path}: complete")
                 checks = [complete, *_port_checks(dp, links, fix)]
+    except InputError as e:  # not a pin directory, or not xdpfwd's
+        ours, checks = None, [Check("pins", FAIL, str(e), "choose another --pin-dir")]
     except XdpfwdError as e:
         ours, checks = None, [Check("pins", FAIL, str(e), "xdpfwd down, then add or apply")]
     for port, prog_id in orphans(links, ours).items():

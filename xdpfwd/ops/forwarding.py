@@ -3,6 +3,7 @@ ports that run xdpfwd's program for them."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from xdpfwd.errors import InputError, XdpfwdError
@@ -45,9 +46,12 @@ def resolve(name: str, allow_gone: bool = False) -> Iface:
     try:
         link = netdev.resolve(name)
     except InputError:
-        if allow_gone and name.isdigit() and int(name) > 0:
-            return Iface(int(name), None)
+        ifindex = netdev.parse_ifindex(name) if allow_gone else None
+        if ifindex is not None:
+            return Iface(ifindex, None)
         raise
+    if link.loopback:
+        raise InputError(f"{link.ifname} is a loopback device; xdpfwd does not forward there")
     return iface(link)
 
 
@@ -87,6 +91,7 @@ def add(
     AttachError, BpfError (also for a user program that does not compile) or
     PrereqError; on any error nothing is left changed.
     """
+    prereqs.require_privileges("add")
     links = netdev.links()
     in_link, out_link = link_of(ingress, links), link_of(egress, links)
     _check_forwarding_pair(in_link, out_link)
@@ -121,6 +126,9 @@ def add(
             egress=entries.describe(c.dp, c.dp.fwd.get(in_link.ifindex)),
         )
     warnings = health.warnings_for(pairs, c.links)
+    if user is not None:
+        shown = os.path.basename(egress_spec.user_file or "")
+        warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
     return replace(result, warnings=(*loop_warning, *warnings))
 
 
@@ -162,6 +170,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     verdict still applies to what enters it. Raises XdpfwdError when ingress has
     no entry, AttachError when a detach fails.
     """
+    prereqs.require_privileges("del")
     no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `xdpfwd list`")
     with editing(pins) as c:
         if c is None:
@@ -184,6 +193,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
 
 def prune(pins: PinDir) -> PruneResult:
     """Forget what deleted devices left behind, and detach from idle ports."""
+    prereqs.require_privileges("prune")
     with editing(pins) as c:
         if c is None:
             return PruneResult([], [], [])
@@ -194,7 +204,6 @@ def prune(pins: PinDir) -> PruneResult:
 def list_ports(pins: PinDir) -> Listing:
     """Every port xdpfwd manages under pins, with its entry or group, mode, state and
     counters, and every broadcast group."""
-    prereqs.require_privileges()
     with reading(pins) as dp:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
@@ -253,14 +262,16 @@ def _entry_counters(dp: Dataplane, port: int, entry: maps.FwdEntry) -> maps.Egre
 
 
 def down(pins: PinDir) -> DownResult:
-    """Detach xdpfwd's program from every interface and remove every pin.
+    """Detach xdpfwd's program from every interface and remove xdpfwd's pins.
 
-    Programs xdpfwd did not attach stay. Raises AttachError when a detach fails.
+    Programs xdpfwd did not attach stay, and so does whatever else the pin directory
+    holds (it is then kept). Raises InputError for a directory that is not xdpfwd's,
+    AttachError when a detach fails.
     """
-    prereqs.require_privileges()
-    if not pins.exists():
-        return DownResult([], removed_pins=False)
+    prereqs.require_privileges("down")
     with pins.locked(create=False):
-        if not pins.exists():
+        survey = pins.check_owned()
+        if not survey.exists or survey.empty:
             return DownResult([], removed_pins=False)
-        return DownResult(teardown(pins), removed_pins=True)
+        detached, left = teardown(pins)
+        return DownResult(detached, removed_pins=True, left=left)

@@ -8,12 +8,12 @@ from xdpfwd.state import lab
 
 
 def lab_up(name: str, nports: int) -> Lab:
-    prereqs.require_privileges()
+    prereqs.require_privileges("lab up")
     return lab.up(name, nports)
 
 
 def lab_down(name: str) -> list[str]:
-    prereqs.require_privileges()
+    prereqs.require_privileges("lab down")
     return lab.down(name)
 
 

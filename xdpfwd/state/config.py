@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from xdpfwd.errors import InputError
+from xdpfwd.kernel import files
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import MODE_WORDS, MODES, EgressSpec
 
@@ -122,14 +123,12 @@ class _Reader:
 
 
 def load(path: str) -> Config:
-    """Read and check a configuration file. Raises ConfigError."""
+    """Read and check a configuration file: a regular file of at most
+    files.MAX_INPUT_BYTES of UTF-8 text. Raises ConfigError."""
     try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file") from None
+        text = files.decode_text(files.read_bounded(path, "configuration file"), path)
+    except InputError as e:
+        raise ConfigError(str(e)) from None
     return parse(text, path)
 
 

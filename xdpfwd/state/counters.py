@@ -25,7 +25,7 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
         port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
         for port in sorted(dp.ports.ifindexes())
     }
-    pairs = [*_entry_pairs(dp, ports, links), *_group_pairs(dp, links)]
+    pairs = [*_entry_pairs(dp, ports, links, dp.invalid_verdicts()), *_group_pairs(dp, links)]
     pairs = [_with_events(pair, events) for pair in pairs] if tracing else pairs
     tx: dict[int, list[PairCounters]] = {}
     for pair in pairs:
@@ -45,7 +45,7 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
     return Snapshot(taken, wall, ports, {p.key: p for p in pairs}, exceptions, tracing)
 
 
-def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
+def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
     for port, counters in ports.items():
         entry = dp.fwd.get(port)
         if entry is None:
@@ -67,6 +67,7 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
                 stats.tx_packets,
                 stats.tx_bytes,
                 stats.drop_packets,
+                egress_invalid_packets=invalid.read(port) if invalid is not None else 0,
             )
 
 
@@ -112,6 +113,10 @@ def zero(dp: Dataplane) -> None:
         dp.stats.reset(port)
         if dp.egress_stats is not None:
             dp.egress_stats.reset(port)
+    invalid = dp.invalid_verdicts()
+    if invalid is not None:
+        for port in invalid.ifindexes():
+            invalid.delete(port)
     if dp.pairs is not None:
         for ingress, egress in dp.pairs.pairs():
             dp.pairs.forget(ingress, egress)

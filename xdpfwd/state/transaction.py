@@ -1,6 +1,6 @@
-"""The frame of every change to a pin directory: privileges, bpffs, the lock, the
-links as they are under it, the attach plan, pins created (compiling once), and
-undo of all of it on any error."""
+"""The frame of every change to a pin directory: bpffs, the lock, the directory made
+(or checked to be) xdpfwd's, the links as they are under it, the attach plan, pins
+created (compiling once), and undo of all of it on any error."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, prereqs
+from xdpfwd.kernel import netdev
 from xdpfwd.model import Attachment
 from xdpfwd.state import dataplane, ports
 from xdpfwd.state.dataplane import Dataplane, Layout
@@ -92,11 +92,13 @@ def change(
     the one asked for is re-attached in it. If the body raises, everything done since
     is undone; when it returns, the change is committed and after_commit runs.
     """
-    prereqs.require_privileges()
     pins.ensure_bpffs()
+    pins.check_owned()  # before creating anything: someone else's directory is refused
     with pins.locked(create=True) as created, Undo() as undo_setup:
         if created:
             undo_setup.callback(pins.remove_if_empty)
+        if pins.claim():
+            undo_setup.callback(pins.unmark)
         ours = ports.pinned_prog_id(pins)
         # Links as they are now, under the lock: another writer or a repair may have
         # attached or detached since the caller looked them up.
