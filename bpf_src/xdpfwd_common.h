@@ -20,6 +20,7 @@
 #define XDPFWD_PIN_PAIR_STATS	"pair_stats"
 #define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from tracepoints, while `stats --watch` */
 #define XDPFWD_PIN_REWRITE	"rewrite"
+#define XDPFWD_PIN_ENTRY_INVALID	"entry_invalid"	/* user egress programs' bad verdicts */
 
 /* A DEVMAP is an array indexed by ifindex, so it bounds the ifindexes it can hold. */
 #define XDPFWD_FWD_MAX_ENTRIES	65536
@@ -96,7 +97,7 @@ struct xdpfwd_port {
 #define XDPFWD_PIN_BENCH_CFG	"bench_cfg"
 #define XDPFWD_PIN_BENCH_SINK	"bench_sink"
 #define XDPFWD_PIN_BENCH_FWD	"bench_fwd"
-#define XDPFWD_PIN_BENCH_FLOOD	"bench_flood"	/* the bare broadcast's ports */
+#define XDPFWD_PIN_BENCH_FLOOD	"bench_flood"
 #define XDPFWD_BENCH_UDP_PORT	9	/* discard: the sink counts frames sent here */
 #define XDPFWD_BENCH_SRC_PORT	1024	/* first UDP source port of the flows */
 
@@ -116,6 +117,7 @@ struct xdpfwd_bench_cfg {
 #define XDPFWD_PIN_MCAST_GROUPS		"mcast_groups"	/* slot -> the group's devmap */
 #define XDPFWD_PIN_MCAST_STATS		"mcast_stats"	/* slot -> struct xdpfwd_mcast_stats */
 #define XDPFWD_PIN_MCAST_COPIES		"mcast_copies"	/* (slot, receiver) -> copies sent */
+#define XDPFWD_PIN_MCAST_PORT_STATS	"mcast_port_stats"	/* source port -> frames replicated */
 #define XDPFWD_PIN_PROG_MCAST		"prog_egress_mcast"
 #define XDPFWD_MCAST_MAX_GROUPS		1024
 #define XDPFWD_MCAST_MAX_MEMBERS	64	/* receivers, and sources, per group */

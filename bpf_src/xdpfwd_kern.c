@@ -50,8 +50,12 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 	 * the others pay one bit test. A frame of no group goes on as any other.
 	 */
 	if (mcast_destination(ctx) && mcast_redirect(ctx, ifindex, bytes) == XDP_REDIRECT) {
+		struct xdpfwd_counter *mstats = mcast_port_stats(ifindex);
+
 		if (stats)
 			count(&stats->redirect, bytes);
+		if (mstats)
+			count(mstats, bytes);
 		return XDP_REDIRECT;
 	}
 

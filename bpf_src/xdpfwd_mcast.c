@@ -35,6 +35,13 @@ BPF_TABLE_PINNED("array", u32, u32, xdpfwd_mcast_groups, XDPFWD_MCAST_MAX_GROUPS
 BPF_TABLE_PINNED("percpu_array", u32, struct xdpfwd_mcast_stats, xdpfwd_mcast_stats,
 		 XDPFWD_MCAST_MAX_GROUPS, PIN(XDPFWD_PIN_MCAST_STATS));
 
+/*
+ * Per source port and per CPU: the frames it replicated, also counted in its port's
+ * redirects. Subtracted from those, they leave what its forwarding entry sent, which
+ * without an egress program nothing else counts.
+ */
+SLOTTED_STATS(xdpfwd_mcast_port, struct xdpfwd_counter, XDPFWD_PIN_MCAST_PORT_STATS);
+
 #if XDPFWD_FWD_VALUE_SIZE == 8
 /*
  * Copies per (group slot, receiver) and per CPU, counted by xdpfwd_egress_mcast.
@@ -51,6 +58,19 @@ BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_mcast_copy, struct xdpfwd_counter,
  */
 BPF_PERCPU_ARRAY(xdpfwd_mcast_tag, u32, 1);
 #endif
+
+/* The source port's multicast counter (see port_stats() for the asm statement). */
+static __always_inline struct xdpfwd_counter *mcast_port_stats(u32 ifindex)
+{
+	struct xdpfwd_counter *stats;
+
+	if (ifindex < XDPFWD_STATS_SLOTS) {
+		stats = xdpfwd_mcast_port.lookup(&ifindex);
+		asm volatile("" ::: "memory");
+		return stats;
+	}
+	return xdpfwd_mcast_port_hi.lookup(&ifindex);
+}
 
 /* Whether the frame goes to a multicast (or broadcast) MAC address: one bit. */
 static __always_inline int mcast_destination(struct xdp_md *ctx)

@@ -104,7 +104,7 @@ def stats_json(topo, pin_dir) -> dict:
 
 
 def port_counters(stats: dict, ifname: str) -> dict:
-    return next(p for p in stats["ports"] if p["ifname"] == ifname)
+    return next(p for p in stats["ports"] if p["port"]["ifname"] == ifname)
 
 
 def groups_by_address(data: dict) -> dict[str, dict]:
@@ -113,7 +113,7 @@ def groups_by_address(data: dict) -> dict[str, dict]:
 
 def assert_group_counts(group: dict, frames: int, copies: dict[str, int]) -> None:
     assert group["in_packets"] == frames, group
-    received = {r["ifname"]: r["copies"] for r in group["receivers"]}
+    received = {r["port"]["ifname"]: r["tx_packets"] for r in group["receivers"]}
     assert received == copies, group
     assert group["copies_out"] == sum(copies.values()) == group["copies_expected"]
     assert group["copies_lost"] == 0
@@ -262,7 +262,7 @@ def test_plain_ifindex_tables_replicate_without_counting_copies(make_topo, pin_d
     (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
     assert group["in_packets"] == 20
     assert group["copies_out"] is None and group["copies_lost"] is None
-    assert [r["copies"] for r in group["receivers"]] == [None, None]
+    assert [r["tx_packets"] for r in group["receivers"]] == [None, None]
 
 
 def test_ip_groups_that_share_a_mac_stay_apart(make_topo, pin_dir):
@@ -334,6 +334,15 @@ def test_unicast_keeps_its_entry_while_the_port_is_a_multicast_source(make_topo,
     assert seen == {1: {}, 2: {("udp", 9462): 30}, 3: {("udp", 9461): 30}}
     (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
     assert row["egress"]["ifname"] == "p2" and row["multicast"] == ["239.1.1.1"]
+    # The entry has no egress program: its count is p1's redirects less its multicast.
+    data = stats_json(topo, pin_dir)
+    (pair,) = [p for p in data["pairs"] if p["ingress"]["ifname"] == "p1"]
+    (group,) = data["multicast"]
+    redirected = port_counters(data, "p1")["redirect_packets"]
+    assert pair["counted_by"] == "ingress" and group["in_packets"] == 30
+    assert pair["tx_packets"] == redirected - 30 >= 70  # 40 + 30 (and stray frames)
+    assert row["egress_counters"]["tx_packets"] >= 70
+    assert port_counters(data, "p3")["tx_packets"] == 30
     # Without its entry, p1 stays attached: it is still a source.
     topo.ok(pin_dir, "del", "p1")
     assert topo.xdp("p1") is not None
@@ -383,7 +392,7 @@ def test_changing_members_compiles_nothing_and_loses_no_frame(make_topo, pin_dir
         if g["group"] == "239.1.1.1"
     ]
     assert group["in_packets"] == total
-    assert {r["ifname"]: r["copies"] for r in group["receivers"]} == {"p2": total}
+    assert {r["port"]["ifname"]: r["tx_packets"] for r in group["receivers"]} == {"p2": total}
 
 
 class UdpSinkOnGroup(UdpSink):
@@ -414,7 +423,7 @@ def test_removing_a_group_and_down(make_topo, pin_dir):
     # A former receiver's copies still count: nothing shows as lost.
     (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
     assert (group["in_packets"], group["copies_out"], group["copies_lost"]) == (20, 30, 0)
-    assert [r["ifname"] for r in group["receivers"]] == ["p2"]
+    assert [r["port"]["ifname"] for r in group["receivers"]] == ["p2"]
     result = topo.ok(pin_dir, "multicast", "del", "239.1.1.1")
     assert "was removed" in result.stdout and "detached from p1" in result.stdout
     assert topo.xdp("p1") is None
@@ -445,7 +454,12 @@ def test_save_and_apply_restore_the_groups(make_topo, pin_dir):
     assert "create multicast group 239.1.1.1" in result.stdout
     after = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)
     members = lambda data: [  # noqa: E731
-        (g["group"], g["exclude_ingress"], g["sources"], [r["ifname"] for r in g["receivers"]])
+        (
+            g["group"],
+            g["exclude_ingress"],
+            g["sources"],
+            [r["port"]["ifname"] for r in g["receivers"]],
+        )
         for g in data["groups"]
     ]
     assert members(after) == members(before)
@@ -467,15 +481,29 @@ def test_doctor_and_add_warn_about_a_receiver_that_cannot_take_frames(make_topo,
     assert "warning: p2 cannot take frames redirected to it" in result.stderr
     doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
     assert doctor.returncode == 1
-    checks = json.loads(doctor.stdout)
+    checks = json.loads(doctor.stdout)["checks"]
     failed = [c for c in checks if c["status"] == "fail"]
-    assert any("p2 cannot take frames" in c["detail"] and "GRO" in c["fix"] for c in failed)
+    fixes = [c["fix"] for c in failed if "p2 cannot take frames" in c["detail"]]
+    assert fixes and all("gro on" in fix for fix in fixes), failed
+    assert all(c["port"]["ifname"] == "p2" for c in failed if c["id"] == "receiver_gro")
+    # doctor --fix gives the receiver's peer GRO: the warning goes.
+    fixed = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile", "--fix").stdout)
+    assert any(c["id"] == "receiver_gro" and c["status"] == "fixed" for c in fixed["checks"])
+    again = topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--to", "p3", "--mode", "native")
+    assert "p2 cannot take frames" not in again.stderr
 
 
 def test_pins_made_before_multicast_keep_working_and_say_how_to_upgrade(make_topo, pin_dir):
     topo = make_topo(3)
     topo.ok(pin_dir, "add", "p1", "p2")
-    for name in ("mcast_sources", "mcast_groups", "mcast_stats", "mcast_copies"):
+    for name in (
+        "mcast_sources",
+        "mcast_groups",
+        "mcast_stats",
+        "mcast_copies",
+        "mcast_port_stats",
+        "mcast_port_stats_hi",
+    ):
         os.unlink(os.path.join(pin_dir, name))  # as a pin dir of an older xdpfwd
     os.unlink(os.path.join(pin_dir, "prog_egress_mcast"))
     assert topo.ok(pin_dir, "list", "--json")
@@ -490,7 +518,7 @@ def test_pins_made_before_multicast_keep_working_and_say_how_to_upgrade(make_top
     assert snapshot(topo, pin_dir) == before
     assert "predate" in topo.ok(pin_dir, "multicast", "list").stdout
     doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
-    assert any(c["check"] == "multicast" and c["status"] == "warn" for c in doctor)
+    assert any(c["id"] == "multicast" and c["status"] == "warn" for c in doctor["checks"])
 
 
 def test_multicast_errors_change_nothing(make_topo, pin_dir):
@@ -519,7 +547,7 @@ def test_deleted_devices_leave_their_groups(make_topo, pin_dir):
     sh("ip", "-n", topo.fwd, "link", "del", "p3")
     topo.ok(pin_dir, "prune")
     (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
-    assert [r["ifname"] for r in group["receivers"]] == ["p2"]
+    assert [r["port"]["ifname"] for r in group["receivers"]] == ["p2"]
     with FrameCounter(topo.host(2).ns, topo.host(2).dev) as counter:
         send_mcast(topo.host(1), "239.1.1.1", 10, 9520)
         assert len([f for f in counter.frames() if classify(f) == ("udp", 9520)]) == 10
@@ -538,7 +566,10 @@ def test_ports_added_to_a_feed_only_receive_and_to_a_bus_also_send(make_topo, pi
     topo.ok(pin_dir, "multicast", "add", "239.2.2.2", "--to", "p4", "p5")
     topo.ok(pin_dir, "multicast", "add", "239.2.2.2", "--to", "p3")
     groups = {
-        g["group"]: ([s["ifname"] for s in g["sources"]], [r["ifname"] for r in g["receivers"]])
+        g["group"]: (
+            [s["ifname"] for s in g["sources"]],
+            [r["port"]["ifname"] for r in g["receivers"]],
+        )
         for g in json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
     }
     assert groups == {

@@ -149,7 +149,7 @@ class FakeOps:
 
     def lab_status(self, name):
         self._record("lab_status", name)
-        return None
+        return Lab(name, [])
 
     def prune(self, pins):
         self._record("prune", pins)
@@ -167,11 +167,13 @@ class FakeOps:
         steps = [f"forward {e.ingress} -> {e.egress}" for e in wanted.forward]
         return ApplyResult(steps, dry_run=dry_run)
 
-    def check_host(self, pins, compile_test):
-        self._record("check_host", pins, compile_test=compile_test)
+    def check_host(self, pins, compile_test, fix=False):
+        self._record("check_host", pins, compile_test=compile_test, fix=fix)
         return [
             Check("privileges", "pass", "root"),
-            Check("port eth1", self.doctor_status, "up", "xdpfwd apply FILE"),
+            Check(
+                "port eth1", self.doctor_status, "up", "xdpfwd apply FILE", Iface(2, "eth1"), "port"
+            ),
         ]
 
     def stats_read(self, pins):
@@ -195,7 +197,7 @@ class FakeOps:
 
     def bench(self, pins, **options):
         self._record("bench", pins, **options)
-        rows = [BenchRow("baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
+        rows = [BenchRow("baseline", "baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
         settings = {
             "duration_s": options["duration"],
             "frame_size": options["size"],

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 from xdpfwd.kernel.bpf.maps import EgressStats, PortStats, Rewrite
 
+# XDP attach modes, and the words iproute2 and xdp-tools users bring for them; the CLI
+# and the configuration file accept them all.
+MODES = ("auto", "native", "generic")
+MODE_WORDS = {"skb": "generic", "xdpgeneric": "generic", "drv": "native", "xdpdrv": "native"}
+
 
 @dataclass(frozen=True)
 class Iface:
@@ -35,6 +40,14 @@ class EgressSpec:
     @property
     def rewrites(self) -> bool:
         return bool(self.src_mac or self.dst_mac)
+
+    @property
+    def kind(self) -> str:
+        """What the entry's egress program is: user, rewrite, or plain (none at all:
+        built-in and none are the same since entries are counted at ingress)."""
+        if self.program == "user":
+            return "user"
+        return "rewrite" if self.rewrites else "plain"
 
     @property
     def is_default(self) -> bool:
@@ -92,6 +105,7 @@ class DelResult:
 class DownResult:
     detached: list[Iface]
     removed_pins: bool
+    left: tuple[str, ...] = ()  # what the pin dir holds that xdpfwd did not make (kept)
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,7 @@ STATE_OK = "ok"
 STATE_DEVICE_GONE = "device gone"
 STATE_NOT_ATTACHED = "program not attached"
 STATE_NO_ENTRY = "no entry"
+STATE_NOT_FLOODING = "misses: not flooding"  # a group member whose settings do not flood
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,7 @@ class PortRow:
     egress_counters: EgressStats | None = None  # counted by the entry's egress program
     group: str | None = None  # the broadcast group the port floods in
     multicast: tuple[str, ...] = ()  # the multicast groups the port is a source of
+    problems: tuple[str, ...] = ()  # what keeps its frames from getting through, with fixes
 
     def as_dict(self) -> dict:
         return {
@@ -141,6 +157,7 @@ class PortRow:
             "egress_counters": self.egress_counters.as_dict() if self.egress_counters else None,
             "group": self.group,
             "multicast": list(self.multicast),
+            "problems": list(self.problems),
         }
 
 
@@ -234,7 +251,7 @@ class McastReceiver:
     copy_bytes: int | None = None
 
     def as_dict(self) -> dict:
-        return {**self.port.as_dict(), "copies": self.copies, "copy_bytes": self.copy_bytes}
+        return {"port": self.port.as_dict(), "tx_packets": self.copies, "tx_bytes": self.copy_bytes}
 
 
 @dataclass(frozen=True)

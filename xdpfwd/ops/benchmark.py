@@ -14,14 +14,15 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from functools import partial
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, netns, traffic
+from xdpfwd.kernel import netdev, netns, offloads, prereqs, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
@@ -29,14 +30,24 @@ from xdpfwd.state import lab
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
-FLOOD = "xdpfwd_bench_flood"
-FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
+FLOOD = "xdpfwd_bench_flood"  # + the fanout
 FANOUTS = (2, 4)
-MCAST_RECEIVERS = 4
+MCAST_RECEIVERS = 4  # one of FANOUTS: the multicast row is compared with its bare broadcast
 MCAST_GROUP = "239.1.1.1"
-BARE_BROADCAST = f"bare broadcast to {MCAST_RECEIVERS} ports (BPF_F_BROADCAST only)"
+BARE_BROADCAST = f"broadcast_bare_{MCAST_RECEIVERS}"
 ENTRIES = 1000
-NO_EGRESS = EgressSpec(program="none")
+REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
+# The least a user egress program can be: what its wrapping and the devmap call cost.
+USER_PROGRAM = "int pass_all(struct xdp_md *ctx)\n{\n\treturn XDP_PASS;\n}\n"
+ENTRIES_PIN = "entries"
+# What the rig pins in its own directory (besides the pin dirs of xdpfwd it runs).
+RIG_PINS = (
+    maps.PIN_BENCH_CFG,
+    maps.PIN_BENCH_SINK,
+    maps.PIN_BENCH_FWD,
+    *(f"{maps.PIN_BENCH_FLOOD}{n}" for n in FANOUTS),
+    ENTRIES_PIN,
+)
 
 
 def machine() -> dict:
@@ -68,17 +79,16 @@ class _Rig:
         self.lab = stack.enter_context(lab.running(prefix, nports, queues=len(cpus)))
         self.pins = pins.scratch("bench")
         self.pins.ensure_bpffs()
-        os.makedirs(self.pins.path)
-        stack.callback(self.pins.remove)
+        os.mkdir(self.pins.path, mode=0o700)
+        stack.callback(_remove_rig_pins, self.pins)
         # xdpfwd's own pins, kept across samples so that it compiles once.
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
-        maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
-        maps.create_pinned_devmap(self.pins.pin(maps.PIN_BENCH_FLOOD), MCAST_RECEIVERS, "flood")
+        programs = (GEN, SINK, FWD, *(f"{FLOOD}{n}" for n in FANOUTS))
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
-            dict.fromkeys((GEN, SINK, FWD, FLOOD), (loader.PROG_XDP, None)),
+            dict.fromkeys(programs, (loader.PROG_XDP, None)),
             source.cflags(XDPFWD_PIN_DIR=self.pins.path),
         )
         for fd in self.fds.values():
@@ -109,16 +119,38 @@ class _Rig:
         return (delivered - before) / elapsed / 1e6
 
 
+def _remove_rig_pins(pins: PinDir) -> None:
+    """Unpin what the rig pinned, then its directory: only that (the xdpfwd pin dirs
+    inside it are removed by `down` before)."""
+    for name in RIG_PINS:
+        with suppress(FileNotFoundError):
+            os.unlink(pins.pin(name))
+    pins.remove_if_empty()
+
+
 @contextmanager
-def _baseline(rig: _Rig) -> Iterator[None]:
-    ingress, egress = rig.ports[:2]
-    with closing(maps.ForwardTable(rig.pins.pin(maps.PIN_BENCH_FWD))) as fwd:
-        fwd.set(ingress.ifindex, egress.ifindex)
-        netdev.attach_xdp(ingress, rig.fds[FWD], "native")
+def _bare(rig: _Rig, program: str, pin: str, ports: list[netdev.Link]) -> Iterator[None]:
+    """A baseline program on port 1, its array devmap holding ports, a slot each."""
+    ingress = rig.ports[0]
+    with closing(maps.ForwardTable(rig.pins.pin(pin))) as devmap:
+        for slot, port in enumerate(ports):
+            devmap.set(slot, port.ifindex)
+        netdev.attach_xdp(ingress, rig.fds[program], "native")
         try:
             yield
         finally:
-            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[FWD])
+            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[program])
+
+
+def _baseline(rig: _Rig):
+    return _bare(rig, FWD, maps.PIN_BENCH_FWD, rig.ports[1:2])
+
+
+def _bare_broadcast(rig: _Rig, fanout: int):
+    """Port 1 floods to the next fanout ports, which the map holds with port 1."""
+    return _bare(
+        rig, f"{FLOOD}{fanout}", f"{maps.PIN_BENCH_FLOOD}{fanout}", rig.ports[: fanout + 1]
+    )
 
 
 @contextmanager
@@ -145,21 +177,6 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
 
 
 @contextmanager
-def _bare_broadcast(rig: _Rig) -> Iterator[traffic.Generator]:
-    """Port 1 floods multicast frames to the next MCAST_RECEIVERS ports with a program
-    that does nothing but bpf_redirect_map(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS)."""
-    ingress = rig.ports[0]
-    with closing(maps.GroupMap(rig.pins.pin(maps.PIN_BENCH_FLOOD))) as flood:
-        for port in rig.ports[1 : MCAST_RECEIVERS + 1]:
-            flood.add(port.ifindex, 0)
-        netdev.attach_xdp(ingress, rig.fds[FLOOD], "native")
-        try:
-            yield rig.mcast_generator
-        finally:
-            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[FLOOD])
-
-
-@contextmanager
 def _multicast(rig: _Rig) -> Iterator[traffic.Generator]:
     """Port 1 is the source of a multicast group whose receivers are the next ports."""
     source, *receivers = (_iface(link) for link in rig.ports[: MCAST_RECEIVERS + 1])
@@ -175,13 +192,13 @@ def _bridge(rig: _Rig) -> Iterator[None]:
     ingress, egress = rig.ports[:2]
     name = f"{rig.lab.prefix}br"
     # Without an XDP program, the port needs GRO to take the generator's frames.
-    netdev.set_gro(ingress.ifname, True)
+    offloads.change(ingress.ifname, gro=True)
     try:
         netdev.add_bridge(name, [ingress.ifname, egress.ifname])
         yield
     finally:
         netdev.delete_link(name)
-        netdev.set_gro(ingress.ifname, False)
+        offloads.change(ingress.ifname, gro=False)
 
 
 def _iface(link: netdev.Link) -> Iface:
@@ -209,7 +226,7 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
             pinned.append(_cli(pins, "add", two, one))
         finally:
             rig.ops.down(pins)
-    path = rig.pins.pin("entries")
+    path = rig.pins.pin(ENTRIES_PIN)
     maps.create_pinned_devmap_hash(path, "bench_entries")
     with closing(maps.ForwardTable(path)) as table:
         for _ in range(repeat):
@@ -218,9 +235,9 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
                 table.set(key, rig.ports[1].ifindex)
             entries.append(time.monotonic() - start)
     return [
-        BenchRow("xdpfwd add, compiling the program", "s", compiling),
-        BenchRow("xdpfwd add, program already pinned", "s", pinned),
-        BenchRow(f"{ENTRIES} forwarding entries written", "s", entries),
+        BenchRow("add_compiling", "xdpfwd add, compiling the program", "s", compiling),
+        BenchRow("add_pinned", "xdpfwd add, program already pinned", "s", pinned),
+        BenchRow("entries_written", f"{ENTRIES} forwarding entries written", "s", entries),
     ]
 
 
@@ -240,6 +257,7 @@ def run(
 
     Raises PrereqError, BpfError, AttachError or InputError.
     """
+    prereqs.require_privileges("bench")
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(available):
         raise InputError(f"--cpus must be between 1 and {len(available)}")
@@ -254,43 +272,64 @@ def run(
     with ExitStack() as stack:
         progress("building the lab and compiling the benchmark programs")
         rig = _Rig(ops, stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
-        # (name, set-up, the row it is compared with)
-        rows: list[tuple[str, Callable, str]] = [
-            (BASELINE, _baseline, BASELINE),
-            (FORWARDING, _xdpfwd, BASELINE),
+        user = stack.enter_context(tempfile.TemporaryDirectory(prefix="xdpfwd-bench-"))
+        user_file = os.path.join(user, "pass_all.c")
+        with open(user_file, "w") as f:
+            f.write(USER_PROGRAM)
+        user_spec = EgressSpec(program="user", user_file=user_file, user_func="pass_all")
+        # (key, name, set-up, the key of the row it is compared with)
+        rows: list[tuple[str, str, Callable, str]] = [
+            (BASELINE, "baseline: bpf_redirect_map() only", _baseline, BASELINE),
+            ("forward", "xdpfwd, as `add` sets it up", _xdpfwd, BASELINE),
             (
-                "xdpfwd --no-egress (port counters only)",
-                partial(_xdpfwd, egress_spec=NO_EGRESS),
+                "forward_rewrite",
+                "xdpfwd with a MAC rewrite (egress program)",
+                partial(_xdpfwd, egress_spec=REWRITE),
+                BASELINE,
+            ),
+            (
+                "forward_user_program",
+                "xdpfwd with a user egress program (XDP_PASS)",
+                partial(_xdpfwd, egress_spec=user_spec),
                 BASELINE,
             ),
             *(
-                (
-                    f"broadcast to {n} ports, frames delivered",
-                    partial(_broadcast, fanout=n),
-                    FORWARDING,
-                )
+                row
                 for n in FANOUTS
+                for row in (
+                    (
+                        f"broadcast_bare_{n}",
+                        f"bare broadcast to {n} ports (frames delivered)",
+                        partial(_bare_broadcast, fanout=n),
+                        BASELINE,
+                    ),
+                    (
+                        f"broadcast_{n}",
+                        f"xdpfwd broadcast to {n} ports (frames delivered)",
+                        partial(_broadcast, fanout=n),
+                        f"broadcast_bare_{n}",
+                    ),
+                )
             ),
-            (BARE_BROADCAST, _bare_broadcast, BASELINE),
             (
-                f"multicast group to {MCAST_RECEIVERS} receivers, copies delivered",
+                f"multicast_{MCAST_RECEIVERS}",
+                f"multicast group to {MCAST_RECEIVERS} receivers (copies delivered)",
                 _multicast,
                 BARE_BROADCAST,
             ),
-            ("Linux bridge (no XDP)", _bridge, BASELINE),
+            ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
-        samples: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+        samples: dict[str, list[float]] = {key: [] for key, *_ in rows}
         for k in range(repeat):
-            for name, setup, _ in rows:
+            for key, name, setup, _ in rows:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig) as generator:
-                    samples[name].append(rig.rate(duration, generator))
-        labels = {FORWARDING: "fwd", BARE_BROADCAST: "bcast"}
+                    samples[key].append(rig.rate(duration, generator))
         report.rows.extend(
-            BenchRow(name, "Mpps", samples[name], ref, samples[ref], labels.get(ref))
-            for name, _, ref in rows
+            BenchRow(key, name, "Mpps", samples[key], ref, samples[ref])
+            for key, name, _, ref in rows
         )
         progress("measuring the control plane")
         report.rows.extend(_control_plane_rows(rig, repeat))

@@ -39,7 +39,7 @@ def multicast_add(
     AttachError, BpfError or PrereqError; on any error nothing changes.
     """
     addr = multicast.parse_group(group)
-    prereqs.require_privileges()
+    prereqs.require_privileges("multicast add")
     links = netdev.links()
     to_ports = _ifindexes(receivers, links)
     if not to_ports and not sources:
@@ -120,6 +120,7 @@ def multicast_del(
     more are detached. Raises InputError, XdpfwdError (no such group, not a member).
     """
     addr = multicast.parse_group(group)
+    prereqs.require_privileges("multicast del")
     no_group = XdpfwdError(f"no multicast group {addr.text}; see `xdpfwd multicast list`")
     with editing(pins) as c:
         if c is None or c.dp.mcast is None:
@@ -163,7 +164,7 @@ def _members(have: frozenset[int], named: list[Iface] | None, role: str, addr) -
 
 def multicast_list(pins: PinDir) -> McastListing:
     """Every multicast group with its sources, receivers and counters."""
-    prereqs.require_privileges()
+    prereqs.require_privileges("multicast list")
     with reading(pins) as dp:
         if dp is None:
             return McastListing(pins.path, True, [])

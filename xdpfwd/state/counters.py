@@ -26,7 +26,7 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
         port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
         for port in sorted(dp.ports.ifindexes())
     }
-    pairs = [*_entry_pairs(dp, ports, links), *_group_pairs(dp, links)]
+    pairs = [*_entry_pairs(dp, ports, links, dp.invalid_verdicts()), *_group_pairs(dp, links)]
     pairs = [_with_events(pair, events) for pair in pairs] if tracing else pairs
     tx: dict[int, list[PairCounters]] = {}
     for pair in pairs:
@@ -62,7 +62,7 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
     )
 
 
-def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
+def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
     for port, counters in ports.items():
         entry = dp.fwd.get(port)
         if entry is None:
@@ -70,11 +70,10 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
         ingress, egress = counters.port, known(entry.egress_ifindex, links)
         stats = dp.egress_stats.read(port) if entry.egress_prog_id else None
         if stats is None:
-            # No egress program counts this entry: what the ingress port redirected.
-            c = counters.counters
-            yield PairCounters(
-                ingress, egress, None, "ingress", c.redirect_packets, c.redirect_bytes
-            )
+            # No egress program counts this entry: what the ingress port redirected,
+            # less what it replicated to multicast groups.
+            c = entry_redirects(dp, port, counters.counters)
+            yield PairCounters(ingress, egress, None, "ingress", c.tx_packets, c.tx_bytes)
         else:
             yield PairCounters(
                 ingress,
@@ -84,7 +83,20 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
                 stats.tx_packets,
                 stats.tx_bytes,
                 stats.drop_packets,
+                egress_invalid_packets=invalid.read(port) if invalid is not None else 0,
             )
+
+
+def entry_redirects(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.EgressStats:
+    """What the entry of port sent when no egress program counts it: the port's
+    redirects, less the frames it replicated as a multicast source (both count from
+    when the port was attached or the counters were zeroed)."""
+    mcast = dp.mcast.port_stats.read(port) if dp.mcast is not None else None
+    mcast = mcast or maps.McastPortStats()
+    return maps.EgressStats(
+        max(0, counters.redirect_packets - mcast.packets),
+        max(0, counters.redirect_bytes - mcast.bytes),
+    )
 
 
 def _group_pairs(dp: Dataplane, links):
@@ -127,8 +139,14 @@ def _with_events(pair: PairCounters, events) -> PairCounters:
 def zero(dp: Dataplane) -> None:
     for port in dp.ports.ifindexes():
         dp.stats.reset(port)
+        if dp.mcast is not None:
+            dp.mcast.port_stats.reset(port)
         if dp.egress_stats is not None:
             dp.egress_stats.reset(port)
+    invalid = dp.invalid_verdicts()
+    if invalid is not None:
+        for port in invalid.ifindexes():
+            invalid.delete(port)
     if dp.pairs is not None:
         for ingress, egress in dp.pairs.pairs():
             dp.pairs.forget(ingress, egress)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 
-from xdpfwd.errors import BpfError, XdpfwdError
-from xdpfwd.kernel import prereqs
+from xdpfwd.errors import BpfError, PrereqError, XdpfwdError
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.state.pins import PinDir
@@ -44,7 +43,13 @@ _PROG_PINS = {
     maps.PIN_PROG_MCAST: loader.XDP_MCAST_FUNC,
 }
 # Multicast groups: pin dirs made before them have none of these, and still work.
-_MCAST_PINS = (maps.PIN_MCAST_SOURCES, maps.PIN_MCAST_GROUPS, maps.PIN_MCAST_STATS)
+_MCAST_PINS = (
+    maps.PIN_MCAST_SOURCES,
+    maps.PIN_MCAST_GROUPS,
+    maps.PIN_MCAST_STATS,
+    maps.PIN_MCAST_PORT_STATS,
+    maps.PIN_MCAST_PORT_STATS + maps.PIN_HI_SUFFIX,
+)
 _MCAST_EGRESS_PINS = (maps.PIN_MCAST_COPIES, maps.PIN_PROG_MCAST)
 
 
@@ -55,6 +60,7 @@ class Multicast:
     sources: maps.McastSourceTable
     groups: maps.McastGroupsTable
     stats: maps.McastStatsTable
+    port_stats: maps.SlottedStats  # per source port: frames replicated (McastPortStats)
     copies: maps.McastCopiesTable | None  # None: plain ifindex entries count no copies
     prog_fd: int = 0  # the receivers' egress program (0: none)
 
@@ -78,6 +84,10 @@ class Layout:
         return self.value_format == "devmap-val"
 
 
+class BrokenState(XdpfwdError):
+    """Part of the pinned state is missing (removed by hand): `apply` rebuilds it."""
+
+
 class Dataplane:
     """Open fds on the pinned objects; close() releases them (the pins stay)."""
 
@@ -97,6 +107,7 @@ class Dataplane:
             self.pairs: maps.PairStatsTable | None = None
             self.rewrites: maps.RewriteTable | None = None
             self.user_progs: maps.UserProgTable | None = None
+            self._invalid: maps.InvalidVerdictTable | None = None
             if self.layout.has_egress:
                 self.egress_fd, self.egress_id = self._open_prog(maps.PIN_PROG_EGRESS)
                 self.rewrite_fd, self.rewrite_id = self._open_prog(maps.PIN_PROG_REWRITE)
@@ -126,6 +137,7 @@ class Dataplane:
             self._open(maps.McastSourceTable, maps.PIN_MCAST_SOURCES),
             self._open(maps.McastGroupsTable, maps.PIN_MCAST_GROUPS),
             self._open(maps.McastStatsTable, maps.PIN_MCAST_STATS),
+            self._open_stats(maps.PIN_MCAST_PORT_STATS, maps.McastPortStats),
             self._open(maps.McastCopiesTable, maps.PIN_MCAST_COPIES) if egress else None,
             self._open_prog(maps.PIN_PROG_MCAST)[0] if egress else 0,
         )
@@ -137,6 +149,16 @@ class Dataplane:
 
     def close(self) -> None:
         self._fds.close()
+
+    def invalid_verdicts(self) -> maps.InvalidVerdictTable | None:
+        """The counts of user egress programs' invalid verdicts; None until the first
+        user program compiled in this pin dir created them."""
+        if self._invalid is None and self.layout.has_egress:
+            try:
+                self._invalid = self._open(maps.InvalidVerdictTable, maps.PIN_ENTRY_INVALID)
+            except FileNotFoundError:
+                return None
+        return self._invalid
 
     def group_names(self) -> list[str]:
         try:
@@ -170,7 +192,7 @@ class Dataplane:
 
         Raises XdpfwdError when only part of it is pinned.
         """
-        present = pins.names()
+        present = pins.known_names()
         if not present:
             return None
         required = list(_BASE_PINS)
@@ -182,7 +204,7 @@ class Dataplane:
                 required += _MCAST_EGRESS_PINS
         missing = [name for name in required if name not in present]
         if missing:
-            raise XdpfwdError(
+            raise BrokenState(
                 f"pinned state in {pins.path} is incomplete (missing {', '.join(missing)}); "
                 "run `xdpfwd down` and set it up again"
             )
@@ -215,7 +237,6 @@ def reading(pins: PinDir) -> Iterator[Dataplane | None]:
 def writing(pins: PinDir) -> Iterator[Dataplane | None]:
     """The dataplane for changing what exists (None when nothing is set up), under the
     exclusive lock. Changes that may create pins go through transaction.change()."""
-    prereqs.require_privileges()
     with _opened(pins, shared=False) as dp:
         yield dp
 
@@ -223,7 +244,14 @@ def writing(pins: PinDir) -> Iterator[Dataplane | None]:
 @contextmanager
 def _opened(pins: PinDir, shared: bool) -> Iterator[Dataplane | None]:
     with pins.locked(create=False, shared=shared):
+        survey = pins.check_owned()
         dp = Dataplane.open(pins)
+        if dp is not None and not shared and not survey.marked:
+            # Made by a version without the marker: mark it now, if this process can
+            # create a map (stats --clear needs no capability; the directory stays
+            # xdpfwd's by its contents meanwhile).
+            with suppress(PrereqError):
+                pins.claim()
         if dp is None:
             yield None
             return
@@ -289,7 +317,7 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     if maps.PIN_PROG_INGRESS in present:
         return False
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
-    rollback.callback(_unpin_new, pins, pins.names())
+    rollback.callback(_unpin_new, pins, pins.known_names())
     try:
         maps.create_pinned_mcast_maps(pins.path, layout.table, layout.value_size)
     except OSError as e:
@@ -309,5 +337,5 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
 
 
 def _unpin_new(pins: PinDir, keep: set[str]) -> None:
-    for name in pins.names() - keep:
+    for name in pins.known_names() - keep:
         os.unlink(pins.pin(name))

@@ -11,12 +11,13 @@ changed, other groups are not touched, and nothing is compiled.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from xdpfwd.errors import BpfError, InputError, XdpfwdError
+from xdpfwd.errors import BpfError, InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
@@ -27,6 +28,13 @@ from xdpfwd.state.ports import known, map_write
 UPGRADE = (
     "`xdpfwd save -o FILE && xdpfwd down && xdpfwd apply FILE` rebuilds them with "
     "multicast support (forwarding stops for a moment)"
+)
+
+# The kernel hands out a map held by a map of maps only by its id, and opening a map
+# by id takes CAP_SYS_ADMIN: reading who receives a group needs it.
+NEEDS_SYS_ADMIN = (
+    "reading the receivers of multicast groups needs CAP_SYS_ADMIN (the kernel opens a "
+    "group's devmap by id only for it): run as root (sudo), see CAPABILITIES in xdpfwd(8)"
 )
 
 
@@ -88,7 +96,12 @@ def read_groups(dp: Dataplane) -> dict[maps.McastAddr, GroupState]:
 def _devmap_members(devmap_id: int | None) -> tuple[list[int], int]:
     if devmap_id is None:
         return [], 0
-    devmap = maps.open_by_id(maps.GroupMap, devmap_id)
+    try:
+        devmap = maps.open_by_id(maps.GroupMap, devmap_id)
+    except OSError as e:
+        if e.errno != errno.EPERM:
+            raise
+        raise PrereqError(NEEDS_SYS_ADMIN) from None
     try:
         return list(devmap.members()), devmap.info.max_entries
     finally:

@@ -27,6 +27,12 @@ PIN_TRACE_PREFIX = "trace_"  # + the tracepoint's name: its pinned program
 # Where each user egress program came from, for `save` (user space only, no C side).
 PIN_USER_PROGS = "user_progs"
 PIN_REWRITE = "rewrite"
+# The first pin in a pin dir xdpfwd creates, the last it removes: its mark of ownership.
+PIN_OWNER = "xdpfwd_owner"
+OWNER_NAME = "xdpfwd_owner"  # the marker map's own name, with its shape below
+OWNER_FORMAT = 1  # the one value it holds: the pin dir's layout version
+# Frames user egress programs gave a verdict other than XDP_PASS/XDP_DROP, per entry.
+PIN_ENTRY_INVALID = "entry_invalid"
 
 FWD_MAX_ENTRIES = 65536
 MAX_PORTS = 4096
@@ -62,6 +68,10 @@ _COUNTER = struct.Struct("=QQ")  # struct xdpfwd_counter
 _REWRITE = struct.Struct("=6s6sI")  # struct xdpfwd_rewrite
 _BENCH_CFG = struct.Struct("=II")  # struct xdpfwd_bench_cfg
 _USER_PROG = struct.Struct("=256s64s32s")  # source path, function, sha256 of the source
+# Longest path and function name a record holds, NUL-terminated: a field without a NUL
+# was cut short (earlier versions truncated long paths) and is not trusted.
+USER_PROG_PATH_MAX = 255
+USER_PROG_FUNC_MAX = 63
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,13 @@ class EgressStats:
     drop_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """In the names stats uses: a drop here is an egress program's."""
+        return {
+            "tx_packets": self.tx_packets,
+            "tx_bytes": self.tx_bytes,
+            "egress_drop_packets": self.drop_packets,
+            "egress_drop_bytes": self.drop_bytes,
+        }
 
 
 @dataclass(frozen=True)
@@ -362,6 +378,15 @@ class PairStatsTable(PairMap):
         return None if totals is None else EgressStats(*totals)
 
 
+class InvalidVerdictTable(PinnedMap):
+    """Per-CPU counts, per forwarding entry (its ingress ifindex), of the frames its
+    user egress program gave a verdict other than XDP_PASS or XDP_DROP."""
+
+    def read(self, ingress: int) -> int:
+        packets, _ = self._read_percpu(_key(ingress), _COUNTER) or (0, 0)
+        return packets
+
+
 class TxEventsTable(PairMap):
     """Per-CPU tracepoint counts per (ingress, egress) pair (egress 0: exceptions)."""
 
@@ -412,11 +437,52 @@ class UserProgTable(PinnedMap):
         if raw is None:
             return None
         path, function, digest = _USER_PROG.unpack(raw)
-        return UserProg(path.rstrip(b"\0").decode(), function.rstrip(b"\0").decode(), digest)
+        if b"\0" not in path or b"\0" not in function:
+            return None  # cut short: not where the program came from
+        try:
+            path_text, function_text = (f.split(b"\0")[0].decode() for f in (path, function))
+        except UnicodeDecodeError:
+            return None
+        return UserProg(path_text, function_text, digest)
 
     def set(self, prog_id: int, prog: UserProg) -> None:
-        value = _USER_PROG.pack(prog.path.encode(), prog.function.encode(), prog.digest)
+        path, function = prog.path.encode(), prog.function.encode()
+        if len(path) > USER_PROG_PATH_MAX or len(function) > USER_PROG_FUNC_MAX:
+            raise ValueError(f"{prog.path}:{prog.function} is too long to record")
+        value = _USER_PROG.pack(path, function, prog.digest)
         sc.map_update(self.fd, _key(prog_id), value)
+
+
+def create_pinned_owner(path: str) -> None:
+    """Pin the marker of a pin dir that is xdpfwd's: a one-slot array, named and shaped
+    so that no other tool's map looks like it. Raises FileExistsError if path is taken."""
+    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, _U32.size, 1, OWNER_NAME)
+    try:
+        sc.map_update(fd, _key(0), _U32.pack(OWNER_FORMAT))
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def is_owner_marker(path: str) -> bool:
+    """Whether path holds xdpfwd's ownership marker (False for anything else).
+
+    Raises PermissionError when this process may not open what is pinned there.
+    """
+    fd = sc.obj_get(path)
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-map":
+            return False
+        info = sc.map_info(fd)
+        return (info.map_type, info.key_size, info.value_size, info.max_entries, info.name) == (
+            sc.MAP_TYPE_ARRAY,
+            _U32.size,
+            _U32.size,
+            1,
+            OWNER_NAME,
+        )
+    finally:
+        os.close(fd)
 
 
 def create_pinned_user_progs(path: str) -> None:
@@ -515,6 +581,7 @@ PIN_MCAST_SOURCES = "mcast_sources"
 PIN_MCAST_GROUPS = "mcast_groups"
 PIN_MCAST_STATS = "mcast_stats"
 PIN_MCAST_COPIES = "mcast_copies"
+PIN_MCAST_PORT_STATS = "mcast_port_stats"
 PIN_PROG_MCAST = "prog_egress_mcast"
 MCAST_MAX_GROUPS = 1024
 MCAST_MAX_MEMBERS = 64
@@ -602,6 +669,14 @@ class McastSource:
     @property
     def exclude_ingress(self) -> bool:
         return bool(self.flags & MCAST_EXCLUDE_INGRESS)
+
+
+@dataclass(frozen=True)
+class McastPortStats:
+    """Frames a source port replicated to its multicast groups, summed over CPUs."""
+
+    packets: int = 0
+    bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -693,15 +768,6 @@ def adopt(cls, fd: int, label: str):
 def open_by_id(cls, map_id: int):
     """A map of class cls opened by its id (a devmap held by a map of maps)."""
     return adopt(cls, sc.map_fd_by_id(map_id), f"map id {map_id}")
-
-
-def create_pinned_devmap(path: str, max_entries: int, name: str) -> None:
-    """Create and pin a DEVMAP_HASH of bpf_devmap_val entries, max_entries of them."""
-    fd = _create_devmap("devmap-hash", _DEVMAP_VAL.size, max_entries, name)
-    try:
-        sc.obj_pin(fd, path)
-    finally:
-        os.close(fd)
 
 
 def create_mcast_devmap(
