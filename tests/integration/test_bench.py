@@ -53,6 +53,8 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     assert names[0] == BASELINE
     assert any("xdpfwd, as `add`" in n for n in names)
     assert any("--no-egress" in n for n in names)
+    without = next(r for r in report["rows"] if r["name"] == "xdpfwd without loss accounting")
+    assert without["ratio_to"].startswith("xdpfwd, as `add`")
     assert any("bridge" in n for n in names)
     assert any("compiling" in n for n in names) and any("pinned" in n for n in names)
     assert any(n.startswith("broadcast to 2 ports") for n in names)

@@ -188,7 +188,16 @@ def test_pin_dir_from_environment():
 def test_list_json_is_stable_and_parseable():
     result, _ = invoke(["list", "--json"])
     data = json.loads(result.stdout)
-    assert set(data) == {"pin_dir", "table", "value", "prog_id", "entries", "groups"}
+    assert set(data) == {
+        "pin_dir",
+        "table",
+        "value",
+        "prog_id",
+        "loss_accounting",
+        "multi_buffer",
+        "entries",
+        "groups",
+    }
     first, gone = data["entries"]
     assert set(first) == {
         "ingress",
@@ -203,6 +212,9 @@ def test_list_json_is_stable_and_parseable():
         "counters",
         "egress_counters",
         "group",
+        "forwarded_packets",
+        "not_forwarded",
+        "tx_events",
     }
     assert first["ingress"] == {"ifname": "eth1", "ifindex": 2}
     assert first["counters"]["redirect_packets"] == 5
@@ -228,7 +240,7 @@ def test_piped_tables_keep_every_column():
     # Not a terminal: rich would assume 80 columns and elide the counter columns.
     result, _ = invoke(["list"])
     header = next(line for line in result.stdout.splitlines() if line.startswith("INGRESS"))
-    assert header.split()[-2:] == ["FORWARDED", "MISSED"]
+    assert header.split()[-3:] == ["FORWARDED", "MISSED", "LOST"]
     assert "…" not in result.stdout
 
 

@@ -23,13 +23,14 @@ from xdpfwd import interrupts
 from xdpfwd.errors import InputError
 from xdpfwd.kernel import netdev, netns, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
+from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
-from xdpfwd.state import lab
+from xdpfwd.state import lab, tracing
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
-FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
+FORWARDING = "xdpfwd, as `add` sets it up (egress program, loss accounting)"
 FANOUTS = (2, 4)
 ENTRIES = 1000
 NO_EGRESS = EgressSpec(program="none")
@@ -71,10 +72,13 @@ class _Rig:
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
         maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
+        # Multi-buffer when the kernel can, as xdpfwd's own programs.
+        frags = sc.frags_supported()
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
             dict.fromkeys((GEN, SINK, FWD), (loader.PROG_XDP, None)),
-            source.cflags(XDPFWD_PIN_DIR=self.pins.path),
+            source.cflags(XDPFWD_PIN_DIR=self.pins.path, XDPFWD_FRAGS=int(frags)),
+            prog_flags=loader.xdp_prog_flags(frags),
         )
         for fd in self.fds.values():
             stack.callback(os.close, fd)
@@ -101,8 +105,26 @@ class _Rig:
         return (delivered - before) / elapsed / 1e6
 
 
+def _loss_accounting(rig: _Rig, on: bool) -> None:
+    """Attach or detach the tracepoint programs of xdpfwd's pins (once they exist).
+
+    They run for every devmap transmit on the host, whoever redirects: the rows
+    without xdpfwd need them off as much as the row that measures their cost.
+    """
+    pins = rig.xdpfwd_pins
+    if not pins.exists():
+        return
+    with pins.locked(create=False), ExitStack() as partial:
+        if on:
+            tracing.ensure_attached(pins, partial)
+        else:
+            tracing.detach(pins)
+        partial.pop_all()
+
+
 @contextmanager
 def _baseline(rig: _Rig) -> Iterator[None]:
+    _loss_accounting(rig, False)
     ingress, egress = rig.ports[:2]
     with closing(maps.ForwardTable(rig.pins.pin(maps.PIN_BENCH_FWD))) as fwd:
         fwd.set(ingress.ifindex, egress.ifindex)
@@ -114,10 +136,13 @@ def _baseline(rig: _Rig) -> Iterator[None]:
 
 
 @contextmanager
-def _xdpfwd(rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS) -> Iterator[None]:
+def _xdpfwd(
+    rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS, accounting: bool = True
+) -> Iterator[None]:
     ingress, egress = (_iface(link) for link in rig.ports[:2])
     rig.ops.add(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
     try:
+        _loss_accounting(rig, accounting)
         yield
     finally:
         rig.ops.delete(rig.xdpfwd_pins, ingress)
@@ -131,6 +156,7 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
         rig.xdpfwd_pins, members, group=f"fanout{fanout}", exclude_ingress=True, mode="native"
     )
     try:
+        _loss_accounting(rig, True)
         yield
     finally:
         rig.ops.broadcast_del(rig.xdpfwd_pins, members)
@@ -138,6 +164,7 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
 
 @contextmanager
 def _bridge(rig: _Rig) -> Iterator[None]:
+    _loss_accounting(rig, False)
     ingress, egress = rig.ports[:2]
     name = f"{rig.lab.prefix}br"
     # Without an XDP program, the port needs GRO to take the generator's frames.
@@ -225,8 +252,13 @@ def run(
             (BASELINE, _baseline, BASELINE),
             (FORWARDING, _xdpfwd, BASELINE),
             (
-                "xdpfwd --no-egress (port counters only)",
-                partial(_xdpfwd, egress_spec=NO_EGRESS),
+                "xdpfwd without loss accounting",
+                partial(_xdpfwd, accounting=False),
+                FORWARDING,
+            ),
+            (
+                "xdpfwd --no-egress, no loss accounting (port counters only)",
+                partial(_xdpfwd, egress_spec=NO_EGRESS, accounting=False),
                 BASELINE,
             ),
             *(

@@ -16,7 +16,7 @@ from xdpfwd.model.reports import Check
 from xdpfwd.state import pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
-from xdpfwd.state.health import entry_problems
+from xdpfwd.state.health import entry_problems, flood_problem
 from xdpfwd.state.ports import orphans, prog_name
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -55,16 +55,6 @@ def _bpffs(pin_dir: pins.PinDir):
         FAIL,
         f"{pin_dir.path} is on {fstype}, not a bpffs",
         "mount one, or choose another --pin-dir",
-    )
-
-
-def _tracefs():
-    if os.path.isdir(os.path.join(tracing.TRACEFS, "events")):
-        return PASS, f"mounted at {tracing.TRACEFS}"
-    return (
-        WARN,
-        "not mounted",
-        "`xdpfwd stats --watch` mounts it (or: mount -t tracefs tracefs /sys/kernel/tracing)",
     )
 
 
@@ -131,6 +121,28 @@ def _egress_programs():
     return PASS, "bpf_devmap_val entries with BPF_XDP_DEVMAP egress programs"
 
 
+def _multi_buffer():
+    if sc.frags_supported():
+        return PASS, "multi-buffer XDP programs (BPF_F_XDP_HAS_FRAGS): native XDP at any MTU"
+    return (
+        WARN,
+        "no multi-buffer XDP programs (Linux 5.18+): native XDP on veth only up to MTU "
+        f"{netdev.SINGLE_BUFFER_MTU}",
+        "larger MTUs need --mode generic",
+    )
+
+
+def _btf():
+    try:
+        offsets = loader.trace_offsets()
+    except PrereqError as e:
+        return WARN, str(e), "loss accounting (redirect errors, transmit drops) stays off"
+    return PASS, (
+        "the kernel's BTF gives the tracepoint programs struct net_device's layout "
+        f"(ifindex at {offsets['XDPFWD_NETDEV_IFINDEX_OFF']})"
+    )
+
+
 def _broadcast():
     with ExitStack() as fds:
         devmap = _probe_map(sc.MAP_TYPE_DEVMAP)
@@ -193,7 +205,38 @@ def _port_checks(dp: Dataplane) -> list[Check]:
         for target in targets:
             for problem, fix in entry_problems(link, links.get(target), features):
                 checks.append(Check(f"{name} -> ifindex {target}", FAIL, problem, fix))
+        flooding = flood_problem(link, dp.frags) if port in members else None
+        if flooding is not None:
+            checks.append(Check(f"{name} (group {members[port].name})", WARN, *flooding))
     return checks
+
+
+def _programs_check(dp: Dataplane) -> Check:
+    if dp.frags:
+        return Check("multi-buffer", PASS, "programs loaded with BPF_F_XDP_HAS_FRAGS")
+    if not dp.flags_recorded and sc.frags_supported():
+        return Check(
+            "multi-buffer",
+            WARN,
+            f"programs pinned by an older xdpfwd, without multi-buffer support: native XDP "
+            f"only up to MTU {netdev.SINGLE_BUFFER_MTU}",
+            "xdpfwd save -o FILE; xdpfwd down; xdpfwd apply FILE",
+        )
+    return Check("multi-buffer", PASS, "single-buffer programs (the kernel has no other)")
+
+
+def _accounting(pin_dir: pins.PinDir):
+    found = tracing.links(pin_dir)
+    attached = [e for e, link in found.items() if link is not None and link.tracepoint == e]
+    if len(attached) == len(found):
+        ids = ", ".join(str(link.id) for link in found.values())
+        return PASS, f"tracepoint programs attached to xdp:{', xdp:'.join(found)} (links {ids})"
+    return (
+        WARN,
+        "the tracepoint programs are not attached: redirect errors and transmit drops "
+        "are not counted",
+        "xdpfwd stats --watch --count 1 attaches them (so does the next add, broadcast or apply)",
+    )
 
 
 def _state_checks(pin_dir: pins.PinDir) -> list[Check]:
@@ -203,7 +246,12 @@ def _state_checks(pin_dir: pins.PinDir) -> list[Check]:
                 ours, checks = None, [Check("pins", PASS, f"nothing set up in {pin_dir.path}")]
             else:
                 ours = dp.prog_id
-                checks = [Check("pins", PASS, f"{pin_dir.path}: complete"), *_port_checks(dp)]
+                checks = [
+                    Check("pins", PASS, f"{pin_dir.path}: complete"),
+                    _programs_check(dp),
+                    _check("loss accounting", lambda: _accounting(pin_dir)),
+                    *_port_checks(dp),
+                ]
     except XdpfwdError as e:
         ours, checks = None, [Check("pins", FAIL, str(e), "xdpfwd down, then add or apply")]
     for port, prog_id in orphans(netdev.links(), ours).items():
@@ -224,7 +272,7 @@ def _state_checks(pin_dir: pins.PinDir) -> list[Check]:
 def run(pin_dir: pins.PinDir, compile_test: bool = True) -> list[Check]:
     checks = [_check("privileges", _privileges)]
     privileged = checks[0].status == PASS
-    checks += [_check("bpffs", lambda: _bpffs(pin_dir)), _check("tracefs", _tracefs)]
+    checks.append(_check("bpffs", lambda: _bpffs(pin_dir)))
     checks.append(_check("BCC", _bcc))
     if compile_test and checks[-1].status == PASS:
         checks.append(_check("kernel headers", _compile))
@@ -233,6 +281,8 @@ def run(pin_dir: pins.PinDir, compile_test: bool = True) -> list[Check]:
         ("DEVMAP_HASH", _devmap_hash),
         ("egress programs", _egress_programs),
         ("broadcast", _broadcast),
+        ("multi-buffer XDP", _multi_buffer),
+        ("kernel BTF", _btf),
     )
     for name, probe in probes:
         checks.append(_check(name, probe) if privileged else Check(name, SKIP, "needs root"))

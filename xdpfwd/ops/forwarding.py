@@ -19,12 +19,15 @@ from xdpfwd.model import (
     DelResult,
     DownResult,
     EgressSpec,
+    GroupInfo,
     Iface,
     Listing,
     PortRow,
     PruneResult,
 )
+from xdpfwd.model.counters import Snapshot
 from xdpfwd.state import entries, health
+from xdpfwd.state.counters import snapshot
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.pins import PinDir
@@ -123,7 +126,7 @@ def add(
             compiled=c.compiled,
             egress=entries.describe(c.dp, c.dp.fwd.get(in_link.ifindex)),
         )
-    return replace(result, warnings=health.warnings_for(pairs, c.links))
+    return replace(result, warnings=(*c.notes, *health.warnings_for(pairs, c.links)))
 
 
 def _attach_forwarding_port(
@@ -181,15 +184,41 @@ def list_ports(pins: PinDir) -> Listing:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
         links = netdev.links()
-        groups = group_infos(dp, links)
+        counted = snapshot(dp, links)
+        groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
-        rows = [_port_row(dp, port, links, member_of) for port in sorted(dp.ports.ifindexes())]
+        rows = [
+            _port_row(dp, port, links, member_of, counted) for port in sorted(dp.ports.ifindexes())
+        ]
         layout = dp.layout
-        return Listing(pins.path, layout.table, layout.value_format, dp.prog_id, rows, groups)
+        return Listing(
+            pins.path,
+            layout.table,
+            layout.value_format,
+            dp.prog_id,
+            rows,
+            groups,
+            loss_accounting=counted.tracing,
+            multi_buffer=dp.frags,
+        )
+
+
+def _with_events(group: GroupInfo, counted: Snapshot) -> GroupInfo:
+    pairs = [replace(r, events=_events(counted, r.ingress, r.egress)) for r in group.pairs]
+    return replace(group, pairs=pairs)
+
+
+def _events(counted: Snapshot, ingress: Iface, egress: Iface | None):
+    pair = counted.pairs.get((ingress.ifindex, egress.ifindex)) if egress else None
+    return pair.events if pair else None
 
 
 def _port_row(
-    dp: Dataplane, port: int, links: dict[int, netdev.Link], member_of: dict[int, str]
+    dp: Dataplane,
+    port: int,
+    links: dict[int, netdev.Link],
+    member_of: dict[int, str],
+    counted: Snapshot,
 ) -> PortRow:
     link = links.get(port)
     entry = dp.fwd.get(port)
@@ -219,6 +248,9 @@ def _port_row(
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
         egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
         group=group,
+        lost=counted.port_losses(port),
+        events=_events(counted, known(port, links), egress),
+        forwarded=counted.forwarded(port),
     )
 
 

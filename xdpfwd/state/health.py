@@ -47,3 +47,32 @@ def warnings_for(pairs: list[tuple[int, int]], links: dict[int, netdev.Link]) ->
             for problem, fix in entry_problems(links[ingress], links.get(egress), features):
                 found.append(f"{problem} ({fix})")
     return tuple(dict.fromkeys(found))
+
+
+def flood_problem(member: netdev.Link, frags: bool) -> tuple[str, str] | None:
+    """What keeps a broadcast group from flooding the long frames entering member:
+    with multi-buffer programs, frames longer than a page-sized buffer come in
+    several, and the kernel cannot clone those for a broadcast (the program drops
+    them and counts them as too big to flood). (problem, fix), or None."""
+    if not frags or member.mtu <= netdev.SINGLE_BUFFER_MTU:
+        return None
+    longest = netdev.SINGLE_BUFFER_MTU + 14
+    return (
+        f"{member.ifname} has MTU {member.mtu}: frames over {longest} bytes entering it "
+        "come in several buffers, which the kernel cannot flood; they are dropped and "
+        "counted as too big to flood",
+        f"keep group members at MTU {netdev.SINGLE_BUFFER_MTU} or below, or forward "
+        "long frames with `xdpfwd add`",
+    )
+
+
+def flood_warnings(
+    members: list[int], links: dict[int, netdev.Link], frags: bool
+) -> tuple[str, ...]:
+    """The flood problems of broadcast members, as one-line warnings."""
+    found = []
+    for member in members:
+        problem = flood_problem(links[member], frags) if member in links else None
+        if problem is not None:
+            found.append(f"{problem[0]} ({problem[1]})")
+    return tuple(found)
