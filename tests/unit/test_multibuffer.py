@@ -2,6 +2,7 @@
 reader, verifier messages, the flood and single-buffer deciders, legacy layouts."""
 
 import struct
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -252,3 +253,23 @@ def test_loss_accounting_is_attached_only_with_every_link(tmp_path):
     assert not tracing.is_attached(pins, every - {tracing.link_pin("xdp_exception")})
     assert set(tracing.EVENTS) == {"xdp_devmap_xmit", "xdp_redirect_err", "xdp_exception"}
     assert all(len(name) <= 15 for name in loader.TRACE_FUNCS.values())  # kernel name limit
+
+
+def test_add_says_why_auto_chose_generic():
+    from .fake_ops import FakeOps
+    from .test_cli import invoke
+
+    class Fallback(FakeOps):
+        def add(self, pins, ingress, egress, **kwargs):
+            result = super().add(pins, ingress, egress, **kwargs)
+            refused = Attachment(ingress, "generic", True, fallback="veth: Peer MTU is too large")
+            return replace(result, attachments=[refused], warnings=("loss accounting is off",))
+
+    result, _ = invoke(["add", "eth1", "eth2"], ops=Fallback())
+    assert result.exit_code == 0
+    assert "eth1: attached (generic mode)" in result.stdout
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        "warning: eth1: native XDP refused (veth: Peer MTU is too large); using generic mode"
+    )
+    assert lines[1] == "warning: loss accounting is off"

@@ -243,7 +243,7 @@ def _port_row(
         mode=link.xdp_mode if attached else None,
         on_miss=settings.on_miss_name,
         state=state,
-        counters=dp.stats.read(port) or maps.PortStats(),
+        counters=counted.ports[port].counters or maps.PortStats(),
         egress_prog=entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
         egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
