@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Benchmark programs: a traffic generator run with BPF_PROG_TEST_RUN and live
- * frames, a sink that counts and drops what arrives, and the baseline forwarder
- * that does nothing but bpf_redirect_map().
+ * frames, a sink that counts and drops what arrives, and the baselines, the
+ * strictest programs that do the same job as xdpfwd: a redirect through a one-slot
+ * array devmap, and broadcasts over array devmaps holding just the ports involved.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -17,9 +18,11 @@ BPF_TABLE_PINNED("array", u32, struct xdpfwd_bench_cfg, bench_cfg, 1,
 /* Frames and bytes that reached a sink, per CPU. */
 BPF_TABLE_PINNED("percpu_array", u32, struct xdpfwd_counter, bench_sink, 1,
 		 PIN(XDPFWD_PIN_BENCH_SINK));
-/* Baseline forwarding table: ingress ifindex -> egress, as xdpfwd's. */
-REDIRECT_MAP_PINNED(bench_fwd, struct bpf_devmap_val, XDPFWD_FWD_MAX_ENTRIES,
-		    PIN(XDPFWD_PIN_BENCH_FWD));
+/* Baseline forwarding: slot 0 holds the egress ifindex. */
+REDIRECT_MAP_PINNED(bench_fwd, u32, 1, PIN(XDPFWD_PIN_BENCH_FWD));
+/* Baseline broadcasts: the ingress port and 2 (or 4) more, one per slot. */
+REDIRECT_MAP_PINNED(bench_flood2, u32, 3, PIN(XDPFWD_PIN_BENCH_FLOOD "2"));
+REDIRECT_MAP_PINNED(bench_flood4, u32, 5, PIN(XDPFWD_PIN_BENCH_FLOOD "4"));
 /* Per-CPU sequence numbers that spread the generator's frames over flows. */
 BPF_PERCPU_ARRAY(bench_seq, u32, 1);
 
@@ -80,8 +83,19 @@ int xdpfwd_bench_sink(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
-/* Baseline forwarder: bpf_redirect_map() and nothing else. */
+/* Baseline forwarder: bpf_redirect_map() and nothing else. Verdict: XDP_REDIRECT. */
 int xdpfwd_bench_fwd(struct xdp_md *ctx)
 {
-	return bench_fwd.redirect_map(ctx->ingress_ifindex, 0);
+	return bench_fwd.redirect_map(0, 0);
+}
+
+/* Baseline broadcasts: every port of the map but the ingress. Verdict: XDP_REDIRECT. */
+int xdpfwd_bench_flood2(struct xdp_md *ctx)
+{
+	return bench_flood2.redirect_map(0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
+}
+
+int xdpfwd_bench_flood4(struct xdp_md *ctx)
+{
+	return bench_flood4.redirect_map(0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
 }

@@ -69,8 +69,8 @@ def make_topo():
     """Build topologies with unique names; every one is removed at teardown, pass or fail."""
     built: list[Topo] = []
 
-    def make(nports: int = 2, gro: bool = True) -> Topo:
-        topo = Topo(f"{RUN_ID}{next(_counter)}", nports, gro)
+    def make(nports: int = 2, gro: bool = True, prepared: bool = True) -> Topo:
+        topo = Topo(f"{RUN_ID}{next(_counter)}", nports, gro, prepared)
         built.append(topo)
         return topo.build()
 

@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,10 +90,14 @@ class Host:
 
 
 class Topo:
-    def __init__(self, tag: str, nports: int, gro: bool = True):
+    """prepared=False leaves the hosts' veths with the kernel's default offloads, as
+    users' containers have them (TX checksum offload, TSO and GSO on, GRO off)."""
+
+    def __init__(self, tag: str, nports: int, gro: bool = True, prepared: bool = True):
         self.fwd = f"xt{tag}f"
         self.hosts = [Host(i, f"xt{tag}h{i}", f"p{i}") for i in range(1, nports + 1)]
-        self.gro = gro
+        self.gro = gro and prepared
+        self.prepared = prepared
         self.files: list[str] = []
 
     @property
@@ -132,9 +137,10 @@ class Topo:
             sh("ip", "-n", self.fwd, "link", "set", h.port, "up")
             sh("ip", "-n", h.ns, "addr", "add", f"{h.ip}/24", "dev", h.dev)
             sh("ip", "-n", h.ns, "link", "set", h.dev, "up")
-            # The sender's checksum offload leaves partial L4 checksums that an XDP
-            # redirect never completes: hosts compute checksums in software.
-            sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "tx", "off")
+            if self.prepared:
+                # The sender's checksum offload leaves partial L4 checksums that an XDP
+                # redirect never completes: hosts compute checksums in software.
+                sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "tx", "off")
             if self.gro:
                 # The veth gotcha: frames redirected into a veth need GRO (or XDP) on its peer.
                 sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "gro", "on")
@@ -301,6 +307,43 @@ def send_udp(src: Host, dst_ip: str, count: int, payload: int = 64, port: int = 
             sock.sendto(struct.pack("!I", i) + bytes(payload - 4), (dst_ip, port))
             if i % 64 == 63:
                 time.sleep(0.002)  # stay far below the veth ring size
+
+
+def tcp_transfer(src: Host, dst: Host, nbytes: int, timeout: float = 10.0) -> int:
+    """Bytes of an nbytes TCP transfer from src's host to dst's that arrived in time."""
+    with in_netns(dst.ns):
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with in_netns(src.ns):
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    received = [0]
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(timeout)
+            try:
+                while received[0] < nbytes:
+                    chunk = conn.recv(1 << 16)
+                    if not chunk:
+                        break
+                    received[0] += len(chunk)
+            except OSError:
+                pass
+
+    with server, client:
+        server.bind((dst.ip, 0))
+        server.listen(1)
+        server.settimeout(timeout)
+        reader = threading.Thread(target=serve, daemon=True)
+        reader.start()
+        client.settimeout(timeout)
+        try:
+            client.connect((dst.ip, server.getsockname()[1]))
+            client.sendall(bytes(nbytes))
+        except OSError:
+            pass
+        reader.join(timeout)
+    return received[0]
 
 
 def udp_frame_len(payload: int) -> int:

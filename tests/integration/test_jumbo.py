@@ -22,7 +22,7 @@ def stats(topo, pin_dir) -> dict:
 
 
 def port_stats(data, name) -> dict:
-    return next(p for p in data["ports"] if p["ifname"] == name)
+    return next(p for p in data["ports"] if p["port"]["ifname"] == name)
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def test_mac_rewrite_of_jumbo_frames(jumbo_topo, pin_dir):
     topo = jumbo_topo(2)
     h1, h2 = topo.hosts
     # h1 sends to a MAC nobody has; the entry's rewrite restores h2's.
-    sh("ip", "-n", h1.ns, "neigh", "replace", h2.ip, "lladdr", "02:00:00:00:00:99",
-       "dev", h1.dev, "nud", "permanent")  # fmt: skip
+    neigh = ("lladdr", "02:00:00:00:00:99", "dev", h1.dev, "nud", "permanent")
+    sh("ip", "-n", h1.ns, "neigh", "replace", h2.ip, *neigh)
     topo.ok(pin_dir, "add", "p1", "p2", "--dst-mac", h2.mac)
     with UdpSink(h2) as sink:
         send_udp(h1, h2.ip, 30, payload=JUMBO)
@@ -78,8 +78,8 @@ def flood(topo, count: int, payload: int, port: int) -> dict[int, int]:
 
 def test_broadcast_counts_frames_too_big_to_flood(jumbo_topo, pin_dir, tmp_path):
     topo = jumbo_topo(3)
-    sh("ip", "-n", topo.host(1).ns, "neigh", "replace", "10.77.0.200",
-       "lladdr", "02:00:00:00:00:c8", "dev", "h0", "nud", "permanent")  # fmt: skip
+    neigh = ("lladdr", "02:00:00:00:00:c8", "dev", "h0", "nud", "permanent")
+    sh("ip", "-n", topo.host(1).ns, "neigh", "replace", "10.77.0.200", *neigh)
     result = topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
     warnings = [line for line in result.stderr.splitlines() if "too big to flood" in line]
     assert len(warnings) == 3 and "p1 has MTU 9000" in result.stderr
@@ -100,9 +100,13 @@ def test_broadcast_counts_frames_too_big_to_flood(jumbo_topo, pin_dir, tmp_path)
     table = topo.ok(pin_dir, "stats").stdout
     assert "too big to flood 40" in table
     doctor = topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--json")
-    checks = {c["check"]: c for c in json.loads(doctor.stdout)}
-    assert checks["port p2 (group default)"]["status"] == "warn"
-    assert "too big to flood" in checks["port p2 (group default)"]["detail"]
+    checks = json.loads(doctor.stdout)["checks"]
+    too_big = {c["port"]["ifname"]: c for c in checks if c["id"] == "too_big_to_flood"}
+    assert set(too_big) == {"p1", "p2", "p3"}
+    assert too_big["p2"]["status"] == "warn" and "too big to flood" in too_big["p2"]["detail"]
+    # list --json carries it with the member's other problems.
+    rows = {r["ingress"]["ifname"]: r for r in topo.list_json(pin_dir)["entries"]}
+    assert any("too big to flood" in line for line in rows["p2"]["problems"])
     # apply warns as broadcast does.
     saved = str(tmp_path / "saved.yaml")
     topo.ok(pin_dir, "save", "--output", saved)
@@ -145,7 +149,7 @@ def test_a_single_buffer_pin_dir_keeps_working_and_says_what_to_do(make_topo, pi
         send_udp(topo.host(3), topo.host(2).ip, 20, payload=JUMBO)
         assert sink.count(20) == 20
     doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--json").stdout)
-    check = next(c for c in doctor if c["check"] == "multi-buffer")
+    check = next(c for c in doctor["checks"] if c["id"] == "multi_buffer")
     assert check["status"] == "warn" and "older xdpfwd" in check["detail"]
     # Its user egress programs are single-buffer too, or the devmap would refuse them.
     program = os.path.join(os.path.dirname(pin_dir), "..", "mine.c")

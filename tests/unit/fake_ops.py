@@ -20,6 +20,7 @@ from xdpfwd.model import (
     PortRow,
     PruneResult,
 )
+from xdpfwd.model.counters import LOSS_REASONS
 from xdpfwd.model.reports import (
     ApplyResult,
     BenchReport,
@@ -86,6 +87,8 @@ class FakeOps:
                 egress_prog=EgressProg("user", 9, "drop_arp"),
                 rewrite=Rewrite("02:00:00:00:00:01", None),
                 egress_counters=EgressStats(4, 400, 1, 100),
+                lost={**dict.fromkeys(LOSS_REASONS, 0), "egress_drop": 1},
+                forwarded=4,
             ),
             PortRow(
                 Iface(17, None),
@@ -96,6 +99,7 @@ class FakeOps:
                 "drop",
                 "device gone",
                 PortStats(),
+                lost=dict.fromkeys(LOSS_REASONS, 0),
             ),
         ]
         groups = [
@@ -132,7 +136,7 @@ class FakeOps:
 
     def lab_status(self, name):
         self._record("lab_status", name)
-        return None
+        return Lab(name, [])
 
     def prune(self, pins):
         self._record("prune", pins)
@@ -150,11 +154,13 @@ class FakeOps:
         steps = [f"forward {e.ingress} -> {e.egress}" for e in wanted.forward]
         return ApplyResult(steps, dry_run=dry_run)
 
-    def check_host(self, pins, compile_test):
-        self._record("check_host", pins, compile_test=compile_test)
+    def check_host(self, pins, compile_test, fix=False):
+        self._record("check_host", pins, compile_test=compile_test, fix=fix)
         return [
             Check("privileges", "pass", "root"),
-            Check("port eth1", self.doctor_status, "up", "xdpfwd apply FILE"),
+            Check(
+                "port eth1", self.doctor_status, "up", "xdpfwd apply FILE", Iface(2, "eth1"), "port"
+            ),
         ]
 
     def stats_read(self, pins):
@@ -178,7 +184,7 @@ class FakeOps:
 
     def bench(self, pins, **options):
         self._record("bench", pins, **options)
-        rows = [BenchRow("baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
+        rows = [BenchRow("baseline", "baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
         settings = {
             "duration_s": options["duration"],
             "frame_size": options["size"],

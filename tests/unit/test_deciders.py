@@ -3,14 +3,20 @@ arguments, they need no root, no netlink and no BPF."""
 
 import pytest
 
-from xdpfwd.errors import AttachError, InputError, XdpfwdError
-from xdpfwd.kernel import netdev
+from xdpfwd.errors import AttachError, InputError
+from xdpfwd.kernel import netdev, offloads
 from xdpfwd.kernel.bpf import maps
-from xdpfwd.model import EgressSpec
+from xdpfwd.model import EgressSpec, Iface
 from xdpfwd.ops.apply import NOTHING_RUNNING, Running, RunningEntry, plan, resolve_config
 from xdpfwd.state import config
 from xdpfwd.state.entries import check_spec
-from xdpfwd.state.health import entry_problems
+from xdpfwd.state.health import (
+    entry_problems,
+    forwarding_loop,
+    port_state,
+    problems,
+    sender_problems,
+)
 from xdpfwd.state.ports import plan_attach
 
 OURS = 40
@@ -30,32 +36,30 @@ LINKS = {lk.ifindex: lk for lk in (ETH1, ETH2, ETH3)}
 
 
 @pytest.mark.parametrize(
-    "current, mode, force, switch, expect",
+    "current, mode, force, expect",
     [
-        (ETH1, "auto", False, False, ("attach", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "auto", False, False, ("keep", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "native", False, False, ("keep", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, True, ("switch", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, False, XdpfwdError),
-        (link(2, "eth1", prog=99, mode="native"), "auto", False, False, AttachError),
-        (link(2, "eth1", prog=99, mode="native"), "auto", True, False, ("attach", 99)),
+        (ETH1, "auto", False, ("attach", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "auto", False, ("keep", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "native", False, ("keep", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, ("switch", 0)),
+        (link(2, "eth1", prog=99, mode="native"), "auto", False, AttachError),
+        (link(2, "eth1", prog=99, mode="native"), "auto", True, ("attach", 99)),
     ],
     ids=[
         "free port",
         "ours already",
         "ours in the mode asked",
-        "ours in another mode, switch",
-        "ours in another mode, refused",
+        "ours in another mode",
         "foreign, refused",
         "foreign, forced",
     ],
 )
-def test_plan_attach(current, mode, force, switch, expect):
+def test_plan_attach(current, mode, force, expect):
     if isinstance(expect, type):
         with pytest.raises(expect):
-            plan_attach(current, OURS, mode, force, switch)
+            plan_attach(current, OURS, mode, force)
         return
-    got = plan_attach(current, OURS, mode, force, switch)
+    got = plan_attach(current, OURS, mode, force)
     what = "keep" if got.keep else "switch" if got.switch else "attach"
     assert (what, got.foreign_prog_id) == expect
 
@@ -112,14 +116,79 @@ def test_check_spec(spec, bidirectional, error):
 def test_entry_problems(ingress, egress, features, problems):
     found = entry_problems(ingress, egress, features)
     assert len(found) == len(problems)
-    for (problem, fix), expected in zip(found, problems, strict=True):
-        assert expected in problem and fix
+    for problem, expected in zip(found, problems, strict=True):
+        assert expected in problem.text and problem.fix
 
 
 def test_entry_problems_name_the_fix_by_kind():
     veth = entry_problems(link(2, "a", mode="native"), link(3, "b"), {3: 0})
     other = entry_problems(link(2, "a", mode="native"), link(3, "b", kind=None), {3: 0})
-    assert "GRO" in veth[0][1] and "--mode generic" in other[0][1]
+    assert "GRO" in veth[0].fix and "--mode generic" in other[0].fix
+
+
+HOSTNS = offloads.Namespace(name="hostns")
+
+
+def peer(port, name="h0", namespace=HOSTNS):
+    return offloads.Peer(port, name, namespace, sock=None)
+
+
+DEFAULTS = {"tx": True, "tso": True, "gso": True, "gro": False}
+TX_OFF = {"tx": False, "tso": False, "gso": True, "gro": False}
+SEGMENTS_OFF = {"tx": True, "tso": False, "gso": False, "gro": False}
+
+
+@pytest.mark.parametrize(
+    "mode, features, change, fix",
+    [
+        ("native", DEFAULTS, {"tx": False}, "ip netns exec hostns ethtool -K h0 tx off"),
+        ("native", TX_OFF, None, None),
+        ("native", SEGMENTS_OFF, {"tx": False}, "ip netns exec hostns ethtool -K h0 tx off"),
+        (
+            "generic",
+            DEFAULTS,
+            {"tso": False, "gso": False},
+            "ip netns exec hostns ethtool -K h0 tso off gso off",
+        ),
+        ("generic", TX_OFF, {"tso": False, "gso": False}, "ethtool -K h0 tso off gso off"),
+        ("generic", SEGMENTS_OFF, None, None),
+    ],
+    ids=[
+        "native, kernel defaults",
+        "native, tx off",
+        "native, only segmentation off",
+        "generic, kernel defaults",
+        "generic, tx off (gso stays)",
+        "generic, segmentation off",
+    ],
+)
+def test_sender_problems(mode, features, change, fix):
+    port = link(2, "eth1", mode=mode)
+    found = sender_problems(port, peer(2), features)
+    if change is None:
+        assert found == []
+        return
+    (problem,) = found
+    assert dict(problem.peer_change) == change and problem.ifindex == 2
+    assert problem.fix.endswith(fix) and "eth1's veth peer h0 (namespace hostns)" in problem.text
+
+
+def test_sender_problems_only_for_veths_with_a_known_peer():
+    assert sender_problems(link(2, "eth1", mode="native", kind=None), peer(2), DEFAULTS) == []
+    assert sender_problems(link(2, "eth1", mode="native"), None, DEFAULTS) == []
+
+
+def test_problems_of_pairs_are_reported_once_each_with_the_exact_fix():
+    links = {2: link(2, "a", mode="native"), 3: link(3, "b", mode="native")}
+    pairs = [(2, 3), (3, 2)]
+    peers = {2: peer(2, "ha", offloads.Namespace(pid=77)), 3: peer(3, "hb")}
+    found = problems(pairs, links, {2: 0, 3: 0}, peers, {2: DEFAULTS, 3: TX_OFF})
+    fixes = [p.fix for p in found]
+    assert fixes == [
+        "nsenter -t 77 -n ethtool -K ha tx off",
+        "ip netns exec hostns ethtool -K hb gro on",
+        "nsenter -t 77 -n ethtool -K ha gro on",
+    ]
 
 
 # --- apply.plan --------------------------------------------------------------------
@@ -150,7 +219,7 @@ BOTH_WAYS = "forward: [{from: eth1, to: eth2}, {from: eth2, to: eth1}]"
         (
             NOTHING_RUNNING,
             "forward: [{from: eth1, to: eth2}]",
-            ["attach to eth1 (auto)", "forward eth1 -> eth2 (built-in egress program)"],
+            ["attach to eth1 (auto)", "forward eth1 -> eth2 (no egress program)"],
         ),
         (FORWARDING, BOTH_WAYS, []),
         (
@@ -198,8 +267,8 @@ BOTH_WAYS = "forward: [{from: eth1, to: eth2}, {from: eth2, to: eth1}]"
                 "set eth1 not flooding",
                 "set eth2 not flooding",
                 "remove group default",
-                "forward eth1 -> eth2 (built-in egress program)",
-                "forward eth2 -> eth1 (built-in egress program)",
+                "forward eth1 -> eth2 (no egress program)",
+                "forward eth2 -> eth1 (no egress program)",
             ],
         ),
     ],
@@ -220,11 +289,88 @@ def test_apply_plan(running, text, steps):
 
 
 def test_apply_plan_rewrites_an_entry_whose_egress_program_differs():
-    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, EgressSpec(program="none"))}, {})
+    rewrite = EgressSpec(dst_mac="02:00:5e:00:53:01")
+    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, rewrite)}, {})
     steps = plan(running, desired("forward: [{from: eth1, to: eth2}]"), LINKS)
-    assert [s.text for s in steps] == ["forward eth1 -> eth2 (built-in egress program)"]
+    assert [s.text for s in steps] == ["forward eth1 -> eth2 (no egress program)"]
+
+
+def test_apply_plan_takes_none_and_built_in_for_the_same_entry():
+    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, EgressSpec())}, {})
+    text = "forward: [{from: eth1, to: eth2, egress: none}]"
+    assert plan(running, desired(text), LINKS) == []
 
 
 def test_resolve_config_names_the_line_of_an_unknown_interface():
     with pytest.raises(config.ConfigError, match=r"f.yaml:3: no such interface: eth9"):
         desired("forward:\n  - {from: eth1, to: eth9}")
+
+
+# --- health.forwarding_loop --------------------------------------------------------
+
+
+def veth(ifindex, name, peer, netnsid=None):
+    return netdev.Link(ifindex, name, "veth", True, False, 1500, 0, None, None, peer, netnsid)
+
+
+@pytest.mark.parametrize(
+    "entries, links, cycle",
+    [
+        ({2: 3}, {2: veth(2, "a", 3), 3: veth(3, "b", 2)}, [2]),
+        ({2: 3, 3: 2}, {2: veth(2, "a", 3), 3: veth(3, "b", 2)}, [2]),
+        ({2: 3}, {2: veth(2, "a", 9), 3: veth(3, "b", 9)}, []),
+        ({2: 3}, {2: veth(2, "a", 5, netnsid=0), 3: veth(3, "b", 2, netnsid=0)}, []),
+        (
+            {2: 3, 4: 5},
+            {2: veth(2, "a", 9), 3: veth(3, "b", 4), 4: veth(4, "c", 3), 5: veth(5, "d", 2)},
+            [2, 4],
+        ),
+        (
+            {2: 3, 4: 5},
+            {2: veth(2, "a", 9), 3: veth(3, "b", 4), 4: veth(4, "c", 3), 5: veth(5, "d", 8)},
+            [],
+        ),
+        ({2: 3}, {2: link(2, "a"), 3: link(3, "b")}, []),
+    ],
+    ids=[
+        "the two ends of a veth pair",
+        "both ways on one pair",
+        "peers elsewhere",
+        "peers in other namespaces",
+        "a chain that closes",
+        "a chain that ends",
+        "not veths",
+    ],
+)
+def test_forwarding_loop(entries, links, cycle):
+    assert forwarding_loop(entries, links) == cycle
+
+
+# --- health.port_state ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "link_, egress, attached, has_entry, group, settings, flooding, state",
+    [
+        (ETH1, Iface(3, "eth2"), True, True, None, PASS, False, "ok"),
+        (None, None, False, False, None, PASS, False, "device gone"),
+        (ETH1, Iface(3, None), True, True, None, PASS, False, "device gone"),
+        (ETH1, None, False, False, "g", FLOOD, True, "program not attached"),
+        (ETH1, None, True, False, None, PASS, False, "no entry"),
+        (ETH1, None, True, False, "g", FLOOD, True, "ok"),
+        (ETH1, None, True, False, "g", PASS, True, "misses: not flooding"),
+        (ETH1, None, True, False, "g", FLOOD, False, "misses: not flooding"),
+    ],
+    ids=[
+        "forwarding",
+        "device gone",
+        "egress gone",
+        "detached",
+        "idle egress port",
+        "flooding member",
+        "member whose settings do not flood",
+        "member its group map does not point at",
+    ],
+)
+def test_port_state(link_, egress, attached, has_entry, group, settings, flooding, state):
+    assert port_state(link_, egress, attached, has_entry, group, settings, flooding) == state

@@ -54,8 +54,9 @@ def test_readme_starts_with_the_two_commands():
 
 
 def test_the_systemd_unit_applies_the_saved_file_and_runs_real_commands():
-    unit = (ROOT / "contrib" / "xdpfwd.service").read_text()
+    unit = (ROOT / "contrib" / "xdpfwd.service.in").read_text()
     execs = dict(line.split("=", 1) for line in unit.splitlines() if line.startswith("Exec"))
+    assert all(line.startswith("@BINDIR@/xdpfwd ") for line in execs.values())
     assert execs["ExecStart"].split()[1:] == ["apply", "/etc/xdpfwd.yaml"]
     assert execs["ExecStop"].split()[1:] == ["down"]
     for line in execs.values():

@@ -197,11 +197,15 @@ def link(mtu, name="p1"):
     ids=["small MTU", "one page exactly", "one byte over", "jumbo", "single-buffer programs"],
 )
 def test_flood_problem(frags, mtu, warned):
-    problem = health.flood_problem(link(mtu), frags)
-    assert (problem is not None) == warned
+    found = health.flood_problems([2], {2: link(mtu)}, frags)
+    assert bool(found) == warned
     if warned:
-        assert "too big to flood" in problem[0] and f"MTU {mtu}" in problem[0]
-        assert str(netdev.SINGLE_BUFFER_MTU) in problem[1]
+        (problem,) = found
+        assert problem.kind == "too_big_to_flood" and problem.warn_only
+        assert (problem.ifindex, problem.port) == (2, "p1")
+        assert "too big to flood" in problem.text and f"MTU {mtu}" in problem.text
+        assert str(netdev.SINGLE_BUFFER_MTU) in problem.fix
+        assert problem.line == f"{problem.text} (fix: {problem.fix})"
 
 
 def test_flood_warnings_skip_gone_members():

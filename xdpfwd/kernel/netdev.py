@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +53,7 @@ class Link:
     mac: str | None = None
     peer_ifindex: int = 0  # IFLA_LINK: a veth's peer (possibly in another netns)
     peer_netnsid: int | None = None
+    alias: str | None = None  # IFLA_IFALIAS (`ip link set DEV alias TEXT`)
 
 
 def parse_link(msg) -> Link:
@@ -93,6 +91,7 @@ def parse_link(msg) -> Link:
         mac=msg.get_attr("IFLA_ADDRESS"),
         peer_ifindex=msg.get_attr("IFLA_LINK") or 0,
         peer_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
+        alias=msg.get_attr("IFLA_IFALIAS"),
     )
 
 
@@ -155,11 +154,39 @@ def link_by_name(ifname: str, netns: str | None = None) -> Link | None:
         return parse_link(ipr.get_links(found[0])[0]) if found else None
 
 
+IFINDEX_MAX = 2**31 - 1  # ifindexes are positive ints (struct ifinfomsg's ifi_index)
+IFNAMSIZ = 16
+
+
+def valid_ifname(name: str) -> bool:
+    """Whether the kernel could have a device called name (dev_valid_name())."""
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:  # bytes that are not UTF-8, from the command line
+        return False
+    if not 0 < size < IFNAMSIZ or name in (".", ".."):
+        return False
+    return not any(c in "/:" or c.isspace() for c in name)
+
+
+def parse_ifindex(text: str) -> int | None:
+    """text as an ifindex (1 to IFINDEX_MAX in ASCII digits); None if it is not a
+    number. Raises InputError for a number out of that range (0 names no device)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    ifindex = int(text)
+    if not 1 <= ifindex <= IFINDEX_MAX:
+        raise InputError(f"no such interface: {text} (ifindexes run from 1 to {IFINDEX_MAX})")
+    return ifindex
+
+
 def resolve(name: str) -> Link:
     """The link called name, or whose ifindex is name; raises InputError."""
-    found = link_by_name(name) if len(name) < 16 else None
-    if found is None and name.isdigit():
-        found = link(int(name))
+    found = link_by_name(name) if valid_ifname(name) else None
+    if found is None:
+        ifindex = parse_ifindex(name)
+        if ifindex is not None:
+            found = link(ifindex)
     if found is None:
         raise InputError(f"no such interface: {name}")
     return found
@@ -270,52 +297,6 @@ def detach_xdp(port: Link, expected_fd: int | None = None) -> None:
         raise AttachError(f"detaching XDP from {port.ifname} failed: {_netlink_reason(e)}") from e
 
 
-# Legacy ethtool ioctl: still the simplest way to flip one feature.
-_SIOCETHTOOL = 0x8946
-_ETHTOOL_STXCSUM = 0x17
-_ETHTOOL_GGRO = 0x2B
-_ETHTOOL_SGRO = 0x2C
-
-
-class _EthtoolValue(ctypes.Structure):
-    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
-
-
-class _IfReq(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_char * 16),
-        ("data", ctypes.c_void_p),
-        ("_pad", ctypes.c_char * 16),
-    ]
-
-
-def _ethtool_value(ifname: str, cmd: int, data: int = 0) -> int:
-    value = _EthtoolValue(cmd, data)
-    ifreq = _IfReq(ifname.encode(), ctypes.addressof(value))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s.fileno(), _SIOCETHTOOL, ifreq)
-    return value.data
-
-
-def gro_enabled(ifname: str) -> bool:
-    """GRO state of ifname in the current network namespace."""
-    return bool(_ethtool_value(ifname, _ETHTOOL_GGRO))
-
-
-def set_gro(ifname: str, enabled: bool) -> None:
-    """Set GRO in the current netns; a veth with GRO receives frames redirected to its peer."""
-    _ethtool_value(ifname, _ETHTOOL_SGRO, int(enabled))
-
-
-def set_tx_checksum(ifname: str, enabled: bool) -> None:
-    """Set TX checksum offload in the current netns.
-
-    A veth sender with offload leaves partial L4 checksums in its frames; an XDP
-    redirect passes them on unfinished and the receiver drops them as corrupt.
-    """
-    _ethtool_value(ifname, _ETHTOOL_STXCSUM, int(enabled))
-
-
 def add_veth(ifname: str, peer: str, peer_netns: str, queues: int = 1) -> None:
     """Create a veth pair with ifname here and peer inside peer_netns."""
     with _iproute() as ipr:
@@ -332,6 +313,12 @@ def add_veth(ifname: str, peer: str, peer_netns: str, queues: int = 1) -> None:
                 "num_rx_queues": queues,
             },
         )
+
+
+def set_alias(ifname: str, alias: str) -> None:
+    """Set a device's alias (IFLA_IFALIAS), which only user space reads."""
+    with _iproute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], ifalias=alias)
 
 
 def add_bridge(ifname: str, ports: list[str]) -> None:

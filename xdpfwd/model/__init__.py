@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 from xdpfwd.kernel.bpf.maps import EgressStats, PortStats, Rewrite, TxEvents
 
+# XDP attach modes, and the words iproute2 and xdp-tools users bring for them; the CLI
+# and the configuration file accept them all.
+MODES = ("auto", "native", "generic")
+MODE_WORDS = {"skb": "generic", "xdpgeneric": "generic", "drv": "native", "xdpdrv": "native"}
+
 
 @dataclass(frozen=True)
 class Iface:
@@ -35,6 +40,14 @@ class EgressSpec:
     @property
     def rewrites(self) -> bool:
         return bool(self.src_mac or self.dst_mac)
+
+    @property
+    def kind(self) -> str:
+        """What the entry's egress program is: user, rewrite, or plain (none at all:
+        built-in and none are the same since entries are counted at ingress)."""
+        if self.program == "user":
+            return "user"
+        return "rewrite" if self.rewrites else "plain"
 
     @property
     def is_default(self) -> bool:
@@ -99,6 +112,7 @@ class DelResult:
 class DownResult:
     detached: list[Iface]
     removed_pins: bool
+    left: tuple[str, ...] = ()  # what the pin dir holds that xdpfwd did not make (kept)
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,7 @@ STATE_OK = "ok"
 STATE_DEVICE_GONE = "device gone"
 STATE_NOT_ATTACHED = "program not attached"
 STATE_NO_ENTRY = "no entry"
+STATE_NOT_FLOODING = "misses: not flooding"  # a group member whose settings do not flood
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,7 @@ class PortRow:
     lost: dict[str, int | None] = field(default_factory=dict)
     events: TxEvents | None = None
     forwarded: int | None = None  # redirected less lost after it, when that is known
+    problems: tuple[str, ...] = ()  # what keeps its frames from getting through, with fixes
 
     @property
     def forwarded_or_redirected(self) -> int:
@@ -157,18 +173,18 @@ class PortRow:
             "counters": self.counters.as_dict(),
             "egress_counters": self.egress_counters.as_dict() if self.egress_counters else None,
             "group": self.group,
+            "problems": list(self.problems),
             "forwarded_packets": self.forwarded,
             "not_forwarded": self.lost,
-            "tx_events": _events_dict(self.events),
+            **_events_dict(self.events),
         }
 
 
-def _events_dict(events: TxEvents | None) -> dict | None:
-    if events is None:
-        return None
+def _events_dict(events: TxEvents | None) -> dict[str, int | None]:
+    """What the tracepoints saw of a pair, under the counters' names (null: unknown)."""
     return {
-        "xmit_drops": events.xmit_drops,
-        "redirect_errors": events.redirect_errors,
+        "xmit_drop_packets": events.xmit_drops if events else None,
+        "redirect_error_packets": events.redirect_errors if events else None,
     }
 
 
@@ -186,7 +202,7 @@ class PairRow:
             "ingress": self.ingress.as_dict(),
             "egress": self.egress.as_dict(),
             **self.counters.as_dict(),
-            "tx_events": _events_dict(self.events),
+            **_events_dict(self.events),
         }
 
 

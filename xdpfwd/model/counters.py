@@ -9,10 +9,18 @@ from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
 from xdpfwd.model import Iface
 
 # Why a frame that entered a port was not forwarded: no entry (the on-miss verdict),
-# a multi-buffer frame its group cannot flood, dropped by the egress program, the
-# redirect failed, the egress driver did not send it. The last two only the
-# tracepoint programs see (loss accounting).
-LOSS_REASONS = ("miss", "too_big", "egress_drop", "redirect_error", "xmit_drop")
+# a multi-buffer frame its group cannot flood, dropped by the egress program, an
+# invalid verdict of a user egress program (dropped), the redirect failed, the egress
+# driver did not send it. The last two only the tracepoint programs see (loss
+# accounting).
+LOSS_REASONS = (
+    "miss",
+    "too_big",
+    "egress_drop",
+    "egress_invalid",
+    "redirect_error",
+    "xmit_drop",
+)
 TRACED_REASONS = ("redirect_error", "xmit_drop")
 
 
@@ -37,6 +45,8 @@ class PairCounters:
     tx_bytes: int = 0
     egress_drop_packets: int = 0
     events: TxEvents | None = None  # from the tracepoints, while they are attached
+    # Frames a user egress program gave a verdict other than XDP_PASS/XDP_DROP (dropped).
+    egress_invalid_packets: int = 0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -61,19 +71,22 @@ class Snapshot:
         port = self.ports[ifindex]
         c = port.counters or PortStats()
         pairs = self._pairs_from(ifindex)
-        egress_drop = sum(p.egress_drop_packets for p in pairs)
         losses: dict[str, int | None] = {
             "miss": c.miss_packets,
             "too_big": c.too_big_packets,
-            "egress_drop": egress_drop,
+            "egress_drop": sum(p.egress_drop_packets for p in pairs),
+            "egress_invalid": sum(p.egress_invalid_packets for p in pairs),
             "redirect_error": None,
             "xmit_drop": None,
         }
         if self.tracing:
             events = port.events or TxEvents()
-            # The tracepoint's drops include what an egress program dropped (natively).
+            # The tracepoint's drops include what an egress program dropped (natively),
+            # invalid verdicts too.
             counted = sum(
-                min(p.egress_drop_packets, p.events.xmit_drops) for p in pairs if p.events
+                min(p.egress_drop_packets + p.egress_invalid_packets, p.events.xmit_drops)
+                for p in pairs
+                if p.events
             )
             losses["redirect_error"] = events.redirect_errors
             losses["xmit_drop"] = max(0, events.xmit_drops - counted)
@@ -88,7 +101,9 @@ class Snapshot:
         if not self.tracing or port.counters is None or any(p.group for p in pairs):
             return None
         lost = self.port_losses(ifindex)
-        after = sum(lost[r] or 0 for r in ("egress_drop", "redirect_error", "xmit_drop"))
+        after = sum(
+            lost[r] or 0 for r in ("egress_drop", "egress_invalid", "redirect_error", "xmit_drop")
+        )
         return max(0, port.counters.redirect_packets - after)
 
     def losses(self) -> dict[str, int | None]:

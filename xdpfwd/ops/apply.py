@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from xdpfwd import interrupts
-from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.errors import BpfError, InputError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec
@@ -20,7 +20,7 @@ from xdpfwd.state import entries, groups, health
 from xdpfwd.state.config import Config, ConfigError, EntryConf, GroupConf, PortConf
 from xdpfwd.state.config import dump as dump_config
 from xdpfwd.state.config import load as load_config
-from xdpfwd.state.dataplane import Dataplane, Layout, reading
+from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, reading
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import XDPFWD_PROG_NAME, map_write, prog_name, release, teardown
 from xdpfwd.state.transaction import Change, change
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 def save(pins: PinDir, fmt: str = "yaml") -> SaveResult:
     """The running configuration, as the file `apply` restores it from."""
-    prereqs.require_privileges()
     with reading(pins) as dp:
         if dp is None:
             return SaveResult(dump_config(Config(), fmt), [])
@@ -189,15 +188,12 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     Raises ConfigError (the file: nothing changed), XdpfwdError, AttachError,
     BpfError, PrereqError; on any error or interrupt, the old state stays.
     """
+    prereqs.require_privileges("apply")
     config = load_config(path)
     desired = resolve_config(config, path, netdev.links())
-    prereqs.require_privileges()
-    _repair(pins)
     if dry_run:
-        with reading(pins) as dp:
-            links = netdev.links()
-            steps = plan(running_state(dp, links), desired, links)
-            return ApplyResult([s.text for s in steps], dry_run=True)
+        return ApplyResult([s.text for s in _dry_run(pins, desired)], dry_run=True)
+    _repair(pins)
     with change(
         pins,
         table=config.table,
@@ -205,7 +201,6 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         attach={port: conf.mode for port, conf in desired.ports.items()},
         force=force,
         check_layout=_layout_check(desired),
-        switch=True,
         replaceable=_is_orphan,
     ) as c:
         steps = plan(running_state(c.dp, c.links), desired, c.links)
@@ -221,7 +216,22 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         *health.warnings_for(pairs, c.links),
         *health.flood_warnings(members, c.links, c.dp.frags),
     )
+    for ingress, (text, func) in desired.users.items():
+        shown = Path(desired.entries[ingress].spec.user_file or "").name
+        warnings += tuple(entries.verdict_warnings(text, shown, func))
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
+
+
+def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:
+    """The plan, changing nothing (not even broken pins, which apply would rebuild)."""
+    broken = _broken(pins)
+    if broken is not None:
+        links = netdev.links()
+        rebuild = Step(f"rebuild the pinned state in {pins.path}, which is broken")
+        return [rebuild, *plan(NOTHING_RUNNING, desired, links)]
+    with reading(pins) as dp:
+        links = netdev.links()
+        return plan(running_state(dp, links), desired, links)
 
 
 def _is_orphan(link: netdev.Link) -> bool:
@@ -242,14 +252,24 @@ def _layout_check(desired: Desired):
     return check
 
 
-def _repair(pins: PinDir) -> None:
-    """Pins removed by hand leave state that cannot be opened: start it afresh."""
+def _broken(pins: PinDir) -> str | None:
+    """Why the pinned state cannot be opened (pins removed by hand), or None."""
     try:
         with reading(pins):
-            return
-    except XdpfwdError as e:
-        log.warning("%s; rebuilding it from the file", e)
+            return None
+    except (BrokenState, BpfError) as e:
+        return str(e)
+
+
+def _repair(pins: PinDir) -> None:
+    """Pins removed by hand leave state that cannot be opened: start it afresh (only
+    ever xdpfwd's own pins go: see PinDir.remove_owned)."""
+    reason = _broken(pins)
+    if reason is None:
+        return
+    log.warning("%s; rebuilding it from the file", reason)
     with pins.locked(create=False):
+        pins.check_owned()
         teardown(pins)
 
 
@@ -364,7 +384,7 @@ def _describe(entry: EntryConf) -> str:
         return f"egress program {Path(spec.user_file).name}"
     if spec.rewrites:
         return "MAC rewrite"
-    return "no egress program" if spec.program == "none" else "built-in egress program"
+    return "no egress program"
 
 
 def _entry_differs(running: Running, ingress: int, entry: EntryConf, d: Desired) -> bool:
@@ -383,8 +403,8 @@ def _entry_differs(running: Running, ingress: int, entry: EntryConf, d: Desired)
     have = current.spec
     if have is None:
         return True
-    return (have.program, entries.rewrite_of(have, egress)) != (
-        spec.program,
+    return (have.kind, entries.rewrite_of(have, egress)) != (
+        spec.kind,
         entries.rewrite_of(spec, egress),
     )
 
@@ -393,7 +413,7 @@ def _write(c: Change, d: Desired, ingress: int, compiled: dict[int, int]) -> Non
     entry = d.entries[ingress]
     egress = d.links[entry.egress]
     spec = entry.spec
-    if not c.dp.layout.has_egress or spec.program == "none":
+    if not c.dp.layout.has_egress or spec.kind == "plain":
         prog_fd = 0
     elif spec.program == "user":
         prog_fd = compiled[ingress]

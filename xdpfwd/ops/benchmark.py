@@ -14,14 +14,15 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from functools import partial
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, netns, traffic
+from xdpfwd.kernel import netdev, netns, offloads, prereqs, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
@@ -30,10 +31,21 @@ from xdpfwd.state import lab, tracing
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
-FORWARDING = "xdpfwd, as `add` sets it up (egress program, loss accounting)"
+FLOOD = "xdpfwd_bench_flood"  # + the fanout
 FANOUTS = (2, 4)
 ENTRIES = 1000
-NO_EGRESS = EgressSpec(program="none")
+REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
+# The least a user egress program can be: what its wrapping and the devmap call cost.
+USER_PROGRAM = "int pass_all(struct xdp_md *ctx)\n{\n\treturn XDP_PASS;\n}\n"
+ENTRIES_PIN = "entries"
+# What the rig pins in its own directory (besides the pin dirs of xdpfwd it runs).
+RIG_PINS = (
+    maps.PIN_BENCH_CFG,
+    maps.PIN_BENCH_SINK,
+    maps.PIN_BENCH_FWD,
+    *(f"{maps.PIN_BENCH_FLOOD}{n}" for n in FANOUTS),
+    ENTRIES_PIN,
+)
 
 
 def machine() -> dict:
@@ -65,18 +77,18 @@ class _Rig:
         self.lab = stack.enter_context(lab.running(prefix, nports, queues=len(cpus)))
         self.pins = pins.scratch("bench")
         self.pins.ensure_bpffs()
-        os.makedirs(self.pins.path)
-        stack.callback(self.pins.remove)
+        os.mkdir(self.pins.path, mode=0o700)
+        stack.callback(_remove_rig_pins, self.pins)
         # xdpfwd's own pins, kept across samples so that it compiles once.
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
-        maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
+        programs = (GEN, SINK, FWD, *(f"{FLOOD}{n}" for n in FANOUTS))
         # Multi-buffer when the kernel can, as xdpfwd's own programs.
         frags = sc.frags_supported()
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
-            dict.fromkeys((GEN, SINK, FWD), (loader.PROG_XDP, None)),
+            dict.fromkeys(programs, (loader.PROG_XDP, None)),
             source.cflags(XDPFWD_PIN_DIR=self.pins.path, XDPFWD_FRAGS=int(frags)),
             prog_flags=loader.xdp_prog_flags(frags),
         )
@@ -105,6 +117,15 @@ class _Rig:
         return (delivered - before) / elapsed / 1e6
 
 
+def _remove_rig_pins(pins: PinDir) -> None:
+    """Unpin what the rig pinned, then its directory: only that (the xdpfwd pin dirs
+    inside it are removed by `down` before)."""
+    for name in RIG_PINS:
+        with suppress(FileNotFoundError):
+            os.unlink(pins.pin(name))
+    pins.remove_if_empty()
+
+
 def _loss_accounting(rig: _Rig, on: bool) -> None:
     """Attach or detach the tracepoint programs of xdpfwd's pins (once they exist).
 
@@ -123,16 +144,29 @@ def _loss_accounting(rig: _Rig, on: bool) -> None:
 
 
 @contextmanager
-def _baseline(rig: _Rig) -> Iterator[None]:
+def _bare(rig: _Rig, program: str, pin: str, ports: list[netdev.Link]) -> Iterator[None]:
+    """A baseline program on port 1, its array devmap holding ports, a slot each."""
     _loss_accounting(rig, False)
-    ingress, egress = rig.ports[:2]
-    with closing(maps.ForwardTable(rig.pins.pin(maps.PIN_BENCH_FWD))) as fwd:
-        fwd.set(ingress.ifindex, egress.ifindex)
-        netdev.attach_xdp(ingress, rig.fds[FWD], "native")
+    ingress = rig.ports[0]
+    with closing(maps.ForwardTable(rig.pins.pin(pin))) as devmap:
+        for slot, port in enumerate(ports):
+            devmap.set(slot, port.ifindex)
+        netdev.attach_xdp(ingress, rig.fds[program], "native")
         try:
             yield
         finally:
-            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[FWD])
+            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[program])
+
+
+def _baseline(rig: _Rig):
+    return _bare(rig, FWD, maps.PIN_BENCH_FWD, rig.ports[1:2])
+
+
+def _bare_broadcast(rig: _Rig, fanout: int):
+    """Port 1 floods to the next fanout ports, which the map holds with port 1."""
+    return _bare(
+        rig, f"{FLOOD}{fanout}", f"{maps.PIN_BENCH_FLOOD}{fanout}", rig.ports[: fanout + 1]
+    )
 
 
 @contextmanager
@@ -168,13 +202,13 @@ def _bridge(rig: _Rig) -> Iterator[None]:
     ingress, egress = rig.ports[:2]
     name = f"{rig.lab.prefix}br"
     # Without an XDP program, the port needs GRO to take the generator's frames.
-    netdev.set_gro(ingress.ifname, True)
+    offloads.change(ingress.ifname, gro=True)
     try:
         netdev.add_bridge(name, [ingress.ifname, egress.ifname])
         yield
     finally:
         netdev.delete_link(name)
-        netdev.set_gro(ingress.ifname, False)
+        offloads.change(ingress.ifname, gro=False)
 
 
 def _iface(link: netdev.Link) -> Iface:
@@ -202,7 +236,7 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
             pinned.append(_cli(pins, "add", two, one))
         finally:
             rig.ops.down(pins)
-    path = rig.pins.pin("entries")
+    path = rig.pins.pin(ENTRIES_PIN)
     maps.create_pinned_devmap_hash(path, "bench_entries")
     with closing(maps.ForwardTable(path)) as table:
         for _ in range(repeat):
@@ -211,9 +245,9 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
                 table.set(key, rig.ports[1].ifindex)
             entries.append(time.monotonic() - start)
     return [
-        BenchRow("xdpfwd add, compiling the program", "s", compiling),
-        BenchRow("xdpfwd add, program already pinned", "s", pinned),
-        BenchRow(f"{ENTRIES} forwarding entries written", "s", entries),
+        BenchRow("add_compiling", "xdpfwd add, compiling the program", "s", compiling),
+        BenchRow("add_pinned", "xdpfwd add, program already pinned", "s", pinned),
+        BenchRow("entries_written", f"{ENTRIES} forwarding entries written", "s", entries),
     ]
 
 
@@ -233,6 +267,7 @@ def run(
 
     Raises PrereqError, BpfError, AttachError or InputError.
     """
+    prereqs.require_privileges("bench")
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(available):
         raise InputError(f"--cpus must be between 1 and {len(available)}")
@@ -247,40 +282,64 @@ def run(
     with ExitStack() as stack:
         progress("building the lab and compiling the benchmark programs")
         rig = _Rig(ops, stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
-        # (name, set-up, the row it is compared with)
-        rows: list[tuple[str, Callable, str]] = [
-            (BASELINE, _baseline, BASELINE),
-            (FORWARDING, _xdpfwd, BASELINE),
+        user = stack.enter_context(tempfile.TemporaryDirectory(prefix="xdpfwd-bench-"))
+        user_file = os.path.join(user, "pass_all.c")
+        with open(user_file, "w") as f:
+            f.write(USER_PROGRAM)
+        user_spec = EgressSpec(program="user", user_file=user_file, user_func="pass_all")
+        # (key, name, set-up, the key of the row it is compared with)
+        rows: list[tuple[str, str, Callable, str]] = [
+            (BASELINE, "baseline: bpf_redirect_map() only", _baseline, BASELINE),
+            ("forward", "xdpfwd, as `add` sets it up (loss accounting on)", _xdpfwd, BASELINE),
             (
+                "forward_no_loss_accounting",
                 "xdpfwd without loss accounting",
                 partial(_xdpfwd, accounting=False),
-                FORWARDING,
+                "forward",
             ),
             (
-                "xdpfwd --no-egress, no loss accounting (port counters only)",
-                partial(_xdpfwd, egress_spec=NO_EGRESS, accounting=False),
+                "forward_rewrite",
+                "xdpfwd with a MAC rewrite (egress program)",
+                partial(_xdpfwd, egress_spec=REWRITE),
+                BASELINE,
+            ),
+            (
+                "forward_user_program",
+                "xdpfwd with a user egress program (XDP_PASS)",
+                partial(_xdpfwd, egress_spec=user_spec),
                 BASELINE,
             ),
             *(
-                (
-                    f"broadcast to {n} ports, frames delivered",
-                    partial(_broadcast, fanout=n),
-                    FORWARDING,
-                )
+                row
                 for n in FANOUTS
+                for row in (
+                    (
+                        f"broadcast_bare_{n}",
+                        f"bare broadcast to {n} ports (frames delivered)",
+                        partial(_bare_broadcast, fanout=n),
+                        BASELINE,
+                    ),
+                    (
+                        f"broadcast_{n}",
+                        f"xdpfwd broadcast to {n} ports (frames delivered)",
+                        partial(_broadcast, fanout=n),
+                        f"broadcast_bare_{n}",
+                    ),
+                )
             ),
-            ("Linux bridge (no XDP)", _bridge, BASELINE),
+            ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
-        samples: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+        samples: dict[str, list[float]] = {key: [] for key, *_ in rows}
         for k in range(repeat):
-            for name, setup, _ in rows:
+            for key, name, setup, _ in rows:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig):
-                    samples[name].append(rig.rate(duration))
+                    samples[key].append(rig.rate(duration))
         report.rows.extend(
-            BenchRow(name, "Mpps", samples[name], ref, samples[ref]) for name, _, ref in rows
+            BenchRow(key, name, "Mpps", samples[key], ref, samples[ref])
+            for key, name, _, ref in rows
         )
         progress("measuring the control plane")
         report.rows.extend(_control_plane_rows(rig, repeat))

@@ -8,18 +8,18 @@ import sys
 import time
 from contextlib import ExitStack
 
-from xdpfwd.errors import PrereqError, XdpfwdError
+from xdpfwd.errors import InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
+from xdpfwd.model import STATE_NOT_FLOODING, Iface
 from xdpfwd.model.reports import Check
-from xdpfwd.state import pins, tracing
+from xdpfwd.state import health, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
-from xdpfwd.state.health import entry_problems, flood_problem
-from xdpfwd.state.ports import orphans, prog_name
+from xdpfwd.state.ports import known, orphans, prog_name
 
-PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+PASS, WARN, FAIL, SKIP, FIXED = "pass", "warn", "fail", "skip", "fixed"
 ATTACH_XDP_DEVMAP = loader.ATTACH_XDP_DEVMAP
 BPF_F_BROADCAST = 1 << 3
 BPF_FUNC_REDIRECT_MAP = 51
@@ -37,8 +37,14 @@ def _check(name: str, fn) -> Check:
 
 
 def _privileges():
-    prereqs.require_privileges()
-    return PASS, "can load BPF programs and attach XDP (root or CAP_BPF+CAP_NET_ADMIN)"
+    missing = prereqs.missing_caps("add")
+    if missing:
+        return (
+            FAIL,
+            f"lacks {', '.join(missing)}: cannot load BPF programs and attach XDP",
+            "run as root (sudo); see CAPABILITIES in xdpfwd(8)",
+        )
+    return PASS, "can load BPF programs and attach XDP (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
 
 
 def _bpffs(pin_dir: pins.PinDir):
@@ -167,62 +173,78 @@ def _broadcast():
 # --- the managed ports ---------------------------------------------------------------
 
 
-def _port_checks(dp: Dataplane) -> list[Check]:
-    links = netdev.links()
+def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> list[Check]:
     features = netdev.xdp_features()
     checks = []
-    members = {m.ifindex: g for g in group_infos(dp, links) for m in g.members}
+    groups = group_infos(dp, links)
+    members = {m.ifindex: g.name for g in groups for m in g.members}
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
-        name = f"port {link.ifname if link else port}"
+        this = known(port, links)
+        name = f"port {this.label}"
         if link is None:
-            checks.append(Check(name, FAIL, f"device ifindex {port} is gone", "xdpfwd prune"))
+            gone = f"device ifindex {port} is gone"
+            checks.append(Check(name, FAIL, gone, "xdpfwd prune", this, "port"))
             continue
         if link.xdp_prog_id != dp.prog_id:
-            checks.append(
-                Check(
-                    name,
-                    FAIL,
-                    "xdpfwd's program is not attached",
-                    "xdpfwd apply FILE (or add it again)",
-                )
-            )
+            fix_it = "xdpfwd apply FILE (or add it again)"
+            detached = "xdpfwd's program is not attached"
+            checks.append(Check(name, FAIL, detached, fix_it, this, "port"))
             continue
         native = features is None or features.get(port, 0) & netdev.XDP_ACT_BASIC
         status, detail = PASS, f"{link.xdp_mode} XDP, MTU {link.mtu}"
         if link.xdp_mode == "generic":
             status = WARN
             detail += "; generic is slower" + ("" if native else " (no native XDP in its driver)")
-        if not link.up:
-            status, detail = WARN, detail + "; the link is down"
-        checks.append(
-            Check(name, status, detail, "ip link set dev IFACE up" if not link.up else "")
-        )
+        fix_it = ""
+        group = members.get(port)
         entry = dp.fwd.get(port)
-        targets = [entry.egress_ifindex] if entry else []
-        if port in members:
-            targets = [m.ifindex for m in members[port].members if m.ifindex != port]
-        for target in targets:
-            for problem, fix in entry_problems(link, links.get(target), features):
-                checks.append(Check(f"{name} -> ifindex {target}", FAIL, problem, fix))
-        flooding = flood_problem(link, dp.frags) if port in members else None
-        if flooding is not None:
-            checks.append(Check(f"{name} (group {members[port].name})", WARN, *flooding))
+        settings = dp.ports.get(port) or maps.PortSettings()
+        flooding = dp.groups.group_id(port) is not None
+        state = health.port_state(link, None, True, entry is not None, group, settings, flooding)
+        if state == STATE_NOT_FLOODING:
+            status, detail = FAIL, f"a member of group {group} whose settings do not flood"
+            fix_it = "xdpfwd apply FILE (or broadcast del, then broadcast it again)"
+        elif not link.up:
+            status, detail = WARN, detail + "; the link is down"
+            fix_it = f"ip link set dev {link.ifname} up"
+        checks.append(Check(name, status, detail, fix_it, this, "port"))
+    pairs = health.managed_pairs(dp, groups)
+    pairs = [(i, e) for i, e in pairs if i in links and links[i].xdp_prog_id == dp.prog_id]
+    with health.inspected(pairs, links) as (problems, peers):
+        for problem in problems:
+            checks.append(_problem_check(problem, peers, fix))
+    flooded = [m for m in members if m in links and links[m].xdp_prog_id == dp.prog_id]
+    for problem in health.flood_problems(flooded, links, dp.frags):
+        checks.append(_problem_check(problem, {}, fix))
     return checks
 
 
+def _problem_check(problem: health.Problem, peers, fix: bool) -> Check:
+    status, text = (WARN if problem.warn_only else FAIL), problem.text
+    if fix and problem.peer_change:
+        try:
+            health.fix(problem, peers)
+            status = FIXED
+        except OSError as e:
+            text = f"{problem.text}; fixing it failed: {e.strerror}"
+    port = Iface(problem.ifindex, problem.port)
+    return Check(f"port {problem.port}", status, text, problem.fix, port, problem.kind)
+
+
 def _programs_check(dp: Dataplane) -> Check:
+    name = "multi-buffer"
     if dp.frags:
-        return Check("multi-buffer", PASS, "programs loaded with BPF_F_XDP_HAS_FRAGS")
+        return Check(name, PASS, "programs loaded with BPF_F_XDP_HAS_FRAGS")
     if not dp.flags_recorded and sc.frags_supported():
         return Check(
-            "multi-buffer",
+            name,
             WARN,
             f"programs pinned by an older xdpfwd, without multi-buffer support: native XDP "
             f"only up to MTU {netdev.SINGLE_BUFFER_MTU}",
             "xdpfwd save -o FILE; xdpfwd down; xdpfwd apply FILE",
         )
-    return Check("multi-buffer", PASS, "single-buffer programs (the kernel has no other)")
+    return Check(name, PASS, "single-buffer programs (the kernel has no other)")
 
 
 def _accounting(pin_dir: pins.PinDir):
@@ -239,37 +261,44 @@ def _accounting(pin_dir: pins.PinDir):
     )
 
 
-def _state_checks(pin_dir: pins.PinDir) -> list[Check]:
+def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
+    links = netdev.links()
     try:
         with reading(pin_dir) as dp:
             if dp is None:
                 ours, checks = None, [Check("pins", PASS, f"nothing set up in {pin_dir.path}")]
             else:
                 ours = dp.prog_id
+                complete = Check("pins", PASS, f"{pin_dir.path}: complete")
                 checks = [
-                    Check("pins", PASS, f"{pin_dir.path}: complete"),
+                    complete,
                     _programs_check(dp),
                     _check("loss accounting", lambda: _accounting(pin_dir)),
-                    *_port_checks(dp),
+                    *_port_checks(dp, links, fix),
                 ]
+    except InputError as e:  # not a pin directory, or not xdpfwd's
+        ours, checks = None, [Check("pins", FAIL, str(e), "choose another --pin-dir")]
     except XdpfwdError as e:
         ours, checks = None, [Check("pins", FAIL, str(e), "xdpfwd down, then add or apply")]
-    for port, prog_id in orphans(netdev.links(), ours).items():
-        link = netdev.link(port)
+    for port, prog_id in orphans(links, ours).items():
+        this = known(port, links)
         checks.append(
             Check(
-                f"port {link.ifname if link else port}",
+                f"port {this.label}",
                 WARN,
                 f"runs {prog_name(prog_id)} (id {prog_id}) of no pins here: removed by hand, or "
                 "another --pin-dir",
-                f"xdpfwd apply FILE replaces it; or ip link set dev "
-                f"{link.ifname if link else port} xdp off",
+                f"xdpfwd apply FILE replaces it; or ip link set dev {this.label} xdp off",
+                this,
+                "orphan",
             )
         )
     return checks
 
 
-def run(pin_dir: pins.PinDir, compile_test: bool = True) -> list[Check]:
+def run(pin_dir: pins.PinDir, compile_test: bool = True, fix: bool = False) -> list[Check]:
+    """Every check, in order. With fix, the problems that are settings of a managed
+    port's veth peer are fixed (status "fixed"), and nothing else is touched."""
     checks = [_check("privileges", _privileges)]
     privileged = checks[0].status == PASS
     checks.append(_check("bpffs", lambda: _bpffs(pin_dir)))
@@ -287,5 +316,5 @@ def run(pin_dir: pins.PinDir, compile_test: bool = True) -> list[Check]:
     for name, probe in probes:
         checks.append(_check(name, probe) if privileged else Check(name, SKIP, "needs root"))
     if privileged:
-        checks += _state_checks(pin_dir)
+        checks += _state_checks(pin_dir, fix)
     return checks

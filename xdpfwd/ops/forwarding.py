@@ -3,6 +3,7 @@ ports that run xdpfwd's program for them."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from xdpfwd.errors import InputError, XdpfwdError
@@ -10,10 +11,6 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
     DEFAULT_EGRESS,
-    STATE_DEVICE_GONE,
-    STATE_NO_ENTRY,
-    STATE_NOT_ATTACHED,
-    STATE_OK,
     AddResult,
     Attachment,
     DelResult,
@@ -52,9 +49,12 @@ def resolve(name: str, allow_gone: bool = False) -> Iface:
     try:
         link = netdev.resolve(name)
     except InputError:
-        if allow_gone and name.isdigit() and int(name) > 0:
-            return Iface(int(name), None)
+        ifindex = netdev.parse_ifindex(name) if allow_gone else None
+        if ifindex is not None:
+            return Iface(ifindex, None)
         raise
+    if link.loopback:
+        raise InputError(f"{link.ifname} is a loopback device; xdpfwd does not forward there")
     return iface(link)
 
 
@@ -94,6 +94,7 @@ def add(
     AttachError, BpfError (also for a user program that does not compile) or
     PrereqError; on any error nothing is left changed.
     """
+    prereqs.require_privileges("add")
     links = netdev.links()
     in_link, out_link = link_of(ingress, links), link_of(egress, links)
     _check_forwarding_pair(in_link, out_link)
@@ -111,6 +112,7 @@ def add(
         check_layout=entries.layout_check(egress_spec),
     ) as c:
         _check_not_members(c.dp, [plan.link for plan in c.plans])
+        loop_warning = _check_no_loop(c, pairs, force)
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = entries.prog_fd(c, egress_spec, user)
         rewrite = entries.rewrite_of(egress_spec, c.links[out_link.ifindex])
@@ -126,7 +128,31 @@ def add(
             compiled=c.compiled,
             egress=entries.describe(c.dp, c.dp.fwd.get(in_link.ifindex)),
         )
-    return replace(result, warnings=(*c.notes, *health.warnings_for(pairs, c.links)))
+    warnings = health.warnings_for(pairs, c.links)
+    if user is not None:
+        shown = os.path.basename(egress_spec.user_file or "")
+        warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
+    return replace(result, warnings=(*loop_warning, *c.notes, *warnings))
+
+
+def _check_no_loop(c: Change, pairs: list[tuple[int, int]], force: bool) -> tuple[str, ...]:
+    """Refuse entries that close a forwarding loop (a warning with force)."""
+    entries = {
+        port: e.egress_ifindex for port in c.dp.ports.ifindexes() if (e := c.dp.fwd.get(port))
+    }
+    entries.update(pairs)
+    cycle = health.forwarding_loop(entries, c.links)
+    if not cycle:
+        return ()
+    label = lambda port: known(port, c.links).label  # noqa: E731
+    hops = ", ".join(f"{label(port)} -> {label(entries[port])}" for port in cycle)
+    message = (
+        f"these entries would forward frames round a loop forever: {hops}, and what "
+        f"leaves {label(entries[cycle[-1]])} enters its veth peer {label(cycle[0])}"
+    )
+    if not force:
+        raise XdpfwdError(f"{message}; refused (--force to add them anyway)")
+    return (message,)
 
 
 def _attach_forwarding_port(
@@ -147,6 +173,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     verdict still applies to what enters it. Raises XdpfwdError when ingress has
     no entry, AttachError when a detach fails.
     """
+    prereqs.require_privileges("del")
     no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `xdpfwd list`")
     with editing(pins) as c:
         if c is None:
@@ -169,6 +196,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
 
 def prune(pins: PinDir) -> PruneResult:
     """Forget what deleted devices left behind, and detach from idle ports."""
+    prereqs.require_privileges("prune")
     with editing(pins) as c:
         if c is None:
             return PruneResult([], [], [])
@@ -179,7 +207,6 @@ def prune(pins: PinDir) -> PruneResult:
 def list_ports(pins: PinDir) -> Listing:
     """Every port xdpfwd manages under pins, with its entry or group, mode, state and
     counters, and every broadcast group."""
-    prereqs.require_privileges()
     with reading(pins) as dp:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
@@ -187,9 +214,12 @@ def list_ports(pins: PinDir) -> Listing:
         counted = snapshot(dp, links)
         groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
-        rows = [
-            _port_row(dp, port, links, member_of, counted) for port in sorted(dp.ports.ifindexes())
-        ]
+        with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
+            problems += health.flood_problems(list(member_of), links, dp.frags)
+            rows = [
+                _port_row(dp, port, links, member_of, counted, problems)
+                for port in sorted(dp.ports.ifindexes())
+            ]
         layout = dp.layout
         return Listing(
             pins.path,
@@ -219,22 +249,18 @@ def _port_row(
     links: dict[int, netdev.Link],
     member_of: dict[int, str],
     counted: Snapshot,
+    problems: list[health.Problem],
 ) -> PortRow:
     link = links.get(port)
     entry = dp.fwd.get(port)
     egress = known(entry.egress_ifindex, links) if entry else None
     group = member_of.get(port)
     attached = link is not None and link.xdp_prog_id == dp.prog_id
-    if link is None or (egress is not None and egress.ifname is None):
-        state = STATE_DEVICE_GONE
-    elif not attached:
-        state = STATE_NOT_ATTACHED
-    elif entry is None and group is None:
-        state = STATE_NO_ENTRY
-    else:
-        state = STATE_OK
-    has_egress = entry is not None and dp.layout.has_egress
     settings = dp.ports.get(port) or maps.PortSettings()
+    flooding = dp.groups.group_id(port) is not None
+    state = health.port_state(link, egress, attached, entry is not None, group, settings, flooding)
+    has_egress = entry is not None and dp.layout.has_egress
+    counters = counted.ports[port].counters or maps.PortStats()
     return PortRow(
         ingress=known(port, links),
         egress=egress,
@@ -243,26 +269,39 @@ def _port_row(
         mode=link.xdp_mode if attached else None,
         on_miss=settings.on_miss_name,
         state=state,
-        counters=counted.ports[port].counters or maps.PortStats(),
+        counters=counters,
         egress_prog=entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
-        egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
+        egress_counters=_entry_counters(dp, port, entry, counters) if has_egress else None,
         group=group,
         lost=counted.port_losses(port),
         events=_events(counted, known(port, links), egress),
         forwarded=counted.forwarded(port),
+        problems=tuple(p.line for p in problems if p.ifindex == port),
     )
 
 
-def down(pins: PinDir) -> DownResult:
-    """Detach xdpfwd's program from every interface and remove every pin.
+def _entry_counters(
+    dp: Dataplane, port: int, entry: maps.FwdEntry, counters: maps.PortStats
+) -> maps.EgressStats:
+    """What an entry sent: its egress program's count, or (without one) what its
+    ingress port redirected (counters)."""
+    if entry.egress_prog_id:
+        return dp.egress_stats.read(port) or maps.EgressStats()
+    return maps.EgressStats(counters.redirect_packets, counters.redirect_bytes)
 
-    Programs xdpfwd did not attach stay. Raises AttachError when a detach fails.
+
+def down(pins: PinDir) -> DownResult:
+    """Detach xdpfwd's program from every interface and remove xdpfwd's pins.
+
+    Programs xdpfwd did not attach stay, and so does whatever else the pin directory
+    holds (it is then kept). Raises InputError for a directory that is not xdpfwd's,
+    AttachError when a detach fails.
     """
-    prereqs.require_privileges()
-    if not pins.exists():
-        return DownResult([], removed_pins=False)
+    prereqs.require_privileges("down")
     with pins.locked(create=False):
-        if not pins.exists():
+        survey = pins.check_owned()
+        if not survey.exists or survey.empty:
             return DownResult([], removed_pins=False)
-        return DownResult(teardown(pins), removed_pins=True)
+        detached, left = teardown(pins)
+        return DownResult(detached, removed_pins=True, left=left)

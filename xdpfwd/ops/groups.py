@@ -58,8 +58,8 @@ def broadcast(
     Raises InputError, XdpfwdError (a forwarding port, another group's member, a
     full group), AttachError, BpfError or PrereqError; on any error nothing changes.
     """
+    prereqs.require_privileges("broadcast")
     check_group_name(group)
-    prereqs.require_privileges()
     links = netdev.links()
     convert = members is None
     if convert:
@@ -70,7 +70,11 @@ def broadcast(
     for port in joining:
         check_forwardable(links[port])
     with change(
-        pins, table=table, value=value, attach=dict.fromkeys(joining, mode), force=force
+        pins,
+        table=table,
+        value=value,
+        attach=dict.fromkeys(joining, mode),
+        force=force,
     ) as c:
         dp = c.dp
         ids = group_ids(dp)
@@ -155,6 +159,7 @@ def broadcast_del(
     An emptied group is removed; ports that need xdpfwd no more are detached.
     Raises InputError (bad group name), XdpfwdError (unknown group, not a member).
     """
+    prereqs.require_privileges("broadcast del")
     if group is not None:
         check_group_name(group)
     with editing(pins) as c:
@@ -177,6 +182,9 @@ def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:
     dp = c.dp
     for member, name in groups.items():
         remove_member(dp, dp.open_group(name), member.ifindex, c.undo, c.resources)
+        settings = dp.ports.get(member.ifindex)
+        if settings is not None and settings.flags:
+            _set_flags(c, member.ifindex, 0)  # it floods no more
     detached = release_idle(dp, c.undo, c.links)
     c.after_commit.append(lambda: forget_pairs(dp, {m.ifindex for m in groups}))
     emptied = [name for name in set(groups.values()) if not dp.open_group(name).members()]

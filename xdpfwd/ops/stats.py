@@ -19,7 +19,6 @@ from xdpfwd.state.pins import PinDir
 
 def read(pins: PinDir) -> Snapshot | None:
     """The counters since they began, or None when nothing is set up."""
-    prereqs.require_privileges()
     with reading(pins) as dp:
         return snapshot(dp) if dp is not None else None
 
@@ -44,13 +43,16 @@ def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[W
     Raises XdpfwdError when nothing is set up, PrereqError or BpfError when loss
     accounting cannot be attached.
     """
-    prereqs.require_privileges()
     with writing(pins) as dp:
         if dp is None:
             raise XdpfwdError(f"nothing to watch: no xdpfwd state in {pins.path}")
-        with ExitStack() as partial:
-            tracing.ensure_attached(pins, partial)
-            partial.pop_all()
+        if not tracing.is_attached(pins):
+            # Only a pin dir made by an earlier xdpfwd lacks it: attaching is the only
+            # part of a watch that needs a capability.
+            prereqs.require_privileges("stats --watch")
+            with ExitStack() as partial:
+                tracing.ensure_attached(pins, partial)
+                partial.pop_all()
     before = _read_while_watching(pins)
     losses: dict[str, int] = {}
     tick = before.taken

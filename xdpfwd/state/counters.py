@@ -30,7 +30,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | None = None) -> Snap
         port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
         for port in sorted(dp.ports.ifindexes())
     }
-    pairs = [*_entry_pairs(dp, ports, links), *_group_pairs(dp, links)]
+    pairs = [*_entry_pairs(dp, ports, links, dp.invalid_verdicts()), *_group_pairs(dp, links)]
     pairs = [_with_events(pair, events) for pair in pairs] if traced else pairs
     tx: dict[int, list[PairCounters]] = {}
     for pair in pairs:
@@ -51,7 +51,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | None = None) -> Snap
     return Snapshot(taken, wall, ports, {p.key: p for p in pairs}, exceptions, traced)
 
 
-def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
+def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
     for port, counters in ports.items():
         entry = dp.fwd.get(port)
         if entry is None:
@@ -73,6 +73,7 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
                 stats.tx_packets,
                 stats.tx_bytes,
                 stats.drop_packets,
+                egress_invalid_packets=invalid.read(port) if invalid is not None else 0,
             )
 
 
@@ -116,6 +117,10 @@ def zero(dp: Dataplane) -> None:
         dp.stats.reset(port)
         if dp.egress_stats is not None:
             dp.egress_stats.reset(port)
+    invalid = dp.invalid_verdicts()
+    if invalid is not None:
+        for port in invalid.ifindexes():
+            invalid.delete(port)
     if dp.pairs is not None:
         for ingress, egress in dp.pairs.pairs():
             dp.pairs.forget(ingress, egress)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 
-from xdpfwd.errors import BpfError, XdpfwdError
-from xdpfwd.kernel import prereqs
+from xdpfwd.errors import BpfError, PrereqError, XdpfwdError
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.state.pins import PinDir
@@ -60,6 +59,10 @@ class Layout:
         return self.value_format == "devmap-val"
 
 
+class BrokenState(XdpfwdError):
+    """Part of the pinned state is missing (removed by hand): `apply` rebuilds it."""
+
+
 class Dataplane:
     """Open fds on the pinned objects; close() releases them (the pins stay)."""
 
@@ -86,6 +89,7 @@ class Dataplane:
             self.pairs: maps.PairStatsTable | None = None
             self.rewrites: maps.RewriteTable | None = None
             self.user_progs: maps.UserProgTable | None = None
+            self._invalid: maps.InvalidVerdictTable | None = None
             if self.layout.has_egress:
                 self.egress_fd, self.egress_id = self._open_prog(maps.PIN_PROG_EGRESS)
                 self.rewrite_fd, self.rewrite_id = self._open_prog(maps.PIN_PROG_REWRITE)
@@ -130,6 +134,16 @@ class Dataplane:
                 if pair[0] == ingress:
                     self.tx_events.forget(*pair)
 
+    def invalid_verdicts(self) -> maps.InvalidVerdictTable | None:
+        """The counts of user egress programs' invalid verdicts; None until the first
+        user program compiled in this pin dir created them."""
+        if self._invalid is None and self.layout.has_egress:
+            try:
+                self._invalid = self._open(maps.InvalidVerdictTable, maps.PIN_ENTRY_INVALID)
+            except FileNotFoundError:
+                return None
+        return self._invalid
+
     def group_names(self) -> list[str]:
         try:
             return sorted(os.listdir(self.pins.pin(maps.PIN_GROUP_DIR)))
@@ -162,7 +176,7 @@ class Dataplane:
 
         Raises XdpfwdError when only part of it is pinned.
         """
-        present = pins.names()
+        present = pins.known_names()
         if not present:
             return None
         required = list(_BASE_PINS)
@@ -170,7 +184,7 @@ class Dataplane:
             required += _EGRESS_PINS
         missing = [name for name in required if name not in present]
         if missing:
-            raise XdpfwdError(
+            raise BrokenState(
                 f"pinned state in {pins.path} is incomplete (missing {', '.join(missing)}); "
                 "run `xdpfwd down` and set it up again"
             )
@@ -203,7 +217,6 @@ def reading(pins: PinDir) -> Iterator[Dataplane | None]:
 def writing(pins: PinDir) -> Iterator[Dataplane | None]:
     """The dataplane for changing what exists (None when nothing is set up), under the
     exclusive lock. Changes that may create pins go through transaction.change()."""
-    prereqs.require_privileges()
     with _opened(pins, shared=False) as dp:
         yield dp
 
@@ -211,7 +224,14 @@ def writing(pins: PinDir) -> Iterator[Dataplane | None]:
 @contextmanager
 def _opened(pins: PinDir, shared: bool) -> Iterator[Dataplane | None]:
     with pins.locked(create=False, shared=shared):
+        survey = pins.check_owned()
         dp = Dataplane.open(pins)
+        if dp is not None and not shared and not survey.marked:
+            # Made by a version without the marker: mark it now, if this process can
+            # create a map (stats --clear needs no capability; the directory stays
+            # xdpfwd's by its contents meanwhile).
+            with suppress(PrereqError):
+                pins.claim()
         if dp is None:
             yield None
             return
@@ -292,7 +312,7 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS)) or 0
     frags = bool(recorded & sc.BPF_F_XDP_HAS_FRAGS)
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
-    rollback.callback(_unpin_new, pins, pins.names())
+    rollback.callback(_unpin_new, pins, pins.known_names())
     fds = loader.compile_ingress(pins.path, layout.value_size, frags)
     try:
         for pin, func in _PROG_PINS.items():
@@ -312,5 +332,5 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
 
 
 def _unpin_new(pins: PinDir, keep: set[str]) -> None:
-    for name in pins.names() - keep:
+    for name in pins.known_names() - keep:
         os.unlink(pins.pin(name))

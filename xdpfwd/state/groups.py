@@ -122,17 +122,14 @@ def _point_back(dp: Dataplane, port: int, map_id: int) -> None:
 def remove_member(
     dp: Dataplane, group_map: maps.GroupMap, port: int, undo: ExitStack, resources: ExitStack
 ) -> None:
-    """Take port out of the group, and stop its ingress program flooding."""
+    """Take port out of the group. Its settings (whether its ingress program floods)
+    are the caller's: a port moving to another group keeps flooding."""
     entry = group_map.members()[port]
     prog_fd = hold_program(resources, entry.egress_prog_id)
     group_map.remove(port)
     undo.callback(group_map.add, port, prog_fd)
     dp.groups.delete(port)
     undo.callback(dp.groups.set, port, group_map.fd)
-    settings = dp.ports.get(port)
-    if settings is not None and settings.broadcast:
-        dp.ports.set(port, maps.PortSettings(settings.on_miss))
-        undo.callback(dp.ports.set, port, settings)
 
 
 def forget_pairs(dp: Dataplane, ports: set[int]) -> None:

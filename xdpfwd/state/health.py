@@ -1,78 +1,268 @@
-"""What keeps frames from leaving a port: problems of (ingress, egress) pairs, shared by
-the commands that warn about them (add, broadcast, apply) and by doctor."""
+"""What keeps frames from getting through a port: problems of (ingress, egress) pairs,
+shared by the commands that warn about them (add, broadcast, apply) and by doctor,
+which can also fix the ones that are settings of a veth peer (`doctor --fix`).
+
+Measured on veth (PLATFORM.md): native XDP turns a sender's skb into an xdp_frame and
+the partial-checksum state is lost, so a peer that sends with TX checksum offload
+(every container runtime's default) gets none of its UDP or TCP through; generic XDP
+keeps it but refuses GSO super-frames larger than the egress MTU, so large TCP
+transfers stall. Only the sender's settings fix it. And a frame redirected into a
+veth is dropped unless the veth's peer has GRO or an XDP program. With multi-buffer
+programs, a broadcast member whose MTU lets in frames longer than one buffer cannot
+flood those (too big to flood: counted, a warning rather than a failure).
+"""
 
 from __future__ import annotations
 
-from xdpfwd.kernel import netdev
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from xdpfwd.kernel import netdev, offloads
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.model import (
+    STATE_DEVICE_GONE,
+    STATE_NO_ENTRY,
+    STATE_NOT_ATTACHED,
+    STATE_NOT_FLOODING,
+    STATE_OK,
+    GroupInfo,
+    Iface,
+)
+from xdpfwd.state.dataplane import Dataplane
+
+
+@dataclass(frozen=True)
+class Problem:
+    # A stable key: sender_offload, receiver_gro, driver, mtu, egress_gone,
+    # too_big_to_flood.
+    kind: str
+    ifindex: int  # the port it is about (whose veth peer --fix changes)
+    port: str
+    text: str
+    fix: str  # one line: a command, or what to do
+    peer_change: tuple[tuple[str, bool], ...] = ()  # what --fix sets on the peer
+    # Only some frames are lost, by design (doctor warns rather than fails).
+    warn_only: bool = False
+
+    @property
+    def line(self) -> str:
+        return f"{self.text} (fix: {self.fix})"
+
+
+def sender_problems(
+    port: netdev.Link, peer: offloads.Peer | None, features: dict[str, bool] | None
+) -> list[Problem]:
+    """What the veth peer of port, which sends into it, loses across XDP."""
+    if port.kind != "veth" or peer is None or features is None:
+        return []
+    where = f"{peer.namespace.label}" if peer.namespace else "this namespace"
+    sender = f"{port.ifname}'s veth peer {peer.ifname} ({where})"
+    if port.xdp_mode == "native" and features.get("tx"):
+        kind, change = "sender_offload", {"tx": False}
+        text = (
+            f"{sender} sends with TX checksum offload: native XDP loses the partial "
+            "checksums, so none of its UDP or TCP gets through"
+        )
+    elif port.xdp_mode == "generic" and (features.get("tso") or features.get("gso")):
+        kind, change = "sender_offload", {"tso": False, "gso": False}
+        text = (
+            f"{sender} sends TCP segments larger than the MTU (TSO/GSO): generic XDP "
+            "refuses them, so large TCP transfers stall"
+        )
+    else:
+        return []
+    fix = peer.command(**change)
+    return [Problem(kind, port.ifindex, port.ifname, text, fix, tuple(change.items()))]
 
 
 def entry_problems(
-    ingress: netdev.Link, egress: netdev.Link | None, features: dict[int, int] | None
-) -> list[tuple[str, str]]:
-    """What keeps frames from ingress from leaving on egress: (problem, fix) pairs."""
+    ingress: netdev.Link,
+    egress: netdev.Link | None,
+    features: dict[int, int] | None,
+    egress_peer: offloads.Peer | None = None,
+) -> list[Problem]:
+    """What keeps frames from ingress from leaving on egress."""
     if egress is None:
-        return [(f"egress ifindex of {ingress.ifname} is gone", "xdpfwd prune")]
+        gone = f"the egress of {ingress.ifname} is gone"
+        return [Problem("egress_gone", ingress.ifindex, ingress.ifname, gone, "xdpfwd prune")]
     problems = []
     native = ingress.xdp_mode == "native"
     can_take = features is None or features.get(egress.ifindex, 0) & netdev.XDP_ACT_NDO_XMIT
     if native and not can_take:
-        if egress.kind == "veth":
-            fix = (
-                f"give {egress.ifname}'s veth peer GRO (ethtool -K PEER gro on, in its "
-                "namespace) or an XDP program"
+        text = f"{egress.ifname} cannot take frames redirected to it: they are dropped"
+        if egress_peer is not None:
+            change = {"gro": True}
+            fix = egress_peer.command(**change)
+            problems.append(
+                Problem(
+                    "receiver_gro", egress.ifindex, egress.ifname, text, fix, tuple(change.items())
+                )
             )
+        elif egress.kind == "veth":
+            fix = f"give {egress.ifname}'s veth peer GRO (ethtool -K PEER gro on) or XDP"
+            problems.append(Problem("receiver_gro", egress.ifindex, egress.ifname, text, fix))
         else:
             fix = "its driver cannot; forward with --mode generic"
-        problems.append(
-            (f"{egress.ifname} cannot take frames redirected to it: they are dropped", fix)
-        )
+            problems.append(Problem("driver", egress.ifindex, egress.ifname, text, fix))
     if egress.mtu < ingress.mtu:
+        text = (
+            f"{egress.ifname} has MTU {egress.mtu}, below {ingress.ifname}'s {ingress.mtu}: "
+            "longer frames are dropped"
+        )
         problems.append(
-            (
-                f"{egress.ifname} has MTU {egress.mtu}, below {ingress.ifname}'s {ingress.mtu}: "
-                "longer frames are dropped",
-                f"raise {egress.ifname}'s MTU",
+            Problem(
+                "mtu",
+                egress.ifindex,
+                egress.ifname,
+                text,
+                f"ip link set dev {egress.ifname} mtu {ingress.mtu}",
             )
         )
     return problems
 
 
+def forwarding_loop(entries: dict[int, int], links: dict[int, netdev.Link]) -> list[int]:
+    """A cycle that frames would go round forever, as the ports it passes (empty if
+    none): each entry sends out of its egress, and what leaves a veth enters its peer,
+    which forwards again if it has an entry. Only peers in this namespace are known."""
+
+    def far_end(port: int) -> int | None:
+        link = links.get(port)
+        if link is None or link.kind != "veth" or link.peer_netnsid is not None:
+            return None
+        return link.peer_ifindex if link.peer_ifindex in links else None
+
+    for start in entries:
+        path, port = [start], start
+        while (egress := entries.get(port)) is not None and (port := far_end(egress)):
+            if port == start:
+                return path
+            if port in path:
+                break  # a cycle that does not pass start: found from its own start
+            path.append(port)
+    return []
+
+
+def port_state(
+    link: netdev.Link | None,
+    egress: Iface | None,
+    attached: bool,
+    has_entry: bool,
+    group: str | None,
+    settings: maps.PortSettings,
+    flooding: bool,
+) -> str:
+    """What a port does, compared with what its role says it should: a port that is
+    meant to forward or flood but whose settings make it miss is not ok."""
+    if link is None or (egress is not None and egress.ifname is None):
+        return STATE_DEVICE_GONE
+    if not attached:
+        return STATE_NOT_ATTACHED
+    if not has_entry and group is None:
+        return STATE_NO_ENTRY
+    if group is not None and not has_entry and not (settings.broadcast and flooding):
+        return STATE_NOT_FLOODING
+    return STATE_OK
+
+
+def managed_pairs(dp: Dataplane, groups: list[GroupInfo]) -> list[tuple[int, int]]:
+    """The (ingress, egress) pairs of a dataplane: its entries, and every two members
+    of a broadcast group."""
+    pairs = []
+    for port in sorted(dp.ports.ifindexes()):
+        entry = dp.fwd.get(port)
+        if entry is not None:
+            pairs.append((port, entry.egress_ifindex))
+    for group in groups:
+        members = [m.ifindex for m in group.members]
+        pairs += [(a, b) for a in members for b in members if a != b]
+    return pairs
+
+
+def problems(
+    pairs: list[tuple[int, int]],
+    links: dict[int, netdev.Link],
+    features: dict[int, int] | None,
+    peers: dict[int, offloads.Peer],
+    peer_features: dict[int, dict[str, bool]],
+) -> list[Problem]:
+    """Every problem of these (ingress, egress) pairs, each once; the ingress ports'
+    veth peers send, the egress ports' peers receive."""
+    found: list[Problem] = []
+    for ingress in dict.fromkeys(i for i, _ in pairs):
+        if ingress in links:
+            found += sender_problems(links[ingress], peers.get(ingress), peer_features.get(ingress))
+    for ingress, egress in pairs:
+        if ingress in links:
+            found += entry_problems(links[ingress], links.get(egress), features, peers.get(egress))
+    return list(dict.fromkeys(found))
+
+
+@contextmanager
+def inspected(
+    pairs: list[tuple[int, int]], links: dict[int, netdev.Link]
+) -> Iterator[tuple[list[Problem], dict[int, offloads.Peer]]]:
+    """The problems of pairs, read from the kernel, with the veth peers open (so that
+    doctor --fix can change them) until the end of the block."""
+    ports = {port for pair in pairs for port in pair}
+    veths = {
+        port: (links[port].peer_ifindex, links[port].peer_netnsid)
+        for port in ports
+        if port in links and links[port].kind == "veth" and links[port].peer_ifindex
+    }
+    with offloads.peers(veths) as peers:
+        read = {}
+        for port, peer in peers.items():
+            try:
+                read[port] = peer.read()
+            except OSError:
+                pass  # gone meanwhile
+        yield problems(pairs, links, netdev.xdp_features(), peers, read), peers
+
+
 def warnings_for(pairs: list[tuple[int, int]], links: dict[int, netdev.Link]) -> tuple[str, ...]:
     """The problems of these (ingress, egress) pairs, as one-line warnings; links are
     the command's (attach modes current)."""
-    features = netdev.xdp_features()
+    with inspected(pairs, links) as (found, _):
+        return tuple(p.line for p in found)
+
+
+def flood_problems(members: list[int], links: dict[int, netdev.Link], frags: bool) -> list[Problem]:
+    """What keeps a broadcast group from flooding the long frames entering its members:
+    with multi-buffer programs, frames longer than a page-sized buffer come in several,
+    and the kernel cannot clone those for a broadcast (the program drops them and
+    counts them as too big to flood). Members gone are skipped."""
     found = []
-    for ingress, egress in pairs:
-        if ingress in links:
-            for problem, fix in entry_problems(links[ingress], links.get(egress), features):
-                found.append(f"{problem} ({fix})")
-    return tuple(dict.fromkeys(found))
-
-
-def flood_problem(member: netdev.Link, frags: bool) -> tuple[str, str] | None:
-    """What keeps a broadcast group from flooding the long frames entering member:
-    with multi-buffer programs, frames longer than a page-sized buffer come in
-    several, and the kernel cannot clone those for a broadcast (the program drops
-    them and counts them as too big to flood). (problem, fix), or None."""
-    if not frags or member.mtu <= netdev.SINGLE_BUFFER_MTU:
-        return None
-    longest = netdev.SINGLE_BUFFER_MTU + 14
-    return (
-        f"{member.ifname} has MTU {member.mtu}: frames over {longest} bytes entering it "
-        "come in several buffers, which the kernel cannot flood; they are dropped and "
-        "counted as too big to flood",
-        f"keep group members at MTU {netdev.SINGLE_BUFFER_MTU} or below, or forward "
-        "long frames with `xdpfwd add`",
-    )
+    for member in dict.fromkeys(members):
+        link = links.get(member)
+        if not frags or link is None or link.mtu <= netdev.SINGLE_BUFFER_MTU:
+            continue
+        longest = netdev.SINGLE_BUFFER_MTU + 14
+        text = (
+            f"{link.ifname} has MTU {link.mtu}: frames over {longest} bytes entering it "
+            "come in several buffers, which the kernel cannot flood; they are dropped and "
+            "counted as too big to flood"
+        )
+        fix = (
+            f"keep group members at MTU {netdev.SINGLE_BUFFER_MTU} or below, or forward "
+            "long frames with `xdpfwd add`"
+        )
+        found.append(Problem("too_big_to_flood", member, link.ifname, text, fix, warn_only=True))
+    return found
 
 
 def flood_warnings(
     members: list[int], links: dict[int, netdev.Link], frags: bool
 ) -> tuple[str, ...]:
     """The flood problems of broadcast members, as one-line warnings."""
-    found = []
-    for member in members:
-        problem = flood_problem(links[member], frags) if member in links else None
-        if problem is not None:
-            found.append(f"{problem[0]} ({problem[1]})")
-    return tuple(found)
+    return tuple(p.line for p in flood_problems(members, links, frags))
+
+
+def fix(problem: Problem, peers: dict[int, offloads.Peer]) -> bool:
+    """Make the peer change problem names; False if it names none. Raises OSError."""
+    peer = peers.get(problem.ifindex)
+    if not problem.peer_change or peer is None:
+        return False
+    peer.change(**dict(problem.peer_change))
+    return True

@@ -1,0 +1,170 @@
+"""No frame lost without a reason: veth senders with the kernel's default offloads,
+forwarding loops, and apply converging in one pass whatever it moves."""
+
+import pytest
+
+from .net import UdpSink, assert_fails, send_udp, tcp_transfer
+
+TCP_BYTES = 4 << 20
+
+
+def udp_both_ways(topo, a: int, b: int, count: int = 200) -> tuple[int, int]:
+    got = []
+    for src, dst in ((a, b), (b, a)):
+        with UdpSink(topo.host(dst)) as sink:
+            send_udp(topo.host(src), topo.host(dst).ip, count)
+            got.append(sink.count(count))
+    return got[0], got[1]
+
+
+def fix_commands(topo, *features: str) -> list[str]:
+    return [f"ip netns exec {h.ns} ethtool -K h0 {' '.join(features)}" for h in topo.hosts]
+
+
+def test_native_entry_warns_about_default_offloads_and_doctor_fix_makes_it_forward(
+    make_topo, pin_dir
+):
+    topo = make_topo(2, prepared=False)
+    added = topo.ok(pin_dir, "add", "p1", "p2", "--bidirectional", "--mode", "native")
+    for command in fix_commands(topo, "tx", "off") + fix_commands(topo, "gro", "on"):
+        assert command in added.stderr, added.stderr
+    assert "none of its UDP or TCP gets through" in added.stderr
+    listed = topo.list_json(pin_dir)["entries"]
+    assert all(any("tx off" in p for p in row["problems"]) for row in listed)
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--no-compile")
+    assert doctor.returncode == 1
+    for command in fix_commands(topo, "tx", "off"):
+        assert command in doctor.stdout.replace("\n", " ").replace("  ", " ") or command in (
+            doctor.stdout
+        )
+    fixed = topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--fix")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert fixed.stdout.count("fixed") == 4, fixed.stdout
+    assert udp_both_ways(topo, 1, 2) == (200, 200)
+    assert tcp_transfer(topo.host(1), topo.host(2), TCP_BYTES) == TCP_BYTES
+    assert topo.xdpfwd(pin_dir, "doctor", "--no-compile").returncode == 0
+    assert all(row["problems"] == [] for row in topo.list_json(pin_dir)["entries"])
+
+
+def test_broadcast_group_with_default_offloads_is_fixed_the_same_way(make_topo, pin_dir):
+    topo = make_topo(3, prepared=False)
+    result = topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--mode", "native")
+    for command in fix_commands(topo, "tx", "off"):
+        assert command in result.stderr, result.stderr
+    assert topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--fix").returncode == 0
+    assert udp_both_ways(topo, 1, 2) == (200, 200)
+    assert tcp_transfer(topo.host(1), topo.host(2), TCP_BYTES) == TCP_BYTES
+
+
+def test_generic_mode_warns_about_segmentation_offload_and_its_fix_works(make_topo, pin_dir):
+    topo = make_topo(2, prepared=False)
+    added = topo.ok(pin_dir, "add", "p1", "p2", "--bidirectional", "--mode", "generic")
+    for command in fix_commands(topo, "tso", "off", "gso", "off"):
+        assert command in added.stderr, added.stderr
+    assert "large TCP transfers stall" in added.stderr
+    assert "tx off" not in added.stderr  # generic keeps the checksum state
+    assert topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--fix").returncode == 0
+    assert tcp_transfer(topo.host(1), topo.host(2), TCP_BYTES) == TCP_BYTES
+    assert udp_both_ways(topo, 1, 2) == (200, 200)
+
+
+def test_doctor_fix_touches_nothing_but_managed_ports_peers(make_topo, pin_dir):
+    topo = make_topo(3, prepared=False)
+    topo.ok(pin_dir, "add", "p1", "p2", "--mode", "native")
+    before = topo_offloads(topo, 3)
+    assert topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--fix").returncode == 0
+    assert topo_offloads(topo, 3) == before  # p3 is not managed
+
+
+def topo_offloads(topo, i: int) -> str:
+    from .net import sh
+
+    return sh("ip", "netns", "exec", topo.host(i).ns, "ethtool", "-k", "h0").stdout
+
+
+def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin_dir):
+    topo = make_topo(2)
+    from .net import sh
+
+    # Two ends of one veth pair in the forwarder: what leaves one enters the other.
+    sh("ip", "-n", topo.fwd, "link", "add", "la", "type", "veth", "peer", "name", "lb")
+    for dev in ("la", "lb"):
+        sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    refused = topo.xdpfwd(pin_dir, "add", "la", "lb")
+    assert_fails(refused, 1, "loop", "la -> lb", "--force")
+    assert topo.list_json(pin_dir)["entries"] == []
+    forced = topo.ok(pin_dir, "add", "la", "lb", "--force")
+    assert "loop" in forced.stderr
+
+
+MOVES = [
+    ("group to group", {"groups": [{"name": "lab2", "members": ["p1", "p2", "p3", "p4"]}]}),
+    (
+        "split a group",
+        {
+            "groups": [
+                {"name": "default", "members": ["p1", "p2"]},
+                {"name": "lab2", "members": ["p3", "p4"]},
+            ]
+        },
+    ),
+    (
+        "group to entries",
+        {
+            "forward": [{"from": "p1", "to": "p2"}, {"from": "p2", "to": "p1"}],
+            "groups": [{"name": "lab2", "members": ["p3", "p4"]}],
+        },
+    ),
+    (
+        "entries to a group, and back",
+        {
+            "forward": [{"from": "p3", "to": "p4"}, {"from": "p4", "to": "p3"}],
+            "groups": [{"name": "default", "members": ["p1", "p2"]}],
+        },
+    ),
+    (
+        "mode switch",
+        {
+            "ports": {"p1": {"mode": "generic"}, "p2": {"mode": "generic"}},
+            "forward": [{"from": "p3", "to": "p4"}, {"from": "p4", "to": "p3"}],
+            "groups": [{"name": "default", "members": ["p1", "p2"]}],
+        },
+    ),
+]
+
+
+def test_apply_converges_in_one_pass_whatever_it_moves(make_topo, pin_dir):
+    topo = make_topo(4)
+    start = topo.config_file({"groups": [{"name": "default", "members": ["p1", "p2", "p3", "p4"]}]})
+    topo.ok(pin_dir, "apply", start)
+    for name, doc in MOVES:
+        path = topo.config_file(doc)
+        topo.ok(pin_dir, "apply", path)
+        assert topo.ok(pin_dir, "apply", path, "--dry-run").stdout == "nothing to change\n", name
+        assert topo.ok(pin_dir, "apply", path).stdout == "nothing to change\n", name
+        states = {
+            row["ingress"]["ifname"]: row["state"] for row in topo.list_json(pin_dir)["entries"]
+        }
+        assert set(states.values()) == {"ok"}, (name, states)
+        for a, b in ((1, 2), (3, 4)):
+            assert topo.ping(a, topo.host(b).ip, count=2) == 2, (name, a, b)
+
+
+@pytest.mark.parametrize("table", ["devmap-hash"])
+def test_list_says_when_a_member_does_not_flood(topo, pin_dir, table):
+    """Intent against the kernel: a member whose settings lost the flood flag misses."""
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "--table", table)
+    from xdpfwd.kernel.bpf import maps
+
+    from .net import in_netns
+
+    with in_netns(topo.fwd):
+        ports = maps.PortTable(f"{pin_dir}/{maps.PIN_PORTS}")
+        try:
+            index = next(i for i in ports.ifindexes())
+            ports.set(index, maps.PortSettings())
+        finally:
+            ports.close()
+    states = [row["state"] for row in topo.list_json(pin_dir)["entries"]]
+    assert "misses: not flooding" in states
+    assert topo.xdpfwd(pin_dir, "doctor", "--no-compile").returncode == 1
