@@ -196,9 +196,8 @@ def _ifname(sock: socket.socket, ifindex: int) -> str:
 @contextmanager
 def peers(ports: dict[int, tuple[int, int | None]]) -> Iterator[dict[int, Peer]]:
     """The peers of veth ports given as {ifindex: (IFLA_LINK, IFLA_LINK_NETNSID)}, by
-    our port's ifindex; a peer whose namespace cannot be found (or entered, without
-    CAP_SYS_ADMIN) is left out. This thread stays in its own namespace; the peers'
-    sockets close at the end."""
+    our port's ifindex; a peer whose namespace cannot be found is left out. This
+    thread stays in its own namespace; the peers' sockets close at the end."""
     with ExitStack() as stack:
         wanted = {nsid for _, nsid in ports.values() if nsid is not None}
         spaces = _open_namespaces(wanted, stack)
@@ -210,7 +209,7 @@ def peers(ports: dict[int, tuple[int, int | None]]) -> Iterator[dict[int, Peer]]
                 with netns.entered_fd(fd):
                     sock = _inet_socket()
             except PermissionError:
-                continue  # entering it needs CAP_SYS_ADMIN, which reading does without
+                continue  # entering needs CAP_SYS_ADMIN: a reader without it sees less
             socks[nsid] = (stack.enter_context(sock), namespace)
         found = {}
         for port, (peer_ifindex, nsid) in ports.items():
