@@ -33,13 +33,14 @@ BPF_TABLE_PINNED("hash", u32, u32, xdpfwd_groups, XDPFWD_MAX_PORTS, PIN(XDPFWD_P
 
 /*
  * Verdicts: XDP_REDIRECT when the ingress port has an entry, or floods its
- * broadcast group; otherwise the port's on-miss verdict (XDP_PASS or XDP_DROP;
- * XDP_PASS for an unknown port).
+ * broadcast group; XDP_DROP for a multi-buffer frame its group cannot flood;
+ * otherwise the port's on-miss verdict (XDP_PASS or XDP_DROP; XDP_PASS for an
+ * unknown port).
  */
 int xdpfwd_ingress(struct xdp_md *ctx)
 {
 	u32 ifindex = ctx->ingress_ifindex;
-	u64 bytes = ctx->data_end - ctx->data;
+	u64 bytes = XDPFWD_FRAME_LEN(ctx);
 	struct xdpfwd_port_stats *stats = port_stats(ifindex);
 	struct xdpfwd_port *port;
 	long verdict;
@@ -60,6 +61,18 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 		if (group) {
 			u64 flags = BPF_F_BROADCAST;
 
+#if XDPFWD_FRAGS
+			/*
+			 * The kernel cannot clone a multi-buffer frame for a broadcast:
+			 * the redirect would fail after this program (xdp_redirect_err,
+			 * -EOPNOTSUPP), so drop it here and count why.
+			 */
+			if (bytes > ctx->data_end - ctx->data) {
+				if (stats)
+					count(&stats->too_big, bytes);
+				return XDP_DROP;
+			}
+#endif
 			if (port->flags & XDPFWD_PORT_EXCLUDE_INGRESS)
 				flags |= BPF_F_EXCLUDE_INGRESS;
 			verdict = bpf_redirect_map(group, 0, flags);

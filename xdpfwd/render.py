@@ -145,8 +145,15 @@ def add_result(result: AddResult) -> None:
     )
     if result.egress is not None:
         _line(out, f"  egress program: {_egress_prog(result.egress)}")
+    _fallback_warnings(result.attachments)
     for message in result.warnings:
         warning(message)
+
+
+def _fallback_warnings(attachments) -> None:
+    for att in attachments:
+        if att.warning:
+            warning(att.warning)
 
 
 def broadcast_result(result: BroadcastResult) -> None:
@@ -159,6 +166,7 @@ def broadcast_result(result: BroadcastResult) -> None:
         _line(out, f"  {att.port.ifname}: member, {how} ({att.mode} mode)")
     for port in result.converted:
         _line(out, f"  {port.ifname}: its forwarding entry was removed")
+    _fallback_warnings(result.attachments)
     for message in result.warnings:
         warning(message)
 
@@ -220,6 +228,7 @@ def listing_table(listing: Listing) -> Table:
         table.add_column(name, no_wrap=True)
     table.add_column("FORWARDED", justify="right")
     table.add_column("MISSED", justify="right")
+    table.add_column("LOST", justify="right")
     for row in listing.rows:
         state = Text(row.state, style="green" if row.state == "ok" else "yellow")
         table.add_row(
@@ -229,10 +238,24 @@ def listing_table(listing: Listing) -> Table:
             row.on_miss,
             state,
             _egress_prog(row.egress_prog),
-            str(row.counters.redirect_packets),
+            str(row.forwarded_or_redirected),
             str(row.counters.miss_packets),
+            _lost(row.lost),
         )
     return table
+
+
+def _forwarded(snapshot: Snapshot, port: PortCounters) -> int:
+    """As PortRow.forwarded_or_redirected."""
+    forwarded = snapshot.forwarded(port.port.ifindex)
+    return port.counters.redirect_packets if forwarded is None else forwarded
+
+
+def _lost(lost: dict[str, int | None]) -> str:
+    """Frames lost by every reason but a miss; "?" marks what is not known."""
+    known = [n for reason, n in lost.items() if reason != "miss" and n is not None]
+    unknown = any(n is None for n in lost.values())
+    return f"{sum(known)}{'+?' if unknown else ''}"
 
 
 def groups_table(listing: Listing) -> Table:
@@ -395,6 +418,7 @@ def _sorted_pairs(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[Pa
 
 _REASON_LABELS = {
     "miss": "miss",
+    "too_big": "too big to flood",
     "egress_drop": "egress drop",
     "egress_invalid": "invalid verdict",
     "redirect_error": "redirect err",
@@ -406,7 +430,11 @@ def _losses_line(losses: dict[str, int | None], since: str) -> str:
     parts = [
         f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n is not None
     ]
-    traced = "" if losses.get("xmit_drop") is not None else "; tx failures: see --watch"
+    traced = (
+        ""
+        if losses.get("xmit_drop") is not None
+        else "; transmit failures: not counted, loss accounting is off (see doctor)"
+    )
     return f"not forwarded ({since}): {', '.join(parts)}{traced}"
 
 
@@ -420,8 +448,8 @@ def stats_tables(
     ports = Table(box=None, header_style="bold", pad_edge=False)
     pairs = Table(box=None, header_style="bold", pad_edge=False)
     if rates is None:
-        columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "TX", "TX BYTES")
-        pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP")
+        columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "LOST", "TX", "TX BYTES")
+        pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP", "REDIR ERR", "TX DROP")
     else:
         columns = ("PORT", "RX", "RX BIT/S", "TX", "TX BIT/S", "MISS")
         pair_columns = ("PAIR", "VIA", "TX", "TX BIT/S")
@@ -436,11 +464,12 @@ def stats_tables(
                 (
                     count(c.rx_packets),
                     nbytes(c.rx_bytes),
-                    count(c.redirect_packets),
+                    count(_forwarded(snapshot, p)),
                     count(c.miss_packets),
+                    _lost(snapshot.port_losses(p.port.ifindex)),
                 )
                 if c
-                else ("-",) * 4
+                else ("-",) * 5
             )
             ports.add_row(_port(p.port), *rx, count(p.tx_packets), nbytes(p.tx_bytes))
             continue
@@ -458,8 +487,17 @@ def stats_tables(
         label = f"{p.ingress.label} -> {p.egress.label}"
         via = f"group {p.group}" if p.group else "entry"
         if rates is None:
+            ev = p.events
             pairs.add_row(
-                label, via, count(p.tx_packets), nbytes(p.tx_bytes), count(p.egress_drop_packets)
+                label,
+                via,
+                count(p.tx_packets),
+                nbytes(p.tx_bytes),
+                count(p.egress_drop_packets),
+                count(ev.redirect_errors) if ev else "-",
+                count(max(0, ev.xmit_drops - p.egress_drop_packets - p.egress_invalid_packets))
+                if ev
+                else "-",
             )
         else:
             tx = rates.pair_tx.get(p.key)
@@ -489,6 +527,8 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
             {
                 "port": p.port.as_dict(),
                 **counters,
+                "forwarded_packets": snapshot.forwarded(k),
+                "not_forwarded": snapshot.port_losses(k),
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,
                 "rx_pps": rate(rates.port_rx if rates else {}, k, "pps"),
@@ -525,6 +565,7 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
             "miss_packets",
             "pass_packets",
             "drop_packets",
+            "too_big_packets",
             "tx_packets",
             "tx_bytes",
         )
@@ -553,6 +594,8 @@ _PROMETHEUS_PORT = (
     ("pass_bytes", "Bytes passed to the host stack (on-miss pass)."),
     ("drop_packets", "Frames dropped (on-miss drop)."),
     ("drop_bytes", "Bytes dropped (on-miss drop)."),
+    ("too_big_packets", "Multi-buffer frames its broadcast group could not flood (dropped)."),
+    ("too_big_bytes", "Bytes of the multi-buffer frames its group could not flood."),
     ("tx_packets", "Frames xdpfwd sent out of the port."),
     ("tx_bytes", "Bytes xdpfwd sent out of the port."),
 )
@@ -563,6 +606,20 @@ _PROMETHEUS_PAIR = (
     (
         "egress_invalid_packets",
         "Frames a user egress program gave a verdict other than pass or drop (dropped).",
+    ),
+)
+# From the tracepoint programs: written only while loss accounting is attached.
+# (metric name, TxEvents field, help)
+_PROMETHEUS_PAIR_EVENTS = (
+    (
+        "redirect_error_packets",
+        "redirect_errors",
+        "Frames whose redirect from ingress to egress failed.",
+    ),
+    (
+        "xmit_drop_packets",
+        "xmit_drops",
+        "Frames the egress driver or egress program did not send.",
     ),
 )
 
@@ -605,6 +662,29 @@ def prometheus(snapshot: Snapshot) -> str:
                 f'group="{_label(p.group or "")}"'
             )
             lines.append(f"{metric}{{{labels}}} {getattr(p, name)}")
+    for name, attr, help_text in _PROMETHEUS_PAIR_EVENTS if snapshot.tracing else ():
+        metric = f"xdpfwd_pair_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for p in snapshot.pairs.values():
+            labels = (
+                f'ingress="{_label(p.ingress.ifname or "")}",'
+                f'egress="{_label(p.egress.ifname or "")}",'
+                f'group="{_label(p.group or "")}"'
+            )
+            lines.append(f"{metric}{{{labels}}} {getattr(p.events, attr) if p.events else 0}")
+    metric = "xdpfwd_port_not_forwarded_packets_total"
+    lines += [
+        f"# HELP {metric} Frames that entered the port and were not forwarded, by reason.",
+        f"# TYPE {metric} counter",
+    ]
+    for k, p in snapshot.ports.items():
+        if p.counters is None:
+            continue
+        for reason, value in snapshot.port_losses(k).items():
+            if value is not None:
+                ifname = _label(p.port.ifname or "")
+                labels = f'port="{ifname}",device="{ifname}",ifindex="{k}",reason="{reason}"'
+                lines.append(f"{metric}{{{labels}}} {value}")
     metric = "xdpfwd_not_forwarded_packets_total"
     lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]
     for reason, value in snapshot.losses().items():

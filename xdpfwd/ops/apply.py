@@ -209,7 +209,13 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
             log.info("%s", step.text)
             step.run(c)
     pairs = [(i, desired.links[e.egress].ifindex) for i, e in desired.entries.items()]
-    warnings = health.warnings_for(pairs, c.links)
+    members = [desired.links[m].ifindex for g in config.groups for m in g.members]
+    warnings = (
+        *c.notes,
+        *(att.warning for att in c.attachments if att.warning),
+        *health.warnings_for(pairs, c.links),
+        *health.flood_warnings(members, c.links, c.dp.frags),
+    )
     for ingress, (text, func) in desired.users.items():
         shown = Path(desired.entries[ingress].spec.user_file or "").name
         warnings += tuple(entries.verdict_warnings(text, shown, func))

@@ -16,12 +16,15 @@ from xdpfwd.model import (
     DelResult,
     DownResult,
     EgressSpec,
+    GroupInfo,
     Iface,
     Listing,
     PortRow,
     PruneResult,
 )
+from xdpfwd.model.counters import Snapshot
 from xdpfwd.state import entries, health
+from xdpfwd.state.counters import snapshot
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.pins import PinDir
@@ -129,7 +132,7 @@ def add(
     if user is not None:
         shown = os.path.basename(egress_spec.user_file or "")
         warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
-    return replace(result, warnings=(*loop_warning, *warnings))
+    return replace(result, warnings=(*loop_warning, *c.notes, *warnings))
 
 
 def _check_no_loop(c: Change, pairs: list[tuple[int, int]], force: bool) -> tuple[str, ...]:
@@ -208,15 +211,36 @@ def list_ports(pins: PinDir) -> Listing:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
         links = netdev.links()
-        groups = group_infos(dp, links)
+        counted = snapshot(dp, links)
+        groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
         with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
+            problems += health.flood_problems(list(member_of), links, dp.frags)
             rows = [
-                _port_row(dp, port, links, member_of, problems)
+                _port_row(dp, port, links, member_of, counted, problems)
                 for port in sorted(dp.ports.ifindexes())
             ]
         layout = dp.layout
-        return Listing(pins.path, layout.table, layout.value_format, dp.prog_id, rows, groups)
+        return Listing(
+            pins.path,
+            layout.table,
+            layout.value_format,
+            dp.prog_id,
+            rows,
+            groups,
+            loss_accounting=counted.tracing,
+            multi_buffer=dp.frags,
+        )
+
+
+def _with_events(group: GroupInfo, counted: Snapshot) -> GroupInfo:
+    pairs = [replace(r, events=_events(counted, r.ingress, r.egress)) for r in group.pairs]
+    return replace(group, pairs=pairs)
+
+
+def _events(counted: Snapshot, ingress: Iface, egress: Iface | None):
+    pair = counted.pairs.get((ingress.ifindex, egress.ifindex)) if egress else None
+    return pair.events if pair else None
 
 
 def _port_row(
@@ -224,6 +248,7 @@ def _port_row(
     port: int,
     links: dict[int, netdev.Link],
     member_of: dict[int, str],
+    counted: Snapshot,
     problems: list[health.Problem],
 ) -> PortRow:
     link = links.get(port)
@@ -235,6 +260,7 @@ def _port_row(
     flooding = dp.groups.group_id(port) is not None
     state = health.port_state(link, egress, attached, entry is not None, group, settings, flooding)
     has_egress = entry is not None and dp.layout.has_egress
+    counters = counted.ports[port].counters or maps.PortStats()
     return PortRow(
         ingress=known(port, links),
         egress=egress,
@@ -243,21 +269,25 @@ def _port_row(
         mode=link.xdp_mode if attached else None,
         on_miss=settings.on_miss_name,
         state=state,
-        counters=dp.stats.read(port) or maps.PortStats(),
+        counters=counters,
         egress_prog=entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
-        egress_counters=_entry_counters(dp, port, entry) if has_egress else None,
+        egress_counters=_entry_counters(dp, port, entry, counters) if has_egress else None,
         group=group,
+        lost=counted.port_losses(port),
+        events=_events(counted, known(port, links), egress),
+        forwarded=counted.forwarded(port),
         problems=tuple(p.line for p in problems if p.ifindex == port),
     )
 
 
-def _entry_counters(dp: Dataplane, port: int, entry: maps.FwdEntry) -> maps.EgressStats:
+def _entry_counters(
+    dp: Dataplane, port: int, entry: maps.FwdEntry, counters: maps.PortStats
+) -> maps.EgressStats:
     """What an entry sent: its egress program's count, or (without one) what its
-    ingress port redirected."""
+    ingress port redirected (counters)."""
     if entry.egress_prog_id:
         return dp.egress_stats.read(port) or maps.EgressStats()
-    counters = dp.stats.read(port) or maps.PortStats()
     return maps.EgressStats(counters.redirect_packets, counters.redirect_bytes)
 
 
