@@ -426,16 +426,13 @@ _REASON_LABELS = {
 }
 
 
-def _losses_line(losses: dict[str, int | None], since: str) -> str:
-    parts = [
-        f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n is not None
-    ]
-    traced = (
-        ""
-        if losses.get("xmit_drop") is not None
-        else "; transmit failures: not counted, loss accounting is off (see doctor)"
-    )
-    return f"not forwarded ({since}): {', '.join(parts)}{traced}"
+def _losses_line(losses: dict[str, int | None], since: str) -> Text:
+    """One line, short enough for 80 columns: only the reasons that lost frames."""
+    parts = [f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n]
+    line = f"not forwarded ({since}): {', '.join(parts) or 'none'}"
+    if losses.get("xmit_drop") is None:
+        line += "; loss accounting is off (see doctor)"
+    return Text(line, no_wrap=True, overflow="ellipsis")
 
 
 def stats_tables(
@@ -443,16 +440,18 @@ def stats_tables(
     rates: Rates | None = None,
     losses: dict | None = None,
     sort: str = "name",
+    expand: bool = False,
 ) -> Group:
-    """One table of ports and one of pairs: totals, or rates when given."""
-    ports = Table(box=None, header_style="bold", pad_edge=False)
-    pairs = Table(box=None, header_style="bold", pad_edge=False)
+    """One table of ports and one of pairs: totals, or rates (with the running totals
+    beside them) when given. expand: the tables take the terminal's whole width."""
+    ports = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
+    pairs = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
     if rates is None:
         columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "LOST", "TX", "TX BYTES")
         pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP", "REDIR ERR", "TX DROP")
     else:
-        columns = ("PORT", "RX", "RX BIT/S", "TX", "TX BIT/S", "MISS")
-        pair_columns = ("PAIR", "VIA", "TX", "TX BIT/S")
+        columns = ("PORT", "RX/S", "RX BIT/S", "RX", "TX/S", "TX BIT/S", "TX", "MISS/S")
+        pair_columns = ("PAIR", "VIA", "TX/S", "TX BIT/S", "TX", "REDIR ERR")
     for i, name in enumerate(columns):
         ports.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
     for i, name in enumerate(pair_columns):
@@ -479,8 +478,10 @@ def stats_tables(
             _port(p.port),
             pps(rx.pps) if rx else "-",
             bps(rx.bps) if rx else "-",
+            count(c.rx_packets) if c else "-",
             pps(tx.pps) if tx else "-",
             bps(tx.bps) if tx else "-",
+            count(p.tx_packets),
             pps(miss) if miss is not None else "-",
         )
     for p in _sorted_pairs(snapshot, rates, sort):
@@ -500,14 +501,21 @@ def stats_tables(
                 else "-",
             )
         else:
-            tx = rates.pair_tx.get(p.key)
-            pairs.add_row(label, via, pps(tx.pps) if tx else "-", bps(tx.bps) if tx else "-")
+            tx, ev = rates.pair_tx.get(p.key), p.events
+            pairs.add_row(
+                label,
+                via,
+                pps(tx.pps) if tx else "-",
+                bps(tx.bps) if tx else "-",
+                count(p.tx_packets),
+                count(ev.redirect_errors) if ev else "-",
+            )
     parts: list = [ports]
     if snapshot.pairs:
         parts.append(pairs)
     if losses is not None:
         since = "since start" if rates is not None else "total"
-        parts.append(Text(_losses_line(losses, since)))
+        parts.append(_losses_line(losses, since))
     return Group(*parts)
 
 
@@ -713,10 +721,17 @@ def watch_json_line(frame: WatchFrame) -> None:
     sys.stdout.flush()
 
 
-def watch_view(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> Group:
+def watch_view(
+    frame: WatchFrame, pin_dir: str, interval: float, sort: str, expand: bool = False
+) -> Group:
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.snapshot.wall))
-    title = Text(f"xdpfwd stats  {pin_dir}  every {interval:g} s  {stamp}  (Ctrl-C ends)")
-    return Group(title, stats_tables(frame.snapshot, frame.rates, frame.losses, sort))
+    title = Text(
+        f"xdpfwd stats  {stamp}  every {interval:g} s  {pin_dir}  (Ctrl-C ends)",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    tables = stats_tables(frame.snapshot, frame.rates, frame.losses, sort, expand)
+    return Group(title, tables)
 
 
 def watch_plain(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> None:
@@ -736,7 +751,8 @@ def watch(frames, pin_dir: str, interval: float, fmt: str, sort: str, keep) -> N
     elif sys.stdout.isatty():
         with Live(console=_out(), auto_refresh=False, transient=False) as live:
             for frame in frames:
-                live.update(watch_view(for_frame(frame), pin_dir, interval, sort), refresh=True)
+                view = watch_view(for_frame(frame), pin_dir, interval, sort, expand=True)
+                live.update(view, refresh=True)
     else:
         for frame in frames:
             watch_plain(for_frame(frame), pin_dir, interval, sort)

@@ -1,9 +1,11 @@
 """Rates, loss attribution, units, JSON, Prometheus and the stats CLI, without a kernel."""
 
+import io
 import json
 from dataclasses import replace
 
 import pytest
+from rich.console import Console
 
 from xdpfwd import render
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
@@ -276,7 +278,7 @@ def test_without_loss_accounting_the_traced_reasons_are_unknown():
     s = replace(snap(0.0, rx=10, xmit=3), tracing=False)
     assert s.port_losses(2)["xmit_drop"] is None and s.forwarded(2) is None
     assert s.losses()["redirect_error"] is None and s.losses()["too_big"] == 0
-    assert "loss accounting is off" in render._losses_line(s.losses(), "total")
+    assert "loss accounting is off" in str(render._losses_line(s.losses(), "total"))
     assert "xdpfwd_pair_redirect_error_packets_total" not in render.prometheus(s)
 
 
@@ -311,3 +313,16 @@ def test_prometheus_has_every_reason_per_port_and_the_pairs_events():
 )
 def test_lost_column(lost, text):
     assert render._lost(lost) == text
+
+
+def test_the_live_view_fits_80_columns_and_shows_totals_beside_rates():
+    before, after = snap(0.0, rx=0, miss=0), snap(1.0, rx=5, miss=2, tx=4, redirect_err=3)
+    frame = WatchFrame(after, rates(before, after), after.losses())
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(render.watch_view(frame, "/sys/fs/bpf/" + "x" * 90, 1.0, "name", expand=True))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[0].startswith("xdpfwd stats") and lines[0].endswith("…")
+    header = next(line for line in lines if line.startswith("PAIR"))
+    assert "TX/S" in header and "REDIR ERR" in header
+    assert any(line.startswith("not forwarded (since start): miss 2") for line in lines)
