@@ -712,7 +712,11 @@ def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str)
         _line(_out(), f"no xdpfwd state in {pin_dir}")
     else:
         _out().print(stats_tables(snapshot, losses=snapshot.losses(), sort=sort))
+        _line(_out(), COUNTERS_SINCE)
     return None
+
+
+COUNTERS_SINCE = "totals since each port (pair: entry, member) joined; --clear zeroes them"
 
 
 def watch_json_line(frame: WatchFrame) -> None:

@@ -326,3 +326,9 @@ def test_the_live_view_fits_80_columns_and_shows_totals_beside_rates():
     header = next(line for line in lines if line.startswith("PAIR"))
     assert "TX/S" in header and "REDIR ERR" in header
     assert any(line.startswith("not forwarded (since start): miss 2") for line in lines)
+
+
+def test_one_shot_stats_say_since_when_they_count():
+    result, _ = invoke(["stats"], ops=_StatsOps(snap(1.0, rx=5)))
+    last = result.stdout.splitlines()[-1]
+    assert last == render.COUNTERS_SINCE and len(last) <= 80
