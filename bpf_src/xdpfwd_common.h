@@ -18,7 +18,7 @@
 #define XDPFWD_PIN_GROUPS	"groups"	/* port ifindex -> its group's devmap */
 #define XDPFWD_PIN_GROUP_DIR	"group"		/* group/<name>: one devmap per group */
 #define XDPFWD_PIN_PAIR_STATS	"pair_stats"
-#define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from tracepoints, while `stats --watch` */
+#define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from the tracepoint programs */
 #define XDPFWD_PIN_REWRITE	"rewrite"
 #define XDPFWD_PIN_ENTRY_INVALID	"entry_invalid"	/* user egress programs' bad verdicts */
 
@@ -44,12 +44,16 @@ struct xdpfwd_counter {
 	__u64 bytes;
 };
 
-/* Per ingress port and per CPU. Frames seen = redirect + pass + drop. */
+/*
+ * Per ingress port and per CPU. Frames seen = redirect + pass + drop + too_big.
+ * Fields are only ever added at the end: pin dirs made before keep a shorter value.
+ */
 struct xdpfwd_port_stats {
 	struct xdpfwd_counter redirect;	/* handed to bpf_redirect_map() */
 	struct xdpfwd_counter miss;	/* no entry for the port */
 	struct xdpfwd_counter pass;	/* on-miss verdict XDP_PASS */
 	struct xdpfwd_counter drop;	/* on-miss verdict XDP_DROP */
+	struct xdpfwd_counter too_big;	/* multi-buffer frames a group cannot flood: dropped */
 };
 
 /* An (ingress, egress) pair of ports, as a devmap egress program sees it. */
@@ -68,9 +72,12 @@ struct xdpfwd_egress_stats {
 	struct xdpfwd_counter drop;	/* dropped by the egress program */
 };
 
-/* What the XDP tracepoints said about a pair (egress 0 for an exception). */
+/*
+ * What the XDP tracepoints said about a pair (egress 0 for an exception, or for a
+ * failed redirect whose target the tracepoint does not name).
+ */
 struct xdpfwd_tx_events {
-	__u64 xmit_sent;		/* xdp_devmap_xmit: handed to the driver */
+	__u64 xmit_sent;		/* unused: counting every bulk costs too much */
 	__u64 xmit_drops;		/* ... not sent: dropped by the driver or an egress program */
 	__u64 redirect_errors;		/* xdp_redirect_err: the redirect itself failed */
 	__u64 exceptions;		/* xdp_exception: XDP_ABORTED or an invalid verdict */

@@ -122,7 +122,9 @@ static __always_inline struct xdpfwd_mcast_source *mcast_source(struct xdp_md *c
 /*
  * In the ingress program, for a frame to a multicast MAC: XDP_REDIRECT when it
  * belongs to a group of port ifindex (replicated to the receivers, counted on the
- * group), otherwise XDP_ABORTED: the frame then takes the port's usual path.
+ * group); XDP_DROP when it belongs to one but comes in several buffers, which the
+ * kernel cannot clone for a broadcast (the caller counts it as too big, as for a
+ * broadcast group); otherwise XDP_ABORTED: the frame then takes the port's usual path.
  */
 static __always_inline long mcast_redirect(struct xdp_md *ctx, u32 ifindex, u64 bytes)
 {
@@ -138,6 +140,11 @@ static __always_inline long mcast_redirect(struct xdp_md *ctx, u32 ifindex, u64 
 	devmap = xdpfwd_mcast_groups.lookup(&slot);
 	if (!devmap)
 		return XDP_ABORTED;
+#if XDPFWD_FRAGS
+	/* A multi-buffer frame: the redirect would fail after the program returned. */
+	if (bytes > ctx->data_end - ctx->data)
+		return XDP_DROP;
+#endif
 	stats = xdpfwd_mcast_stats.lookup(&slot);
 	if (stats)
 		count(&stats->in, bytes);
@@ -190,7 +197,7 @@ int xdpfwd_egress_mcast(struct xdp_md *ctx)
 	}
 	copies = xdpfwd_mcast_copies.lookup(&key);
 	if (copies)
-		count(copies, ctx->data_end - ctx->data);
+		count(copies, XDPFWD_FRAME_LEN(ctx));
 	return XDP_PASS;
 }
 #endif

@@ -489,9 +489,9 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     """Show per-port and per-pair counters, or watch their rates live.
 
     Ports count what entered them and what xdpfwd sent out of them; pairs count
-    what went from one port to another. --watch also traces transmit failures the
-    programs cannot see (xdp:xdp_devmap_xmit, xdp_redirect_err) and says why each
-    unforwarded frame was lost.
+    what went from one port to another. Every frame not forwarded has a reason,
+    also the transmit failures the programs cannot see, which pinned tracepoint
+    programs count (xdp:xdp_devmap_xmit, xdp_redirect_err) with or without --watch.
     """
     fmt = "json" if as_json else fmt
     _check_stats_options(watch, interval, count, fmt, output)

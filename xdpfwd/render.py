@@ -150,8 +150,15 @@ def add_result(result: AddResult) -> None:
     )
     if result.egress is not None:
         _line(out, f"  egress program: {_egress_prog(result.egress)}")
+    _fallback_warnings(result.attachments)
     for message in result.warnings:
         warning(message)
+
+
+def _fallback_warnings(attachments) -> None:
+    for att in attachments:
+        if att.warning:
+            warning(att.warning)
 
 
 def broadcast_result(result: BroadcastResult) -> None:
@@ -164,6 +171,7 @@ def broadcast_result(result: BroadcastResult) -> None:
         _line(out, f"  {att.port.ifname}: member, {how} ({att.mode} mode)")
     for port in result.converted:
         _line(out, f"  {port.ifname}: its forwarding entry was removed")
+    _fallback_warnings(result.attachments)
     for message in result.warnings:
         warning(message)
 
@@ -225,6 +233,7 @@ def listing_table(listing: Listing) -> Table:
         table.add_column(name, no_wrap=True)
     table.add_column("FORWARDED", justify="right")
     table.add_column("MISSED", justify="right")
+    table.add_column("LOST", justify="right")
     for row in listing.rows:
         state = Text(row.state, style="green" if row.state == "ok" else "yellow")
         table.add_row(
@@ -234,8 +243,9 @@ def listing_table(listing: Listing) -> Table:
             row.on_miss,
             state,
             _egress_prog(row.egress_prog),
-            str(row.counters.redirect_packets),
+            str(row.forwarded_or_redirected),
             str(row.counters.miss_packets),
+            _lost(row.lost),
         )
     return table
 
@@ -244,6 +254,19 @@ def _egress_of(row: PortRow) -> str:
     if row.egress is None and row.multicast:
         return "multicast " + ", ".join(row.multicast)
     return _port(row.egress)
+
+
+def _forwarded(snapshot: Snapshot, port: PortCounters) -> int:
+    """As PortRow.forwarded_or_redirected."""
+    forwarded = snapshot.forwarded(port.port.ifindex)
+    return port.counters.redirect_packets if forwarded is None else forwarded
+
+
+def _lost(lost: dict[str, int | None]) -> str:
+    """Frames lost by every reason but a miss; "?" marks what is not known."""
+    known = [n for reason, n in lost.items() if reason != "miss" and n is not None]
+    unknown = any(n is None for n in lost.values())
+    return f"{sum(known)}{'+?' if unknown else ''}"
 
 
 def groups_table(listing: Listing) -> Table:
@@ -338,6 +361,7 @@ def multicast_result(result: McastResult) -> None:
     for att in result.attachments:
         how = "attached" if att.changed else "already attached"
         _line(out, f"  {att.port.ifname}: source, {how} ({att.mode} mode)")
+    _fallback_warnings(result.attachments)
     for message in result.warnings:
         warning(message)
 
@@ -479,6 +503,7 @@ def _sorted_pairs(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[Pa
 
 _REASON_LABELS = {
     "miss": "miss",
+    "too_big": "too big to flood",
     "egress_drop": "egress drop",
     "egress_invalid": "invalid verdict",
     "redirect_error": "redirect err",
@@ -486,12 +511,13 @@ _REASON_LABELS = {
 }
 
 
-def _losses_line(losses: dict[str, int | None], since: str) -> str:
-    parts = [
-        f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n is not None
-    ]
-    traced = "" if losses.get("xmit_drop") is not None else "; tx failures: see --watch"
-    return f"not forwarded ({since}): {', '.join(parts)}{traced}"
+def _losses_line(losses: dict[str, int | None], since: str) -> Text:
+    """One line, short enough for 80 columns: only the reasons that lost frames."""
+    parts = [f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n]
+    line = f"not forwarded ({since}): {', '.join(parts) or 'none'}"
+    if losses.get("xmit_drop") is None:
+        line += "; loss accounting is off (see doctor)"
+    return Text(line, no_wrap=True, overflow="ellipsis")
 
 
 def stats_tables(
@@ -499,16 +525,18 @@ def stats_tables(
     rates: Rates | None = None,
     losses: dict | None = None,
     sort: str = "name",
+    expand: bool = False,
 ) -> Group:
-    """One table of ports and one of pairs: totals, or rates when given."""
-    ports = Table(box=None, header_style="bold", pad_edge=False)
-    pairs = Table(box=None, header_style="bold", pad_edge=False)
+    """One table of ports and one of pairs: totals, or rates (with the running totals
+    beside them) when given. expand: the tables take the terminal's whole width."""
+    ports = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
+    pairs = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
     if rates is None:
-        columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "TX", "TX BYTES")
-        pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP")
+        columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "LOST", "TX", "TX BYTES")
+        pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP", "REDIR ERR", "TX DROP")
     else:
-        columns = ("PORT", "RX", "RX BIT/S", "TX", "TX BIT/S", "MISS")
-        pair_columns = ("PAIR", "VIA", "TX", "TX BIT/S")
+        columns = ("PORT", "RX/S", "RX BIT/S", "RX", "TX/S", "TX BIT/S", "TX", "MISS/S")
+        pair_columns = ("PAIR", "VIA", "TX/S", "TX BIT/S", "TX", "REDIR ERR")
     for i, name in enumerate(columns):
         ports.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
     for i, name in enumerate(pair_columns):
@@ -520,11 +548,12 @@ def stats_tables(
                 (
                     count(c.rx_packets),
                     nbytes(c.rx_bytes),
-                    count(c.redirect_packets),
+                    count(_forwarded(snapshot, p)),
                     count(c.miss_packets),
+                    _lost(snapshot.port_losses(p.port.ifindex)),
                 )
                 if c
-                else ("-",) * 4
+                else ("-",) * 5
             )
             ports.add_row(_port(p.port), *rx, count(p.tx_packets), nbytes(p.tx_bytes))
             continue
@@ -534,38 +563,57 @@ def stats_tables(
             _port(p.port),
             pps(rx.pps) if rx else "-",
             bps(rx.bps) if rx else "-",
+            count(c.rx_packets) if c else "-",
             pps(tx.pps) if tx else "-",
             bps(tx.bps) if tx else "-",
+            count(p.tx_packets),
             pps(miss) if miss is not None else "-",
         )
     for p in _sorted_pairs(snapshot, rates, sort):
         label = f"{p.ingress.label} -> {p.egress.label}"
         via = f"group {p.group}" if p.group else "entry"
         if rates is None:
+            ev = p.events
             pairs.add_row(
-                label, via, count(p.tx_packets), nbytes(p.tx_bytes), count(p.egress_drop_packets)
+                label,
+                via,
+                count(p.tx_packets),
+                nbytes(p.tx_bytes),
+                count(p.egress_drop_packets),
+                count(ev.redirect_errors) if ev else "-",
+                count(max(0, ev.xmit_drops - p.egress_drop_packets - p.egress_invalid_packets))
+                if ev
+                else "-",
             )
         else:
-            tx = rates.pair_tx.get(p.key)
-            pairs.add_row(label, via, pps(tx.pps) if tx else "-", bps(tx.bps) if tx else "-")
+            tx, ev = rates.pair_tx.get(p.key), p.events
+            pairs.add_row(
+                label,
+                via,
+                pps(tx.pps) if tx else "-",
+                bps(tx.bps) if tx else "-",
+                count(p.tx_packets),
+                count(ev.redirect_errors) if ev else "-",
+            )
     parts: list = [ports]
     if snapshot.pairs:
         parts.append(pairs)
     if snapshot.multicast:
-        parts.append(_multicast_stats_table(snapshot, rates))
+        parts.append(_multicast_stats_table(snapshot, rates, expand))
     if losses is not None:
         since = "since start" if rates is not None else "total"
-        parts.append(Text(_losses_line(losses, since)))
+        parts.append(_losses_line(losses, since))
     return Group(*parts)
 
 
-def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None) -> Table:
-    """Per group: frames in, copies out and lost (totals), or their rates."""
-    table = Table(box=None, header_style="bold", pad_edge=False)
+def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None, expand: bool) -> Table:
+    """Per group: frames in, copies out and lost (totals), or their rates with the
+    running totals beside them."""
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
     if rates is None:
         columns = ("GROUP", "IN", "IN BYTES", "COPIES", "LOST")
     else:
-        columns = ("GROUP", "IN", "IN BIT/S", "COPIES", "COPIES BIT/S")
+        columns = ("GROUP", "IN/S", "IN BIT/S", "IN", "COPIES/S", "COPIES BIT/S", "COPIES")
     for i, name in enumerate(columns):
         table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
     for key, g in snapshot.multicast.items():
@@ -583,8 +631,10 @@ def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None) -> Table:
             key,
             pps(rx.pps) if rx else "-",
             bps(rx.bps) if rx else "-",
+            count(g.in_packets),
             pps(tx.pps) if tx else "-",
             bps(tx.bps) if tx else "-",
+            _count_or_dash(g.copies_out),
         )
     return table
 
@@ -622,6 +672,8 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
             {
                 "port": p.port.as_dict(),
                 **counters,
+                "forwarded_packets": snapshot.forwarded(k),
+                "not_forwarded": snapshot.port_losses(k),
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,
                 "rx_pps": rate(rates.port_rx if rates else {}, k, "pps"),
@@ -658,6 +710,7 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
             "miss_packets",
             "pass_packets",
             "drop_packets",
+            "too_big_packets",
             "tx_packets",
             "tx_bytes",
         )
@@ -687,6 +740,8 @@ _PROMETHEUS_PORT = (
     ("pass_bytes", "Bytes passed to the host stack (on-miss pass)."),
     ("drop_packets", "Frames dropped (on-miss drop)."),
     ("drop_bytes", "Bytes dropped (on-miss drop)."),
+    ("too_big_packets", "Multi-buffer frames its broadcast group could not flood (dropped)."),
+    ("too_big_bytes", "Bytes of the multi-buffer frames its group could not flood."),
     ("tx_packets", "Frames xdpfwd sent out of the port."),
     ("tx_bytes", "Bytes xdpfwd sent out of the port."),
 )
@@ -697,6 +752,20 @@ _PROMETHEUS_PAIR = (
     (
         "egress_invalid_packets",
         "Frames a user egress program gave a verdict other than pass or drop (dropped).",
+    ),
+)
+# From the tracepoint programs: written only while loss accounting is attached.
+# (metric name, TxEvents field, help)
+_PROMETHEUS_PAIR_EVENTS = (
+    (
+        "redirect_error_packets",
+        "redirect_errors",
+        "Frames whose redirect from ingress to egress failed.",
+    ),
+    (
+        "xmit_drop_packets",
+        "xmit_drops",
+        "Frames the egress driver or egress program did not send.",
     ),
 )
 
@@ -739,6 +808,29 @@ def prometheus(snapshot: Snapshot) -> str:
                 f'group="{_label(p.group or "")}"'
             )
             lines.append(f"{metric}{{{labels}}} {getattr(p, name)}")
+    for name, attr, help_text in _PROMETHEUS_PAIR_EVENTS if snapshot.tracing else ():
+        metric = f"xdpfwd_pair_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for p in snapshot.pairs.values():
+            labels = (
+                f'ingress="{_label(p.ingress.ifname or "")}",'
+                f'egress="{_label(p.egress.ifname or "")}",'
+                f'group="{_label(p.group or "")}"'
+            )
+            lines.append(f"{metric}{{{labels}}} {getattr(p.events, attr) if p.events else 0}")
+    metric = "xdpfwd_port_not_forwarded_packets_total"
+    lines += [
+        f"# HELP {metric} Frames that entered the port and were not forwarded, by reason.",
+        f"# TYPE {metric} counter",
+    ]
+    for k, p in snapshot.ports.items():
+        if p.counters is None:
+            continue
+        for reason, value in snapshot.port_losses(k).items():
+            if value is not None:
+                ifname = _label(p.port.ifname or "")
+                labels = f'port="{ifname}",device="{ifname}",ifindex="{k}",reason="{reason}"'
+                lines.append(f"{metric}{{{labels}}} {value}")
     lines += _prometheus_multicast(snapshot)
     metric = "xdpfwd_not_forwarded_packets_total"
     lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]
@@ -791,7 +883,11 @@ def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str)
         _line(_out(), f"no xdpfwd state in {pin_dir}")
     else:
         _out().print(stats_tables(snapshot, losses=snapshot.losses(), sort=sort))
+        _line(_out(), COUNTERS_SINCE)
     return None
+
+
+COUNTERS_SINCE = "totals since each port (pair: entry, member) joined; --clear zeroes them"
 
 
 def watch_json_line(frame: WatchFrame) -> None:
@@ -800,10 +896,17 @@ def watch_json_line(frame: WatchFrame) -> None:
     sys.stdout.flush()
 
 
-def watch_view(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> Group:
+def watch_view(
+    frame: WatchFrame, pin_dir: str, interval: float, sort: str, expand: bool = False
+) -> Group:
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.snapshot.wall))
-    title = Text(f"xdpfwd stats  {pin_dir}  every {interval:g} s  {stamp}  (Ctrl-C ends)")
-    return Group(title, stats_tables(frame.snapshot, frame.rates, frame.losses, sort))
+    title = Text(
+        f"xdpfwd stats  {stamp}  every {interval:g} s  {pin_dir}  (Ctrl-C ends)",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    tables = stats_tables(frame.snapshot, frame.rates, frame.losses, sort, expand)
+    return Group(title, tables)
 
 
 def watch_plain(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> None:
@@ -823,7 +926,8 @@ def watch(frames, pin_dir: str, interval: float, fmt: str, sort: str, keep) -> N
     elif sys.stdout.isatty():
         with Live(console=_out(), auto_refresh=False, transient=False) as live:
             for frame in frames:
-                live.update(watch_view(for_frame(frame), pin_dir, interval, sort), refresh=True)
+                view = watch_view(for_frame(frame), pin_dir, interval, sort, expand=True)
+                live.update(view, refresh=True)
     else:
         for frame in frames:
             watch_plain(for_frame(frame), pin_dir, interval, sort)

@@ -25,6 +25,7 @@ from xdpfwd.model import (
     PortRow,
     PruneResult,
 )
+from xdpfwd.model.counters import LOSS_REASONS
 from xdpfwd.model.reports import (
     ApplyResult,
     BenchReport,
@@ -91,6 +92,8 @@ class FakeOps:
                 egress_prog=EgressProg("user", 9, "drop_arp"),
                 rewrite=Rewrite("02:00:00:00:00:01", None),
                 egress_counters=EgressStats(4, 400, 1, 100),
+                lost={**dict.fromkeys(LOSS_REASONS, 0), "egress_drop": 1},
+                forwarded=4,
             ),
             PortRow(
                 Iface(17, None),
@@ -101,6 +104,7 @@ class FakeOps:
                 "drop",
                 "device gone",
                 PortStats(),
+                lost=dict.fromkeys(LOSS_REASONS, 0),
             ),
         ]
         groups = [

@@ -216,6 +216,8 @@ def test_list_json_is_stable_and_parseable():
         "table",
         "value",
         "prog_id",
+        "loss_accounting",
+        "multi_buffer",
         "entries",
         "groups",
         "multicast",
@@ -236,6 +238,10 @@ def test_list_json_is_stable_and_parseable():
         "group",
         "multicast",
         "problems",
+        "forwarded_packets",
+        "not_forwarded",
+        "xmit_drop_packets",
+        "redirect_error_packets",
     }
     assert first["ingress"] == {"ifname": "eth1", "ifindex": 2, "netns": None}
     assert first["counters"]["redirect_packets"] == 5
@@ -261,7 +267,7 @@ def test_piped_tables_keep_every_column():
     # Not a terminal: rich would assume 80 columns and elide the counter columns.
     result, _ = invoke(["list"])
     header = next(line for line in result.stdout.splitlines() if line.startswith("INGRESS"))
-    assert header.split()[-2:] == ["FORWARDED", "MISSED"]
+    assert header.split()[-3:] == ["FORWARDED", "MISSED", "LOST"]
     assert "…" not in result.stdout
 
 

@@ -41,6 +41,7 @@ def c_define(name: str) -> str:
         ("XDPFWD_PIN_GROUPS", maps.PIN_GROUPS),
         ("XDPFWD_PIN_GROUP_DIR", maps.PIN_GROUP_DIR),
         ("XDPFWD_PIN_PAIR_STATS", maps.PIN_PAIR_STATS),
+        ("XDPFWD_PIN_TX_EVENTS", maps.PIN_TX_EVENTS),
         ("XDPFWD_GROUP_MAX_MEMBERS", str(maps.GROUP_MAX_MEMBERS)),
         ("XDPFWD_PORT_BROADCAST", str(maps.PORT_BROADCAST)),
         ("XDPFWD_PORT_EXCLUDE_INGRESS", str(maps.PORT_EXCLUDE_INGRESS)),

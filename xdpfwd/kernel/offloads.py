@@ -210,7 +210,7 @@ def peers(ports: dict[int, tuple[int, int | None]]) -> Iterator[dict[int, Peer]]
                 with netns.entered_fd(fd):
                     sock = _inet_socket()
             except PermissionError:
-                continue
+                continue  # entering needs CAP_SYS_ADMIN: a reader without it sees less
             socks[nsid] = (stack.enter_context(sock), namespace)
         found = {}
         for port, (peer_ifindex, nsid) in ports.items():

@@ -22,7 +22,7 @@ CAP_NAMES = {
 # The capabilities each command needs, measured on Linux 6.18 (see CAPABILITIES in
 # xdpfwd(8)). CAP_NET_ADMIN: XDP attach and detach (RTM_SETLINK), veths. CAP_SYS_ADMIN:
 # BPF_{PROG,MAP}_GET_FD_BY_ID (BCC adopting pinned maps, the undo of map changes),
-# setns() and mount() (namespaces, bpffs, tracefs); the kernel also takes it in place
+# setns() and mount() (namespaces, bpffs); the kernel also takes it in place
 # of CAP_BPF and CAP_PERFMON. Reading and zeroing counters needs none: only access to
 # the pins, which belong to whoever created them (root: mode 0600).
 _CHANGE = (CAP_NET_ADMIN, CAP_SYS_ADMIN)
@@ -36,7 +36,7 @@ COMMAND_CAPS: dict[str, tuple[int, ...]] = {
     "apply": _CHANGE,
     "prune": (CAP_NET_ADMIN,),
     "down": (CAP_NET_ADMIN,),
-    "stats --watch": (CAP_SYS_ADMIN,),
+    "stats --watch": (CAP_SYS_ADMIN,),  # only to attach loss accounting (older pin dirs)
     "lab up": _CHANGE,
     "lab down": _CHANGE,
     "demo": _CHANGE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xdpfwd.kernel.bpf.maps import EgressStats, PortStats, Rewrite
+from xdpfwd.kernel.bpf.maps import EgressStats, PortStats, Rewrite, TxEvents
 
 # XDP attach modes, and the words iproute2 and xdp-tools users bring for them; the CLI
 # and the configuration file accept them all.
@@ -80,6 +80,13 @@ class Attachment:
     port: Iface
     mode: str  # native or generic
     changed: bool  # False when xdpfwd's program was already there
+    fallback: str | None = None  # why native XDP was refused, when auto chose generic
+
+    @property
+    def warning(self) -> str | None:
+        if self.fallback is None:
+            return None
+        return f"{self.port.label}: native XDP refused ({self.fallback}); using generic mode"
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,18 @@ class PortRow:
     egress_counters: EgressStats | None = None  # counted by the entry's egress program
     group: str | None = None  # the broadcast group the port floods in
     multicast: tuple[str, ...] = ()  # the multicast groups the port is a source of
+    # Frames that entered the port and were not forwarded, by reason (None: unknown,
+    # loss accounting being off); what the tracepoints saw of the entry's pair.
+    lost: dict[str, int | None] = field(default_factory=dict)
+    events: TxEvents | None = None
+    forwarded: int | None = None  # redirected less lost after it, when that is known
     problems: tuple[str, ...] = ()  # what keeps its frames from getting through, with fixes
+
+    @property
+    def forwarded_or_redirected(self) -> int:
+        """Frames forwarded when known; otherwise those handed to the redirect (for a
+        broadcast member, frames flooded)."""
+        return self.counters.redirect_packets if self.forwarded is None else self.forwarded
 
     def as_dict(self) -> dict:
         return {
@@ -158,7 +176,18 @@ class PortRow:
             "group": self.group,
             "multicast": list(self.multicast),
             "problems": list(self.problems),
+            "forwarded_packets": self.forwarded,
+            "not_forwarded": self.lost,
+            **_events_dict(self.events),
         }
+
+
+def _events_dict(events: TxEvents | None) -> dict[str, int | None]:
+    """What the tracepoints saw of a pair, under the counters' names (null: unknown)."""
+    return {
+        "xmit_drop_packets": events.xmit_drops if events else None,
+        "redirect_error_packets": events.redirect_errors if events else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -168,12 +197,14 @@ class PairRow:
     ingress: Iface
     egress: Iface
     counters: EgressStats
+    events: TxEvents | None = None  # while loss accounting is attached
 
     def as_dict(self) -> dict:
         return {
             "ingress": self.ingress.as_dict(),
             "egress": self.egress.as_dict(),
             **self.counters.as_dict(),
+            **_events_dict(self.events),
         }
 
 
@@ -225,6 +256,8 @@ class Listing:
     rows: list[PortRow]
     groups: list[GroupInfo]
     multicast: list[McastGroup] = field(default_factory=list)
+    loss_accounting: bool = False  # the tracepoint programs are attached
+    multi_buffer: bool | None = None  # programs loaded with BPF_F_XDP_HAS_FRAGS
 
     def as_dict(self) -> dict:
         return {
@@ -232,6 +265,8 @@ class Listing:
             "table": self.table,
             "value": self.value_format,
             "prog_id": self.prog_id,
+            "loss_accounting": self.loss_accounting,
+            "multi_buffer": self.multi_buffer,
             "entries": [row.as_dict() for row in self.rows],
             "groups": [g.as_dict() for g in self.groups],
             "multicast": [g.as_dict() for g in self.multicast],

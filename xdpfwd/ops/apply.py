@@ -247,7 +247,14 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     pairs = [(i, desired.links[e.egress].ifindex) for i, e in desired.entries.items()]
     for g in desired.multicast.values():
         pairs += [(s, r) for s in g.sources for r in g.receivers if s != r or not g.exclude_ingress]
-    warnings = health.warnings_for(sorted(set(pairs)), c.links)
+    members = [desired.links[m].ifindex for g in config.groups for m in g.members]
+    members += [s for g in desired.multicast.values() for s in sorted(g.sources)]
+    warnings = (
+        *c.notes,
+        *(att.warning for att in c.attachments if att.warning),
+        *health.warnings_for(sorted(set(pairs)), c.links),
+        *health.flood_warnings(members, c.links, c.dp.frags),
+    )
     for ingress, (text, func) in desired.users.items():
         shown = Path(desired.entries[ingress].spec.user_file or "").name
         warnings += tuple(entries.verdict_warnings(text, shown, func))

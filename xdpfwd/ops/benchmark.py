@@ -24,9 +24,10 @@ from xdpfwd import interrupts
 from xdpfwd.errors import InputError
 from xdpfwd.kernel import netdev, netns, offloads, prereqs, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
+from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
-from xdpfwd.state import lab
+from xdpfwd.state import lab, tracing
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
@@ -86,10 +87,13 @@ class _Rig:
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
         programs = (GEN, SINK, FWD, *(f"{FLOOD}{n}" for n in FANOUTS))
+        # Multi-buffer when the kernel can, as xdpfwd's own programs.
+        frags = sc.frags_supported()
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
             dict.fromkeys(programs, (loader.PROG_XDP, None)),
-            source.cflags(XDPFWD_PIN_DIR=self.pins.path),
+            source.cflags(XDPFWD_PIN_DIR=self.pins.path, XDPFWD_FRAGS=int(frags)),
+            prog_flags=loader.xdp_prog_flags(frags),
         )
         for fd in self.fds.values():
             stack.callback(os.close, fd)
@@ -128,9 +132,27 @@ def _remove_rig_pins(pins: PinDir) -> None:
     pins.remove_if_empty()
 
 
+def _loss_accounting(rig: _Rig, on: bool) -> None:
+    """Attach or detach the tracepoint programs of xdpfwd's pins (once they exist).
+
+    They run for every devmap transmit on the host, whoever redirects: the rows
+    without xdpfwd need them off as much as the row that measures their cost.
+    """
+    pins = rig.xdpfwd_pins
+    if not pins.exists():
+        return
+    with pins.locked(create=False), ExitStack() as partial:
+        if on:
+            tracing.ensure_attached(pins, partial)
+        else:
+            tracing.detach(pins)
+        partial.pop_all()
+
+
 @contextmanager
 def _bare(rig: _Rig, program: str, pin: str, ports: list[netdev.Link]) -> Iterator[None]:
     """A baseline program on port 1, its array devmap holding ports, a slot each."""
+    _loss_accounting(rig, False)
     ingress = rig.ports[0]
     with closing(maps.ForwardTable(rig.pins.pin(pin))) as devmap:
         for slot, port in enumerate(ports):
@@ -154,10 +176,13 @@ def _bare_broadcast(rig: _Rig, fanout: int):
 
 
 @contextmanager
-def _xdpfwd(rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS) -> Iterator[None]:
+def _xdpfwd(
+    rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS, accounting: bool = True
+) -> Iterator[None]:
     ingress, egress = (_iface(link) for link in rig.ports[:2])
     rig.ops.add(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
     try:
+        _loss_accounting(rig, accounting)
         yield
     finally:
         rig.ops.delete(rig.xdpfwd_pins, ingress)
@@ -171,6 +196,7 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
         rig.xdpfwd_pins, members, group=f"fanout{fanout}", exclude_ingress=True, mode="native"
     )
     try:
+        _loss_accounting(rig, True)
         yield
     finally:
         rig.ops.broadcast_del(rig.xdpfwd_pins, members)
@@ -182,6 +208,7 @@ def _multicast(rig: _Rig) -> Iterator[traffic.Generator]:
     source, *receivers = (_iface(link) for link in rig.ports[: MCAST_RECEIVERS + 1])
     rig.ops.multicast_add(rig.xdpfwd_pins, MCAST_GROUP, receivers, [source], mode="native")
     try:
+        _loss_accounting(rig, True)
         yield rig.mcast_generator
     finally:
         rig.ops.multicast_del(rig.xdpfwd_pins, MCAST_GROUP)
@@ -189,6 +216,7 @@ def _multicast(rig: _Rig) -> Iterator[traffic.Generator]:
 
 @contextmanager
 def _bridge(rig: _Rig) -> Iterator[None]:
+    _loss_accounting(rig, False)
     ingress, egress = rig.ports[:2]
     name = f"{rig.lab.prefix}br"
     # Without an XDP program, the port needs GRO to take the generator's frames.
@@ -280,7 +308,13 @@ def run(
         # (key, name, set-up, the key of the row it is compared with)
         rows: list[tuple[str, str, Callable, str]] = [
             (BASELINE, "baseline: bpf_redirect_map() only", _baseline, BASELINE),
-            ("forward", "xdpfwd, as `add` sets it up", _xdpfwd, BASELINE),
+            ("forward", "xdpfwd, as `add` sets it up (loss accounting on)", _xdpfwd, BASELINE),
+            (
+                "forward_no_loss_accounting",
+                "xdpfwd without loss accounting",
+                partial(_xdpfwd, accounting=False),
+                "forward",
+            ),
             (
                 "forward_rewrite",
                 "xdpfwd with a MAC rewrite (egress program)",

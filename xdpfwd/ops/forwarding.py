@@ -18,13 +18,15 @@ from xdpfwd.model import (
     DelResult,
     DownResult,
     EgressSpec,
+    GroupInfo,
     Iface,
     Listing,
     PortRow,
     PruneResult,
 )
+from xdpfwd.model.counters import Snapshot
 from xdpfwd.state import entries, health, multicast
-from xdpfwd.state.counters import entry_redirects
+from xdpfwd.state.counters import entry_redirects, snapshot
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.pins import PinDir
@@ -132,7 +134,7 @@ def add(
     if user is not None:
         shown = os.path.basename(egress_spec.user_file or "")
         warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
-    return replace(result, warnings=(*loop_warning, *warnings))
+    return replace(result, warnings=(*loop_warning, *c.notes, *warnings))
 
 
 def _check_no_loop(c: Change, pairs: list[tuple[int, int]], force: bool) -> tuple[str, ...]:
@@ -211,13 +213,16 @@ def list_ports(pins: PinDir) -> Listing:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
         links = netdev.links()
-        groups = group_infos(dp, links)
+        counted = snapshot(dp, links)
+        groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
         sources = multicast.sources_of(dp)
         with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
+            problems += health.flood_problems([*member_of, *sources], links, dp.frags)
             rows = [
                 _with_multicast(
-                    _port_row(dp, port, links, member_of, problems), sources.get(port, [])
+                    _port_row(dp, port, links, member_of, counted, problems),
+                    sources.get(port, []),
                 )
                 for port in sorted(dp.ports.ifindexes())
             ]
@@ -229,7 +234,9 @@ def list_ports(pins: PinDir) -> Listing:
             dp.prog_id,
             rows,
             groups,
-            multicast.group_infos(dp, links),
+            list(counted.multicast.values()),
+            loss_accounting=counted.tracing,
+            multi_buffer=dp.frags,
         )
 
 
@@ -241,11 +248,22 @@ def _with_multicast(row: PortRow, groups: list[str]) -> PortRow:
     return replace(row, multicast=tuple(groups), state=state)
 
 
+def _with_events(group: GroupInfo, counted: Snapshot) -> GroupInfo:
+    pairs = [replace(r, events=_events(counted, r.ingress, r.egress)) for r in group.pairs]
+    return replace(group, pairs=pairs)
+
+
+def _events(counted: Snapshot, ingress: Iface, egress: Iface | None):
+    pair = counted.pairs.get((ingress.ifindex, egress.ifindex)) if egress else None
+    return pair.events if pair else None
+
+
 def _port_row(
     dp: Dataplane,
     port: int,
     links: dict[int, netdev.Link],
     member_of: dict[int, str],
+    counted: Snapshot,
     problems: list[health.Problem],
 ) -> PortRow:
     link = links.get(port)
@@ -257,6 +275,7 @@ def _port_row(
     flooding = dp.groups.group_id(port) is not None
     state = health.port_state(link, egress, attached, entry is not None, group, settings, flooding)
     has_egress = entry is not None and dp.layout.has_egress
+    counters = counted.ports[port].counters or maps.PortStats()
     return PortRow(
         ingress=known(port, links),
         egress=egress,
@@ -265,21 +284,26 @@ def _port_row(
         mode=link.xdp_mode if attached else None,
         on_miss=settings.on_miss_name,
         state=state,
-        counters=dp.stats.read(port) or maps.PortStats(),
+        counters=counters,
         egress_prog=entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
-        egress_counters=_entry_counters(dp, port, entry) if has_egress else None,
+        egress_counters=_entry_counters(dp, port, entry, counters) if has_egress else None,
         group=group,
+        lost=counted.port_losses(port),
+        events=_events(counted, known(port, links), egress),
+        forwarded=counted.forwarded(port),
         problems=tuple(p.line for p in problems if p.ifindex == port),
     )
 
 
-def _entry_counters(dp: Dataplane, port: int, entry: maps.FwdEntry) -> maps.EgressStats:
+def _entry_counters(
+    dp: Dataplane, port: int, entry: maps.FwdEntry, counters: maps.PortStats
+) -> maps.EgressStats:
     """What an entry sent: its egress program's count, or (without one) what its
-    ingress port redirected (less its multicast frames)."""
+    ingress port redirected (counters), less its multicast frames."""
     if entry.egress_prog_id:
         return dp.egress_stats.read(port) or maps.EgressStats()
-    return entry_redirects(dp, port, dp.stats.read(port) or maps.PortStats())
+    return entry_redirects(dp, port, counters)
 
 
 def down(pins: PinDir) -> DownResult:

@@ -86,7 +86,13 @@ def multicast_add(
             compiled=c.compiled,
         )
     pairs = [(s, r) for s in all_sources for r in all_receivers if s != r or not exclude_ingress]
-    return replace(result, warnings=health.warnings_for(sorted(pairs), c.links))
+    warnings = (
+        *c.notes,
+        *health.warnings_for(sorted(pairs), c.links),
+        # Multi-buffer frames to the group cannot be copied: dropped, counted too big.
+        *health.flood_warnings(sorted(all_sources), c.links, c.dp.frags),
+    )
+    return replace(result, warnings=warnings)
 
 
 def _group_now(pins: PinDir, addr) -> multicast.GroupState | None:

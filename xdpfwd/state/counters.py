@@ -3,31 +3,35 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import astuple, replace
 
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
-from xdpfwd.state import multicast
+from xdpfwd.state import multicast, tracing
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
 
 
-def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
-    """Every managed port and every pair (forwarding entries, group members).
+def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | None = None) -> Snapshot:
+    """Every managed port and every pair (forwarding entries, group members), with
+    the links the caller read (or read now).
 
-    With tracing, pairs carry what the tracepoint programs counted so far.
+    While loss accounting is attached, ports and pairs carry what the tracepoint
+    programs counted so far.
     """
     taken, wall = time.monotonic(), time.time()
-    links = netdev.links()
-    events = _tx_events(dp) if tracing else {}
+    links = netdev.links() if links is None else links
+    events = tx_events(dp)
+    traced = events is not None
+    events = events or {}
     ports = {
         port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
         for port in sorted(dp.ports.ifindexes())
     }
     pairs = [*_entry_pairs(dp, ports, links, dp.invalid_verdicts()), *_group_pairs(dp, links)]
-    pairs = [_with_events(pair, events) for pair in pairs] if tracing else pairs
+    pairs = [_with_events(pair, events) for pair in pairs] if traced else pairs
     tx: dict[int, list[PairCounters]] = {}
     for pair in pairs:
         tx.setdefault(pair.egress.ifindex, []).append(pair)
@@ -40,6 +44,10 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
             packets, nbytes = copied.get(r.port.ifindex, (0, 0))
             copied[r.port.ifindex] = (packets + (r.copies or 0), nbytes + (r.copy_bytes or 0))
             ports.setdefault(r.port.ifindex, PortCounters(r.port, None))
+    replicated = {  # port -> frames it replicated as a multicast source (now or before)
+        port: (dp.mcast.port_stats.read(port) or maps.McastPortStats()).packets
+        for port in (dp.ports.ifindexes() if dp.mcast is not None else ())
+    }
     for port, counters in list(ports.items()):
         sent = tx.get(port, [])
         more = copied.get(port, (0, 0))
@@ -48,6 +56,8 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
             counters.counters,
             sum(p.tx_packets for p in sent) + more[0],
             sum(p.tx_bytes for p in sent) + more[1],
+            _summed(e for (ingress, _), e in events.items() if ingress == port) if traced else None,
+            replicated.get(port, 0),
         )
     ports = dict(sorted(ports.items()))
     exceptions = {ingress: e.exceptions for (ingress, egress), e in events.items() if egress == 0}
@@ -57,7 +67,7 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
         ports,
         {p.key: p for p in pairs},
         exceptions,
-        tracing,
+        traced,
         {g.group: g for g in groups},
     )
 
@@ -114,22 +124,20 @@ def _group_pairs(dp: Dataplane, links):
             )
 
 
-def _open_tx_events(dp: Dataplane) -> maps.TxEventsTable | None:
-    """The tracepoints' counts; None before the first `stats --watch` compiled them."""
-    try:
-        return maps.TxEventsTable(dp.pins.pin(maps.PIN_TX_EVENTS))
-    except FileNotFoundError:
+def tx_events(dp: Dataplane) -> dict[tuple[int, int], maps.TxEvents] | None:
+    """What the tracepoint programs counted per (ingress, egress) pair; None while
+    loss accounting is not attached (nothing would count)."""
+    if dp.tx_events is None or not tracing.is_attached(dp.pins):
         return None
+    return dp.tx_events.read_all()
 
 
-def _tx_events(dp: Dataplane) -> dict[tuple[int, int], maps.TxEvents]:
-    table = _open_tx_events(dp)
-    if table is None:
-        return {}
-    try:
-        return table.read_all()
-    finally:
-        table.close()
+def _summed(rows) -> maps.TxEvents:
+    totals = [0, 0, 0, 0]
+    for row in rows:
+        for i, value in enumerate(astuple(row)):
+            totals[i] += value
+    return maps.TxEvents(*totals)
 
 
 def _with_events(pair: PairCounters, events) -> PairCounters:
@@ -151,8 +159,6 @@ def zero(dp: Dataplane) -> None:
         for ingress, egress in dp.pairs.pairs():
             dp.pairs.forget(ingress, egress)
     multicast.zero(dp)
-    events = _open_tx_events(dp)
-    if events is not None:
-        for ingress, egress in events.pairs():
-            events.forget(ingress, egress)
-        events.close()
+    if dp.tx_events is not None:
+        for ingress, egress in dp.tx_events.pairs():
+            dp.tx_events.forget(ingress, egress)

@@ -101,6 +101,13 @@ class Dataplane:
             self.stats = self._open_stats(maps.PIN_PORT_STATS, maps.PortStats)
             self.layout = Layout(self.fwd.table_type, self.fwd.value_format)
             self.groups = self._open(maps.GroupsTable, maps.PIN_GROUPS)
+            recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS))
+            # No record: made before xdpfwd loaded multi-buffer programs (flags 0).
+            self.prog_flags = recorded or 0
+            self.flags_recorded = recorded is not None
+            self.tx_events: maps.TxEventsTable | None = None
+            if maps.PIN_TX_EVENTS in pins.names():
+                self.tx_events = self._open(maps.TxEventsTable, maps.PIN_TX_EVENTS)
             self.egress_fd = self.egress_id = self.rewrite_fd = self.rewrite_id = 0
             self.group_prog_fd = self.group_prog_id = 0
             self.egress_stats: maps.SlottedStats | None = None
@@ -149,6 +156,20 @@ class Dataplane:
 
     def close(self) -> None:
         self._fds.close()
+
+    @property
+    def frags(self) -> bool:
+        """The pin dir's XDP programs handle multi-buffer frames (and must: they share
+        devmaps, and so do the egress programs added later)."""
+        return bool(self.prog_flags & sc.BPF_F_XDP_HAS_FRAGS)
+
+    def forget_events(self, ingress: int) -> None:
+        """Drop what the tracepoints counted for frames that entered ingress (a port
+        new to xdpfwd, or one it forgets, starts from zero as its counters do)."""
+        if self.tx_events is not None:
+            for pair in self.tx_events.pairs():
+                if pair[0] == ingress:
+                    self.tx_events.forget(*pair)
 
     def invalid_verdicts(self) -> maps.InvalidVerdictTable | None:
         """The counts of user egress programs' invalid verdicts; None until the first
@@ -295,13 +316,26 @@ def planned_layout(pins: PinDir, table: str | None, value_format: str | None) ->
     return existing
 
 
+def prog_flags_for_new_programs() -> int:
+    """The prog_flags of a new pin dir's programs: multi-buffer when the kernel can."""
+    return loader.xdp_prog_flags(sc.frags_supported())
+
+
 def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     """Create whatever is not pinned yet; return True when the programs were compiled.
 
-    Pins created here are removed by rollback. Raises PrereqError or BpfError.
+    One decision per pin dir: its XDP programs are all loaded with the prog_flags
+    recorded before the first of them (a devmap keeps the flags of the first program
+    that uses it and refuses others). Pins created here are removed by rollback.
+    Raises PrereqError or BpfError.
     """
     present = pins.names()
+    compiling = maps.PIN_PROG_INGRESS not in present
     try:
+        if compiling and maps.PIN_PROG_FLAGS not in present:
+            path = pins.pin(maps.PIN_PROG_FLAGS)
+            maps.create_pinned_prog_flags(path, prog_flags_for_new_programs())
+            rollback.callback(os.unlink, path)
         if maps.PIN_FWD not in present and layout.table == "devmap-hash":
             maps.create_pinned_devmap_hash(pins.pin(maps.PIN_FWD), value_size=layout.value_size)
             rollback.callback(os.unlink, pins.pin(maps.PIN_FWD))
@@ -314,15 +348,17 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
             rollback.callback(os.unlink, pins.pin(maps.PIN_USER_PROGS))
     except OSError as e:
         raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
-    if maps.PIN_PROG_INGRESS in present:
+    if not compiling:
         return False
+    recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS)) or 0
+    frags = bool(recorded & sc.BPF_F_XDP_HAS_FRAGS)
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
     rollback.callback(_unpin_new, pins, pins.known_names())
     try:
         maps.create_pinned_mcast_maps(pins.path, layout.table, layout.value_size)
     except OSError as e:
         raise BpfError(f"creating xdpfwd's multicast maps failed: {e.strerror}") from e
-    fds = loader.compile_ingress(pins.path, layout.value_size)
+    fds = loader.compile_ingress(pins.path, layout.value_size, frags)
     try:
         for pin, func in _PROG_PINS.items():
             if func in fds:
@@ -332,7 +368,11 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     finally:
         for fd in fds.values():
             os.close(fd)
-    log.info("compiled and pinned xdpfwd's programs in %s", pins.path)
+    log.info(
+        "compiled and pinned xdpfwd's programs in %s (%s)",
+        pins.path,
+        "multi-buffer" if frags else "single-buffer",
+    )
     return True
 
 

@@ -23,9 +23,17 @@ PIN_GROUPS = "groups"
 PIN_GROUP_DIR = "group"
 PIN_PAIR_STATS = "pair_stats"
 PIN_TX_EVENTS = "tx_events"
-PIN_TRACE_PREFIX = "trace_"  # + the tracepoint's name: its pinned program
-# Where each user egress program came from, for `save` (user space only, no C side).
+# User space only, no C side: where each user egress program came from (for `save`);
+# the prog_flags every XDP program of the pin dir is loaded with (absent: 0, a pin dir
+# made before multi-buffer support); the tracepoint programs and their bpf_links
+# (+ the tracepoint's name).
 PIN_USER_PROGS = "user_progs"
+PIN_PROG_FLAGS = "prog_flags"
+PIN_TRACE_PROG_PREFIX = "prog_tp_"
+PIN_TRACE_LINK_PREFIX = "link_tp_"
+# Earlier versions pinned tracepoint programs (BCC's TRACEPOINT_PROBE) under this
+# prefix while `stats --watch` ran; still xdpfwd's to remove.
+PIN_TRACE_LEGACY_PREFIX = "trace_"
 PIN_REWRITE = "rewrite"
 # The first pin in a pin dir xdpfwd creates, the last it removes: its mark of ownership.
 PIN_OWNER = "xdpfwd_owner"
@@ -86,14 +94,16 @@ class PortStats:
     pass_bytes: int = 0
     drop_packets: int = 0
     drop_bytes: int = 0
+    too_big_packets: int = 0  # multi-buffer frames a group could not flood (dropped)
+    too_big_bytes: int = 0
 
     @property
     def rx_packets(self) -> int:
-        return self.redirect_packets + self.pass_packets + self.drop_packets
+        return self.redirect_packets + self.pass_packets + self.drop_packets + self.too_big_packets
 
     @property
     def rx_bytes(self) -> int:
-        return self.redirect_bytes + self.pass_bytes + self.drop_bytes
+        return self.redirect_bytes + self.pass_bytes + self.drop_bytes + self.too_big_bytes
 
     def as_dict(self) -> dict[str, int]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -144,7 +154,7 @@ class PortSettings:
 class TxEvents:
     """What the XDP tracepoints reported for a pair, summed over CPUs."""
 
-    xmit_sent: int = 0
+    xmit_sent: int = 0  # not counted any more (see xdpfwd_trace.c)
     xmit_drops: int = 0  # includes frames the pair's egress program dropped
     redirect_errors: int = 0
     exceptions: int = 0
@@ -326,13 +336,15 @@ class SlottedStats:
 
     def __init__(self, path: str, cls: type):
         self.cls = cls
-        self._layout = struct.Struct("=" + "Q" * len(fields(cls)))
         self.slots = PinnedMap(path)
         try:
             self.high = PinnedMap(path + PIN_HI_SUFFIX)
         except BaseException:
             self.slots.close()
             raise
+        # A pin dir made by an older xdpfwd has fewer counters: the rest read as 0.
+        count = min(len(fields(cls)), self.slots.info.value_size // 8)
+        self._layout = struct.Struct("=" + "Q" * count)
 
     def close(self) -> None:
         self.slots.close()
@@ -489,6 +501,31 @@ def create_pinned_user_progs(path: str) -> None:
     fd = sc.map_create(sc.MAP_TYPE_LRU_HASH, _U32.size, _USER_PROG.size, 1024, "xdpfwd_user")
     try:
         sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def create_pinned_prog_flags(path: str, prog_flags: int) -> None:
+    """Record the prog_flags the pin dir's XDP programs are loaded with: programs that
+    share a devmap must agree on BPF_F_XDP_HAS_FRAGS, later ones (user egress
+    programs) too."""
+    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, _U32.size, 1, "xdpfwd_flags")
+    try:
+        sc.map_update(fd, _key(0), _U32.pack(prog_flags))
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_prog_flags(path: str) -> int | None:
+    """The recorded prog_flags; None when the pin dir has no record."""
+    try:
+        fd = sc.obj_get(path)
+    except FileNotFoundError:
+        return None
+    try:
+        raw = sc.map_lookup(fd, _key(0), _U32.size)
+        return _U32.unpack(raw)[0] if raw else 0
     finally:
         os.close(fd)
 
