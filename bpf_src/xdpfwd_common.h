@@ -113,4 +113,55 @@ struct xdpfwd_bench_cfg {
 	__u32 flows;			/* distinct UDP source ports, >= 1 */
 };
 
+/*
+ * Multicast groups (xdpfwd_mcast.c): a frame to a group address entering one of the
+ * group's source ports is replicated to the group's receivers with BPF_F_BROADCAST
+ * on the group's own devmap, sized to its receivers (the kernel walks every slot of
+ * a broadcast devmap per frame). Groups sit in slots of a map of maps; the lookup
+ * key is (source port, group address).
+ */
+#define XDPFWD_PIN_MCAST_SOURCES	"mcast_sources"	/* (port, group) -> struct xdpfwd_mcast_source */
+#define XDPFWD_PIN_MCAST_GROUPS		"mcast_groups"	/* slot -> the group's devmap */
+#define XDPFWD_PIN_MCAST_STATS		"mcast_stats"	/* slot -> struct xdpfwd_mcast_stats */
+#define XDPFWD_PIN_MCAST_COPIES		"mcast_copies"	/* (slot, receiver) -> copies sent */
+#define XDPFWD_PIN_MCAST_PORT_STATS	"mcast_port_stats"	/* source port -> frames replicated */
+#define XDPFWD_PIN_PROG_MCAST		"prog_egress_mcast"
+#define XDPFWD_MCAST_MAX_GROUPS		1024
+#define XDPFWD_MCAST_MAX_MEMBERS	64	/* receivers, and sources, per group */
+#define XDPFWD_MCAST_MAX_SOURCES	16384	/* (source port, group) pairs in all */
+#define XDPFWD_MCAST_MAX_COPIES		16384	/* (group, receiver) pairs in all */
+#define XDPFWD_MCAST_UNTAGGED		0xffffffff	/* a copy whose group is not known */
+
+/* Kinds of group address. */
+#define XDPFWD_MCAST_MAC	1	/* any frame to this destination MAC */
+#define XDPFWD_MCAST_IPV4	4	/* IPv4 frames to this destination address */
+#define XDPFWD_MCAST_IPV6	6	/* IPv6 frames to this destination address */
+
+struct xdpfwd_mcast_key {
+	__u32 ifindex;			/* the source port the frame entered */
+	__u8 kind;			/* XDPFWD_MCAST_* */
+	__u8 pad[3];
+	__u8 addr[16];			/* IPv4 in 4 bytes, MAC in 6, IPv6 in 16; zeros after */
+};
+
+#define XDPFWD_MCAST_EXCLUDE_INGRESS	1
+struct xdpfwd_mcast_source {
+	__u32 slot;			/* the group's slot in mcast_groups and mcast_stats */
+	__u32 flags;			/* XDPFWD_MCAST_EXCLUDE_INGRESS */
+	__u32 copies;			/* copies one frame from this port should make */
+	__u32 pad;
+};
+
+/* Per group and per CPU, counted by the ingress program. */
+struct xdpfwd_mcast_stats {
+	struct xdpfwd_counter in;	/* frames (and bytes) replicated */
+	__u64 copies;			/* copies they should have made */
+};
+
+/* A (group, receiver) pair, as the multicast egress program counts copies. */
+struct xdpfwd_mcast_copy {
+	__u32 slot;
+	__u32 egress;
+};
+
 #endif /* XDPFWD_COMMON_H */

@@ -33,7 +33,8 @@ BPF_TABLE_PINNED("hash", u32, u32, xdpfwd_groups, XDPFWD_MAX_PORTS, PIN(XDPFWD_P
 
 /*
  * Verdicts: XDP_REDIRECT when the ingress port has an entry, or floods its
- * broadcast group; XDP_DROP for a multi-buffer frame its group cannot flood;
+ * broadcast group; XDP_DROP for a multi-buffer frame its group (broadcast or
+ * multicast) cannot flood;
  * otherwise the port's on-miss verdict (XDP_PASS or XDP_DROP; XDP_PASS for an
  * unknown port).
  */
@@ -44,6 +45,30 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 	struct xdpfwd_port_stats *stats = port_stats(ifindex);
 	struct xdpfwd_port *port;
 	long verdict;
+
+	/*
+	 * Multicast groups come first (xdpfwd_mcast.c): XDP_REDIRECT for a frame to a
+	 * group this port is a source of. Only frames to a multicast MAC look for one:
+	 * the others pay one bit test. A frame of no group goes on as any other.
+	 */
+	if (mcast_destination(ctx)) {
+		verdict = mcast_redirect(ctx, ifindex, bytes);
+		if (verdict == XDP_REDIRECT) {
+			struct xdpfwd_counter *mstats = mcast_port_stats(ifindex);
+
+			if (stats)
+				count(&stats->redirect, bytes);
+			if (mstats)
+				count(mstats, bytes);
+			return XDP_REDIRECT;
+		}
+		if (verdict == XDP_DROP) {
+			/* Multi-buffer: the group cannot replicate it (see mcast_redirect). */
+			if (stats)
+				count(&stats->too_big, bytes);
+			return XDP_DROP;
+		}
+	}
 
 	/* The low bits of the flags are the verdict on a miss: XDP_ABORTED flags it. */
 	verdict = xdpfwd_fwd.redirect_map(ifindex, XDP_ABORTED);

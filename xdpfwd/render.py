@@ -22,6 +22,11 @@ from xdpfwd.model import (
     EgressProg,
     Iface,
     Listing,
+    McastDelResult,
+    McastGroup,
+    McastListing,
+    McastResult,
+    PortRow,
     PortStats,
     PruneResult,
 )
@@ -233,7 +238,7 @@ def listing_table(listing: Listing) -> Table:
         state = Text(row.state, style="green" if row.state == "ok" else "yellow")
         table.add_row(
             _port(row.ingress),
-            f"group {row.group}" if row.group else _port(row.egress),
+            f"group {row.group}" if row.group else _egress_of(row),
             row.mode or "-",
             row.on_miss,
             state,
@@ -243,6 +248,12 @@ def listing_table(listing: Listing) -> Table:
             _lost(row.lost),
         )
     return table
+
+
+def _egress_of(row: PortRow) -> str:
+    if row.egress is None and row.multicast:
+        return "multicast " + ", ".join(row.multicast)
+    return _port(row.egress)
 
 
 def _forwarded(snapshot: Snapshot, port: PortCounters) -> int:
@@ -288,9 +299,83 @@ def listing(result: Listing, as_json: bool) -> None:
     out.print(listing_table(result))
     if result.groups:
         out.print(groups_table(result))
+    if result.multicast:
+        out.print(multicast_table(result.multicast))
     for row in result.rows:
         for problem in row.problems:
             warning(f"{row.ingress.label}: {problem}")
+
+
+# --- multicast -----------------------------------------------------------------------
+
+
+def _count_or_dash(value: int | None) -> str:
+    return "-" if value is None else count(value)
+
+
+def multicast_table(groups: list[McastGroup]) -> Table:
+    table = Table(
+        title="multicast groups",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("GROUP", "FROM", "TO", "INGRESS PORT"):
+        table.add_column(name)
+    for name in ("IN", "COPIES", "LOST"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for g in groups:
+        table.add_row(
+            g.group,
+            ", ".join(_port(p) for p in g.sources),
+            ", ".join(_port(r.port) for r in g.receivers),
+            "excluded" if g.exclude_ingress else "included",
+            count(g.in_packets),
+            _count_or_dash(g.copies_out),
+            _count_or_dash(g.copies_lost),
+        )
+    return table
+
+
+def multicast_listing(result: McastListing, as_json: bool) -> None:
+    if as_json:
+        print_json(result.as_dict())
+        return
+    out = _out()
+    if not result.supported:
+        _line(out, f"the pins in {result.pin_dir} predate multicast groups")
+    elif not result.groups:
+        _line(out, f"no multicast groups in {result.pin_dir}")
+    else:
+        out.print(multicast_table(result.groups))
+
+
+def multicast_result(result: McastResult) -> None:
+    out = _out()
+    verb = "created" if result.created else "updated"
+    excluded = "excluded" if result.exclude_ingress else "included"
+    _line(out, f"multicast group {result.group} {verb}: ingress port {excluded}")
+    _line(out, f"  from {', '.join(p.label for p in result.sources)}")
+    _line(out, f"  to {', '.join(p.label for p in result.receivers)}")
+    for att in result.attachments:
+        how = "attached" if att.changed else "already attached"
+        _line(out, f"  {att.port.ifname}: source, {how} ({att.mode} mode)")
+    _fallback_warnings(result.attachments)
+    for message in result.warnings:
+        warning(message)
+
+
+def multicast_del_result(result: McastDelResult) -> None:
+    out = _out()
+    for port in result.receivers:
+        _line(out, f"{port.label} receives {result.group} no more")
+    for port in result.sources:
+        _line(out, f"{port.label} is a source of {result.group} no more")
+    if result.removed:
+        _line(out, f"  multicast group {result.group} was removed")
+    for port in result.detached:
+        _line(out, f"  detached from {port.label}")
 
 
 def lab_status(lab: Lab, name: str, as_json: bool) -> None:
@@ -513,10 +598,62 @@ def stats_tables(
     parts: list = [ports]
     if snapshot.pairs:
         parts.append(pairs)
+    if snapshot.multicast:
+        parts.append(_multicast_stats_table(snapshot, rates, expand))
     if losses is not None:
         since = "since start" if rates is not None else "total"
         parts.append(_losses_line(losses, since))
     return Group(*parts)
+
+
+def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None, expand: bool) -> Table:
+    """Per group: frames in, copies out and lost (totals), or their rates with the
+    running totals beside them."""
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
+    if rates is None:
+        columns = ("GROUP", "IN", "IN BYTES", "COPIES", "LOST")
+    else:
+        columns = ("GROUP", "IN/S", "IN BIT/S", "IN", "COPIES/S", "COPIES BIT/S", "COPIES")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for key, g in snapshot.multicast.items():
+        if rates is None:
+            table.add_row(
+                key,
+                count(g.in_packets),
+                nbytes(g.in_bytes),
+                _count_or_dash(g.copies_out),
+                _count_or_dash(g.copies_lost),
+            )
+            continue
+        rx, tx = rates.mcast_in.get(key), rates.mcast_out.get(key)
+        table.add_row(
+            key,
+            pps(rx.pps) if rx else "-",
+            bps(rx.bps) if rx else "-",
+            count(g.in_packets),
+            pps(tx.pps) if tx else "-",
+            bps(tx.bps) if tx else "-",
+            _count_or_dash(g.copies_out),
+        )
+    return table
+
+
+def _multicast_stats(snapshot: Snapshot, rates: Rates | None) -> list[dict]:
+    rows = []
+    for key, g in snapshot.multicast.items():
+        rx = rates.mcast_in.get(key) if rates else None
+        tx = rates.mcast_out.get(key) if rates else None
+        rows.append(
+            {
+                **g.as_dict(),
+                "in_pps": rx.pps if rx else None,
+                "in_bps": rx.bps if rx else None,
+                "copies_pps": tx.pps if tx else None,
+                "copies_bps": tx.bps if tx else None,
+            }
+        )
+    return rows
 
 
 def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | None = None) -> dict:
@@ -583,6 +720,7 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
         "interval_s": rates.seconds if rates else None,
         "ports": ports,
         "pairs": pairs,
+        "multicast": _multicast_stats(snapshot, rates),
         "totals": totals,
         "not_forwarded": snapshot.losses(),
         "watch_not_forwarded": losses,
@@ -693,12 +831,45 @@ def prometheus(snapshot: Snapshot) -> str:
                 ifname = _label(p.port.ifname or "")
                 labels = f'port="{ifname}",device="{ifname}",ifindex="{k}",reason="{reason}"'
                 lines.append(f"{metric}{{{labels}}} {value}")
+    lines += _prometheus_multicast(snapshot)
     metric = "xdpfwd_not_forwarded_packets_total"
     lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]
     for reason, value in snapshot.losses().items():
         if value is not None:
             lines.append(f'{metric}{{reason="{reason}"}} {value}')
     return "\n".join(lines) + "\n"
+
+
+_PROMETHEUS_MCAST = (
+    ("in_packets", "Frames copied to a multicast group's receivers."),
+    ("in_bytes", "Bytes of the frames copied to a multicast group's receivers."),
+    ("copies_lost", "Copies of a multicast group's frames that reached no receiver."),
+)
+
+
+def _prometheus_multicast(snapshot: Snapshot) -> list[str]:
+    lines = []
+    groups = snapshot.multicast
+    for name, help_text in _PROMETHEUS_MCAST:
+        metric = f"xdpfwd_multicast_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for key, g in groups.items():
+            value = getattr(g, name)
+            if value is not None:
+                lines.append(f'{metric}{{group="{_label(key)}"}} {value}')
+    for name, field, help_text in (
+        ("copies", "copies", "Copies of a multicast group's frames sent to a receiver."),
+        ("copy_bytes", "copy_bytes", "Bytes of the copies sent to a receiver."),
+    ):
+        metric = f"xdpfwd_multicast_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for key, g in groups.items():
+            for r in g.receivers:
+                value = getattr(r, field)
+                if value is not None:
+                    labels = f'group="{_label(key)}",egress="{_label(r.port.ifname or "")}"'
+                    lines.append(f"{metric}{{{labels}}} {value}")
+    return lines
 
 
 def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str) -> str | None:

@@ -60,11 +60,14 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
         "broadcast_2",
         "broadcast_bare_4",
         "broadcast_4",
+        "multicast_4",
         "bridge",
         "add_compiling",
         "add_pinned",
         "entries_written",
     ]
+    (mcast,) = [row for row in report["rows"] if row["key"] == "multicast_4"]
+    assert mcast["ratio_to"] == "broadcast_bare_4" == bench.BARE_BROADCAST
     without = next(r for r in report["rows"] if r["key"] == "forward_no_loss_accounting")
     assert without["ratio_to"] == "forward"
     for row in report["rows"]:

@@ -1,17 +1,20 @@
 """Jumbo frames: multi-buffer programs attach natively at MTU 9000 and forward 8000-byte
-frames; a broadcast group counts the multi-buffer frames it cannot flood; a pin dir of
-single-buffer programs keeps working and says what to do."""
+frames; a broadcast group counts the multi-buffer frames it cannot flood, and so does a
+multicast group those it cannot copy; a pin dir of single-buffer programs keeps working
+and says what to do."""
 
 import json
 import os
+import socket
 import struct
+import time
 from contextlib import ExitStack
 
 import pytest
 
 from xdpfwd.kernel.bpf import syscall as sc
 
-from .net import FrameCounter, UdpSink, send_udp, sh, udp_frame_len
+from .net import FrameCounter, UdpSink, in_netns, send_udp, sh, udp_frame_len
 
 JUMBO = 8000 - udp_frame_len(0)  # UDP payload of an 8000-byte frame
 SMALL = 1400 - udp_frame_len(0)
@@ -113,6 +116,48 @@ def test_broadcast_counts_frames_too_big_to_flood(jumbo_topo, pin_dir, tmp_path)
     topo.ok(pin_dir, "down")
     applied = topo.ok(pin_dir, "apply", saved)
     assert applied.stderr.count("too big to flood") == 3
+
+
+def send_to_group(host, group: str, count: int, payload: int, port: int) -> None:
+    with in_netns(host.ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host.ip))
+        for i in range(count):
+            sock.sendto(struct.pack("!I", i) + bytes(payload - 4), (group, port))
+            if i % 64 == 63:
+                time.sleep(0.002)
+
+
+def test_multicast_counts_frames_too_big_to_copy(jumbo_topo, pin_dir):
+    topo = jumbo_topo(3)
+    result = topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    # Only the source lets in frames the group cannot copy.
+    warnings = [line for line in result.stderr.splitlines() if "too big to flood" in line]
+    assert len(warnings) == 1 and "p1 has MTU 9000" in warnings[0]
+
+    def seen(payload: int, port: int) -> dict[int, int]:
+        with ExitStack() as stack:
+            hosts = topo.hosts[1:]
+            counters = {h.index: stack.enter_context(FrameCounter(h.ns, h.dev)) for h in hosts}
+            send_to_group(topo.host(1), "239.1.1.1", 40, payload, port)
+            return {i: len(c.frames(udp_port=port)) for i, c in counters.items()}
+
+    assert seen(JUMBO, 9320) == {2: 0, 3: 0}
+    assert seen(SMALL, 9321) == {2: 40, 3: 40}  # frames in one buffer are still copied
+    data = stats(topo, pin_dir)
+    p1 = port_stats(data, "p1")
+    assert p1["too_big_packets"] == 40 and p1["too_big_bytes"] == 40 * 8000
+    assert p1["not_forwarded"]["too_big"] == 40
+    assert data["not_forwarded"]["redirect_error"] == 0
+    assert p1["rx_packets"] == p1["redirect_packets"] + p1["too_big_packets"]
+    (group,) = data["multicast"]
+    # Into the group: only the frames it copied; each copy counted whole.
+    assert (group["in_packets"], group["copies_out"], group["copies_lost"]) == (40, 80, 0)
+    assert {r["tx_bytes"] for r in group["receivers"]} == {40 * 1400}
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--json").stdout)
+    too_big = [c["port"]["ifname"] for c in doctor["checks"] if c["id"] == "too_big_to_flood"]
+    assert too_big == ["p1"]
 
 
 def make_single_buffer_pin_dir(pin_dir: str) -> None:

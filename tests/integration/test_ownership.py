@@ -41,6 +41,9 @@ EVERY_COMMAND = [
     ["del", "p1"],
     ["broadcast", "p1", "p2"],
     ["broadcast", "del", "p1"],
+    ["multicast", "add", "239.1.1.1", "--to", "p1", "p2"],
+    ["multicast", "del", "239.1.1.1"],
+    ["multicast", "list"],
     ["list"],
     ["stats"],
     ["stats", "--clear"],
@@ -212,6 +215,27 @@ def test_missing_capabilities_are_named_before_anything_changes(
     before = snapshot(topo, pin_dir)
     args = [config if a == "CONFIG" else a for a in args]
     assert_fails(topo.xdpfwd(pin_dir, *args, inner=setpriv), 5, missing, "root")
+    assert snapshot(topo, pin_dir) == before
+
+
+def test_multicast_needs_the_documented_capabilities(topo, pin_dir):
+    for args in (
+        ["multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2"],
+        ["multicast", "list"],
+        ["list"],
+        ["save"],
+        ["multicast", "del", "239.1.1.1"],
+    ):
+        result = topo.xdpfwd(pin_dir, *args, inner=BOTH)
+        assert result.returncode == 0, (args, result.stderr)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    before = snapshot(topo, pin_dir)
+    add = ["multicast", "add", "239.1.1.1", "--to", "p1"]
+    assert_fails(topo.xdpfwd(pin_dir, *add, inner=BPF_ONLY), 5, "lacks CAP_SYS_ADMIN")
+    # A group's receivers are in a devmap the kernel opens by id only for CAP_SYS_ADMIN.
+    none = ("setpriv", "--bounding-set=-all", "--inh-caps=-all")
+    for args in (["multicast", "list"], ["list"], ["stats", "--json"], ["save"]):
+        assert_fails(topo.xdpfwd(pin_dir, *args, inner=none), 5, "CAP_SYS_ADMIN")
     assert snapshot(topo, pin_dir) == before
 
 

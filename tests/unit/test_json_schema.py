@@ -2,6 +2,7 @@
 and every key of the schema documented in the man page's JSON OUTPUT section."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -13,7 +14,7 @@ from xdpfwd.model.reports import Lab, LabPort
 
 from .fake_ops import FakeOps
 from .test_cli import invoke
-from .test_stats import snap
+from .test_stats import mcast_snap, snap
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "json-schema.json").read_text())
@@ -35,10 +36,11 @@ class Stateful(FakeOps):
     """A fake with state: counters, a lab, frames for a watch."""
 
     def stats_read(self, pins):
-        return snap(1.0, rx=5, tx=4)
+        return replace(snap(1.0, rx=5, tx=4), multicast=mcast_snap(1.0, 50, (50, 48)).multicast)
 
     def stats_watch(self, pins, interval, count):
-        before, after = snap(0.0), snap(1.0, rx=5, tx=4)
+        before = replace(snap(0.0), multicast=mcast_snap(0.0, 10, (10, 10)).multicast)
+        after = replace(snap(1.0, rx=5, tx=4), multicast=mcast_snap(1.0, 50, (50, 48)).multicast)
         losses = dict.fromkeys(LOSS_REASONS, 0)
         yield WatchFrame(after, rates(before, after), losses)
 
@@ -54,8 +56,9 @@ class Stateful(FakeOps):
         (["lab", "status", "--json"], "lab"),
         (["bench", "--json"], "bench"),
         (["stats", "--json"], "stats"),
+        (["multicast", "list", "--json"], "multicast"),
     ],
-    ids=["list", "doctor", "lab status", "bench", "stats"],
+    ids=["list", "doctor", "lab status", "bench", "stats", "multicast list"],
 )
 @pytest.mark.parametrize("ops", [FakeOps, Stateful], ids=["empty", "with state"])
 def test_every_json_output_follows_the_schema(args, command, ops):
@@ -71,6 +74,8 @@ def test_watch_lines_follow_the_schema_with_rates_and_watch_losses():
     check(document, "stats")
     assert document["interval_s"] == 1.0 and document["ports"][0]["rx_pps"] == 5.0
     assert document["watch_not_forwarded"]["miss"] == 0
+    (group,) = document["multicast"]
+    assert group["in_pps"] == 40.0 and group["receivers"][0]["port"]["netns"] is None
 
 
 def test_no_state_is_empty_lists_never_null():

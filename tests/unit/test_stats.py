@@ -9,7 +9,7 @@ from rich.console import Console
 
 from xdpfwd import render
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
-from xdpfwd.model import Iface
+from xdpfwd.model import Iface, McastGroup, McastReceiver
 from xdpfwd.model.counters import (
     PairCounters,
     PortCounters,
@@ -253,6 +253,78 @@ def test_stats_usage_errors(args, message):
     result, ops = invoke(args, ops=_StatsOps())
     assert result.exit_code == 2 and message in one_error_line(result)
     assert ops.calls == []
+
+
+# --- multicast groups ----------------------------------------------------------------
+
+
+def mcast_snap(taken, frames, copies=(None, None)):
+    receivers = [
+        McastReceiver(port, n, None if n is None else n * 100)
+        for port, n in zip((ETH2, Iface(4, "eth3")), copies, strict=True)
+    ]
+    out = None if None in copies else sum(copies)
+    group = McastGroup(
+        "239.1.1.1", "ipv4", False, [ETH1], receivers, frames, frames * 100, 2 * frames, out
+    )
+    return replace(snap(taken), multicast={"239.1.1.1": group})
+
+
+def test_multicast_rates_and_losses():
+    before, after = mcast_snap(0.0, 100, (100, 100)), mcast_snap(2.0, 300, (300, 290))
+    r = rates(before, after)
+    assert r.mcast_in["239.1.1.1"].pps == 100.0
+    assert r.mcast_out["239.1.1.1"].pps == (590 - 200) / 2
+    group = after.multicast["239.1.1.1"]
+    assert (group.copies_out, group.copies_lost) == (590, 10)
+    data = render.stats_dict(after, r)
+    (row,) = data["multicast"]
+    assert row["in_pps"] == 100.0 and row["copies_lost"] == 10
+    assert row["receivers"][1] == {
+        "port": {"ifname": "eth3", "ifindex": 4},
+        "tx_packets": 290,
+        "tx_bytes": 29000,
+    }
+
+
+def test_uncounted_copies_have_no_loss_and_no_rate():
+    before, after = mcast_snap(0.0, 10), mcast_snap(1.0, 20)
+    r = rates(before, after)
+    assert "239.1.1.1" not in r.mcast_out and r.mcast_in["239.1.1.1"].pps == 10.0
+    assert after.multicast["239.1.1.1"].copies_lost is None
+
+
+def test_select_keeps_the_groups_of_a_port():
+    snapshot = mcast_snap(0.0, 1, (1, 1))
+    assert select(snapshot, {4}).multicast == snapshot.multicast
+    assert select(snapshot, {99}).multicast == {}
+
+
+def test_a_multicast_source_forwards_its_redirects_less_its_replicas():
+    s = snap(0.0, rx=100, xmit=0)
+    s = replace(s, ports={**s.ports, 2: replace(s.ports[2], mcast_packets=30)})
+    assert s.forwarded(2) == 70
+
+
+def test_the_live_multicast_table_fits_80_columns_with_totals_beside_rates():
+    before, after = mcast_snap(0.0, 100, (100, 100)), mcast_snap(2.0, 300, (300, 290))
+    frame = WatchFrame(after, rates(before, after), after.losses())
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(render.watch_view(frame, "/sys/fs/bpf/xdpfwd", 1.0, "name", expand=True))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    header = next(line for line in lines if line.startswith("GROUP"))
+    assert "IN/S" in header and "COPIES/S" in header
+    row = next(line for line in lines if line.startswith("239.1.1.1"))
+    assert row.split()[5] == "300" and row.split()[-1] == "590"
+
+
+def test_prometheus_multicast_metrics():
+    text = render.prometheus(mcast_snap(0.0, 50, (50, 48)))
+    assert 'xdpfwd_multicast_in_packets_total{group="239.1.1.1"} 50' in text
+    assert 'xdpfwd_multicast_copies_lost_total{group="239.1.1.1"} 2' in text
+    assert 'xdpfwd_multicast_copies_total{group="239.1.1.1",egress="eth3"} 48' in text
+    assert "# TYPE xdpfwd_multicast_copy_bytes_total counter" in text
 
 
 def test_frames_in_are_forwarded_passed_dropped_or_lost_by_reason():

@@ -31,6 +31,8 @@ COMMAND_CAPS: dict[str, tuple[int, ...]] = {
     "del": _CHANGE,
     "broadcast": _CHANGE,
     "broadcast del": _CHANGE,
+    "multicast add": _CHANGE,
+    "multicast del": _CHANGE,
     "apply": _CHANGE,
     "prune": (CAP_NET_ADMIN,),
     "down": (CAP_NET_ADMIN,),
@@ -45,6 +47,8 @@ COMMAND_CAPS: dict[str, tuple[int, ...]] = {
     "save": (),
     "lab status": (),
     "doctor": (),
+    # A group's receivers are in a devmap the kernel opens by id only (map of maps).
+    "multicast list": (CAP_SYS_ADMIN,),
 }
 
 

@@ -146,6 +146,7 @@ class PortRow:
     rewrite: Rewrite | None = None
     egress_counters: EgressStats | None = None  # counted by the entry's egress program
     group: str | None = None  # the broadcast group the port floods in
+    multicast: tuple[str, ...] = ()  # the multicast groups the port is a source of
     # Frames that entered the port and were not forwarded, by reason (None: unknown,
     # loss accounting being off); what the tracepoints saw of the entry's pair.
     lost: dict[str, int | None] = field(default_factory=dict)
@@ -173,6 +174,7 @@ class PortRow:
             "counters": self.counters.as_dict(),
             "egress_counters": self.egress_counters.as_dict() if self.egress_counters else None,
             "group": self.group,
+            "multicast": list(self.multicast),
             "problems": list(self.problems),
             "forwarded_packets": self.forwarded,
             "not_forwarded": self.lost,
@@ -253,6 +255,7 @@ class Listing:
     prog_id: int | None
     rows: list[PortRow]
     groups: list[GroupInfo]
+    multicast: list[McastGroup] = field(default_factory=list)
     loss_accounting: bool = False  # the tracepoint programs are attached
     multi_buffer: bool | None = None  # programs loaded with BPF_F_XDP_HAS_FRAGS
 
@@ -266,4 +269,101 @@ class Listing:
             "multi_buffer": self.multi_buffer,
             "entries": [row.as_dict() for row in self.rows],
             "groups": [g.as_dict() for g in self.groups],
+            "multicast": [g.as_dict() for g in self.multicast],
         }
+
+
+# --- multicast groups --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class McastReceiver:
+    """A receiver of a multicast group, with the copies its egress program counted
+    (None when the group's entries carry no egress program: ifindex tables)."""
+
+    port: Iface
+    copies: int | None = None
+    copy_bytes: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"port": self.port.as_dict(), "tx_packets": self.copies, "tx_bytes": self.copy_bytes}
+
+
+@dataclass(frozen=True)
+class McastGroup:
+    """A multicast group: frames to its address entering a source are copied to every
+    receiver (not back to the source with exclude_ingress)."""
+
+    group: str  # the address, as xdpfwd writes it (239.1.1.1, ff3e::1:1, 01:00:5e:...)
+    kind: str  # ipv4, ipv6 or mac
+    exclude_ingress: bool
+    sources: list[Iface]
+    receivers: list[McastReceiver]
+    in_packets: int = 0  # frames replicated
+    in_bytes: int = 0
+    copies_expected: int = 0  # copies those frames should have made
+    copies_out: int | None = None  # copies counted, former receivers' too; None: not counted
+
+    @property
+    def counted(self) -> bool:
+        return self.copies_out is not None
+
+    @property
+    def copies_lost(self) -> int | None:
+        """Copies that never reached a receiver's egress program (clones the kernel
+        could not make or send, a receiver's device refusing XDP frames)."""
+        out = self.copies_out
+        return None if out is None else max(0, self.copies_expected - out)
+
+    def touches(self, ifindexes: set[int]) -> bool:
+        ports = {p.ifindex for p in self.sources} | {r.port.ifindex for r in self.receivers}
+        return bool(ports & ifindexes)
+
+    def as_dict(self) -> dict:
+        return {
+            "group": self.group,
+            "kind": self.kind,
+            "exclude_ingress": self.exclude_ingress,
+            "sources": [s.as_dict() for s in self.sources],
+            "receivers": [r.as_dict() for r in self.receivers],
+            "in_packets": self.in_packets,
+            "in_bytes": self.in_bytes,
+            "copies_expected": self.copies_expected,
+            "copies_out": self.copies_out,
+            "copies_lost": self.copies_lost,
+        }
+
+
+@dataclass(frozen=True)
+class McastListing:
+    pin_dir: str
+    supported: bool  # False: the pins predate multicast groups
+    groups: list[McastGroup]
+
+    def as_dict(self) -> dict:
+        return {
+            "pin_dir": self.pin_dir,
+            "supported": self.supported,
+            "groups": [g.as_dict() for g in self.groups],
+        }
+
+
+@dataclass(frozen=True)
+class McastResult:
+    group: str
+    created: bool
+    exclude_ingress: bool
+    sources: list[Iface]  # after the change
+    receivers: list[Iface]
+    attachments: list[Attachment]
+    compiled: bool
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class McastDelResult:
+    group: str
+    removed: bool  # the whole group is gone
+    sources: list[Iface]  # the ones taken out
+    receivers: list[Iface]
+    detached: list[Iface]

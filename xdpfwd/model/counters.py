@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
-from xdpfwd.model import Iface
+from xdpfwd.model import Iface, McastGroup
 
 # Why a frame that entered a port was not forwarded: no entry (the on-miss verdict),
 # a multi-buffer frame its group cannot flood, dropped by the egress program, an
@@ -33,6 +33,8 @@ class PortCounters:
     # What the tracepoints saw of frames that entered it, over every egress (also
     # past entries, and failed broadcasts they cannot name the member of).
     events: TxEvents | None = None
+    # Frames it replicated as a multicast source (also among its redirects).
+    mcast_packets: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Snapshot:
     pairs: dict[tuple[int, int], PairCounters]
     exceptions: dict[int, int] = field(default_factory=dict)  # per port, while tracing
     tracing: bool = False  # loss accounting is attached: events are known
+    multicast: dict[str, McastGroup] = field(default_factory=dict)  # by group address
 
     def _pairs_from(self, ifindex: int) -> list[PairCounters]:
         return [p for p in self.pairs.values() if p.ingress.ifindex == ifindex]
@@ -93,9 +96,10 @@ class Snapshot:
         return losses
 
     def forwarded(self, ifindex: int) -> int | None:
-        """Frames of the port's entry that left on its egress: redirected, less those
-        lost after the redirect. None when unknown (loss accounting off, a broadcast
-        member whose frames leave as copies, a port xdpfwd does not run on)."""
+        """Frames of the port's entry that left on its egress: redirected, less its
+        multicast replicas and those lost after the redirect. None when unknown (loss
+        accounting off, a broadcast member whose frames leave as copies, a port xdpfwd
+        does not run on)."""
         port = self.ports[ifindex]
         pairs = self._pairs_from(ifindex)
         if not self.tracing or port.counters is None or any(p.group for p in pairs):
@@ -104,7 +108,7 @@ class Snapshot:
         after = sum(
             lost[r] or 0 for r in ("egress_drop", "egress_invalid", "redirect_error", "xmit_drop")
         )
-        return max(0, port.counters.redirect_packets - after)
+        return max(0, port.counters.redirect_packets - port.mcast_packets - after)
 
     def losses(self) -> dict[str, int | None]:
         """Frames not forwarded since the counters began, by reason; the reasons only
@@ -144,6 +148,8 @@ class Rates:
     port_miss: dict[int, float]  # pps
     pair_tx: dict[tuple[int, int], Rate]
     losses: dict[str, int]  # frames not forwarded during the interval, by reason
+    mcast_in: dict[str, Rate] = field(default_factory=dict)  # frames into each group
+    mcast_out: dict[str, Rate] = field(default_factory=dict)  # copies out of each group
 
 
 def rates(before: Snapshot, after: Snapshot) -> Rates:
@@ -184,7 +190,27 @@ def rates(before: Snapshot, after: Snapshot) -> Rates:
         for reason in LOSS_REASONS:
             if was[reason] is not None and now[reason] is not None:
                 losses[reason] += increase(was[reason], now[reason])
-    return Rates(seconds, port_rx, port_tx, port_miss, pair_tx, losses)
+    mcast_in, mcast_out = {}, {}
+    for key, group in after.multicast.items():
+        old = before.multicast.get(key)
+        if old is None:
+            continue
+        mcast_in[key] = _rate(
+            increase(old.in_packets, group.in_packets),
+            increase(old.in_bytes, group.in_bytes),
+            seconds,
+        )
+        if group.counted and old.counted:
+            mcast_out[key] = _rate(
+                increase(old.copies_out, group.copies_out),
+                increase(_copy_bytes(old), _copy_bytes(group)),
+                seconds,
+            )
+    return Rates(seconds, port_rx, port_tx, port_miss, pair_tx, losses, mcast_in, mcast_out)
+
+
+def _copy_bytes(group: McastGroup) -> int:
+    return sum(r.copy_bytes or 0 for r in group.receivers)
 
 
 def add_losses(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
@@ -199,6 +225,7 @@ def select(snapshot: Snapshot, ifindexes: set[int] | None) -> Snapshot:
         snapshot,
         ports={k: p for k, p in snapshot.ports.items() if k in ifindexes},
         pairs={k: p for k, p in snapshot.pairs.items() if set(k) & ifindexes},
+        multicast={k: g for k, g in snapshot.multicast.items() if g.touches(ifindexes)},
     )
 
 

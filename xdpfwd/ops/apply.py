@@ -16,8 +16,8 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec
 from xdpfwd.model.reports import ApplyResult, SaveResult
-from xdpfwd.state import entries, groups, health
-from xdpfwd.state.config import Config, ConfigError, EntryConf, GroupConf, PortConf
+from xdpfwd.state import entries, groups, health, multicast
+from xdpfwd.state.config import Config, ConfigError, EntryConf, GroupConf, McastConf, PortConf
 from xdpfwd.state.config import dump as dump_config
 from xdpfwd.state.config import load as load_config
 from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, reading
@@ -72,8 +72,23 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
         GroupConf(g.name, g.exclude_ingress, tuple(m.ifname for m in g.members if m.ifname))
         for g in groups.group_infos(dp, links)
     ]
+    mcast = []
+    for g in multicast.group_infos(dp, links):
+        receivers = tuple(r.port.ifname for r in g.receivers if r.port.ifname)
+        sources = tuple(s.ifname for s in g.sources if s.ifname)
+        if len(receivers) < len(g.receivers) or len(sources) < len(g.sources):
+            warnings.append(f"multicast group {g.group}: ports whose device is gone left out")
+        if receivers and sources:
+            mcast.append(McastConf(g.group, receivers, sources, g.exclude_ingress))
     layout = dp.layout
-    config = Config(layout.table, layout.value_format, ports, tuple(forward), tuple(group_list))
+    config = Config(
+        layout.table,
+        layout.value_format,
+        ports,
+        tuple(forward),
+        tuple(group_list),
+        tuple(mcast),
+    )
     return config, warnings
 
 
@@ -97,6 +112,7 @@ class Desired:
     flags: dict[int, int] = field(default_factory=dict)
     entries: dict[int, EntryConf] = field(default_factory=dict)
     users: dict[int, tuple[str, str]] = field(default_factory=dict)  # ingress -> text, func
+    multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
 
     def by_index(self) -> dict[int, netdev.Link]:
         return {link.ifindex: link for link in self.links.values()}
@@ -132,6 +148,12 @@ def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> 
             port = link(name, group.line).ifindex
             d.ports[port] = config.ports.get(name, PortConf())
             d.flags[port] = flags
+    for g in config.multicast:
+        sources = frozenset(link(name, g.line).ifindex for name in g.sources)
+        receivers = frozenset(link(name, g.line).ifindex for name in g.receivers)
+        d.multicast[g.group] = RunningGroup(sources, receivers, g.exclude_ingress)
+        for name in g.sources:
+            d.ports.setdefault(d.links[name].ifindex, config.ports.get(name, PortConf()))
     for name, port_conf in config.ports.items():
         d.ports.setdefault(link(name, port_conf.line).ifindex, port_conf)
     return d
@@ -145,6 +167,15 @@ class RunningEntry:
 
 
 @dataclass(frozen=True)
+class RunningGroup:
+    """A multicast group, running or desired."""
+
+    sources: frozenset[int]
+    receivers: frozenset[int]
+    exclude_ingress: bool = False
+
+
+@dataclass(frozen=True)
 class Running:
     """What is set up, as the planner needs it (read from the dataplane once)."""
 
@@ -153,6 +184,7 @@ class Running:
     entries: dict[int, RunningEntry]
     members: dict[int, str]  # port -> its group
     has_egress: bool = True
+    multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
 
     @property
     def groups(self) -> set[str]:
@@ -178,7 +210,11 @@ def running_state(dp: Dataplane | None, links: dict[int, netdev.Link]) -> Runnin
         found[port] = RunningEntry(entry.egress_ifindex, spec, user)
     members = {port: name for name in dp.group_names() for port in dp.open_group(name).members()}
     settings = {p: s for p in ports if (s := dp.ports.get(p)) is not None}
-    return Running(attached, settings, found, members, dp.layout.has_egress)
+    mcast = {
+        addr.text: RunningGroup(g.sources, g.receivers, g.exclude_ingress)
+        for addr, g in multicast.read_groups(dp).items()
+    }
+    return Running(attached, settings, found, members, dp.layout.has_egress, mcast)
 
 
 def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -> ApplyResult:
@@ -209,11 +245,14 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
             log.info("%s", step.text)
             step.run(c)
     pairs = [(i, desired.links[e.egress].ifindex) for i, e in desired.entries.items()]
+    for g in desired.multicast.values():
+        pairs += [(s, r) for s in g.sources for r in g.receivers if s != r or not g.exclude_ingress]
     members = [desired.links[m].ifindex for g in config.groups for m in g.members]
+    members += [s for g in desired.multicast.values() for s in sorted(g.sources)]
     warnings = (
         *c.notes,
         *(att.warning for att in c.attachments if att.warning),
-        *health.warnings_for(pairs, c.links),
+        *health.warnings_for(sorted(set(pairs)), c.links),
         *health.flood_warnings(members, c.links, c.dp.frags),
     )
     for ingress, (text, func) in desired.users.items():
@@ -295,6 +334,9 @@ def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[St
         if wanted_member.get(port) != group:
             text = f"take {names.get(port, port)} out of group {group}"
             steps.append(Step(text, partial(_leave, group=group, port=port)))
+    for group in sorted(set(running.multicast) - set(d.multicast)):
+        text = f"remove multicast group {group}"
+        steps.append(Step(text, partial(_set_mcast, group=group, want=None)))
     for port in sorted(set(running.settings) - set(d.ports)):
         steps.append(Step(f"detach from {names[port]}", partial(_release, port=port)))
     for port, conf in d.ports.items():
@@ -309,6 +351,12 @@ def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[St
                 steps.append(Step(text, partial(_join, group=group.name, port=port)))
     for name in sorted(running.groups - {g.name for g in d.config.groups}):
         steps.append(Step(f"remove group {name}"))  # emptied above, unpinned at commit
+    for group, want in d.multicast.items():
+        have = running.multicast.get(group)
+        if have != want:
+            verb = "create" if have is None else "change"
+            text = f"{verb} multicast group {group} ({_describe_mcast(want, names)})"
+            steps.append(Step(text, partial(_set_mcast, group=group, want=want)))
     for ingress in changed:
         entry = d.entries[ingress]
         text = f"forward {entry.ingress} -> {entry.egress} ({_describe(entry)})"
@@ -339,6 +387,28 @@ def _join(c: Change, group: str, port: int) -> None:
 def _leave(c: Change, group: str, port: int) -> None:
     groups.remove_member(c.dp, c.dp.open_group(group), port, c.undo, c.resources)
     c.after_commit.append(lambda: groups.forget_pairs(c.dp, {port}))
+
+
+def _describe_mcast(group: RunningGroup, names: dict[int, str]) -> str:
+    text = f"from {', '.join(sorted(names[p] for p in group.sources))}"
+    text += f" to {', '.join(sorted(names[p] for p in group.receivers))}"
+    return text + (", exclude ingress" if group.exclude_ingress else "")
+
+
+def _set_mcast(c: Change, group: str, want: RunningGroup | None) -> None:
+    addr = multicast.parse_group(group)
+    want = want or RunningGroup(frozenset(), frozenset())
+    multicast.set_group(
+        c.dp,
+        addr,
+        sources=want.sources,
+        receivers=want.receivers,
+        exclude_ingress=want.exclude_ingress,
+        undo=c.undo,
+        resources=c.resources,
+        later=c.after_commit,
+        current=multicast.read_groups(c.dp).get(addr),
+    )
 
 
 def _port_steps(running: Running, d: Desired, link: netdev.Link, conf: PortConf) -> list[Step]:

@@ -33,6 +33,9 @@ from xdpfwd.state.pins import PinDir
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
 FLOOD = "xdpfwd_bench_flood"  # + the fanout
 FANOUTS = (2, 4)
+MCAST_RECEIVERS = 4  # one of FANOUTS: the multicast row is compared with its bare broadcast
+MCAST_GROUP = "239.1.1.1"
+BARE_BROADCAST = f"broadcast_bare_{MCAST_RECEIVERS}"
 ENTRIES = 1000
 REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
 # The least a user egress program can be: what its wrapping and the devmap call cost.
@@ -107,11 +110,14 @@ class _Rig:
         one, two = self.lab.ports[:2]
         frame = traffic.udp_frame(hosts[0].mac, hosts[1].mac, one.ip, two.ip, size)
         self.generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
+        group_mac = maps.McastAddr.parse(MCAST_GROUP).mac_text()
+        frame = traffic.udp_frame(hosts[0].mac, group_mac, one.ip, MCAST_GROUP, size)
+        self.mcast_generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
 
-    def rate(self, duration: float) -> float:
+    def rate(self, duration: float, generator: traffic.Generator | None = None) -> float:
         """One sample: Mpps delivered to the sinks while the generator runs."""
         before, _ = self.sink.read()
-        _, elapsed = self.generator.run_for(duration)
+        _, elapsed = (generator or self.generator).run_for(duration)
         time.sleep(0.05)  # let the last batch drain from the rings
         delivered, _ = self.sink.read()
         return (delivered - before) / elapsed / 1e6
@@ -194,6 +200,18 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
         yield
     finally:
         rig.ops.broadcast_del(rig.xdpfwd_pins, members)
+
+
+@contextmanager
+def _multicast(rig: _Rig) -> Iterator[traffic.Generator]:
+    """Port 1 is the source of a multicast group whose receivers are the next ports."""
+    source, *receivers = (_iface(link) for link in rig.ports[: MCAST_RECEIVERS + 1])
+    rig.ops.multicast_add(rig.xdpfwd_pins, MCAST_GROUP, receivers, [source], mode="native")
+    try:
+        _loss_accounting(rig, True)
+        yield rig.mcast_generator
+    finally:
+        rig.ops.multicast_del(rig.xdpfwd_pins, MCAST_GROUP)
 
 
 @contextmanager
@@ -327,6 +345,12 @@ def run(
                     ),
                 )
             ),
+            (
+                f"multicast_{MCAST_RECEIVERS}",
+                f"multicast group to {MCAST_RECEIVERS} receivers (copies delivered)",
+                _multicast,
+                BARE_BROADCAST,
+            ),
             ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
@@ -335,8 +359,8 @@ def run(
             for key, name, setup, _ in rows:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
-                with setup(rig):
-                    samples[key].append(rig.rate(duration))
+                with setup(rig) as generator:
+                    samples[key].append(rig.rate(duration, generator))
         report.rows.extend(
             BenchRow(key, name, "Mpps", samples[key], ref, samples[ref])
             for key, name, _, ref in rows

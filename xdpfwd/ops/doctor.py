@@ -14,7 +14,7 @@ from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import STATE_NOT_FLOODING, Iface
 from xdpfwd.model.reports import Check
-from xdpfwd.state import health, pins, tracing
+from xdpfwd.state import health, multicast, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known, orphans, prog_name
@@ -214,7 +214,8 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     with health.inspected(pairs, links) as (problems, peers):
         for problem in problems:
             checks.append(_problem_check(problem, peers, fix))
-    flooded = [m for m in members if m in links and links[m].xdp_prog_id == dp.prog_id]
+    flooding = [*members, *multicast.sources_of(dp)]  # multicast copies cannot be made either
+    flooded = [m for m in flooding if m in links and links[m].xdp_prog_id == dp.prog_id]
     for problem in health.flood_problems(flooded, links, dp.frags):
         checks.append(_problem_check(problem, {}, fix))
     return checks
@@ -276,6 +277,15 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
                     _check("loss accounting", lambda: _accounting(pin_dir)),
                     *_port_checks(dp, links, fix),
                 ]
+                if dp.mcast is None:
+                    checks.append(
+                        Check(
+                            "multicast",
+                            WARN,
+                            "the pins predate multicast groups: `multicast add` refuses",
+                            multicast.UPGRADE,
+                        )
+                    )
     except InputError as e:  # not a pin directory, or not xdpfwd's
         ours, checks = None, [Check("pins", FAIL, str(e), "choose another --pin-dir")]
     except XdpfwdError as e:

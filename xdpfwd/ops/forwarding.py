@@ -11,6 +11,8 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
     DEFAULT_EGRESS,
+    STATE_NO_ENTRY,
+    STATE_OK,
     AddResult,
     Attachment,
     DelResult,
@@ -23,8 +25,8 @@ from xdpfwd.model import (
     PruneResult,
 )
 from xdpfwd.model.counters import Snapshot
-from xdpfwd.state import entries, health
-from xdpfwd.state.counters import snapshot
+from xdpfwd.state import entries, health, multicast
+from xdpfwd.state.counters import entry_redirects, snapshot
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.pins import PinDir
@@ -214,10 +216,14 @@ def list_ports(pins: PinDir) -> Listing:
         counted = snapshot(dp, links)
         groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
+        sources = multicast.sources_of(dp)
         with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
-            problems += health.flood_problems(list(member_of), links, dp.frags)
+            problems += health.flood_problems([*member_of, *sources], links, dp.frags)
             rows = [
-                _port_row(dp, port, links, member_of, counted, problems)
+                _with_multicast(
+                    _port_row(dp, port, links, member_of, counted, problems),
+                    sources.get(port, []),
+                )
                 for port in sorted(dp.ports.ifindexes())
             ]
         layout = dp.layout
@@ -228,9 +234,18 @@ def list_ports(pins: PinDir) -> Listing:
             dp.prog_id,
             rows,
             groups,
+            list(counted.multicast.values()),
             loss_accounting=counted.tracing,
             multi_buffer=dp.frags,
         )
+
+
+def _with_multicast(row: PortRow, groups: list[str]) -> PortRow:
+    """The multicast groups the port is a source of; a source needs no entry."""
+    if not groups:
+        return row
+    state = STATE_OK if row.state == STATE_NO_ENTRY else row.state
+    return replace(row, multicast=tuple(groups), state=state)
 
 
 def _with_events(group: GroupInfo, counted: Snapshot) -> GroupInfo:
@@ -285,10 +300,10 @@ def _entry_counters(
     dp: Dataplane, port: int, entry: maps.FwdEntry, counters: maps.PortStats
 ) -> maps.EgressStats:
     """What an entry sent: its egress program's count, or (without one) what its
-    ingress port redirected (counters)."""
+    ingress port redirected (counters), less its multicast frames."""
     if entry.egress_prog_id:
         return dp.egress_stats.read(port) or maps.EgressStats()
-    return maps.EgressStats(counters.redirect_packets, counters.redirect_bytes)
+    return entry_redirects(dp, port, counters)
 
 
 def down(pins: PinDir) -> DownResult:

@@ -40,7 +40,32 @@ _PROG_PINS = {
     maps.PIN_PROG_EGRESS: loader.XDP_EGRESS_FUNC,
     maps.PIN_PROG_REWRITE: loader.XDP_REWRITE_FUNC,
     maps.PIN_PROG_GROUP: loader.XDP_GROUP_FUNC,
+    maps.PIN_PROG_MCAST: loader.XDP_MCAST_FUNC,
 }
+# Multicast groups: pin dirs made before them have none of these, and still work.
+_MCAST_PINS = (
+    maps.PIN_MCAST_SOURCES,
+    maps.PIN_MCAST_GROUPS,
+    maps.PIN_MCAST_STATS,
+    maps.PIN_MCAST_PORT_STATS,
+    maps.PIN_MCAST_PORT_STATS + maps.PIN_HI_SUFFIX,
+)
+_MCAST_EGRESS_PINS = (maps.PIN_MCAST_COPIES, maps.PIN_PROG_MCAST)
+
+
+@dataclass
+class Multicast:
+    """The multicast maps of a pin directory (see state/multicast.py)."""
+
+    sources: maps.McastSourceTable
+    groups: maps.McastGroupsTable
+    stats: maps.McastStatsTable
+    port_stats: maps.SlottedStats  # per source port: frames replicated (McastPortStats)
+    copies: maps.McastCopiesTable | None  # None: plain ifindex entries count no copies
+    prog_fd: int = 0  # the receivers' egress program (0: none)
+
+    def source_ports(self) -> set[int]:
+        return {port for port, _ in self.sources.items()}
 
 
 @dataclass(frozen=True)
@@ -98,6 +123,7 @@ class Dataplane:
                 self.pairs = self._open(maps.PairStatsTable, maps.PIN_PAIR_STATS)
                 self.rewrites = self._open(maps.RewriteTable, maps.PIN_REWRITE)
                 self.user_progs = self._open(maps.UserProgTable, maps.PIN_USER_PROGS)
+            self.mcast = self._open_mcast() if maps.PIN_MCAST_SOURCES in pins.names() else None
         except BaseException:
             self._fds.close()
             raise
@@ -111,6 +137,17 @@ class Dataplane:
         pinned = cls(self.pins.pin(name))
         self._fds.callback(pinned.close)
         return pinned
+
+    def _open_mcast(self) -> Multicast:
+        egress = self.layout.has_egress
+        return Multicast(
+            self._open(maps.McastSourceTable, maps.PIN_MCAST_SOURCES),
+            self._open(maps.McastGroupsTable, maps.PIN_MCAST_GROUPS),
+            self._open(maps.McastStatsTable, maps.PIN_MCAST_STATS),
+            self._open_stats(maps.PIN_MCAST_PORT_STATS, maps.McastPortStats),
+            self._open(maps.McastCopiesTable, maps.PIN_MCAST_COPIES) if egress else None,
+            self._open_prog(maps.PIN_PROG_MCAST)[0] if egress else 0,
+        )
 
     def _open_stats(self, name: str, cls: type) -> maps.SlottedStats:
         stats = maps.SlottedStats(self.pins.pin(name), cls)
@@ -182,6 +219,10 @@ class Dataplane:
         required = list(_BASE_PINS)
         if maps.PIN_FWD in present and existing_layout(pins).has_egress:
             required += _EGRESS_PINS
+        if present & set(_MCAST_PINS):
+            required += _MCAST_PINS
+            if maps.PIN_FWD in present and existing_layout(pins).has_egress:
+                required += _MCAST_EGRESS_PINS
         missing = [name for name in required if name not in present]
         if missing:
             raise BrokenState(
@@ -313,6 +354,10 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     frags = bool(recorded & sc.BPF_F_XDP_HAS_FRAGS)
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
     rollback.callback(_unpin_new, pins, pins.known_names())
+    try:
+        maps.create_pinned_mcast_maps(pins.path, layout.table, layout.value_size)
+    except OSError as e:
+        raise BpfError(f"creating xdpfwd's multicast maps failed: {e.strerror}") from e
     fds = loader.compile_ingress(pins.path, layout.value_size, frags)
     try:
         for pin, func in _PROG_PINS.items():

@@ -29,6 +29,7 @@ from xdpfwd.model import (
     GroupInfo,
     Iface,
 )
+from xdpfwd.state import multicast
 from xdpfwd.state.dataplane import Dataplane
 
 
@@ -167,8 +168,8 @@ def port_state(
 
 
 def managed_pairs(dp: Dataplane, groups: list[GroupInfo]) -> list[tuple[int, int]]:
-    """The (ingress, egress) pairs of a dataplane: its entries, and every two members
-    of a broadcast group."""
+    """The (ingress, egress) pairs of a dataplane: its entries, every two members of a
+    broadcast group, and each multicast source with the receivers its copies go to."""
     pairs = []
     for port in sorted(dp.ports.ifindexes()):
         entry = dp.fwd.get(port)
@@ -177,7 +178,9 @@ def managed_pairs(dp: Dataplane, groups: list[GroupInfo]) -> list[tuple[int, int
     for group in groups:
         members = [m.ifindex for m in group.members]
         pairs += [(a, b) for a in members for b in members if a != b]
-    return pairs
+    for source, receivers in sorted(multicast.targets_of(dp).items()):
+        pairs += [(source, r) for r in sorted(receivers)]
+    return list(dict.fromkeys(pairs))
 
 
 def problems(
@@ -229,10 +232,11 @@ def warnings_for(pairs: list[tuple[int, int]], links: dict[int, netdev.Link]) ->
 
 
 def flood_problems(members: list[int], links: dict[int, netdev.Link], frags: bool) -> list[Problem]:
-    """What keeps a broadcast group from flooding the long frames entering its members:
-    with multi-buffer programs, frames longer than a page-sized buffer come in several,
-    and the kernel cannot clone those for a broadcast (the program drops them and
-    counts them as too big to flood). Members gone are skipped."""
+    """What keeps a broadcast group from flooding the long frames entering its members
+    (or a multicast group from copying those entering its sources): with multi-buffer
+    programs, frames longer than a page-sized buffer come in several, and the kernel
+    cannot clone those for a broadcast (the program drops them and counts them as too
+    big to flood). Members gone are skipped."""
     found = []
     for member in dict.fromkeys(members):
         link = links.get(member)

@@ -38,6 +38,7 @@ _PROGS = (
     maps.PIN_PROG_EGRESS,
     maps.PIN_PROG_REWRITE,
     maps.PIN_PROG_GROUP,
+    maps.PIN_PROG_MCAST,
 )
 _MAPS = (
     maps.PIN_FWD,
@@ -53,6 +54,13 @@ _MAPS = (
     maps.PIN_TX_EVENTS,
     maps.PIN_ENTRY_INVALID,
     maps.PIN_PROG_FLAGS,
+    # Multicast groups (their devmaps are held by mcast_groups, never pinned).
+    maps.PIN_MCAST_SOURCES,
+    maps.PIN_MCAST_GROUPS,
+    maps.PIN_MCAST_STATS,
+    maps.PIN_MCAST_COPIES,
+    maps.PIN_MCAST_PORT_STATS,
+    maps.PIN_MCAST_PORT_STATS + maps.PIN_HI_SUFFIX,
 )
 KNOWN_PINS: dict[str, tuple[str, str]] = {
     **{name: ("prog", "xdpfwd_") for name in _PROGS},

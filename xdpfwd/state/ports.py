@@ -126,6 +126,9 @@ def attach(
         map_write(dp.stats.reset, link.ifindex)
         dp.forget_events(link.ifindex)
         undo.callback(dp.stats.delete, link.ifindex)
+        if dp.mcast is not None:  # its multicast frames, part of its redirects
+            map_write(dp.mcast.port_stats.reset, link.ifindex)
+            undo.callback(dp.mcast.port_stats.delete, link.ifindex)
         undo.callback(dp.ports.delete, link.ifindex)
     else:
         undo.callback(dp.ports.set, link.ifindex, previous)
@@ -206,15 +209,19 @@ def _detach_ours(ifindex: int, prog_fd: int) -> None:
 def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Iface]:
     """Detach from ports that need xdpfwd no more, and forget their state.
 
-    A port needs it while it has an entry, is a broadcast member, or is the egress
-    of an entry (so its on-miss verdict keeps applying to what enters it).
+    A port needs it while it has an entry, is a broadcast member, is a multicast
+    source, or is the egress of an entry (so its on-miss verdict keeps applying to
+    what enters it).
     """
     ports = dp.ports.ifindexes()
     entries = {port: dp.fwd.get(port) for port in ports}
     targets = {entry.egress_ifindex for entry in entries.values() if entry}
+    sources = dp.mcast.source_ports() if dp.mcast is not None else set()
     released = []
     for port in ports:
         if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
+            continue
+        if port in sources:
             continue
         release(dp, port, links, undo)
         released.append(known(port, links))
@@ -232,6 +239,8 @@ def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> No
     if settings is not None:
         undo.callback(dp.ports.set, port, settings)
     dp.stats.delete(port)
+    if dp.mcast is not None:
+        dp.mcast.port_stats.delete(port)
     dp.forget_events(port)
 
 
@@ -249,6 +258,8 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
         dp.groups.delete(port)
         dp.ports.delete(port)
         dp.stats.delete(port)
+        if dp.mcast is not None:
+            dp.mcast.port_stats.delete(port)
         dp.forget_events(port)
         if dp.layout.has_egress:
             dp.egress_stats.delete(port)

@@ -12,7 +12,7 @@ from xdpfwd import interrupts
 from xdpfwd.errors import BpfError, InputError, PrereqError
 from xdpfwd.kernel import netdev
 from xdpfwd.model import Attachment
-from xdpfwd.state import dataplane, ports, tracing
+from xdpfwd.state import dataplane, multicast, ports, tracing
 from xdpfwd.state.dataplane import Dataplane, Layout
 from xdpfwd.state.pins import PinDir
 
@@ -172,6 +172,6 @@ def tidy(
     """Forget gone devices, unpin emptied groups, detach ports that need xdpfwd no
     more. Returns (gone ifindexes, emptied groups, detached ports)."""
     gone = ports.forget_gone(dp, links)
-    emptied = dp.remove_empty_groups()
+    emptied = dp.remove_empty_groups() + multicast.tidy(dp, links, undo)
     detached = ports.release_idle(dp, undo, links)
     return gone, emptied, detached

@@ -21,6 +21,7 @@ XDP_INGRESS_FUNC = "xdpfwd_ingress"
 XDP_EGRESS_FUNC = "xdpfwd_egress"
 XDP_REWRITE_FUNC = "xdpfwd_egress_rewrite"
 XDP_GROUP_FUNC = "xdpfwd_egress_group"
+XDP_MCAST_FUNC = "xdpfwd_egress_mcast"
 ATTACH_XDP_DEVMAP = sc.ATTACH_XDP_DEVMAP
 PROG_XDP = sc.PROG_TYPE_XDP
 PROG_RAW_TRACEPOINT = sc.PROG_TYPE_RAW_TRACEPOINT
@@ -133,7 +134,8 @@ def compile_ingress(pin_dir: str, value_size: int, frags: bool) -> dict[str, int
     funcs: dict[str, tuple[int, int | None]] = {XDP_INGRESS_FUNC: (PROG_XDP, None)}
     if value_size == 8:
         funcs |= dict.fromkeys(
-            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC), (PROG_XDP, ATTACH_XDP_DEVMAP)
+            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC, XDP_MCAST_FUNC),
+            (PROG_XDP, ATTACH_XDP_DEVMAP),
         )
     return compile_programs(
         source.ingress_text(with_egress=value_size == 8),
