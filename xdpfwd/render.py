@@ -444,11 +444,11 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
         else:
             median, spread = f"{row.median * 1000:.0f} ms", f"{low * 1000:.0f}-{high * 1000:.0f}"
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
-        if row.reference not in (None, BASELINE):
-            ratio += " bare"
+        if row.reference not in (None, BASELINE) and row.ratio is not None:
+            ratio += f" {row.reference}"
         table.add_row(row.name, median, spread, ratio)
     out.print(table)
-    _line(out, "RATIO: to the baseline, or with 'bare' to the bare broadcast to as many ports")
+    _line(out, "RATIO: to the baseline, or to the row named after it")
 
 
 # --- stats ---------------------------------------------------------------------------
