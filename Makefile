@@ -36,12 +36,15 @@ unit: $(STAMP)
 integration: setup
 	$(PY) -m pytest tests/integration
 
+# One run with one and with two generator CPUs, written up as docs/BENCHMARKS.md.
 bench: setup
-	$(VENV)/bin/xdpfwd bench
+	$(VENV)/bin/xdpfwd bench --json --cpus 1 > $(VENV)/bench-1cpu.json
+	$(VENV)/bin/xdpfwd bench --json --cpus 2 > $(VENV)/bench-2cpu.json
+	$(PY) scripts/bench-report.py $(VENV)/bench-1cpu.json $(VENV)/bench-2cpu.json > docs/BENCHMARKS.md
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check xdpfwd tests
-	$(VENV)/bin/ruff format --check xdpfwd tests
+	$(VENV)/bin/ruff check xdpfwd tests scripts
+	$(VENV)/bin/ruff format --check xdpfwd tests scripts
 
 # As a system tool: PREFIX/bin/xdpfwd, its man page, completions and systemd unit.
 install: host
