@@ -139,9 +139,7 @@ def add_result(result: AddResult) -> None:
     out = _out()
     for src, dst in result.entries:
         _line(out, f"{src.ifname} -> {dst.ifname}")
-    for att in result.attachments:
-        how = "attached" if att.changed else "already attached"
-        _line(out, f"  {att.port.ifname}: {how} ({att.mode} mode)")
+    _attachments(out, result.attachments, "")
     compiled = "compiled now" if result.compiled else "reused pinned program"
     _line(
         out,
@@ -150,8 +148,19 @@ def add_result(result: AddResult) -> None:
     )
     if result.egress is not None:
         _line(out, f"  egress program: {_egress_prog(result.egress)}")
-    _fallback_warnings(result.attachments)
-    for message in result.warnings:
+    _warnings(result.attachments, result.warnings)
+
+
+def _attachments(out: Console, attachments, role: str) -> None:
+    """A line per port attached (or found attached), with its role if it has one."""
+    for att in attachments:
+        how = "attached" if att.changed else "already attached"
+        _line(out, f"  {att.port.ifname}: {role}{', ' if role else ''}{how} ({att.mode} mode)")
+
+
+def _warnings(attachments, warnings) -> None:
+    _fallback_warnings(attachments)
+    for message in warnings:
         warning(message)
 
 
@@ -166,14 +175,10 @@ def broadcast_result(result: BroadcastResult) -> None:
     verb = "created" if result.created else "updated"
     excluded = "excluded" if result.exclude_ingress else "included"
     _line(out, f"group {result.group} {verb}: ingress port {excluded}, {result.table} table")
-    for att in result.attachments:
-        how = "attached" if att.changed else "already attached"
-        _line(out, f"  {att.port.ifname}: member, {how} ({att.mode} mode)")
+    _attachments(out, result.attachments, "member")
     for port in result.converted:
         _line(out, f"  {port.ifname}: its forwarding entry was removed")
-    _fallback_warnings(result.attachments)
-    for message in result.warnings:
-        warning(message)
+    _warnings(result.attachments, result.warnings)
 
 
 def broadcast_del_result(result: BroadcastDelResult) -> None:
@@ -358,12 +363,8 @@ def multicast_result(result: McastResult) -> None:
     _line(out, f"multicast group {result.group} {verb}: ingress port {excluded}")
     _line(out, f"  from {', '.join(p.label for p in result.sources)}")
     _line(out, f"  to {', '.join(p.label for p in result.receivers)}")
-    for att in result.attachments:
-        how = "attached" if att.changed else "already attached"
-        _line(out, f"  {att.port.ifname}: source, {how} ({att.mode} mode)")
-    _fallback_warnings(result.attachments)
-    for message in result.warnings:
-        warning(message)
+    _attachments(out, result.attachments, "source")
+    _warnings(result.attachments, result.warnings)
 
 
 def multicast_del_result(result: McastDelResult) -> None:
