@@ -85,3 +85,21 @@ int xdpfwd_bench_fwd(struct xdp_md *ctx)
 {
 	return bench_fwd.redirect_map(ctx->ingress_ifindex, 0);
 }
+
+/*
+ * Baseline of balanced rows: bpf_redirect_map() over cfg->spread ports, chosen by
+ * the UDP source port (bench_fwd: ingress ifindex << 8 | i -> the i-th port).
+ * Verdicts: XDP_REDIRECT, XDP_DROP for frames it cannot place.
+ */
+int xdpfwd_bench_spread(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct udphdr *udp = udp_of(data, data_end);
+	struct xdpfwd_bench_cfg *cfg;
+	u32 zero = 0;
+
+	cfg = bench_cfg.lookup(&zero);
+	if (!cfg || !udp || !cfg->spread)
+		return XDP_DROP;
+	return bench_fwd.redirect_map(ctx->ingress_ifindex << 8 | ntohs(udp->source) % cfg->spread, 0);
+}

@@ -57,6 +57,9 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     assert any("compiling" in n for n in names) and any("pinned" in n for n in names)
     assert any(n.startswith("broadcast to 2 ports") for n in names)
     assert any(n.startswith("broadcast to 4 ports") for n in names)
+    for n in (2, 4):
+        assert f"balanced over {n} ports (--no-egress)" in names
+    assert "balanced over 4 ports, as `add` sets it up" in names
     for row in report["rows"]:
         assert row["median"] > 0, row
         if row["unit"] == "Mpps":

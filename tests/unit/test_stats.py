@@ -143,6 +143,7 @@ PAIR_KEYS = {
     "redirect_errors",
     "tx_pps",
     "tx_bps",
+    "buckets",
 }
 
 

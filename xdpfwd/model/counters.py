@@ -29,6 +29,7 @@ class PairCounters:
     tx_bytes: int = 0
     egress_drop_packets: int = 0
     events: TxEvents | None = None  # from the tracepoints, while they are attached
+    buckets: int | None = None  # a balanced entry's pair: the buckets sending to egress
 
     @property
     def key(self) -> tuple[int, int]:

@@ -94,6 +94,7 @@ class BenchRow:
     samples: list[float]
     reference: str | None = None  # the row this one is compared with
     reference_samples: list[float] | None = None  # its samples, repeat by repeat
+    reference_label: str | None = None  # shown after the ratio (None: "fwd" if not BASELINE)
 
     @property
     def median(self) -> float:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import sys
 
-from xdpfwd.ops import benchmark, demonstration
+from xdpfwd.ops import benchmark, demonstration, following
 from xdpfwd.ops.apply import apply, save
+from xdpfwd.ops.apply import reconcile as prune
+from xdpfwd.ops.balancing import add as add_balanced
 from xdpfwd.ops.doctor import run as check_host
-from xdpfwd.ops.forwarding import add, delete, down, list_ports, prune, resolve
+from xdpfwd.ops.forwarding import add, delete, down, list_ports, resolve
 from xdpfwd.ops.groups import broadcast, broadcast_del
 from xdpfwd.ops.lab import lab_down, lab_status, lab_up
 from xdpfwd.ops.stats import clear as stats_clear
@@ -18,6 +20,7 @@ from xdpfwd.ops.stats import watch as stats_watch
 
 __all__ = [
     "add",
+    "add_balanced",
     "apply",
     "bench",
     "broadcast",
@@ -26,6 +29,7 @@ __all__ = [
     "delete",
     "demo",
     "down",
+    "follow",
     "lab_down",
     "lab_status",
     "lab_up",
@@ -47,3 +51,8 @@ def demo(pins, **options):
 def bench(pins, **options):
     """`xdpfwd bench` (see ops/benchmark.py), composed of this facade's operations."""
     return benchmark.run(sys.modules[__name__], pins, **options)
+
+
+def follow(pins, **options):
+    """`xdpfwd follow` (see ops/following.py): this facade's prune on every link event."""
+    return following.run(sys.modules[__name__], pins, **options)

@@ -29,8 +29,10 @@ from xdpfwd.state import lab
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
+SPREAD = "xdpfwd_bench_spread"
 FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
 FANOUTS = (2, 4)
+BALANCED_FLOWS = 256  # at least this many flows in balanced rows, so that they spread
 ENTRIES = 1000
 NO_EGRESS = EgressSpec(program="none")
 
@@ -73,7 +75,7 @@ class _Rig:
         maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
-            dict.fromkeys((GEN, SINK, FWD), (loader.PROG_XDP, None)),
+            dict.fromkeys((GEN, SINK, FWD, SPREAD), (loader.PROG_XDP, None)),
             source.cflags(XDPFWD_PIN_DIR=self.pins.path),
         )
         for fd in self.fds.values():
@@ -86,11 +88,17 @@ class _Rig:
         for p in self.lab.ports[1:]:
             with netns.entered(p.netns):
                 netdev.attach_xdp(netdev.link_by_name(p.host_dev), self.fds[SINK], "native")
-        with closing(maps.BenchConfig(self.pins.pin(maps.PIN_BENCH_CFG))) as cfg:
-            cfg.set(hosts[0].ifindex, flows)
+        self.target, self.flows = hosts[0].ifindex, flows
+        self.set_flows(flows)
         one, two = self.lab.ports[:2]
         frame = traffic.udp_frame(hosts[0].mac, hosts[1].mac, one.ip, two.ip, size)
         self.generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
+
+    def set_flows(self, flows: int, spread: int = 0) -> None:
+        """How many flows (UDP source ports) the generator's frames spread over, and
+        over how many ports the spread baseline sends them."""
+        with closing(maps.BenchConfig(self.pins.pin(maps.PIN_BENCH_CFG))) as cfg:
+            cfg.set(self.target, flows, spread)
 
     def rate(self, duration: float) -> float:
         """One sample: Mpps delivered to the sinks while the generator runs."""
@@ -137,6 +145,39 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
 
 
 @contextmanager
+def _spread(rig: _Rig, fanout: int) -> Iterator[None]:
+    """The baseline of balanced rows: a bare bpf_redirect_map() over fanout ports,
+    picked by UDP source port, with as many flows as they get."""
+    ingress = rig.ports[0]
+    with closing(maps.ForwardTable(rig.pins.pin(maps.PIN_BENCH_FWD))) as fwd:
+        for i, egress in enumerate(rig.ports[1 : fanout + 1]):
+            fwd.set(ingress.ifindex << maps.BUCKET_BITS | i, egress.ifindex)
+        rig.set_flows(max(rig.flows, BALANCED_FLOWS), spread=fanout)
+        netdev.attach_xdp(ingress, rig.fds[SPREAD], "native")
+        try:
+            yield
+        finally:
+            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[SPREAD])
+            rig.set_flows(rig.flows)
+            for i in range(fanout):
+                fwd.delete(ingress.ifindex << maps.BUCKET_BITS | i)
+
+
+@contextmanager
+def _balanced(rig: _Rig, fanout: int, egress_spec: EgressSpec = DEFAULT_EGRESS) -> Iterator[None]:
+    """Port 1 balanced over the next fanout ports, with enough flows to spread."""
+    ingress = _iface(rig.ports[0])
+    egress = [_iface(link) for link in rig.ports[1 : fanout + 1]]
+    rig.ops.add_balanced(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
+    rig.set_flows(max(rig.flows, BALANCED_FLOWS))
+    try:
+        yield
+    finally:
+        rig.set_flows(rig.flows)
+        rig.ops.delete(rig.xdpfwd_pins, ingress)
+
+
+@contextmanager
 def _bridge(rig: _Rig) -> Iterator[None]:
     ingress, egress = rig.ports[:2]
     name = f"{rig.lab.prefix}br"
@@ -148,6 +189,15 @@ def _bridge(rig: _Rig) -> Iterator[None]:
     finally:
         netdev.delete_link(name)
         offloads.change(ingress.ifname, gro=False)
+
+
+def _spread_row(fanout: int) -> str:
+    return f"baseline spread over {fanout} ports by UDP port"
+
+
+def _label(reference: str) -> str | None:
+    """How the ratio column names a row's reference (None: the usual)."""
+    return "spread" if reference.startswith("baseline spread") else None
 
 
 def _iface(link: netdev.Link) -> Iface:
@@ -237,6 +287,23 @@ def run(
                 )
                 for n in FANOUTS
             ),
+            *(
+                row
+                for n in FANOUTS
+                for row in (
+                    (_spread_row(n), partial(_spread, fanout=n), BASELINE),
+                    (
+                        f"balanced over {n} ports (--no-egress)",
+                        partial(_balanced, fanout=n, egress_spec=NO_EGRESS),
+                        _spread_row(n),
+                    ),
+                )
+            ),
+            (
+                f"balanced over {max(FANOUTS)} ports, as `add` sets it up",
+                partial(_balanced, fanout=max(FANOUTS)),
+                _spread_row(max(FANOUTS)),
+            ),
             ("Linux bridge (no XDP)", _bridge, BASELINE),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
@@ -248,7 +315,8 @@ def run(
                 with setup(rig):
                     samples[name].append(rig.rate(duration))
         report.rows.extend(
-            BenchRow(name, "Mpps", samples[name], ref, samples[ref]) for name, _, ref in rows
+            BenchRow(name, "Mpps", samples[name], ref, samples[ref], _label(ref))
+            for name, _, ref in rows
         )
         progress("measuring the control plane")
         report.rows.extend(_control_plane_rows(rig, repeat))

@@ -1,4 +1,4 @@
-"""`xdpfwd add/del/list/prune/down`: forwarding entries, one per ingress port, and the
+"""`xdpfwd add/del/list/down`: forwarding entries, one per ingress port, and the
 ports that run xdpfwd's program for them."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from xdpfwd.model import (
     Iface,
     Listing,
     PortRow,
-    PruneResult,
 )
-from xdpfwd.state import entries, health
+from xdpfwd.state import balance, entries, health, intent
+from xdpfwd.state.config import EntryConf
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.pins import PinDir
@@ -33,7 +33,7 @@ from xdpfwd.state.ports import (
     release_idle,
     teardown,
 )
-from xdpfwd.state.transaction import Change, change, editing, tidy
+from xdpfwd.state.transaction import Change, change, editing
 
 
 def resolve(name: str, allow_gone: bool = False) -> Iface:
@@ -111,6 +111,8 @@ def add(
         attachments = [_attach_forwarding_port(c, plan, mode, on_miss) for plan in c.plans]
         for src, dst in pairs:
             entries.write(c, src, dst, prog_fd, rewrite)
+            balance.remove(c, src)  # a balanced entry the port had: the single one won
+        _record(c, pairs, egress_spec, mode)
         result = AddResult(
             entries=[(known(s, c.links), known(d, c.links)) for s, d in pairs],
             attachments=attachments,
@@ -122,6 +124,14 @@ def add(
         )
     warnings = health.warnings_for(pairs, c.links)
     return replace(result, warnings=(*loop_warning, *warnings))
+
+
+def _record(c: Change, pairs: list[tuple[int, int]], spec: EgressSpec, mode: str) -> None:
+    """What add asked for, in the recorded configuration."""
+    name = lambda port: c.links[port].ifname  # noqa: E731
+    wanted = [EntryConf(name(src), name(dst), spec) for src, dst in pairs]
+    verdicts = {name(src): c.dp.ports.get(src).on_miss_name for src, _ in pairs}
+    intent.update(c, lambda r: intent.with_entries(r, wanted, mode, verdicts))
 
 
 def _check_no_loop(c: Change, pairs: list[tuple[int, int]], force: bool) -> tuple[str, ...]:
@@ -166,6 +176,8 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     with editing(pins) as c:
         if c is None:
             raise no_entry
+        if c.dp.fwd.get(ingress.ifindex) is None and balance.hash_of(c.dp, ingress.ifindex):
+            return _delete_balanced(c, ingress)
         if c.dp.fwd.get(ingress.ifindex) is None:
             if c.dp.groups.group_id(ingress.ifindex) is not None:
                 raise XdpfwdError(
@@ -174,6 +186,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
                 )
             raise no_entry
         entry = entries.remove(c, ingress.ifindex)
+        _forget(c, ingress)
         detached = release_idle(c.dp, c.undo, c.links)
     return DelResult(
         removed=known(ingress.ifindex, c.links),
@@ -182,13 +195,32 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     )
 
 
-def prune(pins: PinDir) -> PruneResult:
-    """Forget what deleted devices left behind, and detach from idle ports."""
-    with editing(pins) as c:
-        if c is None:
-            return PruneResult([], [], [])
-        gone, emptied, detached = tidy(c.dp, c.undo, c.links)
-    return PruneResult(gone, emptied, detached)
+def _delete_balanced(c: Change, ingress: Iface) -> DelResult:
+    targets = balance.remove(c, ingress.ifindex)
+    recorded = intent.load(c.dp.pins)
+    conf = recorded.balanced(ingress.ifname) if recorded and ingress.ifname else None
+    if conf is not None:
+        by_name = {link.ifname: link.ifindex for link in c.links.values()}
+        egress = [by_name.get(name, recorded.bound.get(name, 0)) for name in conf.ports]
+    else:
+        egress = sorted(targets)
+    _forget(c, ingress)
+    detached = release_idle(c.dp, c.undo, c.links)
+    balanced = tuple(known(port, c.links) for port in egress)
+    return DelResult(
+        removed=known(ingress.ifindex, c.links),
+        egress=balanced[0] if balanced else Iface(0, None),
+        detached=detached,
+        balanced=balanced,
+    )
+
+
+def _forget(c: Change, ingress: Iface) -> None:
+    """The entry out of the recorded configuration (named as bound, if it is gone)."""
+    recorded = intent.load(c.dp.pins)
+    name = ingress.ifname or (recorded.name_of(ingress.ifindex) if recorded else None)
+    if name is not None:
+        intent.update(c, lambda r: intent.without_entry(r, name))
 
 
 def list_ports(pins: PinDir) -> Listing:
@@ -201,9 +233,10 @@ def list_ports(pins: PinDir) -> Listing:
         links = netdev.links()
         groups = group_infos(dp, links)
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
+        recorded = intent.load(pins) or intent.Intent()
         with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
             rows = [
-                _port_row(dp, port, links, member_of, problems)
+                _port_row(dp, port, links, member_of, problems, recorded)
                 for port in sorted(dp.ports.ifindexes())
             ]
         layout = dp.layout
@@ -216,6 +249,7 @@ def _port_row(
     links: dict[int, netdev.Link],
     member_of: dict[int, str],
     problems: list[health.Problem],
+    recorded: intent.Intent,
 ) -> PortRow:
     link = links.get(port)
     entry = dp.fwd.get(port)
@@ -224,7 +258,12 @@ def _port_row(
     attached = link is not None and link.xdp_prog_id == dp.prog_id
     settings = dp.ports.get(port) or maps.PortSettings()
     flooding = dp.groups.group_id(port) is not None
-    state = health.port_state(link, egress, attached, entry is not None, group, settings, flooding)
+    balanced = None
+    if entry is None and balance.hash_of(dp, port):
+        conf = recorded.balanced(link.ifname) if link else None
+        balanced = balance.info(dp, port, links, conf, recorded.bound)
+    has_entry = entry is not None or balanced is not None
+    state = health.port_state(link, egress, attached, has_entry, group, settings, flooding)
     has_egress = entry is not None and dp.layout.has_egress
     return PortRow(
         ingress=known(port, links),
@@ -235,11 +274,12 @@ def _port_row(
         on_miss=settings.on_miss_name,
         state=state,
         counters=dp.stats.read(port) or maps.PortStats(),
-        egress_prog=entries.describe(dp, entry),
+        egress_prog=balance.describe(dp, port) if balanced else entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
         egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
         group=group,
         problems=tuple(p.line for p in problems if p.ifindex == port),
+        balance=balanced,
     )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import replace
 
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
+from xdpfwd.state import balance
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
@@ -25,7 +27,7 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
         port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
         for port in sorted(dp.ports.ifindexes())
     }
-    pairs = [*_entry_pairs(dp, ports, links), *_group_pairs(dp, links)]
+    pairs = [*_entry_pairs(dp, ports, links), *_group_pairs(dp, links), *_balanced_pairs(dp, links)]
     pairs = [_with_events(pair, events) for pair in pairs] if tracing else pairs
     tx: dict[int, list[PairCounters]] = {}
     for pair in pairs:
@@ -67,6 +69,29 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
                 stats.tx_packets,
                 stats.tx_bytes,
                 stats.drop_packets,
+            )
+
+
+def _balanced_pairs(dp: Dataplane, links):
+    """Each egress port of a balanced entry whose buckets count per pair (the
+    built-in egress program), with the buckets it has now."""
+    for ingress in balance.balanced_ports(dp):
+        table = balance.table(dp, ingress)
+        if not any(e is not None and e.egress_prog_id == dp.group_prog_id for e in table):
+            continue
+        now = Counter(e.egress_ifindex for e in table if e is not None)
+        egress = now.keys() | {e for i, e in dp.pairs.pairs() if i == ingress}
+        for port in sorted(egress):
+            c = dp.pairs.read(ingress, port) or maps.EgressStats()
+            yield PairCounters(
+                known(ingress, links),
+                known(port, links),
+                None,
+                "egress",
+                c.tx_packets,
+                c.tx_bytes,
+                c.drop_packets,
+                buckets=now.get(port, 0),
             )
 
 

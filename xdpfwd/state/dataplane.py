@@ -87,6 +87,12 @@ class Dataplane:
                 self.pairs = self._open(maps.PairStatsTable, maps.PIN_PAIR_STATS)
                 self.rewrites = self._open(maps.RewriteTable, maps.PIN_REWRITE)
                 self.user_progs = self._open(maps.UserProgTable, maps.PIN_USER_PROGS)
+            # Balanced entries: absent from pins set up before xdpfwd had them.
+            self.balance: maps.BalanceTable | None = None
+            self.buckets: maps.BucketTable | None = None
+            if maps.PIN_BALANCE in pins.names():
+                self.balance = self._open(maps.BalanceTable, maps.PIN_BALANCE)
+                self.buckets = self._open(maps.BucketTable, maps.PIN_BUCKETS)
         except BaseException:
             self._fds.close()
             raise
@@ -255,6 +261,22 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
         raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
     if maps.PIN_PROG_INGRESS in present:
         return False
+    try:
+        # The configuration asked for is recorded from the start of a new pin dir
+        # (pins of an older xdpfwd get it with their next apply).
+        if maps.PIN_FWD not in present and maps.PIN_INTENT not in present:
+            maps.create_pinned_intent(pins.pin(maps.PIN_INTENT))
+            rollback.callback(os.unlink, pins.pin(maps.PIN_INTENT))
+        if maps.PIN_BUCKETS not in present:
+            maps.create_pinned_devmap_hash(
+                pins.pin(maps.PIN_BUCKETS),
+                "xdpfwd_buckets",
+                layout.value_size,
+                maps.BUCKETS_MAX_ENTRIES,
+            )
+            rollback.callback(os.unlink, pins.pin(maps.PIN_BUCKETS))
+    except OSError as e:
+        raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
     rollback.callback(_unpin_new, pins, pins.names())
     fds = loader.compile_ingress(pins.path, layout.value_size)

@@ -157,13 +157,16 @@ def port_state(
 
 
 def managed_pairs(dp: Dataplane, groups: list[GroupInfo]) -> list[tuple[int, int]]:
-    """The (ingress, egress) pairs of a dataplane: its entries, and every two members
-    of a broadcast group."""
+    """The (ingress, egress) pairs of a dataplane: its entries (each egress port a
+    balanced entry's buckets point at), and every two members of a broadcast group."""
     pairs = []
     for port in sorted(dp.ports.ifindexes()):
         entry = dp.fwd.get(port)
         if entry is not None:
             pairs.append((port, entry.egress_ifindex))
+        elif dp.balance is not None and dp.balance.get(port) is not None:
+            egress = {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+            pairs += [(port, e) for e in sorted(egress)]
     for group in groups:
         members = [m.ifindex for m in group.members]
         pairs += [(a, b) for a in members for b in members if a != b]
