@@ -3,7 +3,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host demo test unit integration bench lint clean
+PREFIX ?= /usr/local
+
+.PHONY: setup host demo test unit integration bench lint clean install
 
 # Byte-compiled once here: this package is installed editable, and with
 # PYTHONDONTWRITEBYTECODE set Python would otherwise compile it at every start.
@@ -40,6 +42,10 @@ bench: setup
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xdpfwd tests
 	$(VENV)/bin/ruff format --check xdpfwd tests
+
+# As a system tool: PREFIX/bin/xdpfwd, its man page, completions and systemd unit.
+install: host
+	@./scripts/install.sh "$(PREFIX)"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Benchmark programs: a traffic generator run with BPF_PROG_TEST_RUN and live
- * frames, a sink that counts and drops what arrives, and the baseline forwarder
- * that does nothing but bpf_redirect_map().
+ * frames, a sink that counts and drops what arrives, and the baselines, the
+ * strictest programs that do the same job as xdpfwd: a redirect through a one-slot
+ * array devmap, broadcasts over array devmaps holding just the ports involved, and
+ * a spread of flows over such a devmap by UDP source port.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -17,9 +19,13 @@ BPF_TABLE_PINNED("array", u32, struct xdpfwd_bench_cfg, bench_cfg, 1,
 /* Frames and bytes that reached a sink, per CPU. */
 BPF_TABLE_PINNED("percpu_array", u32, struct xdpfwd_counter, bench_sink, 1,
 		 PIN(XDPFWD_PIN_BENCH_SINK));
-/* Baseline forwarding table: ingress ifindex -> egress, as xdpfwd's. */
-REDIRECT_MAP_PINNED(bench_fwd, struct bpf_devmap_val, XDPFWD_FWD_MAX_ENTRIES,
-		    PIN(XDPFWD_PIN_BENCH_FWD));
+/* Baseline forwarding: slot 0 holds the egress ifindex. */
+REDIRECT_MAP_PINNED(bench_fwd, u32, 1, PIN(XDPFWD_PIN_BENCH_FWD));
+/* Baseline broadcasts: the ingress port and 2 (or 4) more, one per slot. */
+REDIRECT_MAP_PINNED(bench_flood2, u32, 3, PIN(XDPFWD_PIN_BENCH_FLOOD "2"));
+REDIRECT_MAP_PINNED(bench_flood4, u32, 5, PIN(XDPFWD_PIN_BENCH_FLOOD "4"));
+/* Baseline spread (balanced rows): the ports it spreads over, one per slot. */
+REDIRECT_MAP_PINNED(bench_spread, u32, XDPFWD_BENCH_SPREAD_MAX, PIN(XDPFWD_PIN_BENCH_SPREAD));
 /* Per-CPU sequence numbers that spread the generator's frames over flows. */
 BPF_PERCPU_ARRAY(bench_seq, u32, 1);
 
@@ -80,15 +86,26 @@ int xdpfwd_bench_sink(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
-/* Baseline forwarder: bpf_redirect_map() and nothing else. */
+/* Baseline forwarder: bpf_redirect_map() and nothing else. Verdict: XDP_REDIRECT. */
 int xdpfwd_bench_fwd(struct xdp_md *ctx)
 {
-	return bench_fwd.redirect_map(ctx->ingress_ifindex, 0);
+	return bench_fwd.redirect_map(0, 0);
+}
+
+/* Baseline broadcasts: every port of the map but the ingress. Verdict: XDP_REDIRECT. */
+int xdpfwd_bench_flood2(struct xdp_md *ctx)
+{
+	return bench_flood2.redirect_map(0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
+}
+
+int xdpfwd_bench_flood4(struct xdp_md *ctx)
+{
+	return bench_flood4.redirect_map(0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
 }
 
 /*
- * Baseline of balanced rows: bpf_redirect_map() over cfg->spread ports, chosen by
- * the UDP source port (bench_fwd: ingress ifindex << 8 | i -> the i-th port).
+ * Baseline of balanced rows: bpf_redirect_map() over the first cfg->spread slots of
+ * an array devmap, chosen by the UDP source port (no hash at all).
  * Verdicts: XDP_REDIRECT, XDP_DROP for frames it cannot place.
  */
 int xdpfwd_bench_spread(struct xdp_md *ctx)
@@ -101,5 +118,5 @@ int xdpfwd_bench_spread(struct xdp_md *ctx)
 	cfg = bench_cfg.lookup(&zero);
 	if (!cfg || !udp || !cfg->spread)
 		return XDP_DROP;
-	return bench_fwd.redirect_map(ctx->ingress_ifindex << 8 | ntohs(udp->source) % cfg->spread, 0);
+	return bench_spread.redirect_map(ntohs(udp->source) % cfg->spread, 0);
 }

@@ -20,6 +20,7 @@
 #define XDPFWD_PIN_PAIR_STATS	"pair_stats"
 #define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from tracepoints, while `stats --watch` */
 #define XDPFWD_PIN_REWRITE	"rewrite"
+#define XDPFWD_PIN_ENTRY_INVALID	"entry_invalid"	/* user egress programs' bad verdicts */
 
 /* A DEVMAP is an array indexed by ifindex, so it bounds the ifindexes it can hold. */
 #define XDPFWD_FWD_MAX_ENTRIES	65536
@@ -119,6 +120,9 @@ struct xdpfwd_balance {
 #define XDPFWD_PIN_BENCH_CFG	"bench_cfg"
 #define XDPFWD_PIN_BENCH_SINK	"bench_sink"
 #define XDPFWD_PIN_BENCH_FWD	"bench_fwd"
+#define XDPFWD_PIN_BENCH_FLOOD	"bench_flood"
+#define XDPFWD_PIN_BENCH_SPREAD	"bench_spread"
+#define XDPFWD_BENCH_SPREAD_MAX	4	/* ports the spread baseline can hold */
 #define XDPFWD_BENCH_UDP_PORT	9	/* discard: the sink counts frames sent here */
 #define XDPFWD_BENCH_SRC_PORT	1024	/* first UDP source port of the flows */
 

@@ -18,7 +18,7 @@ installed() {
 
 release=$(uname -r)
 arch=$(dpkg --print-architecture)
-packages="python3-bpfcc python3-venv iproute2 iputils-ping ethtool tcpdump groff-base bpftool tmux"
+packages="python3-bpfcc python3-venv iproute2 iputils-ping ethtool tcpdump groff-base man-db systemd bpftool tmux"
 
 missing=""
 for p in $packages; do

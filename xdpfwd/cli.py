@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
 
 import click
 
-from xdpfwd import __version__, interrupts, ops, render
+from xdpfwd import __version__, interrupts, progress, render
 from xdpfwd.errors import EXIT_INTERRUPTED, InputError, XdpfwdError
+from xdpfwd.kernel import files
 from xdpfwd.kernel import netns as netns_module
 from xdpfwd.model.counters import select
 from xdpfwd.options import (
@@ -18,6 +20,9 @@ from xdpfwd.options import (
     balance_options,
     bench_options,
     check_balance,
+    complete_groups,
+    complete_members,
+    complete_netns,
     egress_spec,
     entry_options,
     force_option,
@@ -34,8 +39,40 @@ from xdpfwd.state.pins import DEFAULT_PIN_DIR, PinDir
 log = logging.getLogger("xdpfwd")
 
 
+class _RealOps:
+    """xdpfwd.ops, imported when a command first calls it: `--help` and usage errors
+    need neither netlink (pyroute2) nor BPF."""
+
+    def __getattr__(self, name: str):
+        return getattr(importlib.import_module("xdpfwd.ops"), name)
+
+
+# The words iproute2 and xdp-tools users type for xdpfwd's commands.
+ALIASES = {"unload": "del", "show": "list", "status": "list"}
+
+
 class XdpfwdGroup(click.Group):
-    """Turns every failure into one `error:` line on stderr and a documented exit code."""
+    """Turns every failure into one `error:` line on stderr and a documented exit code;
+    takes the aliases of the top-level commands, which its help lists beside them."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        if self is ctx.find_root().command:
+            cmd_name = ALIASES.get(cmd_name, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        root = self is ctx.find_root().command
+        commands = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                aliases = [alias for alias, target in ALIASES.items() if target == name and root]
+                commands.append((", ".join([name, *aliases]), command))
+        limit = formatter.width - 6 - max((len(label) for label, _ in commands), default=0)
+        rows = [(label, command.get_short_help_str(limit)) for label, command in commands]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         code = self._run(*args, **kwargs)
@@ -46,6 +83,9 @@ class XdpfwdGroup(click.Group):
     def _run(self, *args, **kwargs) -> int:
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
+            if interrupts.deferred():
+                # It came while a step that cannot stop half-way (down) ran to its end.
+                raise click.Abort
             return result if isinstance(result, int) else 0
         except click.exceptions.NoArgsIsHelpError as e:
             click.echo(e.ctx.get_help())  # `xdpfwd` or `xdpfwd lab` alone asks for help
@@ -57,7 +97,7 @@ class XdpfwdGroup(click.Group):
         except click.ClickException as e:
             render.error(e.format_message())
             return e.exit_code
-        except click.Abort:
+        except (click.Abort, KeyboardInterrupt):
             if interrupts.committed:
                 render.error("interrupted after the change was made; it stays (see `xdpfwd list`)")
             else:
@@ -95,6 +135,7 @@ def _setup_logging(verbose: int) -> None:
     "--netns",
     envvar="XDPFWD_NETNS",
     metavar="NAME",
+    shell_complete=complete_netns,
     help="Work inside network namespace NAME (from `ip netns`), with pins of its own "
     "in PIN_DIR@NAME [env: XDPFWD_NETNS].",
 )
@@ -118,7 +159,26 @@ def cli(ctx: click.Context, pin_dir: str, netns: str | None, verbose: int) -> No
     if netns is not None:
         # Devices, netlink and devmap entries resolve ifindexes in this namespace.
         netns_module.enter(netns)
-    ctx.obj = App(ops=ctx.obj or ops, pins=pins)
+    ctx.obj = App(ops=ctx.obj or _RealOps(), pins=pins, netns=netns)
+    render.json_context(pins.path, netns)
+
+
+@cli.command(
+    "help",
+    epilog="\b\nExamples:\n  xdpfwd help\n  xdpfwd help add\n  xdpfwd help lab up\n",
+)
+@click.argument("command", nargs=-1, metavar="[COMMAND]...")
+@click.pass_context
+def help_cmd(ctx: click.Context, command: tuple[str, ...]) -> None:
+    """Show the help of xdpfwd, or of COMMAND (as COMMAND --help does)."""
+    target, target_ctx = cli, ctx.find_root()
+    for name in command:
+        found = target.get_command(target_ctx, name) if isinstance(target, click.Group) else None
+        if found is None:
+            raise click.UsageError(f"no such command: {' '.join(command)}")
+        target_ctx = click.Context(found, info_name=found.name, parent=target_ctx)
+        target = found
+    click.echo(target.get_help(target_ctx))
 
 
 @cli.command(
@@ -161,13 +221,15 @@ def add(
 ) -> None:
     """Forward every frame that enters INGRESS out of EGRESS.
 
-    Each entry gets an egress program that counts its frames per (ingress, egress)
-    pair, rewrites Ethernet addresses (--src-mac/--dst-mac), or is yours
-    (--egress-prog). Changing it on an existing entry swaps it atomically.
+    Frames and bytes are counted per (ingress, egress) pair. An entry gets an egress
+    program only when it does work: rewriting Ethernet addresses (--src-mac/--dst-mac)
+    or yours (--egress-prog). Changing it on an existing entry swaps it atomically.
 
     With several EGRESS ports the entry is balanced: a hash of each frame's
     addresses picks one of 256 buckets, and each bucket one port, by --weights.
-    `xdpfwd follow` moves the buckets of a port that goes down to the others.
+    Its buckets count frames per egress port with the built-in egress program
+    (--no-egress: none, only the entry's total). `xdpfwd follow` moves the buckets
+    of a port that goes down to the others.
     """
     check_balance(ingress, egress, bidirectional, hash_mode, weights)
     spec = egress_spec(no_egress, egress_prog, src_mac, dst_mac)
@@ -210,12 +272,20 @@ Examples:
   xdpfwd broadcast eth1 eth2 eth3 --exclude-ingress   # a hub of three ports
   xdpfwd broadcast eth4                    # one more member of group "default"
   xdpfwd broadcast eth5 eth6 --group cams  # a separate flood domain
-  xdpfwd broadcast --exclude-ingress       # every managed port floods to the others
+  xdpfwd broadcast --all --exclude-ingress # every managed port floods to the others
   xdpfwd broadcast del eth4                # leave the group
 """,
 )
-@click.argument("ifaces", nargs=-1, metavar="[del] [IFACE]...")
-@click.option("--group", default=None, help="Group name [default: default].")
+@click.argument("ifaces", nargs=-1, metavar="[del] [IFACE]...", shell_complete=complete_members)
+@click.option(
+    "--group", default=None, help="Group name [default: default].", shell_complete=complete_groups
+)
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Every port xdpfwd manages joins (forwarding entries become membership).",
+)
 @click.option(
     "--exclude-ingress/--include-ingress",
     default=None,
@@ -226,21 +296,22 @@ Examples:
 @mode_option
 @force_option
 @click.pass_obj
-def broadcast(app: App, ifaces, group, exclude_ingress, table, mode, force) -> None:
+def broadcast(app: App, ifaces, group, every, exclude_ingress, table, mode, force) -> None:
     """Flood every frame entering a member to all members of its group.
 
-    IFACEs join the group (default "default"), which is created if needed; with no
-    IFACE, every port xdpfwd manages joins, forwarding ports included (their entries
+    IFACEs join the group (default "default"), which is created if needed; with
+    --all, every port xdpfwd manages joins, forwarding ports included (their entries
     are removed). Each group is its own flood domain and a port is in one group at
     most, and does not also forward. `broadcast del IFACE...` takes members out; an
     emptied group is removed.
     """
     if ifaces[:1] == ("del",):
-        if len(ifaces) < 2 or exclude_ingress is not None or table or force:
+        if len(ifaces) < 2 or exclude_ingress is not None or table or force or every:
             raise click.UsageError("usage: xdpfwd broadcast del IFACE... [--group NAME]")
         members = [_resolve(app, name, allow_gone=True) for name in ifaces[1:]]
         render.broadcast_del_result(app.ops.broadcast_del(app.pins, members, group))
         return
+    _check_every(ifaces, every, group or "default")
     members = [_resolve(app, name) for name in ifaces] or None
     result = app.ops.broadcast(
         app.pins,
@@ -252,6 +323,23 @@ def broadcast(app: App, ifaces, group, exclude_ingress, table, mode, force) -> N
         force=force,
     )
     render.broadcast_result(result)
+
+
+def _check_every(ifaces: tuple[str, ...], every: bool, group: str) -> None:
+    """Turning every forwarding entry into membership is asked for, not assumed: --all,
+    or a yes on a terminal."""
+    if ifaces and every:
+        raise click.UsageError("--all takes no IFACE")
+    if ifaces or every:
+        return
+    question = (
+        f"No IFACE: make every port xdpfwd manages a member of group {group}, turning "
+        "forwarding entries into membership?"
+    )
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise click.UsageError("name the interfaces to flood between, or --all for every port")
+    if not click.confirm(question, err=True):
+        raise click.Abort()
 
 
 def _resolve(app: App, name: str, allow_gone: bool = False):
@@ -323,7 +411,7 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     text = render.stats_snapshot(keep(snapshot) if snapshot else None, app.pins.path, fmt, sort)
     if text is not None:
         if output:
-            render.write_atomically(output, text)
+            files.write_output(output, text)
         else:
             sys.stdout.write(text)
 
@@ -396,7 +484,7 @@ def save(app: App, output, fmt) -> None:
     for message in result.warnings:
         render.warning(message)
     if output:
-        render.write_atomically(output, result.text)
+        files.write_output(output, result.text)
     else:
         sys.stdout.write(result.text)
 
@@ -443,7 +531,7 @@ def prune(app: App) -> None:
 Examples:
   xdpfwd follow                         # until Ctrl-C or SIGTERM
   xdpfwd -v follow                      # and every link event it sees
-  systemctl enable --now xdpfwd-follow  # contrib/xdpfwd-follow.service
+  systemctl enable --now xdpfwd-follow  # the unit `make install` installs
 """
 )
 @click.pass_obj
@@ -581,4 +669,6 @@ def lab_status(app: App, name: str, as_json: bool) -> None:
 def main() -> None:
     # SIGTERM unwinds like Ctrl-C, so a mutating command rolls back before it exits.
     interrupts.install()
+    if sys.stderr.isatty():
+        progress.install(render.spinner)
     cli(prog_name="xdpfwd")

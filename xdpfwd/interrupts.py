@@ -15,18 +15,21 @@ from contextlib import contextmanager
 
 _pending = False
 _holding = False
+_deferred = False  # one arrived while held: the held step went on to its end
 committed = False  # a change was committed: an interrupt now no longer undoes it
 
 
 def _handler(main_pid: int):
     def handler(signum, frame):
-        global _pending
+        global _pending, _deferred
         if os.getpid() != main_pid:
             # A forked copy of this process (a helper of some library) must not run
             # this process's rollback.
             os._exit(128 + signum)
         _pending = True
-        if not _holding:
+        if _holding:
+            _deferred = True
+        else:
             raise KeyboardInterrupt
 
     return handler
@@ -55,6 +58,11 @@ def held() -> Iterator[None]:
         yield
     finally:
         _holding = outer
+
+
+def deferred() -> bool:
+    """Whether an interrupt arrived while a step was held (and so did not stop it)."""
+    return _deferred
 
 
 def mark_committed() -> None:

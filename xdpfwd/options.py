@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from types import ModuleType
 
 import click
+import click.shell_completion
 
 from xdpfwd.errors import InputError
-from xdpfwd.model import EgressSpec
-from xdpfwd.state.pins import PinDir
+from xdpfwd.kernel import files, netns
+from xdpfwd.kernel.bpf.maps import PIN_GROUP_DIR
+from xdpfwd.model import MODE_WORDS, MODES, EgressSpec
+from xdpfwd.state.pins import DEFAULT_PIN_DIR, PinDir
 
 
 @dataclass
@@ -18,6 +22,48 @@ class App:
 
     ops: ModuleType | object
     pins: PinDir
+    netns: str | None = None  # the namespace it works in (--netns)
+
+
+# --- shell completion: what the user is most likely to type next ---------------------
+
+
+def complete_ifaces(ctx, param, incomplete: str) -> list[str]:
+    """Interface names in this namespace (the one xdpfwd runs in)."""
+    from xdpfwd.kernel import netdev  # pyroute2: only when completing
+
+    try:
+        names = sorted(link.ifname for link in netdev.links().values())
+    except OSError:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def complete_netns(ctx, param, incomplete: str) -> list[str]:
+    return [name for name in netns.names() if name.startswith(incomplete)]
+
+
+def complete_files(ctx, param, incomplete: str) -> list[click.shell_completion.CompletionItem]:
+    return [click.shell_completion.CompletionItem(incomplete, type="file")]
+
+
+def complete_groups(ctx, param, incomplete: str) -> list[str]:
+    """The broadcast groups pinned in --pin-dir (given or defaulted)."""
+    root = ctx.find_root().params
+    try:
+        pins = PinDir.parse(root.get("pin_dir") or DEFAULT_PIN_DIR)
+        if root.get("netns"):
+            pins = pins.for_netns(root["netns"])
+        names = sorted(os.listdir(pins.pin(PIN_GROUP_DIR)))
+    except (InputError, OSError):
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def complete_members(ctx, param, incomplete: str) -> list[str]:
+    """broadcast's arguments: `del` first, then interfaces."""
+    words = ["del"] if not ctx.params.get(param.name) and "del".startswith(incomplete) else []
+    return words + complete_ifaces(ctx, param, incomplete)
 
 
 class IfaceType(click.ParamType):
@@ -27,6 +73,12 @@ class IfaceType(click.ParamType):
 
     def __init__(self, allow_gone: bool = False):
         self.allow_gone = allow_gone
+
+    def shell_complete(self, ctx, param, incomplete):
+        return [
+            click.shell_completion.CompletionItem(n)
+            for n in complete_ifaces(ctx, param, incomplete)
+        ]
 
     def convert(self, value, param, ctx):
         if not isinstance(value, str):
@@ -38,26 +90,26 @@ class IfaceType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-_MODE_ALIASES = {"skb": "generic", "drv": "native"}
-
-
 def mode_option(fn):
     return click.option(
         "-m",
         "--mode",
-        type=click.Choice(["native", "generic", "auto", "skb", "drv"]),
+        "--xdp-mode",
+        "mode",
+        type=click.Choice([*MODES, *MODE_WORDS]),
         default="auto",
         show_default=True,
-        callback=lambda ctx, param, value: _MODE_ALIASES.get(value, value),
+        callback=lambda ctx, param, value: MODE_WORDS.get(value, value),
         help="XDP attach mode: native (driver), generic (skb, slower, works everywhere) "
-        "or auto (native, falling back to generic). skb and drv are aliases.",
+        "or auto (native, falling back to generic). As iproute2 and xdp-tools say them: "
+        "drv and xdpdrv are native, skb and xdpgeneric are generic.",
     )(fn)
 
 
 def json_option(fn):
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
-        fn
-    )
+    return click.option(
+        "-j", "--json", "as_json", is_flag=True, help="Print JSON instead of a table."
+    )(fn)
 
 
 def table_option(fn):
@@ -122,8 +174,19 @@ def output_option(help: str):
         "-o",
         "--output",
         type=click.Path(dir_okay=False),
-        help=help + " Written atomically: a temporary file, then a rename.",
+        callback=_check_output,
+        help=help + " A regular file is replaced atomically (a temporary file, then a "
+        "rename); a symbolic link, FIFO or character device is written in place.",
     )
+
+
+def _check_output(ctx, param, value):
+    if value is not None:
+        try:
+            files.check_output(value)
+        except InputError as e:
+            raise click.BadParameter(str(e), ctx, param) from None
+    return value
 
 
 # add: the entry's format, on-miss verdict and egress program.
@@ -147,13 +210,15 @@ entry_options = compose(
     click.option(
         "--no-egress",
         is_flag=True,
-        help="Write the entry without an egress program (no pair counters).",
+        help="Write the entry without an egress program: the default (kept for scripts); "
+        "a balanced entry's buckets then count no frames per port.",
     ),
     click.option(
         "--egress-prog",
         metavar="FILE.c[:FUNCTION]",
-        help="Compile FUNCTION of FILE.c with BCC as the entry's egress program, instead of "
-        "the built-in one; xdpfwd still counts its verdicts per pair.",
+        shell_complete=complete_files,
+        help="Compile FUNCTION of FILE.c with BCC as the entry's egress program; xdpfwd "
+        "still counts its verdicts per pair.",
     ),
     click.option("--src-mac", metavar="egress|MAC", help="Rewrite the source MAC on egress."),
     click.option("--dst-mac", metavar="MAC", help="Rewrite the destination MAC on egress."),
@@ -211,6 +276,7 @@ watch_options = compose(
         "-w", "--watch", is_flag=True, help="Refresh with rates until Ctrl-C (or --count)."
     ),
     click.option(
+        "-i",
         "--interval",
         default=1.0,
         show_default=True,
@@ -228,6 +294,7 @@ row_options = compose(
     click.option(
         "--iface",
         "ifaces",
+        shell_complete=complete_ifaces,
         multiple=True,
         metavar="IFACE",
         help="Only rows of this interface (repeatable).",

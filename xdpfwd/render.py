@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import replace
 
@@ -50,8 +48,20 @@ def _out(**options) -> Console:
 
 
 def _line(console: Console, text: str) -> None:
-    """One unwrapped line, printed verbatim (no markup)."""
-    console.print(Text(text), soft_wrap=True)
+    """One unwrapped line, printed verbatim (no markup); characters that would break
+    it (newlines, other controls, bytes that are not UTF-8) are shown escaped."""
+    console.print(Text(printable(text)), soft_wrap=True)
+
+
+def printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def spinner(text: str):
+    """A spinner with text on stderr while a slow step runs (progress.install)."""
+    return Console(stderr=True).status(text)
 
 
 def error(message: str) -> None:
@@ -66,8 +76,41 @@ def warning(message: str) -> None:
     _line(Console(stderr=True, highlight=False), f"warning: {message}")
 
 
-def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+# Every --json document (and every line of `stats --watch --json`) is one object:
+# these keys first, then the command's. man/xdpfwd.8 (JSON OUTPUT) and
+# docs/json-schema.json describe them; a unit test holds the output to the schema.
+JSON_SCHEMA_VERSION = 1
+_json_context = {"pin_dir": None, "netns": None}
+
+
+def json_context(pin_dir: str, netns: str | None) -> None:
+    """Where this command runs: the pin directory and the namespace (the CLI sets it)."""
+    _json_context.update(pin_dir=pin_dir, netns=netns)
+
+
+def json_document(payload: dict, taken: float | None = None) -> dict:
+    """payload under the common keys; every port object also says its namespace."""
+    head = {
+        "schema_version": JSON_SCHEMA_VERSION,
+        "time": taken if taken is not None else time.time(),
+        **_json_context,
+    }
+    return {**head, **_with_netns(payload, _json_context["netns"])}
+
+
+def _with_netns(data, netns: str | None):
+    """A port is {ifname, ifindex} wherever it appears; it gains netns here, once."""
+    if isinstance(data, dict):
+        if set(data) == {"ifname", "ifindex"}:
+            return {**data, "netns": netns}
+        return {key: _with_netns(value, netns) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_with_netns(item, netns) for item in data]
+    return data
+
+
+def print_json(payload: dict, taken: float | None = None) -> None:
+    sys.stdout.write(json.dumps(json_document(payload, taken), indent=2) + "\n")
 
 
 def _egress_prog(prog: EgressProg | None) -> str:
@@ -175,7 +218,12 @@ def down_result(result: DownResult, pin_dir: str) -> None:
         return
     for port in result.detached:
         _line(out, f"detached from {port.label}")
-    _line(out, f"removed {pin_dir}")
+    if result.left:
+        _line(out, f"removed xdpfwd's pins from {pin_dir}")
+        shown = ", ".join(result.left)
+        warning(f"kept {pin_dir}: it also holds what xdpfwd did not make ({shown})")
+    else:
+        _line(out, f"removed {pin_dir}")
 
 
 def listing_table(listing: Listing) -> Table:
@@ -281,11 +329,11 @@ def listing(result: Listing, as_json: bool) -> None:
             warning(f"{row.ingress.label}: {problem}")
 
 
-def lab_status(lab: Lab | None, name: str, as_json: bool) -> None:
+def lab_status(lab: Lab, name: str, as_json: bool) -> None:
     if as_json:
-        print_json(lab.as_dict() if lab else None)
+        print_json(lab.as_dict())
         return
-    if lab is None:
+    if not lab.ports:
         _line(_out(), f"no lab named {name}")
         return
     table = Table(title=f"lab {lab.prefix}", title_justify="left", box=None, header_style="bold")
@@ -347,15 +395,15 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
         else:
             median, spread = f"{row.median * 1000:.0f} ms", f"{low * 1000:.0f}-{high * 1000:.0f}"
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
-        if row.reference_label:
-            ratio += f" {row.reference_label}"
-        elif row.reference not in (None, BASELINE):
-            ratio += " fwd"
+        if row.reference not in (None, BASELINE):
+            ratio += " bare"
         table.add_row(row.name, median, spread, ratio)
     out.print(table)
-    _line(out, "RATIO: to the baseline, or with 'fwd' to xdpfwd forwarding to one port")
-    if any(row.reference_label == "spread" for row in report.rows):
-        _line(out, "  with 'spread' to the baseline spreading over as many ports (same flows)")
+    _line(
+        out,
+        "RATIO: to the baseline, or with 'bare' to the bare program doing the same over as "
+        "many ports (a broadcast; a spread, with the same flows)",
+    )
 
 
 # --- stats ---------------------------------------------------------------------------
@@ -411,6 +459,7 @@ def _sorted_pairs(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[Pa
 _REASON_LABELS = {
     "miss": "miss",
     "egress_drop": "egress drop",
+    "egress_invalid": "invalid verdict",
     "redirect_error": "redirect err",
     "xmit_drop": "tx drop",
 }
@@ -489,10 +538,9 @@ def stats_tables(
     return Group(*parts)
 
 
-def stats_dict(
-    snapshot: Snapshot, pin_dir: str, rates: Rates | None = None, losses: dict | None = None
-) -> dict:
-    """The stats as one JSON document; the same keys every time (null when unknown)."""
+def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | None = None) -> dict:
+    """The stats as one JSON document's keys; the same every time (null when unknown).
+    Counters count since they began; rates and watch_not_forwarded, over the watch."""
 
     def rate(table: dict, key, field: str):
         r = table.get(key) if rates else None
@@ -504,7 +552,7 @@ def stats_dict(
         counters = p.counters.as_dict() if p.counters else dict.fromkeys(_PORT_COUNTER_KEYS)
         ports.append(
             {
-                **p.port.as_dict(),
+                "port": p.port.as_dict(),
                 **counters,
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,
@@ -526,8 +574,9 @@ def stats_dict(
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,
                 "egress_drop_packets": p.egress_drop_packets,
-                "xmit_drops": events.xmit_drops if events else None,
-                "redirect_errors": events.redirect_errors if events else None,
+                "egress_invalid_packets": p.egress_invalid_packets,
+                "xmit_drop_packets": events.xmit_drops if events else None,
+                "redirect_error_packets": events.redirect_errors if events else None,
                 "tx_pps": rate(rates.pair_tx if rates else {}, p.key, "pps"),
                 "tx_bps": rate(rates.pair_tx if rates else {}, p.key, "bps"),
                 "buckets": p.buckets,
@@ -547,14 +596,13 @@ def stats_dict(
         )
     }
     return {
-        "time": snapshot.wall,
-        "pin_dir": pin_dir,
         "tracing": snapshot.tracing,
         "interval_s": rates.seconds if rates else None,
         "ports": ports,
         "pairs": pairs,
         "totals": totals,
-        "not_forwarded": losses if losses is not None else snapshot.losses(),
+        "not_forwarded": snapshot.losses(),
+        "watch_not_forwarded": losses,
     }
 
 
@@ -566,8 +614,11 @@ _PROMETHEUS_PORT = (
     ("redirect_packets", "Frames the port handed to bpf_redirect_map()."),
     ("redirect_bytes", "Bytes the port handed to bpf_redirect_map()."),
     ("miss_packets", "Frames that found no entry for the port."),
+    ("miss_bytes", "Bytes of the frames that found no entry for the port."),
     ("pass_packets", "Frames passed to the host stack (on-miss pass)."),
+    ("pass_bytes", "Bytes passed to the host stack (on-miss pass)."),
     ("drop_packets", "Frames dropped (on-miss drop)."),
+    ("drop_bytes", "Bytes dropped (on-miss drop)."),
     ("tx_packets", "Frames xdpfwd sent out of the port."),
     ("tx_bytes", "Bytes xdpfwd sent out of the port."),
 )
@@ -575,6 +626,10 @@ _PROMETHEUS_PAIR = (
     ("tx_packets", "Frames forwarded from ingress to egress."),
     ("tx_bytes", "Bytes forwarded from ingress to egress."),
     ("egress_drop_packets", "Frames the egress program of the pair dropped."),
+    (
+        "egress_invalid_packets",
+        "Frames a user egress program gave a verdict other than pass or drop (dropped).",
+    ),
 )
 
 
@@ -583,8 +638,16 @@ def _label(value: str) -> str:
 
 
 def prometheus(snapshot: Snapshot) -> str:
-    """The counters in the Prometheus text exposition format (counters only)."""
-    lines = []
+    """The counters in the Prometheus text exposition format, and when they were read.
+
+    A port is labelled both port (xdpfwd's word) and device (node_exporter's), so
+    its series join node_network_* without relabelling."""
+    metric = "xdpfwd_scrape_timestamp_seconds"
+    lines = [
+        f"# HELP {metric} When xdpfwd read these counters (Unix time): how fresh they are.",
+        f"# TYPE {metric} gauge",
+        f"{metric} {snapshot.wall:.3f}",
+    ]
     for name, help_text in _PROMETHEUS_PORT:
         metric = f"xdpfwd_port_{name}_total"
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
@@ -595,7 +658,8 @@ def prometheus(snapshot: Snapshot) -> str:
                 continue  # runs no xdpfwd program: nothing known of what it received
             else:
                 value = getattr(p.counters, name)
-            labels = f'port="{_label(p.port.ifname or "")}",ifindex="{p.port.ifindex}"'
+            ifname = _label(p.port.ifname or "")
+            labels = f'port="{ifname}",device="{ifname}",ifindex="{p.port.ifindex}"'
             lines.append(f"{metric}{{{labels}}} {value}")
     for name, help_text in _PROMETHEUS_PAIR:
         metric = f"xdpfwd_pair_{name}_total"
@@ -625,31 +689,11 @@ def prometheus(snapshot: Snapshot) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write text to path so that readers see the old file or the new one, whole."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".xdpfwd-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str) -> str | None:
     """One-shot stats: prints a table, or returns JSON/Prometheus text for the caller."""
     if fmt == "json":
-        return (
-            json.dumps(stats_dict(snapshot, pin_dir), indent=2) + "\n"
-            if snapshot
-            else json.dumps(None) + "\n"
-        )
+        snapshot = snapshot or Snapshot(time.monotonic(), time.time(), {}, {})
+        return json.dumps(json_document(stats_dict(snapshot), snapshot.wall), indent=2) + "\n"
     if fmt == "prometheus":
         return prometheus(snapshot) if snapshot else ""
     if snapshot is None:
@@ -659,8 +703,8 @@ def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str)
     return None
 
 
-def watch_json_line(frame: WatchFrame, pin_dir: str) -> None:
-    data = stats_dict(frame.snapshot, pin_dir, frame.rates, frame.losses)
+def watch_json_line(frame: WatchFrame) -> None:
+    data = json_document(stats_dict(frame.snapshot, frame.rates, frame.losses), frame.snapshot.wall)
     sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
@@ -684,7 +728,7 @@ def watch(frames, pin_dir: str, interval: float, fmt: str, sort: str, keep) -> N
     for_frame = lambda f: replace(f, snapshot=keep(f.snapshot))  # noqa: E731
     if fmt == "json":
         for frame in frames:
-            watch_json_line(for_frame(frame), pin_dir)
+            watch_json_line(for_frame(frame))
     elif sys.stdout.isatty():
         with Live(console=_out(), auto_refresh=False, transient=False) as live:
             for frame in frames:
@@ -699,7 +743,8 @@ _STATUS_STYLES = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim
 
 def doctor_report(checks, as_json: bool) -> None:
     if as_json:
-        print_json([c.as_dict() for c in checks])
+        failed = sum(c.status == "fail" for c in checks)
+        print_json({"checks": [c.as_dict() for c in checks], "failed": failed})
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("CHECK", "STATUS", "DETAIL"):

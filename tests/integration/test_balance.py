@@ -128,7 +128,7 @@ def test_flows_spread_over_three_ports_each_flow_to_one(make_topo, pin_dir):
     for host in (2, 3, 4):
         assert 0.20 * FLOWS <= share[host] <= 0.47 * FLOWS, share
     # list counts each egress port's frames (the buckets' egress program, per pair)
-    ports = {p["ifname"]: p for p in row["balance"]["ports"]}
+    ports = {p["name"]: p for p in row["balance"]["ports"]}
     assert row["state"] == "ok" and row["egress"] is None
     assert sum(p["buckets"] for p in ports.values()) == 256
     for host in (2, 3, 4):
@@ -354,7 +354,7 @@ def test_follow_survives_restarts_and_down(make_topo, pin_dir, how):
     finally:
         first.terminate()
         out, _ = first.communicate(timeout=30)
-    ports = {p["ifname"]: p for p in topo.list_json(pin_dir)["entries"][0]["balance"]["ports"]}
+    ports = {p["name"]: p for p in topo.list_json(pin_dir)["entries"][0]["balance"]["ports"]}
     if how == "down":
         assert "from p2 (down)" in out, out
         assert ports["p2"]["buckets"] == 0 and ports["p3"]["buckets"] > 0
@@ -375,7 +375,7 @@ def test_save_apply_and_fewest_moves_when_ports_change(make_topo, pin_dir, tmp_p
 
     def layout():
         ports = topo.list_json(pin_dir)["entries"][0]["balance"]["ports"]
-        return {p["ifname"]: p["buckets"] for p in ports}
+        return {p["name"]: p["buckets"] for p in ports}
 
     assert layout() == {"p2": 86, "p3": 85, "p4": 85}
     # A fourth port takes 64 buckets, 21 or 22 from each of the others, nothing else.

@@ -113,7 +113,16 @@ def test_bare_broadcast_turns_every_managed_port_into_a_member(make_topo, pin_di
     topo = make_topo(3)
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
     topo.ok(pin_dir, "add", "p3", "p1")
-    result = topo.ok(pin_dir, "broadcast", "--exclude-ingress")
+
+    def roles():
+        rows = topo.list_json(pin_dir)["entries"]
+        return [(row["ingress"], row["egress"], row["group"]) for row in rows]
+
+    before = roles()
+    refused = topo.xdpfwd(pin_dir, "broadcast", "--exclude-ingress")  # not on a terminal
+    assert refused.returncode == 2 and "--all" in refused.stderr
+    assert roles() == before
+    result = topo.ok(pin_dir, "broadcast", "--all", "--exclude-ingress")
     assert "forwarding entry was removed" in result.stdout
     listing = topo.list_json(pin_dir)
     assert all(row["egress"] is None and row["group"] == "default" for row in listing["entries"])

@@ -32,11 +32,13 @@ def test_lab_up_status_down(scratch_ns):
     try:
         assert run_in(scratch_ns, "lab", "up", "--ports", "3", "--name", name).returncode == 0
         status = json.loads(run_in(scratch_ns, "lab", "status", "--name", name, "--json").stdout)
-        assert [p["port"] for p in status["ports"]] == [f"{name}1", f"{name}2", f"{name}3"]
+        ports = [p["port"]["ifname"] for p in status["ports"]]
+        assert ports == [f"{name}1", f"{name}2", f"{name}3"]
+        assert all(p["port"]["ifindex"] for p in status["ports"])
         for port in status["ports"]:
             # The far end is ready for redirected frames and computes its own checksums.
             features = sh(
-                "ip", "netns", "exec", port["netns"], "ethtool", "-k", port["host_dev"]
+                "ip", "netns", "exec", port["host_netns"], "ethtool", "-k", port["host_dev"]
             ).stdout
             assert "generic-receive-offload: on" in features
             assert "tx-checksumming: off" in features
@@ -45,7 +47,8 @@ def test_lab_up_status_down(scratch_ns):
     finally:
         run_in(scratch_ns, "lab", "down", "--name", name)
     assert not any(ns.startswith(name) for ns in namespaces())
-    assert json.loads(run_in(scratch_ns, "lab", "status", "--name", name, "--json").stdout) is None
+    status = json.loads(run_in(scratch_ns, "lab", "status", "--name", name, "--json").stdout)
+    assert status["ports"] == []
 
 
 def test_interrupted_demo_leaves_nothing(scratch_ns, pin_dir):

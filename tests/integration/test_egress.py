@@ -56,12 +56,13 @@ def test_pair_counters_are_exact(make_topo, pin_dir):
         send_udp(h3, h2.ip, 70, payload=200)
         assert sink.count(220) == 220
     by_port = rows(topo, pin_dir)
-    assert by_port["p1"]["egress_prog"]["kind"] == "built-in"
+    # No egress program unless it does work: the port's redirects are the entry's.
+    assert by_port["p1"]["egress_prog"]["kind"] == "none"
     assert by_port["p1"]["egress_counters"] == {
         "tx_packets": 150,
         "tx_bytes": 150 * udp_frame_len(80),
-        "drop_packets": 0,
-        "drop_bytes": 0,
+        "egress_drop_packets": 0,
+        "egress_drop_bytes": 0,
     }
     assert by_port["p3"]["egress_counters"]["tx_packets"] == 70
     assert by_port["p3"]["egress_counters"]["tx_bytes"] == 70 * udp_frame_len(200)
@@ -127,7 +128,7 @@ def test_user_program_dropping_stops_only_its_entry(make_topo, pin_dir, programs
     assert by_port["p1"]["egress_prog"]["kind"] == "user"
     assert by_port["p1"]["egress_prog"]["name"] == "drop_all"
     assert by_port["p1"]["egress_prog"]["source"] == f"{programs / 'drop_all.c'}:drop_all"
-    assert by_port["p1"]["egress_counters"]["drop_packets"] == 30
+    assert by_port["p1"]["egress_counters"]["egress_drop_packets"] == 30
     assert by_port["p1"]["egress_counters"]["tx_packets"] == 0
     assert by_port["p3"]["egress_counters"]["tx_packets"] == 30
 
@@ -165,17 +166,13 @@ def test_plain_ifindex_tables_forward_and_refuse_egress_features(topo, pin_dir, 
     assert snapshot(topo, pin_dir) == before
 
 
-def test_no_egress_entries_forward_without_a_program(topo, pin_dir):
+def test_no_egress_entries_forward_without_a_program_and_still_count(topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2", "-b", "--no-egress")
     assert topo.ping(1, topo.host(2).ip) == 3
     for row in rows(topo, pin_dir).values():
         assert row["egress_prog"]["kind"] == "none"
-        assert row["egress_counters"] == {
-            "tx_packets": 0,
-            "tx_bytes": 0,
-            "drop_packets": 0,
-            "drop_bytes": 0,
-        }
+        assert row["egress_counters"]["tx_packets"] == row["counters"]["redirect_packets"] >= 3
+        assert row["egress_counters"]["egress_drop_packets"] == 0
 
 
 def test_compile_error_leaves_the_running_configuration_untouched(topo, pin_dir, programs):
@@ -238,3 +235,32 @@ def test_swapping_egress_programs_never_stops_forwarding(topo, pin_dir, programs
     assert received[0] == sent[0]
     # An entry missing even briefly would have sent frames to the on-miss path.
     assert rows(topo, pin_dir)["p1"]["counters"]["miss_packets"] == 0
+
+
+TX_BACK = "int tx_back(struct xdp_md *ctx)\n{\n\treturn XDP_TX;\n}\n"
+
+
+def test_a_user_program_returning_xdp_tx_is_warned_about_and_counted_apart(topo, pin_dir, tmp_path):
+    h1, h2 = topo.hosts
+    topo.static_arp()
+    program = tmp_path / "tx_back.c"
+    program.write_text(TX_BACK)
+    added = topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(program))
+    assert "tx_back.c:tx_back mentions XDP_TX" in added.stderr
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 40)
+        assert sink.count(40, timeout=1.0) == 0  # an egress program cannot send back
+    stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+    (pair,) = stats["pairs"]
+    assert pair["egress_invalid_packets"] >= 40  # plus any ARP the host sent
+    assert pair["egress_drop_packets"] == 0 and pair["tx_packets"] == 0
+    assert stats["not_forwarded"]["egress_invalid"] == pair["egress_invalid_packets"]
+    assert "invalid verdict" in topo.ok(pin_dir, "stats").stdout
+    # Replacing the program (and deleting the entry) starts the count afresh.
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "del", "p1")
+    topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(program))
+    assert (
+        json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["pairs"][0]["egress_invalid_packets"]
+        == 0
+    )

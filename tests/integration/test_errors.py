@@ -41,10 +41,19 @@ def test_bad_arguments_change_nothing(topo, pin_dir, args, needle):
     assert snapshot(topo, pin_dir) == before
 
 
-@pytest.mark.parametrize("args", [["add", "p1", "p2"], ["list"], ["down"]], ids=" ".join)
-def test_not_root(topo, pin_dir, args):
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["add", "p1", "p2"], "needs CAP_NET_ADMIN and CAP_SYS_ADMIN"),
+        # Reading needs no capability, only access to the pins (root's, mode 0700/0600).
+        (["list"], "no access"),
+        (["down"], "needs CAP_NET_ADMIN"),
+    ],
+    ids=["add", "list", "down"],
+)
+def test_not_root(topo, pin_dir, args, needle):
     before = snapshot(topo, pin_dir)
-    assert_fails(topo.xdpfwd(pin_dir, *args, inner=AS_NOBODY), 5, "needs root")
+    assert_fails(topo.xdpfwd(pin_dir, *args, inner=AS_NOBODY), 5, needle, "root")
     assert snapshot(topo, pin_dir) == before
 
 
@@ -116,12 +125,16 @@ def test_conflicting_table_type(topo, pin_dir):
     assert topo.list_json(pin_dir)["table"] == "devmap"
 
 
-def test_conflicting_mode(make_topo, pin_dir):
-    topo = make_topo(3)
-    topo.ok(pin_dir, "add", "p1", "p2", "--mode", "native")
-    before = snapshot(topo, pin_dir)
-    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p3", "--mode", "generic"), 1, "native mode")
-    assert snapshot(topo, pin_dir) == before
+def test_another_mode_re_attaches_the_port_and_it_keeps_forwarding(topo, pin_dir):
+    """`add A B -b` then `add A B --mode skb`: A moves to generic, B's entry still
+    reaches it, and both directions forward (once said "del its entries first")."""
+    topo.ok(pin_dir, "add", "p1", "p2", "-b", "--mode", "native")
+    result = topo.ok(pin_dir, "add", "p1", "p2", "--mode", "skb")
+    assert "p1: attached (generic mode)" in result.stdout
+    modes = {row["ingress"]["ifname"]: row["mode"] for row in topo.list_json(pin_dir)["entries"]}
+    assert modes == {"p1": "generic", "p2": "native"}
+    assert topo.ping(1, topo.host(2).ip) == 3
+    assert topo.ping(2, topo.host(1).ip) == 3
 
 
 def test_del_without_entry(topo, pin_dir):

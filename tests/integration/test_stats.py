@@ -21,7 +21,7 @@ def stats_json(topo, pin_dir, *args) -> dict:
 
 
 def by_port(data) -> dict:
-    return {p["ifname"]: p for p in data["ports"]}
+    return {p["port"]["ifname"]: p for p in data["ports"]}
 
 
 def by_pair(data) -> dict:
@@ -67,8 +67,8 @@ def test_counts_are_exact(make_topo, pin_dir):
     topo = make_topo(3)
     h1, h2, h3 = topo.hosts
     topo.static_arp()
-    topo.ok(pin_dir, "add", "p1", "p2")
-    topo.ok(pin_dir, "add", "p3", "p2", "--no-egress")
+    topo.ok(pin_dir, "add", "p1", "p2", "--dst-mac", h2.mac)
+    topo.ok(pin_dir, "add", "p3", "p2")
     with UdpSink(h2) as sink:
         send_udp(h1, h2.ip, 120, payload=90)
         send_udp(h3, h2.ip, 30, payload=90)
@@ -78,14 +78,15 @@ def test_counts_are_exact(make_topo, pin_dir):
     assert ports["p1"]["rx_packets"] == ports["p1"]["redirect_packets"] == 120
     assert ports["p1"]["rx_bytes"] == 120 * udp_frame_len(90)
     assert pairs[("p1", "p2")]["tx_packets"] == 120
-    assert pairs[("p1", "p2")]["counted_by"] == "egress"
+    assert pairs[("p1", "p2")]["counted_by"] == "egress"  # its rewrite program counts
     assert pairs[("p3", "p2")]["tx_packets"] == 30
-    assert pairs[("p3", "p2")]["counted_by"] == "ingress"  # --no-egress: the ingress count
+    assert pairs[("p3", "p2")]["counted_by"] == "ingress"  # no egress program: the port's
     assert ports["p2"]["tx_packets"] == 150
     assert data["totals"]["rx_packets"] == 150
     assert data["not_forwarded"] == {
         "miss": 0,
         "egress_drop": 0,
+        "egress_invalid": 0,
         "redirect_error": None,
         "xmit_drop": None,
     }
@@ -122,7 +123,7 @@ def test_transmit_failures_are_counted(make_topo, pin_dir):
         send_udp(h1, h2.ip, 50)
         lines = finish(proc, lines)
         assert sink.count(50, timeout=0.5) == 0
-    lost = lines[-1]["not_forwarded"]
+    lost = lines[-1]["watch_not_forwarded"]
     assert lost["redirect_error"] + lost["xmit_drop"] == 50
     assert lost["miss"] == 0
     # The ingress program did redirect them: only the tracepoints saw them fail.
@@ -190,7 +191,8 @@ def test_prometheus_file_is_written_atomically(topo, pin_dir, tmp_path):
     assert os.listdir(out.parent) == ["xdpfwd.prom"]
     missing = tmp_path / "no-such-dir" / "x.prom"
     result = topo.xdpfwd(pin_dir, "stats", "--format", "prometheus", "--output", str(missing))
-    assert_fails(result, 1, "No such file")
+    # Refused while parsing, naming the user's path (not a temporary file's).
+    assert_fails(result, 2, str(missing), "does not exist")
 
 
 def test_watch_survives_ports_going_and_entries_coming(make_topo, pin_dir):
@@ -198,15 +200,17 @@ def test_watch_survives_ports_going_and_entries_coming(make_topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2")
     topo.ok(pin_dir, "add", "p3", "p1")
     proc, lines = watch(topo, pin_dir, "--count", "6", "--interval", "0.4")
-    gone = by_port(lines[0])["p3"]["ifindex"]
+    gone = by_port(lines[0])["p3"]["port"]["ifindex"]
     sh("ip", "-n", topo.fwd, "link", "del", "p3")
-    while not any(p["ifindex"] == gone and p["ifname"] is None for p in lines[-1]["ports"]):
+    while not any(
+        p["port"] == {"ifname": None, "ifindex": gone, "netns": None} for p in lines[-1]["ports"]
+    ):
         lines.append(json.loads(proc.stdout.readline()))  # until a row shows it gone
     # The next write forgets the gone port (and the watch copes with that too).
     topo.ok(pin_dir, "add", "p4", "p2")
     lines = finish(proc, lines)
     ports = by_port(lines[-1])
-    assert "p4" in ports and gone not in {p["ifindex"] for p in lines[-1]["ports"]}
+    assert "p4" in ports and gone not in {p["port"]["ifindex"] for p in lines[-1]["ports"]}
     for line in lines:
         for port in line["ports"]:
             assert port["rx_pps"] is None or port["rx_pps"] >= 0

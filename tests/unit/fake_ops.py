@@ -158,7 +158,7 @@ class FakeOps:
 
     def lab_status(self, name):
         self._record("lab_status", name)
-        return None
+        return Lab(name, [])
 
     def prune(self, pins):
         self._record("prune", pins)
@@ -180,7 +180,9 @@ class FakeOps:
         self._record("check_host", pins, compile_test=compile_test, fix=fix)
         return [
             Check("privileges", "pass", "root"),
-            Check("port eth1", self.doctor_status, "up", "xdpfwd apply FILE"),
+            Check(
+                "port eth1", self.doctor_status, "up", "xdpfwd apply FILE", Iface(2, "eth1"), "port"
+            ),
         ]
 
     def stats_read(self, pins):
@@ -204,7 +206,7 @@ class FakeOps:
 
     def bench(self, pins, **options):
         self._record("bench", pins, **options)
-        rows = [BenchRow("baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
+        rows = [BenchRow("baseline", "baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
         settings = {
             "duration_s": options["duration"],
             "frame_size": options["size"],

@@ -6,6 +6,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
+from xdpfwd import interrupts
 from xdpfwd.cli import cli
 from xdpfwd.errors import AttachError, BpfError, PrereqError, XdpfwdError
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface, PruneResult
@@ -162,6 +163,25 @@ def test_interrupt_exits_130_with_one_line():
     assert "interrupted" in result.stderr
 
 
+def test_an_interrupt_held_until_down_finished_exits_130_after_it(monkeypatch):
+    class DownInterrupted(FakeOps):
+        def down(self, pins):
+            monkeypatch.setattr(interrupts, "_deferred", True)  # SIGTERM mid-teardown
+            monkeypatch.setattr(interrupts, "committed", True)
+            return super().down(pins)
+
+    result, _ = invoke(["down"], ops=DownInterrupted())
+    assert result.exit_code == 130
+    assert "interrupted after the change was made" in one_error_line(result)
+    assert "detached from eth1" in result.stdout
+
+
+def test_error_lines_escape_what_would_break_them():
+    error = XdpfwdError("no such interface: a\nb " + os.fsdecode(b"\xff"))
+    result, _ = invoke(["list"], ops=FakeOps(fail_with=error))
+    assert one_error_line(result) == "error: no such interface: a\\nb \\udcff"
+
+
 def test_unexpected_error_is_one_line_without_traceback():
     result, _ = invoke(["list"], ops=FakeOps(fail_with=RuntimeError("boom")))
     assert result.exit_code == 1
@@ -188,7 +208,17 @@ def test_pin_dir_from_environment():
 def test_list_json_is_stable_and_parseable():
     result, _ = invoke(["list", "--json"])
     data = json.loads(result.stdout)
-    assert set(data) == {"pin_dir", "table", "value", "prog_id", "entries", "groups"}
+    assert set(data) == {
+        "schema_version",
+        "time",
+        "pin_dir",
+        "netns",
+        "table",
+        "value",
+        "prog_id",
+        "entries",
+        "groups",
+    }
     first, gone = data["entries"]
     assert set(first) == {
         "ingress",
@@ -206,13 +236,13 @@ def test_list_json_is_stable_and_parseable():
         "problems",
         "balance",
     }
-    assert first["ingress"] == {"ifname": "eth1", "ifindex": 2}
+    assert first["ingress"] == {"ifname": "eth1", "ifindex": 2, "netns": None}
     assert first["counters"]["redirect_packets"] == 5
     assert first["counters"]["rx_packets"] == 5
     assert first["egress_prog"] == {"kind": "user", "id": 9, "name": "drop_arp", "source": None}
     assert first["rewrite"] == {"src_mac": "02:00:00:00:00:01", "dst_mac": None}
-    assert first["egress_counters"]["drop_packets"] == 1
-    assert gone["ingress"] == {"ifname": None, "ifindex": 17}
+    assert first["egress_counters"]["egress_drop_packets"] == 1
+    assert gone["ingress"] == {"ifname": None, "ifindex": 17, "netns": None}
     assert gone["egress"] is None and gone["egress_prog"] is None
 
 
@@ -279,7 +309,7 @@ def test_signals_unwind_only_in_xdpfwds_own_process(monkeypatch):
             ),
         ),
         (
-            ["broadcast", "--group", "cams"],
+            ["broadcast", "--all", "--group", "cams"],
             (
                 "broadcast",
                 None,
@@ -314,8 +344,18 @@ def test_broadcast_parsing(args, call):
         (["broadcast", "del"], "broadcast del IFACE"),
         (["broadcast", "del", "eth1", "--exclude-ingress"], "broadcast del IFACE"),
         (["broadcast", "eth1", "nope"], "no such interface: nope"),
+        (["broadcast"], "or --all for every port"),
+        (["broadcast", "eth1", "--all"], "--all takes no IFACE"),
+        (["broadcast", "del", "eth1", "--all"], "broadcast del IFACE"),
     ],
-    ids=["del-without-ifaces", "del-with-flag", "unknown-iface"],
+    ids=[
+        "del-without-ifaces",
+        "del-with-flag",
+        "unknown-iface",
+        "bare, not on a terminal",
+        "all with ifaces",
+        "del all",
+    ],
 )
 def test_broadcast_usage_errors(args, message):
     result, ops = invoke(args)
@@ -346,12 +386,15 @@ def test_doctor_exit_code_follows_the_checks():
     result, _ = invoke(["doctor", "--json"], ops=failing)
     assert result.exit_code == 1
     assert one_error_line(result) == "error: 1 check(s) failed: port eth1"
-    checks = json.loads(result.stdout)
-    assert checks[1] == {
+    document = json.loads(result.stdout)
+    assert document["failed"] == 1
+    assert document["checks"][1] == {
+        "id": "port",
         "check": "port eth1",
         "status": "fail",
         "detail": "up",
         "fix": "xdpfwd apply FILE",
+        "port": {"ifname": "eth1", "ifindex": 2, "netns": None},
     }
 
 

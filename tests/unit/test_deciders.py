@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from xdpfwd.errors import AttachError, InputError, XdpfwdError
+from xdpfwd.errors import AttachError, InputError
 from xdpfwd.kernel import netdev, offloads
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
@@ -45,32 +45,30 @@ LINKS = {lk.ifindex: lk for lk in (ETH1, ETH2, ETH3)}
 
 
 @pytest.mark.parametrize(
-    "current, mode, force, switch, expect",
+    "current, mode, force, expect",
     [
-        (ETH1, "auto", False, False, ("attach", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "auto", False, False, ("keep", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "native", False, False, ("keep", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, True, ("switch", 0)),
-        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, False, XdpfwdError),
-        (link(2, "eth1", prog=99, mode="native"), "auto", False, False, AttachError),
-        (link(2, "eth1", prog=99, mode="native"), "auto", True, False, ("attach", 99)),
+        (ETH1, "auto", False, ("attach", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "auto", False, ("keep", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "native", False, ("keep", 0)),
+        (link(2, "eth1", prog=OURS, mode="native"), "generic", False, ("switch", 0)),
+        (link(2, "eth1", prog=99, mode="native"), "auto", False, AttachError),
+        (link(2, "eth1", prog=99, mode="native"), "auto", True, ("attach", 99)),
     ],
     ids=[
         "free port",
         "ours already",
         "ours in the mode asked",
-        "ours in another mode, switch",
-        "ours in another mode, refused",
+        "ours in another mode",
         "foreign, refused",
         "foreign, forced",
     ],
 )
-def test_plan_attach(current, mode, force, switch, expect):
+def test_plan_attach(current, mode, force, expect):
     if isinstance(expect, type):
         with pytest.raises(expect):
-            plan_attach(current, OURS, mode, force, switch)
+            plan_attach(current, OURS, mode, force)
         return
-    got = plan_attach(current, OURS, mode, force, switch)
+    got = plan_attach(current, OURS, mode, force)
     what = "keep" if got.keep else "switch" if got.switch else "attach"
     assert (what, got.foreign_prog_id) == expect
 
@@ -230,7 +228,7 @@ BOTH_WAYS = "forward: [{from: eth1, to: eth2}, {from: eth2, to: eth1}]"
         (
             NOTHING_RUNNING,
             "forward: [{from: eth1, to: eth2}]",
-            ["attach to eth1 (auto)", "forward eth1 -> eth2 (built-in egress program)"],
+            ["attach to eth1 (auto)", "forward eth1 -> eth2 (no egress program)"],
         ),
         (FORWARDING, BOTH_WAYS, []),
         (
@@ -278,8 +276,8 @@ BOTH_WAYS = "forward: [{from: eth1, to: eth2}, {from: eth2, to: eth1}]"
                 "set eth1 not flooding",
                 "set eth2 not flooding",
                 "remove group default",
-                "forward eth1 -> eth2 (built-in egress program)",
-                "forward eth2 -> eth1 (built-in egress program)",
+                "forward eth1 -> eth2 (no egress program)",
+                "forward eth2 -> eth1 (no egress program)",
             ],
         ),
     ],
@@ -300,9 +298,16 @@ def test_apply_plan(running, text, steps):
 
 
 def test_apply_plan_rewrites_an_entry_whose_egress_program_differs():
-    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, EgressSpec(program="none"))}, {})
+    rewrite = EgressSpec(dst_mac="02:00:5e:00:53:01")
+    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, rewrite)}, {})
     steps = plan(running, desired("forward: [{from: eth1, to: eth2}]"), LINKS)
-    assert [s.text for s in steps] == ["forward eth1 -> eth2 (built-in egress program)"]
+    assert [s.text for s in steps] == ["forward eth1 -> eth2 (no egress program)"]
+
+
+def test_apply_plan_takes_none_and_built_in_for_the_same_entry():
+    running = Running(NATIVE, {2: PASS}, {2: RunningEntry(3, EgressSpec())}, {})
+    text = "forward: [{from: eth1, to: eth2, egress: none}]"
+    assert plan(running, desired(text), LINKS) == []
 
 
 def test_resolve_config_names_the_line_of_an_unknown_interface():
@@ -335,6 +340,20 @@ def veth(ifindex, name, peer, netnsid=None):
             [],
         ),
         ({2: 3}, {2: link(2, "a"), 3: link(3, "b")}, []),
+        # Balanced entries: some flows take each of their ports.
+        ({2: {5, 3}}, {2: veth(2, "a", 3), 3: veth(3, "b", 2), 5: link(5, "c")}, [2]),
+        (
+            {2: 3, 4: {6, 5}},
+            {
+                2: veth(2, "a", 9),
+                3: veth(3, "b", 4),
+                4: veth(4, "c", 3),
+                5: veth(5, "d", 2),
+                6: link(6, "e"),
+            },
+            [2, 4],
+        ),
+        ({2: {5, 6}}, {2: veth(2, "a", 3), 3: veth(3, "b", 2), 5: link(5, "c")}, []),
     ],
     ids=[
         "the two ends of a veth pair",
@@ -344,6 +363,9 @@ def veth(ifindex, name, peer, netnsid=None):
         "a chain that closes",
         "a chain that ends",
         "not veths",
+        "a balanced entry's port closes it",
+        "a chain through a balanced entry",
+        "balanced, no port closes it",
     ],
 )
 def test_forwarding_loop(entries, links, cycle):
@@ -548,7 +570,7 @@ def down(lk):
             running_balanced(),
             "forward: [{from: eth1, to: eth2}]",
             LINKS,
-            ["forward eth1 -> eth2 (built-in egress program)"],
+            ["forward eth1 -> eth2 (no egress program)"],
         ),
         (running_balanced(), "", LINKS, ["remove balanced entry of eth1", "detach from eth1"]),
     ],

@@ -54,8 +54,9 @@ def test_readme_starts_with_the_two_commands():
 
 
 def test_the_systemd_unit_applies_the_saved_file_and_runs_real_commands():
-    unit = (ROOT / "contrib" / "xdpfwd.service").read_text()
+    unit = (ROOT / "contrib" / "xdpfwd.service.in").read_text()
     execs = dict(line.split("=", 1) for line in unit.splitlines() if line.startswith("Exec"))
+    assert all(line.startswith("@BINDIR@/xdpfwd ") for line in execs.values())
     assert execs["ExecStart"].split()[1:] == ["apply", "/etc/xdpfwd.yaml"]
     assert execs["ExecStop"].split()[1:] == ["down"]
     for line in execs.values():
@@ -63,10 +64,10 @@ def test_the_systemd_unit_applies_the_saved_file_and_runs_real_commands():
 
 
 def test_the_follow_unit_runs_follow_and_restarts_it():
-    unit = (ROOT / "contrib" / "xdpfwd-follow.service").read_text()
+    unit = (ROOT / "contrib" / "xdpfwd-follow.service.in").read_text()
     settings = dict(
         line.split("=", 1) for line in unit.splitlines() if "=" in line and line[0] != "#"
     )
-    assert settings["ExecStart"].split()[1:] == ["follow"]
+    assert settings["ExecStart"] == "@BINDIR@/xdpfwd follow"
     assert settings["Type"] == "simple" and settings["Restart"] == "on-failure"
-    assert "contrib/xdpfwd-follow.service" in README
+    assert "contrib/xdpfwd-follow.service.in" in README

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "xdpfwd"
 
 # Lower layers may be imported by higher ones, never the other way round.
 LAYERS = [
-    {"xdpfwd.errors", "xdpfwd.interrupts", "xdpfwd.kernel"},
+    {"xdpfwd.errors", "xdpfwd.interrupts", "xdpfwd.progress", "xdpfwd.kernel"},
     {"xdpfwd.model"},
     {"xdpfwd.state"},
     {"xdpfwd.ops"},

@@ -33,6 +33,7 @@ def c_define(name: str) -> str:
         ("XDPFWD_PIN_PROG_EGRESS", maps.PIN_PROG_EGRESS),
         ("XDPFWD_PIN_PROG_REWRITE", maps.PIN_PROG_REWRITE),
         ("XDPFWD_PIN_REWRITE", maps.PIN_REWRITE),
+        ("XDPFWD_PIN_ENTRY_INVALID", maps.PIN_ENTRY_INVALID),
         ("XDPFWD_MAX_PAIRS", str(maps.MAX_PAIRS)),
         ("XDPFWD_REWRITE_SRC", str(maps.REWRITE_SRC)),
         ("XDPFWD_REWRITE_DST", str(maps.REWRITE_DST)),
@@ -224,3 +225,36 @@ def test_the_intent_document_is_kept_in_chunks(monkeypatch):
     assert len(kernel.stores[path]) == 1 + 3  # the length, then three 8-byte chunks
     store.write(b"short")
     assert store.read() == b"short" and len(kernel.stores[path]) == 2
+
+
+def user_progs(monkeypatch):
+    info = sc.MapInfo(sc.MAP_TYPE_LRU_HASH, 5, 4, 352, 1024, "xdpfwd_user")
+    kernel = FakeKernel(monkeypatch, {"/user": info})
+    return kernel, maps.UserProgTable("/user")
+
+
+def test_user_program_records_round_trip_and_refuse_what_does_not_fit(monkeypatch):
+    _, table = user_progs(monkeypatch)
+    prog = maps.UserProg("/srv/é/" + "p" * 245 + ".c", "f", bytes(32))
+    assert len(prog.path.encode()) == maps.USER_PROG_PATH_MAX
+    table.set(7, prog)
+    assert table.get(7) == prog
+    with pytest.raises(ValueError):
+        table.set(8, maps.UserProg("/" + "p" * maps.USER_PROG_PATH_MAX, "f", bytes(32)))
+    with pytest.raises(ValueError):
+        table.set(8, maps.UserProg("/p.c", "f" * (maps.USER_PROG_FUNC_MAX + 1), bytes(32)))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/" + "é" * 128,  # 257 bytes cut at 256: inside a character, and no NUL
+        "/" + "p" * 255,  # 256 bytes: fits the field but leaves no NUL: cut short
+    ],
+    ids=["cut-inside-a-character", "no-terminator"],
+)
+def test_records_cut_short_by_earlier_versions_read_as_not_recorded(monkeypatch, path):
+    kernel, table = user_progs(monkeypatch)
+    raw = struct.pack("=256s64s32s", path.encode(), b"f", bytes(32))
+    kernel.stores["/user"][key(9)] = raw
+    assert table.get(9) is None

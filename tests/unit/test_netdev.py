@@ -1,11 +1,14 @@
 """Parsing of RTM_NEWLINK messages recorded from a real kernel (veths with and without XDP)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from xdpfwd.errors import InputError
+from xdpfwd.kernel import netdev
 from xdpfwd.kernel.netdev import parse_link
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "rtm_newlink.json").read_text())
@@ -39,3 +42,49 @@ def test_parse_link(name, kind, mode, has_prog):
 def test_veth_peer_index():
     v1, v2 = recorded("v1"), recorded("v2")
     assert v1.peer_ifindex == v2.ifindex and v2.peer_ifindex == v1.ifindex
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("17", 17), ("2147483647", 2147483647), ("eth1", None), ("١٧", None), (" 3", None)],
+    ids=["ifindex", "largest", "a-name", "non-ascii-digits", "space"],
+)
+def test_ifindexes_are_ascii_numbers(text, expected):
+    assert netdev.parse_ifindex(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "2147483648", "4294967296", "99999999999999999999"])
+def test_ifindexes_out_of_range_are_refused_in_one_line(text):
+    # 0 names no device (the kernel would answer with the first one, lo); the rest do
+    # not fit the kernel's int and used to escape as a struct.error.
+    with pytest.raises(InputError, match=f"no such interface: {text} \\(ifindexes run from 1"):
+        netdev.parse_ifindex(text)
+
+
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("eth0", True),
+        ("a" * 15, True),
+        ("a" * 16, False),
+        ("", False),
+        ("a/b", False),
+        ("a b", False),
+        ("a\nb", False),
+        ("..", False),
+        (os.fsdecode(b"\xff"), False),
+    ],
+    ids=[
+        "eth0",
+        "15-bytes",
+        "16-bytes",
+        "empty",
+        "slash",
+        "space",
+        "newline",
+        "dotdot",
+        "not-utf8",
+    ],
+)
+def test_interface_names_the_kernel_could_have(name, valid):
+    assert netdev.valid_ifname(name) is valid

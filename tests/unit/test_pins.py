@@ -1,8 +1,9 @@
-"""Pin directory validation and bpffs detection."""
+"""Pin directory validation, bpffs detection and ownership."""
 
 import pytest
 
 from xdpfwd.errors import InputError, PrereqError
+from xdpfwd.kernel.bpf import maps
 from xdpfwd.state import pins
 
 MOUNTINFO = """\
@@ -51,3 +52,48 @@ def test_pin_dir_outside_bpffs_is_a_prereq_error(tmp_path):
     with pytest.raises(PrereqError, match="not on a BPF filesystem"):
         pins.PinDir.parse(str(tmp_path / "pins")).ensure_bpffs()
     assert not (tmp_path / "pins").exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/sys/fs/bpf/" + "a" * 256, "/sys/fs/bpf/" + "/".join(["a" * 200] * 6)],
+    ids=["name-over-255-bytes", "path-over-1024-bytes"],
+)
+def test_pin_dirs_too_long_for_the_kernel_are_refused(path):
+    with pytest.raises(InputError, match="too long") as refused:
+        pins.PinDir.parse(path)
+    assert len(str(refused.value)) < 300  # the path is shortened in the message
+
+
+def test_a_netns_pin_dir_is_checked_again():
+    with pytest.raises(InputError, match="too long"):
+        pins.PinDir.parse("/sys/fs/bpf/" + "a" * 250).for_netns("n" * 10)
+
+
+@pytest.mark.parametrize(
+    "survey, owned, empty",
+    [
+        (pins.Survey(exists=True), False, True),
+        (pins.Survey(True, marked=True), True, False),
+        (pins.Survey(True, ours=("fwd", "prog_ingress")), True, False),
+        (pins.Survey(True, ours=("fwd",), foreign=("state",)), False, False),
+        (pins.Survey(True, foreign=("state",)), False, False),
+        (pins.Survey(True, marked=True, ours=("fwd",), foreign=("state",)), True, False),
+    ],
+    ids=["empty", "marked", "earlier-version", "mixed", "foreign", "marked-with-intruder"],
+)
+def test_whose_a_directory_is(survey, owned, empty):
+    assert survey.owned is owned and survey.empty is empty
+
+
+def test_every_pin_xdpfwd_makes_is_known_by_name_and_kind():
+    known = pins.KNOWN_PINS
+    assert known[maps.PIN_PROG_INGRESS] == ("prog", "xdpfwd_")
+    assert known[maps.PIN_FWD] == ("map", "xdpfwd_")
+    assert known[maps.PIN_TRACE_PREFIX + "xdp_exception"] == ("prog", "xdp__")
+    assert maps.PIN_OWNER not in known  # the marker is checked on its own
+
+
+def test_the_message_for_someone_elses_directory_names_what_is_there():
+    message = pins.foreign_message("/sys/fs/bpf/t", ("a", "b", "c", "d", "e"))
+    assert "/sys/fs/bpf/t is not xdpfwd's: it holds a, b, c and 2 more" in message

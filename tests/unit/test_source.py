@@ -65,3 +65,29 @@ def test_user_egress_text_wraps_the_users_function():
 def test_user_egress_text_refuses_a_bad_function_name():
     with pytest.raises(ValueError):
         source.user_egress_text("", "x.c", "not a name")
+
+
+@pytest.mark.parametrize(
+    "text, func, found",
+    [
+        ("int f(struct xdp_md *ctx) { return XDP_PASS; }", "f", True),
+        ("int f(struct xdp_md *ctx) { return XDP_PASS; }", "h", False),
+        ("/* h(ctx) */ int f(struct xdp_md *ctx) { return 2; }", "h", False),
+        ("static int h(int x);\nint f(struct xdp_md *c) { return h(2); }", "h", True),
+    ],
+    ids=["defined", "absent", "only-in-a-comment", "a-helper-it-calls"],
+)
+def test_a_named_function_must_be_in_the_file(text, func, found):
+    assert source.mentions_function(text, func) is found
+
+
+def test_verdicts_an_egress_program_cannot_give_are_found_outside_comments():
+    text = "// not XDP_REDIRECT\nint f(struct xdp_md *c) { return c ? XDP_TX : XDP_ABORTED; }"
+    assert source.invalid_egress_verdicts(text) == ["XDP_ABORTED", "XDP_TX"]
+    assert source.invalid_egress_verdicts("int f(struct xdp_md *c) { return XDP_DROP; }") == []
+
+
+def test_the_wrapper_counts_invalid_verdicts_apart():
+    text = source.user_egress_text("int f(struct xdp_md *ctx) { return 1; }\n", "m.c", "f")
+    assert text.index('#line 1 "xdpfwd_user.c"') < text.index('#line 1 "m.c"')
+    assert "xdpfwd_entry_invalid" in text and "xdpfwd_user_verdict" in text

@@ -1,7 +1,6 @@
 """Rates, loss attribution, units, JSON, Prometheus and the stats CLI, without a kernel."""
 
 import json
-import os
 
 import pytest
 
@@ -24,7 +23,7 @@ from .test_cli import invoke, one_error_line
 ETH1, ETH2, GONE = Iface(2, "eth1"), Iface(3, "eth2"), Iface(17, None)
 
 
-def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, extra=()):
+def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, invalid=0, extra=()):
     ports = {
         2: PortCounters(
             ETH1,
@@ -45,6 +44,7 @@ def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, e
         tx * 100,
         drops,
         TxEvents(xmit_drops=xmit, redirect_errors=redirect_err),
+        egress_invalid_packets=invalid,
     )
     return Snapshot(taken, 1e9 + taken, ports, {pair.key: pair}, {}, tracing=True)
 
@@ -81,10 +81,25 @@ def test_new_rows_have_no_rate_and_gone_rows_vanish():
 
 
 def test_every_lost_frame_gets_one_reason():
-    # 7 dropped by an egress program; the tracepoint's 10 drops include those 7.
-    r = rates(snap(0.0), snap(1.0, miss=4, drops=7, xmit=10, redirect_err=5))
-    assert r.losses == {"miss": 4, "egress_drop": 7, "redirect_error": 5, "xmit_drop": 3}
+    # 7 dropped by an egress program, 2 given an invalid verdict (XDP_TX): the
+    # tracepoint's 12 drops include those 9.
+    r = rates(snap(0.0), snap(1.0, miss=4, drops=7, invalid=2, xmit=12, redirect_err=5))
+    assert r.losses == {
+        "miss": 4,
+        "egress_drop": 7,
+        "egress_invalid": 2,
+        "redirect_error": 5,
+        "xmit_drop": 3,
+    }
     assert add_losses(r.losses, r.losses)["xmit_drop"] == 6
+
+
+def test_invalid_verdicts_are_their_own_reason_in_every_output():
+    s = snap(0.0, invalid=3)
+    assert s.losses()["egress_invalid"] == 3
+    assert "invalid verdict 3" in render._losses_line(s.losses(), "total")
+    assert 'xdpfwd_not_forwarded_packets_total{reason="egress_invalid"} 3' in render.prometheus(s)
+    assert render.stats_dict(s)["pairs"][0]["egress_invalid_packets"] == 3
 
 
 def test_select_keeps_a_ports_rows_and_pairs():
@@ -111,60 +126,15 @@ def test_human_units(fn, value, text):
     assert fn(value) == text
 
 
-PORT_KEYS = {
-    "ifname",
-    "ifindex",
-    "rx_packets",
-    "rx_bytes",
-    "redirect_packets",
-    "redirect_bytes",
-    "miss_packets",
-    "miss_bytes",
-    "pass_packets",
-    "pass_bytes",
-    "drop_packets",
-    "drop_bytes",
-    "tx_packets",
-    "tx_bytes",
-    "rx_pps",
-    "rx_bps",
-    "tx_pps",
-    "tx_bps",
-}
-PAIR_KEYS = {
-    "ingress",
-    "egress",
-    "group",
-    "counted_by",
-    "tx_packets",
-    "tx_bytes",
-    "egress_drop_packets",
-    "xmit_drops",
-    "redirect_errors",
-    "tx_pps",
-    "tx_bps",
-    "buckets",
-}
-
-
 def test_json_keys_are_the_same_with_and_without_rates():
-    once = render.stats_dict(snap(0.0, rx=5), "/p")
+    once = render.stats_dict(snap(0.0, rx=5))
     before, after = snap(0.0), snap(1.0, rx=5)
-    live = render.stats_dict(after, "/p", rates(before, after), {"miss": 0})
-    for data in (once, live):
-        assert set(data) == {
-            "time",
-            "pin_dir",
-            "tracing",
-            "interval_s",
-            "ports",
-            "pairs",
-            "totals",
-            "not_forwarded",
-        }
-        assert {frozenset(p) for p in data["ports"]} == {frozenset(PORT_KEYS)}
-        assert {frozenset(p) for p in data["pairs"]} == {frozenset(PAIR_KEYS)}
+    live = render.stats_dict(after, rates(before, after), {"miss": 0})
+    assert set(once) == set(live)
+    assert {frozenset(p) for p in once["ports"]} == {frozenset(p) for p in live["ports"]}
+    assert {frozenset(p) for p in once["pairs"]} == {frozenset(p) for p in live["pairs"]}
     assert once["ports"][0]["rx_pps"] is None and live["ports"][0]["rx_pps"] == 5.0
+    assert once["watch_not_forwarded"] is None and live["watch_not_forwarded"] == {"miss": 0}
     json.dumps(live)
 
 
@@ -187,22 +157,17 @@ def test_prometheus_exposition():
     text = render.prometheus(snap(0.0, rx=5, nbytes=320, tx=5))
     lines = text.splitlines()
     assert "# TYPE xdpfwd_port_rx_packets_total counter" in lines
-    assert 'xdpfwd_port_rx_packets_total{port="eth1",ifindex="2"} 5' in lines
+    assert 'xdpfwd_port_rx_packets_total{port="eth1",device="eth1",ifindex="2"} 5' in lines
     assert 'xdpfwd_pair_tx_packets_total{ingress="eth1",egress="eth2",group=""} 5' in lines
     assert 'xdpfwd_not_forwarded_packets_total{reason="miss"} 0' in lines
+    assert 'xdpfwd_port_miss_bytes_total{port="eth1",device="eth1",ifindex="2"} 0' in lines
+    assert "# TYPE xdpfwd_scrape_timestamp_seconds gauge" in lines
+    assert f"xdpfwd_scrape_timestamp_seconds {1e9:.3f}" in lines
     for line in lines:
-        if line.startswith("# HELP "):
+        if line.startswith("# HELP ") and "timestamp" not in line:
             metric = line.split()[2]
             assert f"# TYPE {metric} counter" in lines
     assert render._label('a"b\\c') == 'a\\"b\\\\c'
-
-
-def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
-    target = tmp_path / "xdpfwd.prom"
-    target.write_text("old\n")
-    render.write_atomically(str(target), "new\n")
-    assert target.read_text() == "new\n"
-    assert os.listdir(tmp_path) == ["xdpfwd.prom"]
 
 
 class _StatsOps:
@@ -249,7 +214,7 @@ def test_iface_filter_and_clear():
     result, _ = invoke(["stats", "--clear", "--json", "--iface", "eth2"], ops=ops)
     assert ops.calls == ["clear", "read"]
     data = json.loads(result.stdout)
-    assert [p["ifname"] for p in data["ports"]] == ["eth2"]
+    assert [p["port"]["ifname"] for p in data["ports"]] == ["eth2"]
 
 
 @pytest.mark.parametrize(

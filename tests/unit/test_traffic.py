@@ -36,10 +36,10 @@ def test_udp_frame_size_limits(size):
 def test_row_median_and_paired_ratio():
     # The reference drifts down over the run; each repeat's pair still says 0.5.
     row = BenchRow(
-        "x", "Mpps", [3.0, 2.0, 1.0], reference="base", reference_samples=[6.0, 4.0, 2.0]
+        "x", "x", "Mpps", [3.0, 2.0, 1.0], reference="base", reference_samples=[6.0, 4.0, 2.0]
     )
     assert row.median == 2.0
     assert row.ratio == 0.5
     data = row.as_dict()
     assert (data["min"], data["max"], data["ratio"], data["ratio_to"]) == (1.0, 3.0, 0.5, "base")
-    assert BenchRow("t", "s", [0.2]).ratio is None
+    assert BenchRow("t", "t", "s", [0.2]).ratio is None

@@ -51,6 +51,7 @@ class Link:
     peer_ifindex: int = 0  # IFLA_LINK: a veth's peer (possibly in another netns)
     peer_netnsid: int | None = None
     operstate: str | None = None  # IFLA_OPERSTATE: UP, DOWN, LOWERLAYERDOWN, UNKNOWN...
+    alias: str | None = None  # IFLA_IFALIAS (`ip link set DEV alias TEXT`)
 
     @property
     def live(self) -> bool:
@@ -94,6 +95,7 @@ def parse_link(msg) -> Link:
         peer_ifindex=msg.get_attr("IFLA_LINK") or 0,
         peer_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
         operstate=msg.get_attr("IFLA_OPERSTATE"),
+        alias=msg.get_attr("IFLA_IFALIAS"),
     )
 
 
@@ -156,11 +158,39 @@ def link_by_name(ifname: str, netns: str | None = None) -> Link | None:
         return parse_link(ipr.get_links(found[0])[0]) if found else None
 
 
+IFINDEX_MAX = 2**31 - 1  # ifindexes are positive ints (struct ifinfomsg's ifi_index)
+IFNAMSIZ = 16
+
+
+def valid_ifname(name: str) -> bool:
+    """Whether the kernel could have a device called name (dev_valid_name())."""
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:  # bytes that are not UTF-8, from the command line
+        return False
+    if not 0 < size < IFNAMSIZ or name in (".", ".."):
+        return False
+    return not any(c in "/:" or c.isspace() for c in name)
+
+
+def parse_ifindex(text: str) -> int | None:
+    """text as an ifindex (1 to IFINDEX_MAX in ASCII digits); None if it is not a
+    number. Raises InputError for a number out of that range (0 names no device)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    ifindex = int(text)
+    if not 1 <= ifindex <= IFINDEX_MAX:
+        raise InputError(f"no such interface: {text} (ifindexes run from 1 to {IFINDEX_MAX})")
+    return ifindex
+
+
 def resolve(name: str) -> Link:
     """The link called name, or whose ifindex is name; raises InputError."""
-    found = link_by_name(name) if len(name) < 16 else None
-    if found is None and name.isdigit():
-        found = link(int(name))
+    found = link_by_name(name) if valid_ifname(name) else None
+    if found is None:
+        ifindex = parse_ifindex(name)
+        if ifindex is not None:
+            found = link(ifindex)
     if found is None:
         raise InputError(f"no such interface: {name}")
     return found
@@ -278,6 +308,12 @@ def add_veth(ifname: str, peer: str, peer_netns: str, queues: int = 1) -> None:
                 "num_rx_queues": queues,
             },
         )
+
+
+def set_alias(ifname: str, alias: str) -> None:
+    """Set a device's alias (IFLA_IFALIAS), which only user space reads."""
+    with _iproute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], ifalias=alias)
 
 
 def add_bridge(ifname: str, ports: list[str]) -> None:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from xdpfwd.errors import InputError, PrereqError
+from xdpfwd.kernel import prereqs
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -112,18 +113,34 @@ def _setns(fd: int) -> None:
 
 
 def enter(name: str) -> None:
-    """Move this thread into the named namespace; raises InputError if unknown.
+    """Move this thread into the named namespace.
 
-    Unlike pyroute2's setns() this never creates a namespace on a typo.
+    Raises InputError if it is unknown, or its /run/netns entry is not a namespace
+    (left behind when a namespace was not removed with `ip netns del`), PrereqError
+    without CAP_SYS_ADMIN. Unlike pyroute2's setns() this never creates a namespace
+    on a typo.
     """
+    target = path(name)
     try:
-        fd = os.open(path(name), os.O_RDONLY)
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise InputError(f"no such network namespace: {name}") from None
+    except OSError as e:
+        raise InputError(f"network namespace {name}: {target}: {e.strerror}") from None
     try:
+        prereqs.require_privileges("--netns")
         _setns(fd)
-    except PermissionError as e:
-        raise PrereqError(f"entering network namespace {name} needs root: {e.strerror}") from e
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            raise InputError(
+                f"{target} is not a network namespace (a stale entry; `ip netns del {name}` "
+                "removes it)"
+            ) from None
+        if e.errno == errno.EPERM:
+            raise PrereqError(
+                f"entering network namespace {name} needs CAP_SYS_ADMIN: {e.strerror}"
+            ) from None
+        raise
     finally:
         os.close(fd)
 

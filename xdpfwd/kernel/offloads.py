@@ -205,8 +205,11 @@ def peers(ports: dict[int, tuple[int, int | None]]) -> Iterator[dict[int, Peer]]
             None: (stack.enter_context(_inet_socket()), None)
         }
         for nsid, (fd, namespace) in spaces.items():
-            with netns.entered_fd(fd):
-                sock = _inet_socket()
+            try:
+                with netns.entered_fd(fd):
+                    sock = _inet_socket()
+            except PermissionError:
+                continue  # entering needs CAP_SYS_ADMIN: a reader without it sees less
             socks[nsid] = (stack.enter_context(sock), namespace)
         found = {}
         for port, (peer_ifindex, nsid) in ports.items():

@@ -6,15 +6,47 @@ import os
 
 from xdpfwd.errors import PrereqError
 
+CAP_DAC_READ_SEARCH = 2
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
 CAP_BPF = 39
+CAP_NAMES = {
+    CAP_DAC_READ_SEARCH: "CAP_DAC_READ_SEARCH",
+    CAP_NET_ADMIN: "CAP_NET_ADMIN",
+    CAP_SYS_ADMIN: "CAP_SYS_ADMIN",
+    CAP_PERFMON: "CAP_PERFMON",
+    CAP_BPF: "CAP_BPF",
+}
 
-INSTALL_BCC = (
-    "install BCC's Python bindings from your distribution "
-    "(Debian/Ubuntu: `apt-get install python3-bpfcc`; the PyPI package `bcc` is a "
-    "different project); a virtualenv needs --system-site-packages to see them"
-)
+# The capabilities each command needs, measured on Linux 6.18 (see CAPABILITIES in
+# xdpfwd(8)). CAP_NET_ADMIN: XDP attach and detach (RTM_SETLINK), veths. CAP_SYS_ADMIN:
+# BPF_{PROG,MAP}_GET_FD_BY_ID (BCC adopting pinned maps, the undo of map changes),
+# setns() and mount() (namespaces, bpffs, tracefs); the kernel also takes it in place
+# of CAP_BPF and CAP_PERFMON. Reading and zeroing counters needs none: only access to
+# the pins, which belong to whoever created them (root: mode 0600).
+_CHANGE = (CAP_NET_ADMIN, CAP_SYS_ADMIN)
+COMMAND_CAPS: dict[str, tuple[int, ...]] = {
+    "add": _CHANGE,
+    "del": _CHANGE,
+    "broadcast": _CHANGE,
+    "broadcast del": _CHANGE,
+    "apply": _CHANGE,
+    "prune": _CHANGE,  # it may bind devices again and move buckets, as apply does
+    "follow": _CHANGE,  # prune on every link event (netlink events need none)
+    "down": (CAP_NET_ADMIN,),
+    "stats --watch": (CAP_SYS_ADMIN,),
+    "lab up": _CHANGE,
+    "lab down": _CHANGE,
+    "demo": _CHANGE,
+    "bench": _CHANGE,
+    "--netns": (CAP_SYS_ADMIN,),
+    "list": (),
+    "stats": (),
+    "save": (),
+    "lab status": (),
+    "doctor": (),
+}
 
 
 def effective_caps() -> int:
@@ -25,16 +57,28 @@ def effective_caps() -> int:
     return 0
 
 
-def require_privileges() -> None:
-    """Raises PrereqError unless the process may load BPF and attach XDP programs."""
-    caps = effective_caps()
-    has = lambda cap: bool(caps >> cap & 1)  # noqa: E731
-    if has(CAP_NET_ADMIN) and (has(CAP_BPF) or has(CAP_SYS_ADMIN)):
-        return
-    raise PrereqError(
-        "xdpfwd needs root (or CAP_BPF and CAP_NET_ADMIN) to load and attach XDP programs; "
-        "run it with sudo"
-    )
+def missing_caps(command: str, caps: int | None = None) -> list[str]:
+    """The capabilities command needs that caps (default: this process's) lack."""
+    caps = effective_caps() if caps is None else caps
+    return [CAP_NAMES[cap] for cap in COMMAND_CAPS[command] if not caps >> cap & 1]
+
+
+def require_privileges(command: str) -> None:
+    """Raises PrereqError naming the capabilities command needs and lacks."""
+    missing = missing_caps(command)
+    if missing:
+        needed = " and ".join(CAP_NAMES[cap] for cap in COMMAND_CAPS[command])
+        raise PrereqError(
+            f"xdpfwd {command} needs {needed}; this process lacks {', '.join(missing)}: "
+            "run it as root (sudo), or grant them (see CAPABILITIES in xdpfwd(8))"
+        )
+
+
+INSTALL_BCC = (
+    "install BCC's Python bindings from your distribution "
+    "(Debian/Ubuntu: `apt-get install python3-bpfcc`; the PyPI package `bcc` is a "
+    "different project); a virtualenv needs --system-site-packages to see them"
+)
 
 
 def require_bcc() -> None:

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from xdpfwd.kernel.bpf.maps import BUCKETS, EgressStats, PortStats, Rewrite
 
+# XDP attach modes, and the words iproute2 and xdp-tools users bring for them; the CLI
+# and the configuration file accept them all.
+MODES = ("auto", "native", "generic")
+MODE_WORDS = {"skb": "generic", "xdpgeneric": "generic", "drv": "native", "xdpdrv": "native"}
+
 
 @dataclass(frozen=True)
 class Iface:
@@ -35,6 +40,14 @@ class EgressSpec:
     @property
     def rewrites(self) -> bool:
         return bool(self.src_mac or self.dst_mac)
+
+    @property
+    def kind(self) -> str:
+        """What the entry's egress program is: user, rewrite, or plain (none at all:
+        built-in and none are the same since entries are counted at ingress)."""
+        if self.program == "user":
+            return "user"
+        return "rewrite" if self.rewrites else "plain"
 
     @property
     def is_default(self) -> bool:
@@ -75,8 +88,9 @@ class BalancePort:
 
     def as_dict(self) -> dict:
         return {
-            "ifname": self.name,
-            "ifindex": self.port.ifindex or None,
+            # The port as it is now (ifname null when gone, ifindex null if never seen).
+            "port": {"ifname": self.port.ifname, "ifindex": self.port.ifindex or None},
+            "name": self.name,
             "weight": self.weight,
             "buckets": self.buckets,
             "share": self.buckets / BUCKETS,
@@ -134,6 +148,7 @@ class DelResult:
 class DownResult:
     detached: list[Iface]
     removed_pins: bool
+    left: tuple[str, ...] = ()  # what the pin dir holds that xdpfwd did not make (kept)
 
 
 @dataclass(frozen=True)

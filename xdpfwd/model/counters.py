@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
 from xdpfwd.model import Iface
 
-LOSS_REASONS = ("miss", "egress_drop", "redirect_error", "xmit_drop")
+LOSS_REASONS = ("miss", "egress_drop", "egress_invalid", "redirect_error", "xmit_drop")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class PairCounters:
     egress_drop_packets: int = 0
     events: TxEvents | None = None  # from the tracepoints, while they are attached
     buckets: int | None = None  # a balanced entry's pair: the buckets sending to egress
+    # Frames a user egress program gave a verdict other than XDP_PASS/XDP_DROP (dropped).
+    egress_invalid_packets: int = 0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -51,6 +53,7 @@ class Snapshot:
         return {
             "miss": sum(p.counters.miss_packets for p in self.ports.values() if p.counters),
             "egress_drop": sum(p.egress_drop_packets for p in self.pairs.values()),
+            "egress_invalid": sum(p.egress_invalid_packets for p in self.pairs.values()),
             "redirect_error": None,
             "xmit_drop": None,
         }
@@ -116,6 +119,9 @@ def rates(before: Snapshot, after: Snapshot) -> Rates:
         )
         egress_drops = increase(old.egress_drop_packets, pair.egress_drop_packets)
         losses["egress_drop"] += egress_drops
+        invalid = increase(old.egress_invalid_packets, pair.egress_invalid_packets)
+        losses["egress_invalid"] += invalid
+        egress_drops += invalid
         if pair.events and old.events:
             losses["redirect_error"] += increase(
                 old.events.redirect_errors, pair.events.redirect_errors

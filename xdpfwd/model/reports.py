@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from xdpfwd.model import AddResult, Listing
+from xdpfwd.model import AddResult, Iface, Listing
 
 
 @dataclass(frozen=True)
@@ -15,13 +15,21 @@ class Check:
     status: str  # pass, warn, fail or skip
     detail: str
     fix: str = ""
+    port: Iface | None = None  # the port it is about
+    kind: str = ""  # its stable machine key, when the name's words are not one
+
+    @property
+    def key(self) -> str:
+        return self.kind or self.name.lower().replace(" ", "_")
 
     def as_dict(self) -> dict:
         return {
+            "id": self.key,
             "check": self.name,
             "status": self.status,
             "detail": self.detail,
             "fix": self.fix or None,
+            "port": self.port.as_dict() if self.port else None,
         }
 
 
@@ -44,6 +52,7 @@ class LabPort:
     netns: str  # the host's namespace
     host_dev: str  # veth end inside the host's namespace
     address: str  # host address, CIDR
+    ifindex: int | None = None  # of port, when read back from the kernel
 
     @property
     def ip(self) -> str:
@@ -51,8 +60,8 @@ class LabPort:
 
     def as_dict(self) -> dict:
         return {
-            "port": self.port,
-            "netns": self.netns,
+            "port": {"ifname": self.port, "ifindex": self.ifindex},
+            "host_netns": self.netns,
             "host_dev": self.host_dev,
             "address": self.address,
         }
@@ -89,12 +98,12 @@ class DemoReport:
 
 @dataclass(frozen=True)
 class BenchRow:
+    key: str  # a stable machine key (--json)
     name: str
     unit: str  # "Mpps" (higher is better) or "s" (lower is better)
     samples: list[float]
-    reference: str | None = None  # the row this one is compared with
+    reference: str | None = None  # the key of the row this one is compared with
     reference_samples: list[float] | None = None  # its samples, repeat by repeat
-    reference_label: str | None = None  # shown after the ratio (None: "fwd" if not BASELINE)
 
     @property
     def median(self) -> float:
@@ -114,6 +123,7 @@ class BenchRow:
 
     def as_dict(self) -> dict:
         return {
+            "key": self.key,
             "name": self.name,
             "unit": self.unit,
             "median": self.median,
@@ -139,4 +149,4 @@ class BenchReport:
         }
 
 
-BASELINE = "baseline: bpf_redirect_map() only"
+BASELINE = "baseline"  # the key of the row the others are compared with

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from xdpfwd.kernel import prereqs
 from xdpfwd.ops import benchmark, demonstration, following
 from xdpfwd.ops.apply import apply, save
 from xdpfwd.ops.apply import reconcile as prune
@@ -54,5 +55,7 @@ def bench(pins, **options):
 
 
 def follow(pins, **options):
-    """`xdpfwd follow` (see ops/following.py): this facade's prune on every link event."""
+    """`xdpfwd follow` (see ops/following.py): this facade's prune on every link event.
+    What it lacks to change the state is named at once, not at the first event."""
+    prereqs.require_privileges("follow")
     return following.run(sys.modules[__name__], pins, **options)

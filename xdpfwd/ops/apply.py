@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from xdpfwd import interrupts
-from xdpfwd.errors import AttachError, InputError, XdpfwdError
+from xdpfwd.errors import AttachError, BpfError, InputError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec, PruneResult
@@ -28,7 +28,7 @@ from xdpfwd.state.config import (
 )
 from xdpfwd.state.config import dump as dump_config
 from xdpfwd.state.config import load as load_config
-from xdpfwd.state.dataplane import Dataplane, Layout, reading
+from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, reading
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import (
     XDPFWD_PROG_NAME,
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 def save(pins: PinDir, fmt: str = "yaml") -> SaveResult:
     """The running configuration, as the file `apply` restores it from."""
-    prereqs.require_privileges()
     with reading(pins) as dp:
         if dp is None:
             return SaveResult(dump_config(Config(), fmt), [])
@@ -298,17 +297,13 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     Raises ConfigError (the file: nothing changed), XdpfwdError, AttachError,
     BpfError, PrereqError; on any error or interrupt, the old state stays.
     """
+    prereqs.require_privileges("apply")
     config = load_config(path)
     desired = resolve_config(config, path, netdev.links())
-    prereqs.require_privileges()
-    _repair(pins)
     if dry_run:
-        with reading(pins) as dp:
-            links = netdev.links()
-            recorded = intent.load(pins) if dp is not None else None
-            _choose_layouts(desired, recorded)
-            steps = plan(running_state(dp, links), desired, links)
-            return ApplyResult([s.text for s in steps], dry_run=True, warnings=tuple(desired.notes))
+        steps = _dry_run(pins, desired)
+        return ApplyResult([s.text for s in steps], dry_run=True, warnings=tuple(desired.notes))
+    _repair(pins)
     with change(
         pins,
         table=config.table,
@@ -316,7 +311,6 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         attach={port: conf.mode for port, conf in desired.ports.items()},
         force=force,
         check_layout=_layout_check(desired),
-        switch=True,
         replaceable=_is_orphan,
     ) as c:
         if desired.balanced:
@@ -335,7 +329,24 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     for ingress, entry in desired.balanced.items():
         pairs += [(ingress, desired.links[n].ifindex) for n in entry.ports if n in desired.links]
     warnings = (*desired.notes, *health.warnings_for(pairs, c.links))
+    for ingress, (text, func) in desired.users.items():
+        shown = Path(desired.spec_of(ingress).user_file or "").name
+        warnings += tuple(entries.verdict_warnings(text, shown, func))
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
+
+
+def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:
+    """The plan, changing nothing (not even broken pins, which apply would rebuild)."""
+    broken = _broken(pins)
+    if broken is not None:
+        links = netdev.links()
+        _choose_layouts(desired, None)  # the rebuild forgets the recorded ones
+        rebuild = Step(f"rebuild the pinned state in {pins.path}, which is broken")
+        return [rebuild, *plan(NOTHING_RUNNING, desired, links)]
+    with reading(pins) as dp:
+        links = netdev.links()
+        _choose_layouts(desired, intent.load(pins) if dp is not None else None)
+        return plan(running_state(dp, links), desired, links)
 
 
 def _choose_layouts(d: Desired, recorded: intent.Intent | None) -> dict[str, buckets.Layout]:
@@ -360,7 +371,7 @@ def reconcile(pins: PinDir) -> PruneResult:
 
     Raises XdpfwdError, AttachError, BpfError; on any error the old state stays.
     """
-    prereqs.require_privileges()
+    prereqs.require_privileges("prune")
     with editing(pins) as c:
         if c is None:
             return PruneResult([], [], [])
@@ -435,7 +446,7 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
         link = c.links[port]
         orphan = link.xdp_prog_id not in (0, c.dp.prog_id) and _is_orphan(link)
         try:
-            c.plans.append(plan_attach(link, c.dp.prog_id, conf.mode, orphan, True))
+            c.plans.append(plan_attach(link, c.dp.prog_id, conf.mode, orphan))
         except AttachError as e:  # another program came meanwhile
             skipped.append(str(e))
     return d
@@ -449,7 +460,7 @@ def _is_orphan(link: netdev.Link) -> bool:
 def _layout_check(desired: Desired):
     def check(layout: Layout) -> None:
         if not layout.has_egress:
-            for entry in desired.config.forward:
+            for entry in (*desired.config.forward, *desired.config.balanced):
                 if entry.spec.program == "user" or entry.spec.rewrites:
                     raise ConfigError(
                         f"{desired.path}:{entry.line}: egress programs need "
@@ -459,14 +470,24 @@ def _layout_check(desired: Desired):
     return check
 
 
-def _repair(pins: PinDir) -> None:
-    """Pins removed by hand leave state that cannot be opened: start it afresh."""
+def _broken(pins: PinDir) -> str | None:
+    """Why the pinned state cannot be opened (pins removed by hand), or None."""
     try:
         with reading(pins):
-            return
-    except XdpfwdError as e:
-        log.warning("%s; rebuilding it from the file", e)
+            return None
+    except (BrokenState, BpfError) as e:
+        return str(e)
+
+
+def _repair(pins: PinDir) -> None:
+    """Pins removed by hand leave state that cannot be opened: start it afresh (only
+    ever xdpfwd's own pins go: see PinDir.remove_owned)."""
+    reason = _broken(pins)
+    if reason is None:
+        return
+    log.warning("%s; rebuilding it from the file", reason)
     with pins.locked(create=False):
+        pins.check_owned()
         teardown(pins)
 
 
@@ -594,13 +615,15 @@ def _set_settings(c: Change, port: int, settings: maps.PortSettings) -> None:
         c.undo.callback(c.dp.ports.set, port, previous)
 
 
-def _describe(entry: EntryConf) -> str:
+def _describe(entry: EntryConf | BalancedConf) -> str:
     spec = entry.spec
     if spec.program == "user":
         return f"egress program {Path(spec.user_file).name}"
     if spec.rewrites:
         return "MAC rewrite"
-    return "no egress program" if spec.program == "none" else "built-in egress program"
+    if isinstance(entry, BalancedConf) and spec.program != "none":
+        return "built-in egress program, counting per port"
+    return "no egress program"
 
 
 def _entry_differs(running: Running, ingress: int, entry: EntryConf, d: Desired) -> bool:
@@ -619,8 +642,8 @@ def _entry_differs(running: Running, ingress: int, entry: EntryConf, d: Desired)
     have = current.spec
     if have is None:
         return True
-    return (have.program, entries.rewrite_of(have, egress)) != (
-        spec.program,
+    return (have.kind, entries.rewrite_of(have, egress)) != (
+        spec.kind,
         entries.rewrite_of(spec, egress),
     )
 
@@ -629,7 +652,7 @@ def _write(c: Change, d: Desired, ingress: int, compiled: dict[int, int]) -> Non
     entry = d.entries[ingress]
     egress = d.links[entry.egress]
     spec = entry.spec
-    if not c.dp.layout.has_egress or spec.program == "none":
+    if not c.dp.layout.has_egress or spec.kind == "plain":
         prog_fd = 0
     elif spec.program == "user":
         prog_fd = compiled[ingress]

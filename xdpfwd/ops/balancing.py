@@ -3,16 +3,17 @@ port over several egress ports (see state/balance.py and state/buckets.py)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from xdpfwd.errors import InputError, XdpfwdError
-from xdpfwd.kernel import netdev
+from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import DEFAULT_EGRESS, AddResult, EgressSpec, Iface
 from xdpfwd.state import balance, buckets, entries, health, intent
 from xdpfwd.state.config import BalancedConf
 from xdpfwd.state.ports import check_forwardable, known, link_of
-from xdpfwd.state.transaction import Change, change
+from xdpfwd.state.transaction import change
 
 
 def add(
@@ -38,6 +39,7 @@ def add(
     Raises InputError, XdpfwdError (a broadcast member, a loop, old pins),
     AttachError, BpfError or PrereqError; on any error nothing is left changed.
     """
+    prereqs.require_privileges("add")
     links = netdev.links()
     in_link = link_of(ingress, links)
     out_links = [link_of(port, links) for port in egress]
@@ -72,7 +74,8 @@ def add(
                 f"{in_link.ifname} is a broadcast group member; `xdpfwd broadcast del "
                 f"{in_link.ifname}` first"
             )
-        loop_warning = _check_no_loop(c, in_link.ifindex, [o.ifindex for o in out_links], force)
+        adding = {in_link.ifindex: {o.ifindex for o in out_links}}
+        loop_warning = health.refuse_loops(c.dp, c.links, adding, force)
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = balance.prog_fd(c, egress_spec, user)
         layout = _layout(intent.load(pins), wanted)
@@ -107,6 +110,9 @@ def add(
         )
     pairs = [(in_link.ifindex, o.ifindex) for o in out_links]
     warnings = health.warnings_for(pairs, c.links)
+    if user is not None:
+        shown = os.path.basename(egress_spec.user_file or "")
+        warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
     return replace(result, warnings=(*loop_warning, *warnings))
 
 
@@ -117,23 +123,3 @@ def _layout(recorded: intent.Intent | None, wanted: BalancedConf) -> buckets.Lay
     keep = {name: weights for name, (weights, _) in others.items() if name != wanted.ingress}
     chosen = buckets.choose({**keep, wanted.ingress: wanted.weight_map()}, others)
     return chosen[wanted.ingress]
-
-
-def _check_no_loop(c: Change, ingress: int, egress: list[int], force: bool) -> tuple[str, ...]:
-    """Refuse a balanced entry of which a port closes a forwarding loop (a warning
-    with force)."""
-    single = {
-        port: e.egress_ifindex for port in c.dp.ports.ifindexes() if (e := c.dp.fwd.get(port))
-    }
-    label = lambda port: known(port, c.links).label  # noqa: E731
-    for out in egress:
-        cycle = health.forwarding_loop({**single, ingress: out}, c.links)
-        if cycle:
-            message = (
-                f"what {label(ingress)} sends to {label(out)} would come back round a "
-                f"forwarding loop ({' -> '.join(label(p) for p in cycle)})"
-            )
-            if not force:
-                raise XdpfwdError(f"{message}; refused (--force to add it anyway)")
-            return (message,)
-    return ()

@@ -14,14 +14,15 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from functools import partial
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, netns, offloads, traffic
+from xdpfwd.kernel import netdev, netns, offloads, prereqs, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
@@ -29,12 +30,25 @@ from xdpfwd.state import lab
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
+FLOOD = "xdpfwd_bench_flood"  # + the fanout
 SPREAD = "xdpfwd_bench_spread"
-FORWARDING = "xdpfwd, as `add` sets it up (egress program)"
 FANOUTS = (2, 4)
 BALANCED_FLOWS = 256  # at least this many flows in balanced rows, so that they spread
 ENTRIES = 1000
 NO_EGRESS = EgressSpec(program="none")
+REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
+# The least a user egress program can be: what its wrapping and the devmap call cost.
+USER_PROGRAM = "int pass_all(struct xdp_md *ctx)\n{\n\treturn XDP_PASS;\n}\n"
+ENTRIES_PIN = "entries"
+# What the rig pins in its own directory (besides the pin dirs of xdpfwd it runs).
+RIG_PINS = (
+    maps.PIN_BENCH_CFG,
+    maps.PIN_BENCH_SINK,
+    maps.PIN_BENCH_FWD,
+    *(f"{maps.PIN_BENCH_FLOOD}{n}" for n in FANOUTS),
+    maps.PIN_BENCH_SPREAD,
+    ENTRIES_PIN,
+)
 
 
 def machine() -> dict:
@@ -66,16 +80,16 @@ class _Rig:
         self.lab = stack.enter_context(lab.running(prefix, nports, queues=len(cpus)))
         self.pins = pins.scratch("bench")
         self.pins.ensure_bpffs()
-        os.makedirs(self.pins.path)
-        stack.callback(self.pins.remove)
+        os.mkdir(self.pins.path, mode=0o700)
+        stack.callback(_remove_rig_pins, self.pins)
         # xdpfwd's own pins, kept across samples so that it compiles once.
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
-        maps.create_pinned_devmap_hash(self.pins.pin(maps.PIN_BENCH_FWD), "bench_fwd")
+        programs = (GEN, SINK, FWD, SPREAD, *(f"{FLOOD}{n}" for n in FANOUTS))
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
-            dict.fromkeys((GEN, SINK, FWD, SPREAD), (loader.PROG_XDP, None)),
+            dict.fromkeys(programs, (loader.PROG_XDP, None)),
             source.cflags(XDPFWD_PIN_DIR=self.pins.path),
         )
         for fd in self.fds.values():
@@ -109,16 +123,38 @@ class _Rig:
         return (delivered - before) / elapsed / 1e6
 
 
+def _remove_rig_pins(pins: PinDir) -> None:
+    """Unpin what the rig pinned, then its directory: only that (the xdpfwd pin dirs
+    inside it are removed by `down` before)."""
+    for name in RIG_PINS:
+        with suppress(FileNotFoundError):
+            os.unlink(pins.pin(name))
+    pins.remove_if_empty()
+
+
 @contextmanager
-def _baseline(rig: _Rig) -> Iterator[None]:
-    ingress, egress = rig.ports[:2]
-    with closing(maps.ForwardTable(rig.pins.pin(maps.PIN_BENCH_FWD))) as fwd:
-        fwd.set(ingress.ifindex, egress.ifindex)
-        netdev.attach_xdp(ingress, rig.fds[FWD], "native")
+def _bare(rig: _Rig, program: str, pin: str, ports: list[netdev.Link]) -> Iterator[None]:
+    """A baseline program on port 1, its array devmap holding ports, a slot each."""
+    ingress = rig.ports[0]
+    with closing(maps.ForwardTable(rig.pins.pin(pin))) as devmap:
+        for slot, port in enumerate(ports):
+            devmap.set(slot, port.ifindex)
+        netdev.attach_xdp(ingress, rig.fds[program], "native")
         try:
             yield
         finally:
-            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[FWD])
+            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[program])
+
+
+def _baseline(rig: _Rig):
+    return _bare(rig, FWD, maps.PIN_BENCH_FWD, rig.ports[1:2])
+
+
+def _bare_broadcast(rig: _Rig, fanout: int):
+    """Port 1 floods to the next fanout ports, which the map holds with port 1."""
+    return _bare(
+        rig, f"{FLOOD}{fanout}", f"{maps.PIN_BENCH_FLOOD}{fanout}", rig.ports[: fanout + 1]
+    )
 
 
 @contextmanager
@@ -145,22 +181,16 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
 
 
 @contextmanager
-def _spread(rig: _Rig, fanout: int) -> Iterator[None]:
-    """The baseline of balanced rows: a bare bpf_redirect_map() over fanout ports,
-    picked by UDP source port, with as many flows as they get."""
-    ingress = rig.ports[0]
-    with closing(maps.ForwardTable(rig.pins.pin(maps.PIN_BENCH_FWD))) as fwd:
-        for i, egress in enumerate(rig.ports[1 : fanout + 1]):
-            fwd.set(ingress.ifindex << maps.BUCKET_BITS | i, egress.ifindex)
-        rig.set_flows(max(rig.flows, BALANCED_FLOWS), spread=fanout)
-        netdev.attach_xdp(ingress, rig.fds[SPREAD], "native")
-        try:
+def _bare_spread(rig: _Rig, fanout: int) -> Iterator[None]:
+    """The baseline of balanced rows: port 1 spreads its frames over the next fanout
+    ports by UDP source port (no hash), through an array devmap holding just them,
+    with as many flows as balanced rows get."""
+    rig.set_flows(max(rig.flows, BALANCED_FLOWS), spread=fanout)
+    try:
+        with _bare(rig, SPREAD, maps.PIN_BENCH_SPREAD, rig.ports[1 : fanout + 1]):
             yield
-        finally:
-            netdev.detach_xdp(netdev.link(ingress.ifindex), expected_fd=rig.fds[SPREAD])
-            rig.set_flows(rig.flows)
-            for i in range(fanout):
-                fwd.delete(ingress.ifindex << maps.BUCKET_BITS | i)
+    finally:
+        rig.set_flows(rig.flows)
 
 
 @contextmanager
@@ -191,15 +221,6 @@ def _bridge(rig: _Rig) -> Iterator[None]:
         offloads.change(ingress.ifname, gro=False)
 
 
-def _spread_row(fanout: int) -> str:
-    return f"baseline spread over {fanout} ports by UDP port"
-
-
-def _label(reference: str) -> str | None:
-    """How the ratio column names a row's reference (None: the usual)."""
-    return "spread" if reference.startswith("baseline spread") else None
-
-
 def _iface(link: netdev.Link) -> Iface:
     return Iface(link.ifindex, link.ifname)
 
@@ -225,7 +246,7 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
             pinned.append(_cli(pins, "add", two, one))
         finally:
             rig.ops.down(pins)
-    path = rig.pins.pin("entries")
+    path = rig.pins.pin(ENTRIES_PIN)
     maps.create_pinned_devmap_hash(path, "bench_entries")
     with closing(maps.ForwardTable(path)) as table:
         for _ in range(repeat):
@@ -234,9 +255,9 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
                 table.set(key, rig.ports[1].ifindex)
             entries.append(time.monotonic() - start)
     return [
-        BenchRow("xdpfwd add, compiling the program", "s", compiling),
-        BenchRow("xdpfwd add, program already pinned", "s", pinned),
-        BenchRow(f"{ENTRIES} forwarding entries written", "s", entries),
+        BenchRow("add_compiling", "xdpfwd add, compiling the program", "s", compiling),
+        BenchRow("add_pinned", "xdpfwd add, program already pinned", "s", pinned),
+        BenchRow("entries_written", f"{ENTRIES} forwarding entries written", "s", entries),
     ]
 
 
@@ -256,6 +277,7 @@ def run(
 
     Raises PrereqError, BpfError, AttachError or InputError.
     """
+    prereqs.require_privileges("bench")
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(available):
         raise InputError(f"--cpus must be between 1 and {len(available)}")
@@ -270,53 +292,82 @@ def run(
     with ExitStack() as stack:
         progress("building the lab and compiling the benchmark programs")
         rig = _Rig(ops, stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
-        # (name, set-up, the row it is compared with)
-        rows: list[tuple[str, Callable, str]] = [
-            (BASELINE, _baseline, BASELINE),
-            (FORWARDING, _xdpfwd, BASELINE),
+        user = stack.enter_context(tempfile.TemporaryDirectory(prefix="xdpfwd-bench-"))
+        user_file = os.path.join(user, "pass_all.c")
+        with open(user_file, "w") as f:
+            f.write(USER_PROGRAM)
+        user_spec = EgressSpec(program="user", user_file=user_file, user_func="pass_all")
+        # (key, name, set-up, the key of the row it is compared with)
+        rows: list[tuple[str, str, Callable, str]] = [
+            (BASELINE, "baseline: bpf_redirect_map() only", _baseline, BASELINE),
+            ("forward", "xdpfwd, as `add` sets it up", _xdpfwd, BASELINE),
             (
-                "xdpfwd --no-egress (port counters only)",
-                partial(_xdpfwd, egress_spec=NO_EGRESS),
+                "forward_rewrite",
+                "xdpfwd with a MAC rewrite (egress program)",
+                partial(_xdpfwd, egress_spec=REWRITE),
                 BASELINE,
             ),
-            *(
-                (
-                    f"broadcast to {n} ports, frames delivered",
-                    partial(_broadcast, fanout=n),
-                    FORWARDING,
-                )
-                for n in FANOUTS
+            (
+                "forward_user_program",
+                "xdpfwd with a user egress program (XDP_PASS)",
+                partial(_xdpfwd, egress_spec=user_spec),
+                BASELINE,
             ),
             *(
                 row
                 for n in FANOUTS
                 for row in (
-                    (_spread_row(n), partial(_spread, fanout=n), BASELINE),
                     (
-                        f"balanced over {n} ports (--no-egress)",
+                        f"broadcast_bare_{n}",
+                        f"bare broadcast to {n} ports (frames delivered)",
+                        partial(_bare_broadcast, fanout=n),
+                        BASELINE,
+                    ),
+                    (
+                        f"broadcast_{n}",
+                        f"xdpfwd broadcast to {n} ports (frames delivered)",
+                        partial(_broadcast, fanout=n),
+                        f"broadcast_bare_{n}",
+                    ),
+                )
+            ),
+            *(
+                row
+                for n in FANOUTS
+                for row in (
+                    (
+                        f"spread_bare_{n}",
+                        f"bare spread over {n} ports ({BALANCED_FLOWS} flows)",
+                        partial(_bare_spread, fanout=n),
+                        BASELINE,
+                    ),
+                    (
+                        f"balanced_no_egress_{n}",
+                        f"xdpfwd balanced over {n} ports, --no-egress",
                         partial(_balanced, fanout=n, egress_spec=NO_EGRESS),
-                        _spread_row(n),
+                        f"spread_bare_{n}",
                     ),
                 )
             ),
             (
-                f"balanced over {max(FANOUTS)} ports, as `add` sets it up",
+                f"balanced_{max(FANOUTS)}",
+                f"xdpfwd balanced over {max(FANOUTS)} ports (per-port counters)",
                 partial(_balanced, fanout=max(FANOUTS)),
-                _spread_row(max(FANOUTS)),
+                f"spread_bare_{max(FANOUTS)}",
             ),
-            ("Linux bridge (no XDP)", _bridge, BASELINE),
+            ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
-        samples: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+        samples: dict[str, list[float]] = {key: [] for key, *_ in rows}
         for k in range(repeat):
-            for name, setup, _ in rows:
+            for key, name, setup, _ in rows:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig):
-                    samples[name].append(rig.rate(duration))
+                    samples[key].append(rig.rate(duration))
         report.rows.extend(
-            BenchRow(name, "Mpps", samples[name], ref, samples[ref], _label(ref))
-            for name, _, ref in rows
+            BenchRow(key, name, "Mpps", samples[key], ref, samples[ref])
+            for key, name, _, ref in rows
         )
         progress("measuring the control plane")
         report.rows.extend(_control_plane_rows(rig, repeat))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from xdpfwd.kernel import prereqs
 from xdpfwd.model.reports import DemoReport
 from xdpfwd.state import lab
 from xdpfwd.state.pins import PinDir
@@ -18,6 +19,7 @@ def run(
     ops package passes itself. The demo works in a pin directory of its own, removed
     at the end.
     """
+    prereqs.require_privileges("demo")
     pins = pins.scratch("demo")
     prefix = f"xd{os.getpid()}p"
     with lab.running(prefix, 2) as the_lab:

@@ -8,16 +8,16 @@ import sys
 import time
 from contextlib import ExitStack
 
-from xdpfwd.errors import PrereqError, XdpfwdError
+from xdpfwd.errors import InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
-from xdpfwd.model import STATE_NOT_FLOODING
+from xdpfwd.model import STATE_NOT_FLOODING, Iface
 from xdpfwd.model.reports import Check
 from xdpfwd.state import health, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
-from xdpfwd.state.ports import orphans, prog_name
+from xdpfwd.state.ports import known, orphans, prog_name
 
 PASS, WARN, FAIL, SKIP, FIXED = "pass", "warn", "fail", "skip", "fixed"
 ATTACH_XDP_DEVMAP = loader.ATTACH_XDP_DEVMAP
@@ -37,8 +37,14 @@ def _check(name: str, fn) -> Check:
 
 
 def _privileges():
-    prereqs.require_privileges()
-    return PASS, "can load BPF programs and attach XDP (root or CAP_BPF+CAP_NET_ADMIN)"
+    missing = prereqs.missing_caps("add")
+    if missing:
+        return (
+            FAIL,
+            f"lacks {', '.join(missing)}: cannot load BPF programs and attach XDP",
+            "run as root (sudo); see CAPABILITIES in xdpfwd(8)",
+        )
+    return PASS, "can load BPF programs and attach XDP (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
 
 
 def _bpffs(pin_dir: pins.PinDir):
@@ -162,13 +168,16 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     members = {m.ifindex: g.name for g in groups for m in g.members}
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
-        name = f"port {link.ifname if link else port}"
+        this = known(port, links)
+        name = f"port {this.label}"
         if link is None:
-            checks.append(Check(name, FAIL, f"device ifindex {port} is gone", "xdpfwd prune"))
+            gone = f"device ifindex {port} is gone"
+            checks.append(Check(name, FAIL, gone, "xdpfwd prune", this, "port"))
             continue
         if link.xdp_prog_id != dp.prog_id:
             fix_it = "xdpfwd apply FILE (or add it again)"
-            checks.append(Check(name, FAIL, "xdpfwd's program is not attached", fix_it))
+            detached = "xdpfwd's program is not attached"
+            checks.append(Check(name, FAIL, detached, fix_it, this, "port"))
             continue
         native = features is None or features.get(port, 0) & netdev.XDP_ACT_BASIC
         status, detail = PASS, f"{link.xdp_mode} XDP, MTU {link.mtu}"
@@ -187,7 +196,7 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
         elif not link.up:
             status, detail = WARN, detail + "; the link is down"
             fix_it = f"ip link set dev {link.ifname} up"
-        checks.append(Check(name, status, detail, fix_it))
+        checks.append(Check(name, status, detail, fix_it, this, "port"))
     pairs = health.managed_pairs(dp, groups)
     pairs = [(i, e) for i, e in pairs if i in links and links[i].xdp_prog_id == dp.prog_id]
     with health.inspected(pairs, links) as (problems, peers):
@@ -197,14 +206,15 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
 
 
 def _problem_check(problem: health.Problem, peers, fix: bool) -> Check:
-    name = f"port {problem.port}"
-    if not fix or not problem.peer_change:
-        return Check(name, FAIL, problem.text, problem.fix)
-    try:
-        health.fix(problem, peers)
-    except OSError as e:
-        return Check(name, FAIL, f"{problem.text}; fixing it failed: {e.strerror}", problem.fix)
-    return Check(name, FIXED, problem.text, problem.fix)
+    status, text = FAIL, problem.text
+    if fix and problem.peer_change:
+        try:
+            health.fix(problem, peers)
+            status = FIXED
+        except OSError as e:
+            text = f"{problem.text}; fixing it failed: {e.strerror}"
+    port = Iface(problem.ifindex, problem.port)
+    return Check(f"port {problem.port}", status, text, problem.fix, port, problem.kind)
 
 
 def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
@@ -217,18 +227,21 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
                 ours = dp.prog_id
                 complete = Check("pins", PASS, f"{pin_dir.path}: complete")
                 checks = [complete, *_port_checks(dp, links, fix)]
+    except InputError as e:  # not a pin directory, or not xdpfwd's
+        ours, checks = None, [Check("pins", FAIL, str(e), "choose another --pin-dir")]
     except XdpfwdError as e:
         ours, checks = None, [Check("pins", FAIL, str(e), "xdpfwd down, then add or apply")]
     for port, prog_id in orphans(links, ours).items():
-        link = links.get(port)
+        this = known(port, links)
         checks.append(
             Check(
-                f"port {link.ifname if link else port}",
+                f"port {this.label}",
                 WARN,
                 f"runs {prog_name(prog_id)} (id {prog_id}) of no pins here: removed by hand, or "
                 "another --pin-dir",
-                f"xdpfwd apply FILE replaces it; or ip link set dev "
-                f"{link.ifname if link else port} xdp off",
+                f"xdpfwd apply FILE replaces it; or ip link set dev {this.label} xdp off",
+                this,
+                "orphan",
             )
         )
     return checks

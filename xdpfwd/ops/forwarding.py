@@ -3,6 +3,7 @@ ports that run xdpfwd's program for them."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from xdpfwd.errors import InputError, XdpfwdError
@@ -12,6 +13,7 @@ from xdpfwd.model import (
     DEFAULT_EGRESS,
     AddResult,
     Attachment,
+    BalanceInfo,
     DelResult,
     DownResult,
     EgressSpec,
@@ -45,9 +47,12 @@ def resolve(name: str, allow_gone: bool = False) -> Iface:
     try:
         link = netdev.resolve(name)
     except InputError:
-        if allow_gone and name.isdigit() and int(name) > 0:
-            return Iface(int(name), None)
+        ifindex = netdev.parse_ifindex(name) if allow_gone else None
+        if ifindex is not None:
+            return Iface(ifindex, None)
         raise
+    if link.loopback:
+        raise InputError(f"{link.ifname} is a loopback device; xdpfwd does not forward there")
     return iface(link)
 
 
@@ -87,6 +92,7 @@ def add(
     AttachError, BpfError (also for a user program that does not compile) or
     PrereqError; on any error nothing is left changed.
     """
+    prereqs.require_privileges("add")
     links = netdev.links()
     in_link, out_link = link_of(ingress, links), link_of(egress, links)
     _check_forwarding_pair(in_link, out_link)
@@ -104,7 +110,8 @@ def add(
         check_layout=entries.layout_check(egress_spec),
     ) as c:
         _check_not_members(c.dp, [plan.link for plan in c.plans])
-        loop_warning = _check_no_loop(c, pairs, force)
+        adding = {ingress: {egress} for ingress, egress in pairs}
+        loop_warning = health.refuse_loops(c.dp, c.links, adding, force)
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = entries.prog_fd(c, egress_spec, user)
         rewrite = entries.rewrite_of(egress_spec, c.links[out_link.ifindex])
@@ -123,6 +130,9 @@ def add(
             egress=entries.describe(c.dp, c.dp.fwd.get(in_link.ifindex)),
         )
     warnings = health.warnings_for(pairs, c.links)
+    if user is not None:
+        shown = os.path.basename(egress_spec.user_file or "")
+        warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
     return replace(result, warnings=(*loop_warning, *warnings))
 
 
@@ -132,26 +142,6 @@ def _record(c: Change, pairs: list[tuple[int, int]], spec: EgressSpec, mode: str
     wanted = [EntryConf(name(src), name(dst), spec) for src, dst in pairs]
     verdicts = {name(src): c.dp.ports.get(src).on_miss_name for src, _ in pairs}
     intent.update(c, lambda r: intent.with_entries(r, wanted, mode, verdicts))
-
-
-def _check_no_loop(c: Change, pairs: list[tuple[int, int]], force: bool) -> tuple[str, ...]:
-    """Refuse entries that close a forwarding loop (a warning with force)."""
-    entries = {
-        port: e.egress_ifindex for port in c.dp.ports.ifindexes() if (e := c.dp.fwd.get(port))
-    }
-    entries.update(pairs)
-    cycle = health.forwarding_loop(entries, c.links)
-    if not cycle:
-        return ()
-    label = lambda port: known(port, c.links).label  # noqa: E731
-    hops = ", ".join(f"{label(port)} -> {label(entries[port])}" for port in cycle)
-    message = (
-        f"these entries would forward frames round a loop forever: {hops}, and what "
-        f"leaves {label(entries[cycle[-1]])} enters its veth peer {label(cycle[0])}"
-    )
-    if not force:
-        raise XdpfwdError(f"{message}; refused (--force to add them anyway)")
-    return (message,)
 
 
 def _attach_forwarding_port(
@@ -172,6 +162,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     verdict still applies to what enters it. Raises XdpfwdError when ingress has
     no entry, AttachError when a detach fails.
     """
+    prereqs.require_privileges("del")
     no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `xdpfwd list`")
     with editing(pins) as c:
         if c is None:
@@ -226,7 +217,6 @@ def _forget(c: Change, ingress: Iface) -> None:
 def list_ports(pins: PinDir) -> Listing:
     """Every port xdpfwd manages under pins, with its entry or group, mode, state and
     counters, and every broadcast group."""
-    prereqs.require_privileges()
     with reading(pins) as dp:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
@@ -265,6 +255,12 @@ def _port_row(
     has_entry = entry is not None or balanced is not None
     state = health.port_state(link, egress, attached, has_entry, group, settings, flooding)
     has_egress = entry is not None and dp.layout.has_egress
+    if entry is not None and has_egress:
+        egress_counters = _entry_counters(dp, port, entry)
+    elif balanced is not None and dp.layout.has_egress:
+        egress_counters = _balanced_counters(dp, port, balanced)
+    else:
+        egress_counters = None
     return PortRow(
         ingress=known(port, links),
         egress=egress,
@@ -276,22 +272,49 @@ def _port_row(
         counters=dp.stats.read(port) or maps.PortStats(),
         egress_prog=balance.describe(dp, port) if balanced else entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
-        egress_counters=(dp.egress_stats.read(port) or maps.EgressStats()) if has_egress else None,
+        egress_counters=egress_counters,
         group=group,
         problems=tuple(p.line for p in problems if p.ifindex == port),
         balance=balanced,
     )
 
 
-def down(pins: PinDir) -> DownResult:
-    """Detach xdpfwd's program from every interface and remove every pin.
+def _entry_counters(dp: Dataplane, port: int, entry: maps.FwdEntry) -> maps.EgressStats:
+    """What an entry sent: its egress program's count, or (without one) what its
+    ingress port redirected."""
+    if entry.egress_prog_id:
+        return dp.egress_stats.read(port) or maps.EgressStats()
+    counters = dp.stats.read(port) or maps.PortStats()
+    return maps.EgressStats(counters.redirect_packets, counters.redirect_bytes)
 
-    Programs xdpfwd did not attach stay. Raises AttachError when a detach fails.
+
+def _balanced_counters(dp: Dataplane, port: int, info: BalanceInfo) -> maps.EgressStats:
+    """What a balanced entry sent: the sum of its ports' counts where its buckets count
+    per port, else as for a single entry (its buckets' program, or its port's
+    redirects)."""
+    counted = [p.counters for p in info.ports if p.counters is not None]
+    if counted:
+        return maps.EgressStats(
+            sum(c.tx_packets for c in counted),
+            sum(c.tx_bytes for c in counted),
+            sum(c.drop_packets for c in counted),
+            sum(c.drop_bytes for c in counted),
+        )
+    first = next((e for e in balance.table(dp, port) if e is not None), None)
+    return _entry_counters(dp, port, first or maps.FwdEntry(0, 0))
+
+
+def down(pins: PinDir) -> DownResult:
+    """Detach xdpfwd's program from every interface and remove xdpfwd's pins.
+
+    Programs xdpfwd did not attach stay, and so does whatever else the pin directory
+    holds (it is then kept). Raises InputError for a directory that is not xdpfwd's,
+    AttachError when a detach fails.
     """
-    prereqs.require_privileges()
-    if not pins.exists():
-        return DownResult([], removed_pins=False)
+    prereqs.require_privileges("down")
     with pins.locked(create=False):
-        if not pins.exists():
+        survey = pins.check_owned()
+        if not survey.exists or survey.empty:
             return DownResult([], removed_pins=False)
-        return DownResult(teardown(pins), removed_pins=True)
+        detached, left = teardown(pins)
+        return DownResult(detached, removed_pins=True, left=left)

@@ -58,8 +58,8 @@ def broadcast(
     Raises InputError, XdpfwdError (a forwarding port, another group's member, a
     full group), AttachError, BpfError or PrereqError; on any error nothing changes.
     """
+    prereqs.require_privileges("broadcast")
     check_group_name(group)
-    prereqs.require_privileges()
     links = netdev.links()
     convert = members is None
     if convert:
@@ -70,7 +70,11 @@ def broadcast(
     for port in joining:
         check_forwardable(links[port])
     with change(
-        pins, table=table, value=value, attach=dict.fromkeys(joining, mode), force=force
+        pins,
+        table=table,
+        value=value,
+        attach=dict.fromkeys(joining, mode),
+        force=force,
     ) as c:
         dp = c.dp
         ids = group_ids(dp)
@@ -167,6 +171,7 @@ def broadcast_del(
     An emptied group is removed; ports that need xdpfwd no more are detached.
     Raises InputError (bad group name), XdpfwdError (unknown group, not a member).
     """
+    prereqs.require_privileges("broadcast del")
     if group is not None:
         check_group_name(group)
     with editing(pins) as c:

@@ -18,7 +18,6 @@ from xdpfwd.state.pins import PinDir
 
 def read(pins: PinDir) -> Snapshot | None:
     """The counters since they began, or None when nothing is set up."""
-    prereqs.require_privileges()
     with reading(pins) as dp:
         return snapshot(dp) if dp is not None else None
 
@@ -41,7 +40,7 @@ def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[W
 
     Raises XdpfwdError when nothing is set up, PrereqError without tracefs.
     """
-    prereqs.require_privileges()
+    prereqs.require_privileges("stats --watch")
     tracing.ensure_tracefs()
     with writing(pins) as dp:
         if dp is None:

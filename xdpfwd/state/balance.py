@@ -7,9 +7,11 @@ devmap update, and only those that change), a single entry the port had is remov
 only once its buckets are in place, and the ingress program prefers a single entry,
 so one written over a balanced entry takes effect at once.
 
-The buckets' egress program is the one broadcast groups use (it counts each frame
-on its (ingress, egress) pair), so each egress port's share is counted; with
---src-mac/--dst-mac or --egress-prog the entry's frames are counted as a whole.
+The buckets' egress program is by default the one broadcast groups use (it counts
+each frame on its (ingress, egress) pair), so each egress port's share is counted
+(see prog_fd); with --src-mac/--dst-mac or --egress-prog the entry's frames are
+counted as a whole, and with --no-egress they run none (the ingress port's redirect
+counters are the entry's total).
 """
 
 from __future__ import annotations
@@ -73,7 +75,12 @@ def targets(dp: Dataplane, ingress: int) -> set[int]:
 
 def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
     """The egress program of a balanced entry's buckets (0 for none): the pair-counting
-    one by default, the rewrite one, or a user program (compiled here)."""
+    one by default, the rewrite one, or a user program (compiled here).
+
+    Single entries get no program by default (their ingress port's redirect counters
+    are theirs), but what each egress port of a balanced entry sent is known only
+    after the bucket lookup: counting it is work the program does. --no-egress
+    (program "none") leaves it out, for the speed of a bare spread."""
     dp = c.dp
     if not dp.layout.has_egress or spec.program == "none":
         return 0
@@ -85,8 +92,12 @@ def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
 def spec_of(
     dp: Dataplane, ingress: int, entry: maps.FwdEntry, egress: netdev.Link
 ) -> EgressSpec | None:
-    """What the egress program of a bucket does (as for a single entry)."""
-    if entry.egress_prog_id and entry.egress_prog_id == dp.group_prog_id:
+    """What the egress program of a bucket does: built-in (per-port counters), none,
+    or as for a single entry (a rewrite, a user program). Unlike a single entry's,
+    built-in and none differ here: only the buckets' program counts per port."""
+    if not entry.egress_prog_id:
+        return EgressSpec(program="none")
+    if entry.egress_prog_id == dp.group_prog_id:
         return EgressSpec()
     return entries.spec_of(dp, ingress, entry, egress)
 
@@ -230,7 +241,9 @@ def info(
         if entry is not None:
             per_port[entry.egress_ifindex] = per_port.get(entry.egress_ifindex, 0) + 1
     by_name = {link.ifname: link for link in links.values()}
-    counted = any(e is not None and e.egress_prog_id == dp.group_prog_id for e in now)
+    counted = bool(dp.group_prog_id) and any(
+        e is not None and e.egress_prog_id == dp.group_prog_id for e in now
+    )
     rows, seen = [], set()
     names = recorded.weight_map() if recorded else {}
     for name, weight in names.items():

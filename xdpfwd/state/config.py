@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 import yaml
 
 from xdpfwd.errors import InputError
+from xdpfwd.kernel import files
 from xdpfwd.kernel.bpf import maps
-from xdpfwd.model import EgressSpec
+from xdpfwd.model import MODE_WORDS, MODES, EgressSpec
 from xdpfwd.state import buckets
 
 VERSION = 1
-MODES = ("auto", "native", "generic")
 TABLES = tuple(maps.TABLE_TYPES)
 VALUES = tuple(maps.VALUE_FORMATS)
 _GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -145,14 +145,12 @@ class _Reader:
 
 
 def load(path: str) -> Config:
-    """Read and check a configuration file. Raises ConfigError."""
+    """Read and check a configuration file: a regular file of at most
+    files.MAX_INPUT_BYTES of UTF-8 text. Raises ConfigError."""
     try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file") from None
+        text = files.decode_text(files.read_bounded(path, "configuration file"), path)
+    except InputError as e:
+        raise ConfigError(str(e)) from None
     return parse(text, path)
 
 
@@ -204,6 +202,11 @@ def parse(text: str, path: str = "<config>", check_files: bool = True) -> Config
     return config
 
 
+def _mode(r: _Reader, node) -> str:
+    word = r.choice(node, "mode", (*MODES, *MODE_WORDS))
+    return MODE_WORDS.get(word, word)
+
+
 def _ports(r: _Reader, node) -> dict[str, PortConf]:
     ports = {}
     if not isinstance(node, yaml.MappingNode):
@@ -214,7 +217,7 @@ def _ports(r: _Reader, node) -> dict[str, PortConf]:
             r.fail(key, f"port {name} appears twice")
         fields_ = r.mapping(value, f"port {name}", ("mode", "on_miss"))
         ports[name] = PortConf(
-            r.choice(fields_["mode"], "mode", MODES) if "mode" in fields_ else "auto",
+            _mode(r, fields_["mode"]) if "mode" in fields_ else "auto",
             r.choice(fields_["on_miss"], "on_miss", ("pass", "drop"))
             if "on_miss" in fields_
             else "pass",

@@ -27,7 +27,11 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
         port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
         for port in sorted(dp.ports.ifindexes())
     }
-    pairs = [*_entry_pairs(dp, ports, links), *_group_pairs(dp, links), *_balanced_pairs(dp, links)]
+    pairs = [
+        *_entry_pairs(dp, ports, links, dp.invalid_verdicts()),
+        *_group_pairs(dp, links),
+        *_balanced_pairs(dp, links),
+    ]
     pairs = [_with_events(pair, events) for pair in pairs] if tracing else pairs
     tx: dict[int, list[PairCounters]] = {}
     for pair in pairs:
@@ -47,7 +51,7 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
     return Snapshot(taken, wall, ports, {p.key: p for p in pairs}, exceptions, tracing)
 
 
-def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
+def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
     for port, counters in ports.items():
         entry = dp.fwd.get(port)
         if entry is None:
@@ -69,12 +73,15 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
                 stats.tx_packets,
                 stats.tx_bytes,
                 stats.drop_packets,
+                egress_invalid_packets=invalid.read(port) if invalid is not None else 0,
             )
 
 
 def _balanced_pairs(dp: Dataplane, links):
     """Each egress port of a balanced entry whose buckets count per pair (the
     built-in egress program), with the buckets it has now."""
+    if dp.pairs is None or not dp.group_prog_id:
+        return  # plain ifindex entries: no egress programs, no pair counters
     for ingress in balance.balanced_ports(dp):
         table = balance.table(dp, ingress)
         if not any(e is not None and e.egress_prog_id == dp.group_prog_id for e in table):
@@ -137,6 +144,10 @@ def zero(dp: Dataplane) -> None:
         dp.stats.reset(port)
         if dp.egress_stats is not None:
             dp.egress_stats.reset(port)
+    invalid = dp.invalid_verdicts()
+    if invalid is not None:
+        for port in invalid.ifindexes():
+            invalid.delete(port)
     if dp.pairs is not None:
         for ingress, egress in dp.pairs.pairs():
             dp.pairs.forget(ingress, egress)

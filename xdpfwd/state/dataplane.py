@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 
-from xdpfwd.errors import BpfError, XdpfwdError
-from xdpfwd.kernel import prereqs
+from xdpfwd.errors import BpfError, PrereqError, XdpfwdError
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.state.pins import PinDir
@@ -24,6 +23,11 @@ _BASE_PINS = (
     maps.PIN_GROUPS,
     maps.PIN_PORT_STATS,
     maps.PIN_PORT_STATS + maps.PIN_HI_SUFFIX,
+)
+_BALANCE_PINS = (
+    maps.PIN_BALANCE,
+    maps.PIN_BALANCE + maps.PIN_HI_SUFFIX,
+    maps.PIN_BUCKETS,
 )
 # Only tables of bpf_devmap_val entries have egress programs.
 _EGRESS_PINS = (
@@ -60,6 +64,10 @@ class Layout:
         return self.value_format == "devmap-val"
 
 
+class BrokenState(XdpfwdError):
+    """Part of the pinned state is missing (removed by hand): `apply` rebuilds it."""
+
+
 class Dataplane:
     """Open fds on the pinned objects; close() releases them (the pins stay)."""
 
@@ -79,6 +87,7 @@ class Dataplane:
             self.pairs: maps.PairStatsTable | None = None
             self.rewrites: maps.RewriteTable | None = None
             self.user_progs: maps.UserProgTable | None = None
+            self._invalid: maps.InvalidVerdictTable | None = None
             if self.layout.has_egress:
                 self.egress_fd, self.egress_id = self._open_prog(maps.PIN_PROG_EGRESS)
                 self.rewrite_fd, self.rewrite_id = self._open_prog(maps.PIN_PROG_REWRITE)
@@ -90,7 +99,7 @@ class Dataplane:
             # Balanced entries: absent from pins set up before xdpfwd had them.
             self.balance: maps.BalanceTable | None = None
             self.buckets: maps.BucketTable | None = None
-            if maps.PIN_BALANCE in pins.names():
+            if maps.PIN_BALANCE in pins.known_names():
                 self.balance = self._open(maps.BalanceTable, maps.PIN_BALANCE)
                 self.buckets = self._open(maps.BucketTable, maps.PIN_BUCKETS)
         except BaseException:
@@ -114,6 +123,16 @@ class Dataplane:
 
     def close(self) -> None:
         self._fds.close()
+
+    def invalid_verdicts(self) -> maps.InvalidVerdictTable | None:
+        """The counts of user egress programs' invalid verdicts; None until the first
+        user program compiled in this pin dir created them."""
+        if self._invalid is None and self.layout.has_egress:
+            try:
+                self._invalid = self._open(maps.InvalidVerdictTable, maps.PIN_ENTRY_INVALID)
+            except FileNotFoundError:
+                return None
+        return self._invalid
 
     def group_names(self) -> list[str]:
         try:
@@ -147,15 +166,17 @@ class Dataplane:
 
         Raises XdpfwdError when only part of it is pinned.
         """
-        present = pins.names()
+        present = pins.known_names()
         if not present:
             return None
         required = list(_BASE_PINS)
         if maps.PIN_FWD in present and existing_layout(pins).has_egress:
             required += _EGRESS_PINS
+        if maps.PIN_BALANCE in present:  # pins made since xdpfwd had balanced entries
+            required += _BALANCE_PINS
         missing = [name for name in required if name not in present]
         if missing:
-            raise XdpfwdError(
+            raise BrokenState(
                 f"pinned state in {pins.path} is incomplete (missing {', '.join(missing)}); "
                 "run `xdpfwd down` and set it up again"
             )
@@ -188,7 +209,6 @@ def reading(pins: PinDir) -> Iterator[Dataplane | None]:
 def writing(pins: PinDir) -> Iterator[Dataplane | None]:
     """The dataplane for changing what exists (None when nothing is set up), under the
     exclusive lock. Changes that may create pins go through transaction.change()."""
-    prereqs.require_privileges()
     with _opened(pins, shared=False) as dp:
         yield dp
 
@@ -196,7 +216,14 @@ def writing(pins: PinDir) -> Iterator[Dataplane | None]:
 @contextmanager
 def _opened(pins: PinDir, shared: bool) -> Iterator[Dataplane | None]:
     with pins.locked(create=False, shared=shared):
+        survey = pins.check_owned()
         dp = Dataplane.open(pins)
+        if dp is not None and not shared and not survey.marked:
+            # Made by a version without the marker: mark it now, if this process can
+            # create a map (stats --clear needs no capability; the directory stays
+            # xdpfwd's by its contents meanwhile).
+            with suppress(PrereqError):
+                pins.claim()
         if dp is None:
             yield None
             return
@@ -278,7 +305,7 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     except OSError as e:
         raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
-    rollback.callback(_unpin_new, pins, pins.names())
+    rollback.callback(_unpin_new, pins, pins.known_names())
     fds = loader.compile_ingress(pins.path, layout.value_size)
     try:
         for pin, func in _PROG_PINS.items():
@@ -294,5 +321,5 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
 
 
 def _unpin_new(pins: PinDir, keep: set[str]) -> None:
-    for name in pins.names() - keep:
+    for name in pins.known_names() - keep:
         os.unlink(pins.pin(name))

@@ -12,10 +12,11 @@ veth is dropped unless the veth's peer has GRO or an XDP program.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from xdpfwd.errors import XdpfwdError
 from xdpfwd.kernel import netdev, offloads
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
@@ -32,6 +33,7 @@ from xdpfwd.state.dataplane import Dataplane
 
 @dataclass(frozen=True)
 class Problem:
+    kind: str  # a stable key: sender_offload, receiver_gro, driver, mtu, egress_gone
     ifindex: int  # the port it is about (whose veth peer --fix changes)
     port: str
     text: str
@@ -52,13 +54,13 @@ def sender_problems(
     where = f"{peer.namespace.label}" if peer.namespace else "this namespace"
     sender = f"{port.ifname}'s veth peer {peer.ifname} ({where})"
     if port.xdp_mode == "native" and features.get("tx"):
-        change = {"tx": False}
+        kind, change = "sender_offload", {"tx": False}
         text = (
             f"{sender} sends with TX checksum offload: native XDP loses the partial "
             "checksums, so none of its UDP or TCP gets through"
         )
     elif port.xdp_mode == "generic" and (features.get("tso") or features.get("gso")):
-        change = {"tso": False, "gso": False}
+        kind, change = "sender_offload", {"tso": False, "gso": False}
         text = (
             f"{sender} sends TCP segments larger than the MTU (TSO/GSO): generic XDP "
             "refuses them, so large TCP transfers stall"
@@ -66,7 +68,7 @@ def sender_problems(
     else:
         return []
     fix = peer.command(**change)
-    return [Problem(port.ifindex, port.ifname, text, fix, tuple(change.items()))]
+    return [Problem(kind, port.ifindex, port.ifname, text, fix, tuple(change.items()))]
 
 
 def entry_problems(
@@ -78,7 +80,7 @@ def entry_problems(
     """What keeps frames from ingress from leaving on egress."""
     if egress is None:
         gone = f"the egress of {ingress.ifname} is gone"
-        return [Problem(ingress.ifindex, ingress.ifname, gone, "xdpfwd prune")]
+        return [Problem("egress_gone", ingress.ifindex, ingress.ifname, gone, "xdpfwd prune")]
     problems = []
     native = ingress.xdp_mode == "native"
     can_take = features is None or features.get(egress.ifindex, 0) & netdev.XDP_ACT_NDO_XMIT
@@ -88,14 +90,16 @@ def entry_problems(
             change = {"gro": True}
             fix = egress_peer.command(**change)
             problems.append(
-                Problem(egress.ifindex, egress.ifname, text, fix, tuple(change.items()))
+                Problem(
+                    "receiver_gro", egress.ifindex, egress.ifname, text, fix, tuple(change.items())
+                )
             )
         elif egress.kind == "veth":
             fix = f"give {egress.ifname}'s veth peer GRO (ethtool -K PEER gro on) or XDP"
-            problems.append(Problem(egress.ifindex, egress.ifname, text, fix))
+            problems.append(Problem("receiver_gro", egress.ifindex, egress.ifname, text, fix))
         else:
             fix = "its driver cannot; forward with --mode generic"
-            problems.append(Problem(egress.ifindex, egress.ifname, text, fix))
+            problems.append(Problem("driver", egress.ifindex, egress.ifname, text, fix))
     if egress.mtu < ingress.mtu:
         text = (
             f"{egress.ifname} has MTU {egress.mtu}, below {ingress.ifname}'s {ingress.mtu}: "
@@ -103,6 +107,7 @@ def entry_problems(
         )
         problems.append(
             Problem(
+                "mtu",
                 egress.ifindex,
                 egress.ifname,
                 text,
@@ -112,10 +117,20 @@ def entry_problems(
     return problems
 
 
-def forwarding_loop(entries: dict[int, int], links: dict[int, netdev.Link]) -> list[int]:
+def forwarding_loop(
+    entries: Mapping[int, int | Collection[int]], links: dict[int, netdev.Link]
+) -> list[int]:
     """A cycle that frames would go round forever, as the ports it passes (empty if
-    none): each entry sends out of its egress, and what leaves a veth enters its peer,
-    which forwards again if it has an entry. Only peers in this namespace are known."""
+    none): each entry sends out of its egress (a balanced entry out of any of its
+    ports: some flows take each), and what leaves a veth enters its peer, which
+    forwards again if it has an entry. Only peers in this namespace are known."""
+    return [ingress for ingress, _ in loop_hops(entries, links)]
+
+
+def loop_hops(
+    entries: Mapping[int, int | Collection[int]], links: dict[int, netdev.Link]
+) -> list[tuple[int, int]]:
+    """The (ingress, egress) hops of a forwarding loop, as forwarding_loop finds it."""
 
     def far_end(port: int) -> int | None:
         link = links.get(port)
@@ -123,15 +138,75 @@ def forwarding_loop(entries: dict[int, int], links: dict[int, netdev.Link]) -> l
             return None
         return link.peer_ifindex if link.peer_ifindex in links else None
 
+    def egress_of(port: int) -> list[int]:
+        found = entries.get(port)
+        if found is None:
+            return []
+        return [found] if isinstance(found, int) else sorted(found)
+
     for start in entries:
-        path, port = [start], start
-        while (egress := entries.get(port)) is not None and (port := far_end(egress)):
-            if port == start:
-                return path
-            if port in path:
-                break  # a cycle that does not pass start: found from its own start
-            path.append(port)
+        # Depth first from start, back to it; a cycle that does not pass start is
+        # found from its own start.
+        path: list[tuple[int, int]] = []
+        stack = [(start, iter(egress_of(start)))]
+        seen = {start}
+        while stack:
+            port, untried = stack[-1]
+            egress = next(untried, None)
+            if egress is None:
+                stack.pop()
+                if path:
+                    path.pop()
+                continue
+            after = far_end(egress)
+            if after == start:
+                return [*path, (port, egress)]
+            if after is None or after in seen:
+                continue
+            seen.add(after)
+            path.append((port, egress))
+            stack.append((after, iter(egress_of(after))))
     return []
+
+
+def forwarding_graph(dp: Dataplane) -> dict[int, set[int]]:
+    """Where each port's entry sends: a single entry's egress, or each port a
+    balanced entry's buckets point at."""
+    graph = {}
+    for port in dp.ports.ifindexes():
+        entry = dp.fwd.get(port)
+        if entry is not None:
+            graph[port] = {entry.egress_ifindex}
+        elif dp.balance is not None and dp.balance.get(port) is not None:
+            graph[port] = {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+    return graph
+
+
+def refuse_loops(
+    dp: Dataplane,
+    links: dict[int, netdev.Link],
+    adding: dict[int, set[int]],
+    force: bool,
+) -> tuple[str, ...]:
+    """Raise XdpfwdError if the entries adding (ingress -> its egress ports, replacing
+    what ingress has) close a forwarding loop with those there are, single or
+    balanced; with force, the warning to print instead."""
+    graph = {**forwarding_graph(dp), **adding}
+    hops = loop_hops(graph, links)
+    if not hops:
+        return ()
+
+    def label(port: int) -> str:
+        return links[port].ifname if port in links else f"ifindex {port}"
+
+    path = ", ".join(f"{label(ingress)} -> {label(egress)}" for ingress, egress in hops)
+    message = (
+        f"these entries would forward frames round a loop forever: {path}, and what "
+        f"leaves {label(hops[-1][1])} enters its veth peer {label(hops[0][0])}"
+    )
+    if not force:
+        raise XdpfwdError(f"{message}; refused (--force to add them anyway)")
+    return (message,)
 
 
 def port_state(

@@ -3,14 +3,24 @@
 Port i is the veth end `<prefix><i>` in the current namespace (the one xdpfwd
 forwards between); its peer `host0` lives in namespace `<prefix><i>` with address
 198.18.0.<i>/24 (the RFC 2544 benchmarking range), like a host on a switch port.
+
+The lab removes only what it made, known by a record rather than by name: its ports
+carry the alias `xdpfwd-lab:<prefix>` (IFLA_IFALIAS), and its namespaces are listed,
+with their inode numbers, in RECORD_DIR/<prefix>.json (/run is cleared at boot, like
+namespaces). A device or namespace called like a lab's but not recorded is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError, XdpfwdError
@@ -19,6 +29,8 @@ from xdpfwd.model.reports import Lab, LabPort, PingResult
 
 HOST_DEV = "host0"
 MAX_PORTS = 250
+RECORD_DIR = "/run/xdpfwd/lab"
+ALIAS_PREFIX = "xdpfwd-lab:"
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
 
 
@@ -29,22 +41,34 @@ def check_prefix(prefix: str) -> None:
         )
 
 
+def alias(prefix: str) -> str:
+    """The alias of the lab's ports: what marks them as the lab's."""
+    return ALIAS_PREFIX + prefix
+
+
 def lab_port(prefix: str, index: int) -> LabPort:
     name = f"{prefix}{index}"
     return LabPort(port=name, netns=name, host_dev=HOST_DEV, address=f"198.18.0.{index}/24")
 
 
 def up(prefix: str, nports: int, queues: int = 1) -> Lab:
-    """Build the lab; on any failure remove what was built. Raises InputError."""
+    """Build the lab; on any failure remove what was built. Raises InputError when
+    the lab exists, or a device or namespace of one of its names does."""
     check_prefix(prefix)
     if not 2 <= nports <= MAX_PORTS:
         raise InputError(f"a lab has 2 to {MAX_PORTS} ports, not {nports}")
-    if status(prefix) is not None:
+    if status(prefix).ports:
         raise InputError(f"lab {prefix} already exists; `xdpfwd lab down --name {prefix}` first")
     ports = [lab_port(prefix, i) for i in range(1, nports + 1)]
+    links = {link.ifname for link in netdev.links().values()}
+    for p in ports:
+        if p.port in links:
+            raise InputError(f"interface {p.port} already exists; choose another lab name")
+        if netns.exists(p.netns):
+            raise InputError(f"network namespace {p.netns} already exists; choose another lab name")
     try:
         for p in ports:
-            _build_port(p, queues)
+            _build_port(prefix, p, queues)
             interrupts.check()
     except BaseException:
         down(prefix)
@@ -52,11 +76,15 @@ def up(prefix: str, nports: int, queues: int = 1) -> Lab:
     return Lab(prefix, ports)
 
 
-def _build_port(p: LabPort, queues: int) -> None:
-    if netdev.link_by_name(p.port) is not None:
-        raise InputError(f"interface {p.port} already exists; choose another lab name")
-    netns.create(p.netns)
+def _build_port(prefix: str, p: LabPort, queues: int) -> None:
+    try:
+        netns.create(p.netns)
+    except FileExistsError:
+        raise InputError(f"network namespace {p.netns} already exists") from None
+    _record(prefix, p.netns)
+    # The veth's far end lives in the recorded namespace: removing it takes the pair.
     netdev.add_veth(p.port, p.host_dev, p.netns, queues)
+    netdev.set_alias(p.port, alias(prefix))
     netdev.configure(p.port)
     netdev.configure("lo", netns=p.netns)
     netdev.configure(p.host_dev, netns=p.netns, address=p.address)
@@ -67,36 +95,140 @@ def _build_port(p: LabPort, queues: int) -> None:
 
 
 def down(prefix: str) -> list[str]:
-    """Remove the lab's ports and namespaces; return the namespaces removed.
+    """Remove the lab's ports and namespaces (only what it recorded); return the
+    namespaces removed. Raises XdpfwdError when there is no such lab but devices or
+    namespaces of its names exist: they are someone else's.
 
     Ports go first: deleting a veth removes both ends at once, whereas a removed
     namespace takes its devices down later, in the background.
     """
     check_prefix(prefix)
-    for name in _lab_port_names(prefix):
+    namespaces = _recorded_namespaces(prefix)
+    ports = _lab_port_names(prefix)
+    if not namespaces and not ports:
+        _forget(prefix, None)
+        others = _named_like(prefix)
+        if others:
+            raise XdpfwdError(
+                f"no lab named {prefix}: {_listed(others)} exist but `xdpfwd lab up` did not "
+                "make them; left alone"
+            )
+        return []
+    for name in ports:
         netdev.delete_link(name)
     removed = []
-    for name in _lab_namespaces(prefix):
+    for name in namespaces:
         netns.remove(name)
+        _forget(prefix, name)
         removed.append(name)
+    _forget(prefix, None)
     return removed
 
 
-def status(prefix: str) -> Lab | None:
+def status(prefix: str) -> Lab:
+    """The lab's ports as they are (none when there is no such lab)."""
     check_prefix(prefix)
-    indexes = sorted(
-        {int(n[len(prefix) :]) for n in _lab_namespaces(prefix) + _lab_port_names(prefix)}
-    )
-    return Lab(prefix, [lab_port(prefix, i) for i in indexes]) if indexes else None
+    names = _recorded_namespaces(prefix) + _lab_port_names(prefix)
+    indexes = sorted({int(n[len(prefix) :]) for n in names if _is_lab_name(prefix, n)})
+    by_name = {link.ifname: link.ifindex for link in netdev.links().values()}
+    ports = [lab_port(prefix, i) for i in indexes]
+    return Lab(prefix, [replace(p, ifindex=by_name.get(p.port)) for p in ports])
 
 
-def _lab_namespaces(prefix: str) -> list[str]:
-    return [n for n in netns.names() if re.fullmatch(re.escape(prefix) + r"\d+", n)]
+def _is_lab_name(prefix: str, name: str) -> bool:
+    return re.fullmatch(re.escape(prefix) + r"\d+", name) is not None
 
 
 def _lab_port_names(prefix: str) -> list[str]:
-    pattern = re.escape(prefix) + r"\d+"
-    return [link.ifname for link in netdev.links().values() if re.fullmatch(pattern, link.ifname)]
+    """The devices here that the lab made: they carry its alias."""
+    mark = alias(prefix)
+    return sorted(link.ifname for link in netdev.links().values() if link.alias == mark)
+
+
+def _named_like(prefix: str) -> list[str]:
+    """Devices and namespaces called like the lab's ports, whoever made them."""
+    links = [link.ifname for link in netdev.links().values()]
+    return sorted({n for n in links + netns.names() if _is_lab_name(prefix, n)})
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+# --- the record of the lab's namespaces -------------------------------------------------
+
+
+def _record_path(prefix: str) -> str:
+    return os.path.join(RECORD_DIR, f"{prefix}.json")
+
+
+def _read_record(prefix: str) -> dict[str, int]:
+    """Namespace name -> inode number of the namespace the lab made under that name."""
+    try:
+        with open(_record_path(prefix)) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise XdpfwdError(f"the record of lab {prefix} is unreadable ({e}): remove it") from e
+    found = record.get("namespaces") if isinstance(record, dict) else None
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, int)}
+
+
+def _write_record(prefix: str, namespaces: dict[str, int]) -> None:
+    path = _record_path(prefix)
+    if not namespaces:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.removedirs(RECORD_DIR)  # up to /run, as long as each is empty
+        return
+    os.makedirs(RECORD_DIR, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=RECORD_DIR, prefix=f".{prefix}-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"namespaces": namespaces}, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _namespace_inode(name: str) -> int | None:
+    try:
+        return os.stat(netns.path(name)).st_ino
+    except OSError:
+        return None
+
+
+def _record(prefix: str, name: str) -> None:
+    """Record a namespace the lab just made, by name and inode number."""
+    record = _read_record(prefix)
+    record[name] = _namespace_inode(name)
+    _write_record(prefix, record)
+
+
+def _forget(prefix: str, name: str | None) -> None:
+    """Drop a namespace from the record; with None, drop the entries of namespaces that
+    are gone or replaced. The record goes with its last entry."""
+    record = _read_record(prefix)
+    if name is not None:
+        kept = {ns: ino for ns, ino in record.items() if ns != name}
+    else:
+        kept = {ns: ino for ns, ino in record.items() if _namespace_inode(ns) == ino}
+    if kept != record:
+        _write_record(prefix, kept)
+
+
+def _recorded_namespaces(prefix: str) -> list[str]:
+    """The lab's namespaces that still exist: recorded, and the same namespace (a
+    namespace made again under the name by someone else has another inode)."""
+    return sorted(
+        name for name, ino in _read_record(prefix).items() if _namespace_inode(name) == ino
+    )
 
 
 @contextmanager

@@ -1,23 +1,88 @@
-"""The pin directory: where it may live (bpffs), its lock, and its removal."""
+"""The pin directory: where it may live (bpffs), its lock, whose it is, and its removal.
+
+A pin directory is xdpfwd's when it holds xdpfwd's marker (maps.PIN_OWNER), which
+xdpfwd pins first in a directory it uses and removes last. A directory without one
+is taken over only when it is empty or holds nothing but pins xdpfwd makes, by name
+and kind (what earlier versions, which had no marker, left); any other directory is
+refused. Removal takes only xdpfwd's pins by name and kind, never anything else.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import re
-import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from xdpfwd.errors import InputError, PrereqError
+from xdpfwd.kernel.bpf import loader, maps
+from xdpfwd.kernel.bpf import syscall as sc
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/xdpfwd"
 BPFFS_DEFAULT_MOUNT = "/sys/fs/bpf"
 
 # The path is compiled into the C source and into BCC section names ("maps/devmap:<path>").
 _SAFE_PATH = re.compile(r"^(/[A-Za-z0-9_.@+-]+)+$")
+NAME_MAX = 255  # bytes in one path component (Linux)
+PATH_MAX = 1024  # xdpfwd's bound on the whole path: pins and group names go below it
+
+# Every pin xdpfwd makes in a pin dir, with its kind (map or prog) and the prefix of
+# the kernel object's name (BCC names objects after their C symbols).
+_PROGS = (
+    maps.PIN_PROG_INGRESS,
+    maps.PIN_PROG_EGRESS,
+    maps.PIN_PROG_REWRITE,
+    maps.PIN_PROG_GROUP,
+)
+_MAPS = (
+    maps.PIN_FWD,
+    maps.PIN_PORTS,
+    maps.PIN_GROUPS,
+    maps.PIN_PORT_STATS,
+    maps.PIN_PORT_STATS + maps.PIN_HI_SUFFIX,
+    maps.PIN_ENTRY_STATS,
+    maps.PIN_ENTRY_STATS + maps.PIN_HI_SUFFIX,
+    maps.PIN_PAIR_STATS,
+    maps.PIN_REWRITE,
+    maps.PIN_USER_PROGS,
+    maps.PIN_TX_EVENTS,
+    maps.PIN_ENTRY_INVALID,
+    maps.PIN_BALANCE,
+    maps.PIN_BALANCE + maps.PIN_HI_SUFFIX,
+    maps.PIN_BUCKETS,
+    maps.PIN_INTENT,
+)
+KNOWN_PINS: dict[str, tuple[str, str]] = {
+    **{name: ("prog", "xdpfwd_") for name in _PROGS},
+    # BCC names a TRACEPOINT_PROBE(xdp, event) program "xdp__<event>", cut to 15 bytes.
+    **{maps.PIN_TRACE_PREFIX + event: ("prog", "xdp__") for event in loader.TRACE_FUNCS},
+    **{name: ("map", "xdpfwd_") for name in _MAPS},
+}
+GROUP_PIN = ("map", "xg_")  # group/<name>: each broadcast group's devmap
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a pin directory holds, as far as ownership goes."""
+
+    exists: bool
+    marked: bool = False  # holds xdpfwd's marker
+    ours: tuple[str, ...] = ()  # xdpfwd's pins by name and kind (group/NAME included)
+    foreign: tuple[str, ...] = ()  # anything else
+
+    @property
+    def empty(self) -> bool:
+        return not (self.marked or self.ours or self.foreign)
+
+    @property
+    def owned(self) -> bool:
+        """xdpfwd's: marked, or (made by a version without the marker) all its own."""
+        return self.marked or (bool(self.ours) and not self.foreign)
 
 
 @dataclass(frozen=True)
@@ -30,8 +95,13 @@ class PinDir:
         path = os.path.normpath(path) if path else path
         if not path or not _SAFE_PATH.match(path):
             raise InputError(
-                f"pin directory {path!r} must be an absolute path made of letters, "
+                f"pin directory {_short(path)!r} must be an absolute path made of letters, "
                 "digits and . _ - + @"
+            )
+        if len(path) > PATH_MAX or any(len(part) > NAME_MAX for part in path.split("/")):
+            raise InputError(
+                f"pin directory {_short(path)!r} is too long: at most {PATH_MAX} bytes, and "
+                f"{NAME_MAX} in each name"
             )
         return cls(path)
 
@@ -55,6 +125,10 @@ class PinDir:
         except FileNotFoundError:
             return set()
 
+    def known_names(self) -> set[str]:
+        """The names in the directory that xdpfwd's pins have (the kind unchecked)."""
+        return self.names() & set(KNOWN_PINS)
+
     def ensure_bpffs(self) -> None:
         """Make sure the pin directory can live on a bpffs, mounting the default one.
 
@@ -71,29 +145,142 @@ class PinDir:
             f"first (`mount -t bpf bpf {BPFFS_DEFAULT_MOUNT}`) or choose another --pin-dir"
         )
 
+    def check_path(self) -> bool:
+        """Whether the directory exists; raises InputError when the path cannot be a pin
+        directory (not a directory, a symbolic link, a mount point, not on a bpffs)."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        except PermissionError as e:
+            raise _no_access(self.path, e) from None
+        except OSError as e:
+            if e.errno == errno.ENOTDIR:
+                raise InputError(
+                    f"--pin-dir {self.path}: part of the path is not a directory"
+                ) from None
+            raise InputError(f"--pin-dir {self.path}: {e.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise InputError(
+                f"--pin-dir {self.path} is a symbolic link; give the directory it leads to"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise InputError(
+                f"--pin-dir {self.path} is not a directory (a pinned object or a file); "
+                "choose another --pin-dir"
+            )
+        if os.path.ismount(self.path):
+            raise InputError(
+                f"--pin-dir {self.path} is a mount point (such as the bpffs root, which "
+                f"every BPF tool shares); give a directory of xdpfwd's own inside it, "
+                f"e.g. {self.pin('xdpfwd')}"
+            )
+        mount_point, fstype = _mount_of(self.path)
+        if fstype != "bpf":
+            raise InputError(
+                f"--pin-dir {self.path} is not on a BPF filesystem ({mount_point} is "
+                f"{fstype}); choose a directory on one"
+            )
+        return True
+
+    def survey(self, full: bool = False) -> Survey:
+        """What the directory holds. With a marker and without full, the rest is not
+        looked at. Raises InputError (check_path), PrereqError (no access)."""
+        if not self.check_path():
+            return Survey(exists=False)
+        names = self._listdir(self.path)
+        marked = maps.PIN_OWNER in names and _is_marker(self.pin(maps.PIN_OWNER))
+        if marked and not full:
+            return Survey(exists=True, marked=True)
+        ours, foreign = [], []
+        for name in sorted(names - ({maps.PIN_OWNER} if marked else set())):
+            if name == maps.PIN_GROUP_DIR and _is_dir(self.pin(name)):
+                for group in sorted(self._listdir(self.pin(name))):
+                    relative = f"{name}/{group}"
+                    (ours if _is_pin(self.pin(relative), GROUP_PIN) else foreign).append(relative)
+                if not self._listdir(self.pin(name)):
+                    ours.append(name)
+            elif name in KNOWN_PINS and _is_pin(self.pin(name), KNOWN_PINS[name]):
+                ours.append(name)
+            else:
+                foreign.append(name)
+        return Survey(True, marked, tuple(ours), tuple(foreign))
+
+    def _listdir(self, path: str) -> set[str]:
+        try:
+            return set(os.listdir(path))
+        except FileNotFoundError:
+            return set()
+        except PermissionError as e:
+            raise _no_access(path, e) from None
+
+    def check_owned(self, survey: Survey | None = None) -> Survey:
+        """The survey, unless the directory is someone else's: raises InputError when
+        it holds anything and is not xdpfwd's (nor made by an earlier xdpfwd)."""
+        survey = survey or self.survey()
+        if survey.exists and not survey.owned and not survey.empty:
+            raise InputError(foreign_message(self.path, survey.foreign))
+        return survey
+
+    def claim(self) -> bool:
+        """Make the directory xdpfwd's, with the lock held: pin the marker unless it is
+        there; return True if this call pinned it. Raises InputError (someone else's
+        directory), PrereqError, or BpfError."""
+        survey = self.check_owned()
+        if survey.marked:
+            return False
+        try:
+            maps.create_pinned_owner(self.pin(maps.PIN_OWNER))
+        except FileExistsError:
+            raise InputError(foreign_message(self.path, (maps.PIN_OWNER,))) from None
+        except OSError as e:
+            raise PrereqError(f"marking {self.path} as xdpfwd's failed: {e.strerror}") from e
+        return True
+
+    def unmark(self) -> None:
+        """Remove the marker (undo of a claim() whose change failed)."""
+        try:
+            os.unlink(self.pin(maps.PIN_OWNER))
+        except FileNotFoundError:
+            pass
+
     @contextmanager
     def locked(self, create: bool, shared: bool = False) -> Iterator[bool]:
         """Hold a flock on the directory; yield whether this call created it.
 
         Exclusive for the processes that change state, which it serialises; shared
         for readers, who then never see a change half made. A waiter whose directory
-        was removed meanwhile (by `down`) starts over on a fresh one.
+        was removed meanwhile (by `down`) starts over on a fresh one. Only the last
+        component is created: its parent must exist. Raises InputError for a path
+        that cannot be a pin directory (check_path).
         """
         while True:
             created = False
-            if create and not self.exists():
+            if create and not self.check_path():
                 try:
-                    os.makedirs(self.path, mode=0o700)
+                    os.mkdir(self.path, mode=0o700)
                     created = True
                 except FileExistsError:
                     pass
+                except FileNotFoundError:
+                    raise InputError(
+                        f"--pin-dir {self.path}: its parent directory "
+                        f"{os.path.dirname(self.path)} does not exist"
+                    ) from None
+                except OSError as e:
+                    raise InputError(f"--pin-dir {self.path}: {e.strerror}") from None
+            if not create and not self.check_path():
+                yield False
+                return
             try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             except FileNotFoundError:
                 if create:
                     continue
                 yield False
                 return
+            except OSError as e:
+                raise InputError(f"--pin-dir {self.path}: {e.strerror}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
                 if os.fstat(fd).st_nlink == 0:
@@ -103,15 +290,101 @@ class PinDir:
             finally:
                 os.close(fd)
 
-    def remove(self) -> None:
-        """Unpin everything: the kernel frees each object once nothing else holds it."""
-        shutil.rmtree(self.path, ignore_errors=False)
+    def remove_owned(self) -> tuple[str, ...]:
+        """Unpin xdpfwd's pins (by name and kind), then the marker, then the directory
+        if nothing else is left in it; return what is left (not xdpfwd's). The kernel
+        frees each object once nothing else holds it. Call with the lock held."""
+        survey = self.survey(full=True)
+        if not survey.exists:
+            return ()
+        # Deepest first: a group's pin before the group directory.
+        for name in sorted(survey.ours, key=lambda n: -n.count("/")):
+            path = self.pin(name)
+            try:
+                if name == maps.PIN_GROUP_DIR:
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if name != maps.PIN_GROUP_DIR or e.errno != errno.ENOTEMPTY:
+                    raise
+        group_dir = self.pin(maps.PIN_GROUP_DIR)
+        if any(n.startswith(maps.PIN_GROUP_DIR + "/") for n in survey.ours):
+            try:
+                os.rmdir(group_dir)
+            except OSError:
+                pass  # something else is in it: left with it
+        if survey.foreign:
+            return survey.foreign
+        self.unmark()
+        try:
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno != errno.ENOTEMPTY:
+                raise
+            return tuple(sorted(self.names()))  # pinned meanwhile by someone else
+        return ()
 
     def remove_if_empty(self) -> None:
         try:
             os.rmdir(self.path)
         except OSError:
             pass
+
+
+def foreign_message(path: str, foreign: tuple[str, ...]) -> str:
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return (
+        f"--pin-dir {path} is not xdpfwd's: it holds {shown}, which xdpfwd did not make; "
+        "choose another --pin-dir (xdpfwd uses only directories it created)"
+    )
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 80 else path[:60] + "..." + path[-12:]
+
+
+def _no_access(path: str, e: OSError) -> PrereqError:
+    return PrereqError(
+        f"no access to {path} ({e.strerror}): run as root, or as the user that owns the pins"
+    )
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_marker(path: str) -> bool:
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        return maps.is_owner_marker(path)
+    except FileNotFoundError:
+        return False
+    except PermissionError as e:
+        raise _no_access(path, e) from None
+
+
+def _is_pin(path: str, kind: tuple[str, str]) -> bool:
+    """Whether path holds a BPF object of this kind (map or prog) and name prefix."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        found, name = sc.pinned_kind(path)
+    except FileNotFoundError:
+        return False
+    except PermissionError as e:
+        raise _no_access(path, e) from None
+    except OSError:
+        return False
+    return found == kind[0] and name.startswith(kind[1])
 
 
 def _mount_of(path: str, mountinfo: str | None = None) -> tuple[str, str]:

@@ -96,22 +96,15 @@ class AttachPlan:
     switch: bool = False  # xdpfwd's program, to re-attach in another mode
 
 
-def plan_attach(
-    link: netdev.Link, ours: int | None, mode: str, force: bool, switch: bool = False
-) -> AttachPlan:
-    """Decide, before anything changes, how xdpfwd's program gets onto link.
+def plan_attach(link: netdev.Link, ours: int | None, mode: str, force: bool) -> AttachPlan:
+    """Decide, before anything changes, how xdpfwd's program gets onto link: kept,
+    re-attached in the mode asked for, attached, or put in place of another's.
 
-    Raises AttachError for another tool's program without force, XdpfwdError when
-    the port runs xdpfwd in another mode than the one asked for (unless switch).
+    Raises AttachError for another tool's program without force.
     """
     if link.xdp_prog_id and link.xdp_prog_id == ours:
         if mode != "auto" and mode != link.xdp_mode:
-            if switch:
-                return AttachPlan(link, keep=False, foreign_prog_id=0, switch=True)
-            raise XdpfwdError(
-                f"{link.ifname} already runs xdpfwd in {link.xdp_mode} mode; "
-                f"`xdpfwd del` its entries first to switch to {mode}"
-            )
+            return AttachPlan(link, keep=False, foreign_prog_id=0, switch=True)
         return AttachPlan(link, keep=True, foreign_prog_id=0)
     if link.xdp_prog_id and not force:
         raise AttachError(
@@ -247,6 +240,9 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
                 dp.buckets.remove(port, bucket)
         if dp.layout.has_egress:
             dp.egress_stats.delete(port)
+            invalid = dp.invalid_verdicts()
+            if invalid is not None:
+                invalid.delete(port)
             if entry is not None:
                 dp.rewrites.forget(port, entry.egress_ifindex)
             for ingress, egress in dp.pairs.pairs():
@@ -270,18 +266,24 @@ def orphans(links: dict[int, netdev.Link], ours: int | None) -> dict[int, int]:
     return found
 
 
-def teardown(pins: PinDir) -> list[Iface]:
-    """Detach this pin directory's program everywhere and remove its pins; return the
-    ports it left. Call with the pin directory locked. Raises AttachError.
+def teardown(pins: PinDir) -> tuple[list[Iface], tuple[str, ...]]:
+    """Detach this pin directory's program everywhere and remove its pins (xdpfwd's,
+    by name and kind: see PinDir.remove_owned); return the ports it left and what it
+    left in the directory. Call with the pin directory locked, after checking it is
+    xdpfwd's. Raises AttachError, XdpfwdError.
 
     An interrupt waits until it is done: half a teardown helps nobody."""
     with interrupts.held():
-        detached = _teardown(pins)
+        detached = _detach_everywhere(pins)
+        try:
+            left = pins.remove_owned()
+        except OSError as e:
+            raise XdpfwdError(f"removing the pins in {pins.path} failed: {e.strerror}") from e
         interrupts.mark_committed()
-    return detached
+    return detached, left
 
 
-def _teardown(pins: PinDir) -> list[Iface]:
+def _detach_everywhere(pins: PinDir) -> list[Iface]:
     detached = []
     prog_fd = open_pinned_prog(pins)
     if prog_fd is not None:
@@ -293,10 +295,4 @@ def _teardown(pins: PinDir) -> list[Iface]:
                     detached.append(iface(link))
         finally:
             os.close(prog_fd)
-    try:
-        pins.remove()
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise XdpfwdError(f"removing {pins.path} failed: {e.strerror}") from e
     return detached

@@ -1,6 +1,6 @@
-"""The frame of every change to a pin directory: privileges, bpffs, the lock, the
-links as they are under it, the attach plan, pins created (compiling once), and
-undo of all of it on any error."""
+"""The frame of every change to a pin directory: bpffs, the lock, the directory made
+(or checked to be) xdpfwd's, the links as they are under it, the attach plan, pins
+created (compiling once), and undo of all of it on any error."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, prereqs
+from xdpfwd.kernel import netdev
 from xdpfwd.model import Attachment
 from xdpfwd.state import dataplane, ports
 from xdpfwd.state.dataplane import Dataplane, Layout
@@ -81,23 +81,24 @@ def change(
     attach: dict[int, str],
     force: bool,
     check_layout: Callable[[Layout], None] = lambda layout: None,
-    switch: bool = False,
     replaceable: Callable[[netdev.Link], bool] = lambda link: False,
 ) -> Iterator[Change]:
     """Hold the pin directory's lock and open its dataplane, creating what is missing.
 
     attach maps the ifindexes of the ports that are to run xdpfwd to their mode.
     Nothing changes before every check passed: foreign programs on those ports
-    (replaced with force, or when replaceable says so), their mode (switched when
-    switch says so), the table's type and value format (check_layout may refuse
-    more). If the body raises, everything done since is undone; when it returns,
-    the change is committed and after_commit runs.
+    (replaced with force, or when replaceable says so), the table's type and value
+    format (check_layout may refuse more); a port running xdpfwd in another mode than
+    the one asked for is re-attached in it. If the body raises, everything done since
+    is undone; when it returns, the change is committed and after_commit runs.
     """
-    prereqs.require_privileges()
     pins.ensure_bpffs()
+    pins.check_owned()  # before creating anything: someone else's directory is refused
     with pins.locked(create=True) as created, Undo() as undo_setup:
         if created:
             undo_setup.callback(pins.remove_if_empty)
+        if pins.claim():
+            undo_setup.callback(pins.unmark)
         ours = ports.pinned_prog_id(pins)
         # Links as they are now, under the lock: another writer or a repair may have
         # attached or detached since the caller looked them up.
@@ -106,7 +107,7 @@ def change(
         for port, mode in attach.items():
             link = _link(links, port)
             replace_foreign = force or replaceable(link)
-            plans.append(ports.plan_attach(link, ours, mode, replace_foreign, switch))
+            plans.append(ports.plan_attach(link, ours, mode, replace_foreign))
         layout = dataplane.planned_layout(pins, table, value)
         ports.check_table_bounds(layout.table, [plan.link for plan in plans])
         check_layout(layout)

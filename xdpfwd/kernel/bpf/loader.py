@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from xdpfwd import progress
 from xdpfwd.errors import BpfError, PrereqError
 from xdpfwd.kernel import prereqs
 from xdpfwd.kernel.bpf import source
@@ -73,7 +74,7 @@ def compile_programs(
     log.info("compiling %s with BCC", label)
     fds: dict[str, int] = {}
     failure = None
-    with _captured_output() as output:
+    with progress.step(f"compiling {label} with BCC"), _captured_output() as output:
         try:
             from bcc import BPF
 

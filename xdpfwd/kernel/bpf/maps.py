@@ -30,6 +30,12 @@ PIN_BALANCE = "balance"
 PIN_BUCKETS = "buckets"
 # The configuration last asked for, by device name (user space only, no C side).
 PIN_INTENT = "intent"
+# The first pin in a pin dir xdpfwd creates, the last it removes: its mark of ownership.
+PIN_OWNER = "xdpfwd_owner"
+OWNER_NAME = "xdpfwd_owner"  # the marker map's own name, with its shape below
+OWNER_FORMAT = 1  # the one value it holds: the pin dir's layout version
+# Frames user egress programs gave a verdict other than XDP_PASS/XDP_DROP, per entry.
+PIN_ENTRY_INVALID = "entry_invalid"
 
 FWD_MAX_ENTRIES = 65536
 MAX_PORTS = 4096
@@ -45,6 +51,9 @@ HASH_MODES = {"symmetric": 1, "l4": 2, "l3": 3, "l2": 4}
 PIN_BENCH_CFG = "bench_cfg"
 PIN_BENCH_SINK = "bench_sink"
 PIN_BENCH_FWD = "bench_fwd"
+PIN_BENCH_FLOOD = "bench_flood"
+PIN_BENCH_SPREAD = "bench_spread"
+BENCH_SPREAD_MAX = 4
 BENCH_UDP_PORT = 9
 BENCH_SRC_PORT = 1024
 
@@ -69,6 +78,10 @@ _COUNTER = struct.Struct("=QQ")  # struct xdpfwd_counter
 _REWRITE = struct.Struct("=6s6sI")  # struct xdpfwd_rewrite
 _BENCH_CFG = struct.Struct("=III")  # struct xdpfwd_bench_cfg
 _USER_PROG = struct.Struct("=256s64s32s")  # source path, function, sha256 of the source
+# Longest path and function name a record holds, NUL-terminated: a field without a NUL
+# was cut short (earlier versions truncated long paths) and is not trusted.
+USER_PROG_PATH_MAX = 255
+USER_PROG_FUNC_MAX = 63
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,13 @@ class EgressStats:
     drop_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """In the names stats uses: a drop here is an egress program's."""
+        return {
+            "tx_packets": self.tx_packets,
+            "tx_bytes": self.tx_bytes,
+            "egress_drop_packets": self.drop_packets,
+            "egress_drop_bytes": self.drop_bytes,
+        }
 
 
 @dataclass(frozen=True)
@@ -461,6 +480,15 @@ class PairStatsTable(PairMap):
         return None if totals is None else EgressStats(*totals)
 
 
+class InvalidVerdictTable(PinnedMap):
+    """Per-CPU counts, per forwarding entry (its ingress ifindex), of the frames its
+    user egress program gave a verdict other than XDP_PASS or XDP_DROP."""
+
+    def read(self, ingress: int) -> int:
+        packets, _ = self._read_percpu(_key(ingress), _COUNTER) or (0, 0)
+        return packets
+
+
 class TxEventsTable(PairMap):
     """Per-CPU tracepoint counts per (ingress, egress) pair (egress 0: exceptions)."""
 
@@ -511,11 +539,52 @@ class UserProgTable(PinnedMap):
         if raw is None:
             return None
         path, function, digest = _USER_PROG.unpack(raw)
-        return UserProg(path.rstrip(b"\0").decode(), function.rstrip(b"\0").decode(), digest)
+        if b"\0" not in path or b"\0" not in function:
+            return None  # cut short: not where the program came from
+        try:
+            path_text, function_text = (f.split(b"\0")[0].decode() for f in (path, function))
+        except UnicodeDecodeError:
+            return None
+        return UserProg(path_text, function_text, digest)
 
     def set(self, prog_id: int, prog: UserProg) -> None:
-        value = _USER_PROG.pack(prog.path.encode(), prog.function.encode(), prog.digest)
+        path, function = prog.path.encode(), prog.function.encode()
+        if len(path) > USER_PROG_PATH_MAX or len(function) > USER_PROG_FUNC_MAX:
+            raise ValueError(f"{prog.path}:{prog.function} is too long to record")
+        value = _USER_PROG.pack(path, function, prog.digest)
         sc.map_update(self.fd, _key(prog_id), value)
+
+
+def create_pinned_owner(path: str) -> None:
+    """Pin the marker of a pin dir that is xdpfwd's: a one-slot array, named and shaped
+    so that no other tool's map looks like it. Raises FileExistsError if path is taken."""
+    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, _U32.size, 1, OWNER_NAME)
+    try:
+        sc.map_update(fd, _key(0), _U32.pack(OWNER_FORMAT))
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def is_owner_marker(path: str) -> bool:
+    """Whether path holds xdpfwd's ownership marker (False for anything else).
+
+    Raises PermissionError when this process may not open what is pinned there.
+    """
+    fd = sc.obj_get(path)
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-map":
+            return False
+        info = sc.map_info(fd)
+        return (info.map_type, info.key_size, info.value_size, info.max_entries, info.name) == (
+            sc.MAP_TYPE_ARRAY,
+            _U32.size,
+            _U32.size,
+            1,
+            OWNER_NAME,
+        )
+    finally:
+        os.close(fd)
 
 
 def create_pinned_user_progs(path: str) -> None:

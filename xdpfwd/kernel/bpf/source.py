@@ -13,6 +13,7 @@ INGRESS_SOURCE = "xdpfwd_kern.c"
 EGRESS_SOURCE = "xdpfwd_egress.c"
 BENCH_SOURCE = "xdpfwd_bench.c"
 TRACE_SOURCE = "xdpfwd_trace.c"
+USER_SOURCE = "xdpfwd_user.c"
 COMMON_HEADER = "xdpfwd_common.h"
 
 _PRELUDE = '#include <uapi/linux/bpf.h>\n#include "xdpfwd_common.h"\n#include "xdpfwd_bcc.h"\n'
@@ -51,8 +52,30 @@ def ingress_text(with_egress: bool) -> str:
 
 def user_function(text: str) -> str | None:
     """The only `int NAME(struct xdp_md *...)` function in text, if there is exactly one."""
-    names = set(_XDP_FUNCTION.findall(text))
+    names = xdp_functions(text)
     return names.pop() if len(names) == 1 else None
+
+
+def xdp_functions(text: str) -> set[str]:
+    """Every `int NAME(struct xdp_md *...)` function of text."""
+    return set(_XDP_FUNCTION.findall(_without_comments(text)))
+
+
+def mentions_function(text: str, func: str) -> bool:
+    """Whether text calls or defines func (outside comments)."""
+    return re.search(rf"\b{re.escape(func)}\s*\(", _without_comments(text)) is not None
+
+
+_INVALID_EGRESS_VERDICTS = re.compile(r"\b(XDP_TX|XDP_REDIRECT|XDP_ABORTED)\b")
+
+
+def invalid_egress_verdicts(text: str) -> list[str]:
+    """The verdicts an egress program may not give that text names (outside comments)."""
+    return sorted(set(_INVALID_EGRESS_VERDICTS.findall(_without_comments(text))))
+
+
+def _without_comments(text: str) -> str:
+    return re.sub(r"/\*.*?\*/|//[^\n]*", " ", text, flags=re.S)
 
 
 def user_egress_text(user_text: str, file_name: str, func: str) -> str:
@@ -67,7 +90,7 @@ def user_egress_text(user_text: str, file_name: str, func: str) -> str:
     shown = file_name if not any(c in file_name for c in '"\\\n') else "user.c"
     impl = f"__xdpfwd_user_{func}"
     return (
-        program_text(STATS_SOURCE)
+        program_text(STATS_SOURCE, USER_SOURCE)
         + '#include "xdpfwd_user.h"\n'
         + f"#define {func} {impl}\nstatic __always_inline int {impl}(struct xdp_md *ctx);\n"
         + _part(shown, user_text)

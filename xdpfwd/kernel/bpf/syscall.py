@@ -313,6 +313,23 @@ def obj_get(path: str) -> int:
         raise
 
 
+def pinned_kind(path: str) -> tuple[str, str]:
+    """What is pinned at path: ("map" or "prog" or "link", the object's name).
+
+    Raises FileNotFoundError, or OSError when path holds no BPF object.
+    """
+    fd = obj_get(path)
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if target == "anon_inode:bpf-map":
+            return "map", map_info(fd).name
+        if target == "anon_inode:bpf-prog":
+            return "prog", prog_info(fd).name
+        return "link" if target == "anon_inode:bpf_link" else target, ""
+    finally:
+        os.close(fd)
+
+
 def prog_fd_by_id(prog_id: int) -> int:
     return _bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(id=prog_id), f"open program id {prog_id}")
 

@@ -1,0 +1,345 @@
+"""xdpfwd touches only what is its own: pin directories it marked, pins it knows by name
+and kind, lab devices it recorded; it needs the capabilities it documents, reads input
+with a bound, and every failure is one line with a documented exit code."""
+
+import json
+import os
+import random
+import subprocess
+import time
+
+import pytest
+
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.kernel.bpf import syscall as sc
+
+from .conftest import RUN_ID
+from .net import assert_fails, namespaces, sh, snapshot, xdpfwd_cmd
+
+BOTH = ("setpriv", "--bounding-set=-all,+net_admin,+sys_admin", "--inh-caps=-all")
+BPF_ONLY = ("setpriv", "--bounding-set=-all,+net_admin,+bpf,+perfmon", "--inh-caps=-all")
+SYS_ONLY = ("setpriv", "--bounding-set=-all,+sys_admin", "--inh-caps=-all")
+
+
+def pin_foreign_map(path: str, name: str = "st") -> None:
+    """Another tool's pin: a small array map."""
+    fd = sc.map_create(sc.MAP_TYPE_ARRAY, 4, 4, 1, name)
+    try:
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def pinned(directory: str) -> list[str]:
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+
+# --- pin directories ---------------------------------------------------------------------
+
+EVERY_COMMAND = [
+    ["add", "p1", "p2"],
+    ["del", "p1"],
+    ["broadcast", "p1", "p2"],
+    ["broadcast", "del", "p1"],
+    ["list"],
+    ["stats"],
+    ["stats", "--clear"],
+    ["save"],
+    ["prune"],
+    ["down"],
+    ["apply", "CONFIG"],
+]
+
+
+@pytest.fixture
+def config(topo):
+    return topo.config_file({"forward": [{"from": "p1", "to": "p2"}]})
+
+
+@pytest.mark.parametrize("args", EVERY_COMMAND, ids=" ".join)
+def test_a_directory_with_another_tools_pins_is_refused_by_every_command(
+    topo, pin_dir, config, args
+):
+    os.mkdir(pin_dir)
+    pin_foreign_map(os.path.join(pin_dir, "state"))
+    args = [config if a == "CONFIG" else a for a in args]
+    assert_fails(topo.xdpfwd(pin_dir, *args), 2, "is not xdpfwd's", "state")
+    assert pinned(pin_dir) == ["state"] and topo.xdp("p1") is None
+
+
+def test_a_pin_named_like_xdpfwds_but_of_another_kind_is_foreign(topo, pin_dir):
+    os.mkdir(pin_dir)
+    pin_foreign_map(os.path.join(pin_dir, maps.PIN_PROG_INGRESS))  # a map, not a program
+    assert_fails(topo.xdpfwd(pin_dir, "down"), 2, "is not xdpfwd's", maps.PIN_PROG_INGRESS)
+    assert pinned(pin_dir) == [maps.PIN_PROG_INGRESS]
+
+
+@pytest.mark.parametrize("args", [["down"], ["list"], ["add", "p1", "p2"]], ids=" ".join)
+def test_the_bpffs_root_a_pinned_map_and_overlong_paths_are_refused(topo, pin_dir, args):
+    root = os.path.dirname(pin_dir)
+    pin_foreign_map(os.path.join(root, "state"))
+    before = pinned(root)
+    for path, needle in (
+        (root, "is a mount point"),
+        (os.path.join(root, "state"), "is not a directory"),
+        (os.path.join(root, "state", "x"), "part of the path is not a directory"),
+        (os.path.join(root, "a" * 300), "too long"),
+        (os.path.join(root, "missing", "xdpfwd"), "does not exist" if args[0] == "add" else ""),
+    ):
+        result = topo.xdpfwd(path, *args)
+        if not needle:  # reading or removing what does not exist: nothing to do
+            assert result.returncode == 0, result.stderr
+            continue
+        assert_fails(result, 2, needle)
+    assert pinned(root) == before and topo.xdp("p1") is None
+
+
+def test_a_pin_dir_of_an_earlier_version_is_adopted_then_removed_whole(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    topo.ok(pin_dir, "broadcast", "p3", "p4", "--group", "g")
+    topo.ok(pin_dir, "stats", "--watch", "--count", "1", "--interval", "0.2")
+    os.unlink(os.path.join(pin_dir, maps.PIN_OWNER))  # as versions without the marker left it
+    assert len(topo.list_json(pin_dir)["groups"]) == 1  # read as xdpfwd's
+    topo.ok(pin_dir, "broadcast", "del", "p4")  # a change marks it
+    assert maps.PIN_OWNER in pinned(pin_dir)
+    os.unlink(os.path.join(pin_dir, maps.PIN_OWNER))
+    down = topo.ok(pin_dir, "down")
+    assert f"removed {pin_dir}" in down.stdout
+    assert not os.path.exists(pin_dir) and topo.xdp("p1") is None and topo.xdp("p3") is None
+
+
+def test_down_and_apply_keep_what_xdpfwd_did_not_make(topo, pin_dir, config):
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    topo.ok(pin_dir, "add", "p1", "p2")  # a marked directory: xdpfwd's from now on
+    intruder = os.path.join(pin_dir, "intruder")
+    pin_foreign_map(intruder)
+    # apply repairs a directory that lost a pin: only xdpfwd's pins are removed for it.
+    os.unlink(os.path.join(pin_dir, maps.PIN_PORTS))
+    topo.ok(pin_dir, "apply", config)
+    assert os.path.exists(intruder) and topo.list_json(pin_dir)["entries"][0]["state"] == "ok"
+    down = topo.ok(pin_dir, "down")
+    assert "kept" in down.stderr and "intruder" in down.stderr
+    assert pinned(pin_dir) == ["intruder", maps.PIN_OWNER]
+    assert topo.xdp("p1") is None and topo.xdp("p2") is None
+    # Still xdpfwd's: it can be used again, and emptied for good once the intruder goes.
+    topo.ok(pin_dir, "add", "p1", "p2")
+    os.unlink(intruder)
+    topo.ok(pin_dir, "down")
+    assert not os.path.exists(pin_dir)
+
+
+def test_apply_dry_run_leaves_broken_pins_alone(topo, pin_dir, config):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    os.unlink(os.path.join(pin_dir, maps.PIN_PORTS))
+    before = pinned(pin_dir)
+    dry = topo.ok(pin_dir, "apply", config, "--dry-run")
+    assert dry.stdout.startswith(f"would do:\n  rebuild the pinned state in {pin_dir}")
+    assert pinned(pin_dir) == before and topo.xdp("p1") is not None
+
+
+# --- the lab -----------------------------------------------------------------------------
+
+
+def test_lab_down_leaves_devices_and_namespaces_it_did_not_make(scratch_ns):
+    prefix = f"o{RUN_ID}e"
+    namesake = f"{prefix}7"  # a namespace called like a port of lab `prefix`
+    sh("ip", "-n", scratch_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+    sh("ip", "netns", "add", namesake)
+    try:
+        for name in ("eth", prefix):
+            result = subprocess.run(
+                xdpfwd_cmd(scratch_ns, "lab", "down", "--name", name),
+                capture_output=True,
+                text=True,
+            )
+            assert_fails(result, 1, f"no lab named {name}", "left alone")
+        links = json.loads(sh("ip", "-n", scratch_ns, "-j", "link").stdout)
+        assert {"eth0", "eth1"} <= {link["ifname"] for link in links}
+        assert namesake in namespaces()
+        # A real lab of that name goes, and only it: the namesake stays.
+        for command in ("up", "down"):
+            lab = xdpfwd_cmd(scratch_ns, "lab", command, "--name", prefix)
+            assert subprocess.run(lab, capture_output=True).returncode == 0, command
+        assert namesake in namespaces() and f"{prefix}1" not in namespaces()
+    finally:
+        sh("ip", "netns", "del", namesake, check=False)
+        for i in (1, 2):
+            sh("ip", "netns", "del", f"{prefix}{i}", check=False)
+
+
+# --- capabilities ------------------------------------------------------------------------
+
+
+def test_the_documented_capabilities_are_enough(topo, pin_dir, config):
+    # As root with only CAP_NET_ADMIN and CAP_SYS_ADMIN (a systemd unit's bounding set),
+    # on a fresh pin directory and on an existing one.
+    for args in (
+        ["add", "p1", "p2"],
+        ["add", "p2", "p1", "--on-miss", "drop"],
+        ["list"],
+        ["stats", "--watch", "--count", "1", "--interval", "0.2"],
+        ["save"],
+        ["del", "p2"],
+        ["del", "p1"],
+        ["broadcast", "p1", "p2", "--group", "g"],
+        ["broadcast", "del", "p2"],
+        ["apply", config],
+        ["prune"],
+        ["down"],
+        ["apply", config],
+    ):
+        result = topo.xdpfwd(pin_dir, *args, inner=BOTH)
+        assert result.returncode == 0, (args, result.stderr)
+    assert [r["state"] for r in topo.list_json(pin_dir)["entries"]] == ["ok"]
+    topo.ok(pin_dir, "down")
+
+
+@pytest.mark.parametrize(
+    "setpriv, args, missing",
+    [
+        (BPF_ONLY, ["add", "p1", "p2"], "lacks CAP_SYS_ADMIN"),
+        (BPF_ONLY, ["del", "p1"], "lacks CAP_SYS_ADMIN"),
+        (BPF_ONLY, ["stats", "--watch", "--count", "1"], "lacks CAP_SYS_ADMIN"),
+        (SYS_ONLY, ["down"], "xdpfwd down needs CAP_NET_ADMIN"),
+        (SYS_ONLY, ["apply", "CONFIG"], "lacks CAP_NET_ADMIN"),
+    ],
+    ids=["add-with-cap-bpf", "del-with-cap-bpf", "watch", "down", "apply"],
+)
+def test_missing_capabilities_are_named_before_anything_changes(
+    topo, pin_dir, config, setpriv, args, missing
+):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    before = snapshot(topo, pin_dir)
+    args = [config if a == "CONFIG" else a for a in args]
+    assert_fails(topo.xdpfwd(pin_dir, *args, inner=setpriv), 5, missing, "root")
+    assert snapshot(topo, pin_dir) == before
+
+
+def test_reading_needs_no_capability(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    none = ("setpriv", "--bounding-set=-all", "--inh-caps=-all")
+    for args in (["list"], ["stats"], ["save"], ["stats", "--clear"]):
+        result = topo.xdpfwd(pin_dir, *args, inner=none)
+        assert result.returncode == 0, (args, result.stderr)
+
+
+# --- bounded input and one-line errors ---------------------------------------------------
+
+
+def big_file(tmp_path) -> str:
+    path = tmp_path / "big.yaml"
+    with open(path, "wb") as f:
+        f.write(b"version: 1\n" + b"#" * (5 << 20))
+    return str(path)
+
+
+def fifo(tmp_path) -> str:
+    path = tmp_path / "pipe.yaml"
+    os.mkfifo(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "make, args, needle",
+    [
+        (lambda d: "/dev/zero", ["apply", "FILE"], "a character device, not a regular file"),
+        (fifo, ["apply", "FILE"], "a FIFO, not a regular file"),
+        (big_file, ["apply", "FILE"], "is larger than 4 MiB"),
+        (lambda d: "/dev/zero", ["add", "p1", "p2", "--egress-prog", "FILE"], "character"),
+        (fifo, ["add", "p1", "p2", "--egress-prog", "FILE:f"], "a FIFO"),
+    ],
+    ids=["apply-dev-zero", "apply-fifo", "apply-5-MiB", "egress-dev-zero", "egress-fifo"],
+)
+def test_input_is_read_with_a_bound_and_never_waits(topo, pin_dir, tmp_path, make, args, needle):
+    path = make(tmp_path)
+    args = [a.replace("FILE", path) for a in args]
+    start = time.monotonic()
+    assert_fails(topo.xdpfwd(pin_dir, *args), 2, needle)
+    assert time.monotonic() - start < 10
+    assert not os.path.exists(pin_dir)
+
+
+def test_what_used_to_be_unexpected_is_one_line(topo, pin_dir, tmp_path):
+    bad_text = tmp_path / "bad.c"
+    bad_text.write_bytes(b"int f(struct xdp_md *ctx) { return XDP_PASS; } // \xff\n")
+    good = tmp_path / "good.c"
+    good.write_text("int f(struct xdp_md *ctx) { return XDP_PASS; }\n")
+    mem = topo.config_file(
+        {"forward": [{"from": "p1", "to": "p2", "egress": {"program": "/proc/self/mem"}}]}
+    )
+    stale = f"/run/netns/o{RUN_ID}stale"
+    open(stale, "w").close()  # an entry no namespace is bound to
+    root = os.path.dirname(pin_dir)
+    pin_foreign_map(os.path.join(root, "state"))
+    try:
+        for args, code, needle in (
+            (["add", "p1", "p2", "--egress-prog", str(bad_text)], 2, "not UTF-8 text"),
+            (["add", "p1", "p2", "--egress-prog", f"{good}:h"], 2, "has no function h"),
+            (["apply", mem], 2, "Input/output error"),
+            (["--pin-dir", os.path.join(root, "state"), "list"], 2, "not a directory"),
+            (["--pin-dir", os.path.join(root, "p" * 300), "list"], 2, "too long"),
+            (["--netns", os.path.basename(stale), "list"], 2, "not a network namespace"),
+            (["del", "4294967296"], 2, "ifindexes run from 1 to"),
+            (["del", "0"], 2, "ifindexes run from 1 to"),
+            (["del", "lo"], 2, "loopback"),
+            (["save", "-o", str(tmp_path / "no" / "dir" / "x.yaml")], 2, "does not exist"),
+            (["stats", "--json", "-o", str(tmp_path / "no" / "x.json")], 2, "does not exist"),
+        ):
+            line = assert_fails(topo.xdpfwd(pin_dir, *args), code, needle)
+            assert "unexpected" not in line
+    finally:
+        os.unlink(stale)
+    # None of them created the pin directory: every check came before any change.
+    assert not os.path.exists(pin_dir)
+
+
+def test_a_record_cut_inside_a_character_is_saved_without_its_path(topo, pin_dir, tmp_path):
+    program = tmp_path / "p.c"
+    program.write_text("int p(struct xdp_md *ctx) { return XDP_PASS; }\n")
+    topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(program))
+    prog_id = topo.list_json(pin_dir)["entries"][0]["egress_prog"]["id"]
+    # What versions that truncated paths wrote for a long path of 2-byte characters.
+    record = maps.UserProgTable(os.path.join(pin_dir, maps.PIN_USER_PROGS))
+    try:
+        cut = ("/" + "é" * 200).encode()[:256]
+        raw = cut + b"p".ljust(64, b"\0") + bytes(32)
+        sc.map_update(record.fd, prog_id.to_bytes(4, "little"), raw)
+    finally:
+        record.close()
+    saved = topo.ok(pin_dir, "save")
+    assert "not recorded; saved without it" in saved.stderr
+    assert topo.ok(pin_dir, "list").returncode == 0
+
+
+# --- interrupts --------------------------------------------------------------------------
+
+
+def _catches_sigterm(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            line = next(line for line in f if line.startswith("SigCgt:"))
+    except (FileNotFoundError, StopIteration):
+        return True  # gone already: stop waiting
+    return bool(int(line.split()[1], 16) >> 14 & 1)
+
+
+def test_down_interrupted_by_sigterm_exits_130_or_finishes(topo, pin_dir):
+    outcomes = set()
+    rng = random.Random(12)
+    for _ in range(12):
+        if not os.path.isdir(pin_dir):
+            topo.ok(pin_dir, "add", "p1", "p2", "-b")
+        proc = topo.start(pin_dir, "down")
+        while not _catches_sigterm(proc.pid):
+            time.sleep(0.001)
+        time.sleep(rng.random() * 0.5)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+        # Never killed by the signal (-15, "143" in a shell): 130, or 0 when it was over.
+        assert proc.returncode in (0, 130), (proc.returncode, err)
+        assert len(err.strip().splitlines()) <= 1, err
+        outcomes.add(proc.returncode)
+        # Whole or not at all: pins and attachment go together.
+        assert os.path.isdir(pin_dir) == (topo.xdp("p1") is not None), err
+    assert 130 in outcomes
