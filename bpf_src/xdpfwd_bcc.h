@@ -11,6 +11,20 @@
 #define PIN(name) XDPFWD_PIN_DIR "/" name
 
 /*
+ * -DXDPFWD_FRAGS=1: the programs are loaded with BPF_F_XDP_HAS_FRAGS (Linux 5.18+).
+ * A frame may then come in several buffers: data..data_end is only the first, and
+ * bpf_xdp_get_buff_len() is the length of the whole frame.
+ */
+#ifndef XDPFWD_FRAGS
+#define XDPFWD_FRAGS 0
+#endif
+#if XDPFWD_FRAGS
+#define XDPFWD_FRAME_LEN(ctx) bpf_xdp_get_buff_len(ctx)
+#else
+#define XDPFWD_FRAME_LEN(ctx) ((u64)((ctx)->data_end - (ctx)->data))
+#endif
+
+/*
  * BCC's BPF_XDP_REDIRECT_MAP() in a pinned section: BCC adopts the map pinned
  * at _pin, or creates and pins a DEVMAP there. The section type only gives the C
  * side .redirect_map(), so the pinned map may also be a DEVMAP_HASH that

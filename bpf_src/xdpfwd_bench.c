@@ -81,7 +81,7 @@ int xdpfwd_bench_sink(struct xdp_md *ctx)
 	sink = bench_sink.lookup(&zero);
 	if (sink) {
 		sink->packets++;
-		sink->bytes += data_end - data;
+		sink->bytes += XDPFWD_FRAME_LEN(ctx);
 	}
 	return XDP_DROP;
 }

@@ -18,7 +18,7 @@
 #define XDPFWD_PIN_GROUPS	"groups"	/* port ifindex -> its group's devmap */
 #define XDPFWD_PIN_GROUP_DIR	"group"		/* group/<name>: one devmap per group */
 #define XDPFWD_PIN_PAIR_STATS	"pair_stats"
-#define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from tracepoints, while `stats --watch` */
+#define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from the tracepoint programs */
 #define XDPFWD_PIN_REWRITE	"rewrite"
 #define XDPFWD_PIN_ENTRY_INVALID	"entry_invalid"	/* user egress programs' bad verdicts */
 
@@ -44,12 +44,16 @@ struct xdpfwd_counter {
 	__u64 bytes;
 };
 
-/* Per ingress port and per CPU. Frames seen = redirect + pass + drop. */
+/*
+ * Per ingress port and per CPU. Frames seen = redirect + pass + drop + too_big.
+ * Fields are only ever added at the end: pin dirs made before keep a shorter value.
+ */
 struct xdpfwd_port_stats {
 	struct xdpfwd_counter redirect;	/* handed to bpf_redirect_map() */
 	struct xdpfwd_counter miss;	/* no entry for the port */
 	struct xdpfwd_counter pass;	/* on-miss verdict XDP_PASS */
 	struct xdpfwd_counter drop;	/* on-miss verdict XDP_DROP */
+	struct xdpfwd_counter too_big;	/* multi-buffer frames a group cannot flood: dropped */
 };
 
 /* An (ingress, egress) pair of ports, as a devmap egress program sees it. */
@@ -68,9 +72,12 @@ struct xdpfwd_egress_stats {
 	struct xdpfwd_counter drop;	/* dropped by the egress program */
 };
 
-/* What the XDP tracepoints said about a pair (egress 0 for an exception). */
+/*
+ * What the XDP tracepoints said about a pair (egress 0 for an exception, or for a
+ * failed redirect whose target the tracepoint does not name).
+ */
 struct xdpfwd_tx_events {
-	__u64 xmit_sent;		/* xdp_devmap_xmit: handed to the driver */
+	__u64 xmit_sent;		/* unused: counting every bulk costs too much */
 	__u64 xmit_drops;		/* ... not sent: dropped by the driver or an egress program */
 	__u64 redirect_errors;		/* xdp_redirect_err: the redirect itself failed */
 	__u64 exceptions;		/* xdp_exception: XDP_ABORTED or an invalid verdict */
@@ -130,6 +137,57 @@ struct xdpfwd_bench_cfg {
 	__u32 target_ifindex;		/* where the generator transmits */
 	__u32 flows;			/* distinct UDP source ports, >= 1 */
 	__u32 spread;			/* ports the spread baseline redirects over */
+};
+
+/*
+ * Multicast groups (xdpfwd_mcast.c): a frame to a group address entering one of the
+ * group's source ports is replicated to the group's receivers with BPF_F_BROADCAST
+ * on the group's own devmap, sized to its receivers (the kernel walks every slot of
+ * a broadcast devmap per frame). Groups sit in slots of a map of maps; the lookup
+ * key is (source port, group address).
+ */
+#define XDPFWD_PIN_MCAST_SOURCES	"mcast_sources"	/* (port, group) -> struct xdpfwd_mcast_source */
+#define XDPFWD_PIN_MCAST_GROUPS		"mcast_groups"	/* slot -> the group's devmap */
+#define XDPFWD_PIN_MCAST_STATS		"mcast_stats"	/* slot -> struct xdpfwd_mcast_stats */
+#define XDPFWD_PIN_MCAST_COPIES		"mcast_copies"	/* (slot, receiver) -> copies sent */
+#define XDPFWD_PIN_MCAST_PORT_STATS	"mcast_port_stats"	/* source port -> frames replicated */
+#define XDPFWD_PIN_PROG_MCAST		"prog_egress_mcast"
+#define XDPFWD_MCAST_MAX_GROUPS		1024
+#define XDPFWD_MCAST_MAX_MEMBERS	64	/* receivers, and sources, per group */
+#define XDPFWD_MCAST_MAX_SOURCES	16384	/* (source port, group) pairs in all */
+#define XDPFWD_MCAST_MAX_COPIES		16384	/* (group, receiver) pairs in all */
+#define XDPFWD_MCAST_UNTAGGED		0xffffffff	/* a copy whose group is not known */
+
+/* Kinds of group address. */
+#define XDPFWD_MCAST_MAC	1	/* any frame to this destination MAC */
+#define XDPFWD_MCAST_IPV4	4	/* IPv4 frames to this destination address */
+#define XDPFWD_MCAST_IPV6	6	/* IPv6 frames to this destination address */
+
+struct xdpfwd_mcast_key {
+	__u32 ifindex;			/* the source port the frame entered */
+	__u8 kind;			/* XDPFWD_MCAST_* */
+	__u8 pad[3];
+	__u8 addr[16];			/* IPv4 in 4 bytes, MAC in 6, IPv6 in 16; zeros after */
+};
+
+#define XDPFWD_MCAST_EXCLUDE_INGRESS	1
+struct xdpfwd_mcast_source {
+	__u32 slot;			/* the group's slot in mcast_groups and mcast_stats */
+	__u32 flags;			/* XDPFWD_MCAST_EXCLUDE_INGRESS */
+	__u32 copies;			/* copies one frame from this port should make */
+	__u32 pad;
+};
+
+/* Per group and per CPU, counted by the ingress program. */
+struct xdpfwd_mcast_stats {
+	struct xdpfwd_counter in;	/* frames (and bytes) replicated */
+	__u64 copies;			/* copies they should have made */
+};
+
+/* A (group, receiver) pair, as the multicast egress program counts copies. */
+struct xdpfwd_mcast_copy {
+	__u32 slot;
+	__u32 egress;
 };
 
 #endif /* XDPFWD_COMMON_H */

@@ -23,7 +23,8 @@ int xdpfwd_egress(struct xdp_md *ctx)
 
 /*
  * Egress program of entries with an Ethernet rewrite: sets the addresses from
- * the pair's xdpfwd_rewrite, then counts. Verdict: XDP_PASS.
+ * the pair's xdpfwd_rewrite, then counts. The header is in the first buffer of a
+ * multi-buffer frame, the only one it touches. Verdict: XDP_PASS.
  */
 int xdpfwd_egress_rewrite(struct xdp_md *ctx)
 {
@@ -55,6 +56,6 @@ int xdpfwd_egress_group(struct xdp_md *ctx)
 	/* Pairs appear as groups change: the first frame of a pair creates its row. */
 	stats = xdpfwd_pair_stats.lookup_or_try_init(&pair, &zero);
 	if (stats)
-		count(&stats->tx, ctx->data_end - ctx->data);
+		count(&stats->tx, XDPFWD_FRAME_LEN(ctx));
 	return XDP_PASS;
 }

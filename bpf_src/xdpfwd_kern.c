@@ -63,18 +63,47 @@ static __always_inline u32 balance_hash(u32 ifindex)
 }
 
 /*
+ * Lookup order: multicast group, single entry, balanced entry, broadcast group,
+ * on-miss verdict.
+ *
  * Verdicts: XDP_REDIRECT when the ingress port has an entry (or a balanced entry
- * with a bucket for the frame), or floods its broadcast group; otherwise the
- * port's on-miss verdict (XDP_PASS or XDP_DROP; XDP_PASS for an unknown port).
+ * with a bucket for the frame), or floods its broadcast group; XDP_DROP for a
+ * multi-buffer frame its group (broadcast or multicast) cannot flood;
+ * otherwise the port's on-miss verdict (XDP_PASS or XDP_DROP; XDP_PASS for an
+ * unknown port).
  */
 int xdpfwd_ingress(struct xdp_md *ctx)
 {
 	u32 ifindex = ctx->ingress_ifindex;
-	u64 bytes = ctx->data_end - ctx->data;
+	u64 bytes = XDPFWD_FRAME_LEN(ctx);
 	struct xdpfwd_port_stats *stats = port_stats(ifindex);
 	struct xdpfwd_port *port;
 	long verdict;
 	u32 hash;
+
+	/*
+	 * Multicast groups come first (xdpfwd_mcast.c): XDP_REDIRECT for a frame to a
+	 * group this port is a source of. Only frames to a multicast MAC look for one:
+	 * the others pay one bit test. A frame of no group goes on as any other.
+	 */
+	if (mcast_destination(ctx)) {
+		verdict = mcast_redirect(ctx, ifindex, bytes);
+		if (verdict == XDP_REDIRECT) {
+			struct xdpfwd_counter *mstats = mcast_port_stats(ifindex);
+
+			if (stats)
+				count(&stats->redirect, bytes);
+			if (mstats)
+				count(mstats, bytes);
+			return XDP_REDIRECT;
+		}
+		if (verdict == XDP_DROP) {
+			/* Multi-buffer: the group cannot replicate it (see mcast_redirect). */
+			if (stats)
+				count(&stats->too_big, bytes);
+			return XDP_DROP;
+		}
+	}
 
 	/* The low bits of the flags are the verdict on a miss: XDP_ABORTED flags it. */
 	verdict = xdpfwd_fwd.redirect_map(ifindex, XDP_ABORTED);
@@ -105,6 +134,18 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 		if (group) {
 			u64 flags = BPF_F_BROADCAST;
 
+#if XDPFWD_FRAGS
+			/*
+			 * The kernel cannot clone a multi-buffer frame for a broadcast:
+			 * the redirect would fail after this program (xdp_redirect_err,
+			 * -EOPNOTSUPP), so drop it here and count why.
+			 */
+			if (bytes > ctx->data_end - ctx->data) {
+				if (stats)
+					count(&stats->too_big, bytes);
+				return XDP_DROP;
+			}
+#endif
 			if (port->flags & XDPFWD_PORT_EXCLUDE_INGRESS)
 				flags |= BPF_F_EXCLUDE_INGRESS;
 			verdict = bpf_redirect_map(group, 0, flags);

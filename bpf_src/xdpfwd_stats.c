@@ -48,7 +48,6 @@ static __always_inline void count_egress(struct xdp_md *ctx, int verdict)
 	struct xdpfwd_egress_stats *stats = entry_stats(ctx->ingress_ifindex);
 
 	if (stats)
-		count(verdict == XDP_PASS ? &stats->tx : &stats->drop,
-		      ctx->data_end - ctx->data);
+		count(verdict == XDP_PASS ? &stats->tx : &stats->drop, XDPFWD_FRAME_LEN(ctx));
 }
 #endif

@@ -2,8 +2,14 @@
 /*
  * What happens to frames after the forwarding program returned, which it cannot
  * see: transmit drops and redirect failures, from the kernel's XDP tracepoints.
- * Compiled on the first `xdpfwd stats --watch` and attached only while one runs.
- * Counts go per (ingress, egress) pair, for xdpfwd's own ports only.
+ * Raw tracepoint programs, attached while the pin dir exists (their bpf_links are
+ * pinned in it). Counts go per (ingress, egress) pair, for the ports of this pin
+ * dir in its network namespace only: the tracepoints fire for every XDP program.
+ *
+ * The arguments are the kernel's TP_PROTO, so fields of struct net_device are read
+ * at the running kernel's offsets, which xdpfwd takes from its BTF: compile with
+ * -DXDPFWD_NETDEV_IFINDEX_OFF, -DXDPFWD_NETDEV_NET_OFF, -DXDPFWD_NET_INUM_OFF,
+ * -DXDPFWD_DTAB_NETDEV_DEV_OFF and -DXDPFWD_NETNS_INUM (the namespace's inode).
  */
 
 /* The ports running xdpfwd's ingress program (pinned by it): the filter. */
@@ -13,42 +19,94 @@ BPF_TABLE_PINNED("hash", u32, struct xdpfwd_port, xdpfwd_ports, XDPFWD_MAX_PORTS
 BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_pair, struct xdpfwd_tx_events, xdpfwd_tx_events,
 		 XDPFWD_MAX_PAIRS, PIN(XDPFWD_PIN_TX_EVENTS));
 
+static __always_inline u32 dev_ifindex(const void *dev)
+{
+	u32 ifindex = 0;
+
+	if (dev)
+		bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + XDPFWD_NETDEV_IFINDEX_OFF);
+	return ifindex;
+}
+
+/* dev's ifindex if it is one of this pin dir's ports, in its namespace; else 0. */
+static __always_inline u32 our_port(const void *dev)
+{
+	u32 ifindex = dev_ifindex(dev), inum = 0;
+	void *net = NULL;
+
+	if (!ifindex || !xdpfwd_ports.lookup(&ifindex))
+		return 0;
+	/* dev->nd_net.net->ns.inum: ifindexes repeat across namespaces. */
+	bpf_probe_read_kernel(&net, sizeof(net), dev + XDPFWD_NETDEV_NET_OFF);
+	if (net)
+		bpf_probe_read_kernel(&inum, sizeof(inum), net + XDPFWD_NET_INUM_OFF);
+	return inum == XDPFWD_NETNS_INUM ? ifindex : 0;
+}
+
 static __always_inline struct xdpfwd_tx_events *events(u32 ingress, u32 egress)
 {
 	struct xdpfwd_pair pair = { ingress, egress };
 	struct xdpfwd_tx_events zero = {};
 
-	if (!xdpfwd_ports.lookup(&ingress))
-		return NULL;
 	return xdpfwd_tx_events.lookup_or_try_init(&pair, &zero);
 }
 
-/* A bulk of frames redirected from from_ifindex went to the driver of to_ifindex. */
-TRACEPOINT_PROBE(xdp, xdp_devmap_xmit)
+/*
+ * xdp_devmap_xmit(from_dev, to_dev, int sent, int drops, int err): a bulk of
+ * frames redirected from from_dev was handed to to_dev's driver; drops include
+ * what the entry's egress program dropped. It fires for every bulk on the host,
+ * so a bulk without drops costs nothing more than the test.
+ */
+int xdpfwd_tp_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct xdpfwd_tx_events *ev = events(args->from_ifindex, args->to_ifindex);
+	int drops = ctx->args[3];
+	struct xdpfwd_tx_events *ev;
+	u32 ingress;
 
-	if (ev) {
-		ev->xmit_sent += args->sent;
-		ev->xmit_drops += args->drops;
-	}
+	if (drops <= 0)
+		return 0;
+	ingress = our_port((void *)ctx->args[0]);
+	if (!ingress)
+		return 0;
+	ev = events(ingress, dev_ifindex((void *)ctx->args[1]));
+	if (ev)
+		ev->xmit_drops += drops;
 	return 0;
 }
 
-/* xdp_do_redirect() failed: the frame never reached the egress device. */
-TRACEPOINT_PROBE(xdp, xdp_redirect_err)
+/*
+ * xdp_redirect_err(dev, xdp_prog, tgt, int err, map_type, u32 map_id, u32 index):
+ * the redirect itself failed, the frame never reached the egress device. For a
+ * devmap, tgt is the entry (struct bpf_dtab_netdev, whose dev names the egress);
+ * a broadcast names the entry at the key it passed, or none.
+ */
+int xdpfwd_tp_rerr(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct xdpfwd_tx_events *ev = events(args->ifindex, args->to_ifindex);
+	u32 ingress = our_port((void *)ctx->args[0]), map_type = ctx->args[4], egress = 0;
+	void *tgt = (void *)ctx->args[2], *dev = NULL;
+	struct xdpfwd_tx_events *ev;
 
+	if (!ingress)
+		return 0;
+	if ((map_type == BPF_MAP_TYPE_DEVMAP || map_type == BPF_MAP_TYPE_DEVMAP_HASH) && tgt) {
+		bpf_probe_read_kernel(&dev, sizeof(dev), tgt + XDPFWD_DTAB_NETDEV_DEV_OFF);
+		egress = dev_ifindex(dev);
+	}
+	ev = events(ingress, egress);
 	if (ev)
 		ev->redirect_errors++;
 	return 0;
 }
 
-TRACEPOINT_PROBE(xdp, xdp_exception)
+/* xdp_exception(dev, xdp_prog, u32 act): XDP_ABORTED or an invalid verdict. */
+int xdpfwd_tp_exc(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct xdpfwd_tx_events *ev = events(args->ifindex, 0);
+	u32 ingress = our_port((void *)ctx->args[0]);
+	struct xdpfwd_tx_events *ev;
 
+	if (!ingress)
+		return 0;
+	ev = events(ingress, 0);
 	if (ev)
 		ev->exceptions++;
 	return 0;

@@ -30,6 +30,6 @@ static __always_inline int xdpfwd_user_verdict(struct xdp_md *ctx, int verdict)
 	}
 	invalid = xdpfwd_entry_invalid.lookup_or_try_init(&ingress, &zero);
 	if (invalid)
-		count(invalid, ctx->data_end - ctx->data);
+		count(invalid, XDPFWD_FRAME_LEN(ctx));
 	return XDP_DROP;
 }

@@ -17,6 +17,7 @@ from xdpfwd.model.counters import select
 from xdpfwd.options import (
     App,
     IfaceType,
+    ListOptionsCommand,
     balance_options,
     bench_options,
     check_balance,
@@ -30,6 +31,7 @@ from xdpfwd.options import (
     json_option,
     mode_option,
     output_option,
+    ports_option,
     row_options,
     table_option,
     watch_options,
@@ -325,6 +327,122 @@ def broadcast(app: App, ifaces, group, every, exclude_ingress, table, mode, forc
     render.broadcast_result(result)
 
 
+@cli.group(
+    epilog="""\b
+Examples:
+  xdpfwd multicast add 239.1.1.1 --from eth1 --to eth2 eth3   # a feed, fanned out
+  xdpfwd multicast add ff3e::1:1 --to eth2 eth3 eth4 --exclude-ingress   # a bus
+  xdpfwd multicast list
+  xdpfwd multicast del 239.1.1.1 --to eth3
+"""
+)
+def multicast() -> None:
+    """Replicate frames by destination group address, from sources to receivers.
+
+    GROUP is an IPv4 multicast address (224.0.0.0/4), an IPv6 one (ff00::/8) or a
+    multicast MAC address. IP groups match the destination IP address, MAC groups
+    the destination MAC. Frames to an address without a group, or entering a port
+    that is no source of its group, take the port's usual path.
+    """
+
+
+@multicast.command(
+    "add",
+    cls=ListOptionsCommand,
+    epilog="""\b
+Examples:
+  xdpfwd multicast add 239.1.1.1 --from eth1 --to eth2 eth3
+  xdpfwd multicast add 239.1.1.1 --to eth4          # one more receiver
+  xdpfwd multicast add 01:00:5e:00:00:fb --to eth1 eth2 eth3 --exclude-ingress
+""",
+)
+@click.argument("group")
+@ports_option("--to", "receivers", "Receivers: every copy leaves on each of them.")
+@ports_option(
+    "--from",
+    "sources",
+    "Sources: ports whose incoming frames to GROUP are copied [default: for a new "
+    "group or a bus, the --to ports].",
+)
+@click.option(
+    "--exclude-ingress/--include-ingress",
+    default=None,
+    help="Never send a copy back out of the port it came in on [default: the group's "
+    "setting; include for a new group].",
+)
+@table_option
+@mode_option
+@force_option
+@click.pass_obj
+def mcast_add(app: App, group, receivers, sources, exclude_ingress, table, mode, force) -> None:
+    """Copy frames to GROUP that enter a source to every receiver.
+
+    Creates the group, or adds ports to an existing one. Without --from, a new
+    group's --to ports are also its sources (a many-to-many bus), ports added to a
+    bus join it as sources too, and ports added to another group only receive.
+    Sources run xdpfwd's program; receivers need not. Changing a group compiles
+    nothing and leaves other groups' traffic alone. A port may be a source of
+    several groups, a receiver of others, and forward or flood as well.
+    """
+    if not receivers and not sources:
+        raise click.UsageError("name receivers (--to IFACE...) or sources (--from IFACE...)")
+    result = app.ops.multicast_add(
+        app.pins,
+        group,
+        [_resolve(app, name) for name in receivers],
+        [_resolve(app, name) for name in sources] if sources else None,
+        exclude_ingress=exclude_ingress,
+        table=table,
+        mode=mode,
+        force=force,
+    )
+    render.multicast_result(result)
+
+
+@multicast.command(
+    "del",
+    cls=ListOptionsCommand,
+    epilog="""\b
+Examples:
+  xdpfwd multicast del 239.1.1.1               # the whole group
+  xdpfwd multicast del 239.1.1.1 --to eth3     # one receiver less
+  xdpfwd multicast del 239.1.1.1 --from eth1   # one source less
+""",
+)
+@click.argument("group")
+@ports_option("--to", "receivers", "Receivers to take out.")
+@ports_option("--from", "sources", "Sources to take out.")
+@click.pass_obj
+def mcast_del(app: App, group, receivers, sources) -> None:
+    """Take receivers or sources out of GROUP; with neither, remove GROUP.
+
+    A group left without receivers or sources is removed; ports that need xdpfwd
+    no more are detached.
+    """
+    result = app.ops.multicast_del(
+        app.pins,
+        group,
+        [_resolve(app, name, allow_gone=True) for name in receivers],
+        [_resolve(app, name, allow_gone=True) for name in sources],
+    )
+    render.multicast_del_result(result)
+
+
+@multicast.command(
+    "list",
+    epilog="""\b
+Examples:
+  xdpfwd multicast list
+  xdpfwd multicast list --json | jq '.groups[] | select(.copies_lost > 0)'
+""",
+)
+@json_option
+@click.pass_obj
+def mcast_list(app: App, as_json: bool) -> None:
+    """Show every multicast group: sources, receivers, frames in, copies out and lost."""
+    render.multicast_listing(app.ops.multicast_list(app.pins), as_json)
+
+
 def _check_every(ifaces: tuple[str, ...], every: bool, group: str) -> None:
     """Turning every forwarding entry into membership is asked for, not assumed: --all,
     or a yes on a terminal."""
@@ -386,9 +504,9 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     """Show per-port and per-pair counters, or watch their rates live.
 
     Ports count what entered them and what xdpfwd sent out of them; pairs count
-    what went from one port to another. --watch also traces transmit failures the
-    programs cannot see (xdp:xdp_devmap_xmit, xdp_redirect_err) and says why each
-    unforwarded frame was lost.
+    what went from one port to another. Every frame not forwarded has a reason,
+    also the transmit failures the programs cannot see, which pinned tracepoint
+    programs count (xdp:xdp_devmap_xmit, xdp_redirect_err) with or without --watch.
     """
     fmt = "json" if as_json else fmt
     _check_stats_options(watch, interval, count, fmt, output)

@@ -347,3 +347,38 @@ bench_options = compose(
         help="Distinct UDP source ports in the generated traffic.",
     ),
 )
+
+
+def spread_values(args: list[str], names: tuple[str, ...]) -> list[str]:
+    """`--to b c --from a` as click reads it: `--to b --to c --from a`. The options
+    in names take every following word up to the next option (or `--`)."""
+    spread: list[str] = []
+    current = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return spread + args[i:]
+        if arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            current = name if name in names else None
+            if current is not None and "=" in arg:
+                spread += [current, arg.split("=", 1)[1]]
+                continue
+        elif current is not None and spread and spread[-1] != current:
+            spread.append(current)
+        spread.append(arg)
+    return spread
+
+
+class ListOptionsCommand(click.Command):
+    """A command whose options in list_options take several values each (spread_values)."""
+
+    list_options: tuple[str, ...] = ("--to", "--from")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_values(args, self.list_options))
+
+
+def ports_option(name: str, dest: str, help: str):
+    return click.option(
+        name, dest, multiple=True, metavar="IFACE...", shell_complete=complete_ifaces, help=help
+    )

@@ -23,6 +23,11 @@ from xdpfwd.model import (
     EgressProg,
     Iface,
     Listing,
+    McastDelResult,
+    McastGroup,
+    McastListing,
+    McastResult,
+    PortRow,
     PortStats,
     PruneResult,
 )
@@ -156,8 +161,15 @@ def add_result(result: AddResult) -> None:
     )
     if result.egress is not None:
         _line(out, f"  egress program: {_egress_prog(result.egress)}")
+    _fallback_warnings(result.attachments)
     for message in result.warnings:
         warning(message)
+
+
+def _fallback_warnings(attachments) -> None:
+    for att in attachments:
+        if att.warning:
+            warning(att.warning)
 
 
 def broadcast_result(result: BroadcastResult) -> None:
@@ -170,6 +182,7 @@ def broadcast_result(result: BroadcastResult) -> None:
         _line(out, f"  {att.port.ifname}: member, {how} ({att.mode} mode)")
     for port in result.converted:
         _line(out, f"  {port.ifname}: its forwarding entry was removed")
+    _fallback_warnings(result.attachments)
     for message in result.warnings:
         warning(message)
 
@@ -239,12 +252,13 @@ def listing_table(listing: Listing) -> Table:
         table.add_column(name, no_wrap=True)
     table.add_column("FORWARDED", justify="right")
     table.add_column("MISSED", justify="right")
+    table.add_column("LOST", justify="right")
     for row in listing.rows:
         state = Text(row.state, style="green" if row.state == "ok" else "yellow")
         if row.balance is not None:
             egress = f"balanced over {len(row.balance.ports)}"
         else:
-            egress = f"group {row.group}" if row.group else _port(row.egress)
+            egress = f"group {row.group}" if row.group else _egress_of(row)
         table.add_row(
             _port(row.ingress),
             egress,
@@ -252,10 +266,30 @@ def listing_table(listing: Listing) -> Table:
             row.on_miss,
             state,
             _egress_prog(row.egress_prog),
-            str(row.counters.redirect_packets),
+            str(row.forwarded_or_redirected),
             str(row.counters.miss_packets),
+            _lost(row.lost),
         )
     return table
+
+
+def _egress_of(row: PortRow) -> str:
+    if row.egress is None and row.multicast:
+        return "multicast " + ", ".join(row.multicast)
+    return _port(row.egress)
+
+
+def _forwarded(snapshot: Snapshot, port: PortCounters) -> int:
+    """As PortRow.forwarded_or_redirected."""
+    forwarded = snapshot.forwarded(port.port.ifindex)
+    return port.counters.redirect_packets if forwarded is None else forwarded
+
+
+def _lost(lost: dict[str, int | None]) -> str:
+    """Frames lost by every reason but a miss; "?" marks what is not known."""
+    known = [n for reason, n in lost.items() if reason != "miss" and n is not None]
+    unknown = any(n is None for n in lost.values())
+    return f"{sum(known)}{'+?' if unknown else ''}"
 
 
 def groups_table(listing: Listing) -> Table:
@@ -324,9 +358,83 @@ def listing(result: Listing, as_json: bool) -> None:
         out.print(balanced_table(result))
     if result.groups:
         out.print(groups_table(result))
+    if result.multicast:
+        out.print(multicast_table(result.multicast))
     for row in result.rows:
         for problem in row.problems:
             warning(f"{row.ingress.label}: {problem}")
+
+
+# --- multicast -----------------------------------------------------------------------
+
+
+def _count_or_dash(value: int | None) -> str:
+    return "-" if value is None else count(value)
+
+
+def multicast_table(groups: list[McastGroup]) -> Table:
+    table = Table(
+        title="multicast groups",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("GROUP", "FROM", "TO", "INGRESS PORT"):
+        table.add_column(name)
+    for name in ("IN", "COPIES", "LOST"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for g in groups:
+        table.add_row(
+            g.group,
+            ", ".join(_port(p) for p in g.sources),
+            ", ".join(_port(r.port) for r in g.receivers),
+            "excluded" if g.exclude_ingress else "included",
+            count(g.in_packets),
+            _count_or_dash(g.copies_out),
+            _count_or_dash(g.copies_lost),
+        )
+    return table
+
+
+def multicast_listing(result: McastListing, as_json: bool) -> None:
+    if as_json:
+        print_json(result.as_dict())
+        return
+    out = _out()
+    if not result.supported:
+        _line(out, f"the pins in {result.pin_dir} predate multicast groups")
+    elif not result.groups:
+        _line(out, f"no multicast groups in {result.pin_dir}")
+    else:
+        out.print(multicast_table(result.groups))
+
+
+def multicast_result(result: McastResult) -> None:
+    out = _out()
+    verb = "created" if result.created else "updated"
+    excluded = "excluded" if result.exclude_ingress else "included"
+    _line(out, f"multicast group {result.group} {verb}: ingress port {excluded}")
+    _line(out, f"  from {', '.join(p.label for p in result.sources)}")
+    _line(out, f"  to {', '.join(p.label for p in result.receivers)}")
+    for att in result.attachments:
+        how = "attached" if att.changed else "already attached"
+        _line(out, f"  {att.port.ifname}: source, {how} ({att.mode} mode)")
+    _fallback_warnings(result.attachments)
+    for message in result.warnings:
+        warning(message)
+
+
+def multicast_del_result(result: McastDelResult) -> None:
+    out = _out()
+    for port in result.receivers:
+        _line(out, f"{port.label} receives {result.group} no more")
+    for port in result.sources:
+        _line(out, f"{port.label} is a source of {result.group} no more")
+    if result.removed:
+        _line(out, f"  multicast group {result.group} was removed")
+    for port in result.detached:
+        _line(out, f"  detached from {port.label}")
 
 
 def lab_status(lab: Lab, name: str, as_json: bool) -> None:
@@ -395,15 +503,11 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
         else:
             median, spread = f"{row.median * 1000:.0f} ms", f"{low * 1000:.0f}-{high * 1000:.0f}"
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
-        if row.reference not in (None, BASELINE):
-            ratio += " bare"
+        if row.reference not in (None, BASELINE) and row.ratio is not None:
+            ratio += f" {row.reference}"
         table.add_row(row.name, median, spread, ratio)
     out.print(table)
-    _line(
-        out,
-        "RATIO: to the baseline, or with 'bare' to the bare program doing the same over as "
-        "many ports (a broadcast; a spread, with the same flows)",
-    )
+    _line(out, "RATIO: to the baseline, or to the row named after it")
 
 
 # --- stats ---------------------------------------------------------------------------
@@ -458,6 +562,7 @@ def _sorted_pairs(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[Pa
 
 _REASON_LABELS = {
     "miss": "miss",
+    "too_big": "too big to flood",
     "egress_drop": "egress drop",
     "egress_invalid": "invalid verdict",
     "redirect_error": "redirect err",
@@ -465,12 +570,13 @@ _REASON_LABELS = {
 }
 
 
-def _losses_line(losses: dict[str, int | None], since: str) -> str:
-    parts = [
-        f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n is not None
-    ]
-    traced = "" if losses.get("xmit_drop") is not None else "; tx failures: see --watch"
-    return f"not forwarded ({since}): {', '.join(parts)}{traced}"
+def _losses_line(losses: dict[str, int | None], since: str) -> Text:
+    """One line, short enough for 80 columns: only the reasons that lost frames."""
+    parts = [f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n]
+    line = f"not forwarded ({since}): {', '.join(parts) or 'none'}"
+    if losses.get("xmit_drop") is None:
+        line += "; loss accounting is off (see doctor)"
+    return Text(line, no_wrap=True, overflow="ellipsis")
 
 
 def stats_tables(
@@ -478,16 +584,18 @@ def stats_tables(
     rates: Rates | None = None,
     losses: dict | None = None,
     sort: str = "name",
+    expand: bool = False,
 ) -> Group:
-    """One table of ports and one of pairs: totals, or rates when given."""
-    ports = Table(box=None, header_style="bold", pad_edge=False)
-    pairs = Table(box=None, header_style="bold", pad_edge=False)
+    """One table of ports and one of pairs: totals, or rates (with the running totals
+    beside them) when given. expand: the tables take the terminal's whole width."""
+    ports = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
+    pairs = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
     if rates is None:
-        columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "TX", "TX BYTES")
-        pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP")
+        columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "LOST", "TX", "TX BYTES")
+        pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP", "REDIR ERR", "TX DROP")
     else:
-        columns = ("PORT", "RX", "RX BIT/S", "TX", "TX BIT/S", "MISS")
-        pair_columns = ("PAIR", "VIA", "TX", "TX BIT/S")
+        columns = ("PORT", "RX/S", "RX BIT/S", "RX", "TX/S", "TX BIT/S", "TX", "MISS/S")
+        pair_columns = ("PAIR", "VIA", "TX/S", "TX BIT/S", "TX", "REDIR ERR")
     for i, name in enumerate(columns):
         ports.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
     for i, name in enumerate(pair_columns):
@@ -499,11 +607,12 @@ def stats_tables(
                 (
                     count(c.rx_packets),
                     nbytes(c.rx_bytes),
-                    count(c.redirect_packets),
+                    count(_forwarded(snapshot, p)),
                     count(c.miss_packets),
+                    _lost(snapshot.port_losses(p.port.ifindex)),
                 )
                 if c
-                else ("-",) * 4
+                else ("-",) * 5
             )
             ports.add_row(_port(p.port), *rx, count(p.tx_packets), nbytes(p.tx_bytes))
             continue
@@ -513,8 +622,10 @@ def stats_tables(
             _port(p.port),
             pps(rx.pps) if rx else "-",
             bps(rx.bps) if rx else "-",
+            count(c.rx_packets) if c else "-",
             pps(tx.pps) if tx else "-",
             bps(tx.bps) if tx else "-",
+            count(p.tx_packets),
             pps(miss) if miss is not None else "-",
         )
     for p in _sorted_pairs(snapshot, rates, sort):
@@ -523,19 +634,87 @@ def stats_tables(
         if p.buckets is not None:
             via = f"balanced {p.buckets * 100 / 256:.0f}%"
         if rates is None:
+            ev = p.events
             pairs.add_row(
-                label, via, count(p.tx_packets), nbytes(p.tx_bytes), count(p.egress_drop_packets)
+                label,
+                via,
+                count(p.tx_packets),
+                nbytes(p.tx_bytes),
+                count(p.egress_drop_packets),
+                count(ev.redirect_errors) if ev else "-",
+                count(max(0, ev.xmit_drops - p.egress_drop_packets - p.egress_invalid_packets))
+                if ev
+                else "-",
             )
         else:
-            tx = rates.pair_tx.get(p.key)
-            pairs.add_row(label, via, pps(tx.pps) if tx else "-", bps(tx.bps) if tx else "-")
+            tx, ev = rates.pair_tx.get(p.key), p.events
+            pairs.add_row(
+                label,
+                via,
+                pps(tx.pps) if tx else "-",
+                bps(tx.bps) if tx else "-",
+                count(p.tx_packets),
+                count(ev.redirect_errors) if ev else "-",
+            )
     parts: list = [ports]
     if snapshot.pairs:
         parts.append(pairs)
+    if snapshot.multicast:
+        parts.append(_multicast_stats_table(snapshot, rates, expand))
     if losses is not None:
         since = "since start" if rates is not None else "total"
-        parts.append(Text(_losses_line(losses, since)))
+        parts.append(_losses_line(losses, since))
     return Group(*parts)
+
+
+def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None, expand: bool) -> Table:
+    """Per group: frames in, copies out and lost (totals), or their rates with the
+    running totals beside them."""
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
+    if rates is None:
+        columns = ("GROUP", "IN", "IN BYTES", "COPIES", "LOST")
+    else:
+        columns = ("GROUP", "IN/S", "IN BIT/S", "IN", "COPIES/S", "COPIES BIT/S", "COPIES")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for key, g in snapshot.multicast.items():
+        if rates is None:
+            table.add_row(
+                key,
+                count(g.in_packets),
+                nbytes(g.in_bytes),
+                _count_or_dash(g.copies_out),
+                _count_or_dash(g.copies_lost),
+            )
+            continue
+        rx, tx = rates.mcast_in.get(key), rates.mcast_out.get(key)
+        table.add_row(
+            key,
+            pps(rx.pps) if rx else "-",
+            bps(rx.bps) if rx else "-",
+            count(g.in_packets),
+            pps(tx.pps) if tx else "-",
+            bps(tx.bps) if tx else "-",
+            _count_or_dash(g.copies_out),
+        )
+    return table
+
+
+def _multicast_stats(snapshot: Snapshot, rates: Rates | None) -> list[dict]:
+    rows = []
+    for key, g in snapshot.multicast.items():
+        rx = rates.mcast_in.get(key) if rates else None
+        tx = rates.mcast_out.get(key) if rates else None
+        rows.append(
+            {
+                **g.as_dict(),
+                "in_pps": rx.pps if rx else None,
+                "in_bps": rx.bps if rx else None,
+                "copies_pps": tx.pps if tx else None,
+                "copies_bps": tx.bps if tx else None,
+            }
+        )
+    return rows
 
 
 def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | None = None) -> dict:
@@ -554,6 +733,8 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
             {
                 "port": p.port.as_dict(),
                 **counters,
+                "forwarded_packets": snapshot.forwarded(k),
+                "not_forwarded": snapshot.port_losses(k),
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,
                 "rx_pps": rate(rates.port_rx if rates else {}, k, "pps"),
@@ -591,6 +772,7 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
             "miss_packets",
             "pass_packets",
             "drop_packets",
+            "too_big_packets",
             "tx_packets",
             "tx_bytes",
         )
@@ -600,6 +782,7 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
         "interval_s": rates.seconds if rates else None,
         "ports": ports,
         "pairs": pairs,
+        "multicast": _multicast_stats(snapshot, rates),
         "totals": totals,
         "not_forwarded": snapshot.losses(),
         "watch_not_forwarded": losses,
@@ -619,6 +802,8 @@ _PROMETHEUS_PORT = (
     ("pass_bytes", "Bytes passed to the host stack (on-miss pass)."),
     ("drop_packets", "Frames dropped (on-miss drop)."),
     ("drop_bytes", "Bytes dropped (on-miss drop)."),
+    ("too_big_packets", "Multi-buffer frames its broadcast group could not flood (dropped)."),
+    ("too_big_bytes", "Bytes of the multi-buffer frames its group could not flood."),
     ("tx_packets", "Frames xdpfwd sent out of the port."),
     ("tx_bytes", "Bytes xdpfwd sent out of the port."),
 )
@@ -629,6 +814,20 @@ _PROMETHEUS_PAIR = (
     (
         "egress_invalid_packets",
         "Frames a user egress program gave a verdict other than pass or drop (dropped).",
+    ),
+)
+# From the tracepoint programs: written only while loss accounting is attached.
+# (metric name, TxEvents field, help)
+_PROMETHEUS_PAIR_EVENTS = (
+    (
+        "redirect_error_packets",
+        "redirect_errors",
+        "Frames whose redirect from ingress to egress failed.",
+    ),
+    (
+        "xmit_drop_packets",
+        "xmit_drops",
+        "Frames the egress driver or egress program did not send.",
     ),
 )
 
@@ -681,12 +880,68 @@ def prometheus(snapshot: Snapshot) -> str:
     for p in balanced:
         ingress, egress = _label(p.ingress.ifname or ""), _label(p.egress.ifname or "")
         lines.append(f'{metric}{{ingress="{ingress}",egress="{egress}"}} {p.buckets}')
+    for name, attr, help_text in _PROMETHEUS_PAIR_EVENTS if snapshot.tracing else ():
+        metric = f"xdpfwd_pair_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for p in snapshot.pairs.values():
+            labels = (
+                f'ingress="{_label(p.ingress.ifname or "")}",'
+                f'egress="{_label(p.egress.ifname or "")}",'
+                f'group="{_label(p.group or "")}"'
+            )
+            lines.append(f"{metric}{{{labels}}} {getattr(p.events, attr) if p.events else 0}")
+    metric = "xdpfwd_port_not_forwarded_packets_total"
+    lines += [
+        f"# HELP {metric} Frames that entered the port and were not forwarded, by reason.",
+        f"# TYPE {metric} counter",
+    ]
+    for k, p in snapshot.ports.items():
+        if p.counters is None:
+            continue
+        for reason, value in snapshot.port_losses(k).items():
+            if value is not None:
+                ifname = _label(p.port.ifname or "")
+                labels = f'port="{ifname}",device="{ifname}",ifindex="{k}",reason="{reason}"'
+                lines.append(f"{metric}{{{labels}}} {value}")
+    lines += _prometheus_multicast(snapshot)
     metric = "xdpfwd_not_forwarded_packets_total"
     lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]
     for reason, value in snapshot.losses().items():
         if value is not None:
             lines.append(f'{metric}{{reason="{reason}"}} {value}')
     return "\n".join(lines) + "\n"
+
+
+_PROMETHEUS_MCAST = (
+    ("in_packets", "Frames copied to a multicast group's receivers."),
+    ("in_bytes", "Bytes of the frames copied to a multicast group's receivers."),
+    ("copies_lost", "Copies of a multicast group's frames that reached no receiver."),
+)
+
+
+def _prometheus_multicast(snapshot: Snapshot) -> list[str]:
+    lines = []
+    groups = snapshot.multicast
+    for name, help_text in _PROMETHEUS_MCAST:
+        metric = f"xdpfwd_multicast_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for key, g in groups.items():
+            value = getattr(g, name)
+            if value is not None:
+                lines.append(f'{metric}{{group="{_label(key)}"}} {value}')
+    for name, field, help_text in (
+        ("copies", "copies", "Copies of a multicast group's frames sent to a receiver."),
+        ("copy_bytes", "copy_bytes", "Bytes of the copies sent to a receiver."),
+    ):
+        metric = f"xdpfwd_multicast_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for key, g in groups.items():
+            for r in g.receivers:
+                value = getattr(r, field)
+                if value is not None:
+                    labels = f'group="{_label(key)}",egress="{_label(r.port.ifname or "")}"'
+                    lines.append(f"{metric}{{{labels}}} {value}")
+    return lines
 
 
 def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str) -> str | None:
@@ -700,7 +955,11 @@ def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str)
         _line(_out(), f"no xdpfwd state in {pin_dir}")
     else:
         _out().print(stats_tables(snapshot, losses=snapshot.losses(), sort=sort))
+        _line(_out(), COUNTERS_SINCE)
     return None
+
+
+COUNTERS_SINCE = "totals since each port (pair: entry, member) joined; --clear zeroes them"
 
 
 def watch_json_line(frame: WatchFrame) -> None:
@@ -709,10 +968,17 @@ def watch_json_line(frame: WatchFrame) -> None:
     sys.stdout.flush()
 
 
-def watch_view(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> Group:
+def watch_view(
+    frame: WatchFrame, pin_dir: str, interval: float, sort: str, expand: bool = False
+) -> Group:
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.snapshot.wall))
-    title = Text(f"xdpfwd stats  {pin_dir}  every {interval:g} s  {stamp}  (Ctrl-C ends)")
-    return Group(title, stats_tables(frame.snapshot, frame.rates, frame.losses, sort))
+    title = Text(
+        f"xdpfwd stats  {stamp}  every {interval:g} s  {pin_dir}  (Ctrl-C ends)",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    tables = stats_tables(frame.snapshot, frame.rates, frame.losses, sort, expand)
+    return Group(title, tables)
 
 
 def watch_plain(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> None:
@@ -732,7 +998,8 @@ def watch(frames, pin_dir: str, interval: float, fmt: str, sort: str, keep) -> N
     elif sys.stdout.isatty():
         with Live(console=_out(), auto_refresh=False, transient=False) as live:
             for frame in frames:
-                live.update(watch_view(for_frame(frame), pin_dir, interval, sort), refresh=True)
+                view = watch_view(for_frame(frame), pin_dir, interval, sort, expand=True)
+                live.update(view, refresh=True)
     else:
         for frame in frames:
             watch_plain(for_frame(frame), pin_dir, interval, sort)

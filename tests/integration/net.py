@@ -159,6 +159,12 @@ class Topo:
     def host(self, i: int) -> Host:
         return self.hosts[i - 1]
 
+    def set_mtu(self, mtu: int, hosts: list[int] | None = None) -> None:
+        """The same MTU on the ports and hosts' ends (of the hosts numbered, or all)."""
+        for h in self.hosts if hosts is None else [self.host(i) for i in hosts]:
+            sh("ip", "-n", self.fwd, "link", "set", h.port, "mtu", str(mtu))
+            sh("ip", "-n", h.ns, "link", "set", h.dev, "mtu", str(mtu))
+
     def xdpfwd(self, pin_dir: str, *args: str, env: dict | None = None, outer=(), inner=()):
         """Run the real xdpfwd executable inside the forwarder namespace, to completion."""
         cmd = xdpfwd_cmd(self.fwd, "--pin-dir", pin_dir, *args, outer=outer, inner=inner)

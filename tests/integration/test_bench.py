@@ -53,6 +53,7 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     assert keys == [
         BASELINE,
         "forward",
+        "forward_no_loss_accounting",
         "forward_rewrite",
         "forward_user_program",
         "broadcast_bare_2",
@@ -64,6 +65,7 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
         "spread_bare_4",
         "balanced_no_egress_4",
         "balanced_4",
+        "multicast_4",
         "bridge",
         "add_compiling",
         "add_pinned",
@@ -74,6 +76,10 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
         assert refs[f"spread_bare_{n}"] == BASELINE
         assert refs[f"balanced_no_egress_{n}"] == f"spread_bare_{n}"
     assert refs["balanced_4"] == "spread_bare_4"
+    (mcast,) = [row for row in report["rows"] if row["key"] == "multicast_4"]
+    assert mcast["ratio_to"] == "broadcast_bare_4" == bench.BARE_BROADCAST
+    without = next(r for r in report["rows"] if r["key"] == "forward_no_loss_accounting")
+    assert without["ratio_to"] == "forward"
     for row in report["rows"]:
         assert row["median"] > 0, row
         if row["unit"] == "Mpps":

@@ -145,12 +145,19 @@ def test_del_without_entry(topo, pin_dir):
     assert snapshot(topo, pin_dir) == before
 
 
+def bridge(topo, name: str = "xbr0") -> str:
+    """A bridge in the forwarder namespace: a device without native XDP."""
+    sh("ip", "-n", topo.fwd, "link", "add", name, "type", "bridge")
+    sh("ip", "-n", topo.fwd, "link", "set", name, "up")
+    return name
+
+
 def test_failed_attach_rolls_everything_back(topo, pin_dir):
-    # A peer MTU beyond what native XDP on a veth supports makes the second attach fail,
-    # after the first port was attached and the pins created.
-    sh("ip", "-n", topo.host(2).ns, "link", "set", "h0", "mtu", "9000")
+    # Native XDP on a bridge is refused: the second attach fails after the first port
+    # was attached and the pins (loss accounting included) were created.
+    br = bridge(topo)
     before = snapshot(topo, pin_dir)
-    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p2", "-b", "--mode", "native"), 3, "p2", "MTU")
+    assert_fails(topo.xdpfwd(pin_dir, "add", "p1", br, "-b", "--mode", "native"), 3, br)
     assert snapshot(topo, pin_dir) == before
     assert not os.path.exists(pin_dir)
 
@@ -158,8 +165,8 @@ def test_failed_attach_rolls_everything_back(topo, pin_dir):
 def test_failed_attach_keeps_an_existing_setup(make_topo, pin_dir):
     topo = make_topo(3)
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
-    sh("ip", "-n", topo.host(3).ns, "link", "set", "h0", "mtu", "9000")
+    br = bridge(topo)
     before = snapshot(topo, pin_dir)
-    assert_fails(topo.xdpfwd(pin_dir, "add", "p2", "p3", "-b", "--mode", "native"), 3, "p3")
+    assert_fails(topo.xdpfwd(pin_dir, "add", "p2", br, "-b", "--mode", "native"), 3, br)
     assert snapshot(topo, pin_dir) == before
     assert topo.ping(1, topo.host(2).ip) == 3

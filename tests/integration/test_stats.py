@@ -83,13 +83,18 @@ def test_counts_are_exact(make_topo, pin_dir):
     assert pairs[("p3", "p2")]["counted_by"] == "ingress"  # no egress program: the port's
     assert ports["p2"]["tx_packets"] == 150
     assert data["totals"]["rx_packets"] == 150
+    # Loss accounting is on from the first add: every reason is known.
+    assert data["tracing"] is True
     assert data["not_forwarded"] == {
         "miss": 0,
+        "too_big": 0,
         "egress_drop": 0,
         "egress_invalid": 0,
-        "redirect_error": None,
-        "xmit_drop": None,
+        "redirect_error": 0,
+        "xmit_drop": 0,
     }
+    # Every frame p1 took left on p2: in = forwarded (+ passed + dropped + lost: none).
+    assert ports["p1"]["forwarded_packets"] == 120
     # The one-shot call needs no compiler.
     assert topo.xdpfwd(pin_dir, "stats", env=NO_BCC).returncode == 0
 
@@ -112,22 +117,93 @@ def test_watch_reports_rates_while_traffic_flows(topo, pin_dir):
     finish(proc, lines)
 
 
-def test_transmit_failures_are_counted(make_topo, pin_dir):
+def test_transmit_failures_are_counted_with_no_watcher(make_topo, pin_dir, tmp_path):
     # h2's veth end has neither GRO nor XDP: redirecting into p2 fails in the kernel.
     topo = make_topo(2, gro=False)
     h1, h2 = topo.hosts
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2")
     with UdpSink(h2) as sink:
-        proc, lines = watch(topo, pin_dir, "--count", "4", "--interval", "0.5")
         send_udp(h1, h2.ip, 50)
-        lines = finish(proc, lines)
         assert sink.count(50, timeout=0.5) == 0
-    lost = lines[-1]["watch_not_forwarded"]
-    assert lost["redirect_error"] + lost["xmit_drop"] == 50
-    assert lost["miss"] == 0
+    # No `stats --watch` ran: the pinned tracepoint links counted meanwhile.
+    data = stats_json(topo, pin_dir)
+    lost = data["not_forwarded"]
+    assert lost["redirect_error"] == 50 and lost["xmit_drop"] == 0 and lost["miss"] == 0
+    p1 = by_port(data)["p1"]
     # The ingress program did redirect them: only the tracepoints saw them fail.
-    assert by_port(lines[-1])["p1"]["redirect_packets"] == 50
+    assert p1["redirect_packets"] == 50 and p1["forwarded_packets"] == 0
+    assert p1["not_forwarded"]["redirect_error"] == 50
+    assert by_pair(data)[("p1", "p2")]["redirect_error_packets"] == 50
+    out = tmp_path / "xdpfwd.prom"
+    topo.ok(pin_dir, "stats", "--format", "prometheus", "--output", str(out))
+    text = out.read_text()
+    pair = 'ingress="p1",egress="p2",group=""'
+    assert f"xdpfwd_pair_redirect_error_packets_total{{{pair}}} 50" in text
+    assert 'xdpfwd_not_forwarded_packets_total{reason="redirect_error"} 50' in text
+    row = next(r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1")
+    assert row["redirect_error_packets"] == 50
+    assert row["not_forwarded"]["redirect_error"] == 50
+    # Loss accounting counts once however many watchers run, and they all see it.
+    first, lines1 = watch(topo, pin_dir, "--count", "6", "--interval", "0.5")
+    second, lines2 = watch(topo, pin_dir, "--count", "6", "--interval", "0.5")
+    send_udp(h1, h2.ip, 30)
+    for proc, lines in ((first, lines1), (second, lines2)):
+        lines = finish(proc, lines)
+        assert lines[-1]["watch_not_forwarded"]["redirect_error"] == 30
+        assert lines[-1]["not_forwarded"]["redirect_error"] == 80
+        assert by_port(lines[-1])["p1"]["not_forwarded"]["redirect_error"] == 80
+    assert stats_json(topo, pin_dir)["not_forwarded"]["redirect_error"] == 80
+
+
+def test_down_detaches_loss_accounting(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    names = os.listdir(pin_dir)
+    links = [n for n in names if n.startswith("link_tp_")]
+    assert sorted(links) == [
+        "link_tp_xdp_devmap_xmit",
+        "link_tp_xdp_exception",
+        "link_tp_xdp_redirect_err",
+    ]
+    ids = {_link_id(os.path.join(pin_dir, name)) for name in links}
+    assert ids <= _raw_tracepoint_links()
+    topo.ok(pin_dir, "down")
+    assert not os.path.exists(pin_dir)
+    # Other pin dirs' links (tests running beside) may come and go: only ours count.
+    assert not ids & _raw_tracepoint_links()
+
+
+def _link_id(path: str) -> int:
+    from xdpfwd.kernel.bpf import syscall as sc
+
+    fd = sc.obj_get(path)
+    try:
+        return sc.link_info(fd).id
+    finally:
+        os.close(fd)
+
+
+def _raw_tracepoint_links() -> set[int]:
+    """Ids of the raw tracepoint links attached to the XDP tracepoints, host-wide."""
+    from xdpfwd.kernel.bpf import syscall as sc
+
+    found = set()
+    link_id = 0
+    while True:
+        try:
+            link_id = sc.next_link_id(link_id)
+        except FileNotFoundError:
+            return found
+        try:
+            fd = sc.link_fd_by_id(link_id)
+        except OSError:
+            continue
+        try:
+            info = sc.link_info(fd)
+        finally:
+            os.close(fd)
+        if info.tracepoint and info.tracepoint.startswith("xdp_"):
+            found.add(link_id)
 
 
 @pytest.fixture

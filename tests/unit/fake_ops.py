@@ -18,10 +18,16 @@ from xdpfwd.model import (
     GroupInfo,
     Iface,
     Listing,
+    McastDelResult,
+    McastGroup,
+    McastListing,
+    McastReceiver,
+    McastResult,
     PairRow,
     PortRow,
     PruneResult,
 )
+from xdpfwd.model.counters import LOSS_REASONS
 from xdpfwd.model.reports import (
     ApplyResult,
     BenchReport,
@@ -112,6 +118,8 @@ class FakeOps:
                 egress_prog=EgressProg("user", 9, "drop_arp"),
                 rewrite=Rewrite("02:00:00:00:00:01", None),
                 egress_counters=EgressStats(4, 400, 1, 100),
+                lost={**dict.fromkeys(LOSS_REASONS, 0), "egress_drop": 1},
+                forwarded=4,
             ),
             PortRow(
                 Iface(17, None),
@@ -122,6 +130,7 @@ class FakeOps:
                 "drop",
                 "device gone",
                 PortStats(),
+                lost=dict.fromkeys(LOSS_REASONS, 0),
             ),
         ]
         groups = [
@@ -133,7 +142,7 @@ class FakeOps:
                 [PairRow(Iface(3, "eth2"), Iface(4, "eth3"), EgressStats(7, 700, 0, 0))],
             )
         ]
-        return Listing(pins.path, "devmap-hash", "devmap-val", 7, rows, groups)
+        return Listing(pins.path, "devmap-hash", "devmap-val", 7, rows, groups, [FEED])
 
     def broadcast(self, pins, members, **kwargs):
         self._record("broadcast", pins, members, **kwargs)
@@ -144,6 +153,18 @@ class FakeOps:
     def broadcast_del(self, pins, members, group):
         self._record("broadcast_del", pins, members, group)
         return BroadcastDelResult(members, ["default"], ["default"], members)
+
+    def multicast_add(self, pins, group, receivers, sources, **kwargs):
+        self._record("multicast_add", pins, group, receivers, sources, **kwargs)
+        return McastResult(group, True, False, sources or receivers, receivers, [], False)
+
+    def multicast_del(self, pins, group, receivers, sources):
+        self._record("multicast_del", pins, group, receivers, sources)
+        return McastDelResult(group, not receivers and not sources, sources, receivers, [])
+
+    def multicast_list(self, pins):
+        self._record("multicast_list", pins)
+        return McastListing(pins.path, True, [FEED])
 
     def down(self, pins):
         self._record("down", pins)
@@ -215,3 +236,16 @@ class FakeOps:
             "flows": options["flows"],
         }
         return BenchReport(settings, {"kernel": "6.1", "cpu": "test", "cpus_online": 2}, rows)
+
+
+FEED = McastGroup(
+    "239.1.1.1",
+    "ipv4",
+    False,
+    [Iface(2, "eth1")],
+    [McastReceiver(Iface(3, "eth2"), 50, 5300), McastReceiver(Iface(4, "eth3"), 48, 5088)],
+    50,
+    5300,
+    100,
+    98,
+)

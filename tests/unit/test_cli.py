@@ -216,8 +216,11 @@ def test_list_json_is_stable_and_parseable():
         "table",
         "value",
         "prog_id",
+        "loss_accounting",
+        "multi_buffer",
         "entries",
         "groups",
+        "multicast",
     }
     first, gone = data["entries"]
     assert set(first) == {
@@ -233,8 +236,13 @@ def test_list_json_is_stable_and_parseable():
         "counters",
         "egress_counters",
         "group",
+        "multicast",
         "problems",
         "balance",
+        "forwarded_packets",
+        "not_forwarded",
+        "xmit_drop_packets",
+        "redirect_error_packets",
     }
     assert first["ingress"] == {"ifname": "eth1", "ifindex": 2, "netns": None}
     assert first["counters"]["redirect_packets"] == 5
@@ -260,7 +268,7 @@ def test_piped_tables_keep_every_column():
     # Not a terminal: rich would assume 80 columns and elide the counter columns.
     result, _ = invoke(["list"])
     header = next(line for line in result.stdout.splitlines() if line.startswith("INGRESS"))
-    assert header.split()[-2:] == ["FORWARDED", "MISSED"]
+    assert header.split()[-3:] == ["FORWARDED", "MISSED", "LOST"]
     assert "…" not in result.stdout
 
 
@@ -361,6 +369,92 @@ def test_broadcast_usage_errors(args, message):
     result, ops = invoke(args)
     assert result.exit_code == 2 and message in one_error_line(result)
     assert ops.calls == []
+
+
+@pytest.mark.parametrize(
+    "args, call",
+    [
+        (
+            ["multicast", "add", "239.1.1.1", "--from", "eth1", "--to", "eth2", "eth3"],
+            (
+                "multicast_add",
+                "239.1.1.1",
+                [Iface(3, "eth2"), Iface(4, "eth3")],
+                [Iface(2, "eth1")],
+                {"exclude_ingress": None, "table": None, "mode": "auto", "force": False},
+            ),
+        ),
+        (
+            ["multicast", "add", "ff3e::1:1", "--to", "eth1", "--to", "eth2", "--exclude-ingress"],
+            (
+                "multicast_add",
+                "ff3e::1:1",
+                [Iface(2, "eth1"), Iface(3, "eth2")],
+                None,
+                {"exclude_ingress": True, "table": None, "mode": "auto", "force": False},
+            ),
+        ),
+        (
+            ["multicast", "add", "239.1.1.1", "--from", "eth1", "eth2", "-m", "skb"],
+            (
+                "multicast_add",
+                "239.1.1.1",
+                [],
+                [Iface(2, "eth1"), Iface(3, "eth2")],
+                {"exclude_ingress": None, "table": None, "mode": "generic", "force": False},
+            ),
+        ),
+        (
+            ["multicast", "del", "239.1.1.1", "--to", "eth2", "17"],
+            ("multicast_del", "239.1.1.1", [Iface(3, "eth2"), Iface(17, None)], [], {}),
+        ),
+        (["multicast", "del", "239.1.1.1"], ("multicast_del", "239.1.1.1", [], [], {})),
+    ],
+    ids=["feed", "bus", "sources-only", "del-receivers", "del-group"],
+)
+def test_multicast_parsing(args, call):
+    result, ops = invoke(args)
+    assert result.exit_code == 0, result.stderr
+    name, recorded, kwargs = ops.calls[0]
+    assert (name, *recorded[1:], kwargs) == call
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["multicast", "add", "239.1.1.1"], "name receivers"),
+        (["multicast", "add", "239.1.1.1", "--to", "eth1", "nope"], "no such interface: nope"),
+        (["multicast", "add", "--to", "eth1"], "Missing argument 'GROUP'"),
+    ],
+    ids=["no-ports", "unknown-iface", "no-group"],
+)
+def test_multicast_usage_errors(args, message):
+    result, ops = invoke(args)
+    assert result.exit_code == 2 and message in one_error_line(result)
+    assert ops.calls == []
+
+
+def test_multicast_list_shows_counters_and_json():
+    result, _ = invoke(["multicast", "list"])
+    row = next(line for line in result.stdout.splitlines() if line.startswith("239.1.1.1"))
+    assert row.split()[-3:] == ["50", "98", "2"]  # in, copies out, lost
+    data = json.loads(invoke(["multicast", "list", "--json"])[0].stdout)
+    (group,) = data["groups"]
+    assert (group["copies_out"], group["copies_lost"]) == (98, 2)
+    assert group["receivers"][0] == {
+        "port": {"ifname": "eth2", "ifindex": 3, "netns": None},
+        "tx_packets": 50,
+        "tx_bytes": 5300,
+    }
+    listing = json.loads(invoke(["list", "--json"])[0].stdout)
+    assert listing["multicast"] == data["groups"]
+
+
+def test_multicast_results_are_reported():
+    result, _ = invoke(["multicast", "add", "239.1.1.1", "--from", "eth1", "--to", "eth2"])
+    assert "multicast group 239.1.1.1 created" in result.stdout
+    result, _ = invoke(["multicast", "del", "239.1.1.1"])
+    assert "multicast group 239.1.1.1 was removed" in result.stdout
 
 
 def test_list_shows_groups():

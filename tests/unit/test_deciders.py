@@ -14,9 +14,11 @@ from xdpfwd.ops.apply import (
     Running,
     RunningBalanced,
     RunningEntry,
+    RunningGroup,
     plan,
     resolve_config,
 )
+from xdpfwd.options import spread_values
 from xdpfwd.state import buckets, config
 from xdpfwd.state.entries import check_spec
 from xdpfwd.state.health import (
@@ -26,6 +28,7 @@ from xdpfwd.state.health import (
     problems,
     sender_problems,
 )
+from xdpfwd.state.multicast import copies_of
 from xdpfwd.state.ports import plan_attach
 
 OURS = 40
@@ -313,6 +316,118 @@ def test_apply_plan_takes_none_and_built_in_for_the_same_entry():
 def test_resolve_config_names_the_line_of_an_unknown_interface():
     with pytest.raises(config.ConfigError, match=r"f.yaml:3: no such interface: eth9"):
         desired("forward:\n  - {from: eth1, to: eth9}")
+
+
+# --- apply.plan: multicast groups ----------------------------------------------------
+
+FEED = "multicast: [{group: 239.1.1.1, from: [eth1], to: [eth2, eth3]}]"
+FEEDING = Running(
+    attached={2: "native"},
+    settings={2: PASS},
+    entries={},
+    members={},
+    multicast={"239.1.1.1": RunningGroup(frozenset({2}), frozenset({3, 4}))},
+)
+
+
+@pytest.mark.parametrize(
+    "running, text, steps",
+    [
+        (
+            NOTHING_RUNNING,
+            FEED,
+            ["attach to eth1 (auto)", "create multicast group 239.1.1.1 (from eth1 to eth2, eth3)"],
+        ),
+        (FEEDING, FEED, []),
+        (
+            FEEDING,
+            "multicast: [{group: 239.1.1.1, from: [eth1], to: [eth3]}]",
+            ["change multicast group 239.1.1.1 (from eth1 to eth3)"],
+        ),
+        (
+            FEEDING,
+            "multicast: [{group: 239.1.1.1, from: [eth1], to: [eth2, eth3], exclude_ingress: on}]",
+            ["change multicast group 239.1.1.1 (from eth1 to eth2, eth3, exclude ingress)"],
+        ),
+        (FEEDING, "", ["remove multicast group 239.1.1.1", "detach from eth1"]),
+        (
+            FEEDING,
+            "multicast: [{group: 239.1.1.1, to: [eth1, eth2]}]",
+            [
+                "attach to eth2 (auto)",
+                "change multicast group 239.1.1.1 (from eth1, eth2 to eth1, eth2)",
+            ],
+        ),
+        (
+            FORWARDING,
+            BOTH_WAYS + "\n" + FEED,
+            ["create multicast group 239.1.1.1 (from eth1 to eth2, eth3)"],
+        ),
+        (
+            NOTHING_RUNNING,
+            "multicast: [{group: 'ff3e::1:1', to: [eth1, eth2], exclude_ingress: true}]",
+            [
+                "attach to eth1 (auto)",
+                "attach to eth2 (auto)",
+                "create multicast group ff3e::1:1 (from eth1, eth2 to eth1, eth2, exclude ingress)",
+            ],
+        ),
+    ],
+    ids=[
+        "new feed",
+        "same again",
+        "one receiver less",
+        "flag",
+        "feed gone",
+        "feed to bus",
+        "source that forwards",
+        "ipv6 bus",
+    ],
+)
+def test_apply_plan_multicast(running, text, steps):
+    assert [step.text for step in plan(running, desired(text), LINKS)] == steps
+
+
+def test_resolve_config_names_the_line_of_an_unknown_receiver():
+    with pytest.raises(config.ConfigError, match=r"f.yaml:3: no such interface: eth9"):
+        desired("multicast:\n  - {group: 239.1.1.1,\n     to: [eth9]}")
+
+
+# --- multicast deciders ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source, receivers, exclude, copies",
+    [
+        (2, {3, 4}, False, 2),
+        (2, {3, 4}, True, 2),
+        (2, {2, 3, 4}, True, 2),
+        (2, {2, 3, 4}, False, 3),
+        (2, {2}, True, 0),
+    ],
+    ids=["feed", "feed-exclude", "bus-exclude", "bus-include", "bus-of-one"],
+)
+def test_copies_of_a_frame(source, receivers, exclude, copies):
+    assert copies_of(source, frozenset(receivers), exclude) == copies
+
+
+@pytest.mark.parametrize(
+    "args, spread",
+    [
+        (["g", "--to", "b", "c"], ["g", "--to", "b", "--to", "c"]),
+        (
+            ["g", "--from", "a", "--to", "b", "c", "--exclude-ingress"],
+            ["g", "--from", "a", "--to", "b", "--to", "c", "--exclude-ingress"],
+        ),
+        (["g", "--to=b", "c"], ["g", "--to", "b", "--to", "c"]),
+        (["g", "--to", "b", "--to", "c"], ["g", "--to", "b", "--to", "c"]),
+        (["g", "--mode", "native", "--to", "b"], ["g", "--mode", "native", "--to", "b"]),
+        (["g", "--to", "b", "--", "c"], ["g", "--to", "b", "--", "c"]),
+    ],
+    ids=["several", "both", "equals", "repeated", "other-option", "double-dash"],
+)
+def test_list_options_take_every_value(args, spread):
+    assert spread_values(args, ("--to", "--from")) == spread
 
 
 # --- health.forwarding_loop --------------------------------------------------------

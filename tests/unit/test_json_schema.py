@@ -16,7 +16,7 @@ from xdpfwd.model.reports import Lab, LabPort
 
 from .fake_ops import FakeOps
 from .test_cli import invoke
-from .test_stats import snap
+from .test_stats import mcast_snap, snap
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "json-schema.json").read_text())
@@ -62,14 +62,21 @@ class Stateful(FakeOps):
             egress_prog=EgressProg("built-in", 8, "xdpfwd_egress_g"),
             egress_counters=EgressStats(4, 400),
             balance=BalanceInfo("symmetric", ports, unassigned=85),
+            lost=dict.fromkeys(LOSS_REASONS, 0),
+            forwarded=4,
         )
         return replace(listing, rows=[*listing.rows, row])
 
     def stats_read(self, pins):
-        return balanced(snap(1.0, rx=5, tx=4))
+        return balanced(
+            replace(snap(1.0, rx=5, tx=4), multicast=mcast_snap(1.0, 50, (50, 48)).multicast)
+        )
 
     def stats_watch(self, pins, interval, count):
-        before, after = balanced(snap(0.0)), balanced(snap(1.0, rx=5, tx=4))
+        before = balanced(replace(snap(0.0), multicast=mcast_snap(0.0, 10, (10, 10)).multicast))
+        after = balanced(
+            replace(snap(1.0, rx=5, tx=4), multicast=mcast_snap(1.0, 50, (50, 48)).multicast)
+        )
         losses = dict.fromkeys(LOSS_REASONS, 0)
         yield WatchFrame(after, rates(before, after), losses)
 
@@ -85,8 +92,9 @@ class Stateful(FakeOps):
         (["lab", "status", "--json"], "lab"),
         (["bench", "--json"], "bench"),
         (["stats", "--json"], "stats"),
+        (["multicast", "list", "--json"], "multicast"),
     ],
-    ids=["list", "doctor", "lab status", "bench", "stats"],
+    ids=["list", "doctor", "lab status", "bench", "stats", "multicast list"],
 )
 @pytest.mark.parametrize("ops", [FakeOps, Stateful], ids=["empty", "with state"])
 def test_every_json_output_follows_the_schema(args, command, ops):
@@ -103,6 +111,8 @@ def test_watch_lines_follow_the_schema_with_rates_and_watch_losses():
     assert document["interval_s"] == 1.0 and document["ports"][0]["rx_pps"] == 5.0
     assert [p["buckets"] for p in document["pairs"]] == [None, 128]
     assert document["watch_not_forwarded"]["miss"] == 0
+    (group,) = document["multicast"]
+    assert group["in_pps"] == 40.0 and group["receivers"][0]["port"]["netns"] is None
 
 
 def test_no_state_is_empty_lists_never_null():

@@ -41,6 +41,7 @@ def c_define(name: str) -> str:
         ("XDPFWD_PIN_GROUPS", maps.PIN_GROUPS),
         ("XDPFWD_PIN_GROUP_DIR", maps.PIN_GROUP_DIR),
         ("XDPFWD_PIN_PAIR_STATS", maps.PIN_PAIR_STATS),
+        ("XDPFWD_PIN_TX_EVENTS", maps.PIN_TX_EVENTS),
         ("XDPFWD_GROUP_MAX_MEMBERS", str(maps.GROUP_MAX_MEMBERS)),
         ("XDPFWD_PORT_BROADCAST", str(maps.PORT_BROADCAST)),
         ("XDPFWD_PORT_EXCLUDE_INGRESS", str(maps.PORT_EXCLUDE_INGRESS)),
@@ -57,6 +58,21 @@ def c_define(name: str) -> str:
         ("XDPFWD_HASH_L4", str(maps.HASH_MODES["l4"])),
         ("XDPFWD_HASH_L3", str(maps.HASH_MODES["l3"])),
         ("XDPFWD_HASH_L2", str(maps.HASH_MODES["l2"])),
+        ("XDPFWD_PIN_BENCH_FLOOD", maps.PIN_BENCH_FLOOD),
+        ("XDPFWD_PIN_MCAST_SOURCES", maps.PIN_MCAST_SOURCES),
+        ("XDPFWD_PIN_MCAST_GROUPS", maps.PIN_MCAST_GROUPS),
+        ("XDPFWD_PIN_MCAST_STATS", maps.PIN_MCAST_STATS),
+        ("XDPFWD_PIN_MCAST_COPIES", maps.PIN_MCAST_COPIES),
+        ("XDPFWD_PIN_PROG_MCAST", maps.PIN_PROG_MCAST),
+        ("XDPFWD_MCAST_MAX_GROUPS", str(maps.MCAST_MAX_GROUPS)),
+        ("XDPFWD_MCAST_MAX_MEMBERS", str(maps.MCAST_MAX_MEMBERS)),
+        ("XDPFWD_MCAST_MAX_SOURCES", str(maps.MCAST_MAX_SOURCES)),
+        ("XDPFWD_MCAST_MAX_COPIES", str(maps.MCAST_MAX_COPIES)),
+        ("XDPFWD_MCAST_UNTAGGED", hex(maps.MCAST_UNTAGGED)),
+        ("XDPFWD_MCAST_MAC", str(maps.MCAST_MAC)),
+        ("XDPFWD_MCAST_IPV4", str(maps.MCAST_IPV4)),
+        ("XDPFWD_MCAST_IPV6", str(maps.MCAST_IPV6)),
+        ("XDPFWD_MCAST_EXCLUDE_INGRESS", str(maps.MCAST_EXCLUDE_INGRESS)),
     ],
 )
 def test_python_mirrors_the_c_header(c_name, py_value):
@@ -225,6 +241,118 @@ def test_the_intent_document_is_kept_in_chunks(monkeypatch):
     assert len(kernel.stores[path]) == 1 + 3  # the length, then three 8-byte chunks
     store.write(b"short")
     assert store.read() == b"short" and len(kernel.stores[path]) == 2
+
+
+# --- multicast ---------------------------------------------------------------------
+
+
+def c_struct_body(name: str) -> list[str]:
+    body = re.search(rf"struct {name} {{(.*?)}};", HEADER, re.S).group(1)
+    return [
+        line.split("/*")[0].strip() for line in body.splitlines() if line.split("/*")[0].strip()
+    ]
+
+
+@pytest.mark.parametrize(
+    "c_struct, layout, fields_",
+    [
+        (
+            "xdpfwd_mcast_key",
+            maps._MCAST_KEY,
+            ["__u32 ifindex;", "__u8 kind;", "__u8 pad[3];", "__u8 addr[16];"],
+        ),
+        (
+            "xdpfwd_mcast_source",
+            maps._MCAST_SOURCE,
+            ["__u32 slot;", "__u32 flags;", "__u32 copies;", "__u32 pad;"],
+        ),
+        (
+            "xdpfwd_mcast_stats",
+            maps._MCAST_STATS,
+            ["struct xdpfwd_counter in;", "__u64 copies;"],
+        ),
+    ],
+    ids=["key", "source", "stats"],
+)
+def test_multicast_layouts_follow_the_c_structs(c_struct, layout, fields_):
+    assert c_struct_body(c_struct) == fields_
+    sizes = {"__u32": 4, "__u8": 1, "__u64": 8, "struct": 16}
+    expected = 0
+    for field in fields_:
+        kind = field.split()[0]
+        count = int(re.search(r"\[(\d+)\]", field).group(1)) if "[" in field else 1
+        expected += sizes[kind] * count
+    assert layout.size == expected
+
+
+@pytest.mark.parametrize(
+    "text, kind, raw, shown",
+    [
+        ("239.1.1.1", maps.MCAST_IPV4, bytes([239, 1, 1, 1]), "239.1.1.1"),
+        ("224.0.0.251", maps.MCAST_IPV4, bytes([224, 0, 0, 251]), "224.0.0.251"),
+        (
+            "FF3E:0::1:1",
+            maps.MCAST_IPV6,
+            bytes.fromhex("ff3e" + "00" * 10 + "00010001"),
+            "ff3e::1:1",
+        ),
+        ("01:00:5E:00:00:FB", maps.MCAST_MAC, bytes.fromhex("01005e0000fb"), "01:00:5e:00:00:fb"),
+        ("ff:ff:ff:ff:ff:ff", maps.MCAST_MAC, b"\xff" * 6, "ff:ff:ff:ff:ff:ff"),
+    ],
+    ids=["ipv4", "ipv4-link-local", "ipv6", "mac", "broadcast-mac"],
+)
+def test_group_addresses_parse_to_their_key(text, kind, raw, shown):
+    addr = maps.McastAddr.parse(text)
+    assert (addr.kind, addr.raw, addr.text) == (kind, raw, shown)
+    packed = addr.key(7)
+    assert len(packed) == 24 and packed[:4] == struct.pack("=I", 7)
+    assert packed[4] == kind and packed[5:8] == bytes(3)
+    assert packed[8:] == raw + bytes(16 - len(raw))  # zeros after the address
+    assert maps.McastAddr.from_key(packed) == (7, addr)
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("10.0.0.1", "not a multicast address"),
+        ("2001:db8::1", "not a multicast address"),
+        ("02:00:00:00:00:01", "unicast MAC"),
+        ("eth0", "not a multicast group"),
+        ("239.1.1", "not a multicast group"),
+    ],
+    ids=["ipv4-unicast", "ipv6-unicast", "mac-unicast", "name", "short"],
+)
+def test_group_addresses_refused(text, reason):
+    with pytest.raises(ValueError, match=reason):
+        maps.McastAddr.parse(text)
+
+
+@pytest.mark.parametrize(
+    "group, mac",
+    [
+        ("239.1.1.1", "01:00:5e:01:01:01"),
+        ("239.129.1.1", "01:00:5e:01:01:01"),
+        ("ff3e::1:1", "33:33:00:01:00:01"),
+        ("01:00:5e:00:00:fb", "01:00:5e:00:00:fb"),
+    ],
+)
+def test_the_mac_of_a_group(group, mac):
+    assert maps.McastAddr.parse(group).mac_text() == mac
+
+
+def test_multicast_sources_table(monkeypatch):
+    kernel = FakeKernel(
+        monkeypatch,
+        {"/src": sc.MapInfo(sc.MAP_TYPE_HASH, 5, 24, 16, maps.MCAST_MAX_SOURCES, "x")},
+    )
+    monkeypatch.setattr(sc, "map_keys", lambda fd, size: list(kernel.store(fd)))
+    table = maps.McastSourceTable("/src")
+    group = maps.McastAddr.parse("239.1.1.1")
+    table.set(3, group, maps.McastSource(5, maps.MCAST_EXCLUDE_INGRESS, 2))
+    assert kernel.stores["/src"][group.key(3)] == struct.pack("=IIII", 5, 1, 2, 0)
+    assert table.items() == {(3, group): maps.McastSource(5, 1, 2)}
+    assert table.items()[(3, group)].exclude_ingress
+    assert table.remove(3, group) and table.items() == {}
 
 
 def user_progs(monkeypatch):

@@ -90,7 +90,10 @@ def test_every_pin_xdpfwd_makes_is_known_by_name_and_kind():
     known = pins.KNOWN_PINS
     assert known[maps.PIN_PROG_INGRESS] == ("prog", "xdpfwd_")
     assert known[maps.PIN_FWD] == ("map", "xdpfwd_")
-    assert known[maps.PIN_TRACE_PREFIX + "xdp_exception"] == ("prog", "xdp__")
+    assert known[maps.PIN_TRACE_LEGACY_PREFIX + "xdp_exception"] == ("prog", "xdp__")
+    assert known[maps.PIN_TRACE_PROG_PREFIX + "xdp_exception"] == ("prog", "xdpfwd_tp_")
+    assert known[maps.PIN_TRACE_LINK_PREFIX + "xdp_devmap_xmit"] == ("link", "")
+    assert known[maps.PIN_PROG_FLAGS] == ("map", "xdpfwd_")
     assert maps.PIN_OWNER not in known  # the marker is checked on its own
 
 

@@ -67,6 +67,14 @@ def test_user_egress_text_refuses_a_bad_function_name():
         source.user_egress_text("", "x.c", "not a name")
 
 
+def test_every_tracepoint_program_is_in_the_trace_source():
+    from xdpfwd.kernel.bpf import loader
+
+    text = source.read_source(source.TRACE_SOURCE)
+    for func in loader.TRACE_FUNCS.values():
+        assert f"int {func}(struct bpf_raw_tracepoint_args *ctx)" in text
+
+
 @pytest.mark.parametrize(
     "text, func, found",
     [

@@ -1,12 +1,15 @@
 """Rates, loss attribution, units, JSON, Prometheus and the stats CLI, without a kernel."""
 
+import io
 import json
+from dataclasses import replace
 
 import pytest
+from rich.console import Console
 
 from xdpfwd import render
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
-from xdpfwd.model import Iface
+from xdpfwd.model import Iface, McastGroup, McastReceiver
 from xdpfwd.model.counters import (
     PairCounters,
     PortCounters,
@@ -23,15 +26,33 @@ from .test_cli import invoke, one_error_line
 ETH1, ETH2, GONE = Iface(2, "eth1"), Iface(3, "eth2"), Iface(17, None)
 
 
-def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, invalid=0, extra=()):
+def snap(
+    taken,
+    rx=0,
+    nbytes=0,
+    miss=0,
+    tx=0,
+    drops=0,
+    xmit=0,
+    redirect_err=0,
+    too_big=0,
+    invalid=0,
+    extra=(),
+):
+    events = TxEvents(xmit_drops=xmit, redirect_errors=redirect_err)
     ports = {
         2: PortCounters(
             ETH1,
             PortStats(
-                redirect_packets=rx, redirect_bytes=nbytes, miss_packets=miss, pass_packets=miss
+                redirect_packets=rx,
+                redirect_bytes=nbytes,
+                miss_packets=miss,
+                pass_packets=miss,
+                too_big_packets=too_big,
             ),
+            events=events,
         ),
-        3: PortCounters(ETH2, PortStats(), tx, tx * 100),
+        3: PortCounters(ETH2, PortStats(), tx, tx * 100, events=TxEvents()),
     }
     for port in extra:
         ports[port.ifindex] = PortCounters(port, PortStats())
@@ -43,7 +64,7 @@ def snap(taken, rx=0, nbytes=0, miss=0, tx=0, drops=0, xmit=0, redirect_err=0, i
         tx,
         tx * 100,
         drops,
-        TxEvents(xmit_drops=xmit, redirect_errors=redirect_err),
+        events,
         egress_invalid_packets=invalid,
     )
     return Snapshot(taken, 1e9 + taken, ports, {pair.key: pair}, {}, tracing=True)
@@ -83,9 +104,10 @@ def test_new_rows_have_no_rate_and_gone_rows_vanish():
 def test_every_lost_frame_gets_one_reason():
     # 7 dropped by an egress program, 2 given an invalid verdict (XDP_TX): the
     # tracepoint's 12 drops include those 9.
-    r = rates(snap(0.0), snap(1.0, miss=4, drops=7, invalid=2, xmit=12, redirect_err=5))
+    r = rates(snap(0.0), snap(1.0, miss=4, drops=7, invalid=2, xmit=12, redirect_err=5, too_big=2))
     assert r.losses == {
         "miss": 4,
+        "too_big": 2,
         "egress_drop": 7,
         "egress_invalid": 2,
         "redirect_error": 5,
@@ -198,7 +220,7 @@ def test_watch_ends_cleanly_on_ctrl_c():
     frame = WatchFrame(
         after,
         rates(before, after),
-        {"miss": 0, "egress_drop": 0, "redirect_error": 0, "xmit_drop": 0},
+        {"miss": 0, "too_big": 0, "egress_drop": 0, "redirect_error": 0, "xmit_drop": 0},
     )
     ops = _StatsOps(frames=[frame, frame])
     result, _ = invoke(["stats", "--watch", "--json"], ops=ops)
@@ -231,3 +253,154 @@ def test_stats_usage_errors(args, message):
     result, ops = invoke(args, ops=_StatsOps())
     assert result.exit_code == 2 and message in one_error_line(result)
     assert ops.calls == []
+
+
+# --- multicast groups ----------------------------------------------------------------
+
+
+def mcast_snap(taken, frames, copies=(None, None)):
+    receivers = [
+        McastReceiver(port, n, None if n is None else n * 100)
+        for port, n in zip((ETH2, Iface(4, "eth3")), copies, strict=True)
+    ]
+    out = None if None in copies else sum(copies)
+    group = McastGroup(
+        "239.1.1.1", "ipv4", False, [ETH1], receivers, frames, frames * 100, 2 * frames, out
+    )
+    return replace(snap(taken), multicast={"239.1.1.1": group})
+
+
+def test_multicast_rates_and_losses():
+    before, after = mcast_snap(0.0, 100, (100, 100)), mcast_snap(2.0, 300, (300, 290))
+    r = rates(before, after)
+    assert r.mcast_in["239.1.1.1"].pps == 100.0
+    assert r.mcast_out["239.1.1.1"].pps == (590 - 200) / 2
+    group = after.multicast["239.1.1.1"]
+    assert (group.copies_out, group.copies_lost) == (590, 10)
+    data = render.stats_dict(after, r)
+    (row,) = data["multicast"]
+    assert row["in_pps"] == 100.0 and row["copies_lost"] == 10
+    assert row["receivers"][1] == {
+        "port": {"ifname": "eth3", "ifindex": 4},
+        "tx_packets": 290,
+        "tx_bytes": 29000,
+    }
+
+
+def test_uncounted_copies_have_no_loss_and_no_rate():
+    before, after = mcast_snap(0.0, 10), mcast_snap(1.0, 20)
+    r = rates(before, after)
+    assert "239.1.1.1" not in r.mcast_out and r.mcast_in["239.1.1.1"].pps == 10.0
+    assert after.multicast["239.1.1.1"].copies_lost is None
+
+
+def test_select_keeps_the_groups_of_a_port():
+    snapshot = mcast_snap(0.0, 1, (1, 1))
+    assert select(snapshot, {4}).multicast == snapshot.multicast
+    assert select(snapshot, {99}).multicast == {}
+
+
+def test_a_multicast_source_forwards_its_redirects_less_its_replicas():
+    s = snap(0.0, rx=100, xmit=0)
+    s = replace(s, ports={**s.ports, 2: replace(s.ports[2], mcast_packets=30)})
+    assert s.forwarded(2) == 70
+
+
+def test_the_live_multicast_table_fits_80_columns_with_totals_beside_rates():
+    before, after = mcast_snap(0.0, 100, (100, 100)), mcast_snap(2.0, 300, (300, 290))
+    frame = WatchFrame(after, rates(before, after), after.losses())
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(render.watch_view(frame, "/sys/fs/bpf/xdpfwd", 1.0, "name", expand=True))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    header = next(line for line in lines if line.startswith("GROUP"))
+    assert "IN/S" in header and "COPIES/S" in header
+    row = next(line for line in lines if line.startswith("239.1.1.1"))
+    assert row.split()[5] == "300" and row.split()[-1] == "590"
+
+
+def test_prometheus_multicast_metrics():
+    text = render.prometheus(mcast_snap(0.0, 50, (50, 48)))
+    assert 'xdpfwd_multicast_in_packets_total{group="239.1.1.1"} 50' in text
+    assert 'xdpfwd_multicast_copies_lost_total{group="239.1.1.1"} 2' in text
+    assert 'xdpfwd_multicast_copies_total{group="239.1.1.1",egress="eth3"} 48' in text
+    assert "# TYPE xdpfwd_multicast_copy_bytes_total counter" in text
+
+
+def test_frames_in_are_forwarded_passed_dropped_or_lost_by_reason():
+    s = snap(0.0, rx=100, miss=3, drops=4, xmit=10, redirect_err=5, too_big=2)
+    port = s.ports[2].counters
+    lost = s.port_losses(2)
+    assert lost == {
+        "miss": 3,
+        "too_big": 2,
+        "egress_drop": 4,
+        "egress_invalid": 0,
+        "redirect_error": 5,
+        "xmit_drop": 6,
+    }
+    # 100 redirected: 5 failed, 4 dropped by the egress program, 6 more by the driver.
+    assert s.forwarded(2) == 85
+    after_program = lost["egress_drop"] + lost["redirect_error"] + lost["xmit_drop"]
+    total = s.forwarded(2) + port.pass_packets + port.drop_packets + lost["too_big"]
+    assert total + after_program == port.rx_packets
+
+
+def test_without_loss_accounting_the_traced_reasons_are_unknown():
+    s = replace(snap(0.0, rx=10, xmit=3), tracing=False)
+    assert s.port_losses(2)["xmit_drop"] is None and s.forwarded(2) is None
+    assert s.losses()["redirect_error"] is None and s.losses()["too_big"] == 0
+    assert "loss accounting is off" in str(render._losses_line(s.losses(), "total"))
+    assert "xdpfwd_pair_redirect_error_packets_total" not in render.prometheus(s)
+
+
+def test_a_broadcast_member_has_no_forwarded_count():
+    s = snap(0.0, rx=10)
+    member = PairCounters(ETH1, ETH2, "g", "egress", 10, 1000)
+    s = replace(s, pairs={member.key: member})
+    assert s.forwarded(2) is None
+
+
+def test_prometheus_has_every_reason_per_port_and_the_pairs_events():
+    text = render.prometheus(snap(0.0, rx=5, redirect_err=2, too_big=1))
+    lines = text.splitlines()
+    assert 'xdpfwd_port_too_big_packets_total{port="eth1",device="eth1",ifindex="2"} 1' in lines
+    pair = 'ingress="eth1",egress="eth2",group=""'
+    assert f"xdpfwd_pair_redirect_error_packets_total{{{pair}}} 2" in lines
+    labels = 'port="eth1",device="eth1",ifindex="2",reason="too_big"'
+    assert f"xdpfwd_port_not_forwarded_packets_total{{{labels}}} 1" in lines
+    assert 'xdpfwd_not_forwarded_packets_total{reason="too_big"} 1' in lines
+
+
+@pytest.mark.parametrize(
+    "lost, text",
+    [
+        ({"miss": 9, "too_big": 1, "egress_drop": 2, "redirect_error": 3, "xmit_drop": 0}, "6"),
+        (
+            {"miss": 0, "too_big": 1, "egress_drop": 0, "redirect_error": None, "xmit_drop": None},
+            "1+?",
+        ),
+    ],
+    ids=["known", "loss accounting off"],
+)
+def test_lost_column(lost, text):
+    assert render._lost(lost) == text
+
+
+def test_the_live_view_fits_80_columns_and_shows_totals_beside_rates():
+    before, after = snap(0.0, rx=0, miss=0), snap(1.0, rx=5, miss=2, tx=4, redirect_err=3)
+    frame = WatchFrame(after, rates(before, after), after.losses())
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(render.watch_view(frame, "/sys/fs/bpf/" + "x" * 90, 1.0, "name", expand=True))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[0].startswith("xdpfwd stats") and lines[0].endswith("…")
+    header = next(line for line in lines if line.startswith("PAIR"))
+    assert "TX/S" in header and "REDIR ERR" in header
+    assert any(line.startswith("not forwarded (since start): miss 2") for line in lines)
+
+
+def test_one_shot_stats_say_since_when_they_count():
+    result, _ = invoke(["stats"], ops=_StatsOps(snap(1.0, rx=5)))
+    last = result.stdout.splitlines()[-1]
+    assert last == render.COUNTERS_SINCE and len(last) <= 80

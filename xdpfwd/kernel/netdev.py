@@ -36,6 +36,13 @@ XDP_FLAGS_REPLACE = 1 << 4
 MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 _ATTACHED_MODE = {"xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload"}
 
+# The largest MTU whose frames fit in one page-sized XDP buffer on a veth: a page
+# less XDP_PACKET_HEADROOM (256), struct skb_shared_info (320) and the Ethernet
+# header; 3506 with 4 KB pages. Above it a program without BPF_F_XDP_HAS_FRAGS cannot
+# attach natively, and a multi-buffer one sees longer frames in several buffers.
+# (Other drivers split frames at sizes of their own.)
+SINGLE_BUFFER_MTU = os.sysconf("SC_PAGE_SIZE") - 256 - 320 - 14
+
 
 @dataclass(frozen=True)
 class Link:
@@ -247,14 +254,22 @@ def _set_xdp(ifindex: int, fd: int, flags: int, expected_fd: int | None = None) 
         ipr.link("set", index=ifindex, xdp={"attrs": attrs})
 
 
-def attach_xdp(port: Link, prog_fd: int, mode: str, replace_fd: int | None = None) -> str:
-    """Attach prog_fd to port in mode native, generic or auto; return the mode used.
+@dataclass(frozen=True)
+class Attached:
+    mode: str  # native or generic
+    refused: str | None = None  # why native XDP was refused, when auto fell back
+
+
+def attach_xdp(port: Link, prog_fd: int, mode: str, replace_fd: int | None = None) -> Attached:
+    """Attach prog_fd to port in mode native, generic or auto; return the mode used
+    (and, when auto fell back to generic, the kernel's reason).
 
     Without replace_fd the kernel refuses if any program is attached meanwhile;
     with it, the program replace_fd refers to is swapped out atomically.
     Raises AttachError.
     """
     tries = ["native", "generic"] if mode == "auto" else [mode]
+    refused = None
     for attempt in tries:
         flags = MODE_FLAGS[attempt]
         if replace_fd is None:
@@ -263,14 +278,15 @@ def attach_xdp(port: Link, prog_fd: int, mode: str, replace_fd: int | None = Non
             flags |= XDP_FLAGS_REPLACE
         try:
             _set_xdp(port.ifindex, prog_fd, flags, replace_fd)
-            return attempt
+            return Attached(attempt, refused)
         except NetlinkError as e:
             conflict = e.code in (errno.EBUSY, errno.EEXIST)
             if attempt == tries[-1] or conflict:
                 raise AttachError(
                     f"attaching XDP ({attempt}) to {port.ifname} failed: {_netlink_reason(e)}"
                 ) from e
-            log.info("native XDP on %s failed (%s); using generic", port.ifname, _netlink_reason(e))
+            refused = _netlink_reason(e)
+            log.info("native XDP on %s failed (%s); trying generic", port.ifname, refused)
     raise AssertionError("unreachable")
 
 

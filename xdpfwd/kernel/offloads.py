@@ -196,7 +196,8 @@ def _ifname(sock: socket.socket, ifindex: int) -> str:
 @contextmanager
 def peers(ports: dict[int, tuple[int, int | None]]) -> Iterator[dict[int, Peer]]:
     """The peers of veth ports given as {ifindex: (IFLA_LINK, IFLA_LINK_NETNSID)}, by
-    our port's ifindex; a peer whose namespace cannot be found is left out. This
+    our port's ifindex; a peer whose namespace cannot be found, or entered (setns(2)
+    takes CAP_SYS_ADMIN, which reading commands go without), is left out. This
     thread stays in its own namespace; the peers' sockets close at the end."""
     with ExitStack() as stack:
         wanted = {nsid for _, nsid in ports.values() if nsid is not None}

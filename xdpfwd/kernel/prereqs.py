@@ -22,7 +22,7 @@ CAP_NAMES = {
 # The capabilities each command needs, measured on Linux 6.18 (see CAPABILITIES in
 # xdpfwd(8)). CAP_NET_ADMIN: XDP attach and detach (RTM_SETLINK), veths. CAP_SYS_ADMIN:
 # BPF_{PROG,MAP}_GET_FD_BY_ID (BCC adopting pinned maps, the undo of map changes),
-# setns() and mount() (namespaces, bpffs, tracefs); the kernel also takes it in place
+# setns() and mount() (namespaces, bpffs); the kernel also takes it in place
 # of CAP_BPF and CAP_PERFMON. Reading and zeroing counters needs none: only access to
 # the pins, which belong to whoever created them (root: mode 0600).
 _CHANGE = (CAP_NET_ADMIN, CAP_SYS_ADMIN)
@@ -31,11 +31,13 @@ COMMAND_CAPS: dict[str, tuple[int, ...]] = {
     "del": _CHANGE,
     "broadcast": _CHANGE,
     "broadcast del": _CHANGE,
+    "multicast add": _CHANGE,
+    "multicast del": _CHANGE,
     "apply": _CHANGE,
     "prune": _CHANGE,  # it may bind devices again and move buckets, as apply does
     "follow": _CHANGE,  # prune on every link event (netlink events need none)
     "down": (CAP_NET_ADMIN,),
-    "stats --watch": (CAP_SYS_ADMIN,),
+    "stats --watch": (CAP_SYS_ADMIN,),  # only to attach loss accounting (older pin dirs)
     "lab up": _CHANGE,
     "lab down": _CHANGE,
     "demo": _CHANGE,
@@ -46,6 +48,8 @@ COMMAND_CAPS: dict[str, tuple[int, ...]] = {
     "save": (),
     "lab status": (),
     "doctor": (),
+    # A group's receivers are in a devmap the kernel opens by id only (map of maps).
+    "multicast list": (CAP_SYS_ADMIN,),
 }
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from xdpfwd.kernel.bpf.maps import BUCKETS, EgressStats, PortStats, Rewrite
+from xdpfwd.kernel.bpf.maps import BUCKETS, EgressStats, PortStats, Rewrite, TxEvents
 
 # XDP attach modes, and the words iproute2 and xdp-tools users bring for them; the CLI
 # and the configuration file accept them all.
@@ -121,6 +121,13 @@ class Attachment:
     port: Iface
     mode: str  # native or generic
     changed: bool  # False when xdpfwd's program was already there
+    fallback: str | None = None  # why native XDP was refused, when auto chose generic
+
+    @property
+    def warning(self) -> str | None:
+        if self.fallback is None:
+            return None
+        return f"{self.port.label}: native XDP refused ({self.fallback}); using generic mode"
 
 
 @dataclass(frozen=True)
@@ -184,8 +191,20 @@ class PortRow:
     rewrite: Rewrite | None = None
     egress_counters: EgressStats | None = None  # counted by the entry's egress program
     group: str | None = None  # the broadcast group the port floods in
+    multicast: tuple[str, ...] = ()  # the multicast groups the port is a source of
+    # Frames that entered the port and were not forwarded, by reason (None: unknown,
+    # loss accounting being off); what the tracepoints saw of the entry's pair.
+    lost: dict[str, int | None] = field(default_factory=dict)
+    events: TxEvents | None = None
+    forwarded: int | None = None  # redirected less lost after it, when that is known
     problems: tuple[str, ...] = ()  # what keeps its frames from getting through, with fixes
     balance: BalanceInfo | None = None  # a balanced entry (egress is None then)
+
+    @property
+    def forwarded_or_redirected(self) -> int:
+        """Frames forwarded when known; otherwise those handed to the redirect (for a
+        broadcast member, frames flooded)."""
+        return self.counters.redirect_packets if self.forwarded is None else self.forwarded
 
     def as_dict(self) -> dict:
         return {
@@ -201,9 +220,21 @@ class PortRow:
             "counters": self.counters.as_dict(),
             "egress_counters": self.egress_counters.as_dict() if self.egress_counters else None,
             "group": self.group,
+            "multicast": list(self.multicast),
             "problems": list(self.problems),
             "balance": self.balance.as_dict() if self.balance else None,
+            "forwarded_packets": self.forwarded,
+            "not_forwarded": self.lost,
+            **_events_dict(self.events),
         }
+
+
+def _events_dict(events: TxEvents | None) -> dict[str, int | None]:
+    """What the tracepoints saw of a pair, under the counters' names (null: unknown)."""
+    return {
+        "xmit_drop_packets": events.xmit_drops if events else None,
+        "redirect_error_packets": events.redirect_errors if events else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -213,12 +244,14 @@ class PairRow:
     ingress: Iface
     egress: Iface
     counters: EgressStats
+    events: TxEvents | None = None  # while loss accounting is attached
 
     def as_dict(self) -> dict:
         return {
             "ingress": self.ingress.as_dict(),
             "egress": self.egress.as_dict(),
             **self.counters.as_dict(),
+            **_events_dict(self.events),
         }
 
 
@@ -269,6 +302,9 @@ class Listing:
     prog_id: int | None
     rows: list[PortRow]
     groups: list[GroupInfo]
+    multicast: list[McastGroup] = field(default_factory=list)
+    loss_accounting: bool = False  # the tracepoint programs are attached
+    multi_buffer: bool | None = None  # programs loaded with BPF_F_XDP_HAS_FRAGS
 
     def as_dict(self) -> dict:
         return {
@@ -276,6 +312,105 @@ class Listing:
             "table": self.table,
             "value": self.value_format,
             "prog_id": self.prog_id,
+            "loss_accounting": self.loss_accounting,
+            "multi_buffer": self.multi_buffer,
             "entries": [row.as_dict() for row in self.rows],
             "groups": [g.as_dict() for g in self.groups],
+            "multicast": [g.as_dict() for g in self.multicast],
         }
+
+
+# --- multicast groups --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class McastReceiver:
+    """A receiver of a multicast group, with the copies its egress program counted
+    (None when the group's entries carry no egress program: ifindex tables)."""
+
+    port: Iface
+    copies: int | None = None
+    copy_bytes: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"port": self.port.as_dict(), "tx_packets": self.copies, "tx_bytes": self.copy_bytes}
+
+
+@dataclass(frozen=True)
+class McastGroup:
+    """A multicast group: frames to its address entering a source are copied to every
+    receiver (not back to the source with exclude_ingress)."""
+
+    group: str  # the address, as xdpfwd writes it (239.1.1.1, ff3e::1:1, 01:00:5e:...)
+    kind: str  # ipv4, ipv6 or mac
+    exclude_ingress: bool
+    sources: list[Iface]
+    receivers: list[McastReceiver]
+    in_packets: int = 0  # frames replicated
+    in_bytes: int = 0
+    copies_expected: int = 0  # copies those frames should have made
+    copies_out: int | None = None  # copies counted, former receivers' too; None: not counted
+
+    @property
+    def counted(self) -> bool:
+        return self.copies_out is not None
+
+    @property
+    def copies_lost(self) -> int | None:
+        """Copies that never reached a receiver's egress program (clones the kernel
+        could not make or send, a receiver's device refusing XDP frames)."""
+        out = self.copies_out
+        return None if out is None else max(0, self.copies_expected - out)
+
+    def touches(self, ifindexes: set[int]) -> bool:
+        ports = {p.ifindex for p in self.sources} | {r.port.ifindex for r in self.receivers}
+        return bool(ports & ifindexes)
+
+    def as_dict(self) -> dict:
+        return {
+            "group": self.group,
+            "kind": self.kind,
+            "exclude_ingress": self.exclude_ingress,
+            "sources": [s.as_dict() for s in self.sources],
+            "receivers": [r.as_dict() for r in self.receivers],
+            "in_packets": self.in_packets,
+            "in_bytes": self.in_bytes,
+            "copies_expected": self.copies_expected,
+            "copies_out": self.copies_out,
+            "copies_lost": self.copies_lost,
+        }
+
+
+@dataclass(frozen=True)
+class McastListing:
+    pin_dir: str
+    supported: bool  # False: the pins predate multicast groups
+    groups: list[McastGroup]
+
+    def as_dict(self) -> dict:
+        return {
+            "pin_dir": self.pin_dir,
+            "supported": self.supported,
+            "groups": [g.as_dict() for g in self.groups],
+        }
+
+
+@dataclass(frozen=True)
+class McastResult:
+    group: str
+    created: bool
+    exclude_ingress: bool
+    sources: list[Iface]  # after the change
+    receivers: list[Iface]
+    attachments: list[Attachment]
+    compiled: bool
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class McastDelResult:
+    group: str
+    removed: bool  # the whole group is gone
+    sources: list[Iface]  # the ones taken out
+    receivers: list[Iface]
+    detached: list[Iface]

@@ -6,9 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
-from xdpfwd.model import Iface
+from xdpfwd.model import Iface, McastGroup
 
-LOSS_REASONS = ("miss", "egress_drop", "egress_invalid", "redirect_error", "xmit_drop")
+# Why a frame that entered a port was not forwarded: no entry (the on-miss verdict),
+# a multi-buffer frame its group cannot flood, dropped by the egress program, an
+# invalid verdict of a user egress program (dropped), the redirect failed, the egress
+# driver did not send it. The last two only the tracepoint programs see (loss
+# accounting).
+LOSS_REASONS = (
+    "miss",
+    "too_big",
+    "egress_drop",
+    "egress_invalid",
+    "redirect_error",
+    "xmit_drop",
+)
+TRACED_REASONS = ("redirect_error", "xmit_drop")
 
 
 @dataclass(frozen=True)
@@ -17,6 +30,11 @@ class PortCounters:
     counters: PortStats | None  # what entered it; None: it runs no xdpfwd program
     tx_packets: int = 0  # what xdpfwd sent out of it (sum of its pairs)
     tx_bytes: int = 0
+    # What the tracepoints saw of frames that entered it, over every egress (also
+    # past entries, and failed broadcasts they cannot name the member of).
+    events: TxEvents | None = None
+    # Frames it replicated as a multicast source (also among its redirects).
+    mcast_packets: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,18 +63,65 @@ class Snapshot:
     ports: dict[int, PortCounters]
     pairs: dict[tuple[int, int], PairCounters]
     exceptions: dict[int, int] = field(default_factory=dict)  # per port, while tracing
-    tracing: bool = False
+    tracing: bool = False  # loss accounting is attached: events are known
+    multicast: dict[str, McastGroup] = field(default_factory=dict)  # by group address
 
-    def losses(self) -> dict[str, int | None]:
-        """Frames not forwarded since the counters began, by reason. The reasons only
-        the tracepoints see are known per interval of a watch (rates()), so None."""
-        return {
-            "miss": sum(p.counters.miss_packets for p in self.ports.values() if p.counters),
-            "egress_drop": sum(p.egress_drop_packets for p in self.pairs.values()),
-            "egress_invalid": sum(p.egress_invalid_packets for p in self.pairs.values()),
+    def _pairs_from(self, ifindex: int) -> list[PairCounters]:
+        return [p for p in self.pairs.values() if p.ingress.ifindex == ifindex]
+
+    def port_losses(self, ifindex: int) -> dict[str, int | None]:
+        """Frames that entered the port and were not forwarded, by reason (None: not
+        known, loss accounting being off)."""
+        port = self.ports[ifindex]
+        c = port.counters or PortStats()
+        pairs = self._pairs_from(ifindex)
+        losses: dict[str, int | None] = {
+            "miss": c.miss_packets,
+            "too_big": c.too_big_packets,
+            "egress_drop": sum(p.egress_drop_packets for p in pairs),
+            "egress_invalid": sum(p.egress_invalid_packets for p in pairs),
             "redirect_error": None,
             "xmit_drop": None,
         }
+        if self.tracing:
+            events = port.events or TxEvents()
+            # The tracepoint's drops include what an egress program dropped (natively),
+            # invalid verdicts too.
+            counted = sum(
+                min(p.egress_drop_packets + p.egress_invalid_packets, p.events.xmit_drops)
+                for p in pairs
+                if p.events
+            )
+            losses["redirect_error"] = events.redirect_errors
+            losses["xmit_drop"] = max(0, events.xmit_drops - counted)
+        return losses
+
+    def forwarded(self, ifindex: int) -> int | None:
+        """Frames of the port's entry that left on its egress: redirected, less its
+        multicast replicas and those lost after the redirect. None when unknown (loss
+        accounting off, a broadcast member whose frames leave as copies, a port xdpfwd
+        does not run on)."""
+        port = self.ports[ifindex]
+        pairs = self._pairs_from(ifindex)
+        if not self.tracing or port.counters is None or any(p.group for p in pairs):
+            return None
+        lost = self.port_losses(ifindex)
+        after = sum(
+            lost[r] or 0 for r in ("egress_drop", "egress_invalid", "redirect_error", "xmit_drop")
+        )
+        return max(0, port.counters.redirect_packets - port.mcast_packets - after)
+
+    def losses(self) -> dict[str, int | None]:
+        """Frames not forwarded since the counters began, by reason; the reasons only
+        the tracepoints see are None when loss accounting is off."""
+        total: dict[str, int | None] = dict.fromkeys(LOSS_REASONS, 0)
+        if not self.tracing:
+            total.update(dict.fromkeys(TRACED_REASONS))
+        for ifindex in self.ports:
+            for reason, n in self.port_losses(ifindex).items():
+                if n is not None:
+                    total[reason] += n
+        return total
 
 
 @dataclass(frozen=True)
@@ -84,6 +149,8 @@ class Rates:
     port_miss: dict[int, float]  # pps
     pair_tx: dict[tuple[int, int], Rate]
     losses: dict[str, int]  # frames not forwarded during the interval, by reason
+    mcast_in: dict[str, Rate] = field(default_factory=dict)  # frames into each group
+    mcast_out: dict[str, Rate] = field(default_factory=dict)  # copies out of each group
 
 
 def rates(before: Snapshot, after: Snapshot) -> Rates:
@@ -107,7 +174,6 @@ def rates(before: Snapshot, after: Snapshot) -> Rates:
             seconds,
         )
     pair_tx = {}
-    losses = dict.fromkeys(LOSS_REASONS, 0)
     for key, pair in after.pairs.items():
         old = before.pairs.get(key)
         if old is None:
@@ -117,23 +183,35 @@ def rates(before: Snapshot, after: Snapshot) -> Rates:
             increase(old.tx_bytes, pair.tx_bytes),
             seconds,
         )
-        egress_drops = increase(old.egress_drop_packets, pair.egress_drop_packets)
-        losses["egress_drop"] += egress_drops
-        invalid = increase(old.egress_invalid_packets, pair.egress_invalid_packets)
-        losses["egress_invalid"] += invalid
-        egress_drops += invalid
-        if pair.events and old.events:
-            losses["redirect_error"] += increase(
-                old.events.redirect_errors, pair.events.redirect_errors
+    losses = dict.fromkeys(LOSS_REASONS, 0)
+    for key in after.ports:
+        if key not in before.ports:
+            continue
+        was, now = before.port_losses(key), after.port_losses(key)
+        for reason in LOSS_REASONS:
+            if was[reason] is not None and now[reason] is not None:
+                losses[reason] += increase(was[reason], now[reason])
+    mcast_in, mcast_out = {}, {}
+    for key, group in after.multicast.items():
+        old = before.multicast.get(key)
+        if old is None:
+            continue
+        mcast_in[key] = _rate(
+            increase(old.in_packets, group.in_packets),
+            increase(old.in_bytes, group.in_bytes),
+            seconds,
+        )
+        if group.counted and old.counted:
+            mcast_out[key] = _rate(
+                increase(old.copies_out, group.copies_out),
+                increase(_copy_bytes(old), _copy_bytes(group)),
+                seconds,
             )
-            # The tracepoint's drops include what the egress program dropped.
-            xmit = increase(old.events.xmit_drops, pair.events.xmit_drops)
-            losses["xmit_drop"] += max(0, xmit - egress_drops)
-    for key, port in after.ports.items():
-        old = before.ports.get(key)
-        if old is not None and old.counters and port.counters:
-            losses["miss"] += increase(old.counters.miss_packets, port.counters.miss_packets)
-    return Rates(seconds, port_rx, port_tx, port_miss, pair_tx, losses)
+    return Rates(seconds, port_rx, port_tx, port_miss, pair_tx, losses, mcast_in, mcast_out)
+
+
+def _copy_bytes(group: McastGroup) -> int:
+    return sum(r.copy_bytes or 0 for r in group.receivers)
 
 
 def add_losses(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
@@ -148,6 +226,7 @@ def select(snapshot: Snapshot, ifindexes: set[int] | None) -> Snapshot:
         snapshot,
         ports={k: p for k, p in snapshot.ports.items() if k in ifindexes},
         pairs={k: p for k, p in snapshot.pairs.items() if set(k) & ifindexes},
+        multicast={k: g for k, g in snapshot.multicast.items() if g.touches(ifindexes)},
     )
 
 

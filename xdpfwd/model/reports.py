@@ -3,6 +3,7 @@ bench. Plain data; the renderers show them."""
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ class Check:
 
     @property
     def key(self) -> str:
-        return self.kind or self.name.lower().replace(" ", "_")
+        return self.kind or re.sub(r"[^a-z0-9]+", "_", self.name.lower()).strip("_")
 
     def as_dict(self) -> dict:
         return {

@@ -15,6 +15,7 @@ from xdpfwd.ops.doctor import run as check_host
 from xdpfwd.ops.forwarding import add, delete, down, list_ports, resolve
 from xdpfwd.ops.groups import broadcast, broadcast_del
 from xdpfwd.ops.lab import lab_down, lab_status, lab_up
+from xdpfwd.ops.multicast import multicast_add, multicast_del, multicast_list
 from xdpfwd.ops.stats import clear as stats_clear
 from xdpfwd.ops.stats import read as stats_read
 from xdpfwd.ops.stats import watch as stats_watch
@@ -35,6 +36,9 @@ __all__ = [
     "lab_status",
     "lab_up",
     "list_ports",
+    "multicast_add",
+    "multicast_del",
+    "multicast_list",
     "prune",
     "resolve",
     "save",

@@ -17,13 +17,14 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec, PruneResult
 from xdpfwd.model.reports import ApplyResult, SaveResult
-from xdpfwd.state import balance, buckets, entries, groups, health, intent
+from xdpfwd.state import balance, buckets, entries, groups, health, intent, multicast
 from xdpfwd.state.config import (
     BalancedConf,
     Config,
     ConfigError,
     EntryConf,
     GroupConf,
+    McastConf,
     PortConf,
 )
 from xdpfwd.state.config import dump as dump_config
@@ -91,6 +92,14 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
         GroupConf(g.name, g.exclude_ingress, tuple(m.ifname for m in g.members if m.ifname))
         for g in groups.group_infos(dp, links)
     ]
+    mcast = []
+    for g in multicast.group_infos(dp, links):
+        receivers = tuple(r.port.ifname for r in g.receivers if r.port.ifname)
+        sources = tuple(s.ifname for s in g.sources if s.ifname)
+        if len(receivers) < len(g.receivers) or len(sources) < len(g.sources):
+            warnings.append(f"multicast group {g.group}: ports whose device is gone left out")
+        if receivers and sources:
+            mcast.append(McastConf(g.group, receivers, sources, g.exclude_ingress))
     layout = dp.layout
     config = Config(
         layout.table,
@@ -99,6 +108,7 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
         tuple(forward),
         tuple(group_list),
         tuple(balanced),
+        tuple(mcast),
     )
     return config, warnings
 
@@ -156,6 +166,7 @@ class Desired:
     balanced: dict[int, BalancedConf] = field(default_factory=dict)
     layouts: dict[int, buckets.Layout] = field(default_factory=dict)  # balanced ingress ->
     notes: list[str] = field(default_factory=list)  # what apply warns about
+    multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
 
     def by_index(self) -> dict[int, netdev.Link]:
         return {link.ifindex: link for link in self.links.values()}
@@ -214,6 +225,12 @@ def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> 
             port = link(name, group.line).ifindex
             d.ports[port] = config.ports.get(name, PortConf())
             d.flags[port] = flags
+    for g in config.multicast:
+        sources = frozenset(link(name, g.line).ifindex for name in g.sources)
+        receivers = frozenset(link(name, g.line).ifindex for name in g.receivers)
+        d.multicast[g.group] = RunningGroup(sources, receivers, g.exclude_ingress)
+        for name in g.sources:
+            d.ports.setdefault(d.links[name].ifindex, config.ports.get(name, PortConf()))
     for name, port_conf in config.ports.items():
         d.ports.setdefault(link(name, port_conf.line).ifindex, port_conf)
     return d
@@ -235,6 +252,15 @@ class RunningBalanced:
 
 
 @dataclass(frozen=True)
+class RunningGroup:
+    """A multicast group, running or desired."""
+
+    sources: frozenset[int]
+    receivers: frozenset[int]
+    exclude_ingress: bool = False
+
+
+@dataclass(frozen=True)
 class Running:
     """What is set up, as the planner needs it (read from the dataplane once)."""
 
@@ -244,6 +270,7 @@ class Running:
     members: dict[int, str]  # port -> its group
     has_egress: bool = True
     balanced: dict[int, RunningBalanced] = field(default_factory=dict)
+    multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
 
     @property
     def groups(self) -> set[str]:
@@ -273,7 +300,11 @@ def running_state(dp: Dataplane | None, links: dict[int, netdev.Link]) -> Runnin
         port: _running_balanced(dp, port, mode, links)
         for port, mode in balance.balanced_ports(dp, ports).items()
     }
-    return Running(attached, settings, found, members, dp.layout.has_egress, balanced)
+    mcast = {
+        addr.text: RunningGroup(g.sources, g.receivers, g.exclude_ingress)
+        for addr, g in multicast.read_groups(dp).items()
+    }
+    return Running(attached, settings, found, members, dp.layout.has_egress, balanced, mcast)
 
 
 def _running_balanced(
@@ -328,7 +359,17 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     pairs = [(i, desired.links[e.egress].ifindex) for i, e in desired.entries.items()]
     for ingress, entry in desired.balanced.items():
         pairs += [(ingress, desired.links[n].ifindex) for n in entry.ports if n in desired.links]
-    warnings = (*desired.notes, *health.warnings_for(pairs, c.links))
+    for g in desired.multicast.values():
+        pairs += [(s, r) for s in g.sources for r in g.receivers if s != r or not g.exclude_ingress]
+    members = [desired.links[m].ifindex for g in config.groups for m in g.members]
+    members += [s for g in desired.multicast.values() for s in sorted(g.sources)]
+    warnings = (
+        *desired.notes,
+        *c.notes,
+        *(att.warning for att in c.attachments if att.warning),
+        *health.warnings_for(sorted(set(pairs)), c.links),
+        *health.flood_warnings(members, c.links, c.dp.frags),
+    )
     for ingress, (text, func) in desired.users.items():
         shown = Path(desired.spec_of(ingress).user_file or "").name
         warnings += tuple(entries.verdict_warnings(text, shown, func))
@@ -439,6 +480,9 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
             if (members := tuple(m for m in g.members if ok(m)))
         ),
         ports={name: conf for name, conf in wanted.ports.items() if ok(name)},
+        # Multicast groups are left as they run: `multicast add/del` change them
+        # without recording, and a removed device leaves their devmaps by itself.
+        multicast=(),
     )
     d = resolve_config(config, "the recorded configuration", c.links)
     d.layouts = {port: recorded.layout(entry) for port, entry in d.balanced.items()}
@@ -520,6 +564,9 @@ def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[St
         if wanted_member.get(port) != group:
             text = f"take {names.get(port, port)} out of group {group}"
             steps.append(Step(text, partial(_leave, group=group, port=port), removes=True))
+    for group in sorted(set(running.multicast) - set(d.multicast)):
+        text = f"remove multicast group {group}"
+        steps.append(Step(text, partial(_set_mcast, group=group, want=None), removes=True))
     for port in sorted(set(running.settings) - set(d.ports)):
         step = Step(f"detach from {names[port]}", partial(_release, port=port), removes=True)
         steps.append(step)
@@ -536,6 +583,12 @@ def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[St
     for name in sorted(running.groups - {g.name for g in d.config.groups}):
         # Emptied above, unpinned at commit.
         steps.append(Step(f"remove group {name}", removes=True))
+    for group, want in d.multicast.items():
+        have = running.multicast.get(group)
+        if have != want:
+            verb = "create" if have is None else "change"
+            text = f"{verb} multicast group {group} ({_describe_mcast(want, names)})"
+            steps.append(Step(text, partial(_set_mcast, group=group, want=want)))
     for ingress in changed:
         entry = d.entries[ingress]
         text = f"forward {entry.ingress} -> {entry.egress} ({_describe(entry)})"
@@ -576,6 +629,28 @@ def _join(c: Change, group: str, port: int) -> None:
 def _leave(c: Change, group: str, port: int) -> None:
     groups.remove_member(c.dp, c.dp.open_group(group), port, c.undo, c.resources)
     c.after_commit.append(lambda: groups.forget_pairs(c.dp, {port}))
+
+
+def _describe_mcast(group: RunningGroup, names: dict[int, str]) -> str:
+    text = f"from {', '.join(sorted(names[p] for p in group.sources))}"
+    text += f" to {', '.join(sorted(names[p] for p in group.receivers))}"
+    return text + (", exclude ingress" if group.exclude_ingress else "")
+
+
+def _set_mcast(c: Change, group: str, want: RunningGroup | None) -> None:
+    addr = multicast.parse_group(group)
+    want = want or RunningGroup(frozenset(), frozenset())
+    multicast.set_group(
+        c.dp,
+        addr,
+        sources=want.sources,
+        receivers=want.receivers,
+        exclude_ingress=want.exclude_ingress,
+        undo=c.undo,
+        resources=c.resources,
+        later=c.after_commit,
+        current=multicast.read_groups(c.dp).get(addr),
+    )
 
 
 def _port_steps(running: Running, d: Desired, link: netdev.Link, conf: PortConf) -> list[Step]:

@@ -24,9 +24,10 @@ from xdpfwd import interrupts
 from xdpfwd.errors import InputError
 from xdpfwd.kernel import netdev, netns, offloads, prereqs, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
+from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
-from xdpfwd.state import lab
+from xdpfwd.state import lab, tracing
 from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
@@ -34,6 +35,9 @@ FLOOD = "xdpfwd_bench_flood"  # + the fanout
 SPREAD = "xdpfwd_bench_spread"
 FANOUTS = (2, 4)
 BALANCED_FLOWS = 256  # at least this many flows in balanced rows, so that they spread
+MCAST_RECEIVERS = 4  # one of FANOUTS: the multicast row is compared with its bare broadcast
+MCAST_GROUP = "239.1.1.1"
+BARE_BROADCAST = f"broadcast_bare_{MCAST_RECEIVERS}"
 ENTRIES = 1000
 NO_EGRESS = EgressSpec(program="none")
 REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
@@ -87,10 +91,13 @@ class _Rig:
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
         programs = (GEN, SINK, FWD, SPREAD, *(f"{FLOOD}{n}" for n in FANOUTS))
+        # Multi-buffer when the kernel can, as xdpfwd's own programs.
+        frags = sc.frags_supported()
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
             dict.fromkeys(programs, (loader.PROG_XDP, None)),
-            source.cflags(XDPFWD_PIN_DIR=self.pins.path),
+            source.cflags(XDPFWD_PIN_DIR=self.pins.path, XDPFWD_FRAGS=int(frags)),
+            prog_flags=loader.xdp_prog_flags(frags),
         )
         for fd in self.fds.values():
             stack.callback(os.close, fd)
@@ -107,6 +114,9 @@ class _Rig:
         one, two = self.lab.ports[:2]
         frame = traffic.udp_frame(hosts[0].mac, hosts[1].mac, one.ip, two.ip, size)
         self.generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
+        group_mac = maps.McastAddr.parse(MCAST_GROUP).mac_text()
+        frame = traffic.udp_frame(hosts[0].mac, group_mac, one.ip, MCAST_GROUP, size)
+        self.mcast_generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
 
     def set_flows(self, flows: int, spread: int = 0) -> None:
         """How many flows (UDP source ports) the generator's frames spread over, and
@@ -114,10 +124,10 @@ class _Rig:
         with closing(maps.BenchConfig(self.pins.pin(maps.PIN_BENCH_CFG))) as cfg:
             cfg.set(self.target, flows, spread)
 
-    def rate(self, duration: float) -> float:
+    def rate(self, duration: float, generator: traffic.Generator | None = None) -> float:
         """One sample: Mpps delivered to the sinks while the generator runs."""
         before, _ = self.sink.read()
-        _, elapsed = self.generator.run_for(duration)
+        _, elapsed = (generator or self.generator).run_for(duration)
         time.sleep(0.05)  # let the last batch drain from the rings
         delivered, _ = self.sink.read()
         return (delivered - before) / elapsed / 1e6
@@ -132,9 +142,27 @@ def _remove_rig_pins(pins: PinDir) -> None:
     pins.remove_if_empty()
 
 
+def _loss_accounting(rig: _Rig, on: bool) -> None:
+    """Attach or detach the tracepoint programs of xdpfwd's pins (once they exist).
+
+    They run for every devmap transmit on the host, whoever redirects: the rows
+    without xdpfwd need them off as much as the row that measures their cost.
+    """
+    pins = rig.xdpfwd_pins
+    if not pins.exists():
+        return
+    with pins.locked(create=False), ExitStack() as partial:
+        if on:
+            tracing.ensure_attached(pins, partial)
+        else:
+            tracing.detach(pins)
+        partial.pop_all()
+
+
 @contextmanager
 def _bare(rig: _Rig, program: str, pin: str, ports: list[netdev.Link]) -> Iterator[None]:
     """A baseline program on port 1, its array devmap holding ports, a slot each."""
+    _loss_accounting(rig, False)
     ingress = rig.ports[0]
     with closing(maps.ForwardTable(rig.pins.pin(pin))) as devmap:
         for slot, port in enumerate(ports):
@@ -158,10 +186,13 @@ def _bare_broadcast(rig: _Rig, fanout: int):
 
 
 @contextmanager
-def _xdpfwd(rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS) -> Iterator[None]:
+def _xdpfwd(
+    rig: _Rig, egress_spec: EgressSpec = DEFAULT_EGRESS, accounting: bool = True
+) -> Iterator[None]:
     ingress, egress = (_iface(link) for link in rig.ports[:2])
     rig.ops.add(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
     try:
+        _loss_accounting(rig, accounting)
         yield
     finally:
         rig.ops.delete(rig.xdpfwd_pins, ingress)
@@ -175,6 +206,7 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
         rig.xdpfwd_pins, members, group=f"fanout{fanout}", exclude_ingress=True, mode="native"
     )
     try:
+        _loss_accounting(rig, True)
         yield
     finally:
         rig.ops.broadcast_del(rig.xdpfwd_pins, members)
@@ -201,6 +233,7 @@ def _balanced(rig: _Rig, fanout: int, egress_spec: EgressSpec = DEFAULT_EGRESS) 
     rig.ops.add_balanced(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
     rig.set_flows(max(rig.flows, BALANCED_FLOWS))
     try:
+        _loss_accounting(rig, True)
         yield
     finally:
         rig.set_flows(rig.flows)
@@ -208,7 +241,20 @@ def _balanced(rig: _Rig, fanout: int, egress_spec: EgressSpec = DEFAULT_EGRESS) 
 
 
 @contextmanager
+def _multicast(rig: _Rig) -> Iterator[traffic.Generator]:
+    """Port 1 is the source of a multicast group whose receivers are the next ports."""
+    source, *receivers = (_iface(link) for link in rig.ports[: MCAST_RECEIVERS + 1])
+    rig.ops.multicast_add(rig.xdpfwd_pins, MCAST_GROUP, receivers, [source], mode="native")
+    try:
+        _loss_accounting(rig, True)
+        yield rig.mcast_generator
+    finally:
+        rig.ops.multicast_del(rig.xdpfwd_pins, MCAST_GROUP)
+
+
+@contextmanager
 def _bridge(rig: _Rig) -> Iterator[None]:
+    _loss_accounting(rig, False)
     ingress, egress = rig.ports[:2]
     name = f"{rig.lab.prefix}br"
     # Without an XDP program, the port needs GRO to take the generator's frames.
@@ -300,7 +346,13 @@ def run(
         # (key, name, set-up, the key of the row it is compared with)
         rows: list[tuple[str, str, Callable, str]] = [
             (BASELINE, "baseline: bpf_redirect_map() only", _baseline, BASELINE),
-            ("forward", "xdpfwd, as `add` sets it up", _xdpfwd, BASELINE),
+            ("forward", "xdpfwd, as `add` sets it up (loss accounting on)", _xdpfwd, BASELINE),
+            (
+                "forward_no_loss_accounting",
+                "xdpfwd without loss accounting",
+                partial(_xdpfwd, accounting=False),
+                "forward",
+            ),
             (
                 "forward_rewrite",
                 "xdpfwd with a MAC rewrite (egress program)",
@@ -355,6 +407,12 @@ def run(
                 partial(_balanced, fanout=max(FANOUTS)),
                 f"spread_bare_{max(FANOUTS)}",
             ),
+            (
+                f"multicast_{MCAST_RECEIVERS}",
+                f"multicast group to {MCAST_RECEIVERS} receivers (copies delivered)",
+                _multicast,
+                BARE_BROADCAST,
+            ),
             ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
         ]
         # Rows take turns within each repeat, so drift over the run hits them alike.
@@ -363,8 +421,8 @@ def run(
             for key, name, setup, _ in rows:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
-                with setup(rig):
-                    samples[key].append(rig.rate(duration))
+                with setup(rig) as generator:
+                    samples[key].append(rig.rate(duration, generator))
         report.rows.extend(
             BenchRow(key, name, "Mpps", samples[key], ref, samples[ref])
             for key, name, _, ref in rows

@@ -14,7 +14,7 @@ from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import STATE_NOT_FLOODING, Iface
 from xdpfwd.model.reports import Check
-from xdpfwd.state import health, pins, tracing
+from xdpfwd.state import health, multicast, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known, orphans, prog_name
@@ -61,16 +61,6 @@ def _bpffs(pin_dir: pins.PinDir):
         FAIL,
         f"{pin_dir.path} is on {fstype}, not a bpffs",
         "mount one, or choose another --pin-dir",
-    )
-
-
-def _tracefs():
-    if os.path.isdir(os.path.join(tracing.TRACEFS, "events")):
-        return PASS, f"mounted at {tracing.TRACEFS}"
-    return (
-        WARN,
-        "not mounted",
-        "`xdpfwd stats --watch` mounts it (or: mount -t tracefs tracefs /sys/kernel/tracing)",
     )
 
 
@@ -135,6 +125,28 @@ def _egress_programs():
                 "Linux 5.8+; meanwhile add uses --value ifindex, no egress programs",
             )
     return PASS, "bpf_devmap_val entries with BPF_XDP_DEVMAP egress programs"
+
+
+def _multi_buffer():
+    if sc.frags_supported():
+        return PASS, "multi-buffer XDP programs (BPF_F_XDP_HAS_FRAGS): native XDP at any MTU"
+    return (
+        WARN,
+        "no multi-buffer XDP programs (Linux 5.18+): native XDP on veth only up to MTU "
+        f"{netdev.SINGLE_BUFFER_MTU}",
+        "larger MTUs need --mode generic",
+    )
+
+
+def _btf():
+    try:
+        offsets = loader.trace_offsets()
+    except PrereqError as e:
+        return WARN, str(e), "loss accounting (redirect errors, transmit drops) stays off"
+    return PASS, (
+        "the kernel's BTF gives the tracepoint programs struct net_device's layout "
+        f"(ifindex at {offsets['XDPFWD_NETDEV_IFINDEX_OFF']})"
+    )
 
 
 def _broadcast():
@@ -202,11 +214,15 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     with health.inspected(pairs, links) as (problems, peers):
         for problem in problems:
             checks.append(_problem_check(problem, peers, fix))
+    flooding = [*members, *multicast.sources_of(dp)]  # multicast copies cannot be made either
+    flooded = [m for m in flooding if m in links and links[m].xdp_prog_id == dp.prog_id]
+    for problem in health.flood_problems(flooded, links, dp.frags):
+        checks.append(_problem_check(problem, {}, fix))
     return checks
 
 
 def _problem_check(problem: health.Problem, peers, fix: bool) -> Check:
-    status, text = FAIL, problem.text
+    status, text = (WARN if problem.warn_only else FAIL), problem.text
     if fix and problem.peer_change:
         try:
             health.fix(problem, peers)
@@ -215,6 +231,35 @@ def _problem_check(problem: health.Problem, peers, fix: bool) -> Check:
             text = f"{problem.text}; fixing it failed: {e.strerror}"
     port = Iface(problem.ifindex, problem.port)
     return Check(f"port {problem.port}", status, text, problem.fix, port, problem.kind)
+
+
+def _programs_check(dp: Dataplane) -> Check:
+    name = "multi-buffer"
+    if dp.frags:
+        return Check(name, PASS, "programs loaded with BPF_F_XDP_HAS_FRAGS")
+    if not dp.flags_recorded and sc.frags_supported():
+        return Check(
+            name,
+            WARN,
+            f"programs pinned by an older xdpfwd, without multi-buffer support: native XDP "
+            f"only up to MTU {netdev.SINGLE_BUFFER_MTU}",
+            "xdpfwd save -o FILE; xdpfwd down; xdpfwd apply FILE",
+        )
+    return Check(name, PASS, "single-buffer programs (the kernel has no other)")
+
+
+def _accounting(pin_dir: pins.PinDir):
+    found = tracing.links(pin_dir)
+    attached = [e for e, link in found.items() if link is not None and link.tracepoint == e]
+    if len(attached) == len(found):
+        ids = ", ".join(str(link.id) for link in found.values())
+        return PASS, f"tracepoint programs attached to xdp:{', xdp:'.join(found)} (links {ids})"
+    return (
+        WARN,
+        "the tracepoint programs are not attached: redirect errors and transmit drops "
+        "are not counted",
+        "xdpfwd stats --watch --count 1 attaches them (so does the next add, broadcast or apply)",
+    )
 
 
 def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
@@ -226,7 +271,21 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
             else:
                 ours = dp.prog_id
                 complete = Check("pins", PASS, f"{pin_dir.path}: complete")
-                checks = [complete, *_port_checks(dp, links, fix)]
+                checks = [
+                    complete,
+                    _programs_check(dp),
+                    _check("loss accounting", lambda: _accounting(pin_dir)),
+                    *_port_checks(dp, links, fix),
+                ]
+                if dp.mcast is None:
+                    checks.append(
+                        Check(
+                            "multicast",
+                            WARN,
+                            "the pins predate multicast groups: `multicast add` refuses",
+                            multicast.UPGRADE,
+                        )
+                    )
     except InputError as e:  # not a pin directory, or not xdpfwd's
         ours, checks = None, [Check("pins", FAIL, str(e), "choose another --pin-dir")]
     except XdpfwdError as e:
@@ -252,7 +311,7 @@ def run(pin_dir: pins.PinDir, compile_test: bool = True, fix: bool = False) -> l
     port's veth peer are fixed (status "fixed"), and nothing else is touched."""
     checks = [_check("privileges", _privileges)]
     privileged = checks[0].status == PASS
-    checks += [_check("bpffs", lambda: _bpffs(pin_dir)), _check("tracefs", _tracefs)]
+    checks.append(_check("bpffs", lambda: _bpffs(pin_dir)))
     checks.append(_check("BCC", _bcc))
     if compile_test and checks[-1].status == PASS:
         checks.append(_check("kernel headers", _compile))
@@ -261,6 +320,8 @@ def run(pin_dir: pins.PinDir, compile_test: bool = True, fix: bool = False) -> l
         ("DEVMAP_HASH", _devmap_hash),
         ("egress programs", _egress_programs),
         ("broadcast", _broadcast),
+        ("multi-buffer XDP", _multi_buffer),
+        ("kernel BTF", _btf),
     )
     for name, probe in probes:
         checks.append(_check(name, probe) if privileged else Check(name, SKIP, "needs root"))

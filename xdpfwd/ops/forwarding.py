@@ -11,18 +11,23 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
     DEFAULT_EGRESS,
+    STATE_NO_ENTRY,
+    STATE_OK,
     AddResult,
     Attachment,
     BalanceInfo,
     DelResult,
     DownResult,
     EgressSpec,
+    GroupInfo,
     Iface,
     Listing,
     PortRow,
 )
-from xdpfwd.state import balance, entries, health, intent
+from xdpfwd.model.counters import Snapshot
+from xdpfwd.state import balance, entries, health, intent, multicast
 from xdpfwd.state.config import EntryConf
+from xdpfwd.state.counters import entry_redirects, snapshot
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.pins import PinDir
@@ -133,7 +138,7 @@ def add(
     if user is not None:
         shown = os.path.basename(egress_spec.user_file or "")
         warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
-    return replace(result, warnings=(*loop_warning, *warnings))
+    return replace(result, warnings=(*loop_warning, *c.notes, *warnings))
 
 
 def _record(c: Change, pairs: list[tuple[int, int]], spec: EgressSpec, mode: str) -> None:
@@ -221,16 +226,50 @@ def list_ports(pins: PinDir) -> Listing:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
         links = netdev.links()
-        groups = group_infos(dp, links)
+        counted = snapshot(dp, links)
+        groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
         recorded = intent.load(pins) or intent.Intent()
+        sources = multicast.sources_of(dp)
         with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
+            problems += health.flood_problems([*member_of, *sources], links, dp.frags)
             rows = [
-                _port_row(dp, port, links, member_of, problems, recorded)
+                _with_multicast(
+                    _port_row(dp, port, links, member_of, counted, problems, recorded),
+                    sources.get(port, []),
+                )
                 for port in sorted(dp.ports.ifindexes())
             ]
         layout = dp.layout
-        return Listing(pins.path, layout.table, layout.value_format, dp.prog_id, rows, groups)
+        return Listing(
+            pins.path,
+            layout.table,
+            layout.value_format,
+            dp.prog_id,
+            rows,
+            groups,
+            list(counted.multicast.values()),
+            loss_accounting=counted.tracing,
+            multi_buffer=dp.frags,
+        )
+
+
+def _with_multicast(row: PortRow, groups: list[str]) -> PortRow:
+    """The multicast groups the port is a source of; a source needs no entry."""
+    if not groups:
+        return row
+    state = STATE_OK if row.state == STATE_NO_ENTRY else row.state
+    return replace(row, multicast=tuple(groups), state=state)
+
+
+def _with_events(group: GroupInfo, counted: Snapshot) -> GroupInfo:
+    pairs = [replace(r, events=_events(counted, r.ingress, r.egress)) for r in group.pairs]
+    return replace(group, pairs=pairs)
+
+
+def _events(counted: Snapshot, ingress: Iface, egress: Iface | None):
+    pair = counted.pairs.get((ingress.ifindex, egress.ifindex)) if egress else None
+    return pair.events if pair else None
 
 
 def _port_row(
@@ -238,6 +277,7 @@ def _port_row(
     port: int,
     links: dict[int, netdev.Link],
     member_of: dict[int, str],
+    counted: Snapshot,
     problems: list[health.Problem],
     recorded: intent.Intent,
 ) -> PortRow:
@@ -255,10 +295,11 @@ def _port_row(
     has_entry = entry is not None or balanced is not None
     state = health.port_state(link, egress, attached, has_entry, group, settings, flooding)
     has_egress = entry is not None and dp.layout.has_egress
+    counters = counted.ports[port].counters or maps.PortStats()
     if entry is not None and has_egress:
-        egress_counters = _entry_counters(dp, port, entry)
+        egress_counters = _entry_counters(dp, port, entry, counters)
     elif balanced is not None and dp.layout.has_egress:
-        egress_counters = _balanced_counters(dp, port, balanced)
+        egress_counters = _balanced_counters(dp, port, balanced, counters)
     else:
         egress_counters = None
     return PortRow(
@@ -269,26 +310,32 @@ def _port_row(
         mode=link.xdp_mode if attached else None,
         on_miss=settings.on_miss_name,
         state=state,
-        counters=dp.stats.read(port) or maps.PortStats(),
+        counters=counters,
         egress_prog=balance.describe(dp, port) if balanced else entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
         egress_counters=egress_counters,
         group=group,
+        lost=counted.port_losses(port),
+        events=_events(counted, known(port, links), egress),
+        forwarded=counted.forwarded(port),
         problems=tuple(p.line for p in problems if p.ifindex == port),
         balance=balanced,
     )
 
 
-def _entry_counters(dp: Dataplane, port: int, entry: maps.FwdEntry) -> maps.EgressStats:
+def _entry_counters(
+    dp: Dataplane, port: int, entry: maps.FwdEntry, counters: maps.PortStats
+) -> maps.EgressStats:
     """What an entry sent: its egress program's count, or (without one) what its
-    ingress port redirected."""
+    ingress port redirected (counters), less its multicast frames."""
     if entry.egress_prog_id:
         return dp.egress_stats.read(port) or maps.EgressStats()
-    counters = dp.stats.read(port) or maps.PortStats()
-    return maps.EgressStats(counters.redirect_packets, counters.redirect_bytes)
+    return entry_redirects(dp, port, counters)
 
 
-def _balanced_counters(dp: Dataplane, port: int, info: BalanceInfo) -> maps.EgressStats:
+def _balanced_counters(
+    dp: Dataplane, port: int, info: BalanceInfo, counters: maps.PortStats
+) -> maps.EgressStats:
     """What a balanced entry sent: the sum of its ports' counts where its buckets count
     per port, else as for a single entry (its buckets' program, or its port's
     redirects)."""
@@ -301,7 +348,7 @@ def _balanced_counters(dp: Dataplane, port: int, info: BalanceInfo) -> maps.Egre
             sum(c.drop_bytes for c in counted),
         )
     first = next((e for e in balance.table(dp, port) if e is not None), None)
-    return _entry_counters(dp, port, first or maps.FwdEntry(0, 0))
+    return _entry_counters(dp, port, first or maps.FwdEntry(0, 0), counters)
 
 
 def down(pins: PinDir) -> DownResult:

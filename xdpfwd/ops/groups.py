@@ -109,7 +109,12 @@ def broadcast(
         )
     everyone = joining + sorted(current - set(joining))
     pairs = [(a, b) for a in everyone for b in everyone if a != b]
-    return replace(result, warnings=health.warnings_for(pairs, c.links))
+    warnings = (
+        *c.notes,
+        *health.warnings_for(pairs, c.links),
+        *health.flood_warnings(everyone, c.links, dp.frags),
+    )
+    return replace(result, warnings=warnings)
 
 
 def _check_may_join(

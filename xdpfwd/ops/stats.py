@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 from xdpfwd import interrupts
 from xdpfwd.errors import XdpfwdError
@@ -28,37 +29,42 @@ def _read_while_watching(pins: PinDir) -> Snapshot:
     try:
         with reading(pins) as dp:
             if dp is not None:
-                return snapshot(dp, tracing=True)
+                return snapshot(dp)
     except (XdpfwdError, OSError):
         pass
-    return Snapshot(time.monotonic(), time.time(), {}, {}, {}, True)
+    return Snapshot(time.monotonic(), time.time(), {}, {}, {}, False)
 
 
 def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[WatchFrame]:
-    """A frame every interval seconds (count of them, or until interrupted), with the
-    XDP tracepoint programs attached meanwhile (compiled on first use).
+    """A frame every interval seconds (count of them, or until interrupted).
 
-    Raises XdpfwdError when nothing is set up, PrereqError without tracefs.
+    Loss accounting is attached first if it is not yet (a pin dir made by an older
+    xdpfwd), and stays: every watcher reads the same counts.
+    Raises XdpfwdError when nothing is set up, PrereqError or BpfError when loss
+    accounting cannot be attached.
     """
-    prereqs.require_privileges("stats --watch")
-    tracing.ensure_tracefs()
     with writing(pins) as dp:
         if dp is None:
             raise XdpfwdError(f"nothing to watch: no xdpfwd state in {pins.path}")
-        tracing.ensure_programs(pins)
-    with tracing.attached(pins):
-        before = _read_while_watching(pins)
-        losses: dict[str, int] = {}
-        tick = before.taken
-        for _ in itertools.count() if count is None else range(count):
-            tick += interval
-            time.sleep(max(0.0, tick - time.monotonic()))
-            interrupts.check()
-            after = _read_while_watching(pins)
-            step = rates(before, after)
-            losses = add_losses(losses, step.losses)
-            yield WatchFrame(after, step, losses)
-            before = after
+        if not tracing.is_attached(pins):
+            # Only a pin dir made by an earlier xdpfwd lacks it: attaching is the only
+            # part of a watch that needs a capability.
+            prereqs.require_privileges("stats --watch")
+            with ExitStack() as partial:
+                tracing.ensure_attached(pins, partial)
+                partial.pop_all()
+    before = _read_while_watching(pins)
+    losses: dict[str, int] = {}
+    tick = before.taken
+    for _ in itertools.count() if count is None else range(count):
+        tick += interval
+        time.sleep(max(0.0, tick - time.monotonic()))
+        interrupts.check()
+        after = _read_while_watching(pins)
+        step = rates(before, after)
+        losses = add_losses(losses, step.losses)
+        yield WatchFrame(after, step, losses)
+        before = after
 
 
 def clear(pins: PinDir) -> bool:

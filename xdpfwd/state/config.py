@@ -18,6 +18,11 @@
       - name: default
         exclude_ingress: true
         members: [eth3, eth4]
+    multicast:                      # multicast groups
+      - group: 239.1.1.1            # IPv4, IPv6 or MAC multicast address
+        from: [eth1]                # optional: the sources (default: the receivers)
+        to: [eth2, eth3]            # the receivers
+        exclude_ingress: false
 
 The file is parsed into nodes that keep their line, so every error says where it is.
 Scalars are taken as written: YAML 1.1 would read some MAC addresses as numbers.
@@ -87,6 +92,15 @@ class GroupConf:
 
 
 @dataclass(frozen=True)
+class McastConf:
+    group: str  # the address as xdpfwd writes it
+    receivers: tuple[str, ...]
+    sources: tuple[str, ...]
+    exclude_ingress: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     table: str | None = None
     value: str | None = None
@@ -94,6 +108,7 @@ class Config:
     forward: tuple[EntryConf, ...] = ()
     groups: tuple[GroupConf, ...] = ()
     balanced: tuple[BalancedConf, ...] = ()  # in the file's forward list, to: [...]
+    multicast: tuple[McastConf, ...] = ()
 
 
 class _Reader:
@@ -181,7 +196,9 @@ def parse(text: str, path: str = "<config>", check_files: bool = True) -> Config
         raise ConfigError(f"{path}: nested too deeply to be an xdpfwd configuration") from None
     if root is None:
         raise ConfigError(f"{path}:1: the file is empty")
-    top = r.mapping(root, "the file", ("version", "table", "value", "ports", "forward", "groups"))
+    top = r.mapping(
+        root, "the file", ("version", "table", "value", "ports", "forward", "groups", "multicast")
+    )
     if "version" not in top:
         r.fail(root, f"no version (this xdpfwd reads version: {VERSION})")
     if r.text(top["version"], "version") != str(VERSION):
@@ -197,8 +214,14 @@ def parse(text: str, path: str = "<config>", check_files: bool = True) -> Config
         tuple(_group(r, n) for n in r.sequence(top["groups"], "groups")) if "groups" in top else ()
     )
     balanced = tuple(e for e in entries if isinstance(e, BalancedConf))
-    config = Config(table, value, ports, forward, groups, balanced)
+    multicast = (
+        tuple(_mcast(r, n) for n in r.sequence(top["multicast"], "multicast"))
+        if "multicast" in top
+        else ()
+    )
+    config = Config(table, value, ports, forward, groups, balanced, multicast)
     _check_roles(r, config)
+    _check_multicast(r, config)
     return config
 
 
@@ -318,6 +341,46 @@ def _group(r: _Reader, node) -> GroupConf:
     return GroupConf(name, exclude, members, node.start_mark.line + 1)
 
 
+def _mcast(r: _Reader, node) -> McastConf:
+    fields_ = r.mapping(node, "a multicast group", ("group", "to", "from", "exclude_ingress"))
+    if "group" not in fields_ or "to" not in fields_:
+        r.fail(node, "a multicast group needs a group address and receivers (to)")
+    try:
+        group = maps.McastAddr.parse(r.text(fields_["group"], "group")).text
+    except ValueError as e:
+        r.fail(fields_["group"], f"group {e}")
+    ports = {}
+    for key in ("to", "from"):
+        if key in fields_:
+            ports[key] = tuple(
+                r.text(p, "an interface name") for p in r.sequence(fields_[key], key)
+            )
+            if not ports[key]:
+                r.fail(fields_[key], f"multicast group {group}: {key} lists no interface")
+            if len(set(ports[key])) != len(ports[key]):
+                r.fail(fields_[key], f"multicast group {group}: {key} lists a port twice")
+            if len(ports[key]) > maps.MCAST_MAX_MEMBERS:
+                r.fail(fields_[key], f"a multicast group has at most {maps.MCAST_MAX_MEMBERS}")
+    exclude = (
+        r.boolean(fields_["exclude_ingress"], "exclude_ingress")
+        if "exclude_ingress" in fields_
+        else False
+    )
+    sources = ports.get("from", ports["to"])
+    return McastConf(group, ports["to"], sources, exclude, node.start_mark.line + 1)
+
+
+def _check_multicast(r: _Reader, config: Config) -> None:
+    seen: dict[str, int] = {}
+    for group in config.multicast:
+        if group.group in seen:
+            r.fail(
+                group.line,
+                f"multicast group {group.group} appears twice (line {seen[group.group]})",
+            )
+        seen[group.group] = group.line
+
+
 def _check_roles(r: _Reader, config: Config) -> None:
     """A port forwards with one entry or floods in one group, never both."""
     forwarding: dict[str, int] = {}
@@ -369,6 +432,8 @@ def to_dict(config: Config) -> dict:
             {"name": g.name, "exclude_ingress": g.exclude_ingress, "members": list(g.members)}
             for g in config.groups
         ]
+    if config.multicast:
+        doc["multicast"] = [_mcast_dict(g) for g in config.multicast]
     return doc
 
 
@@ -379,6 +444,15 @@ def _balanced_dict(entry: BalancedConf) -> dict:
     if set(entry.weights) != {1}:
         d["weights"] = list(entry.weights)
     _egress_dict(d, entry.spec)
+    return d
+
+
+def _mcast_dict(group: McastConf) -> dict:
+    d: dict = {"group": group.group}
+    if group.sources != group.receivers:
+        d["from"] = list(group.sources)
+    d["to"] = list(group.receivers)
+    d["exclude_ingress"] = group.exclude_ingress
     return d
 
 

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import astuple, replace
 
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
-from xdpfwd.state import balance
+from xdpfwd.state import balance, multicast, tracing
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
 
 
-def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
-    """Every managed port and every pair (forwarding entries, group members).
+def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | None = None) -> Snapshot:
+    """Every managed port and every pair (forwarding entries, group members), with
+    the links the caller read (or read now).
 
-    With tracing, pairs carry what the tracepoint programs counted so far.
+    While loss accounting is attached, ports and pairs carry what the tracepoint
+    programs counted so far.
     """
     taken, wall = time.monotonic(), time.time()
-    links = netdev.links()
-    events = _tx_events(dp) if tracing else {}
+    links = netdev.links() if links is None else links
+    events = tx_events(dp)
+    traced = events is not None
+    events = events or {}
     ports = {
         port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
         for port in sorted(dp.ports.ifindexes())
@@ -32,23 +36,45 @@ def snapshot(dp: Dataplane, tracing: bool = False) -> Snapshot:
         *_group_pairs(dp, links),
         *_balanced_pairs(dp, links),
     ]
-    pairs = [_with_events(pair, events) for pair in pairs] if tracing else pairs
+    pairs = [_with_events(pair, events) for pair in pairs] if traced else pairs
     tx: dict[int, list[PairCounters]] = {}
     for pair in pairs:
         tx.setdefault(pair.egress.ifindex, []).append(pair)
         # An egress-only port runs no xdpfwd program: only what it sends is known.
         ports.setdefault(pair.egress.ifindex, PortCounters(pair.egress, None))
+    groups = multicast.group_infos(dp, links)
+    copied: dict[int, tuple[int, int]] = {}  # receiver -> multicast copies, bytes
+    for group in groups:
+        for r in group.receivers:
+            packets, nbytes = copied.get(r.port.ifindex, (0, 0))
+            copied[r.port.ifindex] = (packets + (r.copies or 0), nbytes + (r.copy_bytes or 0))
+            ports.setdefault(r.port.ifindex, PortCounters(r.port, None))
+    replicated = {  # port -> frames it replicated as a multicast source (now or before)
+        port: (dp.mcast.port_stats.read(port) or maps.McastPortStats()).packets
+        for port in (dp.ports.ifindexes() if dp.mcast is not None else ())
+    }
     for port, counters in list(ports.items()):
         sent = tx.get(port, [])
+        more = copied.get(port, (0, 0))
         ports[port] = PortCounters(
             counters.port,
             counters.counters,
-            sum(p.tx_packets for p in sent),
-            sum(p.tx_bytes for p in sent),
+            sum(p.tx_packets for p in sent) + more[0],
+            sum(p.tx_bytes for p in sent) + more[1],
+            _summed(e for (ingress, _), e in events.items() if ingress == port) if traced else None,
+            replicated.get(port, 0),
         )
     ports = dict(sorted(ports.items()))
     exceptions = {ingress: e.exceptions for (ingress, egress), e in events.items() if egress == 0}
-    return Snapshot(taken, wall, ports, {p.key: p for p in pairs}, exceptions, tracing)
+    return Snapshot(
+        taken,
+        wall,
+        ports,
+        {p.key: p for p in pairs},
+        exceptions,
+        traced,
+        {g.group: g for g in groups},
+    )
 
 
 def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
@@ -59,11 +85,10 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
         ingress, egress = counters.port, known(entry.egress_ifindex, links)
         stats = dp.egress_stats.read(port) if entry.egress_prog_id else None
         if stats is None:
-            # No egress program counts this entry: what the ingress port redirected.
-            c = counters.counters
-            yield PairCounters(
-                ingress, egress, None, "ingress", c.redirect_packets, c.redirect_bytes
-            )
+            # No egress program counts this entry: what the ingress port redirected,
+            # less what it replicated to multicast groups.
+            c = entry_redirects(dp, port, counters.counters)
+            yield PairCounters(ingress, egress, None, "ingress", c.tx_packets, c.tx_bytes)
         else:
             yield PairCounters(
                 ingress,
@@ -102,6 +127,18 @@ def _balanced_pairs(dp: Dataplane, links):
             )
 
 
+def entry_redirects(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.EgressStats:
+    """What the entry of port sent when no egress program counts it: the port's
+    redirects, less the frames it replicated as a multicast source (both count from
+    when the port was attached or the counters were zeroed)."""
+    mcast = dp.mcast.port_stats.read(port) if dp.mcast is not None else None
+    mcast = mcast or maps.McastPortStats()
+    return maps.EgressStats(
+        max(0, counters.redirect_packets - mcast.packets),
+        max(0, counters.redirect_bytes - mcast.bytes),
+    )
+
+
 def _group_pairs(dp: Dataplane, links):
     for group in group_infos(dp, links):
         for row in group.pairs:
@@ -117,22 +154,20 @@ def _group_pairs(dp: Dataplane, links):
             )
 
 
-def _open_tx_events(dp: Dataplane) -> maps.TxEventsTable | None:
-    """The tracepoints' counts; None before the first `stats --watch` compiled them."""
-    try:
-        return maps.TxEventsTable(dp.pins.pin(maps.PIN_TX_EVENTS))
-    except FileNotFoundError:
+def tx_events(dp: Dataplane) -> dict[tuple[int, int], maps.TxEvents] | None:
+    """What the tracepoint programs counted per (ingress, egress) pair; None while
+    loss accounting is not attached (nothing would count)."""
+    if dp.tx_events is None or not tracing.is_attached(dp.pins):
         return None
+    return dp.tx_events.read_all()
 
 
-def _tx_events(dp: Dataplane) -> dict[tuple[int, int], maps.TxEvents]:
-    table = _open_tx_events(dp)
-    if table is None:
-        return {}
-    try:
-        return table.read_all()
-    finally:
-        table.close()
+def _summed(rows) -> maps.TxEvents:
+    totals = [0, 0, 0, 0]
+    for row in rows:
+        for i, value in enumerate(astuple(row)):
+            totals[i] += value
+    return maps.TxEvents(*totals)
 
 
 def _with_events(pair: PairCounters, events) -> PairCounters:
@@ -142,6 +177,8 @@ def _with_events(pair: PairCounters, events) -> PairCounters:
 def zero(dp: Dataplane) -> None:
     for port in dp.ports.ifindexes():
         dp.stats.reset(port)
+        if dp.mcast is not None:
+            dp.mcast.port_stats.reset(port)
         if dp.egress_stats is not None:
             dp.egress_stats.reset(port)
     invalid = dp.invalid_verdicts()
@@ -151,8 +188,7 @@ def zero(dp: Dataplane) -> None:
     if dp.pairs is not None:
         for ingress, egress in dp.pairs.pairs():
             dp.pairs.forget(ingress, egress)
-    events = _open_tx_events(dp)
-    if events is not None:
-        for ingress, egress in events.pairs():
-            events.forget(ingress, egress)
-        events.close()
+    multicast.zero(dp)
+    if dp.tx_events is not None:
+        for ingress, egress in dp.tx_events.pairs():
+            dp.tx_events.forget(ingress, egress)

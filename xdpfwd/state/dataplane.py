@@ -45,7 +45,32 @@ _PROG_PINS = {
     maps.PIN_PROG_EGRESS: loader.XDP_EGRESS_FUNC,
     maps.PIN_PROG_REWRITE: loader.XDP_REWRITE_FUNC,
     maps.PIN_PROG_GROUP: loader.XDP_GROUP_FUNC,
+    maps.PIN_PROG_MCAST: loader.XDP_MCAST_FUNC,
 }
+# Multicast groups: pin dirs made before them have none of these, and still work.
+_MCAST_PINS = (
+    maps.PIN_MCAST_SOURCES,
+    maps.PIN_MCAST_GROUPS,
+    maps.PIN_MCAST_STATS,
+    maps.PIN_MCAST_PORT_STATS,
+    maps.PIN_MCAST_PORT_STATS + maps.PIN_HI_SUFFIX,
+)
+_MCAST_EGRESS_PINS = (maps.PIN_MCAST_COPIES, maps.PIN_PROG_MCAST)
+
+
+@dataclass
+class Multicast:
+    """The multicast maps of a pin directory (see state/multicast.py)."""
+
+    sources: maps.McastSourceTable
+    groups: maps.McastGroupsTable
+    stats: maps.McastStatsTable
+    port_stats: maps.SlottedStats  # per source port: frames replicated (McastPortStats)
+    copies: maps.McastCopiesTable | None  # None: plain ifindex entries count no copies
+    prog_fd: int = 0  # the receivers' egress program (0: none)
+
+    def source_ports(self) -> set[int]:
+        return {port for port, _ in self.sources.items()}
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,13 @@ class Dataplane:
             self.stats = self._open_stats(maps.PIN_PORT_STATS, maps.PortStats)
             self.layout = Layout(self.fwd.table_type, self.fwd.value_format)
             self.groups = self._open(maps.GroupsTable, maps.PIN_GROUPS)
+            recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS))
+            # No record: made before xdpfwd loaded multi-buffer programs (flags 0).
+            self.prog_flags = recorded or 0
+            self.flags_recorded = recorded is not None
+            self.tx_events: maps.TxEventsTable | None = None
+            if maps.PIN_TX_EVENTS in pins.names():
+                self.tx_events = self._open(maps.TxEventsTable, maps.PIN_TX_EVENTS)
             self.egress_fd = self.egress_id = self.rewrite_fd = self.rewrite_id = 0
             self.group_prog_fd = self.group_prog_id = 0
             self.egress_stats: maps.SlottedStats | None = None
@@ -102,6 +134,7 @@ class Dataplane:
             if maps.PIN_BALANCE in pins.known_names():
                 self.balance = self._open(maps.BalanceTable, maps.PIN_BALANCE)
                 self.buckets = self._open(maps.BucketTable, maps.PIN_BUCKETS)
+            self.mcast = self._open_mcast() if maps.PIN_MCAST_SOURCES in pins.names() else None
         except BaseException:
             self._fds.close()
             raise
@@ -116,6 +149,17 @@ class Dataplane:
         self._fds.callback(pinned.close)
         return pinned
 
+    def _open_mcast(self) -> Multicast:
+        egress = self.layout.has_egress
+        return Multicast(
+            self._open(maps.McastSourceTable, maps.PIN_MCAST_SOURCES),
+            self._open(maps.McastGroupsTable, maps.PIN_MCAST_GROUPS),
+            self._open(maps.McastStatsTable, maps.PIN_MCAST_STATS),
+            self._open_stats(maps.PIN_MCAST_PORT_STATS, maps.McastPortStats),
+            self._open(maps.McastCopiesTable, maps.PIN_MCAST_COPIES) if egress else None,
+            self._open_prog(maps.PIN_PROG_MCAST)[0] if egress else 0,
+        )
+
     def _open_stats(self, name: str, cls: type) -> maps.SlottedStats:
         stats = maps.SlottedStats(self.pins.pin(name), cls)
         self._fds.callback(stats.close)
@@ -123,6 +167,20 @@ class Dataplane:
 
     def close(self) -> None:
         self._fds.close()
+
+    @property
+    def frags(self) -> bool:
+        """The pin dir's XDP programs handle multi-buffer frames (and must: they share
+        devmaps, and so do the egress programs added later)."""
+        return bool(self.prog_flags & sc.BPF_F_XDP_HAS_FRAGS)
+
+    def forget_events(self, ingress: int) -> None:
+        """Drop what the tracepoints counted for frames that entered ingress (a port
+        new to xdpfwd, or one it forgets, starts from zero as its counters do)."""
+        if self.tx_events is not None:
+            for pair in self.tx_events.pairs():
+                if pair[0] == ingress:
+                    self.tx_events.forget(*pair)
 
     def invalid_verdicts(self) -> maps.InvalidVerdictTable | None:
         """The counts of user egress programs' invalid verdicts; None until the first
@@ -174,6 +232,10 @@ class Dataplane:
             required += _EGRESS_PINS
         if maps.PIN_BALANCE in present:  # pins made since xdpfwd had balanced entries
             required += _BALANCE_PINS
+        if present & set(_MCAST_PINS):
+            required += _MCAST_PINS
+            if maps.PIN_FWD in present and existing_layout(pins).has_egress:
+                required += _MCAST_EGRESS_PINS
         missing = [name for name in required if name not in present]
         if missing:
             raise BrokenState(
@@ -267,13 +329,26 @@ def planned_layout(pins: PinDir, table: str | None, value_format: str | None) ->
     return existing
 
 
+def prog_flags_for_new_programs() -> int:
+    """The prog_flags of a new pin dir's programs: multi-buffer when the kernel can."""
+    return loader.xdp_prog_flags(sc.frags_supported())
+
+
 def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     """Create whatever is not pinned yet; return True when the programs were compiled.
 
-    Pins created here are removed by rollback. Raises PrereqError or BpfError.
+    One decision per pin dir: its XDP programs are all loaded with the prog_flags
+    recorded before the first of them (a devmap keeps the flags of the first program
+    that uses it and refuses others). Pins created here are removed by rollback.
+    Raises PrereqError or BpfError.
     """
     present = pins.names()
+    compiling = maps.PIN_PROG_INGRESS not in present
     try:
+        if compiling and maps.PIN_PROG_FLAGS not in present:
+            path = pins.pin(maps.PIN_PROG_FLAGS)
+            maps.create_pinned_prog_flags(path, prog_flags_for_new_programs())
+            rollback.callback(os.unlink, path)
         if maps.PIN_FWD not in present and layout.table == "devmap-hash":
             maps.create_pinned_devmap_hash(pins.pin(maps.PIN_FWD), value_size=layout.value_size)
             rollback.callback(os.unlink, pins.pin(maps.PIN_FWD))
@@ -286,7 +361,7 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
             rollback.callback(os.unlink, pins.pin(maps.PIN_USER_PROGS))
     except OSError as e:
         raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
-    if maps.PIN_PROG_INGRESS in present:
+    if not compiling:
         return False
     try:
         # The configuration asked for is recorded from the start of a new pin dir
@@ -304,9 +379,15 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
             rollback.callback(os.unlink, pins.pin(maps.PIN_BUCKETS))
     except OSError as e:
         raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
+    recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS)) or 0
+    frags = bool(recorded & sc.BPF_F_XDP_HAS_FRAGS)
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
     rollback.callback(_unpin_new, pins, pins.known_names())
-    fds = loader.compile_ingress(pins.path, layout.value_size)
+    try:
+        maps.create_pinned_mcast_maps(pins.path, layout.table, layout.value_size)
+    except OSError as e:
+        raise BpfError(f"creating xdpfwd's multicast maps failed: {e.strerror}") from e
+    fds = loader.compile_ingress(pins.path, layout.value_size, frags)
     try:
         for pin, func in _PROG_PINS.items():
             if func in fds:
@@ -316,7 +397,11 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     finally:
         for fd in fds.values():
             os.close(fd)
-    log.info("compiled and pinned xdpfwd's programs in %s", pins.path)
+    log.info(
+        "compiled and pinned xdpfwd's programs in %s (%s)",
+        pins.path,
+        "multi-buffer" if frags else "single-buffer",
+    )
     return True
 
 

@@ -118,7 +118,9 @@ def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
         return 0
     if user is not None:
         text, func = user
-        fd = loader.compile_user_egress(dp.pins.path, text, os.path.basename(spec.user_file), func)
+        # Loaded with the pin dir's flags: the devmap it goes into keeps those.
+        name = os.path.basename(spec.user_file)
+        fd = loader.compile_user_egress(dp.pins.path, text, name, func, frags=dp.frags)
         c.resources.callback(os.close, fd)
         source = maps.UserProg(os.path.abspath(spec.user_file), func, source_digest(text))
         map_write(dp.user_progs.set, sc.prog_info(fd).id, source)

@@ -7,7 +7,9 @@ the partial-checksum state is lost, so a peer that sends with TX checksum offloa
 (every container runtime's default) gets none of its UDP or TCP through; generic XDP
 keeps it but refuses GSO super-frames larger than the egress MTU, so large TCP
 transfers stall. Only the sender's settings fix it. And a frame redirected into a
-veth is dropped unless the veth's peer has GRO or an XDP program.
+veth is dropped unless the veth's peer has GRO or an XDP program. With multi-buffer
+programs, a broadcast member whose MTU lets in frames longer than one buffer cannot
+flood those (too big to flood: counted, a warning rather than a failure).
 """
 
 from __future__ import annotations
@@ -28,17 +30,22 @@ from xdpfwd.model import (
     GroupInfo,
     Iface,
 )
+from xdpfwd.state import multicast
 from xdpfwd.state.dataplane import Dataplane
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # a stable key: sender_offload, receiver_gro, driver, mtu, egress_gone
+    # A stable key: sender_offload, receiver_gro, driver, mtu, egress_gone,
+    # too_big_to_flood.
+    kind: str
     ifindex: int  # the port it is about (whose veth peer --fix changes)
     port: str
     text: str
     fix: str  # one line: a command, or what to do
     peer_change: tuple[tuple[str, bool], ...] = ()  # what --fix sets on the peer
+    # Only some frames are lost, by design (doctor warns rather than fails).
+    warn_only: bool = False
 
     @property
     def line(self) -> str:
@@ -233,7 +240,8 @@ def port_state(
 
 def managed_pairs(dp: Dataplane, groups: list[GroupInfo]) -> list[tuple[int, int]]:
     """The (ingress, egress) pairs of a dataplane: its entries (each egress port a
-    balanced entry's buckets point at), and every two members of a broadcast group."""
+    balanced entry's buckets point at), every two members of a broadcast group, and
+    each multicast source with the receivers its copies go to."""
     pairs = []
     for port in sorted(dp.ports.ifindexes()):
         entry = dp.fwd.get(port)
@@ -245,7 +253,9 @@ def managed_pairs(dp: Dataplane, groups: list[GroupInfo]) -> list[tuple[int, int
     for group in groups:
         members = [m.ifindex for m in group.members]
         pairs += [(a, b) for a in members for b in members if a != b]
-    return pairs
+    for source, receivers in sorted(multicast.targets_of(dp).items()):
+        pairs += [(source, r) for r in sorted(receivers)]
+    return list(dict.fromkeys(pairs))
 
 
 def problems(
@@ -294,6 +304,38 @@ def warnings_for(pairs: list[tuple[int, int]], links: dict[int, netdev.Link]) ->
     the command's (attach modes current)."""
     with inspected(pairs, links) as (found, _):
         return tuple(p.line for p in found)
+
+
+def flood_problems(members: list[int], links: dict[int, netdev.Link], frags: bool) -> list[Problem]:
+    """What keeps a broadcast group from flooding the long frames entering its members
+    (or a multicast group from copying those entering its sources): with multi-buffer
+    programs, frames longer than a page-sized buffer come in several, and the kernel
+    cannot clone those for a broadcast (the program drops them and counts them as too
+    big to flood). Members gone are skipped."""
+    found = []
+    for member in dict.fromkeys(members):
+        link = links.get(member)
+        if not frags or link is None or link.mtu <= netdev.SINGLE_BUFFER_MTU:
+            continue
+        longest = netdev.SINGLE_BUFFER_MTU + 14
+        text = (
+            f"{link.ifname} has MTU {link.mtu}: frames over {longest} bytes entering it "
+            "come in several buffers, which the kernel cannot flood; they are dropped and "
+            "counted as too big to flood"
+        )
+        fix = (
+            f"keep group members at MTU {netdev.SINGLE_BUFFER_MTU} or below, or forward "
+            "long frames with `xdpfwd add`"
+        )
+        found.append(Problem("too_big_to_flood", member, link.ifname, text, fix, warn_only=True))
+    return found
+
+
+def flood_warnings(
+    members: list[int], links: dict[int, netdev.Link], frags: bool
+) -> tuple[str, ...]:
+    """The flood problems of broadcast members, as one-line warnings."""
+    return tuple(p.line for p in flood_problems(members, links, frags))
 
 
 def fix(problem: Problem, peers: dict[int, offloads.Peer]) -> bool:

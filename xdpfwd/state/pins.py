@@ -38,6 +38,7 @@ _PROGS = (
     maps.PIN_PROG_EGRESS,
     maps.PIN_PROG_REWRITE,
     maps.PIN_PROG_GROUP,
+    maps.PIN_PROG_MCAST,
 )
 _MAPS = (
     maps.PIN_FWD,
@@ -56,11 +57,25 @@ _MAPS = (
     maps.PIN_BALANCE + maps.PIN_HI_SUFFIX,
     maps.PIN_BUCKETS,
     maps.PIN_INTENT,
+    maps.PIN_PROG_FLAGS,
+    # Multicast groups (their devmaps are held by mcast_groups, never pinned).
+    maps.PIN_MCAST_SOURCES,
+    maps.PIN_MCAST_GROUPS,
+    maps.PIN_MCAST_STATS,
+    maps.PIN_MCAST_COPIES,
+    maps.PIN_MCAST_PORT_STATS,
+    maps.PIN_MCAST_PORT_STATS + maps.PIN_HI_SUFFIX,
 )
 KNOWN_PINS: dict[str, tuple[str, str]] = {
     **{name: ("prog", "xdpfwd_") for name in _PROGS},
-    # BCC names a TRACEPOINT_PROBE(xdp, event) program "xdp__<event>", cut to 15 bytes.
-    **{maps.PIN_TRACE_PREFIX + event: ("prog", "xdp__") for event in loader.TRACE_FUNCS},
+    # Loss accounting: each tracepoint's raw tracepoint program (named after its C
+    # function, loader.TRACE_FUNCS) and the bpf_link that keeps it attached (links have
+    # no name; unpinning the link detaches the program).
+    **{maps.PIN_TRACE_PROG_PREFIX + event: ("prog", "xdpfwd_tp_") for event in loader.TRACE_FUNCS},
+    **{maps.PIN_TRACE_LINK_PREFIX + event: ("link", "") for event in loader.TRACE_FUNCS},
+    # Earlier versions' TRACEPOINT_PROBE(xdp, event) programs, which BCC names
+    # "xdp__<event>", cut to 15 bytes.
+    **{maps.PIN_TRACE_LEGACY_PREFIX + event: ("prog", "xdp__") for event in loader.TRACE_FUNCS},
     **{name: ("map", "xdpfwd_") for name in _MAPS},
 }
 GROUP_PIN = ("map", "xg_")  # group/<name>: each broadcast group's devmap

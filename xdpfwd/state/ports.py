@@ -124,27 +124,61 @@ def attach(
     if previous is None:
         # A port new to xdpfwd starts from zero (an array slot may hold old counts).
         map_write(dp.stats.reset, link.ifindex)
+        dp.forget_events(link.ifindex)
         undo.callback(dp.stats.delete, link.ifindex)
+        if dp.mcast is not None:  # its multicast frames, part of its redirects
+            map_write(dp.mcast.port_stats.reset, link.ifindex)
+            undo.callback(dp.mcast.port_stats.delete, link.ifindex)
         undo.callback(dp.ports.delete, link.ifindex)
     else:
         undo.callback(dp.ports.set, link.ifindex, previous)
     if plan.keep:
         return Attachment(iface(link), link.xdp_mode or "?", changed=False)
+    try:
+        used = _attach(dp, plan, mode, undo)
+    except AttachError as e:
+        hint = single_buffer_hint(dp, link)
+        if hint and mode == "native":
+            raise AttachError(f"{e}; {hint}") from e
+        raise
+    fallback = None
+    if used.refused is not None:
+        hint = single_buffer_hint(dp, link)
+        fallback = used.refused + (f"; {hint}" if hint else "")
+    return Attachment(iface(link), used.mode, changed=True, fallback=fallback)
+
+
+def single_buffer_hint(dp: Dataplane, link: netdev.Link) -> str | None:
+    """What to do when a pin dir made before multi-buffer programs meets a port whose
+    MTU they cannot attach natively at; None when that is not the case."""
+    if dp.frags or link.mtu <= netdev.SINGLE_BUFFER_MTU or not sc.frags_supported():
+        return None
+    return (
+        f"the programs in {dp.pins.path} were loaded without multi-buffer support "
+        f"(an older xdpfwd), which native XDP needs above MTU {netdev.SINGLE_BUFFER_MTU}: "
+        "`xdpfwd save` the configuration, `xdpfwd down`, then `xdpfwd apply` it"
+    )
+
+
+def _attach(dp: Dataplane, plan: AttachPlan, mode: str, undo) -> netdev.Attached:
+    link = plan.link
     if plan.switch:
         # Native and generic cannot overlap: a short gap while the mode changes.
         netdev.detach_xdp(link, expected_fd=dp.prog_fd)
         undo.callback(netdev.attach_xdp, link, dp.prog_fd, link.xdp_mode)
         used = netdev.attach_xdp(link, dp.prog_fd, mode)
         undo.callback(_detach_ours, link.ifindex, dp.prog_fd)
-    elif plan.foreign_prog_id:
-        used = _replace_foreign(dp, plan, mode, undo)
-    else:
-        used = netdev.attach_xdp(link, dp.prog_fd, mode)
-        undo.callback(_detach_ours, link.ifindex, dp.prog_fd)
-    return Attachment(iface(link), used, changed=True)
+        return used
+    if plan.foreign_prog_id:
+        return _replace_foreign(dp, plan, mode, undo)
+    used = netdev.attach_xdp(link, dp.prog_fd, mode)
+    undo.callback(_detach_ours, link.ifindex, dp.prog_fd)
+    return used
 
 
-def _replace_foreign(dp: Dataplane, plan: AttachPlan, mode: str, undo: ExitStack) -> str:
+def _replace_foreign(
+    dp: Dataplane, plan: AttachPlan, mode: str, undo: ExitStack
+) -> netdev.Attached:
     """Put our program in place of a foreign one; undo puts the foreign one back."""
     link = plan.link
     if link.xdp_mode not in netdev.MODE_FLAGS:
@@ -157,7 +191,7 @@ def _replace_foreign(dp: Dataplane, plan: AttachPlan, mode: str, undo: ExitStack
     if mode in ("auto", link.xdp_mode):
         # Same mode: the kernel swaps the two programs atomically.
         used = netdev.attach_xdp(link, dp.prog_fd, link.xdp_mode, replace_fd=old_fd)
-        undo.callback(netdev.attach_xdp, link, old_fd, used, dp.prog_fd)
+        undo.callback(netdev.attach_xdp, link, old_fd, used.mode, dp.prog_fd)
         return used
     netdev.detach_xdp(link, expected_fd=old_fd)
     undo.callback(netdev.attach_xdp, link, old_fd, link.xdp_mode)
@@ -176,8 +210,8 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
     """Detach from ports that need xdpfwd no more, and forget their state.
 
     A port needs it while it has an entry (single or balanced), is a broadcast
-    member, or is the egress of an entry (so its on-miss verdict keeps applying to
-    what enters it).
+    member, is a multicast source, or is the egress of an entry (so its on-miss
+    verdict keeps applying to what enters it).
     """
     ports = dp.ports.ifindexes()
     entries = {port: dp.fwd.get(port) for port in ports}
@@ -185,11 +219,14 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
     balanced = _balanced_targets(dp, ports)
     for egress in balanced.values():
         targets |= egress
+    sources = dp.mcast.source_ports() if dp.mcast is not None else set()
     released = []
     for port in ports:
         if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
             continue
         if port in balanced:
+            continue
+        if port in sources:
             continue
         release(dp, port, links, undo)
         released.append(known(port, links))
@@ -218,6 +255,9 @@ def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> No
     if settings is not None:
         undo.callback(dp.ports.set, port, settings)
     dp.stats.delete(port)
+    if dp.mcast is not None:
+        dp.mcast.port_stats.delete(port)
+    dp.forget_events(port)
 
 
 def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
@@ -238,6 +278,9 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
             dp.balance.clear(port)
             for bucket in range(maps.BUCKETS):
                 dp.buckets.remove(port, bucket)
+        if dp.mcast is not None:
+            dp.mcast.port_stats.delete(port)
+        dp.forget_events(port)
         if dp.layout.has_egress:
             dp.egress_stats.delete(port)
             invalid = dp.invalid_verdicts()

@@ -1,105 +1,120 @@
-"""Attaching xdpfwd's tracepoint programs while `stats --watch` runs.
+"""Loss accounting: the raw tracepoint programs that count transmit failures, kept
+attached while the pin dir exists because their bpf_links are pinned in it.
 
-The programs are compiled once and pinned with the rest; attaching needs no BCC:
-perf_event_open() on the tracepoint and PERF_EVENT_IOC_SET_BPF. A BPF program on
-a tracepoint runs for the event on every CPU, so one perf event on CPU 0 is enough.
+They are compiled once (BCC) and pinned with the rest; attaching needs no BCC, only
+BPF_RAW_TRACEPOINT_OPEN on the pinned programs. There is one attachment per pin dir,
+shared by every reader: a second one would count each event twice.
 """
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import os
-import platform
-import struct
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from functools import lru_cache
 
-from xdpfwd.errors import BpfError, PrereqError
+from xdpfwd.errors import BpfError
+from xdpfwd.kernel import netns
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.state.pins import PinDir
 
-TRACEFS = "/sys/kernel/tracing"
-_SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "ppc64le": 319, "s390x": 331}
-PERF_TYPE_TRACEPOINT = 2
-PERF_FLAG_FD_CLOEXEC = 8
-PERF_EVENT_IOC_ENABLE = 0x2400
-PERF_EVENT_IOC_SET_BPF = 0x40042408
-# struct perf_event_attr up to wakeup_events; the kernel takes the rest as zeros.
-_PERF_ATTR = struct.Struct("=IIQQQQQII")
+EVENTS = tuple(loader.TRACE_FUNCS)
 
 
-@lru_cache(maxsize=1)
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
+def prog_pin(event: str) -> str:
+    return maps.PIN_TRACE_PROG_PREFIX + event
 
 
-def ensure_tracefs() -> None:
-    """Mount tracefs if it is not mounted; raises PrereqError when that fails."""
-    if os.path.isdir(os.path.join(TRACEFS, "events")):
-        return
-    if _libc().mount(b"tracefs", TRACEFS.encode(), b"tracefs", 0, None) != 0:
-        err = ctypes.get_errno()
-        raise PrereqError(
-            f"tracefs is not mounted at {TRACEFS} and mounting it failed ({os.strerror(err)}); "
-            f"mount it (`mount -t tracefs tracefs {TRACEFS}`) to trace transmit failures"
-        )
+def link_pin(event: str) -> str:
+    return maps.PIN_TRACE_LINK_PREFIX + event
 
 
-def _pin(event: str) -> str:
-    return maps.PIN_TRACE_PREFIX + event
+def is_attached(pins: PinDir, names: set[str] | None = None) -> bool:
+    """Whether every tracepoint program of the pin dir is attached (its link pinned)."""
+    names = pins.names() if names is None else names
+    return all(link_pin(event) in names for event in EVENTS)
 
 
-def ensure_programs(pins: PinDir) -> bool:
-    """Compile and pin the tracepoint programs unless they are; True if compiled.
+def ensure_attached(pins: PinDir, undo) -> bool:
+    """Attach the pin dir's tracepoint programs unless they are; True if this call did.
 
-    Call with the pin directory locked. Raises PrereqError or BpfError.
+    Compiles and pins the programs first when they are not pinned yet. Call with the
+    pin directory locked exclusively; pins made here are removed by undo. Raises
+    PrereqError (no BCC, headers or BTF) or BpfError.
     """
-    missing = [e for e in loader.TRACE_FUNCS if _pin(e) not in pins.names()]
-    if not missing:
+    names = pins.names()
+    if is_attached(pins, names):
         return False
-    fds = loader.compile_trace(pins.path)
+    missing = [event for event in EVENTS if prog_pin(event) not in names]
+    if missing:
+        _compile(pins, missing, undo)
+    for event in EVENTS:
+        if link_pin(event) in names:
+            continue  # left by an attach that was cut short
+        path = pins.pin(link_pin(event))
+        prog = sc.obj_get(pins.pin(prog_pin(event)))
+        try:
+            link = sc.raw_tracepoint_open(prog, event)
+            try:
+                sc.obj_pin(link, path)
+            finally:
+                os.close(link)
+        except OSError as e:
+            raise BpfError(f"attaching to xdp:{event} failed: {e.strerror}") from e
+        finally:
+            os.close(prog)
+        undo.callback(_unlink, path)
+    return True
+
+
+def _compile(pins: PinDir, events: list[str], undo) -> None:
+    before = pins.names()
+    undo.callback(_unlink_new, pins, before)  # what BCC pins (tx_events) goes too
+    fds = loader.compile_trace(pins.path, netns.current_inode())
     try:
-        for event, func in loader.TRACE_FUNCS.items():
-            if event in missing:
-                sc.obj_pin(fds[func], pins.pin(_pin(event)))
+        for event in events:
+            sc.obj_pin(fds[loader.TRACE_FUNCS[event]], pins.pin(prog_pin(event)))
     except OSError as e:
         raise BpfError(f"pinning the tracepoint programs failed: {e.strerror}") from e
     finally:
         for fd in fds.values():
             os.close(fd)
-    return True
 
 
-def _perf_event_open(tracepoint_id: int) -> int:
-    nr = _SYS_PERF_EVENT_OPEN.get(platform.machine())
-    if nr is None:
-        raise BpfError(f"perf_event_open() syscall number unknown for {platform.machine()}")
-    attr = ctypes.create_string_buffer(128)
-    _PERF_ATTR.pack_into(attr, 0, PERF_TYPE_TRACEPOINT, 128, tracepoint_id, 1, 0, 0, 0, 1, 0)
-    fd = _libc().syscall(nr, attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise BpfError(f"perf_event_open on tracepoint {tracepoint_id}: {os.strerror(err)}")
-    return fd
+def detach(pins: PinDir) -> bool:
+    """Unpin the links, which detaches the programs (they stay pinned); True if any
+    was attached. Call with the pin directory locked exclusively."""
+    found = False
+    for event in EVENTS:
+        try:
+            os.unlink(pins.pin(link_pin(event)))
+            found = True
+        except FileNotFoundError:
+            pass
+    return found
 
 
-@contextmanager
-def attached(pins: PinDir) -> Iterator[None]:
-    """Keep the pinned tracepoint programs attached for the body. Raises BpfError."""
-    with ExitStack() as stack:
-        for event in loader.TRACE_FUNCS:
-            with open(os.path.join(TRACEFS, "events", "xdp", event, "id")) as f:
-                tracepoint_id = int(f.read())
-            prog_fd = sc.obj_get(pins.pin(_pin(event)))
-            stack.callback(os.close, prog_fd)
-            perf_fd = _perf_event_open(tracepoint_id)
-            stack.callback(os.close, perf_fd)
-            try:
-                fcntl.ioctl(perf_fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
-                fcntl.ioctl(perf_fd, PERF_EVENT_IOC_ENABLE, 0)
-            except OSError as e:
-                raise BpfError(f"attaching to xdp:{event} failed: {e.strerror}") from e
-        yield
+def links(pins: PinDir) -> dict[str, sc.LinkInfo | None]:
+    """Each tracepoint's pinned link as the kernel describes it (None: not pinned)."""
+    found: dict[str, sc.LinkInfo | None] = {}
+    for event in EVENTS:
+        try:
+            fd = sc.obj_get(pins.pin(link_pin(event)))
+        except FileNotFoundError:
+            found[event] = None
+            continue
+        try:
+            found[event] = sc.link_info(fd)
+        finally:
+            os.close(fd)
+    return found
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _unlink_new(pins: PinDir, keep: set[str]) -> None:
+    for name in pins.names() - keep:
+        _unlink(pins.pin(name))

@@ -9,10 +9,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from xdpfwd import interrupts
-from xdpfwd.errors import InputError
+from xdpfwd.errors import BpfError, InputError, PrereqError
 from xdpfwd.kernel import netdev
 from xdpfwd.model import Attachment
-from xdpfwd.state import dataplane, ports
+from xdpfwd.state import dataplane, multicast, ports, tracing
 from xdpfwd.state.dataplane import Dataplane, Layout
 from xdpfwd.state.pins import PinDir
 
@@ -59,10 +59,13 @@ class Change:
     resources: ExitStack  # closed when the change ends, either way
     links: dict[int, netdev.Link]  # read once under the lock; attach() keeps it current
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)  # made by attach()
+    notes: list[str] = field(default_factory=list)  # warnings for the user
 
     def attach(self, plan: ports.AttachPlan, mode: str, settings) -> Attachment:
         """ports.attach() within this change, and the links updated to match."""
         done = ports.attach(self.dp, plan, mode, settings, self.undo)
+        self.attachments.append(done)
         if done.changed:
             link = replace(plan.link, xdp_prog_id=self.dp.prog_id, xdp_mode=done.mode)
             self.links[link.ifindex] = link
@@ -112,12 +115,26 @@ def change(
         ports.check_table_bounds(layout.table, [plan.link for plan in plans])
         check_layout(layout)
         compiled = dataplane.ensure_pinned(pins, layout, undo_setup)
+        accounting = _ensure_accounting(pins, undo_setup)
         with Dataplane.open(pins) as dp, ExitStack() as resources, Undo() as undo:
             done = Change(dp, compiled, plans, undo, resources, links)
+            done.notes += accounting
             yield done
             undo.commit()
             undo_setup.commit()
             _finish(done)
+
+
+def _ensure_accounting(pins: PinDir, undo: Undo) -> list[str]:
+    """Loss accounting attached (undone with the change); a warning instead when it
+    cannot be: forwarding does not depend on it."""
+    with ExitStack() as partial:
+        try:
+            tracing.ensure_attached(pins, partial)
+        except (PrereqError, BpfError) as e:
+            return [f"loss accounting is off (transmit failures are not counted): {e}"]
+        undo.push(partial.pop_all())
+    return []
 
 
 @contextmanager
@@ -155,6 +172,6 @@ def tidy(
     """Forget gone devices, unpin emptied groups, detach ports that need xdpfwd no
     more. Returns (gone ifindexes, emptied groups, detached ports)."""
     gone = ports.forget_gone(dp, links)
-    emptied = dp.remove_empty_groups()
+    emptied = dp.remove_empty_groups() + multicast.tidy(dp, links, undo)
     detached = ports.release_idle(dp, undo, links)
     return gone, emptied, detached

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from xdpfwd import progress
 from xdpfwd.errors import BpfError, PrereqError
 from xdpfwd.kernel import prereqs
-from xdpfwd.kernel.bpf import source
+from xdpfwd.kernel.bpf import btf, source
+from xdpfwd.kernel.bpf import syscall as sc
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +21,16 @@ XDP_INGRESS_FUNC = "xdpfwd_ingress"
 XDP_EGRESS_FUNC = "xdpfwd_egress"
 XDP_REWRITE_FUNC = "xdpfwd_egress_rewrite"
 XDP_GROUP_FUNC = "xdpfwd_egress_group"
-ATTACH_XDP_DEVMAP = 33  # enum bpf_attach_type BPF_XDP_DEVMAP: a devmap entry's program
-PROG_TRACEPOINT = 5  # enum bpf_prog_type
-PROG_XDP = 6
-# BCC names the function of TRACEPOINT_PROBE(category, event) like this.
+XDP_MCAST_FUNC = "xdpfwd_egress_mcast"
+ATTACH_XDP_DEVMAP = sc.ATTACH_XDP_DEVMAP
+PROG_XDP = sc.PROG_TYPE_XDP
+PROG_RAW_TRACEPOINT = sc.PROG_TYPE_RAW_TRACEPOINT
+# The raw tracepoint programs of xdpfwd_trace.c, by the tracepoint each attaches to
+# (names within the kernel's 15 characters).
 TRACE_FUNCS = {
-    event: f"tracepoint__xdp__{event}"
-    for event in ("xdp_devmap_xmit", "xdp_redirect_err", "xdp_exception")
+    "xdp_devmap_xmit": "xdpfwd_tp_xmit",
+    "xdp_redirect_err": "xdpfwd_tp_rerr",
+    "xdp_exception": "xdpfwd_tp_exc",
 }
 
 
@@ -60,13 +64,17 @@ def compile_programs(
     funcs: dict[str, tuple[int, int | None]],
     cflags: list[str],
     label: str | None = None,
+    prog_flags: int = 0,
 ) -> dict[str, int]:
     """Compile C text with BCC and load each function of funcs as a program.
 
     funcs maps a function to its program type and expected attach type (None for
-    the type's default). Returns a program fd per function. Maps declared in pinned sections
-    are created and pinned (or adopted) by BCC. Raises PrereqError when BCC or
-    kernel headers are missing, BpfError when the compile or a load fails.
+    the type's default). Every program is loaded with prog_flags, by xdpfwd's own
+    BPF_PROG_LOAD of the instructions BCC compiled (BCC cannot set the flags):
+    nothing else loads them first, since a devmap keeps the flags of the first
+    program that uses it. Returns a program fd per function. Maps declared in pinned
+    sections are created and pinned (or adopted) by BCC. Raises PrereqError when BCC
+    or kernel headers are missing, BpfError when the compile or a load fails.
     """
     prereqs.require_bcc()
     prereqs.require_kernel_headers()
@@ -79,11 +87,13 @@ def compile_programs(
             from bcc import BPF
 
             bpf = BPF(text=text.encode(), cflags=cflags)
-            for func, (prog_type, attach_type) in funcs.items():
-                extra = {} if attach_type is None else {"attach_type": attach_type}
-                fds[func] = os.dup(bpf.load_func(func.encode(), prog_type, **extra).fd)
-            bpf.cleanup()
-        except Exception as e:  # BCC raises bare Exception for compile and load errors
+            try:
+                for func, (prog_type, attach_type) in funcs.items():
+                    insns = bpf.dump_func(func.encode())
+                    fds[func] = sc.prog_load(prog_type, insns, func, attach_type or 0, prog_flags)
+            finally:
+                bpf.cleanup()
+        except Exception as e:  # BCC raises bare Exception for compile errors
             failure = e
     for line in output:
         log.debug("bcc: %s", line)
@@ -92,42 +102,89 @@ def compile_programs(
             os.close(fd)
         if any("Unable to find kernel headers" in line for line in output):
             raise PrereqError(prereqs.missing_headers_message()) from failure
+        if isinstance(failure, sc.ProgLoadError):
+            log.debug("verifier log:\n%s", failure.log)
+            raise BpfError(f"loading {label} failed: {_load_reason(failure)}") from failure
         reason = _first_error(output) or str(failure).strip()
         raise BpfError(f"compiling {label} failed: {reason}") from failure
     return fds
 
 
-def compile_ingress(pin_dir: str, value_size: int) -> dict[str, int]:
+def _load_reason(e: sc.ProgLoadError) -> str:
+    reason = e.reason()
+    if reason is not None:
+        return reason
+    if e.log:
+        # Verified, then refused: a map it uses belongs to programs of other flags.
+        return (
+            f"{os.strerror(e.errno)} after verification (a devmap it uses serves programs "
+            "loaded with other flags, such as BPF_F_XDP_HAS_FRAGS)"
+        )
+    return os.strerror(e.errno)
+
+
+def xdp_prog_flags(frags: bool) -> int:
+    return sc.BPF_F_XDP_HAS_FRAGS if frags else 0
+
+
+def compile_ingress(pin_dir: str, value_size: int, frags: bool) -> dict[str, int]:
     """Compile the ingress program (and, for bpf_devmap_val entries, the built-in
-    egress programs) against the maps pinned, or to pin, under pin_dir."""
+    egress programs) against the maps pinned, or to pin, under pin_dir; multi-buffer
+    programs with frags."""
     funcs: dict[str, tuple[int, int | None]] = {XDP_INGRESS_FUNC: (PROG_XDP, None)}
     if value_size == 8:
         funcs |= dict.fromkeys(
-            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC), (PROG_XDP, ATTACH_XDP_DEVMAP)
+            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC, XDP_MCAST_FUNC),
+            (PROG_XDP, ATTACH_XDP_DEVMAP),
         )
     return compile_programs(
         source.ingress_text(with_egress=value_size == 8),
         funcs,
-        source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=value_size),
+        source.cflags(
+            XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=value_size, XDPFWD_FRAGS=int(frags)
+        ),
+        prog_flags=xdp_prog_flags(frags),
     )
 
 
-def compile_user_egress(pin_dir: str, user_text: str, file_name: str, func: str) -> int:
+def compile_user_egress(
+    pin_dir: str, user_text: str, file_name: str, func: str, frags: bool
+) -> int:
     """Compile a user's egress function wrapped with xdpfwd's entry counters."""
     fds = compile_programs(
         source.user_egress_text(user_text, file_name, func),
         {func: (PROG_XDP, ATTACH_XDP_DEVMAP)},
-        source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=8),
+        source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=8, XDPFWD_FRAGS=int(frags)),
         label=f"{file_name}:{func}",
+        prog_flags=xdp_prog_flags(frags),
     )
     return fds[func]
 
 
-def compile_trace(pin_dir: str) -> dict[str, int]:
-    """Compile the tracepoint programs (BCC reads the events' formats from tracefs)."""
+def trace_offsets() -> dict[str, int]:
+    """The kernel struct offsets the tracepoint programs read, from the running
+    kernel's BTF. Raises PrereqError when the kernel has no BTF."""
+    try:
+        kernel = btf.vmlinux()
+        return {
+            "XDPFWD_NETDEV_IFINDEX_OFF": kernel.offset("net_device", "ifindex"),
+            "XDPFWD_NETDEV_NET_OFF": kernel.offset("net_device", "nd_net"),
+            "XDPFWD_NET_INUM_OFF": kernel.offset("net", "ns.inum"),
+            "XDPFWD_DTAB_NETDEV_DEV_OFF": kernel.offset("bpf_dtab_netdev", "dev"),
+        }
+    except btf.BtfError as e:
+        raise PrereqError(
+            f"the kernel's BTF is unusable ({e}); loss accounting needs a kernel built "
+            "with CONFIG_DEBUG_INFO_BTF"
+        ) from e
+
+
+def compile_trace(pin_dir: str, netns_inum: int) -> dict[str, int]:
+    """Compile the raw tracepoint programs that count transmit failures for the ports
+    of pin_dir in the network namespace whose inode is netns_inum."""
     return compile_programs(
         source.program_text(source.TRACE_SOURCE),
-        dict.fromkeys(TRACE_FUNCS.values(), (PROG_TRACEPOINT, None)),
-        source.cflags(XDPFWD_PIN_DIR=pin_dir),
+        dict.fromkeys(TRACE_FUNCS.values(), (PROG_RAW_TRACEPOINT, None)),
+        source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_NETNS_INUM=netns_inum, **trace_offsets()),
         label="the XDP tracepoint programs",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import struct
 from dataclasses import dataclass, fields
@@ -22,9 +23,17 @@ PIN_GROUPS = "groups"
 PIN_GROUP_DIR = "group"
 PIN_PAIR_STATS = "pair_stats"
 PIN_TX_EVENTS = "tx_events"
-PIN_TRACE_PREFIX = "trace_"  # + the tracepoint's name: its pinned program
-# Where each user egress program came from, for `save` (user space only, no C side).
+# User space only, no C side: where each user egress program came from (for `save`);
+# the prog_flags every XDP program of the pin dir is loaded with (absent: 0, a pin dir
+# made before multi-buffer support); the tracepoint programs and their bpf_links
+# (+ the tracepoint's name).
 PIN_USER_PROGS = "user_progs"
+PIN_PROG_FLAGS = "prog_flags"
+PIN_TRACE_PROG_PREFIX = "prog_tp_"
+PIN_TRACE_LINK_PREFIX = "link_tp_"
+# Earlier versions pinned tracepoint programs (BCC's TRACEPOINT_PROBE) under this
+# prefix while `stats --watch` ran; still xdpfwd's to remove.
+PIN_TRACE_LEGACY_PREFIX = "trace_"
 PIN_REWRITE = "rewrite"
 PIN_BALANCE = "balance"
 PIN_BUCKETS = "buckets"
@@ -96,14 +105,16 @@ class PortStats:
     pass_bytes: int = 0
     drop_packets: int = 0
     drop_bytes: int = 0
+    too_big_packets: int = 0  # multi-buffer frames a group could not flood (dropped)
+    too_big_bytes: int = 0
 
     @property
     def rx_packets(self) -> int:
-        return self.redirect_packets + self.pass_packets + self.drop_packets
+        return self.redirect_packets + self.pass_packets + self.drop_packets + self.too_big_packets
 
     @property
     def rx_bytes(self) -> int:
-        return self.redirect_bytes + self.pass_bytes + self.drop_bytes
+        return self.redirect_bytes + self.pass_bytes + self.drop_bytes + self.too_big_bytes
 
     def as_dict(self) -> dict[str, int]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -154,7 +165,7 @@ class PortSettings:
 class TxEvents:
     """What the XDP tracepoints reported for a pair, summed over CPUs."""
 
-    xmit_sent: int = 0
+    xmit_sent: int = 0  # not counted any more (see xdpfwd_trace.c)
     xmit_drops: int = 0  # includes frames the pair's egress program dropped
     redirect_errors: int = 0
     exceptions: int = 0
@@ -428,13 +439,15 @@ class SlottedStats:
 
     def __init__(self, path: str, cls: type):
         self.cls = cls
-        self._layout = struct.Struct("=" + "Q" * len(fields(cls)))
         self.slots = PinnedMap(path)
         try:
             self.high = PinnedMap(path + PIN_HI_SUFFIX)
         except BaseException:
             self.slots.close()
             raise
+        # A pin dir made by an older xdpfwd has fewer counters: the rest read as 0.
+        count = min(len(fields(cls)), self.slots.info.value_size // 8)
+        self._layout = struct.Struct("=" + "Q" * count)
 
     def close(self) -> None:
         self.slots.close()
@@ -595,6 +608,31 @@ def create_pinned_user_progs(path: str) -> None:
         os.close(fd)
 
 
+def create_pinned_prog_flags(path: str, prog_flags: int) -> None:
+    """Record the prog_flags the pin dir's XDP programs are loaded with: programs that
+    share a devmap must agree on BPF_F_XDP_HAS_FRAGS, later ones (user egress
+    programs) too."""
+    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, _U32.size, 1, "xdpfwd_flags")
+    try:
+        sc.map_update(fd, _key(0), _U32.pack(prog_flags))
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_prog_flags(path: str) -> int | None:
+    """The recorded prog_flags; None when the pin dir has no record."""
+    try:
+        fd = sc.obj_get(path)
+    except FileNotFoundError:
+        return None
+    try:
+        raw = sc.map_lookup(fd, _key(0), _U32.size)
+        return _U32.unpack(raw)[0] if raw else 0
+    finally:
+        os.close(fd)
+
+
 class BenchConfig(PinnedMap):
     def set(self, target_ifindex: int, flows: int, spread: int = 0) -> None:
         sc.map_update(self.fd, _key(0), _BENCH_CFG.pack(target_ifindex, flows, spread))
@@ -698,3 +736,259 @@ def devmap_val_supported() -> bool:
         raise
     os.close(fd)
     return True
+
+
+# --- multicast groups (bpf_src/xdpfwd_mcast.c) ---------------------------------------
+
+PIN_MCAST_SOURCES = "mcast_sources"
+PIN_MCAST_GROUPS = "mcast_groups"
+PIN_MCAST_STATS = "mcast_stats"
+PIN_MCAST_COPIES = "mcast_copies"
+PIN_MCAST_PORT_STATS = "mcast_port_stats"
+PIN_PROG_MCAST = "prog_egress_mcast"
+MCAST_MAX_GROUPS = 1024
+MCAST_MAX_MEMBERS = 64
+MCAST_MAX_SOURCES = 16384
+MCAST_MAX_COPIES = 16384
+MCAST_UNTAGGED = 0xFFFFFFFF
+MCAST_MAC = 1
+MCAST_IPV4 = 4
+MCAST_IPV6 = 6
+MCAST_EXCLUDE_INGRESS = 1
+BPF_F_NO_PREALLOC = 1
+
+_MCAST_KEY = struct.Struct("=IB3x16s")  # struct xdpfwd_mcast_key
+_MCAST_SOURCE = struct.Struct("=IIIxxxx")  # struct xdpfwd_mcast_source
+_MCAST_STATS = struct.Struct("=QQQ")  # struct xdpfwd_mcast_stats
+_MCAST_KIND_LENGTHS = {MCAST_MAC: 6, MCAST_IPV4: 4, MCAST_IPV6: 16}
+
+
+@dataclass(frozen=True)
+class McastAddr:
+    """A group address as the lookup key holds it: its kind and its bytes."""
+
+    kind: int  # MCAST_MAC, MCAST_IPV4 or MCAST_IPV6
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        if self.kind == MCAST_MAC:
+            return mac_text(self.raw)
+        return str(ipaddress.ip_address(self.raw))
+
+    @property
+    def kind_name(self) -> str:
+        return {MCAST_MAC: "mac", MCAST_IPV4: "ipv4", MCAST_IPV6: "ipv6"}[self.kind]
+
+    def mac_text(self) -> str:
+        """The destination MAC of frames to this group (RFC 1112, RFC 2464)."""
+        if self.kind == MCAST_IPV4:
+            return mac_text(bytes([1, 0, 0x5E, self.raw[1] & 0x7F, *self.raw[2:]]))
+        if self.kind == MCAST_IPV6:
+            return mac_text(b"\x33\x33" + self.raw[12:])
+        return mac_text(self.raw)
+
+    @classmethod
+    def parse(cls, text: str) -> McastAddr:
+        """An IPv4 (224.0.0.0/4), IPv6 (ff00::/8) or MAC (I/G bit set) multicast
+        address. Raises ValueError for anything else."""
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            ip = None
+        if ip is not None:
+            if not ip.is_multicast:
+                raise ValueError(f"{text} is not a multicast address ({_MCAST_RANGES})")
+            return cls(MCAST_IPV4 if ip.version == 4 else MCAST_IPV6, ip.packed)
+        try:
+            raw = mac_bytes(text.lower())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a multicast group ({_MCAST_RANGES})") from None
+        if not raw[0] & 1:
+            raise ValueError(f"{text} is a unicast MAC address ({_MCAST_RANGES})")
+        return cls(MCAST_MAC, raw)
+
+    def key(self, ifindex: int) -> bytes:
+        return _MCAST_KEY.pack(ifindex, self.kind, self.raw)
+
+    @classmethod
+    def from_key(cls, raw_key: bytes) -> tuple[int, McastAddr]:
+        """(source ifindex, group address) of a packed struct xdpfwd_mcast_key."""
+        ifindex, kind, addr = _MCAST_KEY.unpack(raw_key)
+        return ifindex, cls(kind, addr[: _MCAST_KIND_LENGTHS.get(kind, 16)])
+
+
+_MCAST_RANGES = "IPv4 224.0.0.0/4, IPv6 ff00::/8, or a MAC with the group bit, like 01:00:5e:..."
+
+
+@dataclass(frozen=True)
+class McastSource:
+    """struct xdpfwd_mcast_source: what a frame from a source port does in its group."""
+
+    slot: int
+    flags: int  # MCAST_EXCLUDE_INGRESS
+    copies: int  # copies one frame from this source should make
+
+    @property
+    def exclude_ingress(self) -> bool:
+        return bool(self.flags & MCAST_EXCLUDE_INGRESS)
+
+
+@dataclass(frozen=True)
+class McastPortStats:
+    """Frames a source port replicated to its multicast groups, summed over CPUs."""
+
+    packets: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class McastStats:
+    """struct xdpfwd_mcast_stats of a group, summed over CPUs."""
+
+    in_packets: int = 0
+    in_bytes: int = 0
+    copies_expected: int = 0
+
+
+class McastSourceTable(PinnedMap):
+    """(source port, group address) -> McastSource."""
+
+    def items(self) -> dict[tuple[int, McastAddr], McastSource]:
+        found = {}
+        for key in sc.map_keys(self.fd, self.info.key_size):
+            raw = sc.map_lookup(self.fd, key, self.info.value_size)
+            if raw is not None:
+                found[McastAddr.from_key(key)] = McastSource(*_MCAST_SOURCE.unpack(raw))
+        return found
+
+    def set(self, ifindex: int, group: McastAddr, source: McastSource) -> None:
+        value = _MCAST_SOURCE.pack(source.slot, source.flags, source.copies)
+        sc.map_update(self.fd, group.key(ifindex), value)
+
+    def remove(self, ifindex: int, group: McastAddr) -> bool:
+        return sc.map_delete(self.fd, group.key(ifindex))
+
+
+class McastGroupsTable(PinnedMap):
+    """Group slot -> the group's devmap (an array of maps)."""
+
+    def set(self, slot: int, devmap_fd: int) -> None:
+        sc.map_update(self.fd, _key(slot), _U32.pack(devmap_fd))
+
+    def devmap_id(self, slot: int) -> int | None:
+        """The id of the slot's devmap (the kernel returns ids, not fds)."""
+        raw = sc.map_lookup(self.fd, _key(slot), _U32.size)
+        return None if raw is None else _U32.unpack(raw)[0]
+
+    def clear(self, slot: int) -> None:
+        sc.map_delete(self.fd, _key(slot))
+
+
+class McastStatsTable(PinnedMap):
+    """Per group slot: McastStats, per CPU."""
+
+    def read(self, slot: int) -> McastStats:
+        totals = self._read_percpu(_key(slot), _MCAST_STATS)
+        return McastStats(*totals) if totals else McastStats()
+
+    def reset(self, slot: int) -> None:
+        sc.map_update(self.fd, _key(slot), bytes(self._slot() * sc.possible_cpus()))
+
+
+class McastCopiesTable(PinnedMap):
+    """Per (group slot, receiver) pair: copies sent, per CPU (rows made by user space)."""
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return [_PAIR.unpack(k) for k in sc.map_keys(self.fd, self.info.key_size)]
+
+    def read(self, slot: int, egress: int) -> tuple[int, int] | None:
+        """(packets, bytes) copied to egress, or None when the pair has no row."""
+        totals = self._read_percpu(_pair(slot, egress), _COUNTER)
+        return None if totals is None else (totals[0], totals[1])
+
+    def reset(self, slot: int, egress: int) -> None:
+        """Zero the pair's row, creating it."""
+        sc.map_update(self.fd, _pair(slot, egress), bytes(self._slot() * sc.possible_cpus()))
+
+    def forget(self, slot: int, egress: int) -> None:
+        sc.map_delete(self.fd, _pair(slot, egress))
+
+
+def adopt(cls, fd: int, label: str):
+    """A map of class cls on fd, which it then owns (closed by its close())."""
+    opened = cls.__new__(cls)
+    opened.path = label
+    opened.fd = fd
+    try:
+        opened.info = sc.map_info(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return opened
+
+
+def open_by_id(cls, map_id: int):
+    """A map of class cls opened by its id (a devmap held by a map of maps)."""
+    return adopt(cls, sc.map_fd_by_id(map_id), f"map id {map_id}")
+
+
+def create_mcast_devmap(
+    table: str, value_size: int, receivers: list[int], prog_fd: int, name: str
+) -> GroupMap:
+    """A new devmap holding exactly receivers (unpinned: the map of maps will hold it),
+    each entry with the egress program prog_fd (0: none)."""
+    devmap = adopt(GroupMap, _create_devmap(table, value_size, len(receivers), name), name)
+    try:
+        hashed = devmap.info.map_type == sc.MAP_TYPE_DEVMAP_HASH
+        for slot, receiver in enumerate(receivers):
+            devmap._set(receiver if hashed else slot, receiver, prog_fd)
+    except BaseException:
+        devmap.close()
+        raise
+    return devmap
+
+
+def create_pinned_mcast_maps(pins_path: str, table: str, value_size: int) -> None:
+    """Create and pin the multicast maps BCC cannot create (the map of maps) or would
+    preallocate (the hashes). On failure, what was pinned stays: call it where a
+    rollback removes new pins."""
+
+    def pin(name: str, fd: int) -> None:
+        try:
+            sc.obj_pin(fd, os.path.join(pins_path, name))
+        finally:
+            os.close(fd)
+
+    template = _create_devmap(table, value_size, MCAST_MAX_MEMBERS, "xdpfwd_mcast_t")
+    try:
+        groups = sc.map_create(
+            sc.MAP_TYPE_ARRAY_OF_MAPS,
+            _U32.size,
+            _U32.size,
+            MCAST_MAX_GROUPS,
+            "xdpfwd_mcast",
+            inner_map_fd=template,
+        )
+    finally:
+        os.close(template)
+    pin(PIN_MCAST_GROUPS, groups)
+    sources = sc.map_create(
+        sc.MAP_TYPE_HASH,
+        _MCAST_KEY.size,
+        _MCAST_SOURCE.size,
+        MCAST_MAX_SOURCES,
+        "xdpfwd_msources",
+        flags=BPF_F_NO_PREALLOC,
+    )
+    pin(PIN_MCAST_SOURCES, sources)
+    if value_size == VALUE_FORMATS["devmap-val"]:
+        copies = sc.map_create(
+            sc.MAP_TYPE_PERCPU_HASH,
+            _PAIR.size,
+            _COUNTER.size,
+            MCAST_MAX_COPIES,
+            "xdpfwd_mcopies",
+            flags=BPF_F_NO_PREALLOC,
+        )
+        pin(PIN_MCAST_COPIES, copies)

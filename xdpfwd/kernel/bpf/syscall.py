@@ -29,6 +29,9 @@ BPF_PROG_TEST_RUN = 10
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_LINK_GET_FD_BY_ID = 30
+BPF_LINK_GET_NEXT_ID = 31
 
 # enum bpf_map_type (the ones xdpfwd names)
 MAP_TYPE_HASH = 1
@@ -36,6 +39,7 @@ MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_HASH = 5
 MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_HASH = 9
+MAP_TYPE_ARRAY_OF_MAPS = 12
 MAP_TYPE_HASH_OF_MAPS = 13
 MAP_TYPE_DEVMAP = 14
 MAP_TYPE_DEVMAP_HASH = 25
@@ -46,6 +50,15 @@ BPF_NOEXIST = 1
 BPF_EXIST = 2
 
 BPF_OBJ_NAME_LEN = 16
+
+# enum bpf_prog_type (the ones xdpfwd loads)
+PROG_TYPE_XDP = 6
+PROG_TYPE_RAW_TRACEPOINT = 17
+# enum bpf_attach_type BPF_XDP_DEVMAP: a devmap entry's (egress) program
+ATTACH_XDP_DEVMAP = 33
+BPF_LINK_TYPE_RAW_TRACEPOINT = 1  # enum bpf_link_type
+# prog_flags: the program handles multi-buffer frames (Linux 5.18+)
+BPF_F_XDP_HAS_FRAGS = 1 << 5
 
 
 class _ElemAttr(ctypes.Structure):
@@ -93,6 +106,14 @@ class _ObjAttr(ctypes.Structure):
         ("pathname", ctypes.c_uint64),
         ("bpf_fd", ctypes.c_uint32),
         ("file_flags", ctypes.c_uint32),
+    ]
+
+
+class _RawTracepointAttr(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_uint64),
+        ("prog_fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
 
 
@@ -161,6 +182,34 @@ class _TestRunAttr(ctypes.Structure):
     ]
 
 
+class _LinkInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("tp_name", ctypes.c_uint64),  # raw_tracepoint.tp_name, a buffer we provide
+        ("tp_name_len", ctypes.c_uint32),
+        ("_pad2", ctypes.c_uint32),
+    ]
+
+
+class ProgLoadError(OSError):
+    """BPF_PROG_LOAD failed; log holds the verifier's log (may be empty)."""
+
+    def __init__(self, err: int, what: str, log: str):
+        super().__init__(err, f"{what}: {os.strerror(err)}")
+        self.log = log
+
+    def reason(self) -> str | None:
+        """The verifier's last line that says what is wrong; None when the log holds
+        only its statistics (the program was refused after verification)."""
+        stats = ("processed ", "verification time", "stack depth")
+        lines = [line.strip() for line in self.log.splitlines() if line.strip()]
+        useful = [line for line in lines if not line.startswith(stats)]
+        return useful[-1] if useful else None
+
+
 @dataclass(frozen=True)
 class MapInfo:
     map_type: int
@@ -176,6 +225,14 @@ class ProgInfo:
     prog_type: int
     id: int
     name: str
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    link_type: int
+    id: int
+    prog_id: int
+    tracepoint: str | None  # of a raw tracepoint link
 
 
 @lru_cache(maxsize=1)
@@ -222,18 +279,65 @@ def _buf(data: bytes | None, size: int):
     return buf
 
 
-def prog_load(prog_type: int, insns: bytes, name: str, expected_attach_type: int = 0) -> int:
-    """Load raw instructions (for feature probes); returns the program fd."""
+def prog_load(
+    prog_type: int,
+    insns: bytes,
+    name: str,
+    expected_attach_type: int = 0,
+    prog_flags: int = 0,
+    log_size: int = 1 << 20,
+) -> int:
+    """Load raw instructions; return the program fd. Raises ProgLoadError.
+
+    The verifier's log is asked for only on a second try after a failure: logging
+    slows every successful load down.
+    """
     ibuf, lic = _buf(insns, len(insns)), ctypes.create_string_buffer(b"GPL")
     attr = _ProgLoadAttr(
         prog_type=prog_type,
         insn_cnt=len(insns) // 8,
         insns=ctypes.addressof(ibuf),
         license=ctypes.addressof(lic),
+        prog_flags=prog_flags,
         prog_name=name.encode()[: BPF_OBJ_NAME_LEN - 1],
         expected_attach_type=expected_attach_type,
     )
-    return _bpf(BPF_PROG_LOAD, attr, f"load program {name}")
+    what = f"load program {name}"
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, what)
+    except OSError as first:
+        failure = first
+    logbuf = ctypes.create_string_buffer(log_size)
+    attr.log_level, attr.log_size, attr.log_buf = 1, log_size, ctypes.addressof(logbuf)
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, what)  # it loads after all: fine
+    except OSError:
+        pass
+    raise ProgLoadError(failure.errno, what, logbuf.value.decode(errors="replace"))
+
+
+@lru_cache(maxsize=1)
+def frags_supported() -> bool:
+    """Whether XDP programs may be multi-buffer (BPF_F_XDP_HAS_FRAGS, Linux 5.18+):
+    loads a two-instruction program with the flag, once per process."""
+    code = insn(0xB7, imm=2) + insn(0x95)  # r0 = XDP_PASS; exit
+    try:
+        fd = prog_load(PROG_TYPE_XDP, code, "xdpfwd_probe", prog_flags=BPF_F_XDP_HAS_FRAGS)
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.E2BIG):
+            return False  # an older kernel refuses the unknown flag
+        raise
+    os.close(fd)
+    return True
+
+
+def raw_tracepoint_open(prog_fd: int, tracepoint: str) -> int:
+    """Attach a raw tracepoint program (e.g. to "xdp_devmap_xmit"); return the
+    bpf_link fd. Pinned, the link keeps the program attached after the process exits;
+    it ends when its last fd and pin are gone."""
+    nbuf = ctypes.create_string_buffer(tracepoint.encode())
+    attr = _RawTracepointAttr(name=ctypes.addressof(nbuf), prog_fd=prog_fd)
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attach to raw tracepoint {tracepoint}")
 
 
 def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -325,13 +429,29 @@ def pinned_kind(path: str) -> tuple[str, str]:
             return "map", map_info(fd).name
         if target == "anon_inode:bpf-prog":
             return "prog", prog_info(fd).name
-        return "link" if target == "anon_inode:bpf_link" else target, ""
+        return "link" if target == "anon_inode:bpf-link" else target, ""
     finally:
         os.close(fd)
 
 
 def prog_fd_by_id(prog_id: int) -> int:
     return _bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(id=prog_id), f"open program id {prog_id}")
+
+
+def link_fd_by_id(link_id: int) -> int:
+    return _bpf(BPF_LINK_GET_FD_BY_ID, _GetIdAttr(id=link_id), f"open link id {link_id}")
+
+
+def next_link_id(link_id: int) -> int:
+    """The id of the first bpf_link after link_id; raises FileNotFoundError at the end."""
+    attr = _GetIdAttr(id=link_id)
+    try:
+        _bpf(BPF_LINK_GET_NEXT_ID, attr, "next link id")
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise FileNotFoundError(errno.ENOENT, "no more links") from None
+        raise
+    return attr.next_id
 
 
 def map_fd_by_id(map_id: int) -> int:
@@ -355,6 +475,14 @@ def prog_info(fd: int) -> ProgInfo:
     info = _ProgInfo()
     _info(fd, info)
     return ProgInfo(info.type, info.id, info.name.decode())
+
+
+def link_info(fd: int) -> LinkInfo:
+    name = ctypes.create_string_buffer(64)
+    info = _LinkInfo(tp_name=ctypes.addressof(name), tp_name_len=len(name))
+    _info(fd, info)
+    tracepoint = name.value.decode() if info.type == BPF_LINK_TYPE_RAW_TRACEPOINT else None
+    return LinkInfo(info.type, info.id, info.prog_id, tracepoint)
 
 
 def prog_test_run(

@@ -1,0 +1,594 @@
+"""Multicast groups: frames replicated by destination address (IPv4, IPv6, MAC) from
+source ports to receivers, counted with packet sockets on every host; unicast and
+ungrouped multicast taking the port's usual path; counters, save/apply, doctor."""
+
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from contextlib import ExitStack
+
+import pytest
+
+from .net import FrameCounter, UdpSink, assert_fails, in_netns, pins_left, send_udp, sh, snapshot
+
+NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
+ETH_P_EXPERIMENTAL = 0x88B5
+
+
+def _mac_of_ipv4(group: str) -> bytes:
+    low = socket.inet_aton(group)[1:]
+    return bytes([0x01, 0x00, 0x5E, low[0] & 0x7F, low[1], low[2]])
+
+
+def classify(frame: bytes) -> tuple | None:
+    """What a test frame was sent to: ('udp', port) for UDP over IPv4 or IPv6,
+    ('raw', destination MAC) for the experimental ethertype; None for anything else."""
+    if len(frame) < 14:
+        return None
+    ethertype = struct.unpack_from("!H", frame, 12)[0]
+    if ethertype == 0x0800 and len(frame) >= 42 and frame[23] == 17:
+        ihl = (frame[14] & 0x0F) * 4
+        return ("udp", struct.unpack_from("!H", frame, 14 + ihl + 2)[0])
+    if ethertype == 0x86DD and len(frame) >= 62 and frame[20] == 17:
+        return ("udp", struct.unpack_from("!H", frame, 14 + 40 + 2)[0])
+    if ethertype == ETH_P_EXPERIMENTAL:
+        return ("raw", frame[:6].hex(":"))
+    return None
+
+
+def exchange(topo, send) -> dict[int, dict]:
+    """Run send() with a packet socket on every host; return, per host index, how many
+    test frames of each kind (classify) arrived."""
+    with ExitStack() as stack:
+        counters = {h.index: stack.enter_context(FrameCounter(h.ns, h.dev)) for h in topo.hosts}
+        send()
+        seen = {}
+        for n, (index, counter) in enumerate(counters.items()):
+            kinds: dict = {}
+            for frame in counter.frames(timeout=1.0 if n == 0 else 0.2):
+                kind = classify(frame)
+                if kind is not None:
+                    kinds[kind] = kinds.get(kind, 0) + 1
+            seen[index] = kinds
+        return seen
+
+
+def send_mcast(host, group: str, count: int, port: int) -> None:
+    """count UDP datagrams to an IPv4 or IPv6 group, out of the host's veth end."""
+    family = socket.AF_INET6 if ":" in group else socket.AF_INET
+    with in_netns(host.ns):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        ifindex = socket.if_nametoindex(host.dev)
+    with sock:
+        if family == socket.AF_INET:
+            mreqn = struct.pack("=4s4si", b"\0" * 4, socket.inet_aton(host.ip), ifindex)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+        for i in range(count):
+            sock.sendto(struct.pack("!I", i) + bytes(60), (group, port))
+            if i % 64 == 63:
+                time.sleep(0.002)
+
+
+def send_raw(host, dst_mac: str, count: int) -> None:
+    """count frames of an experimental ethertype to dst_mac, from the host's veth end."""
+    with in_netns(host.ns):
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with sock:
+        sock.bind((host.dev, 0))
+        header = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(host.mac.replace(":", ""))
+        for i in range(count):
+            sock.send(header + struct.pack("!HI", ETH_P_EXPERIMENTAL, i) + bytes(50))
+
+
+def enable_ipv6(host, address: str) -> None:
+    """IPv6 on one host (the topology turns it off), with an address usable at once."""
+    sh(
+        "ip",
+        "netns",
+        "exec",
+        host.ns,
+        "sysctl",
+        "-qw",
+        f"net.ipv6.conf.{host.dev}.disable_ipv6=0",
+    )
+    sh("ip", "-n", host.ns, "addr", "add", address, "dev", host.dev, "nodad")
+
+
+def stats_json(topo, pin_dir) -> dict:
+    return json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+
+
+def port_counters(stats: dict, ifname: str) -> dict:
+    return next(p for p in stats["ports"] if p["port"]["ifname"] == ifname)
+
+
+def groups_by_address(data: dict) -> dict[str, dict]:
+    return {g["group"]: g for g in data["multicast"]}
+
+
+def assert_group_counts(group: dict, frames: int, copies: dict[str, int]) -> None:
+    assert group["in_packets"] == frames, group
+    received = {r["port"]["ifname"]: r["tx_packets"] for r in group["receivers"]}
+    assert received == copies, group
+    assert group["copies_out"] == sum(copies.values()) == group["copies_expected"]
+    assert group["copies_lost"] == 0
+
+
+@pytest.mark.parametrize("setup", ["cli", "apply"])
+def test_ipv4_groups_reach_their_receivers_only(make_topo, pin_dir, setup):
+    topo = make_topo(5)
+    if setup == "cli":
+        topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+        topo.ok(pin_dir, "multicast", "add", "239.2.2.2", "--from", "p1", "--to", "p5")
+    else:
+        doc = {
+            "ports": {"p1": {"on_miss": "drop"}},
+            "multicast": [
+                {"group": "239.1.1.1", "from": ["p1"], "to": ["p2", "p3"]},
+                {"group": "239.2.2.2", "from": ["p1"], "to": ["p5"]},
+            ],
+        }
+        topo.ok(pin_dir, "apply", topo.config_file(doc))
+
+    def send():
+        for group, port in (("239.1.1.1", 9401), ("239.2.2.2", 9402), ("239.3.3.3", 9403)):
+            send_mcast(topo.host(1), group, 50, port)
+
+    seen = exchange(topo, send)
+    assert seen == {
+        1: {},
+        2: {("udp", 9401): 50},
+        3: {("udp", 9401): 50},
+        4: {},
+        5: {("udp", 9402): 50},
+    }
+    data = stats_json(topo, pin_dir)
+    groups = groups_by_address(data)
+    assert set(groups) == {"239.1.1.1", "239.2.2.2"}
+    assert_group_counts(groups["239.1.1.1"], 50, {"p2": 50, "p3": 50})
+    assert_group_counts(groups["239.2.2.2"], 50, {"p5": 50})
+    assert groups["239.1.1.1"]["in_bytes"] == 50 * (14 + 20 + 8 + 64)
+    # 239.3.3.3 has no group: p1's on-miss verdict took it (pass, or drop as applied).
+    p1 = port_counters(data, "p1")
+    verdict = "pass_packets" if setup == "cli" else "drop_packets"
+    assert (p1["redirect_packets"], p1["miss_packets"], p1[verdict]) == (100, 50, 50)
+    # What xdpfwd sent out of each receiver includes its copies.
+    assert port_counters(data, "p2")["tx_packets"] == 50
+    # The receivers need no program: only the source runs xdpfwd.
+    assert topo.xdp("p1") is not None and topo.xdp("p2") is None
+    topo.ok(pin_dir, "stats", "--clear")
+    cleared = groups_by_address(stats_json(topo, pin_dir))["239.1.1.1"]
+    assert (cleared["in_packets"], cleared["copies_expected"], cleared["copies_out"]) == (0, 0, 0)
+
+
+def test_ipv6_groups_reach_their_receivers_only(make_topo, pin_dir):
+    topo = make_topo(5)
+    enable_ipv6(topo.host(1), "fd77::1/64")
+    topo.ok(pin_dir, "multicast", "add", "ff3e::1:1", "--from", "p1", "--to", "p2", "p3")
+    topo.ok(pin_dir, "multicast", "add", "ff3e::2:2", "--from", "p1", "--to", "p5")
+
+    def send():
+        for group, port in (("ff3e::1:1", 9411), ("ff3e::2:2", 9412), ("ff3e::3:3", 9413)):
+            send_mcast(topo.host(1), group, 50, port)
+
+    seen = exchange(topo, send)
+    udp = {host: {k: n for k, n in kinds.items() if k[0] == "udp"} for host, kinds in seen.items()}
+    assert udp == {
+        1: {},
+        2: {("udp", 9411): 50},
+        3: {("udp", 9411): 50},
+        4: {},
+        5: {("udp", 9412): 50},
+    }
+    groups = groups_by_address(stats_json(topo, pin_dir))
+    assert_group_counts(groups["ff3e::1:1"], 50, {"p2": 50, "p3": 50})
+    assert_group_counts(groups["ff3e::2:2"], 50, {"p5": 50})
+    assert groups["ff3e::1:1"]["kind"] == "ipv6"
+
+
+def test_mac_groups_match_any_frame_to_their_address(make_topo, pin_dir):
+    topo = make_topo(5)
+    # IP frames to 224.0.0.251 have no IP group, so the MAC group takes them.
+    topo.ok(pin_dir, "multicast", "add", "01:00:5E:00:00:FB", "--from", "p1", "--to", "p2", "p3")
+    topo.ok(pin_dir, "multicast", "add", "03:00:00:00:00:02", "--from", "p1", "--to", "p5")
+
+    def send():
+        send_mcast(topo.host(1), "224.0.0.251", 50, 9421)
+        send_raw(topo.host(1), "03:00:00:00:00:02", 50)
+        send_raw(topo.host(1), "03:00:00:00:00:03", 50)  # no group
+
+    seen = exchange(topo, send)
+    assert seen == {
+        1: {},
+        2: {("udp", 9421): 50},
+        3: {("udp", 9421): 50},
+        4: {},
+        5: {("raw", "03:00:00:00:00:02"): 50},
+    }
+    listing = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)
+    groups = groups_by_address(listing | {"multicast": listing["groups"]})
+    assert set(groups) == {"01:00:5e:00:00:fb", "03:00:00:00:00:02"}
+    assert_group_counts(groups["01:00:5e:00:00:fb"], 50, {"p2": 50, "p3": 50})
+    assert_group_counts(groups["03:00:00:00:00:02"], 50, {"p5": 50})
+
+
+def send_interleaved(host, groups: dict[str, int], count: int) -> None:
+    """count datagrams to each group, one group after another."""
+    with in_netns(host.ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ifindex = socket.if_nametoindex(host.dev)
+    with sock:
+        mreqn = struct.pack("=4s4si", b"\0" * 4, socket.inet_aton(host.ip), ifindex)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        for i in range(count):
+            for group, port in groups.items():
+                sock.sendto(struct.pack("!I", i) + bytes(60), (group, port))
+            if i % 32 == 31:
+                time.sleep(0.002)
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_copies_are_counted_on_their_own_group_in_either_mode(make_topo, pin_dir, mode):
+    """Native XDP tags each copy with its group in the frame's metadata; generic XDP
+    hands egress programs no metadata, and they take the group from a per-CPU slot."""
+    topo = make_topo(4)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "-m", mode)
+    topo.ok(pin_dir, "multicast", "add", "239.2.2.2", "--from", "p1", "--to", "p3", "p4")
+    assert topo.xdp("p1")["mode"] == (1 if mode == "native" else 2)
+    groups = {"239.1.1.1": 9501, "239.2.2.2": 9502}
+    seen = exchange(topo, lambda: send_interleaved(topo.host(1), groups, 100))
+    assert seen == {
+        1: {},
+        2: {("udp", 9501): 100},
+        3: {("udp", 9502): 100},
+        4: {("udp", 9502): 100},
+    }
+    counted = groups_by_address(stats_json(topo, pin_dir))
+    assert_group_counts(counted["239.1.1.1"], 100, {"p2": 100})
+    assert_group_counts(counted["239.2.2.2"], 100, {"p3": 100, "p4": 100})
+
+
+def test_plain_ifindex_tables_replicate_without_counting_copies(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p4", "p1", "--value", "ifindex")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.1.1.1", 20, 9510))
+    assert seen == {1: {}, 2: {("udp", 9510): 20}, 3: {("udp", 9510): 20}, 4: {}}
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    assert group["in_packets"] == 20
+    assert group["copies_out"] is None and group["copies_lost"] is None
+    assert [r["tx_packets"] for r in group["receivers"]] == [None, None]
+
+
+def test_ip_groups_that_share_a_mac_stay_apart(make_topo, pin_dir):
+    topo = make_topo(3)
+    assert _mac_of_ipv4("239.1.1.1") == _mac_of_ipv4("239.129.1.1")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    topo.ok(pin_dir, "multicast", "add", "239.129.1.1", "--from", "p1", "--to", "p3")
+
+    def send():
+        send_mcast(topo.host(1), "239.1.1.1", 30, 9431)
+        send_mcast(topo.host(1), "239.129.1.1", 30, 9432)
+
+    seen = exchange(topo, send)
+    assert seen == {1: {}, 2: {("udp", 9431): 30}, 3: {("udp", 9432): 30}}
+
+
+@pytest.mark.parametrize("table", ["devmap-hash", "devmap"])
+def test_a_bus_with_exclude_ingress_sends_nothing_back(make_topo, pin_dir, table):
+    topo = make_topo(3)
+    topo.ok(
+        pin_dir,
+        "multicast",
+        "add",
+        "239.5.5.5",
+        "--to",
+        "p1",
+        "p2",
+        "p3",
+        "--exclude-ingress",
+        "--table",
+        table,
+    )
+
+    def send():
+        for host in topo.hosts:
+            send_mcast(host, "239.5.5.5", 20, 9440 + host.index)
+
+    seen = exchange(topo, send)
+    for host in topo.hosts:
+        others = {("udp", 9440 + h.index): 20 for h in topo.hosts if h is not host}
+        assert seen[host.index] == others
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    assert group["exclude_ingress"] is True
+    assert [s["ifname"] for s in group["sources"]] == ["p1", "p2", "p3"]
+    assert_group_counts(group, 60, {"p1": 40, "p2": 40, "p3": 40})
+
+
+def test_include_ingress_sends_a_copy_back(make_topo, pin_dir):
+    topo = make_topo(2)
+    topo.ok(pin_dir, "multicast", "add", "239.6.6.6", "--to", "p1", "p2", "--include-ingress")
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.6.6.6", 10, 9450))
+    assert seen == {1: {("udp", 9450): 10}, 2: {("udp", 9450): 10}}
+
+
+def test_unicast_keeps_its_entry_while_the_port_is_a_multicast_source(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3")
+    with UdpSink(topo.host(2), 9460) as sink:
+        send_udp(topo.host(1), topo.host(2).ip, 40, port=9460)
+        assert sink.count(40) == 40
+
+    def send():
+        send_mcast(topo.host(1), "239.1.1.1", 30, 9461)
+        send_mcast(topo.host(1), "239.3.3.3", 30, 9462)  # no group: p1's entry takes it
+
+    seen = exchange(topo, send)
+    assert seen == {1: {}, 2: {("udp", 9462): 30}, 3: {("udp", 9461): 30}}
+    (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
+    assert row["egress"]["ifname"] == "p2" and row["multicast"] == ["239.1.1.1"]
+    # The entry has no egress program: its count is p1's redirects less its multicast.
+    data = stats_json(topo, pin_dir)
+    (pair,) = [p for p in data["pairs"] if p["ingress"]["ifname"] == "p1"]
+    (group,) = data["multicast"]
+    redirected = port_counters(data, "p1")["redirect_packets"]
+    assert pair["counted_by"] == "ingress" and group["in_packets"] == 30
+    assert pair["tx_packets"] == redirected - 30 >= 70  # 40 + 30 (and stray frames)
+    assert row["egress_counters"]["tx_packets"] >= 70
+    assert port_counters(data, "p3")["tx_packets"] == 30
+    # Without its entry, p1 stays attached: it is still a source.
+    topo.ok(pin_dir, "del", "p1")
+    assert topo.xdp("p1") is not None
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.1.1.1", 10, 9463))
+    assert seen == {1: {}, 2: {}, 3: {("udp", 9463): 10}}
+
+
+def test_changing_members_compiles_nothing_and_loses_no_frame(make_topo, pin_dir):
+    topo = make_topo(5)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    topo.ok(pin_dir, "multicast", "add", "239.2.2.2", "--from", "p1", "--to", "p3")
+    prog_id = topo.xdp("p1")["prog"]["id"]
+    total, stop = 3000, threading.Event()
+
+    def sender():
+        try:
+            for _ in range(total // 100):
+                send_mcast(topo.host(1), "239.1.1.1", 100, 9470)
+                time.sleep(0.02)
+        finally:
+            stop.set()
+
+    with UdpSinkOnGroup(topo.host(2), 9470) as sink:
+        thread = threading.Thread(target=sender)
+        thread.start()
+        changes = 0
+        while not stop.is_set():
+            # The other group changes, and this group grows and shrinks, meanwhile.
+            for args in (
+                ("add", "239.2.2.2", "--to", "p4", "p5"),
+                ("add", "239.1.1.1", "--to", "p4", "p5"),
+                ("del", "239.2.2.2", "--to", "p4"),
+                ("del", "239.1.1.1", "--to", "p4", "p5"),
+                ("add", "239.2.2.2", "--from", "p2"),
+                ("del", "239.2.2.2", "--from", "p2"),
+            ):
+                result = topo.xdpfwd(pin_dir, "multicast", *args, env=NO_BCC)
+                assert result.returncode == 0, result.stderr
+                changes += 1
+        thread.join()
+        assert sink.count_until(stop) == total
+    assert changes >= 6
+    assert topo.xdp("p1")["prog"]["id"] == prog_id
+    (group,) = [
+        g
+        for g in json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+        if g["group"] == "239.1.1.1"
+    ]
+    assert group["in_packets"] == total
+    assert {r["port"]["ifname"]: r["tx_packets"] for r in group["receivers"]} == {"p2": total}
+
+
+class UdpSinkOnGroup(UdpSink):
+    """A UDP socket counting datagrams to any address on a port (the host is no member
+    of the group: xdpfwd delivers the frames, the host's stack takes them as its own)."""
+
+    def __init__(self, host, port: int):
+        with in_netns(host.ns):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)
+            self.sock.bind(("0.0.0.0", port))
+            # Take multicast datagrams to any group (IP_MULTICAST_ALL is on by default,
+            # but the host must be a member of some group for the stack to keep them).
+            mreq = struct.pack("=4s4s", socket.inet_aton("239.1.1.1"), socket.inet_aton(host.ip))
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        self.sock.setblocking(False)
+
+
+def test_removing_a_group_and_down(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.1.1.1", 10, 9479))
+    assert seen == {1: {}, 2: {("udp", 9479): 10}, 3: {("udp", 9479): 10}}
+    result = topo.ok(pin_dir, "multicast", "del", "239.1.1.1", "--to", "p3")
+    assert "p3 receives 239.1.1.1 no more" in result.stdout
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.1.1.1", 10, 9480))
+    assert seen == {1: {}, 2: {("udp", 9480): 10}, 3: {}}
+    # A former receiver's copies still count: nothing shows as lost.
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    assert (group["in_packets"], group["copies_out"], group["copies_lost"]) == (20, 30, 0)
+    assert [r["port"]["ifname"] for r in group["receivers"]] == ["p2"]
+    result = topo.ok(pin_dir, "multicast", "del", "239.1.1.1")
+    assert "was removed" in result.stdout and "detached from p1" in result.stdout
+    assert topo.xdp("p1") is None
+    assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
+    topo.ok(pin_dir, "multicast", "add", "ff02::fb", "--to", "p1", "p2")
+    assert topo.xdp("p2") is not None
+    result = topo.ok(pin_dir, "down")
+    assert "detached from p1" in result.stdout and "detached from p2" in result.stdout
+    assert topo.xdp("p1") is None and topo.xdp("p2") is None
+    assert pins_left(pin_dir) == []
+
+
+def test_save_and_apply_restore_the_groups(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p1", "p4")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    topo.ok(pin_dir, "multicast", "add", "ff3e::1:1", "--to", "p2", "p3", "--exclude-ingress")
+    saved = topo.ok(pin_dir, "save", "--format", "json").stdout
+    doc = json.loads(saved)
+    assert doc["multicast"] == [
+        {"group": "239.1.1.1", "from": ["p1"], "to": ["p2", "p3"], "exclude_ingress": False},
+        {"group": "ff3e::1:1", "to": ["p2", "p3"], "exclude_ingress": True},
+    ]
+    before = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)
+    path = topo.config_file({k: v for k, v in doc.items() if k != "version"})
+    topo.ok(pin_dir, "down")
+    result = topo.ok(pin_dir, "apply", path)
+    assert "create multicast group 239.1.1.1" in result.stdout
+    after = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)
+    members = lambda data: [  # noqa: E731
+        (
+            g["group"],
+            g["exclude_ingress"],
+            g["sources"],
+            [r["port"]["ifname"] for r in g["receivers"]],
+        )
+        for g in data["groups"]
+    ]
+    assert members(after) == members(before)
+    assert topo.ok(pin_dir, "apply", path).stdout.strip() == "nothing to change"
+    # A file with a group changed and one gone: apply makes it so.
+    doc["multicast"] = [{"group": "239.1.1.1", "from": ["p1"], "to": ["p3"]}]
+    result = topo.ok(pin_dir, "apply", topo.config_file({"forward": doc["forward"], **doc}))
+    assert "remove multicast group ff3e::1:1" in result.stdout
+    assert "change multicast group 239.1.1.1" in result.stdout
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.1.1.1", 10, 9490))
+    assert seen == {1: {}, 2: {}, 3: {("udp", 9490): 10}, 4: {}}
+
+
+def test_doctor_and_add_warn_about_a_receiver_that_cannot_take_frames(make_topo, pin_dir):
+    topo = make_topo(3, gro=False)
+    result = topo.ok(
+        pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "--mode", "native"
+    )
+    assert "warning: p2 cannot take frames redirected to it" in result.stderr
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    assert doctor.returncode == 1
+    checks = json.loads(doctor.stdout)["checks"]
+    failed = [c for c in checks if c["status"] == "fail"]
+    fixes = [c["fix"] for c in failed if "p2 cannot take frames" in c["detail"]]
+    assert fixes and all("gro on" in fix for fix in fixes), failed
+    assert all(c["port"]["ifname"] == "p2" for c in failed if c["id"] == "receiver_gro")
+    # doctor --fix gives the receiver's peer GRO: the warning goes.
+    fixed = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile", "--fix").stdout)
+    assert any(c["id"] == "receiver_gro" and c["status"] == "fixed" for c in fixed["checks"])
+    again = topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--to", "p3", "--mode", "native")
+    assert "p2 cannot take frames" not in again.stderr
+
+
+def test_pins_made_before_multicast_keep_working_and_say_how_to_upgrade(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p2")
+    for name in (
+        "mcast_sources",
+        "mcast_groups",
+        "mcast_stats",
+        "mcast_copies",
+        "mcast_port_stats",
+        "mcast_port_stats_hi",
+    ):
+        os.unlink(os.path.join(pin_dir, name))  # as a pin dir of an older xdpfwd
+    os.unlink(os.path.join(pin_dir, "prog_egress_mcast"))
+    assert topo.ok(pin_dir, "list", "--json")
+    topo.ok(pin_dir, "add", "p2", "p1")
+    before = snapshot(topo, pin_dir)
+    line = assert_fails(
+        topo.xdpfwd(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3"),
+        1,
+        "predate multicast groups",
+    )
+    assert "xdpfwd save -o FILE && xdpfwd down && xdpfwd apply FILE" in line
+    assert snapshot(topo, pin_dir) == before
+    assert "predate" in topo.ok(pin_dir, "multicast", "list").stdout
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
+    assert any(c["id"] == "multicast" and c["status"] == "warn" for c in doctor["checks"])
+
+
+def test_multicast_errors_change_nothing(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    before = snapshot(topo, pin_dir)
+    cases = [
+        (["multicast", "add", "10.0.0.1", "--to", "p2"], 2, "not a multicast address"),
+        (["multicast", "add", "02:00:00:00:00:01", "--to", "p2"], 2, "unicast MAC"),
+        (["multicast", "add", "bogus", "--to", "p2"], 2, "not a multicast group"),
+        (["multicast", "add", "239.1.1.1"], 2, "name receivers"),
+        (["multicast", "add", "239.1.1.1", "--to", "nope"], 2, "no such interface: nope"),
+        (["multicast", "add", "239.9.9.9", "--from", "p1"], 1, "name its receivers"),
+        (["multicast", "del", "239.9.9.9"], 1, "no multicast group 239.9.9.9"),
+        (["multicast", "del", "239.1.1.1", "--to", "p3"], 1, "p3 is not a receiver"),
+        (["multicast", "del", "239.1.1.1", "--from", "p2"], 1, "p2 is not a source"),
+    ]
+    for args, code, needle in cases:
+        assert_fails(topo.xdpfwd(pin_dir, *args), code, needle)
+    assert snapshot(topo, pin_dir) == before
+
+
+def test_deleted_devices_leave_their_groups(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    topo.ok(pin_dir, "prune")
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    assert [r["port"]["ifname"] for r in group["receivers"]] == ["p2"]
+    with FrameCounter(topo.host(2).ns, topo.host(2).dev) as counter:
+        send_mcast(topo.host(1), "239.1.1.1", 10, 9520)
+        assert len([f for f in counter.frames() if classify(f) == ("udp", 9520)]) == 10
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    assert (group["copies_expected"], group["copies_lost"]) == (10, 0)
+    sh("ip", "-n", topo.fwd, "link", "del", "p1")
+    result = topo.ok(pin_dir, "prune")
+    assert "removed group multicast 239.1.1.1" in result.stdout
+    assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
+
+
+def test_ports_added_to_a_feed_only_receive_and_to_a_bus_also_send(make_topo, pin_dir):
+    topo = make_topo(5)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--to", "p3")
+    topo.ok(pin_dir, "multicast", "add", "239.2.2.2", "--to", "p4", "p5")
+    topo.ok(pin_dir, "multicast", "add", "239.2.2.2", "--to", "p3")
+    groups = {
+        g["group"]: (
+            [s["ifname"] for s in g["sources"]],
+            [r["port"]["ifname"] for r in g["receivers"]],
+        )
+        for g in json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    }
+    assert groups == {
+        "239.1.1.1": (["p1"], ["p2", "p3"]),
+        "239.2.2.2": (["p3", "p4", "p5"], ["p3", "p4", "p5"]),
+    }
+    assert topo.xdp("p2") is None  # a receiver only
+
+
+def test_a_group_replacing_another_in_one_apply_counts_its_copies(make_topo, pin_dir):
+    """The new group must not take over the old one's counter rows, which are
+    forgotten only after the change commits."""
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    doc = {"multicast": [{"group": "239.7.7.7", "from": ["p1"], "to": ["p2", "p3"]}]}
+    result = topo.ok(pin_dir, "apply", topo.config_file(doc))
+    assert "remove multicast group 239.1.1.1" in result.stdout
+    assert "create multicast group 239.7.7.7" in result.stdout
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.7.7.7", 25, 9530))
+    assert seen == {1: {}, 2: {("udp", 9530): 25}, 3: {("udp", 9530): 25}}
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    assert_group_counts(group, 25, {"p2": 25, "p3": 25})
