@@ -3,7 +3,8 @@
  * Benchmark programs: a traffic generator run with BPF_PROG_TEST_RUN and live
  * frames, a sink that counts and drops what arrives, and the baselines, the
  * strictest programs that do the same job as xdpfwd: a redirect through a one-slot
- * array devmap, and broadcasts over array devmaps holding just the ports involved.
+ * array devmap, broadcasts over array devmaps holding just the ports involved, and
+ * a spread of flows over such a devmap by UDP source port.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -23,6 +24,8 @@ REDIRECT_MAP_PINNED(bench_fwd, u32, 1, PIN(XDPFWD_PIN_BENCH_FWD));
 /* Baseline broadcasts: the ingress port and 2 (or 4) more, one per slot. */
 REDIRECT_MAP_PINNED(bench_flood2, u32, 3, PIN(XDPFWD_PIN_BENCH_FLOOD "2"));
 REDIRECT_MAP_PINNED(bench_flood4, u32, 5, PIN(XDPFWD_PIN_BENCH_FLOOD "4"));
+/* Baseline spread (balanced rows): the ports it spreads over, one per slot. */
+REDIRECT_MAP_PINNED(bench_spread, u32, XDPFWD_BENCH_SPREAD_MAX, PIN(XDPFWD_PIN_BENCH_SPREAD));
 /* Per-CPU sequence numbers that spread the generator's frames over flows. */
 BPF_PERCPU_ARRAY(bench_seq, u32, 1);
 
@@ -98,4 +101,22 @@ int xdpfwd_bench_flood2(struct xdp_md *ctx)
 int xdpfwd_bench_flood4(struct xdp_md *ctx)
 {
 	return bench_flood4.redirect_map(0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
+}
+
+/*
+ * Baseline of balanced rows: bpf_redirect_map() over the first cfg->spread slots of
+ * an array devmap, chosen by the UDP source port (no hash at all).
+ * Verdicts: XDP_REDIRECT, XDP_DROP for frames it cannot place.
+ */
+int xdpfwd_bench_spread(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct udphdr *udp = udp_of(data, data_end);
+	struct xdpfwd_bench_cfg *cfg;
+	u32 zero = 0;
+
+	cfg = bench_cfg.lookup(&zero);
+	if (!cfg || !udp || !cfg->spread)
+		return XDP_DROP;
+	return bench_spread.redirect_map(ntohs(udp->source) % cfg->spread, 0);
 }

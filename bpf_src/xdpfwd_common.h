@@ -100,17 +100,43 @@ struct xdpfwd_port {
 	__u32 flags;			/* XDPFWD_PORT_* */
 };
 
+/*
+ * Balanced entries: the frames entering a port are spread over several egress
+ * ports. A hash of the frame's addresses picks one of XDPFWD_BUCKETS buckets, and
+ * the bucket table maps (ingress port, bucket) to an egress port in one devmap
+ * lookup. 256 buckets give every port a share to within 1/256 (0.4 %) of its
+ * weight, also while the buckets of a port that is down are spread over the others;
+ * the key packs the ingress ifindex (below 2^24) with the bucket.
+ */
+#define XDPFWD_PIN_BALANCE	"balance"	/* ingress ifindex -> struct xdpfwd_balance */
+#define XDPFWD_PIN_BUCKETS	"buckets"	/* ifindex << BUCKET_BITS | bucket -> egress */
+#define XDPFWD_BUCKET_BITS	8
+#define XDPFWD_BUCKETS		(1 << XDPFWD_BUCKET_BITS)
+#define XDPFWD_BUCKETS_MAX_ENTRIES	65536	/* 256 balanced entries */
+/* What the hash covers (struct xdpfwd_balance.hash; 0: the port is not balanced). */
+#define XDPFWD_HASH_SYMMETRIC	1	/* addresses and ports, the same both ways */
+#define XDPFWD_HASH_L4		2	/* addresses and ports, as they come */
+#define XDPFWD_HASH_L3		3	/* addresses only */
+#define XDPFWD_HASH_L2		4	/* MAC addresses only */
+struct xdpfwd_balance {
+	__u32 hash;			/* XDPFWD_HASH_* */
+	__u32 flags;			/* none yet */
+};
+
 /* The benchmark's programs (xdpfwd_bench.c) and maps, under their own pin dir. */
 #define XDPFWD_PIN_BENCH_CFG	"bench_cfg"
 #define XDPFWD_PIN_BENCH_SINK	"bench_sink"
 #define XDPFWD_PIN_BENCH_FWD	"bench_fwd"
 #define XDPFWD_PIN_BENCH_FLOOD	"bench_flood"
+#define XDPFWD_PIN_BENCH_SPREAD	"bench_spread"
+#define XDPFWD_BENCH_SPREAD_MAX	4	/* ports the spread baseline can hold */
 #define XDPFWD_BENCH_UDP_PORT	9	/* discard: the sink counts frames sent here */
 #define XDPFWD_BENCH_SRC_PORT	1024	/* first UDP source port of the flows */
 
 struct xdpfwd_bench_cfg {
 	__u32 target_ifindex;		/* where the generator transmits */
 	__u32 flows;			/* distinct UDP source ports, >= 1 */
+	__u32 spread;			/* ports the spread baseline redirects over */
 };
 
 /*

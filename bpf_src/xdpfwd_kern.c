@@ -7,6 +7,7 @@
 #include <uapi/linux/bpf.h>
 #include "xdpfwd_common.h"
 #include "xdpfwd_bcc.h"
+#include "xdpfwd_hash.h"
 
 /*
  * Forwarding table: key = ingress ifindex, value = struct bpf_devmap_val (egress
@@ -32,9 +33,42 @@ BPF_TABLE_PINNED("hash", u32, struct xdpfwd_port, xdpfwd_ports,
 BPF_TABLE_PINNED("hash", u32, u32, xdpfwd_groups, XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_GROUPS));
 
 /*
- * Verdicts: XDP_REDIRECT when the ingress port has an entry, or floods its
- * broadcast group; XDP_DROP for a multi-buffer frame its group (broadcast or
- * multicast) cannot flood;
+ * Balanced entries: key = ingress ifindex, value = struct xdpfwd_balance (how its
+ * frames are hashed; hash 0: not balanced). An array slot below XDPFWD_STATS_SLOTS
+ * (a lookup the verifier inlines), a hash for larger ifindexes, as for counters.
+ */
+BPF_TABLE_PINNED("array", u32, struct xdpfwd_balance, xdpfwd_balance, XDPFWD_STATS_SLOTS,
+		 PIN(XDPFWD_PIN_BALANCE));
+BPF_TABLE_PINNED("hash", u32, struct xdpfwd_balance, xdpfwd_balance_hi, XDPFWD_MAX_PORTS,
+		 PIN(XDPFWD_PIN_BALANCE XDPFWD_PIN_HI_SUFFIX));
+
+/*
+ * Buckets of balanced entries, a DEVMAP_HASH xdpfwd creates: key = ingress ifindex
+ * << XDPFWD_BUCKET_BITS | bucket, value as in xdpfwd_fwd (the bucket's egress).
+ */
+REDIRECT_MAP_PINNED(xdpfwd_buckets, FWD_VALUE, XDPFWD_BUCKETS_MAX_ENTRIES, PIN(XDPFWD_PIN_BUCKETS));
+
+/* The hash mode of ifindex's balanced entry, 0 for none. */
+static __always_inline u32 balance_hash(u32 ifindex)
+{
+	struct xdpfwd_balance *balance;
+
+	if (ifindex < XDPFWD_STATS_SLOTS) {
+		balance = xdpfwd_balance.lookup(&ifindex);
+		asm volatile("" ::: "memory");
+	} else {
+		balance = xdpfwd_balance_hi.lookup(&ifindex);
+	}
+	return balance ? balance->hash : 0;
+}
+
+/*
+ * Lookup order: multicast group, single entry, balanced entry, broadcast group,
+ * on-miss verdict.
+ *
+ * Verdicts: XDP_REDIRECT when the ingress port has an entry (or a balanced entry
+ * with a bucket for the frame), or floods its broadcast group; XDP_DROP for a
+ * multi-buffer frame its group (broadcast or multicast) cannot flood;
  * otherwise the port's on-miss verdict (XDP_PASS or XDP_DROP; XDP_PASS for an
  * unknown port).
  */
@@ -45,6 +79,7 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 	struct xdpfwd_port_stats *stats = port_stats(ifindex);
 	struct xdpfwd_port *port;
 	long verdict;
+	u32 hash;
 
 	/*
 	 * Multicast groups come first (xdpfwd_mcast.c): XDP_REDIRECT for a frame to a
@@ -76,6 +111,19 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 		if (stats)
 			count(&stats->redirect, bytes);
 		return XDP_REDIRECT;
+	}
+
+	/* Balanced entries are looked up only on a miss: single entries pay nothing. */
+	hash = balance_hash(ifindex);
+	if (hash) {
+		u32 key = ifindex << XDPFWD_BUCKET_BITS | xdpfwd_bucket(ctx, hash);
+
+		verdict = xdpfwd_buckets.redirect_map(key, XDP_ABORTED);
+		if (verdict == XDP_REDIRECT) {
+			if (stats)
+				count(&stats->redirect, bytes);
+			return XDP_REDIRECT;
+		}
 	}
 
 	/* The settings are looked up only on a miss, off the forwarding fast path. */

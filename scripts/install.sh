@@ -1,7 +1,7 @@
 #!/bin/sh
 # make install: xdpfwd under PREFIX, as a system tool. A virtual environment of its own
 # (it must see the distribution's BCC), the command in PREFIX/bin, the man page, the
-# shell completions and the systemd unit where man, the shells and systemd look.
+# shell completions and the systemd units where man, the shells and systemd look.
 set -eu
 prefix=${1:?usage: install.sh PREFIX}
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +19,7 @@ mkdir -p "$libdir" "$bindir"
 }
 ln -sfn "$libdir/venv/bin/xdpfwd" "$bindir/xdpfwd"
 
-say "man page, completions, systemd unit under $prefix/share and $prefix/lib/systemd"
+say "man page, completions, systemd units under $prefix/share and $prefix/lib/systemd"
 install -D -m 644 "$src/man/xdpfwd.8" "$prefix/share/man/man8/xdpfwd.8"
 complete() {
 	_XDPFWD_COMPLETE="$1" "$bindir/xdpfwd" > "$2.tmp"
@@ -31,11 +31,14 @@ mkdir -p "$prefix/share/bash-completion/completions" "$prefix/share/zsh/site-fun
 complete bash_source "$prefix/share/bash-completion/completions/xdpfwd"
 complete zsh_source "$prefix/share/zsh/site-functions/_xdpfwd"
 complete fish_source "$prefix/share/fish/vendor_completions.d/xdpfwd.fish"
-unit="$prefix/lib/systemd/system/xdpfwd.service"
-mkdir -p "$(dirname "$unit")"
-sed "s|@BINDIR@|$bindir|g" "$src/contrib/xdpfwd.service.in" > "$unit"
-if grep -q '@BINDIR@' "$unit"; then
-	say "the unit still names @BINDIR@" >&2
-	exit 1
-fi
-say "done: $bindir/xdpfwd; run \`systemctl daemon-reload\` to see the unit"
+unitdir="$prefix/lib/systemd/system"
+mkdir -p "$unitdir"
+for name in xdpfwd xdpfwd-follow; do
+	unit="$unitdir/$name.service"
+	sed "s|@BINDIR@|$bindir|g" "$src/contrib/$name.service.in" > "$unit"
+	if grep -q '@BINDIR@' "$unit"; then
+		say "$unit still names @BINDIR@" >&2
+		exit 1
+	fi
+done
+say "done: $bindir/xdpfwd; run \`systemctl daemon-reload\` to see the units"

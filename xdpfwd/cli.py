@@ -18,7 +18,9 @@ from xdpfwd.options import (
     App,
     IfaceType,
     ListOptionsCommand,
+    balance_options,
     bench_options,
+    check_balance,
     complete_groups,
     complete_members,
     complete_netns,
@@ -190,13 +192,16 @@ Examples:
   xdpfwd add eth1 eth2 --mode generic    # skb mode, for drivers without native XDP
   xdpfwd add eth1 eth2 --src-mac egress --dst-mac 02:00:5e:00:53:01   # next hop
   xdpfwd add eth1 eth2 --egress-prog filter.c:drop_arp   # your egress program
+  xdpfwd add eth1 eth2 eth3 eth4         # flows spread over three ports
+  xdpfwd add eth1 eth2 eth3 --weights 2,1 --hash l4
 """
 )
 @click.argument("ingress", type=IfaceType())
-@click.argument("egress", type=IfaceType())
+@click.argument("egress", type=IfaceType(), nargs=-1, required=True)
 @click.option("-b", "--bidirectional", is_flag=True, help="Also forward EGRESS to INGRESS.")
 @table_option
 @entry_options
+@balance_options
 @force_option
 @click.pass_obj
 def add(
@@ -212,6 +217,8 @@ def add(
     egress_prog,
     src_mac,
     dst_mac,
+    hash_mode,
+    weights,
     force,
 ) -> None:
     """Forward every frame that enters INGRESS out of EGRESS.
@@ -219,22 +226,30 @@ def add(
     Frames and bytes are counted per (ingress, egress) pair. An entry gets an egress
     program only when it does work: rewriting Ethernet addresses (--src-mac/--dst-mac)
     or yours (--egress-prog). Changing it on an existing entry swaps it atomically.
+
+    With several EGRESS ports the entry is balanced: a hash of each frame's
+    addresses picks one of 256 buckets, and each bucket one port, by --weights.
+    Its buckets count frames per egress port with the built-in egress program
+    (--no-egress: none, only the entry's total). `xdpfwd follow` moves the buckets
+    of a port that goes down to the others.
     """
-    if ingress.ifindex == egress.ifindex:
-        raise click.UsageError(f"INGRESS and EGRESS are the same interface ({ingress.label})")
+    check_balance(ingress, egress, bidirectional, hash_mode, weights)
     spec = egress_spec(no_egress, egress_prog, src_mac, dst_mac)
-    result = app.ops.add(
-        app.pins,
-        ingress,
-        egress,
-        bidirectional=bidirectional,
-        table=table,
-        value=value,
-        mode=mode,
-        on_miss=on_miss,
-        force=force,
-        egress_spec=spec,
-    )
+    options = dict(table=table, value=value, mode=mode, on_miss=on_miss, force=force)
+    if len(egress) == 1 and not hash_mode and not weights:
+        result = app.ops.add(
+            app.pins, ingress, egress[0], bidirectional=bidirectional, egress_spec=spec, **options
+        )
+    else:
+        result = app.ops.add_balanced(
+            app.pins,
+            ingress,
+            list(egress),
+            hash=hash_mode or "symmetric",
+            weights=weights,
+            egress_spec=spec,
+            **options,
+        )
     render.add_result(result)
 
 
@@ -618,12 +633,42 @@ def apply(app: App, file: str, dry_run: bool, force: bool) -> None:
 @cli.command(epilog="\b\nExamples:\n  xdpfwd prune\n")
 @click.pass_obj
 def prune(app: App) -> None:
-    """Forget what deleted devices left behind; detach from idle ports.
+    """Bring the running state back to the configuration last asked for, once.
 
-    The kernel drops entries that point to a deleted device; xdpfwd keeps the rest
-    (shown as "device gone" by list) until this, or the next change, clears it.
+    Forgets what deleted devices left behind (shown as "device gone" by list),
+    binds devices re-created under a name the configuration of the last add, del,
+    broadcast or apply has, moves the buckets of balanced entries off egress ports
+    that are down or gone (and back to those that returned), and detaches from idle
+    ports. `xdpfwd follow` does the same on every link event.
     """
     render.prune_result(app.ops.prune(app.pins))
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  xdpfwd follow                         # until Ctrl-C or SIGTERM
+  xdpfwd -v follow                      # and every link event it sees
+  systemctl enable --now xdpfwd-follow  # the unit `make install` installs
+"""
+)
+@click.pass_obj
+def follow(app: App) -> None:
+    """Keep the running state right while devices come and go (foreground).
+
+    Listens to link events and does what `prune` does shortly after each: an
+    egress port of a balanced entry that goes down or is deleted has its buckets
+    moved to the live ports, and back when it returns; a device re-created under a
+    name the last add or apply knows is bound again. One line per action; -v adds
+    the events. Nothing is kept only in its memory: it can be restarted any time.
+    """
+    lines = app.ops.follow(app.pins)
+    try:
+        render.follow(lines)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM is how it ends
+    finally:
+        lines.close()
 
 
 @cli.command(epilog="\b\nExamples:\n  xdpfwd down\n")

@@ -210,7 +210,8 @@ entry_options = compose(
     click.option(
         "--no-egress",
         is_flag=True,
-        help="Write the entry without an egress program: the default (kept for scripts).",
+        help="Write the entry without an egress program: the default (kept for scripts); "
+        "a balanced entry's buckets then count no frames per port.",
     ),
     click.option(
         "--egress-prog",
@@ -222,6 +223,51 @@ entry_options = compose(
     click.option("--src-mac", metavar="egress|MAC", help="Rewrite the source MAC on egress."),
     click.option("--dst-mac", metavar="MAC", help="Rewrite the destination MAC on egress."),
 )
+
+
+def _weights(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        weights = [int(w) for w in value.split(",")]
+    except ValueError:
+        raise click.BadParameter("give whole numbers separated by commas, like 2,1,1") from None
+    return weights
+
+
+# add: how a balanced entry (several egress ports) spreads its flows.
+balance_options = compose(
+    click.option(
+        "--hash",
+        "hash_mode",
+        type=click.Choice(["symmetric", "l4", "l3", "l2"]),
+        default=None,
+        help="With several EGRESS ports, what picks a flow's port: symmetric (addresses "
+        "and TCP/UDP/SCTP ports, both directions of a flow alike), l4 (the same, as "
+        "they come), l3 (addresses only) or l2 (MACs only) [default: symmetric].",
+    ),
+    click.option(
+        "--weights",
+        metavar="W1,W2,...",
+        callback=_weights,
+        help="With several EGRESS ports, each one's share of the flows, in their order "
+        "[default: 1 each].",
+    ),
+)
+
+
+def check_balance(ingress, egress, bidirectional: bool, hash_mode, weights) -> None:
+    """Usage errors of add's EGRESS list and balance options."""
+    if any(port.ifindex == ingress.ifindex for port in egress):
+        raise click.UsageError(f"INGRESS and EGRESS are the same interface ({ingress.label})")
+    if len({port.ifindex for port in egress}) != len(egress):
+        raise click.UsageError("an EGRESS interface is named twice")
+    if len(egress) == 1 and (hash_mode or weights):
+        raise click.UsageError("--hash and --weights are for two or more EGRESS ports")
+    if len(egress) > 1 and bidirectional:
+        raise click.UsageError("--bidirectional takes one EGRESS port")
+    if weights is not None and len(weights) != len(egress):
+        raise click.UsageError(f"--weights gives {len(weights)} weights for {len(egress)} ports")
 
 
 # stats: refreshing live.

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from xdpfwd.model import (
     AddResult,
+    BalanceInfo,
     BroadcastDelResult,
     BroadcastResult,
     DelResult,
@@ -135,10 +136,20 @@ def _port(iface: Iface | None) -> str:
     return f"{iface.ifname} ({iface.ifindex})" if iface.ifname else f"gone ({iface.ifindex})"
 
 
+def _shares(info: BalanceInfo) -> str:
+    return ", ".join(f"{p.name} {p.buckets}" for p in info.ports)
+
+
 def add_result(result: AddResult) -> None:
     out = _out()
-    for src, dst in result.entries:
-        _line(out, f"{src.ifname} -> {dst.ifname}")
+    if result.balance is not None:
+        src = result.entries[0][0]
+        ports = ", ".join(dst.ifname for _, dst in result.entries)
+        _line(out, f"{src.ifname} -> {ports} (balanced, {result.balance.hash} hash)")
+        _line(out, f"  buckets: {_shares(result.balance)} of 256")
+    else:
+        for src, dst in result.entries:
+            _line(out, f"{src.ifname} -> {dst.ifname}")
     _attachments(out, result.attachments, "")
     compiled = "compiled now" if result.compiled else "reused pinned program"
     _line(
@@ -193,15 +204,23 @@ def broadcast_del_result(result: BroadcastDelResult) -> None:
 
 def del_result(result: DelResult) -> None:
     out = _out()
-    _line(out, f"removed {result.removed.label} -> {result.egress.label}")
+    if result.balanced:
+        ports = ", ".join(port.label for port in result.balanced)
+        _line(out, f"removed {result.removed.label} -> {ports} (balanced)")
+    else:
+        _line(out, f"removed {result.removed.label} -> {result.egress.label}")
     for port in result.detached:
         _line(out, f"  detached from {port.label}")
 
 
 def prune_result(result: PruneResult) -> None:
     out = _out()
-    if not (result.gone or result.emptied or result.detached):
+    if not (result.gone or result.emptied or result.detached or result.steps):
         _line(out, "nothing to prune")
+    for step in result.steps:
+        _line(out, step)
+    for message in result.skipped:
+        warning(message)
     for ifindex in result.gone:
         _line(out, f"forgot ifindex {ifindex}: its device is gone")
     for name in result.emptied:
@@ -241,9 +260,13 @@ def listing_table(listing: Listing) -> Table:
     table.add_column("LOST", justify="right")
     for row in listing.rows:
         state = Text(row.state, style="green" if row.state == "ok" else "yellow")
+        if row.balance is not None:
+            egress = f"balanced over {len(row.balance.ports)}"
+        else:
+            egress = f"group {row.group}" if row.group else _egress_of(row)
         table.add_row(
             _port(row.ingress),
-            f"group {row.group}" if row.group else _egress_of(row),
+            egress,
             row.mode or "-",
             row.on_miss,
             state,
@@ -293,6 +316,40 @@ def groups_table(listing: Listing) -> Table:
     return table
 
 
+def balanced_table(listing: Listing) -> Table:
+    """One row per egress port of each balanced entry."""
+    table = Table(
+        title="balanced entries",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("INGRESS", "HASH", "EGRESS", "STATE", "WEIGHT", "BUCKETS"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "BUCKETS" else "left")
+    table.add_column("FRAMES", justify="right")
+    table.add_column("BYTES", justify="right")
+    for row in listing.rows:
+        info = row.balance
+        if info is None:
+            continue
+        for i, p in enumerate(info.ports):
+            c = p.counters
+            table.add_row(
+                _port(row.ingress) if i == 0 else "",
+                info.hash if i == 0 else "",
+                f"{p.name} ({p.port.ifindex})" if p.port.ifindex else p.name,
+                Text(p.state, style="green" if p.state == "up" else "yellow"),
+                str(p.weight) if p.weight else "-",
+                f"{p.buckets} ({p.buckets * 100 / 256:.0f}%)",
+                count(c.tx_packets) if c else "-",
+                nbytes(c.tx_bytes) if c else "-",
+            )
+        if info.unassigned:
+            table.add_row("", "", "(no port)", "", "", str(info.unassigned), "", "")
+    return table
+
+
 def listing(result: Listing, as_json: bool) -> None:
     if as_json:
         print_json(result.as_dict())
@@ -302,6 +359,8 @@ def listing(result: Listing, as_json: bool) -> None:
         _line(out, f"no forwarding entries in {result.pin_dir}")
         return
     out.print(listing_table(result))
+    if any(row.balance for row in result.rows):
+        out.print(balanced_table(result))
     if result.groups:
         out.print(groups_table(result))
     if result.multicast:
@@ -573,6 +632,8 @@ def stats_tables(
     for p in _sorted_pairs(snapshot, rates, sort):
         label = f"{p.ingress.label} -> {p.egress.label}"
         via = f"group {p.group}" if p.group else "entry"
+        if p.buckets is not None:
+            via = f"balanced {p.buckets * 100 / 256:.0f}%"
         if rates is None:
             ev = p.events
             pairs.add_row(
@@ -700,6 +761,7 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
                 "redirect_error_packets": events.redirect_errors if events else None,
                 "tx_pps": rate(rates.pair_tx if rates else {}, p.key, "pps"),
                 "tx_bps": rate(rates.pair_tx if rates else {}, p.key, "bps"),
+                "buckets": p.buckets,
             }
         )
     totals = {
@@ -809,6 +871,16 @@ def prometheus(snapshot: Snapshot) -> str:
                 f'group="{_label(p.group or "")}"'
             )
             lines.append(f"{metric}{{{labels}}} {getattr(p, name)}")
+    balanced = [p for p in snapshot.pairs.values() if p.buckets is not None]
+    metric = "xdpfwd_balance_buckets"
+    if balanced:
+        lines += [
+            f"# HELP {metric} Buckets of a balanced entry that send to egress (of 256).",
+            f"# TYPE {metric} gauge",
+        ]
+    for p in balanced:
+        ingress, egress = _label(p.ingress.ifname or ""), _label(p.egress.ifname or "")
+        lines.append(f'{metric}{{ingress="{ingress}",egress="{egress}"}} {p.buckets}')
     for name, attr, help_text in _PROMETHEUS_PAIR_EVENTS if snapshot.tracing else ():
         metric = f"xdpfwd_pair_{name}_total"
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
@@ -951,6 +1023,16 @@ def doctor_report(checks, as_json: bool) -> None:
             detail.append(f"\n  fix: {c.fix}", style="cyan")
         table.add_row(c.name, Text(c.status, style=_STATUS_STYLES[c.status]), detail)
     _out().print(table)
+
+
+def follow(lines) -> None:
+    """follow's lines as they come: one per action, time-stamped, flushed at once
+    (a journal or a pipe sees each when it happens)."""
+    for line in lines:
+        stamp = time.strftime("%H:%M:%S")
+        prefix = {"warning": "warning: ", "error": "error: "}.get(line.level, "")
+        sys.stdout.write(f"{stamp} {prefix}{line.text}\n")
+        sys.stdout.flush()
 
 
 def apply_result(result) -> None:

@@ -60,12 +60,22 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
         "broadcast_2",
         "broadcast_bare_4",
         "broadcast_4",
+        "spread_bare_2",
+        "balanced_no_egress_2",
+        "spread_bare_4",
+        "balanced_no_egress_4",
+        "balanced_4",
         "multicast_4",
         "bridge",
         "add_compiling",
         "add_pinned",
         "entries_written",
     ]
+    refs = {row["key"]: row["ratio_to"] for row in report["rows"]}
+    for n in (2, 4):
+        assert refs[f"spread_bare_{n}"] == BASELINE
+        assert refs[f"balanced_no_egress_{n}"] == f"spread_bare_{n}"
+    assert refs["balanced_4"] == "spread_bare_4"
     (mcast,) = [row for row in report["rows"] if row["key"] == "multicast_4"]
     assert mcast["ratio_to"] == "broadcast_bare_4" == bench.BARE_BROADCAST
     without = next(r for r in report["rows"] if r["key"] == "forward_no_loss_accounting")

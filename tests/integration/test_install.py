@@ -1,5 +1,6 @@
 """`make install` into a temporary prefix: the command, its man page where man finds
-it, completions the shells load, and a systemd unit that names the installed command."""
+it, completions the shells load, and the systemd units (apply at boot, follow) that
+name the installed command."""
 
 import os
 import subprocess
@@ -32,8 +33,11 @@ def test_install_puts_everything_where_the_system_looks(tmp_path):
     assert (prefix / "share/zsh/site-functions/_xdpfwd").stat().st_size > 0
     assert (prefix / "share/fish/vendor_completions.d/xdpfwd.fish").stat().st_size > 0
 
-    unit = prefix / "lib/systemd/system/xdpfwd.service"
-    execs = [line for line in unit.read_text().splitlines() if line.startswith("Exec")]
-    assert execs and all(line.split("=", 1)[1].startswith(f"{xdpfwd} ") for line in execs)
-    verified = run("systemd-analyze", "verify", str(unit), MANPATH=manpath)
-    assert verified.returncode == 0, verified.stderr
+    for name in ("xdpfwd.service", "xdpfwd-follow.service"):
+        unit = prefix / "lib/systemd/system" / name
+        execs = [line for line in unit.read_text().splitlines() if line.startswith("Exec")]
+        assert execs and all(line.split("=", 1)[1].startswith(f"{xdpfwd} ") for line in execs)
+        verified = run("systemd-analyze", "verify", str(unit), MANPATH=manpath)
+        assert verified.returncode == 0, (name, verified.stderr)
+    follow = (prefix / "lib/systemd/system/xdpfwd-follow.service").read_text()
+    assert f"ExecStart={xdpfwd} follow\n" in follow

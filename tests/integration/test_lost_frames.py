@@ -93,6 +93,10 @@ def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin
     refused = topo.xdpfwd(pin_dir, "add", "la", "lb")
     assert_fails(refused, 1, "loop", "la -> lb", "--force")
     assert topo.list_json(pin_dir)["entries"] == []
+    # A balanced entry loops for the flows whose buckets go to lb.
+    refused = topo.xdpfwd(pin_dir, "add", "la", "p2", "lb")
+    assert_fails(refused, 1, "loop", "la -> lb", "--force")
+    assert topo.list_json(pin_dir)["entries"] == []
     forced = topo.ok(pin_dir, "add", "la", "lb", "--force")
     assert "loop" in forced.stderr
 

@@ -8,6 +8,8 @@ from xdpfwd.model import (
     DEFAULT_EGRESS,
     AddResult,
     Attachment,
+    BalanceInfo,
+    BalancePort,
     BroadcastDelResult,
     BroadcastResult,
     DelResult,
@@ -37,6 +39,7 @@ from xdpfwd.model.reports import (
     PingResult,
     SaveResult,
 )
+from xdpfwd.ops.following import FollowLine
 from xdpfwd.state import config
 
 LINKS = {"eth1": 2, "eth2": 3, "eth3": 4}
@@ -72,6 +75,29 @@ class FakeOps:
             compiled=True,
             egress=EgressProg("built-in", 8, "xdpfwd_egress"),
         )
+
+    def add_balanced(self, pins, ingress, egress, **kwargs):
+        self._record("add_balanced", pins, ingress, egress, **kwargs)
+        ports = [
+            BalancePort(port, port.ifname, 1, 256 // len(egress), "up", EgressStats())
+            for port in egress
+        ]
+        return AddResult(
+            entries=[(ingress, port) for port in egress],
+            attachments=[Attachment(ingress, "native", True)],
+            table="devmap-hash",
+            value_format="devmap-val",
+            prog_id=7,
+            compiled=False,
+            egress=EgressProg("built-in", 8, "xdpfwd_egress_g"),
+            balance=BalanceInfo(kwargs.get("hash", "symmetric"), ports),
+        )
+
+    def follow(self, pins):
+        self._record("follow", pins)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return (line for line in (FollowLine("following"), FollowLine("p1: 85 buckets moved")))
 
     def delete(self, pins, ingress):
         self._record("delete", pins, ingress)

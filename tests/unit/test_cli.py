@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from xdpfwd import interrupts
 from xdpfwd.cli import cli
 from xdpfwd.errors import AttachError, BpfError, PrereqError, XdpfwdError
-from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
+from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface, PruneResult
 
 from .commands import COMMANDS
 from .fake_ops import FakeOps
@@ -114,7 +114,7 @@ def test_no_egress_conflicts_with_egress_features():
     [
         (["add", "eth1", "eth1"], "same interface"),
         (["add", "nope", "eth2"], "no such interface: nope"),
-        (["add", "eth1"], "Missing argument 'EGRESS'"),
+        (["add", "eth1"], "Missing argument 'EGRESS..."),
         (["add", "eth1", "eth2", "--table", "array"], "'array' is not one of"),
         (["add", "eth1", "eth2", "--mode", "fast"], "'fast' is not one of"),
         (["del", "nope"], "no such interface: nope"),
@@ -238,6 +238,7 @@ def test_list_json_is_stable_and_parseable():
         "group",
         "multicast",
         "problems",
+        "balance",
         "forwarded_packets",
         "not_forwarded",
         "xmit_drop_packets",
@@ -555,3 +556,64 @@ def test_bench_goes_through_the_operations():
     name, _, options = ops.calls[0]
     assert name == "bench" and options["cpus"] == 2
     assert json.loads(result.stdout)["rows"][0]["median"] == pytest.approx(3.1)
+
+
+# --- balanced entries and follow ----------------------------------------------------
+
+
+def test_add_with_several_egress_ports_is_balanced():
+    result, ops = invoke(["add", "eth1", "eth2", "eth3", "--weights", "2,1", "--hash", "l3"])
+    assert result.exit_code == 0, result.stderr
+    name, (pins, ingress, egress), kwargs = ops.calls[0]
+    assert name == "add_balanced"
+    assert (ingress, egress) == (Iface(2, "eth1"), [Iface(3, "eth2"), Iface(4, "eth3")])
+    assert (kwargs["hash"], kwargs["weights"], kwargs["mode"]) == ("l3", [2, 1], "auto")
+    assert kwargs["egress_spec"] == DEFAULT_EGRESS
+    assert "eth1 -> eth2, eth3 (balanced, l3 hash)" in result.stdout
+    assert "buckets: eth2 128, eth3 128 of 256" in result.stdout
+
+
+def test_add_balanced_defaults_to_the_symmetric_hash_and_equal_weights():
+    result, ops = invoke(["add", "eth1", "eth2", "eth3", "--no-egress"])
+    assert result.exit_code == 0, result.stderr
+    kwargs = ops.calls[0][2]
+    assert (kwargs["hash"], kwargs["weights"]) == ("symmetric", None)
+    assert kwargs["egress_spec"] == EgressSpec(program="none")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["add", "eth1", "eth2", "--hash", "l4"], "two or more EGRESS"),
+        (["add", "eth1", "eth2", "--weights", "2"], "two or more EGRESS"),
+        (["add", "eth1", "eth2", "eth3", "--weights", "2,1,1"], "3 weights for 2 ports"),
+        (["add", "eth1", "eth2", "eth3", "--weights", "2;1"], "whole numbers"),
+        (["add", "eth1", "eth2", "eth2"], "named twice"),
+        (["add", "eth1", "eth2", "eth1"], "same interface"),
+        (["add", "eth1", "eth2", "eth3", "-b"], "--bidirectional takes one"),
+        (["add", "eth1", "eth2", "eth3", "--hash", "l7"], "'l7' is not one of"),
+    ],
+    ids=["hash", "weights", "count", "syntax", "twice", "ingress", "bidirectional", "bad-hash"],
+)
+def test_balanced_usage_errors(args, message):
+    result, ops = invoke(args)
+    assert result.exit_code == 2
+    assert message in one_error_line(result)
+    assert ops.calls == []
+
+
+def test_follow_prints_a_line_per_action_and_ends_cleanly():
+    result, ops = invoke(["follow"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].endswith(" p1: 85 buckets moved")
+    assert ops.calls[0][0] == "follow"
+
+
+def test_prune_reports_the_steps_that_bound_devices_again():
+    class Ops(FakeOps):
+        def prune(self, pins):
+            return PruneResult([], [], [], steps=("attach to eth1 (auto)",), skipped=("x",))
+
+    result, _ = invoke(["prune"], ops=Ops())
+    assert result.stdout == "attach to eth1 (auto)\n" and "warning: x" in result.stderr

@@ -1,22 +1,25 @@
 """The pure deciders, table by table: given the links and state they decide on as
 arguments, they need no root, no netlink and no BPF."""
 
+from dataclasses import replace
+
 import pytest
 
 from xdpfwd.errors import AttachError, InputError
 from xdpfwd.kernel import netdev, offloads
 from xdpfwd.kernel.bpf import maps
-from xdpfwd.model import EgressSpec, Iface
+from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
 from xdpfwd.ops.apply import (
     NOTHING_RUNNING,
     Running,
+    RunningBalanced,
     RunningEntry,
     RunningGroup,
     plan,
     resolve_config,
 )
 from xdpfwd.options import spread_values
-from xdpfwd.state import config
+from xdpfwd.state import buckets, config
 from xdpfwd.state.entries import check_spec
 from xdpfwd.state.health import (
     entry_problems,
@@ -452,6 +455,20 @@ def veth(ifindex, name, peer, netnsid=None):
             [],
         ),
         ({2: 3}, {2: link(2, "a"), 3: link(3, "b")}, []),
+        # Balanced entries: some flows take each of their ports.
+        ({2: {5, 3}}, {2: veth(2, "a", 3), 3: veth(3, "b", 2), 5: link(5, "c")}, [2]),
+        (
+            {2: 3, 4: {6, 5}},
+            {
+                2: veth(2, "a", 9),
+                3: veth(3, "b", 4),
+                4: veth(4, "c", 3),
+                5: veth(5, "d", 2),
+                6: link(6, "e"),
+            },
+            [2, 4],
+        ),
+        ({2: {5, 6}}, {2: veth(2, "a", 3), 3: veth(3, "b", 2), 5: link(5, "c")}, []),
     ],
     ids=[
         "the two ends of a veth pair",
@@ -461,6 +478,9 @@ def veth(ifindex, name, peer, netnsid=None):
         "a chain that closes",
         "a chain that ends",
         "not veths",
+        "a balanced entry's port closes it",
+        "a chain through a balanced entry",
+        "balanced, no port closes it",
     ],
 )
 def test_forwarding_loop(entries, links, cycle):
@@ -495,3 +515,190 @@ def test_forwarding_loop(entries, links, cycle):
 )
 def test_port_state(link_, egress, attached, has_entry, group, settings, flooding, state):
     assert port_state(link_, egress, attached, has_entry, group, settings, flooding) == state
+
+
+# --- buckets: the layouts of balanced entries ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "weights, shares",
+    [
+        ({"a": 1, "b": 1, "c": 1}, {"a": 86, "b": 85, "c": 85}),
+        ({"a": 2, "b": 1, "c": 1}, {"a": 128, "b": 64, "c": 64}),
+        ({"b": 1, "a": 3}, {"a": 192, "b": 64}),
+        ({f"p{i}": 1 for i in range(7)}, {f"p{i}": 37 if i < 4 else 36 for i in range(7)}),
+        ({"a": 255, "b": 1}, {"a": 255, "b": 1}),
+    ],
+    ids=["even", "2:1:1", "3:1", "seven", "uneven"],
+)
+def test_bucket_quotas(weights, shares):
+    assert buckets.quotas(weights) == shares
+
+
+def test_a_fresh_layout_depends_only_on_the_ports_and_weights():
+    one = buckets.fresh({"eth2": 1, "eth3": 1, "eth4": 1})
+    assert one == buckets.fresh({"eth4": 1, "eth2": 1, "eth3": 1})
+    assert dict(buckets.counts(one)) == {"eth2": 86, "eth3": 85, "eth4": 85}
+
+
+def _moves(before, after) -> int:
+    return sum(buckets.moves(before, after).values())
+
+
+@pytest.mark.parametrize(
+    "before, after, fewest",
+    [
+        ({"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1, "d": 1}, 64),
+        ({"a": 1, "b": 1, "c": 1, "d": 1}, {"a": 1, "b": 1, "c": 1}, 64),
+        ({"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "d": 1}, 85),
+        ({"a": 1, "b": 1}, {"a": 3, "b": 1}, 64),
+        ({"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}, 0),
+    ],
+    ids=["a port more", "a port less", "a port swapped", "weights", "same"],
+)
+def test_rehome_moves_the_fewest_buckets(before, after, fewest):
+    old = buckets.fresh(before)
+    new = buckets.rehome(old, after)
+    assert dict(buckets.counts(new)) == buckets.quotas(after)
+    assert _moves(old, new) == fewest
+
+
+@pytest.mark.parametrize(
+    "weights, up",
+    [
+        ({"a": 1, "b": 1, "c": 1}, {"a", "c"}),
+        ({"a": 2, "b": 1, "c": 1}, {"b", "c"}),
+        ({"a": 1, "b": 1, "c": 1, "d": 1}, {"d"}),
+    ],
+    ids=["one down", "the heaviest down", "three down"],
+)
+def test_live_layout_moves_only_the_buckets_of_ports_that_are_down(weights, up):
+    layout = buckets.fresh(weights)
+    now = buckets.live(layout, weights, up)
+    for home, there in zip(layout, now, strict=True):
+        assert there in up
+        if home in up:
+            assert there == home  # no flow moves between live ports
+    shares = buckets.quotas({p: w for p, w in weights.items() if p in up})
+    for port, n in buckets.counts(now).items():
+        assert abs(n - shares[port]) <= 1, (port, n, shares)
+    assert buckets.live(layout, weights, set(weights)) == layout  # and all come back
+
+
+def test_live_layout_without_a_live_port_has_no_ports():
+    layout = buckets.fresh({"a": 1, "b": 1})
+    assert set(buckets.live(layout, {"a": 1, "b": 1}, set())) == {None}
+
+
+def test_choose_keeps_shares_or_moves_least():
+    abc, ab = {"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1}
+    old = buckets.fresh(ab)
+    chosen = buckets.choose({"p1": abc, "p2": abc, "p3": ab}, {"p1": (ab, old), "p3": (ab, old)})
+    assert chosen["p3"] == old  # unchanged: kept
+    assert chosen["p1"] == buckets.rehome(old, abc)  # changed: fewest moves
+    assert chosen["p2"] == chosen["p1"]  # new, the same ports: the same layout
+
+
+def test_layout_text_round_trip():
+    ports = ("eth2", "eth3")
+    layout = buckets.live(buckets.fresh({"eth2": 1, "eth3": 1}), {"eth2": 1, "eth3": 1}, {"eth2"})
+    assert buckets.decode(buckets.encode(layout, ports), ports) == layout
+    assert buckets.decode("0" * 10, ports) is None
+    assert buckets.decode("7" * 256, ports) is None
+
+
+@pytest.mark.parametrize(
+    "ports, weights, reason",
+    [
+        (("b", "c"), (1, 1), None),
+        (("b",), (1,), "two or more"),
+        (("b", "b"), (1, 1), "twice"),
+        (("a", "b"), (1, 1), "its own egress"),
+        (("b", "c"), (1,), "1 weights for 2"),
+        (("b", "c"), (0, 1), "from 1 to 255"),
+        (tuple(f"p{i}" for i in range(32)), (255,) + (1,) * 31, "no bucket"),
+        (tuple(f"p{i}" for i in range(33)), (1,) * 33, "at most 32"),
+    ],
+    ids=["fine", "one port", "twice", "itself", "count", "zero", "starved", "too many"],
+)
+def test_balanced_entry_problems(ports, weights, reason):
+    found = buckets.problem("a", ports, weights)
+    assert (found is None) if reason is None else (reason in found)
+
+
+# --- apply.plan with balanced entries --------------------------------------------------
+
+BALANCED = "forward: [{from: eth1, to: [eth2, eth3]}]"
+HALVES = buckets.fresh({"eth2": 1, "eth3": 1})
+
+
+def running_balanced(layout=HALVES, hash_="symmetric", spec=DEFAULT_EGRESS):
+    table = tuple({"eth2": 3, "eth3": 4}.get(p) for p in layout)
+    return Running(
+        {2: "native"},
+        {2: PASS},
+        {},
+        {},
+        balanced={2: RunningBalanced(hash_, table, spec)},
+    )
+
+
+def down(lk):
+    return replace(lk, up=False, operstate="DOWN")
+
+
+@pytest.mark.parametrize(
+    "running, text, links, steps",
+    [
+        (
+            NOTHING_RUNNING,
+            BALANCED,
+            LINKS,
+            ["attach to eth1 (auto)", "balance eth1 over eth2, eth3 (symmetric, 128/128)"],
+        ),
+        (running_balanced(), BALANCED, LINKS, []),
+        (
+            running_balanced(),
+            BALANCED,
+            {**LINKS, 4: down(ETH3)},
+            ["eth1: 128 buckets from eth3 (down) to eth2 (128)"],
+        ),
+        (
+            running_balanced(tuple(p if p == "eth2" else None for p in HALVES)),
+            BALANCED,
+            LINKS,
+            ["eth1: 128 buckets from no port to eth3 (128)"],
+        ),
+        (
+            running_balanced(hash_="l4"),
+            BALANCED,
+            LINKS,
+            ["eth1: hash symmetric"],
+        ),
+        (
+            Running(NATIVE, {2: PASS}, {2: RunningEntry(3, EgressSpec())}, {}),
+            BALANCED,
+            LINKS,
+            ["balance eth1 over eth2, eth3 (symmetric, 128/128)"],
+        ),
+        (
+            running_balanced(),
+            "forward: [{from: eth1, to: eth2}]",
+            LINKS,
+            ["forward eth1 -> eth2 (no egress program)"],
+        ),
+        (running_balanced(), "", LINKS, ["remove balanced entry of eth1", "detach from eth1"]),
+    ],
+    ids=[
+        "new",
+        "same",
+        "a port down",
+        "buckets the kernel dropped",
+        "hash",
+        "single to balanced, no gap",
+        "balanced to single, no gap",
+        "removed",
+    ],
+)
+def test_apply_plan_of_balanced_entries(running, text, links, steps):
+    assert [step.text for step in plan(running, desired(text), links)] == steps

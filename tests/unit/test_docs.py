@@ -61,3 +61,13 @@ def test_the_systemd_unit_applies_the_saved_file_and_runs_real_commands():
     assert execs["ExecStop"].split()[1:] == ["down"]
     for line in execs.values():
         assert line.split()[1] in cli.commands
+
+
+def test_the_follow_unit_runs_follow_and_restarts_it():
+    unit = (ROOT / "contrib" / "xdpfwd-follow.service.in").read_text()
+    settings = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and line[0] != "#"
+    )
+    assert settings["ExecStart"] == "@BINDIR@/xdpfwd follow"
+    assert settings["Type"] == "simple" and settings["Restart"] == "on-failure"
+    assert "contrib/xdpfwd-follow.service.in" in README

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from xdpfwd.cli import cli
 from xdpfwd.kernel import netns
+from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec
 from xdpfwd.state import config
 from xdpfwd.state.config import ConfigError
@@ -126,10 +127,19 @@ def configs(draw):
     ports = draw(st.lists(NAMES, unique=True, min_size=2, max_size=8))
     split = draw(st.integers(0, len(ports)))
     forwarding, flooding = ports[:split], ports[split:]
+    balancing = draw(st.lists(st.sampled_from(forwarding), unique=True)) if forwarding else []
     forward = tuple(
         config.EntryConf(p, draw(NAMES.filter(lambda n, p=p: n != p)), draw(SPECS))
         for p in forwarding
+        if p not in balancing
     )
+    balanced = []
+    for p in balancing:
+        egress = draw(st.lists(NAMES.filter(lambda n, p=p: n != p), unique=True, min_size=2))
+        weights = draw(st.lists(st.integers(1, 9), min_size=len(egress), max_size=len(egress)))
+        hash_mode = draw(st.sampled_from(list(maps.HASH_MODES)))
+        spec = draw(SPECS)
+        balanced.append(config.BalancedConf(p, tuple(egress), tuple(weights), hash_mode, spec))
     groups = ()
     if flooding:
         groups = (
@@ -150,6 +160,7 @@ def configs(draw):
         draw(st.dictionaries(st.sampled_from(ports), modes)),
         forward,
         groups,
+        tuple(balanced),
         multicast,
     )
 
@@ -209,6 +220,24 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         ("forward: []\n", "1: no version"),
         ("version: 1\nforward: \x07\n", "2: not valid YAML or JSON: character U+0007"),
         ("[" * 5000, " nested too deeply"),
+        ("version: 1\nforward:\n  - {from: a, to: [b]}\n", "3: a balanced entry needs two"),
+        (
+            "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [1]}\n",
+            "3: 1 weights for 2 egress ports",
+        ),
+        (
+            "version: 1\nforward:\n  - {from: a, to: [b, c], hash: l7}\n",
+            "3: hash must be one of symmetric, l4, l3, l2",
+        ),
+        ("version: 1\nforward:\n  - {from: a, to: b, hash: l4}\n", "3: hash is for balanced"),
+        (
+            "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [x, 1]}\n",
+            "3: weights are whole numbers",
+        ),
+        (
+            "version: 1\nforward:\n  - {from: a, to: [b, c]}\n  - {from: a, to: d}\n",
+            "4: a already forwards (line 3)",
+        ),
         (
             "version: 1\nmulticast:\n  - {group: 10.0.0.1, to: [a]}\n",
             "3: group 10.0.0.1 is not a multicast address",
@@ -236,6 +265,12 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         "no-version",
         "control-character",
         "deep",
+        "balanced-one-port",
+        "balanced-weights",
+        "balanced-hash",
+        "hash-on-single",
+        "weights-not-numbers",
+        "balanced-then-single",
         "multicast-unicast-group",
         "multicast-no-receivers",
         "multicast-port-twice",

@@ -9,7 +9,9 @@ import jsonschema
 import pytest
 
 from xdpfwd import render
-from xdpfwd.model.counters import LOSS_REASONS, WatchFrame, rates
+from xdpfwd.kernel.bpf.maps import EgressStats, PortStats
+from xdpfwd.model import BalanceInfo, BalancePort, EgressProg, Iface, PortRow
+from xdpfwd.model.counters import LOSS_REASONS, PairCounters, Snapshot, WatchFrame, rates
 from xdpfwd.model.reports import Lab, LabPort
 
 from .fake_ops import FakeOps
@@ -32,15 +34,49 @@ def check(document: dict, command: str) -> None:
     assert set(document) <= allowed, set(document) - allowed
 
 
+def balanced(snapshot: Snapshot) -> Snapshot:
+    """snapshot with a balanced entry's pair (eth2 -> eth1, its buckets counted)."""
+    ingress, egress = snapshot.ports[3].port, snapshot.ports[2].port
+    pair = PairCounters(ingress, egress, None, "egress", 3, 300, buckets=128)
+    return replace(snapshot, pairs={**snapshot.pairs, pair.key: pair})
+
+
 class Stateful(FakeOps):
-    """A fake with state: counters, a lab, frames for a watch."""
+    """A fake with state: counters, a balanced entry, a lab, frames for a watch."""
+
+    def list_ports(self, pins):
+        listing = super().list_ports(pins)
+        ports = [
+            BalancePort(Iface(3, "eth2"), "eth2", 2, 171, "up", EgressStats(4, 400)),
+            BalancePort(Iface(0, None), "eth9", 1, 0, "gone"),
+        ]
+        row = PortRow(
+            Iface(4, "eth3"),
+            None,
+            "devmap-hash",
+            "devmap-val",
+            "native",
+            "pass",
+            "ok",
+            PortStats(redirect_packets=4, redirect_bytes=400),
+            egress_prog=EgressProg("built-in", 8, "xdpfwd_egress_g"),
+            egress_counters=EgressStats(4, 400),
+            balance=BalanceInfo("symmetric", ports, unassigned=85),
+            lost=dict.fromkeys(LOSS_REASONS, 0),
+            forwarded=4,
+        )
+        return replace(listing, rows=[*listing.rows, row])
 
     def stats_read(self, pins):
-        return replace(snap(1.0, rx=5, tx=4), multicast=mcast_snap(1.0, 50, (50, 48)).multicast)
+        return balanced(
+            replace(snap(1.0, rx=5, tx=4), multicast=mcast_snap(1.0, 50, (50, 48)).multicast)
+        )
 
     def stats_watch(self, pins, interval, count):
-        before = replace(snap(0.0), multicast=mcast_snap(0.0, 10, (10, 10)).multicast)
-        after = replace(snap(1.0, rx=5, tx=4), multicast=mcast_snap(1.0, 50, (50, 48)).multicast)
+        before = balanced(replace(snap(0.0), multicast=mcast_snap(0.0, 10, (10, 10)).multicast))
+        after = balanced(
+            replace(snap(1.0, rx=5, tx=4), multicast=mcast_snap(1.0, 50, (50, 48)).multicast)
+        )
         losses = dict.fromkeys(LOSS_REASONS, 0)
         yield WatchFrame(after, rates(before, after), losses)
 
@@ -73,6 +109,7 @@ def test_watch_lines_follow_the_schema_with_rates_and_watch_losses():
     document = json.loads(line)
     check(document, "stats")
     assert document["interval_s"] == 1.0 and document["ports"][0]["rx_pps"] == 5.0
+    assert [p["buckets"] for p in document["pairs"]] == [None, 128]
     assert document["watch_not_forwarded"]["miss"] == 0
     (group,) = document["multicast"]
     assert group["in_pps"] == 40.0 and group["receivers"][0]["port"]["netns"] is None

@@ -50,6 +50,14 @@ def c_define(name: str) -> str:
         ("XDPFWD_PIN_BENCH_FWD", maps.PIN_BENCH_FWD),
         ("XDPFWD_BENCH_UDP_PORT", str(maps.BENCH_UDP_PORT)),
         ("XDPFWD_BENCH_SRC_PORT", str(maps.BENCH_SRC_PORT)),
+        ("XDPFWD_PIN_BALANCE", maps.PIN_BALANCE),
+        ("XDPFWD_PIN_BUCKETS", maps.PIN_BUCKETS),
+        ("XDPFWD_BUCKET_BITS", str(maps.BUCKET_BITS)),
+        ("XDPFWD_BUCKETS_MAX_ENTRIES", str(maps.BUCKETS_MAX_ENTRIES)),
+        ("XDPFWD_HASH_SYMMETRIC", str(maps.HASH_MODES["symmetric"])),
+        ("XDPFWD_HASH_L4", str(maps.HASH_MODES["l4"])),
+        ("XDPFWD_HASH_L3", str(maps.HASH_MODES["l3"])),
+        ("XDPFWD_HASH_L2", str(maps.HASH_MODES["l2"])),
         ("XDPFWD_PIN_BENCH_FLOOD", maps.PIN_BENCH_FLOOD),
         ("XDPFWD_PIN_MCAST_SOURCES", maps.PIN_MCAST_SOURCES),
         ("XDPFWD_PIN_MCAST_GROUPS", maps.PIN_MCAST_GROUPS),
@@ -213,6 +221,26 @@ def test_plain_ifindex_entries(monkeypatch):
     assert fwd.get(7) == maps.FwdEntry(9, 0)
     with pytest.raises(ValueError):
         fwd.set(7, 9, prog_fd=5)
+
+
+def test_bucket_keys_pack_the_ingress_port_and_the_bucket():
+    assert maps.BucketTable.key(3, 255) == 3 << 8 | 255
+    with pytest.raises(ValueError):
+        maps.BucketTable.key(1 << 24, 0)
+
+
+def test_the_intent_document_is_kept_in_chunks(monkeypatch):
+    path = "/sys/fs/bpf/x/intent"
+    info = sc.MapInfo(sc.MAP_TYPE_HASH, 1, 4, 8, 256, "xdpfwd_intent")
+    kernel = FakeKernel(monkeypatch, {path: info})
+    monkeypatch.setattr(sc, "map_keys", lambda fd, size: list(kernel.store(fd)))
+    store = maps.IntentStore(path)
+    assert store.read() is None
+    store.write(b"0123456789abcdefghij")
+    assert store.read() == b"0123456789abcdefghij"
+    assert len(kernel.stores[path]) == 1 + 3  # the length, then three 8-byte chunks
+    store.write(b"short")
+    assert store.read() == b"short" and len(kernel.stores[path]) == 2
 
 
 # --- multicast ---------------------------------------------------------------------

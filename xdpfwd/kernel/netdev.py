@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
+from pyroute2.netlink.rtnl import RTMGRP_LINK
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from xdpfwd.errors import AttachError, InputError
 from xdpfwd.kernel import netns as namespaces
@@ -53,7 +57,13 @@ class Link:
     mac: str | None = None
     peer_ifindex: int = 0  # IFLA_LINK: a veth's peer (possibly in another netns)
     peer_netnsid: int | None = None
+    operstate: str | None = None  # IFLA_OPERSTATE: UP, DOWN, LOWERLAYERDOWN, UNKNOWN...
     alias: str | None = None  # IFLA_IFALIAS (`ip link set DEV alias TEXT`)
+
+    @property
+    def live(self) -> bool:
+        """Up and able to send: what a balanced entry spreads its flows over."""
+        return self.up and self.operstate in (None, "UP", "UNKNOWN")
 
 
 def parse_link(msg) -> Link:
@@ -91,6 +101,7 @@ def parse_link(msg) -> Link:
         mac=msg.get_attr("IFLA_ADDRESS"),
         peer_ifindex=msg.get_attr("IFLA_LINK") or 0,
         peer_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
+        operstate=msg.get_attr("IFLA_OPERSTATE"),
         alias=msg.get_attr("IFLA_IFALIAS"),
     )
 
@@ -354,3 +365,58 @@ def configure(ifname: str, netns: str | None = None, address: str | None = None)
             ip, prefix = address.split("/")
             ipr.addr("add", index=index, address=ip, prefixlen=int(prefix))
         ipr.link("set", index=index, state="up")
+
+
+class Overrun(Exception):
+    """The kernel dropped link notifications (ENOBUFS): only a full dump tells how
+    the links are now."""
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    deleted: bool  # RTM_DELLINK; otherwise RTM_NEWLINK (created or changed)
+    link: Link
+
+
+class LinkEvents:
+    """The link notifications of this namespace (RTMGRP_LINK), on a socket of their
+    own. Raises OSError when the socket cannot be made."""
+
+    RCVBUF = 1 << 20
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+            self.sock.bind((0, RTMGRP_LINK))
+            self.sock.setblocking(False)
+        except BaseException:
+            self.sock.close()
+            raise
+        self._marshal = MarshalRtnl()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def wait(self, timeout: float) -> list[LinkEvent]:
+        """The events that arrived within timeout seconds (all that are queued once
+        one has); raises Overrun when some were lost."""
+        if not select.select([self.sock], [], [], max(0.0, timeout))[0]:
+            return []
+        found: list[LinkEvent] = []
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return found
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    raise Overrun() from e
+                raise
+            for msg in self._marshal.parse(data):
+                event = msg.get("event")
+                if event in ("RTM_NEWLINK", "RTM_DELLINK"):
+                    found.append(LinkEvent(event == "RTM_DELLINK", parse_link(msg)))

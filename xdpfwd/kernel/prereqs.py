@@ -34,7 +34,8 @@ COMMAND_CAPS: dict[str, tuple[int, ...]] = {
     "multicast add": _CHANGE,
     "multicast del": _CHANGE,
     "apply": _CHANGE,
-    "prune": (CAP_NET_ADMIN,),
+    "prune": _CHANGE,  # it may bind devices again and move buckets, as apply does
+    "follow": _CHANGE,  # prune on every link event (netlink events need none)
     "down": (CAP_NET_ADMIN,),
     "stats --watch": (CAP_SYS_ADMIN,),  # only to attach loss accounting (older pin dirs)
     "lab up": _CHANGE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from xdpfwd.kernel.bpf.maps import EgressStats, PortStats, Rewrite, TxEvents
+from xdpfwd.kernel.bpf.maps import BUCKETS, EgressStats, PortStats, Rewrite, TxEvents
 
 # XDP attach modes, and the words iproute2 and xdp-tools users bring for them; the CLI
 # and the configuration file accept them all.
@@ -76,6 +76,47 @@ class EgressProg:
 
 
 @dataclass(frozen=True)
+class BalancePort:
+    """An egress port of a balanced entry."""
+
+    port: Iface  # ifname None when the device is gone (ifindex 0: never seen)
+    name: str  # as configured
+    weight: int  # 0: not configured (its buckets are left over)
+    buckets: int  # buckets that send to it now
+    state: str  # up, down or gone
+    counters: EgressStats | None = None  # what it sent for the entry, when counted
+
+    def as_dict(self) -> dict:
+        return {
+            # The port as it is now (ifname null when gone, ifindex null if never seen).
+            "port": {"ifname": self.port.ifname, "ifindex": self.port.ifindex or None},
+            "name": self.name,
+            "weight": self.weight,
+            "buckets": self.buckets,
+            "share": self.buckets / BUCKETS,
+            "state": self.state,
+            "counters": self.counters.as_dict() if self.counters else None,
+        }
+
+
+@dataclass(frozen=True)
+class BalanceInfo:
+    """A balanced entry: how its frames are hashed, where its buckets go."""
+
+    hash: str
+    ports: list[BalancePort]
+    unassigned: int = 0  # buckets without a port (all ports down): they miss
+
+    def as_dict(self) -> dict:
+        return {
+            "hash": self.hash,
+            "buckets": BUCKETS,
+            "unassigned": self.unassigned,
+            "ports": [p.as_dict() for p in self.ports],
+        }
+
+
+@dataclass(frozen=True)
 class Attachment:
     port: Iface
     mode: str  # native or generic
@@ -99,6 +140,7 @@ class AddResult:
     compiled: bool
     egress: EgressProg
     warnings: tuple[str, ...] = ()  # problems that will keep frames from leaving
+    balance: BalanceInfo | None = None  # a balanced entry (entries: one per port)
 
 
 @dataclass(frozen=True)
@@ -106,6 +148,7 @@ class DelResult:
     removed: Iface
     egress: Iface
     detached: list[Iface]
+    balanced: tuple[Iface, ...] = ()  # every egress port of a balanced entry
 
 
 @dataclass(frozen=True)
@@ -120,6 +163,8 @@ class PruneResult:
     gone: list[int]  # ifindexes of deleted devices whose state was forgotten
     emptied: list[str]  # groups left without members
     detached: list[Iface]
+    steps: tuple[str, ...] = ()  # what was done to match the recorded configuration
+    skipped: tuple[str, ...] = ()  # what it names that was left alone, and why
 
 
 # States of a row in `xdpfwd list`.
@@ -153,6 +198,7 @@ class PortRow:
     events: TxEvents | None = None
     forwarded: int | None = None  # redirected less lost after it, when that is known
     problems: tuple[str, ...] = ()  # what keeps its frames from getting through, with fixes
+    balance: BalanceInfo | None = None  # a balanced entry (egress is None then)
 
     @property
     def forwarded_or_redirected(self) -> int:
@@ -176,6 +222,7 @@ class PortRow:
             "group": self.group,
             "multicast": list(self.multicast),
             "problems": list(self.problems),
+            "balance": self.balance.as_dict() if self.balance else None,
             "forwarded_packets": self.forwarded,
             "not_forwarded": self.lost,
             **_events_dict(self.events),

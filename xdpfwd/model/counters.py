@@ -47,6 +47,7 @@ class PairCounters:
     tx_bytes: int = 0
     egress_drop_packets: int = 0
     events: TxEvents | None = None  # from the tracepoints, while they are attached
+    buckets: int | None = None  # a balanced entry's pair: the buckets sending to egress
     # Frames a user egress program gave a verdict other than XDP_PASS/XDP_DROP (dropped).
     egress_invalid_packets: int = 0
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import sys
 
-from xdpfwd.ops import benchmark, demonstration
+from xdpfwd.kernel import prereqs
+from xdpfwd.ops import benchmark, demonstration, following
 from xdpfwd.ops.apply import apply, save
+from xdpfwd.ops.apply import reconcile as prune
+from xdpfwd.ops.balancing import add as add_balanced
 from xdpfwd.ops.doctor import run as check_host
-from xdpfwd.ops.forwarding import add, delete, down, list_ports, prune, resolve
+from xdpfwd.ops.forwarding import add, delete, down, list_ports, resolve
 from xdpfwd.ops.groups import broadcast, broadcast_del
 from xdpfwd.ops.lab import lab_down, lab_status, lab_up
 from xdpfwd.ops.multicast import multicast_add, multicast_del, multicast_list
@@ -19,6 +22,7 @@ from xdpfwd.ops.stats import watch as stats_watch
 
 __all__ = [
     "add",
+    "add_balanced",
     "apply",
     "bench",
     "broadcast",
@@ -27,6 +31,7 @@ __all__ = [
     "delete",
     "demo",
     "down",
+    "follow",
     "lab_down",
     "lab_status",
     "lab_up",
@@ -51,3 +56,10 @@ def demo(pins, **options):
 def bench(pins, **options):
     """`xdpfwd bench` (see ops/benchmark.py), composed of this facade's operations."""
     return benchmark.run(sys.modules[__name__], pins, **options)
+
+
+def follow(pins, **options):
+    """`xdpfwd follow` (see ops/following.py): this facade's prune on every link event.
+    What it lacks to change the state is named at once, not at the first event."""
+    prereqs.require_privileges("follow")
+    return following.run(sys.modules[__name__], pins, **options)

@@ -1,29 +1,45 @@
 """`save` and `apply`: the running configuration as a file, and a file made the running
 configuration: a plan of steps from the difference, run in one change that is undone
-as a whole if a step fails or the command is interrupted."""
+as a whole if a step fails or the command is interrupted. `prune` (and `follow`, on
+every link event) runs the same plan against the configuration last asked for."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 from xdpfwd import interrupts
-from xdpfwd.errors import BpfError, InputError
+from xdpfwd.errors import AttachError, BpfError, InputError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
-from xdpfwd.model import EgressSpec
+from xdpfwd.model import EgressSpec, PruneResult
 from xdpfwd.model.reports import ApplyResult, SaveResult
-from xdpfwd.state import entries, groups, health, multicast
-from xdpfwd.state.config import Config, ConfigError, EntryConf, GroupConf, McastConf, PortConf
+from xdpfwd.state import balance, buckets, entries, groups, health, intent, multicast
+from xdpfwd.state.config import (
+    BalancedConf,
+    Config,
+    ConfigError,
+    EntryConf,
+    GroupConf,
+    McastConf,
+    PortConf,
+)
 from xdpfwd.state.config import dump as dump_config
 from xdpfwd.state.config import load as load_config
 from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, reading
 from xdpfwd.state.pins import PinDir
-from xdpfwd.state.ports import XDPFWD_PROG_NAME, map_write, prog_name, release, teardown
-from xdpfwd.state.transaction import Change, change
+from xdpfwd.state.ports import (
+    XDPFWD_PROG_NAME,
+    map_write,
+    plan_attach,
+    prog_name,
+    release,
+    teardown,
+)
+from xdpfwd.state.transaction import Change, change, editing, tidy
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +61,8 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     warnings: list[str] = []
     ports: dict[str, PortConf] = {}
     forward: list[EntryConf] = []
+    balanced: list[BalancedConf] = []
+    recorded = intent.load(dp.pins) or intent.Intent()
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
         if link is None:
@@ -54,6 +72,8 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
         mode = link.xdp_mode if link.xdp_prog_id == dp.prog_id else "auto"
         ports[link.ifname] = PortConf(mode, settings.on_miss_name)
         entry = dp.fwd.get(port)
+        if entry is None and balance.hash_of(dp, port):
+            balanced.append(_running_balanced_conf(dp, link, links, recorded, warnings))
         if entry is None:
             continue
         egress = links.get(entry.egress_ifindex)
@@ -87,9 +107,39 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
         ports,
         tuple(forward),
         tuple(group_list),
+        tuple(balanced),
         tuple(mcast),
     )
     return config, warnings
+
+
+def _running_balanced_conf(
+    dp: Dataplane,
+    link: netdev.Link,
+    links: dict[int, netdev.Link],
+    recorded: intent.Intent,
+    warnings: list[str],
+) -> BalancedConf:
+    """A balanced entry in the file's terms: its ports and weights as recorded (with
+    those that are down or gone), its hash and egress program as running."""
+    mode = balance.hash_of(dp, link.ifindex)
+    table = balance.table(dp, link.ifindex)
+    conf = recorded.balanced(link.ifname)
+    if conf is None:
+        counts = buckets.counts(e.egress_ifindex for e in table if e is not None)
+        names = tuple(links[i].ifname if i in links else str(i) for i in counts)
+        warnings.append(f"{link.ifname}: no recorded weights; saved with its bucket counts")
+        conf = BalancedConf(link.ifname, names, tuple(counts.values()), mode)
+    first = next((e for e in table if e is not None and e.egress_ifindex in links), None)
+    spec = conf.spec
+    if first is not None:
+        running = balance.spec_of(dp, link.ifindex, first, links[first.egress_ifindex])
+        if running is None:
+            warnings.append(
+                f"{link.ifname}: the source of its egress program is not recorded; saved without it"
+            )
+        spec = running or EgressSpec(program="none")
+    return replace(conf, hash=mode, spec=spec)
 
 
 # --- apply ---------------------------------------------------------------------------
@@ -99,6 +149,7 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
 class Step:
     text: str
     run: Callable[[Change], None] = lambda c: None
+    removes: bool = False  # takes away what the configuration does not have
 
 
 @dataclass
@@ -112,10 +163,21 @@ class Desired:
     flags: dict[int, int] = field(default_factory=dict)
     entries: dict[int, EntryConf] = field(default_factory=dict)
     users: dict[int, tuple[str, str]] = field(default_factory=dict)  # ingress -> text, func
+    balanced: dict[int, BalancedConf] = field(default_factory=dict)
+    layouts: dict[int, buckets.Layout] = field(default_factory=dict)  # balanced ingress ->
+    notes: list[str] = field(default_factory=list)  # what apply warns about
     multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
 
     def by_index(self) -> dict[int, netdev.Link]:
         return {link.ifindex: link for link in self.links.values()}
+
+    def spec_of(self, ingress: int) -> EgressSpec:
+        entry = self.entries.get(ingress) or self.balanced[ingress]
+        return entry.spec
+
+    def layout_of(self, ingress: int) -> buckets.Layout:
+        entry = self.balanced[ingress]
+        return self.layouts.get(ingress) or buckets.fresh(entry.weight_map())
 
 
 def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> Desired:
@@ -137,6 +199,21 @@ def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> 
         link(entry.egress, entry.line)
         d.entries[ingress.ifindex] = entry
         d.ports[ingress.ifindex] = config.ports.get(entry.ingress, PortConf())
+        if entry.spec.program == "user":
+            try:
+                d.users[ingress.ifindex] = entries.read_user_program(entry.spec)
+            except InputError as e:
+                raise ConfigError(f"{path}:{entry.line}: {e}") from None
+    for entry in config.balanced:
+        ingress = link(entry.ingress, entry.line)
+        d.balanced[ingress.ifindex] = entry
+        d.ports[ingress.ifindex] = config.ports.get(entry.ingress, PortConf())
+        # A balanced entry's port that does not exist (yet) counts as down.
+        for name in entry.ports:
+            if name in by_name:
+                link(name, entry.line)
+            else:
+                d.notes.append(f"{path}:{entry.line}: {name} does not exist: taken as down")
         if entry.spec.program == "user":
             try:
                 d.users[ingress.ifindex] = entries.read_user_program(entry.spec)
@@ -167,6 +244,14 @@ class RunningEntry:
 
 
 @dataclass(frozen=True)
+class RunningBalanced:
+    hash: str
+    table: tuple[int | None, ...]  # egress ifindex of each bucket
+    spec: EgressSpec | None  # of its buckets (None: unknown, or no bucket has a port)
+    user: maps.UserProg | None = None
+
+
+@dataclass(frozen=True)
 class RunningGroup:
     """A multicast group, running or desired."""
 
@@ -184,6 +269,7 @@ class Running:
     entries: dict[int, RunningEntry]
     members: dict[int, str]  # port -> its group
     has_egress: bool = True
+    balanced: dict[int, RunningBalanced] = field(default_factory=dict)
     multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
 
     @property
@@ -210,11 +296,29 @@ def running_state(dp: Dataplane | None, links: dict[int, netdev.Link]) -> Runnin
         found[port] = RunningEntry(entry.egress_ifindex, spec, user)
     members = {port: name for name in dp.group_names() for port in dp.open_group(name).members()}
     settings = {p: s for p in ports if (s := dp.ports.get(p)) is not None}
+    balanced = {
+        port: _running_balanced(dp, port, mode, links)
+        for port, mode in balance.balanced_ports(dp, ports).items()
+    }
     mcast = {
         addr.text: RunningGroup(g.sources, g.receivers, g.exclude_ingress)
         for addr, g in multicast.read_groups(dp).items()
     }
-    return Running(attached, settings, found, members, dp.layout.has_egress, mcast)
+    return Running(attached, settings, found, members, dp.layout.has_egress, balanced, mcast)
+
+
+def _running_balanced(
+    dp: Dataplane, port: int, mode: str, links: dict[int, netdev.Link]
+) -> RunningBalanced:
+    table = balance.table(dp, port)
+    first = next((e for e in table if e is not None and e.egress_ifindex in links), None)
+    spec = user = None
+    if first is not None:
+        spec = balance.spec_of(dp, port, first, links[first.egress_ifindex])
+        if dp.layout.has_egress:
+            user = dp.user_progs.get(first.egress_prog_id)
+    ifindexes = tuple(e.egress_ifindex if e is not None else None for e in table)
+    return RunningBalanced(mode, ifindexes, spec, user)
 
 
 def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -> ApplyResult:
@@ -228,7 +332,8 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     config = load_config(path)
     desired = resolve_config(config, path, netdev.links())
     if dry_run:
-        return ApplyResult([s.text for s in _dry_run(pins, desired)], dry_run=True)
+        steps = _dry_run(pins, desired)
+        return ApplyResult([s.text for s in steps], dry_run=True, warnings=tuple(desired.notes))
     _repair(pins)
     with change(
         pins,
@@ -239,24 +344,34 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         check_layout=_layout_check(desired),
         replaceable=_is_orphan,
     ) as c:
+        if desired.balanced:
+            balance.check_supported(c.dp)
+        recorded = intent.load(pins)
+        layouts = _choose_layouts(desired, recorded)
         steps = plan(running_state(c.dp, c.links), desired, c.links)
         for step in steps:
             interrupts.check()  # between steps, an interrupt undoes those done
             log.info("%s", step.text)
             step.run(c)
+        bound = recorded.bound if recorded else {}
+        record = intent.Intent(config, layouts, bound)
+        intent.store(c, intent.bind(record, c.links), create=True)
     pairs = [(i, desired.links[e.egress].ifindex) for i, e in desired.entries.items()]
+    for ingress, entry in desired.balanced.items():
+        pairs += [(ingress, desired.links[n].ifindex) for n in entry.ports if n in desired.links]
     for g in desired.multicast.values():
         pairs += [(s, r) for s in g.sources for r in g.receivers if s != r or not g.exclude_ingress]
     members = [desired.links[m].ifindex for g in config.groups for m in g.members]
     members += [s for g in desired.multicast.values() for s in sorted(g.sources)]
     warnings = (
+        *desired.notes,
         *c.notes,
         *(att.warning for att in c.attachments if att.warning),
         *health.warnings_for(sorted(set(pairs)), c.links),
         *health.flood_warnings(members, c.links, c.dp.frags),
     )
     for ingress, (text, func) in desired.users.items():
-        shown = Path(desired.entries[ingress].spec.user_file or "").name
+        shown = Path(desired.spec_of(ingress).user_file or "").name
         warnings += tuple(entries.verdict_warnings(text, shown, func))
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
 
@@ -266,11 +381,119 @@ def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:
     broken = _broken(pins)
     if broken is not None:
         links = netdev.links()
+        _choose_layouts(desired, None)  # the rebuild forgets the recorded ones
         rebuild = Step(f"rebuild the pinned state in {pins.path}, which is broken")
         return [rebuild, *plan(NOTHING_RUNNING, desired, links)]
     with reading(pins) as dp:
         links = netdev.links()
+        _choose_layouts(desired, intent.load(pins) if dp is not None else None)
         return plan(running_state(dp, links), desired, links)
+
+
+def _choose_layouts(d: Desired, recorded: intent.Intent | None) -> dict[str, buckets.Layout]:
+    """The bucket layouts of the file's balanced entries (kept, shared or moved as
+    little as possible: buckets.choose), into d; returned by ingress name."""
+    wanted = {entry.ingress: entry.weight_map() for entry in d.balanced.values()}
+    chosen = buckets.choose(wanted, recorded.recorded_layouts() if recorded else {})
+    d.layouts = {port: chosen[entry.ingress] for port, entry in d.balanced.items()}
+    return chosen
+
+
+# --- prune and follow: back to the recorded configuration --------------------------
+
+
+def reconcile(pins: PinDir) -> PruneResult:
+    """Bring the running state back to the configuration last asked for (`apply`,
+    `add`, `del`, `broadcast`), as devices come and go: bind devices re-created under
+    a name it has, move the buckets of balanced entries off egress ports that are
+    down or gone (and back when they return), and forget what deleted devices left.
+    What `prune` does once and `follow` on every link event; it takes nothing away
+    that the configuration lacks, and leaves ports running another tool's program.
+
+    Raises XdpfwdError, AttachError, BpfError; on any error the old state stays.
+    """
+    prereqs.require_privileges("prune")
+    with editing(pins) as c:
+        if c is None:
+            return PruneResult([], [], [])
+        recorded = intent.load(pins)
+        steps: list[Step] = []
+        skipped: list[str] = []
+        if recorded is not None:
+            desired = _recorded(c, recorded, skipped)
+            steps = [
+                step
+                for step in plan(running_state(c.dp, c.links), desired, c.links)
+                if not step.removes
+            ]
+            for step in steps:
+                interrupts.check()
+                log.info("%s", step.text)
+                step.run(c)
+            rebound = intent.bind(recorded, c.links)
+            if rebound.bound != recorded.bound:
+                intent.store(c, rebound)
+        gone, emptied, detached = tidy(c.dp, c.undo, c.links)
+    return PruneResult(gone, emptied, detached, tuple(s.text for s in steps), tuple(skipped))
+
+
+def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired:
+    """The recorded configuration, against the devices there are now: what names a
+    device that is gone is left out (a balanced entry's port counts as down), and so
+    is a port that runs another tool's XDP program, or whose egress program's source
+    cannot be read (noted in skipped)."""
+    by_name = {link.ifname: link for link in c.links.values()}
+    usable: dict[str, bool] = {}
+
+    def ok(name: str) -> bool:
+        if name not in usable:
+            link = by_name.get(name)
+            usable[name] = link is not None
+            if link is not None and link.xdp_prog_id and link.xdp_prog_id != c.dp.prog_id:
+                if not _is_orphan(link):
+                    usable[name] = False
+                    skipped.append(
+                        f"{name} runs another XDP program (id {link.xdp_prog_id}): left alone"
+                    )
+        return usable[name]
+
+    def readable(entry) -> bool:
+        if entry.spec.program != "user":
+            return True
+        try:
+            entries.read_user_program(entry.spec)
+        except InputError as e:
+            skipped.append(f"{entry.ingress}: {e}")
+            return False
+        return True
+
+    wanted = recorded.config
+    config = replace(
+        wanted,
+        forward=tuple(
+            e for e in wanted.forward if ok(e.ingress) and e.egress in by_name and readable(e)
+        ),
+        balanced=tuple(e for e in wanted.balanced if ok(e.ingress) and readable(e)),
+        groups=tuple(
+            replace(g, members=members)
+            for g in wanted.groups
+            if (members := tuple(m for m in g.members if ok(m)))
+        ),
+        ports={name: conf for name, conf in wanted.ports.items() if ok(name)},
+        # Multicast groups are left as they run: `multicast add/del` change them
+        # without recording, and a removed device leaves their devmaps by itself.
+        multicast=(),
+    )
+    d = resolve_config(config, "the recorded configuration", c.links)
+    d.layouts = {port: recorded.layout(entry) for port, entry in d.balanced.items()}
+    for port, conf in d.ports.items():
+        link = c.links[port]
+        orphan = link.xdp_prog_id not in (0, c.dp.prog_id) and _is_orphan(link)
+        try:
+            c.plans.append(plan_attach(link, c.dp.prog_id, conf.mode, orphan))
+        except AttachError as e:  # another program came meanwhile
+            skipped.append(str(e))
+    return d
 
 
 def _is_orphan(link: netdev.Link) -> bool:
@@ -281,7 +504,7 @@ def _is_orphan(link: netdev.Link) -> bool:
 def _layout_check(desired: Desired):
     def check(layout: Layout) -> None:
         if not layout.has_egress:
-            for entry in desired.config.forward:
+            for entry in (*desired.config.forward, *desired.config.balanced):
                 if entry.spec.program == "user" or entry.spec.rewrites:
                     raise ConfigError(
                         f"{desired.path}:{entry.line}: egress programs need "
@@ -318,27 +541,35 @@ def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[St
     names = {port: link.ifname for port, link in links.items()}
     wanted_member = {d.links[m].ifindex: g.name for g in d.config.groups for m in g.members}
     changed = [i for i, entry in d.entries.items() if _entry_differs(running, i, entry, d)]
+    balancing = {
+        i: text for i in d.balanced if (text := _balanced_change(running, i, d, links)) is not None
+    }
     compiled: dict[int, int] = {}  # ingress -> user program fd, filled by the compile steps
     steps: list[Step] = []
     # Programs first: a file that does not compile changes nothing.
-    for ingress in changed:
-        if d.entries[ingress].spec.program == "user":
-            text = f"compile {d.entries[ingress].spec.user_file}:{d.users[ingress][1]}"
+    for ingress in [*changed, *balancing]:
+        if d.spec_of(ingress).program == "user":
+            text = f"compile {d.spec_of(ingress).user_file}:{d.users[ingress][1]}"
             steps.append(Step(text, partial(_compile, d=d, ingress=ingress, into=compiled)))
     for ingress, entry in running.entries.items():
-        if ingress not in d.entries:
+        if ingress not in d.entries and ingress not in d.balanced:
             egress = names.get(entry.egress, entry.egress)
             text = f"remove entry {names[ingress]} -> {egress}"
-            steps.append(Step(text, partial(_remove_entry, ingress=ingress)))
+            steps.append(Step(text, partial(_remove_entry, ingress=ingress), removes=True))
+    for ingress in running.balanced:
+        if ingress not in d.entries and ingress not in d.balanced:
+            text = f"remove balanced entry of {names[ingress]}"
+            steps.append(Step(text, partial(_remove_balanced, ingress=ingress), removes=True))
     for port, group in running.members.items():
         if wanted_member.get(port) != group:
             text = f"take {names.get(port, port)} out of group {group}"
-            steps.append(Step(text, partial(_leave, group=group, port=port)))
+            steps.append(Step(text, partial(_leave, group=group, port=port), removes=True))
     for group in sorted(set(running.multicast) - set(d.multicast)):
         text = f"remove multicast group {group}"
-        steps.append(Step(text, partial(_set_mcast, group=group, want=None)))
+        steps.append(Step(text, partial(_set_mcast, group=group, want=None), removes=True))
     for port in sorted(set(running.settings) - set(d.ports)):
-        steps.append(Step(f"detach from {names[port]}", partial(_release, port=port)))
+        step = Step(f"detach from {names[port]}", partial(_release, port=port), removes=True)
+        steps.append(step)
     for port, conf in d.ports.items():
         steps += _port_steps(running, d, links[port], conf)
     for group in d.config.groups:
@@ -350,7 +581,8 @@ def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[St
                 text = f"add {member} to group {group.name}"
                 steps.append(Step(text, partial(_join, group=group.name, port=port)))
     for name in sorted(running.groups - {g.name for g in d.config.groups}):
-        steps.append(Step(f"remove group {name}"))  # emptied above, unpinned at commit
+        # Emptied above, unpinned at commit.
+        steps.append(Step(f"remove group {name}", removes=True))
     for group, want in d.multicast.items():
         have = running.multicast.get(group)
         if have != want:
@@ -361,11 +593,21 @@ def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[St
         entry = d.entries[ingress]
         text = f"forward {entry.ingress} -> {entry.egress} ({_describe(entry)})"
         steps.append(Step(text, partial(_write, d=d, ingress=ingress, compiled=compiled)))
+    for ingress, text in balancing.items():
+        run = partial(_write_balanced, d=d, ingress=ingress, compiled=compiled)
+        steps.append(Step(text, run))
     return steps
 
 
 def _compile(c: Change, d: Desired, ingress: int, into: dict[int, int]) -> None:
-    into[ingress] = entries.prog_fd(c, d.entries[ingress].spec, d.users[ingress])
+    if ingress in d.balanced:
+        into[ingress] = balance.prog_fd(c, d.spec_of(ingress), d.users[ingress])
+    else:
+        into[ingress] = entries.prog_fd(c, d.spec_of(ingress), d.users[ingress])
+
+
+def _remove_balanced(c: Change, ingress: int) -> None:
+    balance.remove(c, ingress)
 
 
 def _remove_entry(c: Change, ingress: int) -> None:
@@ -448,12 +690,14 @@ def _set_settings(c: Change, port: int, settings: maps.PortSettings) -> None:
         c.undo.callback(c.dp.ports.set, port, previous)
 
 
-def _describe(entry: EntryConf) -> str:
+def _describe(entry: EntryConf | BalancedConf) -> str:
     spec = entry.spec
     if spec.program == "user":
         return f"egress program {Path(spec.user_file).name}"
     if spec.rewrites:
         return "MAC rewrite"
+    if isinstance(entry, BalancedConf) and spec.program != "none":
+        return "built-in egress program, counting per port"
     return "no egress program"
 
 
@@ -490,3 +734,73 @@ def _write(c: Change, d: Desired, ingress: int, compiled: dict[int, int]) -> Non
     else:
         prog_fd = entries.prog_fd(c, spec, None)
     entries.write(c, ingress, egress.ifindex, prog_fd, entries.rewrite_of(spec, egress))
+    balance.remove(c, ingress)  # a balanced entry the port had: the single one won
+
+
+def _balanced_change(
+    running: Running, ingress: int, d: Desired, links: dict[int, netdev.Link]
+) -> str | None:
+    """What writing the balanced entry of ingress changes, as one line; None if
+    nothing."""
+    entry = d.balanced[ingress]
+    by_name = {link.ifname: link for link in links.values()}
+    layout = d.layout_of(ingress)
+    want, now = balance.wanted_table(entry, layout, by_name)
+    shares = "/".join(str(buckets.counts(now).get(p, 0)) for p in entry.ports)
+    current = running.balanced.get(ingress)
+    if current is None:
+        return f"balance {entry.ingress} over {', '.join(entry.ports)} ({entry.hash}, {shares})"
+    what = []
+    if current.hash != entry.hash:
+        what.append(f"hash {entry.hash}")
+    if any(want) and _balanced_spec_differs(running, current, ingress, d, by_name):
+        what.append(f"egress: {_describe(entry)}")
+    if list(current.table) != want:
+        names = {link.ifindex: link.ifname for link in links.values()}
+        why = {p: balance.port_state(by_name.get(p)) for p in entry.ports}
+        why = {p: state for p, state in why.items() if state != balance.PORT_UP}
+        # A bucket the kernel dropped (its device went) was its home port's.
+        before = tuple(
+            names.get(i, str(i)) if i else (home if home in why else None)
+            for i, home in zip(current.table, layout, strict=True)
+        )
+        what.append(buckets.describe_moves(before, now, why) or "buckets rewritten")
+    return f"{entry.ingress}: {'; '.join(what)}" if what else None
+
+
+def _balanced_spec_differs(
+    running: Running,
+    current: RunningBalanced,
+    ingress: int,
+    d: Desired,
+    by_name: dict[str, netdev.Link],
+) -> bool:
+    if not running.has_egress:
+        return False
+    spec = d.balanced[ingress].spec
+    if spec.program == "user":
+        text, func = d.users[ingress]
+        origin = current.user
+        want = (spec.user_file, func, entries.source_digest(text))
+        return origin is None or (origin.path, origin.function, origin.digest) != want
+    if current.spec is None:
+        return True
+    egress = next((by_name[p] for p in d.balanced[ingress].ports if p in by_name), None)
+    have = (current.spec.program, entries.rewrite_of(current.spec, egress))
+    return have != (spec.program, entries.rewrite_of(spec, egress))
+
+
+def _write_balanced(c: Change, d: Desired, ingress: int, compiled: dict[int, int]) -> None:
+    entry = d.balanced[ingress]
+    if ingress in compiled:
+        prog_fd = compiled[ingress]
+    else:
+        prog_fd = balance.prog_fd(c, entry.spec, None)
+    by_name = {link.ifname: link for link in c.links.values()}
+    now, _ = balance.wanted_table(entry, d.layout_of(ingress), by_name)
+    rewrites = {
+        by_name[name].ifindex: entries.rewrite_of(entry.spec, by_name[name])
+        for name in entry.ports
+        if name in by_name
+    }
+    balance.write(c, ingress, entry.hash, now, prog_fd, rewrites)

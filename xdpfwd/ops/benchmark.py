@@ -32,11 +32,14 @@ from xdpfwd.state.pins import PinDir
 
 GEN, SINK, FWD = "xdpfwd_bench_gen", "xdpfwd_bench_sink", "xdpfwd_bench_fwd"
 FLOOD = "xdpfwd_bench_flood"  # + the fanout
+SPREAD = "xdpfwd_bench_spread"
 FANOUTS = (2, 4)
+BALANCED_FLOWS = 256  # at least this many flows in balanced rows, so that they spread
 MCAST_RECEIVERS = 4  # one of FANOUTS: the multicast row is compared with its bare broadcast
 MCAST_GROUP = "239.1.1.1"
 BARE_BROADCAST = f"broadcast_bare_{MCAST_RECEIVERS}"
 ENTRIES = 1000
+NO_EGRESS = EgressSpec(program="none")
 REWRITE = EgressSpec(src_mac="egress", dst_mac="02:00:5e:00:53:01")
 # The least a user egress program can be: what its wrapping and the devmap call cost.
 USER_PROGRAM = "int pass_all(struct xdp_md *ctx)\n{\n\treturn XDP_PASS;\n}\n"
@@ -47,6 +50,7 @@ RIG_PINS = (
     maps.PIN_BENCH_SINK,
     maps.PIN_BENCH_FWD,
     *(f"{maps.PIN_BENCH_FLOOD}{n}" for n in FANOUTS),
+    maps.PIN_BENCH_SPREAD,
     ENTRIES_PIN,
 )
 
@@ -86,7 +90,7 @@ class _Rig:
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
-        programs = (GEN, SINK, FWD, *(f"{FLOOD}{n}" for n in FANOUTS))
+        programs = (GEN, SINK, FWD, SPREAD, *(f"{FLOOD}{n}" for n in FANOUTS))
         # Multi-buffer when the kernel can, as xdpfwd's own programs.
         frags = sc.frags_supported()
         self.fds = loader.compile_programs(
@@ -105,14 +109,20 @@ class _Rig:
         for p in self.lab.ports[1:]:
             with netns.entered(p.netns):
                 netdev.attach_xdp(netdev.link_by_name(p.host_dev), self.fds[SINK], "native")
-        with closing(maps.BenchConfig(self.pins.pin(maps.PIN_BENCH_CFG))) as cfg:
-            cfg.set(hosts[0].ifindex, flows)
+        self.target, self.flows = hosts[0].ifindex, flows
+        self.set_flows(flows)
         one, two = self.lab.ports[:2]
         frame = traffic.udp_frame(hosts[0].mac, hosts[1].mac, one.ip, two.ip, size)
         self.generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
         group_mac = maps.McastAddr.parse(MCAST_GROUP).mac_text()
         frame = traffic.udp_frame(hosts[0].mac, group_mac, one.ip, MCAST_GROUP, size)
         self.mcast_generator = traffic.Generator(self.fds[GEN], one.netns, frame, cpus)
+
+    def set_flows(self, flows: int, spread: int = 0) -> None:
+        """How many flows (UDP source ports) the generator's frames spread over, and
+        over how many ports the spread baseline sends them."""
+        with closing(maps.BenchConfig(self.pins.pin(maps.PIN_BENCH_CFG))) as cfg:
+            cfg.set(self.target, flows, spread)
 
     def rate(self, duration: float, generator: traffic.Generator | None = None) -> float:
         """One sample: Mpps delivered to the sinks while the generator runs."""
@@ -200,6 +210,34 @@ def _broadcast(rig: _Rig, fanout: int) -> Iterator[None]:
         yield
     finally:
         rig.ops.broadcast_del(rig.xdpfwd_pins, members)
+
+
+@contextmanager
+def _bare_spread(rig: _Rig, fanout: int) -> Iterator[None]:
+    """The baseline of balanced rows: port 1 spreads its frames over the next fanout
+    ports by UDP source port (no hash), through an array devmap holding just them,
+    with as many flows as balanced rows get."""
+    rig.set_flows(max(rig.flows, BALANCED_FLOWS), spread=fanout)
+    try:
+        with _bare(rig, SPREAD, maps.PIN_BENCH_SPREAD, rig.ports[1 : fanout + 1]):
+            yield
+    finally:
+        rig.set_flows(rig.flows)
+
+
+@contextmanager
+def _balanced(rig: _Rig, fanout: int, egress_spec: EgressSpec = DEFAULT_EGRESS) -> Iterator[None]:
+    """Port 1 balanced over the next fanout ports, with enough flows to spread."""
+    ingress = _iface(rig.ports[0])
+    egress = [_iface(link) for link in rig.ports[1 : fanout + 1]]
+    rig.ops.add_balanced(rig.xdpfwd_pins, ingress, egress, mode="native", egress_spec=egress_spec)
+    rig.set_flows(max(rig.flows, BALANCED_FLOWS))
+    try:
+        _loss_accounting(rig, True)
+        yield
+    finally:
+        rig.set_flows(rig.flows)
+        rig.ops.delete(rig.xdpfwd_pins, ingress)
 
 
 @contextmanager
@@ -344,6 +382,30 @@ def run(
                         f"broadcast_bare_{n}",
                     ),
                 )
+            ),
+            *(
+                row
+                for n in FANOUTS
+                for row in (
+                    (
+                        f"spread_bare_{n}",
+                        f"bare spread over {n} ports ({BALANCED_FLOWS} flows)",
+                        partial(_bare_spread, fanout=n),
+                        BASELINE,
+                    ),
+                    (
+                        f"balanced_no_egress_{n}",
+                        f"xdpfwd balanced over {n} ports, --no-egress",
+                        partial(_balanced, fanout=n, egress_spec=NO_EGRESS),
+                        f"spread_bare_{n}",
+                    ),
+                )
+            ),
+            (
+                f"balanced_{max(FANOUTS)}",
+                f"xdpfwd balanced over {max(FANOUTS)} ports (per-port counters)",
+                partial(_balanced, fanout=max(FANOUTS)),
+                f"spread_bare_{max(FANOUTS)}",
             ),
             (
                 f"multicast_{MCAST_RECEIVERS}",

@@ -1,4 +1,4 @@
-"""`xdpfwd add/del/list/prune/down`: forwarding entries, one per ingress port, and the
+"""`xdpfwd add/del/list/down`: forwarding entries, one per ingress port, and the
 ports that run xdpfwd's program for them."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from xdpfwd.model import (
     STATE_OK,
     AddResult,
     Attachment,
+    BalanceInfo,
     DelResult,
     DownResult,
     EgressSpec,
@@ -22,10 +23,10 @@ from xdpfwd.model import (
     Iface,
     Listing,
     PortRow,
-    PruneResult,
 )
 from xdpfwd.model.counters import Snapshot
-from xdpfwd.state import entries, health, multicast
+from xdpfwd.state import balance, entries, health, intent, multicast
+from xdpfwd.state.config import EntryConf
 from xdpfwd.state.counters import entry_redirects, snapshot
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
@@ -39,7 +40,7 @@ from xdpfwd.state.ports import (
     release_idle,
     teardown,
 )
-from xdpfwd.state.transaction import Change, change, editing, tidy
+from xdpfwd.state.transaction import Change, change, editing
 
 
 def resolve(name: str, allow_gone: bool = False) -> Iface:
@@ -114,13 +115,16 @@ def add(
         check_layout=entries.layout_check(egress_spec),
     ) as c:
         _check_not_members(c.dp, [plan.link for plan in c.plans])
-        loop_warning = _check_no_loop(c, pairs, force)
+        adding = {ingress: {egress} for ingress, egress in pairs}
+        loop_warning = health.refuse_loops(c.dp, c.links, adding, force)
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = entries.prog_fd(c, egress_spec, user)
         rewrite = entries.rewrite_of(egress_spec, c.links[out_link.ifindex])
         attachments = [_attach_forwarding_port(c, plan, mode, on_miss) for plan in c.plans]
         for src, dst in pairs:
             entries.write(c, src, dst, prog_fd, rewrite)
+            balance.remove(c, src)  # a balanced entry the port had: the single one won
+        _record(c, pairs, egress_spec, mode)
         result = AddResult(
             entries=[(known(s, c.links), known(d, c.links)) for s, d in pairs],
             attachments=attachments,
@@ -137,24 +141,12 @@ def add(
     return replace(result, warnings=(*loop_warning, *c.notes, *warnings))
 
 
-def _check_no_loop(c: Change, pairs: list[tuple[int, int]], force: bool) -> tuple[str, ...]:
-    """Refuse entries that close a forwarding loop (a warning with force)."""
-    entries = {
-        port: e.egress_ifindex for port in c.dp.ports.ifindexes() if (e := c.dp.fwd.get(port))
-    }
-    entries.update(pairs)
-    cycle = health.forwarding_loop(entries, c.links)
-    if not cycle:
-        return ()
-    label = lambda port: known(port, c.links).label  # noqa: E731
-    hops = ", ".join(f"{label(port)} -> {label(entries[port])}" for port in cycle)
-    message = (
-        f"these entries would forward frames round a loop forever: {hops}, and what "
-        f"leaves {label(entries[cycle[-1]])} enters its veth peer {label(cycle[0])}"
-    )
-    if not force:
-        raise XdpfwdError(f"{message}; refused (--force to add them anyway)")
-    return (message,)
+def _record(c: Change, pairs: list[tuple[int, int]], spec: EgressSpec, mode: str) -> None:
+    """What add asked for, in the recorded configuration."""
+    name = lambda port: c.links[port].ifname  # noqa: E731
+    wanted = [EntryConf(name(src), name(dst), spec) for src, dst in pairs]
+    verdicts = {name(src): c.dp.ports.get(src).on_miss_name for src, _ in pairs}
+    intent.update(c, lambda r: intent.with_entries(r, wanted, mode, verdicts))
 
 
 def _attach_forwarding_port(
@@ -180,6 +172,8 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     with editing(pins) as c:
         if c is None:
             raise no_entry
+        if c.dp.fwd.get(ingress.ifindex) is None and balance.hash_of(c.dp, ingress.ifindex):
+            return _delete_balanced(c, ingress)
         if c.dp.fwd.get(ingress.ifindex) is None:
             if c.dp.groups.group_id(ingress.ifindex) is not None:
                 raise XdpfwdError(
@@ -188,6 +182,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
                 )
             raise no_entry
         entry = entries.remove(c, ingress.ifindex)
+        _forget(c, ingress)
         detached = release_idle(c.dp, c.undo, c.links)
     return DelResult(
         removed=known(ingress.ifindex, c.links),
@@ -196,14 +191,32 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     )
 
 
-def prune(pins: PinDir) -> PruneResult:
-    """Forget what deleted devices left behind, and detach from idle ports."""
-    prereqs.require_privileges("prune")
-    with editing(pins) as c:
-        if c is None:
-            return PruneResult([], [], [])
-        gone, emptied, detached = tidy(c.dp, c.undo, c.links)
-    return PruneResult(gone, emptied, detached)
+def _delete_balanced(c: Change, ingress: Iface) -> DelResult:
+    targets = balance.remove(c, ingress.ifindex)
+    recorded = intent.load(c.dp.pins)
+    conf = recorded.balanced(ingress.ifname) if recorded and ingress.ifname else None
+    if conf is not None:
+        by_name = {link.ifname: link.ifindex for link in c.links.values()}
+        egress = [by_name.get(name, recorded.bound.get(name, 0)) for name in conf.ports]
+    else:
+        egress = sorted(targets)
+    _forget(c, ingress)
+    detached = release_idle(c.dp, c.undo, c.links)
+    balanced = tuple(known(port, c.links) for port in egress)
+    return DelResult(
+        removed=known(ingress.ifindex, c.links),
+        egress=balanced[0] if balanced else Iface(0, None),
+        detached=detached,
+        balanced=balanced,
+    )
+
+
+def _forget(c: Change, ingress: Iface) -> None:
+    """The entry out of the recorded configuration (named as bound, if it is gone)."""
+    recorded = intent.load(c.dp.pins)
+    name = ingress.ifname or (recorded.name_of(ingress.ifindex) if recorded else None)
+    if name is not None:
+        intent.update(c, lambda r: intent.without_entry(r, name))
 
 
 def list_ports(pins: PinDir) -> Listing:
@@ -216,12 +229,13 @@ def list_ports(pins: PinDir) -> Listing:
         counted = snapshot(dp, links)
         groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
+        recorded = intent.load(pins) or intent.Intent()
         sources = multicast.sources_of(dp)
         with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
             problems += health.flood_problems([*member_of, *sources], links, dp.frags)
             rows = [
                 _with_multicast(
-                    _port_row(dp, port, links, member_of, counted, problems),
+                    _port_row(dp, port, links, member_of, counted, problems, recorded),
                     sources.get(port, []),
                 )
                 for port in sorted(dp.ports.ifindexes())
@@ -265,6 +279,7 @@ def _port_row(
     member_of: dict[int, str],
     counted: Snapshot,
     problems: list[health.Problem],
+    recorded: intent.Intent,
 ) -> PortRow:
     link = links.get(port)
     entry = dp.fwd.get(port)
@@ -273,9 +288,20 @@ def _port_row(
     attached = link is not None and link.xdp_prog_id == dp.prog_id
     settings = dp.ports.get(port) or maps.PortSettings()
     flooding = dp.groups.group_id(port) is not None
-    state = health.port_state(link, egress, attached, entry is not None, group, settings, flooding)
+    balanced = None
+    if entry is None and balance.hash_of(dp, port):
+        conf = recorded.balanced(link.ifname) if link else None
+        balanced = balance.info(dp, port, links, conf, recorded.bound)
+    has_entry = entry is not None or balanced is not None
+    state = health.port_state(link, egress, attached, has_entry, group, settings, flooding)
     has_egress = entry is not None and dp.layout.has_egress
     counters = counted.ports[port].counters or maps.PortStats()
+    if entry is not None and has_egress:
+        egress_counters = _entry_counters(dp, port, entry, counters)
+    elif balanced is not None and dp.layout.has_egress:
+        egress_counters = _balanced_counters(dp, port, balanced, counters)
+    else:
+        egress_counters = None
     return PortRow(
         ingress=known(port, links),
         egress=egress,
@@ -285,14 +311,15 @@ def _port_row(
         on_miss=settings.on_miss_name,
         state=state,
         counters=counters,
-        egress_prog=entries.describe(dp, entry),
+        egress_prog=balance.describe(dp, port) if balanced else entries.describe(dp, entry),
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
-        egress_counters=_entry_counters(dp, port, entry, counters) if has_egress else None,
+        egress_counters=egress_counters,
         group=group,
         lost=counted.port_losses(port),
         events=_events(counted, known(port, links), egress),
         forwarded=counted.forwarded(port),
         problems=tuple(p.line for p in problems if p.ifindex == port),
+        balance=balanced,
     )
 
 
@@ -304,6 +331,24 @@ def _entry_counters(
     if entry.egress_prog_id:
         return dp.egress_stats.read(port) or maps.EgressStats()
     return entry_redirects(dp, port, counters)
+
+
+def _balanced_counters(
+    dp: Dataplane, port: int, info: BalanceInfo, counters: maps.PortStats
+) -> maps.EgressStats:
+    """What a balanced entry sent: the sum of its ports' counts where its buckets count
+    per port, else as for a single entry (its buckets' program, or its port's
+    redirects)."""
+    counted = [p.counters for p in info.ports if p.counters is not None]
+    if counted:
+        return maps.EgressStats(
+            sum(c.tx_packets for c in counted),
+            sum(c.tx_bytes for c in counted),
+            sum(c.drop_packets for c in counted),
+            sum(c.drop_bytes for c in counted),
+        )
+    first = next((e for e in balance.table(dp, port) if e is not None), None)
+    return _entry_counters(dp, port, first or maps.FwdEntry(0, 0), counters)
 
 
 def down(pins: PinDir) -> DownResult:

@@ -8,7 +8,7 @@ from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import BroadcastDelResult, BroadcastResult, Iface
-from xdpfwd.state import entries, health
+from xdpfwd.state import balance, entries, health, intent
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import (
     DEFAULT_GROUP,
@@ -91,7 +91,12 @@ def broadcast(
         attachments = [_join(c, plan, group_map, flags, mode) for plan in c.plans]
         for member in current - set(joining):
             _set_flags(c, member, flags)  # the group's flag changes in place
-        converted = [known(port, c.links) for port in joining if entries.remove(c, port)]
+        converted = [
+            known(port, c.links)
+            for port in joining
+            if entries.remove(c, port) or balance.remove(c, port) is not None
+        ]
+        _record_members(c, group, joining, exclude_ingress, mode)
         result = BroadcastResult(
             group=group,
             created=created,
@@ -133,6 +138,18 @@ def _check_may_join(
             f"{link.ifname} forwards to {egress} (`xdpfwd add`); a port forwards or floods, "
             f"not both: `xdpfwd del {link.ifname}` first"
         )
+    if balance.hash_of(dp, link.ifindex) and not convert:
+        raise XdpfwdError(
+            f"{link.ifname} has a balanced entry (`xdpfwd add`); a port forwards or floods, "
+            f"not both: `xdpfwd del {link.ifname}` first"
+        )
+
+
+def _record_members(c: Change, group: str, ports: list[int], exclude: bool, mode: str) -> None:
+    """What broadcast asked for, in the recorded configuration."""
+    names = [c.links[port].ifname for port in ports]
+    verdicts = {c.links[port].ifname: c.dp.ports.get(port).on_miss_name for port in ports}
+    intent.update(c, lambda r: intent.with_members(r, group, names, exclude, mode, verdicts))
 
 
 def _join(c: Change, plan, group_map: maps.GroupMap, flags: int, mode: str):
@@ -187,5 +204,8 @@ def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:
             _set_flags(c, member.ifindex, 0)  # it floods no more
     detached = release_idle(dp, c.undo, c.links)
     c.after_commit.append(lambda: forget_pairs(dp, {m.ifindex for m in groups}))
+    recorded = intent.load(dp.pins)
+    names = [m.ifname or (recorded.name_of(m.ifindex) if recorded else None) for m in groups]
+    intent.update(c, lambda r: intent.without_members(r, [n for n in names if n]))
     emptied = [name for name in set(groups.values()) if not dp.open_group(name).members()]
     return BroadcastDelResult(list(groups), sorted(set(groups.values())), sorted(emptied), detached)

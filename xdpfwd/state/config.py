@@ -10,6 +10,10 @@
         to: eth2
         egress: built-in            # built-in (default), none, {src_mac: egress,
                                     # dst_mac: MAC}, or {program: FILE.c, function: NAME}
+      - from: eth5                  # balanced: flows spread over two or more ports
+        to: [eth6, eth7, eth8]
+        hash: symmetric             # optional: symmetric (default), l4, l3 or l2
+        weights: [2, 1, 1]          # optional: one per port, 1 each by default
     groups:                         # broadcast groups
       - name: default
         exclude_ingress: true
@@ -37,6 +41,7 @@ from xdpfwd.errors import InputError
 from xdpfwd.kernel import files
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import MODE_WORDS, MODES, EgressSpec
+from xdpfwd.state import buckets
 
 VERSION = 1
 TABLES = tuple(maps.TABLE_TYPES)
@@ -64,6 +69,21 @@ class EntryConf:
 
 
 @dataclass(frozen=True)
+class BalancedConf:
+    """A balanced entry: flows entering ingress spread over ports by weight."""
+
+    ingress: str
+    ports: tuple[str, ...]
+    weights: tuple[int, ...]
+    hash: str = "symmetric"
+    spec: EgressSpec = EgressSpec()
+    line: int = 0
+
+    def weight_map(self) -> dict[str, int]:
+        return dict(zip(self.ports, self.weights, strict=True))
+
+
+@dataclass(frozen=True)
 class GroupConf:
     name: str
     exclude_ingress: bool
@@ -87,15 +107,17 @@ class Config:
     ports: dict[str, PortConf] = field(default_factory=dict)
     forward: tuple[EntryConf, ...] = ()
     groups: tuple[GroupConf, ...] = ()
+    balanced: tuple[BalancedConf, ...] = ()  # in the file's forward list, to: [...]
     multicast: tuple[McastConf, ...] = ()
 
 
 class _Reader:
     """Walks composed YAML nodes; every error names the file and the line."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, check_files: bool = True):
         self.path = path
         self.base = os.path.dirname(os.path.abspath(path))
+        self.check_files = check_files
 
     def fail(self, node_or_line, reason: str):
         line = node_or_line if isinstance(node_or_line, int) else node_or_line.start_mark.line + 1
@@ -147,8 +169,10 @@ def load(path: str) -> Config:
     return parse(text, path)
 
 
-def parse(text: str, path: str = "<config>") -> Config:
-    r = _Reader(path)
+def parse(text: str, path: str = "<config>", check_files: bool = True) -> Config:
+    """Without check_files, egress program files need not exist (a recorded
+    configuration outlives them)."""
+    r = _Reader(path, check_files)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -182,20 +206,20 @@ def parse(text: str, path: str = "<config>") -> Config:
     table = r.choice(top["table"], "table", TABLES) if "table" in top else None
     value = r.choice(top["value"], "value", VALUES) if "value" in top else None
     ports = _ports(r, top["ports"]) if "ports" in top else {}
-    forward = (
-        tuple(_entry(r, n) for n in r.sequence(top["forward"], "forward"))
-        if "forward" in top
-        else ()
+    entries = (
+        [_entry(r, n) for n in r.sequence(top["forward"], "forward")] if "forward" in top else []
     )
+    forward = tuple(e for e in entries if isinstance(e, EntryConf))
     groups = (
         tuple(_group(r, n) for n in r.sequence(top["groups"], "groups")) if "groups" in top else ()
     )
+    balanced = tuple(e for e in entries if isinstance(e, BalancedConf))
     multicast = (
         tuple(_mcast(r, n) for n in r.sequence(top["multicast"], "multicast"))
         if "multicast" in top
         else ()
     )
-    config = Config(table, value, ports, forward, groups, multicast)
+    config = Config(table, value, ports, forward, groups, balanced, multicast)
     _check_roles(r, config)
     _check_multicast(r, config)
     return config
@@ -225,16 +249,41 @@ def _ports(r: _Reader, node) -> dict[str, PortConf]:
     return ports
 
 
-def _entry(r: _Reader, node) -> EntryConf:
-    fields_ = r.mapping(node, "a forward entry", ("from", "to", "egress"))
+def _entry(r: _Reader, node) -> EntryConf | BalancedConf:
+    fields_ = r.mapping(node, "a forward entry", ("from", "to", "egress", "hash", "weights"))
     for key in ("from", "to"):
         if key not in fields_:
             r.fail(node, f"a forward entry needs {key!r}")
+    if isinstance(fields_["to"], yaml.SequenceNode):
+        return _balanced(r, node, fields_)
+    for key in ("hash", "weights"):
+        if key in fields_:
+            r.fail(fields_[key], f"{key} is for balanced entries (to: a list of ports)")
     ingress, egress = r.text(fields_["from"], "from"), r.text(fields_["to"], "to")
     if ingress == egress:
         r.fail(node, f"{ingress} forwards to itself")
     spec = _egress(r, fields_["egress"]) if "egress" in fields_ else EgressSpec()
     return EntryConf(ingress, egress, spec, node.start_mark.line + 1)
+
+
+def _balanced(r: _Reader, node, fields_: dict) -> BalancedConf:
+    ingress = r.text(fields_["from"], "from")
+    ports = tuple(r.text(p, "a port") for p in r.sequence(fields_["to"], "to"))
+    weights: tuple[int, ...] = (1,) * len(ports)
+    if "weights" in fields_:
+        items = r.sequence(fields_["weights"], "weights")
+        texts = [r.text(w, "a weight") for w in items]
+        if not all(t.isdigit() for t in texts):
+            r.fail(fields_["weights"], "weights are whole numbers")
+        weights = tuple(int(t) for t in texts)
+    hash_mode = "symmetric"
+    if "hash" in fields_:
+        hash_mode = r.choice(fields_["hash"], "hash", tuple(maps.HASH_MODES))
+    reason = buckets.problem(ingress, ports, weights)
+    if reason:
+        r.fail(node, reason)
+    spec = _egress(r, fields_["egress"]) if "egress" in fields_ else EgressSpec()
+    return BalancedConf(ingress, ports, weights, hash_mode, spec, node.start_mark.line + 1)
 
 
 def _egress(r: _Reader, node) -> EgressSpec:
@@ -247,7 +296,7 @@ def _egress(r: _Reader, node) -> EgressSpec:
             r.fail(node, "an egress program replaces the rewrite: rewrite in the program")
         program = r.text(fields_["program"], "program")
         path = os.path.normpath(os.path.join(r.base, program))
-        if not os.path.isfile(path):
+        if r.check_files and not os.path.isfile(path):
             r.fail(fields_["program"], f"no egress program file {path}")
         function = r.text(fields_["function"], "function") if "function" in fields_ else None
         if function is not None and not function.isidentifier():
@@ -335,7 +384,7 @@ def _check_multicast(r: _Reader, config: Config) -> None:
 def _check_roles(r: _Reader, config: Config) -> None:
     """A port forwards with one entry or floods in one group, never both."""
     forwarding: dict[str, int] = {}
-    for entry in config.forward:
+    for entry in sorted((*config.forward, *config.balanced), key=lambda e: e.line):
         if entry.ingress in forwarding:
             r.fail(
                 entry.line, f"{entry.ingress} already forwards (line {forwarding[entry.ingress]})"
@@ -375,8 +424,9 @@ def to_dict(config: Config) -> dict:
             }
             for name, p in config.ports.items()
         }
-    if config.forward:
+    if config.forward or config.balanced:
         doc["forward"] = [_entry_dict(e) for e in config.forward]
+        doc["forward"] += [_balanced_dict(e) for e in config.balanced]
     if config.groups:
         doc["groups"] = [
             {"name": g.name, "exclude_ingress": g.exclude_ingress, "members": list(g.members)}
@@ -385,6 +435,16 @@ def to_dict(config: Config) -> dict:
     if config.multicast:
         doc["multicast"] = [_mcast_dict(g) for g in config.multicast]
     return doc
+
+
+def _balanced_dict(entry: BalancedConf) -> dict:
+    d: dict = {"from": entry.ingress, "to": list(entry.ports)}
+    if entry.hash != "symmetric":
+        d["hash"] = entry.hash
+    if set(entry.weights) != {1}:
+        d["weights"] = list(entry.weights)
+    _egress_dict(d, entry.spec)
+    return d
 
 
 def _mcast_dict(group: McastConf) -> dict:
@@ -398,14 +458,17 @@ def _mcast_dict(group: McastConf) -> dict:
 
 def _entry_dict(entry: EntryConf) -> dict:
     d: dict = {"from": entry.ingress, "to": entry.egress}
-    spec = entry.spec
+    _egress_dict(d, entry.spec)
+    return d
+
+
+def _egress_dict(d: dict, spec: EgressSpec) -> None:
     if spec.program == "none":
         d["egress"] = "none"
     elif spec.program == "user":
         d["egress"] = {"program": spec.user_file, "function": spec.user_func}
     elif spec.rewrites:
         d["egress"] = {k: v for k, v in (("src_mac", spec.src_mac), ("dst_mac", spec.dst_mac)) if v}
-    return d
 
 
 def dump(config: Config, fmt: str = "yaml") -> str:

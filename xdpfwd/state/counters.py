@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import astuple, replace
 
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
-from xdpfwd.state import multicast, tracing
+from xdpfwd.state import balance, multicast, tracing
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
@@ -30,7 +31,11 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | None = None) -> Snap
         port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
         for port in sorted(dp.ports.ifindexes())
     }
-    pairs = [*_entry_pairs(dp, ports, links, dp.invalid_verdicts()), *_group_pairs(dp, links)]
+    pairs = [
+        *_entry_pairs(dp, ports, links, dp.invalid_verdicts()),
+        *_group_pairs(dp, links),
+        *_balanced_pairs(dp, links),
+    ]
     pairs = [_with_events(pair, events) for pair in pairs] if traced else pairs
     tx: dict[int, list[PairCounters]] = {}
     for pair in pairs:
@@ -94,6 +99,31 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
                 stats.tx_bytes,
                 stats.drop_packets,
                 egress_invalid_packets=invalid.read(port) if invalid is not None else 0,
+            )
+
+
+def _balanced_pairs(dp: Dataplane, links):
+    """Each egress port of a balanced entry whose buckets count per pair (the
+    built-in egress program), with the buckets it has now."""
+    if dp.pairs is None or not dp.group_prog_id:
+        return  # plain ifindex entries: no egress programs, no pair counters
+    for ingress in balance.balanced_ports(dp):
+        table = balance.table(dp, ingress)
+        if not any(e is not None and e.egress_prog_id == dp.group_prog_id for e in table):
+            continue
+        now = Counter(e.egress_ifindex for e in table if e is not None)
+        egress = now.keys() | {e for i, e in dp.pairs.pairs() if i == ingress}
+        for port in sorted(egress):
+            c = dp.pairs.read(ingress, port) or maps.EgressStats()
+            yield PairCounters(
+                known(ingress, links),
+                known(port, links),
+                None,
+                "egress",
+                c.tx_packets,
+                c.tx_bytes,
+                c.drop_packets,
+                buckets=now.get(port, 0),
             )
 
 

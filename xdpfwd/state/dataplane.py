@@ -24,6 +24,11 @@ _BASE_PINS = (
     maps.PIN_PORT_STATS,
     maps.PIN_PORT_STATS + maps.PIN_HI_SUFFIX,
 )
+_BALANCE_PINS = (
+    maps.PIN_BALANCE,
+    maps.PIN_BALANCE + maps.PIN_HI_SUFFIX,
+    maps.PIN_BUCKETS,
+)
 # Only tables of bpf_devmap_val entries have egress programs.
 _EGRESS_PINS = (
     maps.PIN_PROG_EGRESS,
@@ -123,6 +128,12 @@ class Dataplane:
                 self.pairs = self._open(maps.PairStatsTable, maps.PIN_PAIR_STATS)
                 self.rewrites = self._open(maps.RewriteTable, maps.PIN_REWRITE)
                 self.user_progs = self._open(maps.UserProgTable, maps.PIN_USER_PROGS)
+            # Balanced entries: absent from pins set up before xdpfwd had them.
+            self.balance: maps.BalanceTable | None = None
+            self.buckets: maps.BucketTable | None = None
+            if maps.PIN_BALANCE in pins.known_names():
+                self.balance = self._open(maps.BalanceTable, maps.PIN_BALANCE)
+                self.buckets = self._open(maps.BucketTable, maps.PIN_BUCKETS)
             self.mcast = self._open_mcast() if maps.PIN_MCAST_SOURCES in pins.names() else None
         except BaseException:
             self._fds.close()
@@ -219,6 +230,8 @@ class Dataplane:
         required = list(_BASE_PINS)
         if maps.PIN_FWD in present and existing_layout(pins).has_egress:
             required += _EGRESS_PINS
+        if maps.PIN_BALANCE in present:  # pins made since xdpfwd had balanced entries
+            required += _BALANCE_PINS
         if present & set(_MCAST_PINS):
             required += _MCAST_PINS
             if maps.PIN_FWD in present and existing_layout(pins).has_egress:
@@ -350,6 +363,22 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
         raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
     if not compiling:
         return False
+    try:
+        # The configuration asked for is recorded from the start of a new pin dir
+        # (pins of an older xdpfwd get it with their next apply).
+        if maps.PIN_FWD not in present and maps.PIN_INTENT not in present:
+            maps.create_pinned_intent(pins.pin(maps.PIN_INTENT))
+            rollback.callback(os.unlink, pins.pin(maps.PIN_INTENT))
+        if maps.PIN_BUCKETS not in present:
+            maps.create_pinned_devmap_hash(
+                pins.pin(maps.PIN_BUCKETS),
+                "xdpfwd_buckets",
+                layout.value_size,
+                maps.BUCKETS_MAX_ENTRIES,
+            )
+            rollback.callback(os.unlink, pins.pin(maps.PIN_BUCKETS))
+    except OSError as e:
+        raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
     recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS)) or 0
     frags = bool(recorded & sc.BPF_F_XDP_HAS_FRAGS)
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.

@@ -14,10 +14,11 @@ flood those (too big to flood: counted, a warning rather than a failure).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from xdpfwd.errors import XdpfwdError
 from xdpfwd.kernel import netdev, offloads
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
@@ -123,10 +124,20 @@ def entry_problems(
     return problems
 
 
-def forwarding_loop(entries: dict[int, int], links: dict[int, netdev.Link]) -> list[int]:
+def forwarding_loop(
+    entries: Mapping[int, int | Collection[int]], links: dict[int, netdev.Link]
+) -> list[int]:
     """A cycle that frames would go round forever, as the ports it passes (empty if
-    none): each entry sends out of its egress, and what leaves a veth enters its peer,
-    which forwards again if it has an entry. Only peers in this namespace are known."""
+    none): each entry sends out of its egress (a balanced entry out of any of its
+    ports: some flows take each), and what leaves a veth enters its peer, which
+    forwards again if it has an entry. Only peers in this namespace are known."""
+    return [ingress for ingress, _ in loop_hops(entries, links)]
+
+
+def loop_hops(
+    entries: Mapping[int, int | Collection[int]], links: dict[int, netdev.Link]
+) -> list[tuple[int, int]]:
+    """The (ingress, egress) hops of a forwarding loop, as forwarding_loop finds it."""
 
     def far_end(port: int) -> int | None:
         link = links.get(port)
@@ -134,15 +145,75 @@ def forwarding_loop(entries: dict[int, int], links: dict[int, netdev.Link]) -> l
             return None
         return link.peer_ifindex if link.peer_ifindex in links else None
 
+    def egress_of(port: int) -> list[int]:
+        found = entries.get(port)
+        if found is None:
+            return []
+        return [found] if isinstance(found, int) else sorted(found)
+
     for start in entries:
-        path, port = [start], start
-        while (egress := entries.get(port)) is not None and (port := far_end(egress)):
-            if port == start:
-                return path
-            if port in path:
-                break  # a cycle that does not pass start: found from its own start
-            path.append(port)
+        # Depth first from start, back to it; a cycle that does not pass start is
+        # found from its own start.
+        path: list[tuple[int, int]] = []
+        stack = [(start, iter(egress_of(start)))]
+        seen = {start}
+        while stack:
+            port, untried = stack[-1]
+            egress = next(untried, None)
+            if egress is None:
+                stack.pop()
+                if path:
+                    path.pop()
+                continue
+            after = far_end(egress)
+            if after == start:
+                return [*path, (port, egress)]
+            if after is None or after in seen:
+                continue
+            seen.add(after)
+            path.append((port, egress))
+            stack.append((after, iter(egress_of(after))))
     return []
+
+
+def forwarding_graph(dp: Dataplane) -> dict[int, set[int]]:
+    """Where each port's entry sends: a single entry's egress, or each port a
+    balanced entry's buckets point at."""
+    graph = {}
+    for port in dp.ports.ifindexes():
+        entry = dp.fwd.get(port)
+        if entry is not None:
+            graph[port] = {entry.egress_ifindex}
+        elif dp.balance is not None and dp.balance.get(port) is not None:
+            graph[port] = {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+    return graph
+
+
+def refuse_loops(
+    dp: Dataplane,
+    links: dict[int, netdev.Link],
+    adding: dict[int, set[int]],
+    force: bool,
+) -> tuple[str, ...]:
+    """Raise XdpfwdError if the entries adding (ingress -> its egress ports, replacing
+    what ingress has) close a forwarding loop with those there are, single or
+    balanced; with force, the warning to print instead."""
+    graph = {**forwarding_graph(dp), **adding}
+    hops = loop_hops(graph, links)
+    if not hops:
+        return ()
+
+    def label(port: int) -> str:
+        return links[port].ifname if port in links else f"ifindex {port}"
+
+    path = ", ".join(f"{label(ingress)} -> {label(egress)}" for ingress, egress in hops)
+    message = (
+        f"these entries would forward frames round a loop forever: {path}, and what "
+        f"leaves {label(hops[-1][1])} enters its veth peer {label(hops[0][0])}"
+    )
+    if not force:
+        raise XdpfwdError(f"{message}; refused (--force to add them anyway)")
+    return (message,)
 
 
 def port_state(
@@ -168,13 +239,17 @@ def port_state(
 
 
 def managed_pairs(dp: Dataplane, groups: list[GroupInfo]) -> list[tuple[int, int]]:
-    """The (ingress, egress) pairs of a dataplane: its entries, every two members of a
-    broadcast group, and each multicast source with the receivers its copies go to."""
+    """The (ingress, egress) pairs of a dataplane: its entries (each egress port a
+    balanced entry's buckets point at), every two members of a broadcast group, and
+    each multicast source with the receivers its copies go to."""
     pairs = []
     for port in sorted(dp.ports.ifindexes()):
         entry = dp.fwd.get(port)
         if entry is not None:
             pairs.append((port, entry.egress_ifindex))
+        elif dp.balance is not None and dp.balance.get(port) is not None:
+            egress = {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+            pairs += [(port, e) for e in sorted(egress)]
     for group in groups:
         members = [m.ifindex for m in group.members]
         pairs += [(a, b) for a in members for b in members if a != b]

@@ -53,6 +53,10 @@ _MAPS = (
     maps.PIN_USER_PROGS,
     maps.PIN_TX_EVENTS,
     maps.PIN_ENTRY_INVALID,
+    maps.PIN_BALANCE,
+    maps.PIN_BALANCE + maps.PIN_HI_SUFFIX,
+    maps.PIN_BUCKETS,
+    maps.PIN_INTENT,
     maps.PIN_PROG_FLAGS,
     # Multicast groups (their devmaps are held by mcast_groups, never pinned).
     maps.PIN_MCAST_SOURCES,

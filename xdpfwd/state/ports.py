@@ -209,23 +209,39 @@ def _detach_ours(ifindex: int, prog_fd: int) -> None:
 def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Iface]:
     """Detach from ports that need xdpfwd no more, and forget their state.
 
-    A port needs it while it has an entry, is a broadcast member, is a multicast
-    source, or is the egress of an entry (so its on-miss verdict keeps applying to
-    what enters it).
+    A port needs it while it has an entry (single or balanced), is a broadcast
+    member, is a multicast source, or is the egress of an entry (so its on-miss
+    verdict keeps applying to what enters it).
     """
     ports = dp.ports.ifindexes()
     entries = {port: dp.fwd.get(port) for port in ports}
     targets = {entry.egress_ifindex for entry in entries.values() if entry}
+    balanced = _balanced_targets(dp, ports)
+    for egress in balanced.values():
+        targets |= egress
     sources = dp.mcast.source_ports() if dp.mcast is not None else set()
     released = []
     for port in ports:
         if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
+            continue
+        if port in balanced:
             continue
         if port in sources:
             continue
         release(dp, port, links, undo)
         released.append(known(port, links))
     return released
+
+
+def _balanced_targets(dp: Dataplane, ports: list[int]) -> dict[int, set[int]]:
+    """Ports with a balanced entry -> the egress ports its buckets point at."""
+    if dp.balance is None:
+        return {}
+    return {
+        port: {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+        for port in ports
+        if dp.balance.get(port) is not None
+    }
 
 
 def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> None:
@@ -258,6 +274,10 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
         dp.groups.delete(port)
         dp.ports.delete(port)
         dp.stats.delete(port)
+        if dp.balance is not None and dp.balance.get(port) is not None:
+            dp.balance.clear(port)
+            for bucket in range(maps.BUCKETS):
+                dp.buckets.remove(port, bucket)
         if dp.mcast is not None:
             dp.mcast.port_stats.delete(port)
         dp.forget_events(port)

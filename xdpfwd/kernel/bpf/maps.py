@@ -35,6 +35,10 @@ PIN_TRACE_LINK_PREFIX = "link_tp_"
 # prefix while `stats --watch` ran; still xdpfwd's to remove.
 PIN_TRACE_LEGACY_PREFIX = "trace_"
 PIN_REWRITE = "rewrite"
+PIN_BALANCE = "balance"
+PIN_BUCKETS = "buckets"
+# The configuration last asked for, by device name (user space only, no C side).
+PIN_INTENT = "intent"
 # The first pin in a pin dir xdpfwd creates, the last it removes: its mark of ownership.
 PIN_OWNER = "xdpfwd_owner"
 OWNER_NAME = "xdpfwd_owner"  # the marker map's own name, with its shape below
@@ -47,11 +51,18 @@ MAX_PORTS = 4096
 STATS_SLOTS = 1024
 MAX_PAIRS = 16384
 GROUP_MAX_MEMBERS = 64
+BUCKET_BITS = 8
+BUCKETS = 1 << BUCKET_BITS
+BUCKETS_MAX_ENTRIES = 65536
+# struct xdpfwd_balance.hash: what the hash of a balanced entry covers.
+HASH_MODES = {"symmetric": 1, "l4": 2, "l3": 3, "l2": 4}
 
 PIN_BENCH_CFG = "bench_cfg"
 PIN_BENCH_SINK = "bench_sink"
 PIN_BENCH_FWD = "bench_fwd"
 PIN_BENCH_FLOOD = "bench_flood"
+PIN_BENCH_SPREAD = "bench_spread"
+BENCH_SPREAD_MAX = 4
 BENCH_UDP_PORT = 9
 BENCH_SRC_PORT = 1024
 
@@ -74,7 +85,7 @@ _PAIR = struct.Struct("=II")  # struct xdpfwd_pair
 _PORT = struct.Struct("=II")  # struct xdpfwd_port
 _COUNTER = struct.Struct("=QQ")  # struct xdpfwd_counter
 _REWRITE = struct.Struct("=6s6sI")  # struct xdpfwd_rewrite
-_BENCH_CFG = struct.Struct("=II")  # struct xdpfwd_bench_cfg
+_BENCH_CFG = struct.Struct("=III")  # struct xdpfwd_bench_cfg
 _USER_PROG = struct.Struct("=256s64s32s")  # source path, function, sha256 of the source
 # Longest path and function name a record holds, NUL-terminated: a field without a NUL
 # was cut short (earlier versions truncated long paths) and is not trusted.
@@ -266,6 +277,98 @@ class ForwardTable(DevMap):
 
     def set(self, ingress: int, egress: int, prog_fd: int = 0) -> None:
         self._set(ingress, egress, prog_fd)
+
+
+class BucketTable(DevMap):
+    """Buckets of balanced entries: (ingress ifindex, bucket) -> egress (+ program)."""
+
+    @staticmethod
+    def key(ingress: int, bucket: int) -> int:
+        if not 0 < ingress < 1 << (32 - BUCKET_BITS):
+            raise ValueError(f"ifindex {ingress} is too large for a balanced entry")
+        return ingress << BUCKET_BITS | bucket
+
+    def get(self, ingress: int, bucket: int) -> FwdEntry | None:
+        return self._get(self.key(ingress, bucket))
+
+    def set(self, ingress: int, bucket: int, egress: int, prog_fd: int = 0) -> None:
+        self._set(self.key(ingress, bucket), egress, prog_fd)
+
+    def remove(self, ingress: int, bucket: int) -> bool:
+        return sc.map_delete(self.fd, _key(self.key(ingress, bucket)))
+
+    def table(self, ingress: int) -> list[FwdEntry | None]:
+        """Every bucket of ingress's entry, in bucket order (None: no egress)."""
+        return [self.get(ingress, bucket) for bucket in range(BUCKETS)]
+
+
+class BalanceTable:
+    """Balanced entries: ingress ifindex -> hash mode, in an array slot below
+    STATS_SLOTS and a hash above (pinned with PIN_HI_SUFFIX)."""
+
+    _VALUE = struct.Struct("=II")  # struct xdpfwd_balance
+
+    def __init__(self, path: str):
+        self.slots = PinnedMap(path)
+        try:
+            self.high = PinnedMap(path + PIN_HI_SUFFIX)
+        except BaseException:
+            self.slots.close()
+            raise
+
+    def close(self) -> None:
+        self.slots.close()
+        self.high.close()
+
+    def _map(self, ifindex: int) -> PinnedMap:
+        return self.slots if ifindex < STATS_SLOTS else self.high
+
+    def get(self, ifindex: int) -> str | None:
+        """The hash mode of ifindex's balanced entry, or None."""
+        raw = sc.map_lookup(self._map(ifindex).fd, _key(ifindex), self._VALUE.size)
+        mode = self._VALUE.unpack(raw)[0] if raw is not None else 0
+        return next((name for name, value in HASH_MODES.items() if value == mode), None)
+
+    def set(self, ifindex: int, mode: str) -> None:
+        value = self._VALUE.pack(HASH_MODES[mode], 0)
+        sc.map_update(self._map(ifindex).fd, _key(ifindex), value)
+
+    def clear(self, ifindex: int) -> None:
+        if ifindex < STATS_SLOTS:
+            sc.map_update(self.slots.fd, _key(ifindex), self._VALUE.pack(0, 0))
+        else:
+            self.high.delete(ifindex)
+
+
+class IntentStore(PinnedMap):
+    """A document kept in a map of INTENT_CHUNK-byte chunks: key 0 holds its length,
+    keys 1.. its bytes. Written and read under the pin directory's lock."""
+
+    def read(self) -> bytes | None:
+        head = sc.map_lookup(self.fd, _key(0), self.info.value_size)
+        if head is None:
+            return None
+        size = _U32.unpack_from(head)[0]
+        chunks = []
+        for index in range(1, -(-size // self.info.value_size) + 1):
+            chunk = sc.map_lookup(self.fd, _key(index), self.info.value_size)
+            if chunk is None:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)[:size]
+
+    def write(self, data: bytes) -> None:
+        size = self.info.value_size
+        count = -(-len(data) // size)
+        if count >= self.info.max_entries:
+            raise OSError(errno.E2BIG, f"{len(data)} bytes do not fit the intent map")
+        for index in range(count):
+            chunk = data[index * size : (index + 1) * size]
+            sc.map_update(self.fd, _key(index + 1), chunk.ljust(size, b"\0"))
+        sc.map_update(self.fd, _key(0), _U32.pack(len(data)).ljust(size, b"\0"))
+        for key in sc.map_keys(self.fd, _U32.size):
+            if _U32.unpack(key)[0] > count:
+                sc.map_delete(self.fd, key)
 
 
 class GroupMap(DevMap):
@@ -531,8 +634,8 @@ def read_prog_flags(path: str) -> int | None:
 
 
 class BenchConfig(PinnedMap):
-    def set(self, target_ifindex: int, flows: int) -> None:
-        sc.map_update(self.fd, _key(0), _BENCH_CFG.pack(target_ifindex, flows))
+    def set(self, target_ifindex: int, flows: int, spread: int = 0) -> None:
+        sc.map_update(self.fd, _key(0), _BENCH_CFG.pack(target_ifindex, flows, spread))
 
 
 class SinkCounter(PinnedMap):
@@ -556,9 +659,32 @@ def value_format_name(value_size: int) -> str:
     raise ValueError(f"devmap value size {value_size} is neither an ifindex nor a bpf_devmap_val")
 
 
-def create_pinned_devmap_hash(path: str, name: str = "xdpfwd_fwd", value_size: int = 8) -> None:
+def create_pinned_devmap_hash(
+    path: str, name: str = "xdpfwd_fwd", value_size: int = 8, max_entries: int = FWD_MAX_ENTRIES
+) -> None:
     """Create and pin a forwarding DEVMAP_HASH (BCC cannot create this map type)."""
-    fd = sc.map_create(sc.MAP_TYPE_DEVMAP_HASH, _U32.size, value_size, FWD_MAX_ENTRIES, name)
+    fd = sc.map_create(sc.MAP_TYPE_DEVMAP_HASH, _U32.size, value_size, max_entries, name)
+    try:
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+INTENT_CHUNK = 4096
+INTENT_MAX_CHUNKS = 256
+BPF_F_NO_PREALLOC = 1
+
+
+def create_pinned_intent(path: str) -> None:
+    """Create and pin the (empty) map that keeps the configuration asked for."""
+    fd = sc.map_create(
+        sc.MAP_TYPE_HASH,
+        _U32.size,
+        INTENT_CHUNK,
+        INTENT_MAX_CHUNKS,
+        "xdpfwd_intent",
+        flags=BPF_F_NO_PREALLOC,
+    )
     try:
         sc.obj_pin(fd, path)
     finally:

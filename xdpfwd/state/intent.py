@@ -1,0 +1,239 @@
+"""The configuration last asked for, by device name, kept in the pins: what `follow`,
+`prune` and `apply` bring the running state back to when devices come and go.
+
+Every command that changes what is wanted (add, del, broadcast, apply) records it
+inside its change, so it is undone with the change. The record also keeps the
+bucket layout of each balanced entry and the ifindex each name was last bound to.
+Pins set up by an older xdpfwd have no record until the next `apply`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from xdpfwd.errors import BpfError
+from xdpfwd.kernel import netdev
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.state import buckets, config
+from xdpfwd.state.config import BalancedConf, Config, EntryConf, GroupConf, PortConf
+from xdpfwd.state.pins import PinDir
+from xdpfwd.state.transaction import Change
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Intent:
+    config: Config = field(default_factory=Config)
+    layouts: dict[str, buckets.Layout] = field(default_factory=dict)  # balanced ingress ->
+    bound: dict[str, int] = field(default_factory=dict)  # name -> ifindex last bound
+
+    def balanced(self, name: str) -> BalancedConf | None:
+        return next((e for e in self.config.balanced if e.ingress == name), None)
+
+    def layout(self, entry: BalancedConf) -> buckets.Layout:
+        """The entry's recorded layout, or a fresh one if none fits its ports."""
+        layout = self.layouts.get(entry.ingress)
+        if layout is None or set(buckets.counts(layout)) - set(entry.ports):
+            return buckets.fresh(entry.weight_map())
+        return layout
+
+    def recorded_layouts(self) -> dict[str, tuple[dict[str, int], buckets.Layout]]:
+        """Balanced ingress -> (weights, layout), as buckets.choose() takes them."""
+        return {e.ingress: (e.weight_map(), self.layout(e)) for e in self.config.balanced}
+
+    def name_of(self, ifindex: int) -> str | None:
+        return next((name for name, bound in self.bound.items() if bound == ifindex), None)
+
+
+def to_text(intent: Intent) -> str:
+    layouts = {}
+    for entry in intent.config.balanced:
+        if entry.ingress in intent.layouts:
+            layouts[entry.ingress] = buckets.encode(intent.layouts[entry.ingress], entry.ports)
+    doc = {
+        "version": VERSION,
+        "config": config.to_dict(intent.config),
+        "layouts": layouts,
+        "bound": intent.bound,
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def from_text(text: str) -> Intent:
+    """Raises ValueError (config.ConfigError included) for a record this xdpfwd
+    cannot read."""
+    doc = json.loads(text)
+    if doc.get("version") != VERSION:
+        raise ValueError(f"recorded configuration version {doc.get('version')!r}")
+    wanted = config.parse(json.dumps(doc["config"]), "recorded configuration", check_files=False)
+    layouts = {}
+    for entry in wanted.balanced:
+        layout = buckets.decode(doc.get("layouts", {}).get(entry.ingress, ""), entry.ports)
+        if layout is not None:
+            layouts[entry.ingress] = layout
+    bound = {str(k): int(v) for k, v in doc.get("bound", {}).items()}
+    return Intent(wanted, layouts, bound)
+
+
+def _open(pins: PinDir) -> maps.IntentStore | None:
+    try:
+        return maps.IntentStore(pins.pin(maps.PIN_INTENT))
+    except FileNotFoundError:
+        return None
+
+
+def load(pins: PinDir) -> Intent | None:
+    """The recorded configuration; None when there is none (or it is unreadable,
+    which is logged). Call with the pin directory locked."""
+    store = _open(pins)
+    if store is None:
+        return None
+    try:
+        raw = store.read()
+    finally:
+        store.close()
+    if raw is None:
+        return Intent()
+    try:
+        return from_text(raw.decode())
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        log.warning("the recorded configuration in %s is unreadable (%s); ignored", pins.path, e)
+        return None
+
+
+def store(c: Change, intent: Intent, create: bool = False) -> None:
+    """Record intent within the change (undone with it). Without create, pins that
+    have no record yet keep having none. Raises BpfError."""
+    pins = c.dp.pins
+    handle = _open(pins)
+    try:
+        if handle is None:
+            if not create:
+                return
+            maps.create_pinned_intent(pins.pin(maps.PIN_INTENT))
+            c.undo.callback(os.unlink, pins.pin(maps.PIN_INTENT))
+            handle = maps.IntentStore(pins.pin(maps.PIN_INTENT))
+        c.resources.callback(handle.close)
+        previous = handle.read()
+        handle.write(to_text(intent).encode())
+    except OSError as e:
+        raise BpfError(f"recording the configuration in {pins.path} failed: {e.strerror}") from e
+    if previous is not None:
+        c.undo.callback(handle.write, previous)
+
+
+def update(c: Change, edit: Callable[[Intent], Intent]) -> None:
+    """Record edit(the recorded configuration) within the change, with the names the
+    change's links now have bound; nothing when there is no record."""
+    current = load(c.dp.pins)
+    if current is not None:
+        store(c, bind(edit(current), c.links))
+
+
+def bind(intent: Intent, links: dict[int, netdev.Link]) -> Intent:
+    """The record with the ifindex of every name it has that a device now has."""
+    names = _names(intent.config)
+    bound = {name: ifindex for name, ifindex in intent.bound.items() if name in names}
+    bound.update({link.ifname: link.ifindex for link in links.values() if link.ifname in names})
+    return replace(intent, bound=bound)
+
+
+def _names(wanted: Config) -> set[str]:
+    names = {e.ingress for e in wanted.forward} | {e.egress for e in wanted.forward}
+    for entry in wanted.balanced:
+        names |= {entry.ingress, *entry.ports}
+    names |= {m for g in wanted.groups for m in g.members} | set(wanted.ports)
+    return names
+
+
+# --- edits: what each command asks for ---------------------------------------------------
+
+
+def _without_roles(wanted: Config, names: Iterable[str]) -> Config:
+    """wanted with names forwarding nowhere and in no group (an emptied group goes),
+    and without their port settings (a port without a role is not attached)."""
+    names = set(names)
+    groups = []
+    for group in wanted.groups:
+        members = tuple(m for m in group.members if m not in names)
+        if members:
+            groups.append(replace(group, members=members))
+    return replace(
+        wanted,
+        forward=tuple(e for e in wanted.forward if e.ingress not in names),
+        balanced=tuple(e for e in wanted.balanced if e.ingress not in names),
+        groups=tuple(groups),
+        ports={name: conf for name, conf in wanted.ports.items() if name not in names},
+    )
+
+
+def _with_port(wanted: Config, before: Config, name: str, mode: str, on_miss: str) -> Config:
+    """wanted with name's port settings: mode (auto keeps the one before), on_miss."""
+    old = before.ports.get(name, PortConf())
+    ports = {**wanted.ports, name: PortConf(mode if mode != "auto" else old.mode, on_miss)}
+    return replace(wanted, ports=ports)
+
+
+def with_entries(
+    intent: Intent, entries: list[EntryConf], mode: str, on_miss: dict[str, str]
+) -> Intent:
+    """`add`: each entry's ingress forwards to its egress, and nothing else."""
+    wanted = _without_roles(intent.config, [e.ingress for e in entries])
+    wanted = replace(wanted, forward=(*wanted.forward, *entries))
+    for entry in entries:
+        wanted = _with_port(wanted, intent.config, entry.ingress, mode, on_miss[entry.ingress])
+    layouts = {k: v for k, v in intent.layouts.items() if k not in on_miss}
+    return replace(intent, config=wanted, layouts=layouts)
+
+
+def with_balanced(
+    intent: Intent, entry: BalancedConf, layout: buckets.Layout, mode: str, on_miss: str
+) -> Intent:
+    """`add` with several egress ports: ingress balances over them, and nothing else."""
+    wanted = _without_roles(intent.config, [entry.ingress])
+    wanted = replace(wanted, balanced=(*wanted.balanced, entry))
+    wanted = _with_port(wanted, intent.config, entry.ingress, mode, on_miss)
+    return replace(intent, config=wanted, layouts={**intent.layouts, entry.ingress: layout})
+
+
+def without_entry(intent: Intent, ingress: str) -> Intent:
+    """`del`: ingress forwards nowhere."""
+    layouts = {k: v for k, v in intent.layouts.items() if k != ingress}
+    return replace(intent, config=_without_roles(intent.config, [ingress]), layouts=layouts)
+
+
+def with_members(
+    intent: Intent,
+    group: str,
+    members: list[str],
+    exclude_ingress: bool,
+    mode: str,
+    on_miss: dict[str, str],
+) -> Intent:
+    """`broadcast`: members flood in group (and do nothing else)."""
+    wanted = _without_roles(intent.config, members)
+    groups = list(wanted.groups)
+    index = next((i for i, g in enumerate(groups) if g.name == group), None)
+    if index is None:
+        groups.append(GroupConf(group, exclude_ingress, tuple(members)))
+    else:
+        old = groups[index]
+        joined = (*old.members, *(m for m in members if m not in old.members))
+        groups[index] = replace(old, exclude_ingress=exclude_ingress, members=joined)
+    wanted = replace(wanted, groups=tuple(groups))
+    for name in members:
+        wanted = _with_port(wanted, intent.config, name, mode, on_miss[name])
+    layouts = {k: v for k, v in intent.layouts.items() if k not in members}
+    return replace(intent, config=wanted, layouts=layouts)
+
+
+def without_members(intent: Intent, members: list[str]) -> Intent:
+    """`broadcast del`: members leave their groups."""
+    return replace(intent, config=_without_roles(intent.config, members))
