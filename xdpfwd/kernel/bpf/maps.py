@@ -410,16 +410,22 @@ class GroupMap(DevMap):
         return key is not None and sc.map_delete(self.fd, _key(key))
 
 
-class GroupsTable(PinnedMap):
-    """Broadcast member ports: port ifindex -> its group's devmap (a map of maps)."""
+class MapOfMaps(PinnedMap):
+    """A map of maps keyed by a u32: written with an inner map's fd, read back as its
+    id (the kernel returns ids, not fds)."""
 
-    def set(self, port: int, group_fd: int) -> None:
-        sc.map_update(self.fd, _key(port), _U32.pack(group_fd))
+    def set(self, key: int, inner_fd: int) -> None:
+        sc.map_update(self.fd, _key(key), _U32.pack(inner_fd))
 
-    def group_id(self, port: int) -> int | None:
-        """The id of the port's group devmap (the kernel returns ids, not fds)."""
-        raw = sc.map_lookup(self.fd, _key(port), _U32.size)
+    def inner_id(self, key: int) -> int | None:
+        raw = sc.map_lookup(self.fd, _key(key), _U32.size)
         return None if raw is None else _U32.unpack(raw)[0]
+
+
+class GroupsTable(MapOfMaps):
+    """Broadcast member ports: port ifindex -> its group's devmap."""
+
+    group_id = MapOfMaps.inner_id
 
 
 class PortTable(PinnedMap):
@@ -870,16 +876,10 @@ class McastSourceTable(PinnedMap):
         return sc.map_delete(self.fd, group.key(ifindex))
 
 
-class McastGroupsTable(PinnedMap):
+class McastGroupsTable(MapOfMaps):
     """Group slot -> the group's devmap (an array of maps)."""
 
-    def set(self, slot: int, devmap_fd: int) -> None:
-        sc.map_update(self.fd, _key(slot), _U32.pack(devmap_fd))
-
-    def devmap_id(self, slot: int) -> int | None:
-        """The id of the slot's devmap (the kernel returns ids, not fds)."""
-        raw = sc.map_lookup(self.fd, _key(slot), _U32.size)
-        return None if raw is None else _U32.unpack(raw)[0]
+    devmap_id = MapOfMaps.inner_id
 
     def clear(self, slot: int) -> None:
         sc.map_delete(self.fd, _key(slot))
