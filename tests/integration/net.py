@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import select
 import socket
 import struct
@@ -54,6 +55,12 @@ def popen(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
 
 def namespaces() -> set[str]:
     return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+def lab_namespaces() -> set[str]:
+    """The namespaces of xdpfwd's demo and bench labs (xd<pid>p<i>, xb<pid>p<i>): what
+    their tests must find removed, whatever other test runs do meanwhile."""
+    return {name for name in namespaces() if re.fullmatch(r"x[bd]\d+p\d+", name)}
 
 
 def pins_left(pin_dir: str) -> list[str]:

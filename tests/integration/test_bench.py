@@ -15,14 +15,14 @@ from xdpfwd.ops import benchmark as bench
 from xdpfwd.state import lab
 
 from .conftest import RUN_ID
-from .net import in_netns, namespaces, pins_left, popen, sh, xdpfwd_cmd
+from .net import in_netns, lab_namespaces, namespaces, pins_left, popen, sh, xdpfwd_cmd
 
 
 @pytest.mark.parametrize("count", [1, 1000, 100_000])
 def test_generator_sends_exactly_n_frames_through_a_plain_redirect(scratch_ns, pin_dir, count):
     from xdpfwd.state.pins import PinDir
 
-    before = namespaces()
+    before = lab_namespaces()
     with in_netns(scratch_ns), ExitStack() as stack:
         rig = bench._Rig(ops, stack, PinDir.parse(pin_dir), 2, [0], 64, flows=4)
         with bench._baseline(rig):
@@ -35,7 +35,7 @@ def test_generator_sends_exactly_n_frames_through_a_plain_redirect(scratch_ns, p
             delivered, nbytes = rig.sink.read()
     assert delivered - start == count
     assert nbytes % 64 == 0
-    assert namespaces() == before
+    assert lab_namespaces() == before
 
 
 def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
@@ -91,16 +91,19 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
 
 def test_interrupted_lab_up_leaves_nothing(scratch_ns):
     name = f"i{RUN_ID}"
-    before = namespaces()
+
+    def ours() -> set[str]:
+        return {ns for ns in namespaces() if ns.startswith(name)}
+
     proc = popen(xdpfwd_cmd(scratch_ns, "lab", "up", "--ports", "60", "--name", name))
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(namespaces() - before) < 3:
+    while time.monotonic() < deadline and len(ours()) < 3:
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     try:
         assert proc.returncode == 130, err
-        assert namespaces() == before
+        assert ours() == set()
         links = json.loads(sh("ip", "-n", scratch_ns, "-j", "link").stdout)
         assert [link["ifname"] for link in links] == ["lo"]
     finally:

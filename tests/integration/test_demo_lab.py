@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from .conftest import RUN_ID
-from .net import namespaces, pins_left, popen, sh, xdpfwd_cmd
+from .net import lab_namespaces, namespaces, pins_left, popen, sh, xdpfwd_cmd
 
 
 def run_in(ns, *args, pin_dir="/sys/fs/bpf/unused"):
@@ -16,12 +16,12 @@ def run_in(ns, *args, pin_dir="/sys/fs/bpf/unused"):
 
 
 def test_demo_forwards_pings_both_ways_and_cleans_up(scratch_ns, pin_dir):
-    before = namespaces()
+    before = lab_namespaces()
     result = run_in(scratch_ns, "demo", "--count", "2", pin_dir=pin_dir)
     assert result.returncode == 0, result.stderr
     assert "demo passed" in result.stdout
     assert result.stdout.count(" ok ") >= 2  # two ping rows, plus the entry states
-    assert namespaces() == before
+    assert lab_namespaces() == before
     links = json.loads(sh("ip", "-n", scratch_ns, "-j", "link").stdout)
     assert [link["ifname"] for link in links] == ["lo"]
     assert pins_left(pin_dir) == []
@@ -52,17 +52,17 @@ def test_lab_up_status_down(scratch_ns):
 
 
 def test_interrupted_demo_leaves_nothing(scratch_ns, pin_dir):
-    before = namespaces()
+    before = lab_namespaces()
     proc = popen(xdpfwd_cmd(scratch_ns, "--pin-dir", pin_dir, "demo", "--count", "50"))
     # Wait until the lab exists and forwarding is set up, then interrupt.
     demo_pins = f"{pin_dir}-demo-{proc.pid}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not os.path.isdir(demo_pins) and proc.poll() is None:
         time.sleep(0.05)
-    assert namespaces() - before, f"the demo built no lab: {proc.poll()} {proc.stderr.read()}"
+    assert lab_namespaces() - before, f"the demo built no lab: {proc.poll()} {proc.stderr.read()}"
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert namespaces() == before
+    assert lab_namespaces() == before
     assert pins_left(pin_dir) == []
