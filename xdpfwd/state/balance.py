@@ -121,7 +121,7 @@ def write(
     check_supported(dp)
     for egress, rewrite in rewrites.items():
         if rewrite is not None:
-            _set_rewrite(c, ingress, egress, rewrite)
+            entries.set_rewrite(c, ingress, egress, rewrite)
     prog_id = _prog_id(prog_fd)
     changed = 0
     for bucket, (have, want) in enumerate(zip(table(dp, ingress), wanted, strict=True)):
@@ -151,16 +151,6 @@ def write(
     keep = set(rewrites) | {e for e in wanted if e}
     c.after_commit.append(lambda: _forget_others(dp, ingress, keep, rewrites))
     return changed
-
-
-def _set_rewrite(c: Change, ingress: int, egress: int, rewrite: maps.Rewrite) -> None:
-    dp = c.dp
-    old = dp.rewrites.get(ingress, egress)
-    map_write(dp.rewrites.set, ingress, egress, rewrite)
-    if old is None:
-        c.undo.callback(dp.rewrites.forget, ingress, egress)
-    else:
-        c.undo.callback(dp.rewrites.set, ingress, egress, old)
 
 
 def _forget_others(dp: Dataplane, ingress: int, keep: set[int], rewrites: dict) -> None:

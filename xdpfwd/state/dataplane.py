@@ -192,6 +192,12 @@ class Dataplane:
                 return None
         return self._invalid
 
+    def forget_invalid(self, ingress: int) -> None:
+        """Drop an entry's invalid-verdict count (its program or pair is gone)."""
+        invalid = self.invalid_verdicts()
+        if invalid is not None:
+            invalid.delete(ingress)
+
     def group_names(self) -> list[str]:
         try:
             return sorted(os.listdir(self.pins.pin(maps.PIN_GROUP_DIR)))

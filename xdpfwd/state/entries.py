@@ -156,18 +156,25 @@ def spec_of(
     return EgressSpec(program="user", user_file=origin.path, user_func=origin.function)
 
 
+def set_rewrite(c: Change, ingress: int, egress: int, rewrite: maps.Rewrite) -> None:
+    """The addresses the (ingress, egress) pair's rewrite program writes (undone with
+    the change)."""
+    dp = c.dp
+    old = dp.rewrites.get(ingress, egress)
+    map_write(dp.rewrites.set, ingress, egress, rewrite)
+    if old is None:
+        c.undo.callback(dp.rewrites.forget, ingress, egress)
+    else:
+        c.undo.callback(dp.rewrites.set, ingress, egress, old)
+
+
 def write(c: Change, ingress: int, egress: int, prog_fd: int, rewrite: maps.Rewrite | None) -> None:
     """Write one entry, in a single map update: the kernel swaps it atomically."""
     dp = c.dp
     previous = dp.fwd.get(ingress)
     if rewrite is not None:
         # In place before the entry, so its first frame is already rewritten.
-        old_rewrite = dp.rewrites.get(ingress, egress)
-        map_write(dp.rewrites.set, ingress, egress, rewrite)
-        if old_rewrite is None:
-            c.undo.callback(dp.rewrites.forget, ingress, egress)
-        else:
-            c.undo.callback(dp.rewrites.set, ingress, egress, old_rewrite)
+        set_rewrite(c, ingress, egress, rewrite)
     if previous is None:
         c.undo.callback(dp.fwd.delete, ingress)
     else:
@@ -196,9 +203,7 @@ def forget_pair(dp: Dataplane, ingress: int, egress: int) -> None:
     if dp.layout.has_egress:
         dp.egress_stats.delete(ingress)
         dp.rewrites.forget(ingress, egress)
-        invalid = dp.invalid_verdicts()
-        if invalid is not None:
-            invalid.delete(ingress)
+        dp.forget_invalid(ingress)
 
 
 def forget_stale_state(
@@ -213,9 +218,7 @@ def forget_stale_state(
         return
     if previous is None or previous.egress_ifindex != egress:
         dp.egress_stats.reset(ingress)
-        invalid = dp.invalid_verdicts()
-        if invalid is not None:
-            invalid.delete(ingress)
+        dp.forget_invalid(ingress)
         if previous is not None:
             dp.rewrites.forget(ingress, previous.egress_ifindex)
     if rewrite is None:

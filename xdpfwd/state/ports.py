@@ -283,9 +283,7 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
         dp.forget_events(port)
         if dp.layout.has_egress:
             dp.egress_stats.delete(port)
-            invalid = dp.invalid_verdicts()
-            if invalid is not None:
-                invalid.delete(port)
+            dp.forget_invalid(port)
             if entry is not None:
                 dp.rewrites.forget(port, entry.egress_ifindex)
             for ingress, egress in dp.pairs.pairs():
