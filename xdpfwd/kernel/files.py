@@ -126,12 +126,14 @@ def write_output(path: str, text: str) -> None:
     XdpfwdError when writing fails."""
     data = text.encode()
     if _output_kind(path) == "replace":
-        _replace(path, data)
+        replace_atomically(path, data)
     else:
         _write_in_place(path, data)
 
 
-def _replace(path: str, data: bytes) -> None:
+def replace_atomically(path: str, data: bytes) -> None:
+    """path becomes data in one rename (a temporary file beside it, synced, with the old
+    file's mode). Raises XdpfwdError naming the path."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)

@@ -205,7 +205,6 @@ def resolve(name: str) -> Link:
 
 # enum netdev_xdp_act (include/uapi/linux/netdev.h)
 XDP_ACT_BASIC = 1 << 0  # native XDP
-XDP_ACT_REDIRECT = 1 << 1  # native XDP_REDIRECT
 XDP_ACT_NDO_XMIT = 1 << 2  # takes frames redirected to it (a veth: if its peer can)
 
 

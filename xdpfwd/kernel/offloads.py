@@ -29,7 +29,6 @@ SIOCETHTOOL, SIOCGIFNAME = 0x8946, 0x8910
 # ETHTOOL_G*/S* of TXCSUM (tx-checksumming: HW/IP/IPV6_CSUM), TSO, GSO, GRO.
 _GET = {"tx": 0x16, "tso": 0x1E, "gso": 0x23, "gro": 0x2B}
 _SET = {"tx": 0x17, "tso": 0x1F, "gso": 0x24, "gro": 0x2C}
-FEATURES = tuple(_GET)
 
 _RTM_GETNSID, _NETNSA_NSID, _NETNSA_FD, _NLMSG_ERROR = 90, 1, 3, 2
 

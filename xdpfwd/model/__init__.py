@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from xdpfwd.kernel.bpf.maps import BUCKETS, EgressStats, PortStats, Rewrite, TxEvents
@@ -9,6 +10,8 @@ from xdpfwd.kernel.bpf.maps import BUCKETS, EgressStats, PortStats, Rewrite, TxE
 # XDP attach modes, and the words iproute2 and xdp-tools users bring for them; the CLI
 # and the configuration file accept them all.
 MODES = ("auto", "native", "generic")
+# A broadcast group's name: it names a pin (group/NAME) and a kernel map (xg_NAME).
+GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 MODE_WORDS = {"skb": "generic", "xdpgeneric": "generic", "drv": "native", "xdpdrv": "native"}
 
 

@@ -168,9 +168,6 @@ class Desired:
     notes: list[str] = field(default_factory=list)  # what apply warns about
     multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
 
-    def by_index(self) -> dict[int, netdev.Link]:
-        return {link.ifindex: link for link in self.links.values()}
-
     def spec_of(self, ingress: int) -> EgressSpec:
         entry = self.entries.get(ingress) or self.balanced[ingress]
         return entry.spec

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -40,13 +39,12 @@ import yaml
 from xdpfwd.errors import InputError
 from xdpfwd.kernel import files
 from xdpfwd.kernel.bpf import maps
-from xdpfwd.model import MODE_WORDS, MODES, EgressSpec
+from xdpfwd.model import GROUP_NAME, MODE_WORDS, MODES, EgressSpec
 from xdpfwd.state import buckets
 
 VERSION = 1
 TABLES = tuple(maps.TABLE_TYPES)
 VALUES = tuple(maps.VALUE_FORMATS)
-_GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 class ConfigError(InputError):
@@ -324,7 +322,7 @@ def _group(r: _Reader, node) -> GroupConf:
     if "name" not in fields_ or "members" not in fields_:
         r.fail(node, "a group needs a name and members")
     name = r.text(fields_["name"], "name")
-    if not _GROUP_NAME.match(name):
+    if not GROUP_NAME.match(name):
         r.fail(fields_["name"], f"group name {name!r}: lowercase letters, digits, - or _")
     members = tuple(r.text(m, "a member") for m in r.sequence(fields_["members"], "members"))
     if not members:

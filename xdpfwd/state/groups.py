@@ -10,24 +10,22 @@ updates only. A port forwards (`add`) or is a member of one group, never both.
 from __future__ import annotations
 
 import os
-import re
 from contextlib import ExitStack
 
 from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
-from xdpfwd.model import GroupInfo, PairRow
+from xdpfwd.model import GROUP_NAME, GroupInfo, PairRow
 from xdpfwd.state.dataplane import Dataplane, hold_program
 from xdpfwd.state.ports import known, map_write
 from xdpfwd.state.transaction import Change
 
 DEFAULT_GROUP = "default"
-_GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 def check_group_name(name: str) -> None:
-    if not _GROUP_NAME.match(name):
+    if not GROUP_NAME.match(name):
         raise InputError(
             f"group name {name!r}: 1-32 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit"

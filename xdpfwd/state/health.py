@@ -279,7 +279,9 @@ def problems(
 
 @contextmanager
 def inspected(
-    pairs: list[tuple[int, int]], links: dict[int, netdev.Link]
+    pairs: list[tuple[int, int]],
+    links: dict[int, netdev.Link],
+    features: dict[int, int] | None = None,
 ) -> Iterator[tuple[list[Problem], dict[int, offloads.Peer]]]:
     """The problems of pairs, read from the kernel, with the veth peers open (so that
     doctor --fix can change them) until the end of the block."""
@@ -296,7 +298,9 @@ def inspected(
                 read[port] = peer.read()
             except OSError:
                 pass  # gone meanwhile
-        yield problems(pairs, links, netdev.xdp_features(), peers, read), peers
+        if features is None:
+            features = netdev.xdp_features()
+        yield problems(pairs, links, features, peers, read), peers
 
 
 def warnings_for(pairs: list[tuple[int, int]], links: dict[int, netdev.Link]) -> tuple[str, ...]:

@@ -17,14 +17,13 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError, XdpfwdError
-from xdpfwd.kernel import netdev, netns, offloads
+from xdpfwd.kernel import files, netdev, netns, offloads
 from xdpfwd.model.reports import Lab, LabPort, PingResult
 
 HOST_DEV = "host0"
@@ -186,15 +185,7 @@ def _write_record(prefix: str, namespaces: dict[str, int]) -> None:
             os.removedirs(RECORD_DIR)  # up to /run, as long as each is empty
         return
     os.makedirs(RECORD_DIR, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=RECORD_DIR, prefix=f".{prefix}-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"namespaces": namespaces}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    files.replace_atomically(path, json.dumps({"namespaces": namespaces}).encode())
 
 
 def _namespace_inode(name: str) -> int | None:
