@@ -263,28 +263,28 @@ def _down_up_delete_recreate(topo, pin_dir, apply_once):
         sh("ip", "-n", topo.fwd, "link", "set", "p3", "down")
         apply_once()
         delays["p3 down"], now = traffic.settled(moved_off(3))
-        assert all(moved_off(3)(f, h) for f, h in now.items()), now
+        assert len(now) == len(home) and all(moved_off(3)(f, h) for f, h in now.items()), now
         sh("ip", "-n", topo.fwd, "link", "set", "p3", "up")
         apply_once()
         delays["p3 up"], now = traffic.settled(back)
-        assert all(back(f, h) for f, h in now.items()), now
+        assert len(now) == len(home) and all(back(f, h) for f, h in now.items()), now
 
         sh("ip", "-n", topo.fwd, "link", "del", "p4")
         apply_once()
         delays["p4 deleted"], now = traffic.settled(moved_off(4))
-        assert all(moved_off(4)(f, h) for f, h in now.items()), now
+        assert len(now) == len(home) and all(moved_off(4)(f, h) for f, h in now.items()), now
         recreate_veth(topo, 4)
         traffic.receivers.reopen(4)
         apply_once()
         delays["p4 re-created"], now = traffic.settled(back)
-        assert all(back(f, h) for f, h in now.items()), now
+        assert len(now) == len(home) and all(back(f, h) for f, h in now.items()), now
 
         # The ingress port itself, deleted and re-created: bound again, same buckets.
         sh("ip", "-n", topo.fwd, "link", "del", "p1")
         recreate_veth(topo, 1)
         apply_once()
         delays["p1 re-created"], now = traffic.settled(back)
-        assert all(back(f, h) for f, h in now.items()), now
+        assert len(now) == len(home) and all(back(f, h) for f, h in now.items()), now
     finally:
         traffic.close()
     return delays

@@ -51,8 +51,10 @@ def test_broadcast_group_with_default_offloads_is_fixed_the_same_way(make_topo, 
     result = topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--mode", "native")
     for command in fix_commands(topo, "tx", "off"):
         assert command in result.stderr, result.stderr
-    assert topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--fix").returncode == 0
+    fixed = topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--fix")
+    assert fixed.returncode == 0 and fixed.stdout.count("fixed") == 6, fixed.stdout
     assert udp_both_ways(topo, 1, 2) == (200, 200)
+    assert udp_both_ways(topo, 1, 3) == (200, 200)
     assert tcp_transfer(topo.host(1), topo.host(2), TCP_BYTES) == TCP_BYTES
 
 
@@ -150,6 +152,8 @@ def test_apply_converges_in_one_pass_whatever_it_moves(make_topo, pin_dir):
             row["ingress"]["ifname"]: row["state"] for row in topo.list_json(pin_dir)["entries"]
         }
         assert set(states.values()) == {"ok"}, (name, states)
+        if name == "mode switch":
+            assert topo.xdp("p1")["mode"] == 2  # XDP_ATTACHED_SKB: generic, as the file says
         for a, b in ((1, 2), (3, 4)):
             assert topo.ping(a, topo.host(b).ip, count=2) == 2, (name, a, b)
 
