@@ -708,12 +708,13 @@ Examples:
   xdpfwd bench                          # 3 s per sample, 3 samples per row
   xdpfwd bench --cpus 2 --size 1500     # two generator CPUs, full-size frames
   xdpfwd bench --duration 1 --repeat 1 --json
+  xdpfwd bench --row forward --row broadcast_4   # with the rows they compare with
 """
 )
 @bench_options
 @json_option
 @click.pass_obj
-def bench(app: App, duration, size, repeat, cpus, flows, as_json) -> None:
+def bench(app: App, duration, size, repeat, cpus, flows, rows, as_json) -> None:
     """Measure forwarding rates on a throwaway lab, as ratios to a baseline.
 
     Frames from an in-kernel generator cross lab port 1 to port 2 through, in
@@ -728,6 +729,7 @@ def bench(app: App, duration, size, repeat, cpus, flows, as_json) -> None:
         repeat=repeat,
         cpus=cpus,
         flows=flows,
+        rows=rows,
         progress=render.note,
     )
     render.bench_report(report, as_json)

@@ -346,6 +346,13 @@ bench_options = compose(
         type=click.IntRange(1, 65535),
         help="Distinct UDP source ports in the generated traffic.",
     ),
+    click.option(
+        "--row",
+        "rows",
+        multiple=True,
+        metavar="KEY",
+        help="Measure only this row (its key in --json), with its reference row (repeatable).",
+    ),
 )
 
 

@@ -8,8 +8,9 @@ from click.testing import CliRunner
 
 from xdpfwd import interrupts
 from xdpfwd.cli import cli
-from xdpfwd.errors import AttachError, BpfError, PrereqError, XdpfwdError
+from xdpfwd.errors import AttachError, BpfError, InputError, PrereqError, XdpfwdError
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface, PruneResult
+from xdpfwd.ops import benchmark
 
 from .commands import COMMANDS
 from .fake_ops import FakeOps
@@ -617,3 +618,23 @@ def test_prune_reports_the_steps_that_bound_devices_again():
 
     result, _ = invoke(["prune"], ops=Ops())
     assert result.stdout == "attach to eth1 (auto)\n" and "warning: x" in result.stderr
+
+
+benchmark_refs = {
+    "baseline": "baseline",
+    "forward": "baseline",
+    "broadcast_bare_4": "baseline",
+    "broadcast_4": "broadcast_bare_4",
+}
+
+
+def test_bench_rows_come_with_the_rows_they_are_compared_with():
+    rows = [(key, key, None, ref) for key, ref in benchmark_refs.items()]
+    picked = [key for key, *_ in benchmark._selected(rows, ("broadcast_4",))]
+    assert picked == ["baseline", "broadcast_bare_4", "broadcast_4"]
+    assert [key for key, *_ in benchmark._selected(rows, ("baseline",))] == ["baseline"]
+
+
+def test_an_unknown_bench_row_is_refused_before_anything_is_built():
+    with pytest.raises(InputError, match=r"no bench row 'fast' \(rows: baseline, forward,"):
+        benchmark.run(None, None, rows=("forward", "fast"))

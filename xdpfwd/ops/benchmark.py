@@ -307,6 +307,100 @@ def _control_plane_rows(rig: _Rig, repeat: int) -> list[BenchRow]:
     ]
 
 
+def _rows(user_spec: EgressSpec) -> list[tuple[str, str, Callable, str]]:
+    """The traffic rows: (key, name, set-up, the key of the row it is compared with)."""
+    return [
+        (BASELINE, "baseline: bpf_redirect_map() only", _baseline, BASELINE),
+        ("forward", "xdpfwd, as `add` sets it up (loss accounting on)", _xdpfwd, BASELINE),
+        (
+            "forward_no_loss_accounting",
+            "xdpfwd without loss accounting",
+            partial(_xdpfwd, accounting=False),
+            "forward",
+        ),
+        (
+            "forward_rewrite",
+            "xdpfwd with a MAC rewrite (egress program)",
+            partial(_xdpfwd, egress_spec=REWRITE),
+            BASELINE,
+        ),
+        (
+            "forward_user_program",
+            "xdpfwd with a user egress program (XDP_PASS)",
+            partial(_xdpfwd, egress_spec=user_spec),
+            BASELINE,
+        ),
+        *(
+            row
+            for n in FANOUTS
+            for row in (
+                (
+                    f"broadcast_bare_{n}",
+                    f"bare broadcast to {n} ports (frames delivered)",
+                    partial(_bare_broadcast, fanout=n),
+                    BASELINE,
+                ),
+                (
+                    f"broadcast_{n}",
+                    f"xdpfwd broadcast to {n} ports (frames delivered)",
+                    partial(_broadcast, fanout=n),
+                    f"broadcast_bare_{n}",
+                ),
+            )
+        ),
+        *(
+            row
+            for n in FANOUTS
+            for row in (
+                (
+                    f"spread_bare_{n}",
+                    f"bare spread over {n} ports ({BALANCED_FLOWS} flows)",
+                    partial(_bare_spread, fanout=n),
+                    BASELINE,
+                ),
+                (
+                    f"balanced_no_egress_{n}",
+                    f"xdpfwd balanced over {n} ports, --no-egress",
+                    partial(_balanced, fanout=n, egress_spec=NO_EGRESS),
+                    f"spread_bare_{n}",
+                ),
+            )
+        ),
+        (
+            f"balanced_{max(FANOUTS)}",
+            f"xdpfwd balanced over {max(FANOUTS)} ports (per-port counters)",
+            partial(_balanced, fanout=max(FANOUTS)),
+            f"spread_bare_{max(FANOUTS)}",
+        ),
+        (
+            f"multicast_{MCAST_RECEIVERS}",
+            f"multicast group to {MCAST_RECEIVERS} receivers (copies delivered)",
+            _multicast,
+            BARE_BROADCAST,
+        ),
+        ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
+    ]
+
+
+CONTROL_PLANE_KEYS = ("add_compiling", "add_pinned", "entries_written")
+
+
+def row_keys() -> list[str]:
+    """Every row's key, in the order bench measures them."""
+    return [key for key, *_ in _rows(DEFAULT_EGRESS)] + list(CONTROL_PLANE_KEYS)
+
+
+def _selected(rows: list[tuple[str, str, Callable, str]], keys: tuple[str, ...]):
+    """The rows of keys and the rows they are compared with, in table order."""
+    reference = {key: ref for key, _, _, ref in rows}
+    wanted = set()
+    for key in keys:
+        while key in reference and key not in wanted:
+            wanted.add(key)
+            key = reference[key]
+    return [row for row in rows if row[0] in wanted]
+
+
 def run(
     ops,
     pins: PinDir,
@@ -316,13 +410,19 @@ def run(
     repeat: int = 3,
     cpus: int = 1,
     flows: int = 1,
+    rows: tuple[str, ...] = (),
     progress: Callable[[str], None] = lambda message: None,
 ) -> BenchReport:
     """Build a lab, measure every row repeat times, remove everything. ops are the
     operations the rows set up (add, broadcast...): the ops package passes itself.
+    rows: the keys of the rows to measure (with the rows they are compared with);
+    none: all.
 
     Raises PrereqError, BpfError, AttachError or InputError.
     """
+    unknown = [key for key in rows if key not in row_keys()]
+    if unknown:
+        raise InputError(f"no bench row {unknown[0]!r} (rows: {', '.join(row_keys())})")
     prereqs.require_privileges("bench")
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(available):
@@ -343,90 +443,22 @@ def run(
         with open(user_file, "w") as f:
             f.write(USER_PROGRAM)
         user_spec = EgressSpec(program="user", user_file=user_file, user_func="pass_all")
-        # (key, name, set-up, the key of the row it is compared with)
-        rows: list[tuple[str, str, Callable, str]] = [
-            (BASELINE, "baseline: bpf_redirect_map() only", _baseline, BASELINE),
-            ("forward", "xdpfwd, as `add` sets it up (loss accounting on)", _xdpfwd, BASELINE),
-            (
-                "forward_no_loss_accounting",
-                "xdpfwd without loss accounting",
-                partial(_xdpfwd, accounting=False),
-                "forward",
-            ),
-            (
-                "forward_rewrite",
-                "xdpfwd with a MAC rewrite (egress program)",
-                partial(_xdpfwd, egress_spec=REWRITE),
-                BASELINE,
-            ),
-            (
-                "forward_user_program",
-                "xdpfwd with a user egress program (XDP_PASS)",
-                partial(_xdpfwd, egress_spec=user_spec),
-                BASELINE,
-            ),
-            *(
-                row
-                for n in FANOUTS
-                for row in (
-                    (
-                        f"broadcast_bare_{n}",
-                        f"bare broadcast to {n} ports (frames delivered)",
-                        partial(_bare_broadcast, fanout=n),
-                        BASELINE,
-                    ),
-                    (
-                        f"broadcast_{n}",
-                        f"xdpfwd broadcast to {n} ports (frames delivered)",
-                        partial(_broadcast, fanout=n),
-                        f"broadcast_bare_{n}",
-                    ),
-                )
-            ),
-            *(
-                row
-                for n in FANOUTS
-                for row in (
-                    (
-                        f"spread_bare_{n}",
-                        f"bare spread over {n} ports ({BALANCED_FLOWS} flows)",
-                        partial(_bare_spread, fanout=n),
-                        BASELINE,
-                    ),
-                    (
-                        f"balanced_no_egress_{n}",
-                        f"xdpfwd balanced over {n} ports, --no-egress",
-                        partial(_balanced, fanout=n, egress_spec=NO_EGRESS),
-                        f"spread_bare_{n}",
-                    ),
-                )
-            ),
-            (
-                f"balanced_{max(FANOUTS)}",
-                f"xdpfwd balanced over {max(FANOUTS)} ports (per-port counters)",
-                partial(_balanced, fanout=max(FANOUTS)),
-                f"spread_bare_{max(FANOUTS)}",
-            ),
-            (
-                f"multicast_{MCAST_RECEIVERS}",
-                f"multicast group to {MCAST_RECEIVERS} receivers (copies delivered)",
-                _multicast,
-                BARE_BROADCAST,
-            ),
-            ("bridge", "Linux bridge (no XDP)", _bridge, BASELINE),
-        ]
+        table = _rows(user_spec)
+        if rows:
+            table = _selected(table, rows)
         # Rows take turns within each repeat, so drift over the run hits them alike.
-        samples: dict[str, list[float]] = {key: [] for key, *_ in rows}
+        samples: dict[str, list[float]] = {key: [] for key, *_ in table}
         for k in range(repeat):
-            for key, name, setup, _ in rows:
+            for key, name, setup, _ in table:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig) as generator:
                     samples[key].append(rig.rate(duration, generator))
         report.rows.extend(
             BenchRow(key, name, "Mpps", samples[key], ref, samples[ref])
-            for key, name, _, ref in rows
+            for key, name, _, ref in table
         )
-        progress("measuring the control plane")
-        report.rows.extend(_control_plane_rows(rig, repeat))
+        if not rows or set(rows) & set(CONTROL_PLANE_KEYS):
+            progress("measuring the control plane")
+            report.rows.extend(_control_plane_rows(rig, repeat))
     return report
