@@ -40,7 +40,8 @@ def machine_text(report: dict) -> str:
     return (
         f"Machine: {m['cpu']}, {m['cpus_online']} CPUs online, Linux {m['kernel']}, "
         f"Python {platform.python_version()}, BCC {bcc_version}; load average at the end "
-        f"{' '.join(load)}."
+        f"{' '.join(load)}; programs of others on the XDP tracepoints: "
+        f"{m['xdp_tracepoint_links']}."
     )
 
 

@@ -1,6 +1,7 @@
 """Test layers: tests/unit needs nothing; tests/integration needs root and a real kernel."""
 
 import os
+import signal
 
 
 def pytest_addoption(parser):
@@ -18,3 +19,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if f"{os.sep}integration{os.sep}" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    # A run stopped with SIGTERM (a CI timeout, kill) still runs its fixtures'
+    # teardown: otherwise a test's pins, tracepoint links and namespaces outlive it.
+    signal.signal(signal.SIGTERM, _interrupt)

@@ -488,6 +488,12 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
     out = _out()
     m, s = report.machine, report.settings
     _line(out, f"{m['cpu']}, {m['cpus_online']} CPUs, Linux {m['kernel']}")
+    if m.get("xdp_tracepoint_links"):
+        _line(
+            out,
+            f"warning: {m['xdp_tracepoint_links']} program(s) not this bench's were on the "
+            "XDP tracepoints (bpftool link show): every row paid for them",
+        )
     _line(
         out,
         f"{s['frame_size']} B frames, {s['flows']} flow(s), {s['cpus']} generator CPU(s), "

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from xdpfwd.state import tracing
+
 from .conftest import RUN_ID
 from .net import UdpSink, assert_fails, send_udp, sh, udp_frame_len, xdpfwd_cmd
 
@@ -166,11 +168,11 @@ def test_down_detaches_loss_accounting(topo, pin_dir):
         "link_tp_xdp_redirect_err",
     ]
     ids = {_link_id(os.path.join(pin_dir, name)) for name in links}
-    assert ids <= _raw_tracepoint_links()
+    assert ids <= set(tracing.host_links())
     topo.ok(pin_dir, "down")
     assert not os.path.exists(pin_dir)
     # Other pin dirs' links (tests running beside) may come and go: only ours count.
-    assert not ids & _raw_tracepoint_links()
+    assert not ids & set(tracing.host_links())
 
 
 def _link_id(path: str) -> int:
@@ -181,29 +183,6 @@ def _link_id(path: str) -> int:
         return sc.link_info(fd).id
     finally:
         os.close(fd)
-
-
-def _raw_tracepoint_links() -> set[int]:
-    """Ids of the raw tracepoint links attached to the XDP tracepoints, host-wide."""
-    from xdpfwd.kernel.bpf import syscall as sc
-
-    found = set()
-    link_id = 0
-    while True:
-        try:
-            link_id = sc.next_link_id(link_id)
-        except FileNotFoundError:
-            return found
-        try:
-            fd = sc.link_fd_by_id(link_id)
-        except OSError:
-            continue
-        try:
-            info = sc.link_info(fd)
-        finally:
-            os.close(fd)
-        if info.tracepoint and info.tracepoint.startswith("xdp_"):
-            found.add(link_id)
 
 
 @pytest.fixture

@@ -559,6 +559,12 @@ def test_bench_goes_through_the_operations():
     assert json.loads(result.stdout)["rows"][0]["median"] == pytest.approx(3.1)
 
 
+def test_bench_warns_of_programs_others_left_on_the_xdp_tracepoints():
+    result, _ = invoke(["bench"])
+    assert result.exit_code == 0, result.stderr
+    assert "warning: 1 program(s) not this bench's were on the XDP tracepoints" in result.stdout
+
+
 # --- balanced entries and follow ----------------------------------------------------
 
 

@@ -64,7 +64,13 @@ def machine() -> dict:
             )
     except (OSError, StopIteration):
         pass
-    return {"kernel": platform.release(), "cpu": model, "cpus_online": os.cpu_count()}
+    return {
+        "kernel": platform.release(),
+        "cpu": model,
+        "cpus_online": os.cpu_count(),
+        # Programs others left on the XDP tracepoints run for every row's redirects.
+        "xdp_tracepoint_links": len(tracing.host_links()),
+    }
 
 
 class _Rig:

@@ -108,6 +108,28 @@ def links(pins: PinDir) -> dict[str, sc.LinkInfo | None]:
     return found
 
 
+def host_links() -> dict[int, sc.LinkInfo]:
+    """Every raw tracepoint link on an XDP tracepoint, host-wide, by link id: each
+    program attached there runs for every XDP redirect of the host, whoever made it."""
+    found = {}
+    link_id = 0
+    while True:
+        try:
+            link_id = sc.next_link_id(link_id)
+        except FileNotFoundError:
+            return found
+        try:
+            fd = sc.link_fd_by_id(link_id)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            info = sc.link_info(fd)
+        finally:
+            os.close(fd)
+        if info.tracepoint and info.tracepoint.startswith("xdp_"):
+            found[link_id] = info
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
