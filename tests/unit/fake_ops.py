@@ -235,7 +235,11 @@ class FakeOps:
             "cpus": options["cpus"],
             "flows": options["flows"],
         }
-        return BenchReport(settings, {"kernel": "6.1", "cpu": "test", "cpus_online": 2, "xdp_tracepoint_links": 1}, rows)
+        return BenchReport(
+            settings,
+            {"kernel": "6.1", "cpu": "test", "cpus_online": 2, "xdp_tracepoint_links": 1},
+            rows,
+        )
 
 
 FEED = McastGroup(
