@@ -16,6 +16,9 @@
 #define XDPFWD_PIN_PROG_REWRITE	"prog_egress_rewrite"
 #define XDPFWD_PIN_PROG_GROUP	"prog_egress_group"
 #define XDPFWD_PIN_GROUPS	"groups"	/* port ifindex -> its group's devmap */
+/* The same for ifindexes below XDPFWD_STATS_SLOTS, in array slots (xdpfwd_ports.c). */
+#define XDPFWD_PIN_PORT_SLOTS	"port_slots"
+#define XDPFWD_PIN_GROUP_SLOTS	"group_slots"
 #define XDPFWD_PIN_GROUP_DIR	"group"		/* group/<name>: one devmap per group */
 #define XDPFWD_PIN_PAIR_STATS	"pair_stats"
 #define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from the tracepoint programs */

@@ -21,16 +21,16 @@
 #endif
 REDIRECT_MAP_PINNED(xdpfwd_fwd, FWD_VALUE, XDPFWD_FWD_MAX_ENTRIES, PIN(XDPFWD_PIN_FWD));
 
-/* Ports running this program: key = ifindex, value = struct xdpfwd_port. */
-BPF_TABLE_PINNED("hash", u32, struct xdpfwd_port, xdpfwd_ports,
-		 XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_PORTS));
-
 /*
  * Broadcast groups: key = member port ifindex, value = the group's devmap. The map
  * is a HASH_OF_MAPS that xdpfwd creates with the devmap template; declared here as
- * a hash, its lookup yields the inner map, which bpf_redirect_map() takes.
+ * a hash, its lookup yields the inner map, which bpf_redirect_map() takes. Members
+ * below XDPFWD_STATS_SLOTS are also in the slots of an ARRAY_OF_MAPS, read first,
+ * as port settings are (xdpfwd_ports.c); an empty slot reads as NULL.
  */
 BPF_TABLE_PINNED("hash", u32, u32, xdpfwd_groups, XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_GROUPS));
+BPF_TABLE_PINNED("array", u32, u32, xdpfwd_group_slots, XDPFWD_STATS_SLOTS,
+		 PIN(XDPFWD_PIN_GROUP_SLOTS));
 
 /*
  * Balanced entries: key = ingress ifindex, value = struct xdpfwd_balance (how its
@@ -127,10 +127,16 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 	}
 
 	/* The settings are looked up only on a miss, off the forwarding fast path. */
-	port = xdpfwd_ports.lookup(&ifindex);
+	port = port_settings(ifindex);
 	if (port && port->flags & XDPFWD_PORT_BROADCAST) {
-		void *group = xdpfwd_groups.lookup(&ifindex);
+		void *group = NULL;
 
+		if (ifindex < XDPFWD_STATS_SLOTS) {
+			group = xdpfwd_group_slots.lookup(&ifindex);
+			asm volatile("" ::: "memory");	/* see port_stats() */
+		}
+		if (!group)
+			group = xdpfwd_groups.lookup(&ifindex);
 		if (group) {
 			u64 flags = BPF_F_BROADCAST;
 

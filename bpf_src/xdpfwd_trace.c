@@ -12,9 +12,7 @@
  * -DXDPFWD_DTAB_NETDEV_DEV_OFF and -DXDPFWD_NETNS_INUM (the namespace's inode).
  */
 
-/* The ports running xdpfwd's ingress program (pinned by it): the filter. */
-BPF_TABLE_PINNED("hash", u32, struct xdpfwd_port, xdpfwd_ports, XDPFWD_MAX_PORTS,
-		 PIN(XDPFWD_PIN_PORTS));
+/* The ports running xdpfwd's ingress program (xdpfwd_ports.c) are the filter. */
 /* Key = struct xdpfwd_pair, value = struct xdpfwd_tx_events per CPU. */
 BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_pair, struct xdpfwd_tx_events, xdpfwd_tx_events,
 		 XDPFWD_MAX_PAIRS, PIN(XDPFWD_PIN_TX_EVENTS));
@@ -34,7 +32,7 @@ static __always_inline u32 our_port(const void *dev)
 	u32 ifindex = dev_ifindex(dev), inum = 0;
 	void *net = NULL;
 
-	if (!ifindex || !xdpfwd_ports.lookup(&ifindex))
+	if (!ifindex || !port_settings(ifindex))
 		return 0;
 	/* dev->nd_net.net->ns.inum: ifindexes repeat across namespaces. */
 	bpf_probe_read_kernel(&net, sizeof(net), dev + XDPFWD_NETDEV_NET_OFF);

@@ -106,12 +106,19 @@ class Dataplane:
             self.stats = self._open_stats(maps.PIN_PORT_STATS, maps.PortStats)
             self.layout = Layout(self.fwd.table_type, self.fwd.value_format)
             self.groups = self._open(maps.GroupsTable, maps.PIN_GROUPS)
+            names = pins.names()
+            for table, slots in (
+                (self.ports, maps.PIN_PORT_SLOTS),
+                (self.groups, maps.PIN_GROUP_SLOTS),
+            ):
+                if slots in names:
+                    table.mirror(self._open(maps.PinnedMap, slots))
             recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS))
             # No record: made before xdpfwd loaded multi-buffer programs (flags 0).
             self.prog_flags = recorded or 0
             self.flags_recorded = recorded is not None
             self.tx_events: maps.TxEventsTable | None = None
-            if maps.PIN_TX_EVENTS in pins.names():
+            if maps.PIN_TX_EVENTS in names:
                 self.tx_events = self._open(maps.TxEventsTable, maps.PIN_TX_EVENTS)
             self.egress_fd = self.egress_id = self.rewrite_fd = self.rewrite_id = 0
             self.group_prog_fd = self.group_prog_id = 0
@@ -134,7 +141,7 @@ class Dataplane:
             if maps.PIN_BALANCE in pins.known_names():
                 self.balance = self._open(maps.BalanceTable, maps.PIN_BALANCE)
                 self.buckets = self._open(maps.BucketTable, maps.PIN_BUCKETS)
-            self.mcast = self._open_mcast() if maps.PIN_MCAST_SOURCES in pins.names() else None
+            self.mcast = self._open_mcast() if maps.PIN_MCAST_SOURCES in names else None
         except BaseException:
             self._fds.close()
             raise
@@ -375,6 +382,10 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
         if maps.PIN_FWD not in present and maps.PIN_INTENT not in present:
             maps.create_pinned_intent(pins.pin(maps.PIN_INTENT))
             rollback.callback(os.unlink, pins.pin(maps.PIN_INTENT))
+        if maps.PIN_GROUP_SLOTS not in present:
+            path = pins.pin(maps.PIN_GROUP_SLOTS)
+            maps.create_pinned_groups_table(path, layout.table, layout.value_size, slots=True)
+            rollback.callback(os.unlink, path)
         if maps.PIN_BUCKETS not in present:
             maps.create_pinned_devmap_hash(
                 pins.pin(maps.PIN_BUCKETS),

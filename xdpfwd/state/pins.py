@@ -44,6 +44,8 @@ _MAPS = (
     maps.PIN_FWD,
     maps.PIN_PORTS,
     maps.PIN_GROUPS,
+    maps.PIN_PORT_SLOTS,
+    maps.PIN_GROUP_SLOTS,
     maps.PIN_PORT_STATS,
     maps.PIN_PORT_STATS + maps.PIN_HI_SUFFIX,
     maps.PIN_ENTRY_STATS,

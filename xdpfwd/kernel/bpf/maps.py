@@ -20,6 +20,10 @@ PIN_PROG_EGRESS = "prog_egress"
 PIN_PROG_REWRITE = "prog_egress_rewrite"
 PIN_PROG_GROUP = "prog_egress_group"
 PIN_GROUPS = "groups"
+# Copies of ports and groups for ifindexes below STATS_SLOTS, in array slots the XDP
+# programs read first (xdpfwd_ports.c): pin dirs made before them have none.
+PIN_PORT_SLOTS = "port_slots"
+PIN_GROUP_SLOTS = "group_slots"
 PIN_GROUP_DIR = "group"
 PIN_PAIR_STATS = "pair_stats"
 PIN_TX_EVENTS = "tx_events"
@@ -422,21 +426,55 @@ class MapOfMaps(PinnedMap):
         return None if raw is None else _U32.unpack(raw)[0]
 
 
-class GroupsTable(MapOfMaps):
-    """Broadcast member ports: port ifindex -> its group's devmap."""
+class _Mirrored(PinnedMap):
+    """A map keyed by ifindex whose entries below STATS_SLOTS are copied into the
+    array slots the XDP programs read first (see xdpfwd_ports.c). It is read here
+    alone: it holds every entry. Without slots (a pin dir made before them) the
+    programs read it alone too."""
+
+    slots: PinnedMap | None = None
+    _unused = b""  # what an unused slot holds
+
+    def mirror(self, slots: PinnedMap) -> None:
+        self.slots = slots
+
+    def _write(self, ifindex: int, value: bytes) -> None:
+        # The slot last: a program never finds a slot ahead of the entry it copies.
+        sc.map_update(self.fd, _key(ifindex), value)
+        if self.slots is not None and ifindex < STATS_SLOTS:
+            sc.map_update(self.slots.fd, _key(ifindex), value)
+
+    def delete(self, ifindex: int) -> bool:
+        if self.slots is not None and ifindex < STATS_SLOTS:
+            if self._unused:
+                sc.map_update(self.slots.fd, _key(ifindex), self._unused)
+            else:
+                sc.map_delete(self.slots.fd, _key(ifindex))
+        return super().delete(ifindex)
+
+
+class GroupsTable(_Mirrored, MapOfMaps):
+    """Broadcast member ports: port ifindex -> its group's devmap (an empty slot of
+    the ARRAY_OF_MAPS copy reads as none)."""
 
     group_id = MapOfMaps.inner_id
 
+    def set(self, key: int, inner_fd: int) -> None:
+        self._write(key, _U32.pack(inner_fd))
 
-class PortTable(PinnedMap):
-    """Ports running the ingress program: ifindex -> PortSettings."""
+
+class PortTable(_Mirrored):
+    """Ports running the ingress program: ifindex -> PortSettings (a slot with
+    on_miss 0 is unused)."""
+
+    _unused = bytes(_PORT.size)
 
     def get(self, ifindex: int) -> PortSettings | None:
         raw = sc.map_lookup(self.fd, _key(ifindex), self.info.value_size)
         return None if raw is None else PortSettings(*_PORT.unpack(raw))
 
     def set(self, ifindex: int, settings: PortSettings) -> None:
-        sc.map_update(self.fd, _key(ifindex), _PORT.pack(settings.on_miss, settings.flags))
+        self._write(ifindex, _PORT.pack(settings.on_miss, settings.flags))
 
 
 class SlottedStats:
@@ -711,17 +749,18 @@ def create_pinned_group(path: str, name: str, table: str, value_size: int) -> No
         os.close(fd)
 
 
-def create_pinned_groups_table(path: str, table: str, value_size: int) -> None:
-    """Create and pin the map of maps from member ports to group devmaps. Its inner
-    maps must all look like the template: same type, value size and size."""
+def create_pinned_groups_table(path: str, table: str, value_size: int, slots: bool = False) -> None:
+    """Create and pin the map of maps from member ports to group devmaps (a hash; with
+    slots, the ARRAY_OF_MAPS of its copies in slots). Its inner maps must look like
+    the template: same type and value size (devmaps may differ in size)."""
     template = _create_devmap(table, value_size, GROUP_MAX_MEMBERS, "xdpfwd_group_t")
     try:
         fd = sc.map_create(
-            sc.MAP_TYPE_HASH_OF_MAPS,
+            sc.MAP_TYPE_ARRAY_OF_MAPS if slots else sc.MAP_TYPE_HASH_OF_MAPS,
             _U32.size,
             _U32.size,
-            MAX_PORTS,
-            "xdpfwd_groups",
+            STATS_SLOTS if slots else MAX_PORTS,
+            "xdpfwd_gslots" if slots else "xdpfwd_groups",
             inner_map_fd=template,
         )
     finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 STATS_SOURCE = "xdpfwd_stats.c"
 INGRESS_SOURCE = "xdpfwd_kern.c"
+PORTS_SOURCE = "xdpfwd_ports.c"
 MCAST_SOURCE = "xdpfwd_mcast.c"
 EGRESS_SOURCE = "xdpfwd_egress.c"
 BENCH_SOURCE = "xdpfwd_bench.c"
@@ -47,7 +48,8 @@ def program_text(*names: str) -> str:
 
 def ingress_text(with_egress: bool) -> str:
     """The ingress program, and the built-in egress programs when entries can hold them."""
-    names = [STATS_SOURCE, MCAST_SOURCE, INGRESS_SOURCE] + ([EGRESS_SOURCE] if with_egress else [])
+    names = [STATS_SOURCE, PORTS_SOURCE, MCAST_SOURCE, INGRESS_SOURCE]
+    names += [EGRESS_SOURCE] if with_egress else []
     return program_text(*names)
 
 
