@@ -19,6 +19,7 @@
 /* The same for ifindexes below XDPFWD_STATS_SLOTS, in array slots (xdpfwd_ports.c). */
 #define XDPFWD_PIN_PORT_SLOTS	"port_slots"
 #define XDPFWD_PIN_GROUP_SLOTS	"group_slots"
+#define XDPFWD_PIN_FWD_SLOTS	"fwd_slots"
 #define XDPFWD_PIN_GROUP_DIR	"group"		/* group/<name>: one devmap per group */
 #define XDPFWD_PIN_PAIR_STATS	"pair_stats"
 #define XDPFWD_PIN_TX_EVENTS	"tx_events"	/* from the tracepoint programs */

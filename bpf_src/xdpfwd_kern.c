@@ -12,7 +12,10 @@
 /*
  * Forwarding table: key = ingress ifindex, value = struct bpf_devmap_val (egress
  * ifindex and egress program, Linux 5.8+) or, with -DXDPFWD_FWD_VALUE_SIZE=4, the
- * plain egress ifindex older kernels take.
+ * plain egress ifindex older kernels take. Entries of ifindexes below
+ * XDPFWD_STATS_SLOTS are read from their copy in an array devmap of that many
+ * slots, xdpfwd_fwd_slots: the lookup of a bare redirect (a hash devmap's costs
+ * several percent of the forwarding rate).
  */
 #if XDPFWD_FWD_VALUE_SIZE == 4
 #define FWD_VALUE u32
@@ -20,13 +23,14 @@
 #define FWD_VALUE struct bpf_devmap_val
 #endif
 REDIRECT_MAP_PINNED(xdpfwd_fwd, FWD_VALUE, XDPFWD_FWD_MAX_ENTRIES, PIN(XDPFWD_PIN_FWD));
+REDIRECT_MAP_PINNED(xdpfwd_fwd_slots, FWD_VALUE, XDPFWD_STATS_SLOTS, PIN(XDPFWD_PIN_FWD_SLOTS));
 
 /*
  * Broadcast groups: key = member port ifindex, value = the group's devmap. The map
  * is a HASH_OF_MAPS that xdpfwd creates with the devmap template; declared here as
  * a hash, its lookup yields the inner map, which bpf_redirect_map() takes. Members
- * below XDPFWD_STATS_SLOTS are also in the slots of an ARRAY_OF_MAPS, read first,
- * as port settings are (xdpfwd_ports.c); an empty slot reads as NULL.
+ * below XDPFWD_STATS_SLOTS are read from their copy in the slots of an
+ * ARRAY_OF_MAPS, as port settings are (xdpfwd_ports.c); an empty slot reads NULL.
  */
 BPF_TABLE_PINNED("hash", u32, u32, xdpfwd_groups, XDPFWD_MAX_PORTS, PIN(XDPFWD_PIN_GROUPS));
 BPF_TABLE_PINNED("array", u32, u32, xdpfwd_group_slots, XDPFWD_STATS_SLOTS,
@@ -63,8 +67,50 @@ static __always_inline u32 balance_hash(u32 ifindex)
 }
 
 /*
- * Lookup order: multicast group, single entry, balanced entry, broadcast group,
- * on-miss verdict.
+ * The port's forwarding entry: XDP_REDIRECT, or XDP_ABORTED for none (the low bits
+ * of the flags are the verdict on a miss). Each map keeps its own call site (see
+ * port_stats()): the verifier calls a map's redirect directly only when one call
+ * site sees one map.
+ */
+static __always_inline long entry_redirect(u32 ifindex)
+{
+	long verdict;
+
+	if (ifindex < XDPFWD_STATS_SLOTS) {
+		verdict = xdpfwd_fwd_slots.redirect_map(ifindex, XDP_ABORTED);
+		asm volatile("" ::: "memory");
+		return verdict;
+	}
+	return xdpfwd_fwd.redirect_map(ifindex, XDP_ABORTED);
+}
+
+/*
+ * Floods the frame to the port's broadcast group: XDP_REDIRECT, or XDP_ABORTED when
+ * the port is in none. One call site per map of groups, as in entry_redirect().
+ */
+static __always_inline long group_redirect(u32 ifindex, u64 flags)
+{
+	long verdict = XDP_ABORTED;
+	void *group;
+
+	if (ifindex < XDPFWD_STATS_SLOTS) {
+		group = xdpfwd_group_slots.lookup(&ifindex);
+		if (group)
+			verdict = bpf_redirect_map(group, 0, flags);
+		asm volatile("" ::: "memory");
+		return verdict;
+	}
+	group = xdpfwd_groups.lookup(&ifindex);
+	if (group)
+		verdict = bpf_redirect_map(group, 0, flags);
+	return verdict;
+}
+
+/*
+ * Lookup order: multicast group, single entry, broadcast group, balanced entry,
+ * on-miss verdict. A port has one role, so the order only decides what each role
+ * pays for the lookups before its own: single entries pay nothing, broadcast
+ * members an array devmap miss, balanced entries that and the settings.
  *
  * Verdicts: XDP_REDIRECT when the ingress port has an entry (or a balanced entry
  * with a bucket for the frame), or floods its broadcast group; XDP_DROP for a
@@ -105,12 +151,36 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 		}
 	}
 
-	/* The low bits of the flags are the verdict on a miss: XDP_ABORTED flags it. */
-	verdict = xdpfwd_fwd.redirect_map(ifindex, XDP_ABORTED);
-	if (verdict == XDP_REDIRECT) {
+	if (entry_redirect(ifindex) == XDP_REDIRECT) {
 		if (stats)
 			count(&stats->redirect, bytes);
 		return XDP_REDIRECT;
+	}
+
+	/* The settings are looked up only on a miss, off the forwarding fast path. */
+	port = port_settings(ifindex);
+	if (port && port->flags & XDPFWD_PORT_BROADCAST) {
+		u64 flags = BPF_F_BROADCAST;
+
+#if XDPFWD_FRAGS
+		/*
+		 * The kernel cannot clone a multi-buffer frame for a broadcast: the
+		 * redirect would fail after this program (xdp_redirect_err, -EOPNOTSUPP),
+		 * so drop it here and count why.
+		 */
+		if (bytes > ctx->data_end - ctx->data) {
+			if (stats)
+				count(&stats->too_big, bytes);
+			return XDP_DROP;
+		}
+#endif
+		if (port->flags & XDPFWD_PORT_EXCLUDE_INGRESS)
+			flags |= BPF_F_EXCLUDE_INGRESS;
+		if (group_redirect(ifindex, flags) == XDP_REDIRECT) {
+			if (stats)
+				count(&stats->redirect, bytes);
+			return XDP_REDIRECT;
+		}
 	}
 
 	/* Balanced entries are looked up only on a miss: single entries pay nothing. */
@@ -126,42 +196,6 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 		}
 	}
 
-	/* The settings are looked up only on a miss, off the forwarding fast path. */
-	port = port_settings(ifindex);
-	if (port && port->flags & XDPFWD_PORT_BROADCAST) {
-		void *group = NULL;
-
-		if (ifindex < XDPFWD_STATS_SLOTS) {
-			group = xdpfwd_group_slots.lookup(&ifindex);
-			asm volatile("" ::: "memory");	/* see port_stats() */
-		}
-		if (!group)
-			group = xdpfwd_groups.lookup(&ifindex);
-		if (group) {
-			u64 flags = BPF_F_BROADCAST;
-
-#if XDPFWD_FRAGS
-			/*
-			 * The kernel cannot clone a multi-buffer frame for a broadcast:
-			 * the redirect would fail after this program (xdp_redirect_err,
-			 * -EOPNOTSUPP), so drop it here and count why.
-			 */
-			if (bytes > ctx->data_end - ctx->data) {
-				if (stats)
-					count(&stats->too_big, bytes);
-				return XDP_DROP;
-			}
-#endif
-			if (port->flags & XDPFWD_PORT_EXCLUDE_INGRESS)
-				flags |= BPF_F_EXCLUDE_INGRESS;
-			verdict = bpf_redirect_map(group, 0, flags);
-			if (verdict == XDP_REDIRECT) {
-				if (stats)
-					count(&stats->redirect, bytes);
-				return XDP_REDIRECT;
-			}
-		}
-	}
 	verdict = port && port->on_miss == XDP_DROP ? XDP_DROP : XDP_PASS;
 	if (stats) {
 		count(&stats->miss, bytes);

@@ -41,6 +41,7 @@ def c_define(name: str) -> str:
         ("XDPFWD_PIN_GROUPS", maps.PIN_GROUPS),
         ("XDPFWD_PIN_PORT_SLOTS", maps.PIN_PORT_SLOTS),
         ("XDPFWD_PIN_GROUP_SLOTS", maps.PIN_GROUP_SLOTS),
+        ("XDPFWD_PIN_FWD_SLOTS", maps.PIN_FWD_SLOTS),
         ("XDPFWD_PIN_GROUP_DIR", maps.PIN_GROUP_DIR),
         ("XDPFWD_PIN_PAIR_STATS", maps.PIN_PAIR_STATS),
         ("XDPFWD_PIN_TX_EVENTS", maps.PIN_TX_EVENTS),

@@ -56,6 +56,12 @@ _MCAST_PINS = (
     maps.PIN_MCAST_PORT_STATS + maps.PIN_HI_SUFFIX,
 )
 _MCAST_EGRESS_PINS = (maps.PIN_MCAST_COPIES, maps.PIN_PROG_MCAST)
+# Tables whose entries below STATS_SLOTS the programs read from slots (maps._Mirrored).
+_MIRRORED = (
+    (maps.ForwardTable, maps.PIN_FWD, maps.PIN_FWD_SLOTS),
+    (maps.PortTable, maps.PIN_PORTS, maps.PIN_PORT_SLOTS),
+    (maps.GroupsTable, maps.PIN_GROUPS, maps.PIN_GROUP_SLOTS),
+)
 
 
 @dataclass
@@ -107,12 +113,14 @@ class Dataplane:
             self.layout = Layout(self.fwd.table_type, self.fwd.value_format)
             self.groups = self._open(maps.GroupsTable, maps.PIN_GROUPS)
             names = pins.names()
-            for table, slots in (
-                (self.ports, maps.PIN_PORT_SLOTS),
-                (self.groups, maps.PIN_GROUP_SLOTS),
-            ):
+            tables = {
+                maps.PIN_FWD: self.fwd,
+                maps.PIN_PORTS: self.ports,
+                maps.PIN_GROUPS: self.groups,
+            }
+            for _, name, slots in _MIRRORED:
                 if slots in names:
-                    table.mirror(self._open(maps.PinnedMap, slots))
+                    tables[name].mirror(self._open(maps.PinnedMap, slots))
             recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS))
             # No record: made before xdpfwd loaded multi-buffer programs (flags 0).
             self.prog_flags = recorded or 0
@@ -382,10 +390,6 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
         if maps.PIN_FWD not in present and maps.PIN_INTENT not in present:
             maps.create_pinned_intent(pins.pin(maps.PIN_INTENT))
             rollback.callback(os.unlink, pins.pin(maps.PIN_INTENT))
-        if maps.PIN_GROUP_SLOTS not in present:
-            path = pins.pin(maps.PIN_GROUP_SLOTS)
-            maps.create_pinned_groups_table(path, layout.table, layout.value_size, slots=True)
-            rollback.callback(os.unlink, path)
         if maps.PIN_BUCKETS not in present:
             maps.create_pinned_devmap_hash(
                 pins.pin(maps.PIN_BUCKETS),
@@ -396,6 +400,12 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
             rollback.callback(os.unlink, pins.pin(maps.PIN_BUCKETS))
     except OSError as e:
         raise BpfError(f"creating xdpfwd's maps failed: {e.strerror}") from e
+    try:
+        for name in maps.create_pinned_slots(pins.path, layout.table, layout.value_size):
+            rollback.callback(os.unlink, pins.pin(name))
+        _copy_to_slots(pins)
+    except OSError as e:
+        raise BpfError(f"creating xdpfwd's slot maps failed: {e.strerror}") from e
     recorded = maps.read_prog_flags(pins.pin(maps.PIN_PROG_FLAGS)) or 0
     frags = bool(recorded & sc.BPF_F_XDP_HAS_FRAGS)
     # Whatever BCC pins (the maps it creates) belongs to this call until it succeeds.
@@ -420,6 +430,20 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
         "multi-buffer" if frags else "single-buffer",
     )
     return True
+
+
+def _copy_to_slots(pins: PinDir) -> None:
+    """Copy what the tables hold into their new slots: the program about to be
+    compiled reads the slots (tables pinned before, their program pin removed)."""
+    present = pins.names()
+    with ExitStack() as opened:
+        for cls, name, slots in _MIRRORED:
+            if name in present:
+                table = cls(pins.pin(name))
+                opened.callback(table.close)
+                table.mirror(maps.PinnedMap(pins.pin(slots)))
+                opened.callback(table.slots.close)
+                table.copy_to_slots()
 
 
 def _unpin_new(pins: PinDir, keep: set[str]) -> None:

@@ -46,6 +46,7 @@ _MAPS = (
     maps.PIN_GROUPS,
     maps.PIN_PORT_SLOTS,
     maps.PIN_GROUP_SLOTS,
+    maps.PIN_FWD_SLOTS,
     maps.PIN_PORT_STATS,
     maps.PIN_PORT_STATS + maps.PIN_HI_SUFFIX,
     maps.PIN_ENTRY_STATS,

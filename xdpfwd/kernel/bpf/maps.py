@@ -6,6 +6,8 @@ import errno
 import ipaddress
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 from xdpfwd.kernel.bpf import syscall as sc
@@ -24,6 +26,7 @@ PIN_GROUPS = "groups"
 # programs read first (xdpfwd_ports.c): pin dirs made before them have none.
 PIN_PORT_SLOTS = "port_slots"
 PIN_GROUP_SLOTS = "group_slots"
+PIN_FWD_SLOTS = "fwd_slots"
 PIN_GROUP_DIR = "group"
 PIN_PAIR_STATS = "pair_stats"
 PIN_TX_EVENTS = "tx_events"
@@ -262,25 +265,16 @@ class DevMap(PinnedMap):
             return FwdEntry(_U32.unpack(raw)[0], 0)
         return FwdEntry(*_DEVMAP_VAL.unpack(raw))
 
-    def _set(self, key: int, egress: int, prog_fd: int) -> None:
-        """Write an entry in one update: the kernel swaps it atomically."""
+    def _value(self, egress: int, prog_fd: int) -> bytes:
         if self.info.value_size == _U32.size:
             if prog_fd:
                 raise ValueError("plain ifindex entries cannot hold an egress program")
-            value = _U32.pack(egress)
-        else:
-            value = _DEVMAP_VAL.pack(egress, prog_fd)
-        sc.map_update(self.fd, _key(key), value)
+            return _U32.pack(egress)
+        return _DEVMAP_VAL.pack(egress, prog_fd)
 
-
-class ForwardTable(DevMap):
-    """Forwarding devmap: ingress ifindex -> egress ifindex (+ egress program)."""
-
-    def get(self, ingress: int) -> FwdEntry | None:
-        return self._get(ingress)
-
-    def set(self, ingress: int, egress: int, prog_fd: int = 0) -> None:
-        self._set(ingress, egress, prog_fd)
+    def _set(self, key: int, egress: int, prog_fd: int) -> None:
+        """Write an entry in one update: the kernel swaps it atomically."""
+        sc.map_update(self.fd, _key(key), self._value(egress, prog_fd))
 
 
 class BucketTable(DevMap):
@@ -427,10 +421,10 @@ class MapOfMaps(PinnedMap):
 
 
 class _Mirrored(PinnedMap):
-    """A map keyed by ifindex whose entries below STATS_SLOTS are copied into the
-    array slots the XDP programs read first (see xdpfwd_ports.c). It is read here
-    alone: it holds every entry. Without slots (a pin dir made before them) the
-    programs read it alone too."""
+    """A map keyed by ifindex whose entries below STATS_SLOTS are copied into array
+    slots, which the XDP programs read instead (an array lookup the verifier
+    inlines; see xdpfwd_ports.c). It is read here alone: it holds every entry.
+    Without slots (a pin dir made before them) the programs read it alone too."""
 
     slots: PinnedMap | None = None
     _unused = b""  # what an unused slot holds
@@ -453,6 +447,34 @@ class _Mirrored(PinnedMap):
         return super().delete(ifindex)
 
 
+@contextmanager
+def _held_program(prog_id: int) -> Iterator[int]:
+    """An fd on the program prog_id while the block runs (0 for none)."""
+    fd = sc.prog_fd_by_id(prog_id) if prog_id else 0
+    try:
+        yield fd
+    finally:
+        if fd:
+            os.close(fd)
+
+
+class ForwardTable(_Mirrored, DevMap):
+    """Forwarding devmap: ingress ifindex -> egress ifindex (+ egress program)."""
+
+    def get(self, ingress: int) -> FwdEntry | None:
+        return self._get(ingress)
+
+    def set(self, ingress: int, egress: int, prog_fd: int = 0) -> None:
+        self._write(ingress, self._value(egress, prog_fd))
+
+    def copy_to_slots(self) -> None:
+        for ingress in self.ifindexes():
+            entry = self.get(ingress)
+            if entry is not None and ingress < STATS_SLOTS:
+                with _held_program(entry.egress_prog_id) as prog_fd:
+                    self.set(ingress, entry.egress_ifindex, prog_fd)
+
+
 class GroupsTable(_Mirrored, MapOfMaps):
     """Broadcast member ports: port ifindex -> its group's devmap (an empty slot of
     the ARRAY_OF_MAPS copy reads as none)."""
@@ -461,6 +483,16 @@ class GroupsTable(_Mirrored, MapOfMaps):
 
     def set(self, key: int, inner_fd: int) -> None:
         self._write(key, _U32.pack(inner_fd))
+
+    def copy_to_slots(self) -> None:
+        for port in self.ifindexes():
+            map_id = self.group_id(port)
+            if map_id is not None and port < STATS_SLOTS:
+                fd = sc.map_fd_by_id(map_id)
+                try:
+                    self.set(port, fd)
+                finally:
+                    os.close(fd)
 
 
 class PortTable(_Mirrored):
@@ -475,6 +507,12 @@ class PortTable(_Mirrored):
 
     def set(self, ifindex: int, settings: PortSettings) -> None:
         self._write(ifindex, _PORT.pack(settings.on_miss, settings.flags))
+
+    def copy_to_slots(self) -> None:
+        for port in self.ifindexes():
+            settings = self.get(port)
+            if settings is not None and port < STATS_SLOTS:
+                self.set(port, settings)
 
 
 class SlottedStats:
@@ -749,18 +787,18 @@ def create_pinned_group(path: str, name: str, table: str, value_size: int) -> No
         os.close(fd)
 
 
-def create_pinned_groups_table(path: str, table: str, value_size: int, slots: bool = False) -> None:
-    """Create and pin the map of maps from member ports to group devmaps (a hash; with
-    slots, the ARRAY_OF_MAPS of its copies in slots). Its inner maps must look like
-    the template: same type and value size (devmaps may differ in size)."""
+def create_pinned_groups_table(path: str, table: str, value_size: int) -> None:
+    """Create and pin the map of maps from member ports to group devmaps. Its inner
+    maps must look like the template: same type and value size (devmaps may differ
+    in size)."""
     template = _create_devmap(table, value_size, GROUP_MAX_MEMBERS, "xdpfwd_group_t")
     try:
         fd = sc.map_create(
-            sc.MAP_TYPE_ARRAY_OF_MAPS if slots else sc.MAP_TYPE_HASH_OF_MAPS,
+            sc.MAP_TYPE_HASH_OF_MAPS,
             _U32.size,
             _U32.size,
-            STATS_SLOTS if slots else MAX_PORTS,
-            "xdpfwd_gslots" if slots else "xdpfwd_groups",
+            MAX_PORTS,
+            "xdpfwd_groups",
             inner_map_fd=template,
         )
     finally:
@@ -769,6 +807,48 @@ def create_pinned_groups_table(path: str, table: str, value_size: int, slots: bo
         sc.obj_pin(fd, path)
     finally:
         os.close(fd)
+
+
+def create_pinned_slots(pins_path: str, table: str, value_size: int) -> list[str]:
+    """Create and pin the slot copies of ports, fwd and groups that are missing (see
+    _Mirrored); return the names pinned. On failure, what was pinned stays: call it
+    where a rollback removes new pins."""
+    made = []
+
+    def pin(name: str, create) -> None:
+        path = os.path.join(pins_path, name)
+        if os.path.exists(path):
+            return
+        fd = create()
+        try:
+            sc.obj_pin(fd, path)
+        finally:
+            os.close(fd)
+        made.append(name)
+
+    pin(
+        PIN_PORT_SLOTS,
+        lambda: sc.map_create(
+            sc.MAP_TYPE_ARRAY, _U32.size, _PORT.size, STATS_SLOTS, "xdpfwd_pslots"
+        ),
+    )
+    pin(PIN_FWD_SLOTS, lambda: _create_devmap("devmap", value_size, STATS_SLOTS, "xdpfwd_fslots"))
+    template = _create_devmap(table, value_size, GROUP_MAX_MEMBERS, "xdpfwd_group_t")
+    try:
+        pin(
+            PIN_GROUP_SLOTS,
+            lambda: sc.map_create(
+                sc.MAP_TYPE_ARRAY_OF_MAPS,
+                _U32.size,
+                _U32.size,
+                STATS_SLOTS,
+                "xdpfwd_gslots",
+                inner_map_fd=template,
+            ),
+        )
+    finally:
+        os.close(template)
+    return made
 
 
 def devmap_val_supported() -> bool:
