@@ -38,8 +38,9 @@
 #define XDPFWD_PIN_HI_SUFFIX	"_hi"
 #define XDPFWD_MAX_PAIRS	16384
 /*
- * A broadcast walks every slot of its devmap for each frame, so group devmaps are
- * small: every slot of a DEVMAP, every bucket of a DEVMAP_HASH.
+ * Members of a broadcast group, at most. A broadcast walks every slot of a DEVMAP
+ * (every bucket of a DEVMAP_HASH) for each frame, so a group's devmap is sized to
+ * its members: xdpfwd swaps in another as they change.
  */
 #define XDPFWD_GROUP_MAX_MEMBERS	64
 

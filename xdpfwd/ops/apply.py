@@ -620,11 +620,11 @@ def _create(c: Change, group: str) -> None:
 
 
 def _join(c: Change, group: str, port: int) -> None:
-    groups.add_member(c.dp, c.dp.open_group(group), port, c.undo)
+    groups.add_member(c, group, port)
 
 
 def _leave(c: Change, group: str, port: int) -> None:
-    groups.remove_member(c.dp, c.dp.open_group(group), port, c.undo, c.resources)
+    groups.remove_member(c, group, port)
     c.after_commit.append(lambda: groups.forget_pairs(c.dp, {port}))
 
 

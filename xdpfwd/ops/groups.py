@@ -83,12 +83,11 @@ def broadcast(
         created = group not in dp.group_names()
         if created:
             create(c, group)
-        group_map = dp.open_group(group)
-        current = set(group_map.members())
+        current = set(dp.open_group(group).members())
         if exclude_ingress is None:
             exclude_ingress = excludes_ingress(dp, current)
         flags = maps.PORT_BROADCAST | (maps.PORT_EXCLUDE_INGRESS if exclude_ingress else 0)
-        attachments = [_join(c, plan, group_map, flags, mode) for plan in c.plans]
+        attachments = [_join(c, plan, group, flags, mode) for plan in c.plans]
         for member in current - set(joining):
             _set_flags(c, member, flags)  # the group's flag changes in place
         converted = [
@@ -152,12 +151,12 @@ def _record_members(c: Change, group: str, ports: list[int], exclude: bool, mode
     intent.update(c, lambda r: intent.with_members(r, group, names, exclude, mode, verdicts))
 
 
-def _join(c: Change, plan, group_map: maps.GroupMap, flags: int, mode: str):
-    dp, port = c.dp, plan.link.ifindex
-    previous = dp.ports.get(port)
+def _join(c: Change, plan, group: str, flags: int, mode: str):
+    port = plan.link.ifindex
+    previous = c.dp.ports.get(port)
     on_miss = previous.on_miss if previous else maps.XDP_PASS
     attachment = c.attach(plan, mode, maps.PortSettings(on_miss, flags))
-    add_member(dp, group_map, port, c.undo)
+    add_member(c, group, port)
     return attachment
 
 
@@ -198,7 +197,7 @@ def broadcast_del(
 def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:
     dp = c.dp
     for member, name in groups.items():
-        remove_member(dp, dp.open_group(name), member.ifindex, c.undo, c.resources)
+        remove_member(c, name, member.ifindex)
         settings = dp.ports.get(member.ifindex)
         if settings is not None and settings.flags:
             _set_flags(c, member.ifindex, 0)  # it floods no more

@@ -3,21 +3,22 @@
 A frame entering a member leaves on every member of its group (with
 --exclude-ingress, on every other member): the ingress program finds the group's
 devmap through the `groups` map of maps and calls bpf_redirect_map() with
-BPF_F_BROADCAST. Groups are pinned as group/<name>, so adding a member is map
-updates only. A port forwards (`add`) or is a member of one group, never both.
+BPF_F_BROADCAST. Groups are pinned as group/<name>; a change of members swaps in a
+devmap sized to them. A port forwards (`add`) or is a member of one group, never
+both.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from contextlib import suppress
 
-from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.errors import BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import GROUP_NAME, GroupInfo, PairRow
-from xdpfwd.state.dataplane import Dataplane, hold_program
+from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.ports import known, map_write
 from xdpfwd.state.transaction import Change
 
@@ -76,37 +77,90 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]
 
 
 def create(c: Change, group: str) -> None:
+    """Pin an empty devmap for group; add_member() fills it."""
     directory = c.dp.pins.pin(maps.PIN_GROUP_DIR)
     if not os.path.isdir(directory):
         os.mkdir(directory)
         c.undo.callback(os.rmdir, directory)
     path = c.dp.group_path(group)
+    devmap = _sized_devmap(c, group, [])
     try:
-        layout = c.dp.layout
-        maps.create_pinned_group(path, group, layout.table, layout.value_size)
+        sc.obj_pin(devmap.fd, path)
     except OSError as e:
         raise XdpfwdError(f"creating broadcast group {group} failed: {e.strerror}") from e
     c.undo.callback(os.unlink, path)
 
 
-def add_member(dp: Dataplane, group_map: maps.GroupMap, port: int, undo: ExitStack) -> None:
+def add_member(c: Change, group: str, port: int) -> None:
     """Put port into the group's devmap and point it at the group (the settings that
     make its ingress program flood are the caller's)."""
-    if port not in group_map.members():
-        try:
-            group_map.add(port, dp.group_prog_fd)
-        except OSError as e:
-            raise XdpfwdError(
-                f"broadcast group is full ({maps.GROUP_MAX_MEMBERS} members): {e.strerror}"
-            ) from e
-        undo.callback(group_map.remove, port)
-    map_id = dp.groups.group_id(port)
-    if map_id != group_map.info.id:
-        map_write(dp.groups.set, port, group_map.fd)
-        if map_id is None:
-            undo.callback(dp.groups.delete, port)
-        else:
-            undo.callback(_point_back, dp, port, map_id)
+    members = list(c.dp.open_group(group).members())
+    if port not in members:
+        if len(members) >= maps.GROUP_MAX_MEMBERS:
+            raise XdpfwdError(f"broadcast group {group} is full ({maps.GROUP_MAX_MEMBERS} members)")
+        _resize(c, group, members + [port])
+    elif c.dp.groups.group_id(port) != c.dp.open_group(group).info.id:
+        _point(c, port, c.dp.open_group(group).fd)
+
+
+def remove_member(c: Change, group: str, port: int) -> None:
+    """Take port out of the group. Its settings (whether its ingress program floods)
+    are the caller's: a port moving to another group keeps flooding. A group left
+    without members is unpinned when the change commits."""
+    members = [m for m in c.dp.open_group(group).members() if m != port]
+    _resize(c, group, members)
+    map_id = c.dp.groups.group_id(port)
+    if map_id is not None:
+        c.dp.groups.delete(port)
+        c.undo.callback(_point_back, c.dp, port, map_id)
+
+
+def _sized_devmap(c: Change, group: str, members: list[int]) -> maps.GroupMap:
+    layout = c.dp.layout
+    try:
+        devmap = maps.create_sized_devmap(
+            layout.table, layout.value_size, members, c.dp.group_prog_fd, f"xg_{group}"
+        )
+    except OSError as e:
+        raise BpfError(f"creating broadcast group {group}'s devmap failed: {e.strerror}") from e
+    c.resources.callback(devmap.close)
+    return devmap
+
+
+def _resize(c: Change, group: str, members: list[int]) -> None:
+    """Swap in a devmap holding exactly members, sized to them (a broadcast walks
+    every slot of its devmap for each frame), and point each member at it. The old
+    devmap floods the members still pointing at it meanwhile: each frame goes to
+    one group or the other, whole."""
+    path = c.dp.group_path(group)
+    old = c.dp.open_group(group)
+    devmap = _sized_devmap(c, group, members)
+    _replace_pin(path, devmap.fd)
+    c.undo.callback(_replace_pin, path, old.fd)
+    for port in members:
+        _point(c, port, devmap.fd)
+
+
+def _point(c: Change, port: int, group_fd: int) -> None:
+    map_id = c.dp.groups.group_id(port)
+    map_write(c.dp.groups.set, port, group_fd)
+    if map_id is None:
+        c.undo.callback(c.dp.groups.delete, port)
+    else:
+        c.undo.callback(_point_back, c.dp, port, map_id)
+
+
+def _replace_pin(path: str, fd: int) -> None:
+    """Pin fd at path in place of what is pinned there, in one rename."""
+    head, name = os.path.split(path)
+    swap = os.path.join(head, f"_{name}")  # not a group name: those start otherwise
+    try:
+        sc.obj_pin(fd, swap)
+        os.rename(swap, path)
+    except OSError as e:
+        with suppress(FileNotFoundError):
+            os.unlink(swap)
+        raise BpfError(f"replacing {path} failed: {e.strerror}") from e
 
 
 def _point_back(dp: Dataplane, port: int, map_id: int) -> None:
@@ -115,19 +169,6 @@ def _point_back(dp: Dataplane, port: int, map_id: int) -> None:
         dp.groups.set(port, fd)
     finally:
         os.close(fd)
-
-
-def remove_member(
-    dp: Dataplane, group_map: maps.GroupMap, port: int, undo: ExitStack, resources: ExitStack
-) -> None:
-    """Take port out of the group. Its settings (whether its ingress program floods)
-    are the caller's: a port moving to another group keeps flooding."""
-    entry = group_map.members()[port]
-    prog_fd = hold_program(resources, entry.egress_prog_id)
-    group_map.remove(port)
-    undo.callback(group_map.add, port, prog_fd)
-    dp.groups.delete(port)
-    undo.callback(dp.groups.set, port, group_map.fd)
 
 
 def forget_pairs(dp: Dataplane, ports: set[int]) -> None:

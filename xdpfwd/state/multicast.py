@@ -244,7 +244,7 @@ def _swap_devmap(
     """Put a new devmap holding exactly receivers into slot, in one update."""
     layout = dp.layout
     try:
-        devmap = maps.create_mcast_devmap(
+        devmap = maps.create_sized_devmap(
             layout.table, layout.value_size, receivers, m.prog_fd, f"xdpfwd_m{slot}"
         )
     except OSError as e:

@@ -383,30 +383,6 @@ class GroupMap(DevMap):
         entries = (self._get(key) for key in self._keys())
         return {e.egress_ifindex: e for e in entries if e is not None}
 
-    def _key_of(self, member: int) -> int | None:
-        for key in self._keys():
-            entry = self._get(key)
-            if entry is not None and entry.egress_ifindex == member:
-                return key
-        return None
-
-    def add(self, member: int, prog_fd: int) -> None:
-        """Add a member, or update its entry; raises OSError(ENOSPC) when full."""
-        key = self._key_of(member)
-        if key is None:
-            if self.info.map_type == sc.MAP_TYPE_DEVMAP_HASH:
-                key = member
-            else:
-                used = set(k for k in self._keys() if self._get(k) is not None)
-                key = next((k for k in self._keys() if k not in used), None)
-                if key is None:
-                    raise OSError(errno.ENOSPC, "the group is full")
-        self._set(key, member, prog_fd)
-
-    def remove(self, member: int) -> bool:
-        key = self._key_of(member)
-        return key is not None and sc.map_delete(self.fd, _key(key))
-
 
 class MapOfMaps(PinnedMap):
     """A map of maps keyed by a u32: written with an inner map's fd, read back as its
@@ -778,15 +754,6 @@ def _create_devmap(table: str, value_size: int, max_entries: int, name: str) -> 
     return sc.map_create(TABLE_TYPES[table], key_size, value_size, max_entries, name)
 
 
-def create_pinned_group(path: str, name: str, table: str, value_size: int) -> None:
-    """Create and pin the devmap of a broadcast group."""
-    fd = _create_devmap(table, value_size, GROUP_MAX_MEMBERS, f"xg_{name}")
-    try:
-        sc.obj_pin(fd, path)
-    finally:
-        os.close(fd)
-
-
 def create_pinned_groups_table(path: str, table: str, value_size: int) -> None:
     """Create and pin the map of maps from member ports to group devmaps. Its inner
     maps must look like the template: same type and value size (devmaps may differ
@@ -1052,16 +1019,18 @@ def open_by_id(cls, map_id: int):
     return adopt(cls, sc.map_fd_by_id(map_id), f"map id {map_id}")
 
 
-def create_mcast_devmap(
-    table: str, value_size: int, receivers: list[int], prog_fd: int, name: str
+def create_sized_devmap(
+    table: str, value_size: int, ports: list[int], prog_fd: int, name: str
 ) -> GroupMap:
-    """A new devmap holding exactly receivers (unpinned: the map of maps will hold it),
-    each entry with the egress program prog_fd (0: none)."""
-    devmap = adopt(GroupMap, _create_devmap(table, value_size, len(receivers), name), name)
+    """A new devmap holding exactly ports, sized to them (a broadcast walks every slot
+    or bucket of its devmap for each frame), each entry with the egress program
+    prog_fd (0: none). Unpinned: the caller pins it or puts it in a map of maps."""
+    size = max(1, len(ports))
+    devmap = adopt(GroupMap, _create_devmap(table, value_size, size, name), name)
     try:
         hashed = devmap.info.map_type == sc.MAP_TYPE_DEVMAP_HASH
-        for slot, receiver in enumerate(receivers):
-            devmap._set(receiver if hashed else slot, receiver, prog_fd)
+        for slot, port in enumerate(ports):
+            devmap._set(port if hashed else slot, port, prog_fd)
     except BaseException:
         devmap.close()
         raise
