@@ -156,6 +156,7 @@ struct xdpfwd_bench_cfg {
 #define XDPFWD_PIN_MCAST_STATS		"mcast_stats"	/* slot -> struct xdpfwd_mcast_stats */
 #define XDPFWD_PIN_MCAST_COPIES		"mcast_copies"	/* (slot, receiver) -> copies sent */
 #define XDPFWD_PIN_MCAST_PORT_STATS	"mcast_port_stats"	/* source port -> frames replicated */
+#define XDPFWD_PIN_MCAST_PORTS		"mcast_ports"	/* port slot -> 1 if it is a source */
 #define XDPFWD_PIN_PROG_MCAST		"prog_egress_mcast"
 #define XDPFWD_MCAST_MAX_GROUPS		1024
 #define XDPFWD_MCAST_MAX_MEMBERS	64	/* receivers, and sources, per group */

@@ -6,7 +6,10 @@
  */
 #include <uapi/linux/if_ether.h>
 
-/* Per (ingress, egress) pair of broadcast groups, per CPU. */
+/*
+ * Per (ingress, egress) pair and per CPU: the ports of balanced entries, counted by
+ * xdpfwd_egress_group, and the copies of broadcasts (xdpfwd_trace.c).
+ */
 BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_pair, struct xdpfwd_egress_stats, xdpfwd_pair_stats,
 		 XDPFWD_MAX_PAIRS, PIN(XDPFWD_PIN_PAIR_STATS));
 
@@ -45,8 +48,9 @@ int xdpfwd_egress_rewrite(struct xdp_md *ctx)
 }
 
 /*
- * Egress program of broadcast group members: counts each copy on its (ingress,
- * egress) pair. Verdict: XDP_PASS.
+ * Egress program of the buckets of balanced entries (and, in pin dirs made before
+ * the tracepoint counted copies, of broadcast group members): counts each frame on
+ * its (ingress, egress) pair. Verdict: XDP_PASS.
  */
 int xdpfwd_egress_group(struct xdp_md *ctx)
 {

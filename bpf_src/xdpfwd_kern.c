@@ -129,10 +129,10 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 
 	/*
 	 * Multicast groups come first (xdpfwd_mcast.c): XDP_REDIRECT for a frame to a
-	 * group this port is a source of. Only frames to a multicast MAC look for one:
-	 * the others pay one bit test. A frame of no group goes on as any other.
+	 * group this port is a source of. Only frames to a multicast MAC entering a
+	 * source port look for one. A frame of no group goes on as any other.
 	 */
-	if (mcast_destination(ctx)) {
+	if (mcast_candidate(ctx, ifindex)) {
 		verdict = mcast_redirect(ctx, ifindex, bytes);
 		if (verdict == XDP_REDIRECT) {
 			struct xdpfwd_counter *mstats = mcast_port_stats(ifindex);

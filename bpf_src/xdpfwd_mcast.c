@@ -72,12 +72,34 @@ static __always_inline struct xdpfwd_counter *mcast_port_stats(u32 ifindex)
 	return xdpfwd_mcast_port_hi.lookup(&ifindex);
 }
 
+/*
+ * Ports below XDPFWD_STATS_SLOTS that are a source of some group hold 1 in their
+ * slot: the others need not read the frame (its first read costs a broadcast some
+ * 4 % of its rate, before the kernel copies it anyway).
+ */
+BPF_TABLE_PINNED("array", u32, u32, xdpfwd_mcast_ports, XDPFWD_STATS_SLOTS,
+		 PIN(XDPFWD_PIN_MCAST_PORTS));
+
 /* Whether the frame goes to a multicast (or broadcast) MAC address: one bit. */
 static __always_inline int mcast_destination(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 
 	return data + ETH_HLEN <= data_end && (*(u8 *)data & 1);
+}
+
+/* Whether a frame entering port ifindex may be for one of its groups. */
+static __always_inline int mcast_candidate(struct xdp_md *ctx, u32 ifindex)
+{
+	u32 *source;
+
+	if (ifindex < XDPFWD_STATS_SLOTS) {
+		source = xdpfwd_mcast_ports.lookup(&ifindex);
+		asm volatile("" ::: "memory");	/* see port_stats() */
+		if (!source || !*source)
+			return 0;
+	}
+	return mcast_destination(ctx);
 }
 
 /* The group of the frame's destination on port ifindex: IP group first, then MAC. */

@@ -16,6 +16,12 @@
 /* Key = struct xdpfwd_pair, value = struct xdpfwd_tx_events per CPU. */
 BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_pair, struct xdpfwd_tx_events, xdpfwd_tx_events,
 		 XDPFWD_MAX_PAIRS, PIN(XDPFWD_PIN_TX_EVENTS));
+/*
+ * The copies of broadcasts the drivers sent, per (ingress, egress) pair and per
+ * CPU: no egress program runs for them (one would cost a tenth of the rate).
+ */
+BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_pair, struct xdpfwd_egress_stats, xdpfwd_pair_stats,
+		 XDPFWD_MAX_PAIRS, PIN(XDPFWD_PIN_PAIR_STATS));
 
 static __always_inline u32 dev_ifindex(const void *dev)
 {
@@ -26,19 +32,25 @@ static __always_inline u32 dev_ifindex(const void *dev)
 	return ifindex;
 }
 
-/* dev's ifindex if it is one of this pin dir's ports, in its namespace; else 0. */
-static __always_inline u32 our_port(const void *dev)
+/* Whether dev is in this pin dir's namespace: ifindexes repeat across namespaces. */
+static __always_inline int in_our_netns(const void *dev)
 {
-	u32 ifindex = dev_ifindex(dev), inum = 0;
 	void *net = NULL;
+	u32 inum = 0;
 
-	if (!ifindex || !port_settings(ifindex))
-		return 0;
-	/* dev->nd_net.net->ns.inum: ifindexes repeat across namespaces. */
+	/* dev->nd_net.net->ns.inum */
 	bpf_probe_read_kernel(&net, sizeof(net), dev + XDPFWD_NETDEV_NET_OFF);
 	if (net)
 		bpf_probe_read_kernel(&inum, sizeof(inum), net + XDPFWD_NET_INUM_OFF);
-	return inum == XDPFWD_NETNS_INUM ? ifindex : 0;
+	return inum == XDPFWD_NETNS_INUM;
+}
+
+/* dev's ifindex if it is one of this pin dir's ports, in its namespace; else 0. */
+static __always_inline u32 our_port(const void *dev)
+{
+	u32 ifindex = dev_ifindex(dev);
+
+	return ifindex && port_settings(ifindex) && in_our_netns(dev) ? ifindex : 0;
 }
 
 static __always_inline struct xdpfwd_tx_events *events(u32 ingress, u32 egress)
@@ -50,25 +62,53 @@ static __always_inline struct xdpfwd_tx_events *events(u32 ingress, u32 egress)
 }
 
 /*
+ * Counts a bulk of broadcast copies as sent on the pair. The tracepoint does not
+ * say their bytes: the mean size of the frames the port redirected on this CPU
+ * stands for them, exact when its frames are of one size.
+ */
+static __always_inline void count_sent(u32 ingress, u32 egress, int sent)
+{
+	struct xdpfwd_port_stats *redirected = port_stats(ingress);
+	struct xdpfwd_pair pair = { ingress, egress };
+	struct xdpfwd_egress_stats zero = {}, *stats;
+	u64 mean = 0;
+
+	if (redirected && redirected->redirect.packets)
+		mean = redirected->redirect.bytes / redirected->redirect.packets;
+	stats = xdpfwd_pair_stats.lookup_or_try_init(&pair, &zero);
+	if (stats) {
+		stats->tx.packets += sent;
+		stats->tx.bytes += sent * mean;
+	}
+}
+
+/*
  * xdp_devmap_xmit(from_dev, to_dev, int sent, int drops, int err): a bulk of
  * frames redirected from from_dev was handed to to_dev's driver; drops include
- * what the entry's egress program dropped. It fires for every bulk on the host,
- * so a bulk without drops costs nothing more than the test.
+ * what the entry's egress program dropped. It fires for every bulk on the host:
+ * a bulk without drops from a port that does not flood costs one slot lookup.
  */
 int xdpfwd_tp_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
-	int drops = ctx->args[3];
+	const void *from = (void *)ctx->args[0];
+	int sent = ctx->args[2], drops = ctx->args[3];
+	u32 ingress = dev_ifindex(from), egress;
 	struct xdpfwd_tx_events *ev;
-	u32 ingress;
+	struct xdpfwd_port *port;
 
-	if (drops <= 0)
+	port = ingress ? port_settings(ingress) : NULL;
+	if (!port || (drops <= 0 && !(port->flags & XDPFWD_PORT_BROADCAST)))
 		return 0;
-	ingress = our_port((void *)ctx->args[0]);
-	if (!ingress)
+	if (!in_our_netns(from))
 		return 0;
-	ev = events(ingress, dev_ifindex((void *)ctx->args[1]));
-	if (ev)
-		ev->xmit_drops += drops;
+	egress = dev_ifindex((void *)ctx->args[1]);
+	if (port->flags & XDPFWD_PORT_BROADCAST && sent > 0)
+		count_sent(ingress, egress, sent);
+	if (drops > 0) {
+		ev = events(ingress, egress);
+		if (ev)
+			ev->xmit_drops += drops;
+	}
 	return 0;
 }
 

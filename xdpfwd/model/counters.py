@@ -42,7 +42,10 @@ class PairCounters:
     ingress: Iface
     egress: Iface
     group: str | None  # the broadcast group, or None for a forwarding entry
-    counted_by: str  # "egress" (the egress program) or "ingress" (no egress program)
+    # "ingress": the port's redirects (no egress program); "egress": the entry's egress
+    # program; "transmit": the copies of a broadcast the driver sent (the tracepoint),
+    # bytes from the mean size of the frames the ingress port redirected.
+    counted_by: str
     tx_packets: int = 0
     tx_bytes: int = 0
     egress_drop_packets: int = 0

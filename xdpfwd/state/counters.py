@@ -141,13 +141,17 @@ def entry_redirects(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.
 
 def _group_pairs(dp: Dataplane, links):
     for group in group_infos(dp, links):
+        # Members of groups made before the tracepoint counted copies run the
+        # built-in egress program, which counts them instead.
+        entries = dp.open_group(group.name).members().values()
+        counted_by = "egress" if any(e.egress_prog_id for e in entries) else "transmit"
         for row in group.pairs:
             c = row.counters
             yield PairCounters(
                 row.ingress,
                 row.egress,
                 group.name,
-                "egress",
+                counted_by,
                 c.tx_packets,
                 c.tx_bytes,
                 c.drop_packets,

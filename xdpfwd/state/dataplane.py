@@ -74,6 +74,7 @@ class Multicast:
     port_stats: maps.SlottedStats  # per source port: frames replicated (McastPortStats)
     copies: maps.McastCopiesTable | None  # None: plain ifindex entries count no copies
     prog_fd: int = 0  # the receivers' egress program (0: none)
+    ports: maps.McastPortsTable | None = None  # None: pins made before source marks
 
     def source_ports(self) -> set[int]:
         return {port for port, _ in self.sources.items()}
@@ -140,9 +141,13 @@ class Dataplane:
                 self.rewrite_fd, self.rewrite_id = self._open_prog(maps.PIN_PROG_REWRITE)
                 self.group_prog_fd, self.group_prog_id = self._open_prog(maps.PIN_PROG_GROUP)
                 self.egress_stats = self._open_stats(maps.PIN_ENTRY_STATS, maps.EgressStats)
-                self.pairs = self._open(maps.PairStatsTable, maps.PIN_PAIR_STATS)
                 self.rewrites = self._open(maps.RewriteTable, maps.PIN_REWRITE)
                 self.user_progs = self._open(maps.UserProgTable, maps.PIN_USER_PROGS)
+            # Pairs: counted by the tracepoint programs (broadcast copies), which
+            # make the map in pin dirs of plain ifindex entries, and by the built-in
+            # egress programs (balanced entries).
+            if maps.PIN_PAIR_STATS in names:
+                self.pairs = self._open(maps.PairStatsTable, maps.PIN_PAIR_STATS)
             # Balanced entries: absent from pins set up before xdpfwd had them.
             self.balance: maps.BalanceTable | None = None
             self.buckets: maps.BucketTable | None = None
@@ -173,6 +178,9 @@ class Dataplane:
             self._open_stats(maps.PIN_MCAST_PORT_STATS, maps.McastPortStats),
             self._open(maps.McastCopiesTable, maps.PIN_MCAST_COPIES) if egress else None,
             self._open_prog(maps.PIN_PROG_MCAST)[0] if egress else 0,
+            self._open(maps.McastPortsTable, maps.PIN_MCAST_PORTS)
+            if maps.PIN_MCAST_PORTS in self.pins.names()
+            else None,
         )
 
     def _open_stats(self, name: str, cls: type) -> maps.SlottedStats:

@@ -118,8 +118,9 @@ def remove_member(c: Change, group: str, port: int) -> None:
 def _sized_devmap(c: Change, group: str, members: list[int]) -> maps.GroupMap:
     layout = c.dp.layout
     try:
+        # No egress program: the tracepoint counts each pair's copies (xdpfwd_trace.c).
         devmap = maps.create_sized_devmap(
-            layout.table, layout.value_size, members, c.dp.group_prog_fd, f"xg_{group}"
+            layout.table, layout.value_size, members, 0, f"xg_{group}"
         )
     except OSError as e:
         raise BpfError(f"creating broadcast group {group}'s devmap failed: {e.strerror}") from e

@@ -144,10 +144,13 @@ def set_group(
     Raises XdpfwdError (a limit, pins without multicast), BpfError.
     """
     m = require(dp)
+    was = current.sources if current is not None else frozenset()
     if not sources or not receivers:
         if current is not None:
             _remove(m, current, undo, resources, later)
+            _mark_sources(m, was, undo)
         return
+    _mark_sources(m, sources, undo, joining=True)  # before their entries are written
     check_limits(addr, sources, receivers)
     if current is None:
         slot = _free_slot(m)
@@ -172,6 +175,21 @@ def set_group(
         _swap_devmap(dp, m, slot, sorted(receivers), undo, resources)
     if not shrinking:
         _write_sources(m, addr, slot, sources, receivers, exclude_ingress, current, undo)
+    _mark_sources(m, was - sources, undo)
+
+
+def _mark_sources(m: Multicast, ports: frozenset[int], undo, joining: bool = False) -> None:
+    """Mark each of ports (below STATS_SLOTS) as a source (joining), or by whether it
+    is a source of a group now: the ingress program reads the frames of marked ports
+    only for groups."""
+    if m.ports is None:
+        return  # pins made before the marks: their program reads every frame
+    sources = set() if joining else m.source_ports()
+    for port in sorted(p for p in ports if p < maps.STATS_SLOTS):
+        was, now = m.ports.is_source(port), joining or port in sources
+        if was != now:
+            map_write(m.ports.mark, port, now)
+            undo.callback(m.ports.mark, port, was)
 
 
 def _write_sources(

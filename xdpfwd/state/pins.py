@@ -67,6 +67,7 @@ _MAPS = (
     maps.PIN_MCAST_STATS,
     maps.PIN_MCAST_COPIES,
     maps.PIN_MCAST_PORT_STATS,
+    maps.PIN_MCAST_PORTS,
     maps.PIN_MCAST_PORT_STATS + maps.PIN_HI_SUFFIX,
 )
 KNOWN_PINS: dict[str, tuple[str, str]] = {

@@ -183,7 +183,7 @@ def compile_trace(pin_dir: str, netns_inum: int) -> dict[str, int]:
     """Compile the raw tracepoint programs that count transmit failures for the ports
     of pin_dir in the network namespace whose inode is netns_inum."""
     return compile_programs(
-        source.program_text(source.PORTS_SOURCE, source.TRACE_SOURCE),
+        source.program_text(source.STATS_SOURCE, source.PORTS_SOURCE, source.TRACE_SOURCE),
         dict.fromkeys(TRACE_FUNCS.values(), (PROG_RAW_TRACEPOINT, None)),
         source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_NETNS_INUM=netns_inum, **trace_offsets()),
         label="the XDP tracepoint programs",

@@ -837,6 +837,7 @@ PIN_MCAST_GROUPS = "mcast_groups"
 PIN_MCAST_STATS = "mcast_stats"
 PIN_MCAST_COPIES = "mcast_copies"
 PIN_MCAST_PORT_STATS = "mcast_port_stats"
+PIN_MCAST_PORTS = "mcast_ports"
 PIN_PROG_MCAST = "prog_egress_mcast"
 MCAST_MAX_GROUPS = 1024
 MCAST_MAX_MEMBERS = 64
@@ -969,6 +970,17 @@ class McastGroupsTable(MapOfMaps):
 
     def clear(self, slot: int) -> None:
         sc.map_delete(self.fd, _key(slot))
+
+
+class McastPortsTable(PinnedMap):
+    """Ports below STATS_SLOTS by slot: whether each is a source of some group."""
+
+    def is_source(self, port: int) -> bool:
+        raw = sc.map_lookup(self.fd, _key(port), _U32.size)
+        return raw is not None and _U32.unpack(raw)[0] != 0
+
+    def mark(self, port: int, source: bool) -> None:
+        sc.map_update(self.fd, _key(port), _U32.pack(int(source)))
 
 
 class McastStatsTable(PinnedMap):
