@@ -2,12 +2,13 @@
 members leaving, a hub carrying ARP and ping, and errors; frames counted with packet
 sockets on every host."""
 
+import json
 import os
 from contextlib import ExitStack
 
 import pytest
 
-from .net import FrameCounter, assert_fails, send_udp, snapshot
+from .net import FrameCounter, assert_fails, send_udp, sh, snapshot, udp_frame_len
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 
@@ -21,9 +22,13 @@ def flood(topo, src: int, count: int, port: int) -> dict[int, int]:
         return {i: len(c.frames(udp_port=port)) for i, c in counters.items()}
 
 
-def static_neighbour(topo, src: int) -> None:
-    from .net import sh
+def group_slots(pin_dir: str, group: str) -> int:
+    """The size of the group's devmap: what a broadcast walks for each frame."""
+    shown = sh("bpftool", "-j", "map", "show", "pinned", f"{pin_dir}/group/{group}")
+    return json.loads(shown.stdout)["max_entries"]
 
+
+def static_neighbour(topo, src: int) -> None:
     h = topo.host(src)
     sh(
         "ip",
@@ -59,6 +64,11 @@ def test_a_frame_reaches_every_other_member_exactly_once(make_topo, pin_dir, tab
     assert p1["group"] == "default" and p1["counters"]["redirect_packets"] >= 20
     pairs = {(p["ingress"]["ifname"], p["egress"]["ifname"]): p for p in group["pairs"]}
     assert pairs[("p1", "p2")]["tx_packets"] == pairs[("p1", "p3")]["tx_packets"] == 20
+    # The copies the drivers sent (no egress program runs), in frames of one size.
+    assert pairs[("p1", "p2")]["tx_bytes"] == 20 * udp_frame_len(64)
+    stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+    assert {p["counted_by"] for p in stats["pairs"]} == {"transmit"}
+    assert group_slots(pin_dir, "default") == 3
 
 
 def test_groups_are_separate_flood_domains(make_topo, pin_dir):
@@ -80,6 +90,7 @@ def test_a_member_that_leaves_stops_receiving(make_topo, pin_dir):
     topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
     topo.ok(pin_dir, "broadcast", "del", "p3")
     assert topo.xdp("p3") is None
+    assert group_slots(pin_dir, "default") == 2  # a devmap sized to the members left
     seen = flood(topo, 1, 10, port=9303)
     assert (seen[2], seen[3]) == (10, 0)
     # The last members leaving remove the group.
@@ -105,6 +116,7 @@ def test_adding_a_member_and_changing_the_flag_need_no_compiler(make_topo, pin_d
     assert topo.xdp("p4")["prog"]["id"] == prog_id
     (group,) = topo.list_json(pin_dir)["groups"]
     assert group["exclude_ingress"] is True and len(group["members"]) == 4
+    assert group_slots(pin_dir, "default") == 4  # grown with its members
     seen = flood(topo, 1, 10, port=9304)
     assert seen == {1: 0, 2: 10, 3: 10, 4: 10}
 
