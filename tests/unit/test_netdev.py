@@ -88,3 +88,12 @@ def test_ifindexes_out_of_range_are_refused_in_one_line(text):
 )
 def test_interface_names_the_kernel_could_have(name, valid):
     assert netdev.valid_ifname(name) is valid
+
+
+def test_names_are_looked_up_one_by_one_and_gone_ones_are_none():
+    names = netdev.Names()
+    try:
+        assert names.get(1) == netdev.Named(1, "lo")  # every namespace has lo
+        assert names.get(2**31 - 1) is None and names.get(0) is None and names.get(-1) is None
+    finally:
+        names.close()

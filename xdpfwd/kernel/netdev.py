@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import select
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,6 +143,47 @@ def _iproute(netns: str | None = None) -> Iterator[IPRoute]:
     if key not in _sockets.route:
         _sockets.route[key] = IPRoute(ext_ack=True)
     yield _sockets.route[key]
+
+
+@dataclass(frozen=True)
+class Named:
+    ifindex: int
+    ifname: str
+
+
+class Names:
+    """Interface names of this namespace, looked up one by one (SIOCGIFNAME on one
+    socket) as asked: for readers that need no more than names, where a dump of every
+    link costs about 2 ms per link (2 s for 1,000 veth ends). get() is what Links'
+    dicts offer."""
+
+    _SIOCGIFNAME = 0x8910
+    _IFREQ = struct.Struct("16si20x")  # struct ifreq: name, then ifr_ifindex
+
+    def __init__(self):
+        self._found: dict[int, Named | None] = {}
+        self._sock: socket.socket | None = None
+
+    def get(self, ifindex: int) -> Named | None:
+        if ifindex not in self._found:
+            self._found[ifindex] = self._lookup(ifindex)
+        return self._found[ifindex]
+
+    def _lookup(self, ifindex: int) -> Named | None:
+        if not 0 < ifindex < 1 << 31:
+            return None
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            reply = fcntl.ioctl(self._sock, self._SIOCGIFNAME, self._IFREQ.pack(b"", ifindex))
+        except OSError:
+            return None  # gone (ENODEV)
+        return Named(ifindex, reply[:16].split(b"\0", 1)[0].decode(errors="replace"))
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def links(netns: str | None = None) -> dict[int, Link]:

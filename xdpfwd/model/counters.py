@@ -4,6 +4,7 @@ went. Pure: no I/O, no clock; the callers pass times in."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
 from xdpfwd.model import Iface, McastGroup
@@ -69,8 +70,15 @@ class Snapshot:
     tracing: bool = False  # loss accounting is attached: events are known
     multicast: dict[str, McastGroup] = field(default_factory=dict)  # by group address
 
+    @cached_property
+    def _pairs_by_ingress(self) -> dict[int, list[PairCounters]]:
+        by_ingress: dict[int, list[PairCounters]] = {}
+        for pair in self.pairs.values():
+            by_ingress.setdefault(pair.ingress.ifindex, []).append(pair)
+        return by_ingress
+
     def _pairs_from(self, ifindex: int) -> list[PairCounters]:
-        return [p for p in self.pairs.values() if p.ingress.ifindex == ifindex]
+        return self._pairs_by_ingress.get(ifindex, [])
 
     def port_losses(self, ifindex: int) -> dict[str, int | None]:
         """Frames that entered the port and were not forwarded, by reason (None: not

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import astuple, replace
 
 from xdpfwd.kernel import netdev
@@ -15,15 +16,17 @@ from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
 
 
-def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | None = None) -> Snapshot:
-    """Every managed port and every pair (forwarding entries, group members), with
-    the links the caller read (or read now).
+def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None = None) -> Snapshot:
+    """Every managed port and every pair (forwarding entries, group members), named
+    after the links the caller read (or their names, looked up now).
 
     While loss accounting is attached, ports and pairs carry what the tracepoint
     programs counted so far.
     """
+    if links is None:
+        with closing(netdev.Names()) as names:
+            return snapshot(dp, names)
     taken, wall = time.monotonic(), time.time()
-    links = netdev.links() if links is None else links
     events = tx_events(dp)
     traced = events is not None
     events = events or {}

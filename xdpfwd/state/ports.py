@@ -22,7 +22,7 @@ def iface(link: netdev.Link) -> Iface:
     return Iface(link.ifindex, link.ifname)
 
 
-def known(ifindex: int, links: dict[int, netdev.Link]) -> Iface:
+def known(ifindex: int, links: dict[int, netdev.Link] | netdev.Names) -> Iface:
     """The interface with ifindex, named if it still exists."""
     link = links.get(ifindex)
     return Iface(ifindex, link.ifname if link else None)
