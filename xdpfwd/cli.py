@@ -9,11 +9,10 @@ import traceback
 
 import click
 
-from xdpfwd import __version__, interrupts, progress, render
+from xdpfwd import __version__, interrupts, progress
 from xdpfwd.errors import EXIT_INTERRUPTED, InputError, XdpfwdError
 from xdpfwd.kernel import files
 from xdpfwd.kernel import netns as netns_module
-from xdpfwd.model.counters import select
 from xdpfwd.options import (
     App,
     IfaceType,
@@ -41,12 +40,18 @@ from xdpfwd.state.pins import DEFAULT_PIN_DIR, PinDir
 log = logging.getLogger("xdpfwd")
 
 
-class _RealOps:
-    """xdpfwd.ops, imported when a command first calls it: `--help` and usage errors
-    need neither netlink (pyroute2) nor BPF."""
+class _Imported:
+    """A module imported when first used: `--help` and usage errors need neither
+    netlink (pyroute2), nor BPF, nor rich."""
 
-    def __getattr__(self, name: str):
-        return getattr(importlib.import_module("xdpfwd.ops"), name)
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+render = _Imported("xdpfwd.render")
 
 
 # The words iproute2 and xdp-tools users type for xdpfwd's commands.
@@ -161,7 +166,7 @@ def cli(ctx: click.Context, pin_dir: str, netns: str | None, verbose: int) -> No
     if netns is not None:
         # Devices, netlink and devmap entries resolve ifindexes in this namespace.
         netns_module.enter(netns)
-    ctx.obj = App(ops=ctx.obj or _RealOps(), pins=pins, netns=netns)
+    ctx.obj = App(ops=ctx.obj or _Imported("xdpfwd.ops"), pins=pins, netns=netns)
     render.json_context(pins.path, netns)
 
 
@@ -548,6 +553,8 @@ def _check_stats_options(watch, interval, count, fmt, output) -> None:
 def _row_filter(app: App, ifaces):
     if not ifaces:
         return lambda snapshot: snapshot
+    from xdpfwd.model.counters import select  # only stats needs it: --help stays light
+
     wanted = {_resolve(app, name, allow_gone=True).ifindex for name in ifaces}
     return lambda snapshot: select(snapshot, wanted)
 
