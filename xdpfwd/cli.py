@@ -10,7 +10,7 @@ import traceback
 import click
 
 from xdpfwd import __version__, interrupts, progress
-from xdpfwd.errors import EXIT_INTERRUPTED, InputError, XdpfwdError
+from xdpfwd.errors import EXIT_INTERRUPTED, BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import files
 from xdpfwd.kernel import netns as netns_module
 from xdpfwd.options import (
@@ -112,12 +112,21 @@ class XdpfwdGroup(click.Group):
             return EXIT_INTERRUPTED
         except XdpfwdError as e:
             _traceback_if_debug()
-            render.error(str(e))
+            render.error(str(e) + _AFTER_COMMIT * interrupts.committed)
             return e.exit_code
         except Exception as e:  # a bug: say so in one line, the traceback is behind -vv
             _traceback_if_debug()
+            if isinstance(e, OSError) and getattr(e, "bpf_call", None):
+                # The kernel refused a BPF call that nothing expected to fail.
+                message = f"the kernel refused a BPF call ({e.strerror})"
+                render.error(message + _AFTER_COMMIT * interrupts.committed)
+                return BpfError.exit_code
             render.error(f"unexpected {type(e).__name__}: {e} (run with -vv for the traceback)")
             return 1
+
+
+# What a failure after the commit adds: the change itself is complete.
+_AFTER_COMMIT = "; it came after the change was made, which stays (see `xdpfwd list`)"
 
 
 def _traceback_if_debug() -> None:
@@ -318,12 +327,13 @@ def broadcast(app: App, ifaces, group, every, exclude_ingress, table, mode, forc
         members = [_resolve(app, name, allow_gone=True) for name in ifaces[1:]]
         render.broadcast_del_result(app.ops.broadcast_del(app.pins, members, group))
         return
-    _check_every(ifaces, every, group or "default")
+    group = "default" if group is None else group  # "" is a bad name, not the default
+    _check_every(ifaces, every, group)
     members = [_resolve(app, name) for name in ifaces] or None
     result = app.ops.broadcast(
         app.pins,
         members,
-        group=group or "default",
+        group=group,
         exclude_ingress=exclude_ingress,
         table=table,
         mode=mode,

@@ -99,6 +99,14 @@ def test_a_member_that_leaves_stops_receiving(make_topo, pin_dir):
     assert topo.list_json(pin_dir)["groups"] == []
 
 
+def test_a_group_name_may_hold_a_dash(make_topo, pin_dir):
+    topo = make_topo(3)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--group", "my-cams", "--exclude-ingress")
+    assert flood(topo, 1, 5, port=9306) == {1: 0, 2: 5, 3: 5}
+    assert group_slots(pin_dir, "my-cams") == 3
+
+
 def test_a_hub_carries_arp_and_ping(make_topo, pin_dir):
     topo = make_topo(3)
     topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
@@ -153,6 +161,7 @@ def test_broadcast_errors_change_nothing(make_topo, pin_dir):
         (["broadcast", "p1", "p4"], 1, "p1 forwards"),
         (["broadcast", "p3", "p4", "--group", "two"], 1, "member of broadcast group one"),
         (["broadcast", "p4", "--group", "Bad Name"], 2, "group name"),
+        (["broadcast", "p4", "--group", ""], 2, "group name ''"),
         (["broadcast", "del", "p4"], 1, "p4 is not a member"),
         (["broadcast", "del", "p3", "--group", "nope"], 1, "no broadcast group nope"),
         (["add", "p3", "p4"], 1, "p3 is a broadcast group member"),

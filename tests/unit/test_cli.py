@@ -190,6 +190,16 @@ def test_unexpected_error_is_one_line_without_traceback():
     assert "Traceback" not in result.stderr
 
 
+def test_a_bpf_call_nothing_handled_is_a_bpf_error_not_a_bug():
+    refused = OSError(22, "map lookup: Invalid argument")
+    refused.bpf_call = "map lookup"  # as kernel/bpf/syscall.py raises them
+    result, _ = invoke(["list"], ops=FakeOps(fail_with=refused))
+    assert result.exit_code == 4
+    assert one_error_line(result) == (
+        "error: the kernel refused a BPF call (map lookup: Invalid argument)"
+    )
+
+
 def test_traceback_only_with_vv():
     result, _ = invoke(["-vv", "list"], ops=FakeOps(fail_with=RuntimeError("boom")))
     assert "Traceback" in result.stderr

@@ -682,9 +682,9 @@ def _attach(c: Change, port: int, mode: str, settings: maps.PortSettings) -> Non
 
 def _set_settings(c: Change, port: int, settings: maps.PortSettings) -> None:
     previous = c.dp.ports.get(port)
-    map_write(c.dp.ports.set, port, settings)
-    if previous is not None:
+    if previous is not None:  # the undo first: a mirrored write may fail half-way
         c.undo.callback(c.dp.ports.set, port, previous)
+    map_write(c.dp.ports.set, port, settings)
 
 
 def _describe(entry: EntryConf | BalancedConf) -> str:

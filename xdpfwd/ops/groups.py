@@ -163,8 +163,8 @@ def _join(c: Change, plan, group: str, flags: int, mode: str):
 def _set_flags(c: Change, port: int, flags: int) -> None:
     previous = c.dp.ports.get(port) or maps.PortSettings()
     if previous.flags != flags:
+        c.undo.callback(c.dp.ports.set, port, previous)  # first: see ports.attach()
         map_write(c.dp.ports.set, port, maps.PortSettings(previous.on_miss, flags))
-        c.undo.callback(c.dp.ports.set, port, previous)
 
 
 def broadcast_del(

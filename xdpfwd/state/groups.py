@@ -107,8 +107,9 @@ def remove_member(c: Change, group: str, port: int) -> None:
     """Take port out of the group. Its settings (whether its ingress program floods)
     are the caller's: a port moving to another group keeps flooding. A group left
     without members is unpinned when the change commits."""
-    members = [m for m in c.dp.open_group(group).members() if m != port]
-    _resize(c, group, members)
+    if group in c.dp.group_names():
+        _resize(c, group, [m for m in c.dp.open_group(group).members() if m != port])
+    # else group_of() named an unpinned devmap ("map ID"): only the pointer goes.
     map_id = c.dp.groups.group_id(port)
     if map_id is not None:
         c.dp.groups.delete(port)
@@ -117,15 +118,24 @@ def remove_member(c: Change, group: str, port: int) -> None:
 
 def _sized_devmap(c: Change, group: str, members: list[int]) -> maps.GroupMap:
     layout = c.dp.layout
+    # No egress program: the tracepoint counts each pair's copies (xdpfwd_trace.c),
+    # but in pin dirs made before (they have no slots) the pinned tracepoint program
+    # does not, and the members keep the counting egress program.
+    prog_fd = 0 if c.dp.fwd.slots is not None else c.dp.group_prog_fd
     try:
-        # No egress program: the tracepoint counts each pair's copies (xdpfwd_trace.c).
         devmap = maps.create_sized_devmap(
-            layout.table, layout.value_size, members, 0, f"xg_{group}"
+            layout.table, layout.value_size, members, prog_fd, _object_name(group)
         )
     except OSError as e:
         raise BpfError(f"creating broadcast group {group}'s devmap failed: {e.strerror}") from e
     c.resources.callback(devmap.close)
     return devmap
+
+
+def _object_name(group: str) -> str:
+    """The devmap's kernel object name: `xg_` and the group's name, where the kernel
+    takes letters, digits, '_' and '.' only (group names may hold '-')."""
+    return "xg_" + group.replace("-", "_")
 
 
 def _resize(c: Change, group: str, members: list[int]) -> None:
@@ -144,11 +154,12 @@ def _resize(c: Change, group: str, members: list[int]) -> None:
 
 def _point(c: Change, port: int, group_fd: int) -> None:
     map_id = c.dp.groups.group_id(port)
-    map_write(c.dp.groups.set, port, group_fd)
+    # The undo first: the write to the map and its slot copy may fail half-way.
     if map_id is None:
         c.undo.callback(c.dp.groups.delete, port)
     else:
         c.undo.callback(_point_back, c.dp, port, map_id)
+    map_write(c.dp.groups.set, port, group_fd)
 
 
 def _replace_pin(path: str, fd: int) -> None:

@@ -120,6 +120,11 @@ def attach(
     """Give the port its settings and xdpfwd's program (unless it runs it already)."""
     link = plan.link
     previous = dp.ports.get(link.ifindex)
+    # The undo first: a write to a map and its slot copy may fail half-way.
+    if previous is None:
+        undo.callback(dp.ports.delete, link.ifindex)
+    else:
+        undo.callback(dp.ports.set, link.ifindex, previous)
     map_write(dp.ports.set, link.ifindex, settings)
     if previous is None:
         # A port new to xdpfwd starts from zero (an array slot may hold old counts).
@@ -129,9 +134,6 @@ def attach(
         if dp.mcast is not None:  # its multicast frames, part of its redirects
             map_write(dp.mcast.port_stats.reset, link.ifindex)
             undo.callback(dp.mcast.port_stats.delete, link.ifindex)
-        undo.callback(dp.ports.delete, link.ifindex)
-    else:
-        undo.callback(dp.ports.set, link.ifindex, previous)
     if plan.keep:
         return Attachment(iface(link), link.xdp_mode or "?", changed=False)
     try:

@@ -247,7 +247,9 @@ def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
     ret = _libc().syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+        failure = OSError(err, f"{what}: {os.strerror(err)}")  # FileNotFoundError for ENOENT...
+        failure.bpf_call = what  # what the CLI names when nothing handled it
+        raise failure
     return ret
 
 
