@@ -112,8 +112,8 @@ def remove_member(c: Change, group: str, port: int) -> None:
     # else group_of() named an unpinned devmap ("map ID"): only the pointer goes.
     map_id = c.dp.groups.group_id(port)
     if map_id is not None:
+        c.undo.callback(_point_back, c.dp, port, map_id)  # first: see _point()
         c.dp.groups.delete(port)
-        c.undo.callback(_point_back, c.dp, port, map_id)
 
 
 def _sized_devmap(c: Change, group: str, members: list[int]) -> maps.GroupMap:
