@@ -94,13 +94,14 @@ def create(c: Change, group: str) -> None:
 def add_member(c: Change, group: str, port: int) -> None:
     """Put port into the group's devmap and point it at the group (the settings that
     make its ingress program flood are the caller's)."""
-    members = list(c.dp.open_group(group).members())
+    devmap = c.dp.open_group(group)
+    members = list(devmap.members())
     if port not in members:
         if len(members) >= maps.GROUP_MAX_MEMBERS:
             raise XdpfwdError(f"broadcast group {group} is full ({maps.GROUP_MAX_MEMBERS} members)")
         _resize(c, group, members + [port])
-    elif c.dp.groups.group_id(port) != c.dp.open_group(group).info.id:
-        _point(c, port, c.dp.open_group(group).fd)
+    elif c.dp.groups.group_id(port) != devmap.info.id:
+        _point(c, port, devmap.fd)
 
 
 def remove_member(c: Change, group: str, port: int) -> None:
