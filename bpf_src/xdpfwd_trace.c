@@ -86,7 +86,8 @@ static __always_inline void count_sent(u32 ingress, u32 egress, int sent)
  * xdp_devmap_xmit(from_dev, to_dev, int sent, int drops, int err): a bulk of
  * frames redirected from from_dev was handed to to_dev's driver; drops include
  * what the entry's egress program dropped. It fires for every bulk on the host:
- * a bulk without drops from a port that does not flood costs one slot lookup.
+ * a bulk without drops from a port that does not flood costs a read of the
+ * sender's ifindex and one slot lookup.
  */
 int xdpfwd_tp_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
