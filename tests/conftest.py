@@ -21,11 +21,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def _interrupt_in(main_pid: int):
+    def interrupt(signum, frame):
+        if os.getpid() != main_pid:
+            # A forked copy of pytest (pyroute2's netns helper is one, and its parent
+            # ends it with SIGTERM) must exit, not unwind into the test and run the
+            # fixtures' teardown: that removed the running test's namespaces and bpffs.
+            os._exit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return interrupt
 
 
 def pytest_configure(config):
     # A run stopped with SIGTERM (a CI timeout, kill) still runs its fixtures'
     # teardown: otherwise a test's pins, tracepoint links and namespaces outlive it.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt_in(os.getpid()))

@@ -403,7 +403,8 @@ def attach_foreign(topo: Topo, port: str, generic: bool = False) -> int:
 
     fd = load_xdp_pass_program()
     try:
-        with IPRoute(netns=topo.fwd) as ipr:
+        # Entered in this thread, not IPRoute(netns=...), which forks a copy of pytest.
+        with in_netns(topo.fwd), IPRoute() as ipr:
             index = ipr.link_lookup(ifname=port)[0]
             ipr.link(
                 "set",
