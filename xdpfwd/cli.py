@@ -42,7 +42,7 @@ log = logging.getLogger("xdpfwd")
 
 class _Imported:
     """A module imported when first used: `--help` and usage errors need neither
-    netlink (pyroute2), nor BPF, nor rich."""
+    netlink, nor BPF, nor the model, nor rich."""
 
     def __init__(self, name: str):
         self._name = name
@@ -51,7 +51,9 @@ class _Imported:
         return getattr(importlib.import_module(self._name), attr)
 
 
-render = _Imported("xdpfwd.render")
+lines = _Imported("xdpfwd.render.lines")
+documents = _Imported("xdpfwd.render.documents")
+tables = _Imported("xdpfwd.render.tables")
 
 
 # The words iproute2 and xdp-tools users type for xdpfwd's commands.
@@ -99,29 +101,29 @@ class XdpfwdGroup(click.Group):
             return 0
         except click.UsageError as e:
             hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
-            render.error(e.format_message() + hint)
+            lines.error(e.format_message() + hint)
             return e.exit_code
         except click.ClickException as e:
-            render.error(e.format_message())
+            lines.error(e.format_message())
             return e.exit_code
         except (click.Abort, KeyboardInterrupt):
             if interrupts.committed:
-                render.error("interrupted after the change was made; it stays (see `xdpfwd list`)")
+                lines.error("interrupted after the change was made; it stays (see `xdpfwd list`)")
             else:
-                render.error("interrupted; changes in progress were rolled back")
+                lines.error("interrupted; changes in progress were rolled back")
             return EXIT_INTERRUPTED
         except XdpfwdError as e:
             _traceback_if_debug()
-            render.error(str(e) + _AFTER_COMMIT * interrupts.committed)
+            lines.error(str(e) + _AFTER_COMMIT * interrupts.committed)
             return e.exit_code
         except Exception as e:  # a bug: say so in one line, the traceback is behind -vv
             _traceback_if_debug()
             if isinstance(e, OSError) and getattr(e, "bpf_call", None):
                 # The kernel refused a BPF call that nothing expected to fail.
                 message = f"the kernel refused a BPF call ({e.strerror})"
-                render.error(message + _AFTER_COMMIT * interrupts.committed)
+                lines.error(message + _AFTER_COMMIT * interrupts.committed)
                 return BpfError.exit_code
-            render.error(f"unexpected {type(e).__name__}: {e} (run with -vv for the traceback)")
+            lines.error(f"unexpected {type(e).__name__}: {e} (run with -vv for the traceback)")
             return 1
 
 
@@ -176,7 +178,7 @@ def cli(ctx: click.Context, pin_dir: str, netns: str | None, verbose: int) -> No
         # Devices, netlink and devmap entries resolve ifindexes in this namespace.
         netns_module.enter(netns)
     ctx.obj = App(ops=ctx.obj or _Imported("xdpfwd.ops"), pins=pins, netns=netns)
-    render.json_context(pins.path, netns)
+    documents.json_context(pins.path, netns)
 
 
 @cli.command(
@@ -264,7 +266,7 @@ def add(
             egress_spec=spec,
             **options,
         )
-    render.add_result(result)
+    lines.add_result(result)
 
 
 @cli.command(
@@ -279,7 +281,7 @@ Examples:
 @click.pass_obj
 def delete(app: App, ingress) -> None:
     """Remove the entry of INGRESS; detach from ports that no longer need xdpfwd."""
-    render.del_result(app.ops.delete(app.pins, ingress))
+    lines.del_result(app.ops.delete(app.pins, ingress))
 
 
 @cli.command(
@@ -325,7 +327,7 @@ def broadcast(app: App, ifaces, group, every, exclude_ingress, table, mode, forc
         if len(ifaces) < 2 or exclude_ingress is not None or table or force or every:
             raise click.UsageError("usage: xdpfwd broadcast del IFACE... [--group NAME]")
         members = [_resolve(app, name, allow_gone=True) for name in ifaces[1:]]
-        render.broadcast_del_result(app.ops.broadcast_del(app.pins, members, group))
+        lines.broadcast_del_result(app.ops.broadcast_del(app.pins, members, group))
         return
     group = "default" if group is None else group  # "" is a bad name, not the default
     _check_every(ifaces, every, group)
@@ -339,7 +341,7 @@ def broadcast(app: App, ifaces, group, every, exclude_ingress, table, mode, forc
         mode=mode,
         force=force,
     )
-    render.broadcast_result(result)
+    lines.broadcast_result(result)
 
 
 @cli.group(
@@ -411,7 +413,7 @@ def mcast_add(app: App, group, receivers, sources, exclude_ingress, table, mode,
         mode=mode,
         force=force,
     )
-    render.multicast_result(result)
+    lines.multicast_result(result)
 
 
 @multicast.command(
@@ -440,7 +442,7 @@ def mcast_del(app: App, group, receivers, sources) -> None:
         [_resolve(app, name, allow_gone=True) for name in receivers],
         [_resolve(app, name, allow_gone=True) for name in sources],
     )
-    render.multicast_del_result(result)
+    lines.multicast_del_result(result)
 
 
 @multicast.command(
@@ -455,7 +457,7 @@ Examples:
 @click.pass_obj
 def mcast_list(app: App, as_json: bool) -> None:
     """Show every multicast group: sources, receivers, frames in, copies out and lost."""
-    render.multicast_listing(app.ops.multicast_list(app.pins), as_json)
+    tables.multicast_listing(app.ops.multicast_list(app.pins), as_json)
 
 
 def _check_every(ifaces: tuple[str, ...], every: bool, group: str) -> None:
@@ -494,7 +496,7 @@ Examples:
 @click.pass_obj
 def list_cmd(app: App, as_json: bool) -> None:
     """Show every port xdpfwd manages: entry, mode, state and frame counts."""
-    render.listing(app.ops.list_ports(app.pins), as_json)
+    tables.listing(app.ops.list_ports(app.pins), as_json)
 
 
 @cli.command(
@@ -528,11 +530,11 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     keep = _row_filter(app, ifaces)
     if clear:
         app.ops.stats_clear(app.pins)
-        render.note("counters cleared")
+        lines.note("counters cleared")
     if watch:
         frames = app.ops.stats_watch(app.pins, interval, count)
         try:
-            render.watch(frames, app.pins.path, interval, fmt, sort, keep)
+            tables.watch(frames, app.pins.path, interval, fmt, sort, keep)
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a watch ends
         finally:
@@ -541,7 +543,7 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     if clear and fmt == "table":
         return
     snapshot = app.ops.stats_read(app.pins)
-    text = render.stats_snapshot(keep(snapshot) if snapshot else None, app.pins.path, fmt, sort)
+    text = tables.stats_snapshot(keep(snapshot) if snapshot else None, app.pins.path, fmt, sort)
     if text is not None:
         if output:
             files.write_output(output, text)
@@ -593,7 +595,7 @@ def doctor(app: App, as_json: bool, no_compile: bool, fix: bool) -> None:
     that are veth peer settings and reports them as fixed. Exits 1 if one fails.
     """
     checks = app.ops.check_host(app.pins, compile_test=not no_compile, fix=fix)
-    render.doctor_report(checks, as_json)
+    tables.doctor_report(checks, as_json)
     failed = [c.name for c in checks if c.status == "fail"]
     if failed:
         raise XdpfwdError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
@@ -617,7 +619,7 @@ def save(app: App, output, fmt) -> None:
     """
     result = app.ops.save(app.pins, fmt)
     for message in result.warnings:
-        render.warning(message)
+        lines.warning(message)
     if output:
         files.write_output(output, result.text)
     else:
@@ -644,7 +646,7 @@ def apply(app: App, file: str, dry_run: bool, force: bool) -> None:
     invalid FILE is refused with its line and reason before anything changes.
     Applying the same FILE again changes nothing. Restores forwarding after a reboot.
     """
-    render.apply_result(app.ops.apply(app.pins, file, dry_run=dry_run, force=force))
+    lines.apply_result(app.ops.apply(app.pins, file, dry_run=dry_run, force=force))
 
 
 @cli.command(epilog="\b\nExamples:\n  xdpfwd prune\n")
@@ -658,7 +660,7 @@ def prune(app: App) -> None:
     that are down or gone (and back to those that returned), and detaches from idle
     ports. `xdpfwd follow` does the same on every link event.
     """
-    render.prune_result(app.ops.prune(app.pins))
+    lines.prune_result(app.ops.prune(app.pins))
 
 
 @cli.command(
@@ -679,20 +681,20 @@ def follow(app: App) -> None:
     name the last add or apply knows is bound again. One line per action; -v adds
     the events. Nothing is kept only in its memory: it can be restarted any time.
     """
-    lines = app.ops.follow(app.pins)
+    actions = app.ops.follow(app.pins)
     try:
-        render.follow(lines)
+        lines.follow(actions)
     except KeyboardInterrupt:
         pass  # Ctrl-C or SIGTERM is how it ends
     finally:
-        lines.close()
+        actions.close()
 
 
 @cli.command(epilog="\b\nExamples:\n  xdpfwd down\n")
 @click.pass_obj
 def down(app: App) -> None:
     """Detach xdpfwd from every interface and remove all its pins."""
-    render.down_result(app.ops.down(app.pins), app.pins.path)
+    lines.down_result(app.ops.down(app.pins), app.pins.path)
 
 
 @cli.command(epilog="\b\nExamples:\n  xdpfwd demo\n  xdpfwd demo --count 10 --mode generic\n")
@@ -714,7 +716,7 @@ def demo(app: App, count: int, table, mode) -> None:
     and removes everything.
     """
     report = app.ops.demo(app.pins, count=count, table=table, mode=mode)
-    render.demo_report(report)
+    tables.demo_report(report)
     if not report.ok:
         raise XdpfwdError("the demo's pings did not all come back")
 
@@ -747,9 +749,9 @@ def bench(app: App, duration, size, repeat, cpus, flows, rows, as_json) -> None:
         cpus=cpus,
         flows=flows,
         rows=rows,
-        progress=render.note,
+        progress=lines.note,
     )
-    render.bench_report(report, as_json)
+    tables.bench_report(report, as_json)
 
 
 @cli.group(
@@ -782,7 +784,7 @@ def _lab_name_option(fn):
 @click.pass_obj
 def lab_up(app: App, nports: int, name: str) -> None:
     """Create the lab's ports and host namespaces."""
-    render.lab_status(app.ops.lab_up(name, nports), name, as_json=False)
+    tables.lab_status(app.ops.lab_up(name, nports), name, as_json=False)
 
 
 @lab.command("down", epilog="\b\nExamples:\n  xdpfwd lab down\n  xdpfwd lab down --name bench\n")
@@ -791,7 +793,7 @@ def lab_up(app: App, nports: int, name: str) -> None:
 def lab_down(app: App, name: str) -> None:
     """Remove the lab's ports and namespaces."""
     removed = app.ops.lab_down(name)
-    render.note(f"removed {len(removed)} lab namespaces" if removed else f"no lab named {name}")
+    lines.note(f"removed {len(removed)} lab namespaces" if removed else f"no lab named {name}")
 
 
 @lab.command("status", epilog="\b\nExamples:\n  xdpfwd lab status\n  xdpfwd lab status --json\n")
@@ -800,12 +802,12 @@ def lab_down(app: App, name: str) -> None:
 @click.pass_obj
 def lab_status(app: App, name: str, as_json: bool) -> None:
     """Show the lab's ports, host namespaces and addresses."""
-    render.lab_status(app.ops.lab_status(name), name, as_json)
+    tables.lab_status(app.ops.lab_status(name), name, as_json)
 
 
 def main() -> None:
     # SIGTERM unwinds like Ctrl-C, so a mutating command rolls back before it exits.
     interrupts.install()
     if sys.stderr.isatty():
-        progress.install(render.spinner)
+        progress.install(tables.spinner)
     cli(prog_name="xdpfwd")

@@ -8,11 +8,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from xdpfwd import render
 from xdpfwd.kernel.bpf.maps import EgressStats, PortStats
 from xdpfwd.model import BalanceInfo, BalancePort, EgressProg, Iface, PortRow
 from xdpfwd.model.counters import LOSS_REASONS, PairCounters, Snapshot, WatchFrame, rates
 from xdpfwd.model.reports import Lab, LabPort
+from xdpfwd.render import documents
 
 from .fake_ops import FakeOps
 from .test_cli import invoke
@@ -122,11 +122,11 @@ def test_no_state_is_empty_lists_never_null():
 
 
 def test_ports_are_the_same_object_everywhere_with_the_namespace():
-    render.json_context("/sys/fs/bpf/xdpfwd@blue", "blue")
+    documents.json_context("/sys/fs/bpf/xdpfwd@blue", "blue")
     try:
-        document = render.json_document({"a": {"ifname": "eth1", "ifindex": 2}, "b": [{}]})
+        document = documents.json_document({"a": {"ifname": "eth1", "ifindex": 2}, "b": [{}]})
     finally:
-        render.json_context("/sys/fs/bpf/xdpfwd", None)
+        documents.json_context("/sys/fs/bpf/xdpfwd", None)
     assert document["a"] == {"ifname": "eth1", "ifindex": 2, "netns": "blue"}
     assert (document["netns"], document["schema_version"]) == ("blue", 1)
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from xdpfwd.errors import XdpfwdError
+from xdpfwd.kernel import devices as made
 from xdpfwd.kernel import netdev, netns, offloads
 from xdpfwd.state import lab
 
@@ -18,10 +19,10 @@ class FakeHost:
         self.inodes = iter(range(5000, 6000))
         monkeypatch.setattr(lab, "RECORD_DIR", str(tmp_path / "lab"))
         monkeypatch.setattr(netdev, "links", self.links)
-        monkeypatch.setattr(netdev, "delete_link", lambda name: self.devices.pop(name, 0) != 0)
-        monkeypatch.setattr(netdev, "add_veth", lambda port, *a: self.devices.setdefault(port))
-        monkeypatch.setattr(netdev, "set_alias", self.devices.__setitem__)
-        monkeypatch.setattr(netdev, "configure", lambda *a, **k: None)
+        monkeypatch.setattr(made, "delete_link", lambda name: self.devices.pop(name, 0) != 0)
+        monkeypatch.setattr(made, "add_veth", lambda port, *a: self.devices.setdefault(port))
+        monkeypatch.setattr(made, "set_alias", self.devices.__setitem__)
+        monkeypatch.setattr(made, "configure", lambda *a, **k: None)
         monkeypatch.setattr(offloads, "change", lambda *a, **k: None)
         monkeypatch.setattr(netns, "names", lambda: sorted(self.namespaces))
         monkeypatch.setattr(netns, "exists", lambda name: name in self.namespaces)

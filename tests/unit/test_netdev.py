@@ -5,19 +5,19 @@ import os
 from pathlib import Path
 
 import pytest
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev
+from xdpfwd.kernel import netdev, rtnl
 from xdpfwd.kernel.netdev import parse_link
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "rtm_newlink.json").read_text())
 
 
 def recorded(name):
-    msg = ifinfmsg(bytes.fromhex(RECORDED[name]))
-    msg.decode()
-    return parse_link(msg)
+    message = bytes.fromhex(RECORDED[name])
+    ((kind, _, _, body),) = rtnl.messages(message)
+    assert kind == rtnl.RTM_NEWLINK
+    return parse_link(body)
 
 
 @pytest.mark.parametrize(

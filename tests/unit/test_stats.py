@@ -7,7 +7,6 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from xdpfwd import render
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
 from xdpfwd.model import Iface, McastGroup, McastReceiver
 from xdpfwd.model.counters import (
@@ -20,6 +19,7 @@ from xdpfwd.model.counters import (
     rates,
     select,
 )
+from xdpfwd.render import documents, tables
 
 from .test_cli import invoke, one_error_line
 
@@ -119,9 +119,11 @@ def test_every_lost_frame_gets_one_reason():
 def test_invalid_verdicts_are_their_own_reason_in_every_output():
     s = snap(0.0, invalid=3)
     assert s.losses()["egress_invalid"] == 3
-    assert "invalid verdict 3" in render._losses_line(s.losses(), "total")
-    assert 'xdpfwd_not_forwarded_packets_total{reason="egress_invalid"} 3' in render.prometheus(s)
-    assert render.stats_dict(s)["pairs"][0]["egress_invalid_packets"] == 3
+    assert "invalid verdict 3" in tables._losses_line(s.losses(), "total")
+    assert 'xdpfwd_not_forwarded_packets_total{reason="egress_invalid"} 3' in documents.prometheus(
+        s
+    )
+    assert documents.stats_dict(s)["pairs"][0]["egress_invalid_packets"] == 3
 
 
 def test_select_keeps_a_ports_rows_and_pairs():
@@ -133,15 +135,15 @@ def test_select_keeps_a_ports_rows_and_pairs():
 @pytest.mark.parametrize(
     "fn, value, text",
     [
-        (render.pps, 1_234_567, "1.23 Mpps"),
-        (render.pps, 12_345, "12.3 Kpps"),
-        (render.pps, 512, "512 pps"),
-        (render.pps, 0.0, "0 pps"),
-        (render.bps, 614e6, "614 Mbit/s"),
-        (render.bps, 1.5e9, "1.50 Gbit/s"),
-        (render.count, 9_999, "9999"),
-        (render.count, 123_456, "123 K"),
-        (render.nbytes, 1_234, "1.23 KB"),
+        (tables.pps, 1_234_567, "1.23 Mpps"),
+        (tables.pps, 12_345, "12.3 Kpps"),
+        (tables.pps, 512, "512 pps"),
+        (tables.pps, 0.0, "0 pps"),
+        (tables.bps, 614e6, "614 Mbit/s"),
+        (tables.bps, 1.5e9, "1.50 Gbit/s"),
+        (tables.count, 9_999, "9999"),
+        (tables.count, 123_456, "123 K"),
+        (tables.nbytes, 1_234, "1.23 KB"),
     ],
 )
 def test_human_units(fn, value, text):
@@ -149,9 +151,9 @@ def test_human_units(fn, value, text):
 
 
 def test_json_keys_are_the_same_with_and_without_rates():
-    once = render.stats_dict(snap(0.0, rx=5))
+    once = documents.stats_dict(snap(0.0, rx=5))
     before, after = snap(0.0), snap(1.0, rx=5)
-    live = render.stats_dict(after, rates(before, after), {"miss": 0})
+    live = documents.stats_dict(after, rates(before, after), {"miss": 0})
     assert set(once) == set(live)
     assert {frozenset(p) for p in once["ports"]} == {frozenset(p) for p in live["ports"]}
     assert {frozenset(p) for p in once["pairs"]} == {frozenset(p) for p in live["pairs"]}
@@ -176,7 +178,7 @@ def test_tables_show_gone_devices():
 
 
 def test_prometheus_exposition():
-    text = render.prometheus(snap(0.0, rx=5, nbytes=320, tx=5))
+    text = documents.prometheus(snap(0.0, rx=5, nbytes=320, tx=5))
     lines = text.splitlines()
     assert "# TYPE xdpfwd_port_rx_packets_total counter" in lines
     assert 'xdpfwd_port_rx_packets_total{port="eth1",device="eth1",ifindex="2"} 5' in lines
@@ -189,7 +191,7 @@ def test_prometheus_exposition():
         if line.startswith("# HELP ") and "timestamp" not in line:
             metric = line.split()[2]
             assert f"# TYPE {metric} counter" in lines
-    assert render._label('a"b\\c') == 'a\\"b\\\\c'
+    assert documents._label('a"b\\c') == 'a\\"b\\\\c'
 
 
 class _StatsOps:
@@ -277,7 +279,7 @@ def test_multicast_rates_and_losses():
     assert r.mcast_out["239.1.1.1"].pps == (590 - 200) / 2
     group = after.multicast["239.1.1.1"]
     assert (group.copies_out, group.copies_lost) == (590, 10)
-    data = render.stats_dict(after, r)
+    data = documents.stats_dict(after, r)
     (row,) = data["multicast"]
     assert row["in_pps"] == 100.0 and row["copies_lost"] == 10
     assert row["receivers"][1] == {
@@ -310,7 +312,7 @@ def test_the_live_multicast_table_fits_80_columns_with_totals_beside_rates():
     before, after = mcast_snap(0.0, 100, (100, 100)), mcast_snap(2.0, 300, (300, 290))
     frame = WatchFrame(after, rates(before, after), after.losses())
     console = Console(width=80, record=True, file=io.StringIO())
-    console.print(render.watch_view(frame, "/sys/fs/bpf/xdpfwd", 1.0, "name", expand=True))
+    console.print(tables.watch_view(frame, "/sys/fs/bpf/xdpfwd", 1.0, "name", expand=True))
     lines = console.export_text().splitlines()
     assert all(len(line) <= 80 for line in lines), lines
     header = next(line for line in lines if line.startswith("GROUP"))
@@ -320,7 +322,7 @@ def test_the_live_multicast_table_fits_80_columns_with_totals_beside_rates():
 
 
 def test_prometheus_multicast_metrics():
-    text = render.prometheus(mcast_snap(0.0, 50, (50, 48)))
+    text = documents.prometheus(mcast_snap(0.0, 50, (50, 48)))
     assert 'xdpfwd_multicast_in_packets_total{group="239.1.1.1"} 50' in text
     assert 'xdpfwd_multicast_copies_lost_total{group="239.1.1.1"} 2' in text
     assert 'xdpfwd_multicast_copies_total{group="239.1.1.1",egress="eth3"} 48' in text
@@ -350,8 +352,8 @@ def test_without_loss_accounting_the_traced_reasons_are_unknown():
     s = replace(snap(0.0, rx=10, xmit=3), tracing=False)
     assert s.port_losses(2)["xmit_drop"] is None and s.forwarded(2) is None
     assert s.losses()["redirect_error"] is None and s.losses()["too_big"] == 0
-    assert "loss accounting is off" in str(render._losses_line(s.losses(), "total"))
-    assert "xdpfwd_pair_redirect_error_packets_total" not in render.prometheus(s)
+    assert "loss accounting is off" in str(tables._losses_line(s.losses(), "total"))
+    assert "xdpfwd_pair_redirect_error_packets_total" not in documents.prometheus(s)
 
 
 def test_a_broadcast_member_has_no_forwarded_count():
@@ -362,7 +364,7 @@ def test_a_broadcast_member_has_no_forwarded_count():
 
 
 def test_prometheus_has_every_reason_per_port_and_the_pairs_events():
-    text = render.prometheus(snap(0.0, rx=5, redirect_err=2, too_big=1))
+    text = documents.prometheus(snap(0.0, rx=5, redirect_err=2, too_big=1))
     lines = text.splitlines()
     assert 'xdpfwd_port_too_big_packets_total{port="eth1",device="eth1",ifindex="2"} 1' in lines
     pair = 'ingress="eth1",egress="eth2",group=""'
@@ -384,14 +386,14 @@ def test_prometheus_has_every_reason_per_port_and_the_pairs_events():
     ids=["known", "loss accounting off"],
 )
 def test_lost_column(lost, text):
-    assert render._lost(lost) == text
+    assert tables._lost(lost) == text
 
 
 def test_the_live_view_fits_80_columns_and_shows_totals_beside_rates():
     before, after = snap(0.0, rx=0, miss=0), snap(1.0, rx=5, miss=2, tx=4, redirect_err=3)
     frame = WatchFrame(after, rates(before, after), after.losses())
     console = Console(width=80, record=True, file=io.StringIO())
-    console.print(render.watch_view(frame, "/sys/fs/bpf/" + "x" * 90, 1.0, "name", expand=True))
+    console.print(tables.watch_view(frame, "/sys/fs/bpf/" + "x" * 90, 1.0, "name", expand=True))
     lines = console.export_text().splitlines()
     assert all(len(line) <= 80 for line in lines), lines
     assert lines[0].startswith("xdpfwd stats") and lines[0].endswith("…")
@@ -403,4 +405,4 @@ def test_the_live_view_fits_80_columns_and_shows_totals_beside_rates():
 def test_one_shot_stats_say_since_when_they_count():
     result, _ = invoke(["stats"], ops=_StatsOps(snap(1.0, rx=5)))
     last = result.stdout.splitlines()[-1]
-    assert last == render.COUNTERS_SINCE and len(last) <= 80
+    assert last == tables.COUNTERS_SINCE and len(last) <= 80

@@ -1,4 +1,4 @@
-"""Network devices over rtnetlink (pyroute2): lookup, XDP attach/detach, veth set-up."""
+"""Network devices over rtnetlink (rtnl): lookup, XDP attach and detach, notifications."""
 
 from __future__ import annotations
 
@@ -14,15 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, genlmsg
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.generic import GenericNetlinkSocket
-from pyroute2.netlink.rtnl import RTMGRP_LINK
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
 from xdpfwd.errors import AttachError, InputError
 from xdpfwd.kernel import netns as namespaces
+from xdpfwd.kernel import rtnl
+from xdpfwd.kernel.rtnl import NetlinkError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +31,6 @@ XDP_FLAGS_HW_MODE = 1 << 3
 XDP_FLAGS_REPLACE = 1 << 4
 
 MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
-_ATTACHED_MODE = {"xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload"}
 
 # The largest MTU whose frames fit in one page-sized XDP buffer on a veth: a page
 # less XDP_PACKET_HEADROOM (256), struct skb_shared_info (320) and the Ethernet
@@ -68,44 +62,56 @@ class Link:
         return self.up and self.operstate in (None, "UP", "UNKNOWN")
 
 
-def parse_link(msg) -> Link:
-    """Build a Link from a pyroute2 ifinfmsg (RTM_NEWLINK)."""
+def parse_link(body: bytes) -> Link:
+    """Build a Link from the body of an RTM_NEWLINK message (struct ifinfomsg, then
+    attributes)."""
+    _, _, index, flags, _ = rtnl.IFINFO.unpack_from(body)
+    attrs = rtnl.parse_attrs(body, rtnl.IFINFO.size)
     kind = None
-    linkinfo = msg.get_attr("IFLA_LINKINFO")
-    if linkinfo is not None:
-        kind = linkinfo.get_attr("IFLA_INFO_KIND")
-    prog_id, mode = 0, None
-    xdp = msg.get_attr("IFLA_XDP")
-    if xdp is not None:
-        attached = xdp.get_attr("IFLA_XDP_ATTACHED")
-        if attached in _ATTACHED_MODE:
-            mode = _ATTACHED_MODE[attached]
-            prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-        elif attached == "xdpmulti":
-            # Several modes at once (offload plus another): report the host-side one.
-            for attr, name in (
-                ("IFLA_XDP_DRV_PROG_ID", "native"),
-                ("IFLA_XDP_SKB_PROG_ID", "generic"),
-            ):
-                if xdp.get_attr(attr):
-                    prog_id, mode = xdp.get_attr(attr), name
-                    break
-    flags = msg["flags"]
+    if rtnl.IFLA_LINKINFO in attrs:
+        kind = rtnl.as_str(rtnl.parse_attrs(attrs[rtnl.IFLA_LINKINFO]).get(rtnl.IFLA_INFO_KIND))
+    prog_id, mode = _xdp_program(attrs.get(rtnl.IFLA_XDP))
+    mac = attrs.get(rtnl.IFLA_ADDRESS)
+    operstate = rtnl.as_int(attrs.get(rtnl.IFLA_OPERSTATE))
     return Link(
-        ifindex=msg["index"],
-        ifname=msg.get_attr("IFLA_IFNAME"),
+        ifindex=index,
+        ifname=rtnl.as_str(attrs.get(rtnl.IFLA_IFNAME)) or "",
         kind=kind,
         up=bool(flags & IFF_UP),
         loopback=bool(flags & IFF_LOOPBACK),
-        mtu=msg.get_attr("IFLA_MTU") or 0,
+        mtu=rtnl.as_int(attrs.get(rtnl.IFLA_MTU)) or 0,
         xdp_prog_id=prog_id,
         xdp_mode=mode,
-        mac=msg.get_attr("IFLA_ADDRESS"),
-        peer_ifindex=msg.get_attr("IFLA_LINK") or 0,
-        peer_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
-        operstate=msg.get_attr("IFLA_OPERSTATE"),
-        alias=msg.get_attr("IFLA_IFALIAS"),
+        mac=":".join(f"{b:02x}" for b in mac) if mac else None,
+        peer_ifindex=rtnl.as_int(attrs.get(rtnl.IFLA_LINK), signed=True) or 0,
+        peer_netnsid=rtnl.as_int(attrs.get(rtnl.IFLA_LINK_NETNSID), signed=True),
+        operstate=None if operstate is None else _operstate(operstate),
+        alias=rtnl.as_str(attrs.get(rtnl.IFLA_IFALIAS)),
     )
+
+
+def _operstate(value: int) -> str:
+    return rtnl.OPERSTATES[value] if value < len(rtnl.OPERSTATES) else str(value)
+
+
+def _xdp_program(payload: bytes | None) -> tuple[int, str | None]:
+    """(program id, mode) of IFLA_XDP; (0, None) when nothing is attached."""
+    if payload is None:
+        return 0, None
+    xdp = rtnl.parse_attrs(payload)
+    attached = rtnl.as_int(xdp.get(rtnl.IFLA_XDP_ATTACHED)) or 0
+    if attached in rtnl.XDP_ATTACHED_MODES:
+        return rtnl.as_int(xdp.get(rtnl.IFLA_XDP_PROG_ID)) or 0, rtnl.XDP_ATTACHED_MODES[attached]
+    if attached == rtnl.XDP_ATTACHED_MULTI:
+        # Several modes at once (offload plus another): report the host-side one.
+        for attr, name in (
+            (rtnl.IFLA_XDP_DRV_PROG_ID, "native"),
+            (rtnl.IFLA_XDP_SKB_PROG_ID, "generic"),
+        ):
+            prog_id = rtnl.as_int(xdp.get(attr))
+            if prog_id:
+                return prog_id, name
+    return 0, None
 
 
 class _Sockets(threading.local):
@@ -114,8 +120,8 @@ class _Sockets(threading.local):
     time costs a socket, a bind and (for generic netlink) a family lookup."""
 
     def __init__(self):
-        self.route: dict[int, IPRoute] = {}
-        self.netdev_family: dict[int, GenericNetlinkSocket] = {}
+        self.route: dict[int, rtnl.Socket] = {}
+        self.netdev_family: dict[int, tuple[rtnl.Socket, int]] = {}
 
 
 _sockets = _Sockets()
@@ -126,22 +132,20 @@ def _current_netns() -> int:
 
 
 @contextmanager
-def _iproute(netns: str | None = None) -> Iterator[IPRoute]:
+def _route(netns: str | None = None) -> Iterator[rtnl.Socket]:
     """An rtnetlink socket: this thread's own, or a new one in the named namespace
-    (closed after use: a socket would keep a deleted namespace alive).
-
-    Opened after entering the namespace on this thread rather than with
-    IPRoute(netns=...), which forks a helper (see netns.py).
-    """
+    (closed after use: a socket would keep a deleted namespace alive)."""
     if netns is not None:
         with namespaces.entered(netns):
-            sock = IPRoute(ext_ack=True)
-        with sock:
+            sock = rtnl.route_socket()
+        try:
             yield sock
+        finally:
+            sock.close()
         return
     key = _current_netns()
     if key not in _sockets.route:
-        _sockets.route[key] = IPRoute(ext_ack=True)
+        _sockets.route[key] = rtnl.route_socket()
     yield _sockets.route[key]
 
 
@@ -188,24 +192,27 @@ class Names:
 
 def links(netns: str | None = None) -> dict[int, Link]:
     """Every link of the network namespace, by ifindex."""
-    with _iproute(netns) as ipr:
-        return {link.ifindex: link for link in map(parse_link, ipr.get_links())}
+    with _route(netns) as sock:
+        return {link.ifindex: link for link in map(parse_link, rtnl.get_links(sock))}
 
 
 def link(ifindex: int) -> Link | None:
-    with _iproute() as ipr:
-        try:
-            return parse_link(ipr.get_links(ifindex)[0])
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                return None
-            raise
+    return _one_link(index=ifindex)
 
 
 def link_by_name(ifname: str, netns: str | None = None) -> Link | None:
-    with _iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        return parse_link(ipr.get_links(found[0])[0]) if found else None
+    return _one_link(name=ifname, netns=netns)
+
+
+def _one_link(index: int = 0, name: str | None = None, netns: str | None = None) -> Link | None:
+    with _route(netns) as sock:
+        try:
+            found = rtnl.get_links(sock, index=index, name=name)
+        except NetlinkError as e:
+            if e.errno == errno.ENODEV:
+                return None
+            raise
+    return parse_link(found[0]) if found else None
 
 
 IFINDEX_MAX = 2**31 - 1  # ifindexes are positive ints (struct ifinfomsg's ifi_index)
@@ -251,49 +258,42 @@ XDP_ACT_BASIC = 1 << 0  # native XDP
 XDP_ACT_NDO_XMIT = 1 << 2  # takes frames redirected to it (a veth: if its peer can)
 
 
-class _NetdevDevMsg(genlmsg):
-    """Messages of the "netdev" generic netlink family (Linux 6.3+)."""
-
-    nla_map = (
-        ("NETDEV_A_DEV_UNSPEC", "none"),
-        ("NETDEV_A_DEV_IFINDEX", "uint32"),
-        ("NETDEV_A_DEV_PAD", "none"),
-        ("NETDEV_A_DEV_XDP_FEATURES", "uint64"),
-    )
+NETDEV_CMD_DEV_GET = 1
+NETDEV_A_DEV_IFINDEX = 1
+NETDEV_A_DEV_XDP_FEATURES = 3
 
 
 def xdp_features() -> dict[int, int] | None:
-    """XDP features per ifindex in this namespace; None if the kernel cannot tell."""
+    """XDP features per ifindex in this namespace (the "netdev" generic netlink
+    family, Linux 6.3+); None if the kernel cannot tell."""
     try:
         key = _current_netns()
         if key not in _sockets.netdev_family:
-            sock = GenericNetlinkSocket()
-            sock.bind("netdev", _NetdevDevMsg)
-            _sockets.netdev_family[key] = sock
-        sock = _sockets.netdev_family[key]
-        msg = _NetdevDevMsg()
-        msg["cmd"] = 1  # NETDEV_CMD_DEV_GET
-        msg["version"] = 1
-        replies = sock.nlm_request(msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP)
+            sock = rtnl.Socket(rtnl.NETLINK_GENERIC)
+            try:
+                _sockets.netdev_family[key] = (sock, rtnl.genl_family(sock, "netdev"))
+            except BaseException:
+                sock.close()
+                raise
+        sock, family = _sockets.netdev_family[key]
         return {
-            r.get_attr("NETDEV_A_DEV_IFINDEX"): r.get_attr("NETDEV_A_DEV_XDP_FEATURES") or 0
-            for r in replies
+            rtnl.as_int(dev.get(NETDEV_A_DEV_IFINDEX)): rtnl.as_int(
+                dev.get(NETDEV_A_DEV_XDP_FEATURES)
+            )
+            or 0
+            for dev in rtnl.genl_dump(sock, family, NETDEV_CMD_DEV_GET)
         }
-    except (NetlinkError, OSError):
+    except OSError:
         return None
 
 
 def _netlink_reason(e: NetlinkError) -> str:
-    message = e.args[1] if len(e.args) > 1 and e.args[1] else None
-    return message or errno.errorcode.get(e.code, str(e.code))
+    return e.message or errno.errorcode.get(e.errno, str(e.errno))
 
 
 def _set_xdp(ifindex: int, fd: int, flags: int, expected_fd: int | None = None) -> None:
-    attrs = [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]
-    if expected_fd is not None:
-        attrs.append(("IFLA_XDP_EXPECTED_FD", expected_fd))
-    with _iproute() as ipr:
-        ipr.link("set", index=ifindex, xdp={"attrs": attrs})
+    with _route() as sock:
+        rtnl.set_xdp(sock, ifindex, fd, flags, expected_fd)
 
 
 @dataclass(frozen=True)
@@ -322,7 +322,7 @@ def attach_xdp(port: Link, prog_fd: int, mode: str, replace_fd: int | None = Non
             _set_xdp(port.ifindex, prog_fd, flags, replace_fd)
             return Attached(attempt, refused)
         except NetlinkError as e:
-            conflict = e.code in (errno.EBUSY, errno.EEXIST)
+            conflict = e.errno in (errno.EBUSY, errno.EEXIST)
             if attempt == tries[-1] or conflict:
                 raise AttachError(
                     f"attaching XDP ({attempt}) to {port.ifname} failed: {_netlink_reason(e)}"
@@ -345,68 +345,9 @@ def detach_xdp(port: Link, expected_fd: int | None = None) -> None:
     try:
         _set_xdp(port.ifindex, -1, flags, expected_fd)
     except NetlinkError as e:
-        if e.code == errno.ENODEV:
+        if e.errno == errno.ENODEV:
             return
         raise AttachError(f"detaching XDP from {port.ifname} failed: {_netlink_reason(e)}") from e
-
-
-def add_veth(ifname: str, peer: str, peer_netns: str, queues: int = 1) -> None:
-    """Create a veth pair with ifname here and peer inside peer_netns."""
-    with _iproute() as ipr:
-        ipr.link(
-            "add",
-            ifname=ifname,
-            kind="veth",
-            num_tx_queues=queues,
-            num_rx_queues=queues,
-            peer={
-                "ifname": peer,
-                "net_ns_fd": peer_netns,
-                "num_tx_queues": queues,
-                "num_rx_queues": queues,
-            },
-        )
-
-
-def set_alias(ifname: str, alias: str) -> None:
-    """Set a device's alias (IFLA_IFALIAS), which only user space reads."""
-    with _iproute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], ifalias=alias)
-
-
-def add_bridge(ifname: str, ports: list[str]) -> None:
-    """Create a Linux bridge, up, with ports enslaved."""
-    with _iproute() as ipr:
-        ipr.link("add", ifname=ifname, kind="bridge")
-        bridge = ipr.link_lookup(ifname=ifname)[0]
-        for port in ports:
-            ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=bridge)
-        ipr.link("set", index=bridge, state="up")
-
-
-def delete_link(ifname: str) -> bool:
-    """Delete a device; False if there was none (or it vanished meanwhile)."""
-    with _iproute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return False
-        try:
-            ipr.link("del", index=found[0])
-        except NetlinkError as e:
-            if e.code == errno.ENODEV:
-                return False
-            raise
-        return True
-
-
-def configure(ifname: str, netns: str | None = None, address: str | None = None) -> None:
-    """Bring ifname up, with an IPv4 address in CIDR form if one is given."""
-    with _iproute(netns) as ipr:
-        index = ipr.link_lookup(ifname=ifname)[0]
-        if address:
-            ip, prefix = address.split("/")
-            ipr.addr("add", index=index, address=ip, prefixlen=int(prefix))
-        ipr.link("set", index=index, state="up")
 
 
 class Overrun(Exception):
@@ -430,12 +371,11 @@ class LinkEvents:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
-            self.sock.bind((0, RTMGRP_LINK))
+            self.sock.bind((0, rtnl.RTMGRP_LINK))
             self.sock.setblocking(False)
         except BaseException:
             self.sock.close()
             raise
-        self._marshal = MarshalRtnl()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -458,7 +398,6 @@ class LinkEvents:
                 if e.errno == errno.ENOBUFS:
                     raise Overrun() from e
                 raise
-            for msg in self._marshal.parse(data):
-                event = msg.get("event")
-                if event in ("RTM_NEWLINK", "RTM_DELLINK"):
-                    found.append(LinkEvent(event == "RTM_DELLINK", parse_link(msg)))
+            for kind, _, _, body in rtnl.messages(data):
+                if kind in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
+                    found.append(LinkEvent(kind == rtnl.RTM_DELLINK, parse_link(body)))

@@ -1,13 +1,16 @@
 """The use cases behind the commands, one module per command family, and this facade:
 the one object the CLI calls (tests swap in a fake). No click and no printing here:
-operations return model types and raise XdpfwdError subclasses."""
+operations return model types and raise XdpfwdError subclasses.
+
+What creates devices (the lab, demo and bench) is imported when called: it uses
+pyroute2, whose import would cost every other command about 100 ms."""
 
 from __future__ import annotations
 
 import sys
 
 from xdpfwd.kernel import prereqs
-from xdpfwd.ops import benchmark, demonstration, following
+from xdpfwd.ops import following
 from xdpfwd.ops.apply import apply, save
 from xdpfwd.ops.apply import reconcile as prune
 from xdpfwd.ops.balancing import add as add_balanced
@@ -50,11 +53,15 @@ __all__ = [
 
 def demo(pins, **options):
     """`xdpfwd demo` (see ops/demonstration.py), composed of this facade's operations."""
+    from xdpfwd.ops import demonstration
+
     return demonstration.run(sys.modules[__name__], pins, **options)
 
 
 def bench(pins, **options):
     """`xdpfwd bench` (see ops/benchmark.py), composed of this facade's operations."""
+    from xdpfwd.ops import benchmark
+
     return benchmark.run(sys.modules[__name__], pins, **options)
 
 

@@ -22,7 +22,7 @@ from functools import partial
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
-from xdpfwd.kernel import netdev, netns, offloads, prereqs, traffic
+from xdpfwd.kernel import devices, netdev, netns, offloads, prereqs, traffic
 from xdpfwd.kernel.bpf import loader, maps, source
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
@@ -266,10 +266,10 @@ def _bridge(rig: _Rig) -> Iterator[None]:
     # Without an XDP program, the port needs GRO to take the generator's frames.
     offloads.change(ingress.ifname, gro=True)
     try:
-        netdev.add_bridge(name, [ingress.ifname, egress.ifname])
+        devices.add_bridge(name, [ingress.ifname, egress.ifname])
         yield
     finally:
-        netdev.delete_link(name)
+        devices.delete_link(name)
         offloads.change(ingress.ifname, gro=False)
 
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError, XdpfwdError
-from xdpfwd.kernel import files, netdev, netns, offloads
+from xdpfwd.kernel import devices, files, netdev, netns, offloads
 from xdpfwd.model.reports import Lab, LabPort, PingResult
 
 HOST_DEV = "host0"
@@ -82,11 +82,11 @@ def _build_port(prefix: str, p: LabPort, queues: int) -> None:
         raise InputError(f"network namespace {p.netns} already exists") from None
     _record(prefix, p.netns)
     # The veth's far end lives in the recorded namespace: removing it takes the pair.
-    netdev.add_veth(p.port, p.host_dev, p.netns, queues)
-    netdev.set_alias(p.port, alias(prefix))
-    netdev.configure(p.port)
-    netdev.configure("lo", netns=p.netns)
-    netdev.configure(p.host_dev, netns=p.netns, address=p.address)
+    devices.add_veth(p.port, p.host_dev, p.netns, queues)
+    devices.set_alias(p.port, alias(prefix))
+    devices.configure(p.port)
+    devices.configure("lo", netns=p.netns)
+    devices.configure(p.host_dev, netns=p.netns, address=p.address)
     with netns.entered(p.netns):
         # What doctor --fix does for users' veths (see state/health.py): the host
         # takes frames redirected to its port, and sends checksums XDP can forward.
@@ -114,7 +114,7 @@ def down(prefix: str) -> list[str]:
             )
         return []
     for name in ports:
-        netdev.delete_link(name)
+        devices.delete_link(name)
     removed = []
     for name in namespaces:
         netns.remove(name)

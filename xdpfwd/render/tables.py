@@ -1,0 +1,553 @@
+"""Tables for people (rich): listings, stats and their live view, doctor's checks,
+the demo's and bench's reports; with --json, the same results as documents."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from xdpfwd.model import (
+    Listing,
+    McastGroup,
+    McastListing,
+    PortRow,
+)
+from xdpfwd.model.counters import PairCounters, PortCounters, Rate, Rates, Snapshot, WatchFrame
+from xdpfwd.model.reports import BASELINE, BenchReport, DemoReport, Lab
+from xdpfwd.render.documents import (
+    json_document,
+    print_json,
+    prometheus,
+    stats_dict,
+    watch_json_line,
+)
+from xdpfwd.render.lines import add_result, egress_text, line, port_text, warning
+
+# Wide enough that no table is cut to fit when stdout is a pipe or a file; rich would
+# otherwise assume 80 columns and elide whole columns as "…".
+UNCUT_WIDTH = 1000
+
+
+def _out(**options) -> Console:
+    # Created per call so that whatever sys.stdout is now (a CliRunner buffer) is used.
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=UNCUT_WIDTH if piped else None, **options)
+
+
+def spinner(text: str):
+    """A spinner with text on stderr while a slow step runs (progress.install)."""
+    return Console(stderr=True).status(text)
+
+
+def listing_table(listing: Listing) -> Table:
+    table = Table(
+        title=f"{listing.pin_dir}  {listing.table} of {listing.value_format} entries  "
+        f"program id {listing.prog_id}",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("INGRESS", "EGRESS", "MODE", "ON-MISS", "STATE", "EGRESS PROG"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("FORWARDED", justify="right")
+    table.add_column("MISSED", justify="right")
+    table.add_column("LOST", justify="right")
+    for row in listing.rows:
+        state = Text(row.state, style="green" if row.state == "ok" else "yellow")
+        if row.balance is not None:
+            egress = f"balanced over {len(row.balance.ports)}"
+        else:
+            egress = f"group {row.group}" if row.group else _egress_of(row)
+        table.add_row(
+            port_text(row.ingress),
+            egress,
+            row.mode or "-",
+            row.on_miss,
+            state,
+            egress_text(row.egress_prog),
+            str(row.forwarded_or_redirected),
+            str(row.counters.miss_packets),
+            _lost(row.lost),
+        )
+    return table
+
+
+def _egress_of(row: PortRow) -> str:
+    if row.egress is None and row.multicast:
+        return "multicast " + ", ".join(row.multicast)
+    return port_text(row.egress)
+
+
+def _forwarded(snapshot: Snapshot, port: PortCounters) -> int:
+    """As PortRow.forwarded_or_redirected."""
+    forwarded = snapshot.forwarded(port.port.ifindex)
+    return port.counters.redirect_packets if forwarded is None else forwarded
+
+
+def _lost(lost: dict[str, int | None]) -> str:
+    """Frames lost by every reason but a miss; "?" marks what is not known."""
+    known = [n for reason, n in lost.items() if reason != "miss" and n is not None]
+    unknown = any(n is None for n in lost.values())
+    return f"{sum(known)}{'+?' if unknown else ''}"
+
+
+def groups_table(listing: Listing) -> Table:
+    table = Table(
+        title="broadcast groups",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("GROUP", "INGRESS PORT", "MEMBERS"):
+        table.add_column(name)
+    for group in listing.groups:
+        table.add_row(
+            group.name,
+            "excluded" if group.exclude_ingress else "included",
+            ", ".join(port_text(m) for m in group.members),
+        )
+    return table
+
+
+def balanced_table(listing: Listing) -> Table:
+    """One row per egress port of each balanced entry."""
+    table = Table(
+        title="balanced entries",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("INGRESS", "HASH", "EGRESS", "STATE", "WEIGHT", "BUCKETS"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "BUCKETS" else "left")
+    table.add_column("FRAMES", justify="right")
+    table.add_column("BYTES", justify="right")
+    for row in listing.rows:
+        info = row.balance
+        if info is None:
+            continue
+        for i, p in enumerate(info.ports):
+            c = p.counters
+            table.add_row(
+                port_text(row.ingress) if i == 0 else "",
+                info.hash if i == 0 else "",
+                f"{p.name} ({p.port.ifindex})" if p.port.ifindex else p.name,
+                Text(p.state, style="green" if p.state == "up" else "yellow"),
+                str(p.weight) if p.weight else "-",
+                f"{p.buckets} ({p.buckets * 100 / 256:.0f}%)",
+                count(c.tx_packets) if c else "-",
+                nbytes(c.tx_bytes) if c else "-",
+            )
+        if info.unassigned:
+            table.add_row("", "", "(no port)", "", "", str(info.unassigned), "", "")
+    return table
+
+
+def listing(result: Listing, as_json: bool) -> None:
+    if as_json:
+        print_json(result.as_dict())
+        return
+    out = _out()
+    if not result.rows:
+        line(f"no forwarding entries in {result.pin_dir}")
+        return
+    out.print(listing_table(result))
+    if any(row.balance for row in result.rows):
+        out.print(balanced_table(result))
+    if result.groups:
+        out.print(groups_table(result))
+    if result.multicast:
+        out.print(multicast_table(result.multicast))
+    for row in result.rows:
+        for problem in row.problems:
+            warning(f"{row.ingress.label}: {problem}")
+
+
+def _count_or_dash(value: int | None) -> str:
+    return "-" if value is None else count(value)
+
+
+def multicast_table(groups: list[McastGroup]) -> Table:
+    table = Table(
+        title="multicast groups",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("GROUP", "FROM", "TO", "INGRESS PORT"):
+        table.add_column(name)
+    for name in ("IN", "COPIES", "LOST"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for g in groups:
+        table.add_row(
+            g.group,
+            ", ".join(port_text(p) for p in g.sources),
+            ", ".join(port_text(r.port) for r in g.receivers),
+            "excluded" if g.exclude_ingress else "included",
+            count(g.in_packets),
+            _count_or_dash(g.copies_out),
+            _count_or_dash(g.copies_lost),
+        )
+    return table
+
+
+def multicast_listing(result: McastListing, as_json: bool) -> None:
+    if as_json:
+        print_json(result.as_dict())
+        return
+    out = _out()
+    if not result.supported:
+        line(f"the pins in {result.pin_dir} predate multicast groups")
+    elif not result.groups:
+        line(f"no multicast groups in {result.pin_dir}")
+    else:
+        out.print(multicast_table(result.groups))
+
+
+def lab_status(lab: Lab, name: str, as_json: bool) -> None:
+    if as_json:
+        print_json(lab.as_dict())
+        return
+    if not lab.ports:
+        line(f"no lab named {name}")
+        return
+    table = Table(title=f"lab {lab.prefix}", title_justify="left", box=None, header_style="bold")
+    for column in ("PORT", "HOST NETNS", "HOST DEVICE", "HOST ADDRESS"):
+        table.add_column(column)
+    for p in lab.ports:
+        table.add_row(p.port, p.netns, p.host_dev, p.address)
+    _out().print(table)
+
+
+def demo_report(report: DemoReport) -> None:
+    out = _out()
+    line("lab: veth ports, each with a host namespace behind it")
+    for p in report.lab.ports:
+        line(f"  {p.port} <-> host {p.address} (netns {p.netns})")
+    add_result(report.added)
+    pings = Table(
+        title="ping across the XDP forwarder", title_justify="left", box=None, header_style="bold"
+    )
+    for column in ("FROM", "TO", "SENT", "RECEIVED", "RESULT"):
+        pings.add_column(column)
+    for p in report.pings:
+        ok = p.received == p.sent > 0
+        pings.add_row(
+            f"{p.source.ip} ({p.source.netns})",
+            f"{p.target.ip} ({p.target.netns})",
+            str(p.sent),
+            str(p.received),
+            Text("ok" if ok else "LOST", style="green" if ok else "red"),
+        )
+    out.print(pings)
+    out.print(listing_table(report.listing))
+    verdict = (
+        "frames were forwarded by XDP in both directions" if report.ok else "some pings were lost"
+    )
+    line(f"demo {'passed' if report.ok else 'FAILED'}: {verdict}; lab and pins removed")
+
+
+def bench_report(report: BenchReport, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    out = _out()
+    m, s = report.machine, report.settings
+    line(f"{m['cpu']}, {m['cpus_online']} CPUs, Linux {m['kernel']}")
+    if m.get("xdp_tracepoint_links"):
+        line(
+            f"warning: {m['xdp_tracepoint_links']} program(s) not this bench's were on the "
+            "XDP tracepoints (bpftool link show): every row paid for them",
+        )
+    line(
+        f"{s['frame_size']} B frames, {s['flows']} flow(s), {s['cpus']} generator CPU(s), "
+        f"{s['repeat']} x {s['duration_s']:g} s per row",
+    )
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ROW")
+    for column in ("MEDIAN", "RANGE", "RATIO"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in report.rows:
+        low, high = min(row.samples), max(row.samples)
+        if row.unit == "Mpps":
+            median, spread = f"{row.median:.2f} Mpps", f"{low:.2f}-{high:.2f}"
+        else:
+            median, spread = f"{row.median * 1000:.0f} ms", f"{low * 1000:.0f}-{high * 1000:.0f}"
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        if row.reference not in (None, BASELINE) and row.ratio is not None:
+            ratio += f" {row.reference}"
+        table.add_row(row.name, median, spread, ratio)
+    out.print(table)
+    line("RATIO: to the baseline, or to the row named after it")
+
+
+def _scaled(value: float, unit: str) -> str:
+    """Human units with three significant digits: 1.23 Mpps, 614 Mbit/s, 12.3 KB."""
+    prefix = ""
+    for factor, name in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if value >= factor:
+            value, prefix = value / factor, name
+            break
+    digits = 0 if value >= 100 or not prefix else 1 if value >= 10 else 2
+    return f"{value:.{digits}f} {prefix}{unit}".rstrip()
+
+
+def pps(value: float) -> str:
+    return _scaled(value, "pps")
+
+
+def bps(value: float) -> str:
+    return _scaled(value, "bit/s")
+
+
+def count(value: int) -> str:
+    return str(value) if value < 10_000 else _scaled(value, "")
+
+
+def nbytes(value: int) -> str:
+    return _scaled(value, "B")
+
+
+def _sorted_ports(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[PortCounters]:
+    rows = list(snapshot.ports.values())
+    if sort == "rate":
+        if rates:
+            rows.sort(key=lambda p: -(rates.port_rx.get(p.port.ifindex) or Rate(0, 0)).pps)
+        else:
+            rows.sort(key=lambda p: -(p.counters.rx_packets if p.counters else 0))
+    return rows
+
+
+def _sorted_pairs(snapshot: Snapshot, rates: Rates | None, sort: str) -> list[PairCounters]:
+    rows = list(snapshot.pairs.values())
+    if sort == "rate":
+        if rates:
+            rows.sort(key=lambda p: -(rates.pair_tx.get(p.key) or Rate(0, 0)).pps)
+        else:
+            rows.sort(key=lambda p: -p.tx_packets)
+    return rows
+
+
+_REASON_LABELS = {
+    "miss": "miss",
+    "too_big": "too big to flood",
+    "egress_drop": "egress drop",
+    "egress_invalid": "invalid verdict",
+    "redirect_error": "redirect err",
+    "xmit_drop": "tx drop",
+}
+
+
+def _losses_line(losses: dict[str, int | None], since: str) -> Text:
+    """One line, short enough for 80 columns: only the reasons that lost frames."""
+    parts = [f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n]
+    line = f"not forwarded ({since}): {', '.join(parts) or 'none'}"
+    if losses.get("xmit_drop") is None:
+        line += "; loss accounting is off (see doctor)"
+    return Text(line, no_wrap=True, overflow="ellipsis")
+
+
+def stats_tables(
+    snapshot: Snapshot,
+    rates: Rates | None = None,
+    losses: dict | None = None,
+    sort: str = "name",
+    expand: bool = False,
+) -> Group:
+    """One table of ports and one of pairs: totals, or rates (with the running totals
+    beside them) when given. expand: the tables take the terminal's whole width."""
+    ports = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
+    pairs = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
+    if rates is None:
+        columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "LOST", "TX", "TX BYTES")
+        pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP", "REDIR ERR", "TX DROP")
+    else:
+        columns = ("PORT", "RX/S", "RX BIT/S", "RX", "TX/S", "TX BIT/S", "TX", "MISS/S")
+        pair_columns = ("PAIR", "VIA", "TX/S", "TX BIT/S", "TX", "REDIR ERR")
+    for i, name in enumerate(columns):
+        ports.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for i, name in enumerate(pair_columns):
+        pairs.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
+    for p in _sorted_ports(snapshot, rates, sort):
+        c = p.counters
+        if rates is None:
+            rx = (
+                (
+                    count(c.rx_packets),
+                    nbytes(c.rx_bytes),
+                    count(_forwarded(snapshot, p)),
+                    count(c.miss_packets),
+                    _lost(snapshot.port_losses(p.port.ifindex)),
+                )
+                if c
+                else ("-",) * 5
+            )
+            ports.add_row(port_text(p.port), *rx, count(p.tx_packets), nbytes(p.tx_bytes))
+            continue
+        rx, tx = rates.port_rx.get(p.port.ifindex), rates.port_tx.get(p.port.ifindex)  # None: -
+        miss = rates.port_miss.get(p.port.ifindex)
+        ports.add_row(
+            port_text(p.port),
+            pps(rx.pps) if rx else "-",
+            bps(rx.bps) if rx else "-",
+            count(c.rx_packets) if c else "-",
+            pps(tx.pps) if tx else "-",
+            bps(tx.bps) if tx else "-",
+            count(p.tx_packets),
+            pps(miss) if miss is not None else "-",
+        )
+    for p in _sorted_pairs(snapshot, rates, sort):
+        label = f"{p.ingress.label} -> {p.egress.label}"
+        via = f"group {p.group}" if p.group else "entry"
+        if p.buckets is not None:
+            via = f"balanced {p.buckets * 100 / 256:.0f}%"
+        if rates is None:
+            ev = p.events
+            pairs.add_row(
+                label,
+                via,
+                count(p.tx_packets),
+                nbytes(p.tx_bytes),
+                count(p.egress_drop_packets),
+                count(ev.redirect_errors) if ev else "-",
+                count(max(0, ev.xmit_drops - p.egress_drop_packets - p.egress_invalid_packets))
+                if ev
+                else "-",
+            )
+        else:
+            tx, ev = rates.pair_tx.get(p.key), p.events
+            pairs.add_row(
+                label,
+                via,
+                pps(tx.pps) if tx else "-",
+                bps(tx.bps) if tx else "-",
+                count(p.tx_packets),
+                count(ev.redirect_errors) if ev else "-",
+            )
+    parts: list = [ports]
+    if snapshot.pairs:
+        parts.append(pairs)
+    if snapshot.multicast:
+        parts.append(_multicast_stats_table(snapshot, rates, expand))
+    if losses is not None:
+        since = "since start" if rates is not None else "total"
+        parts.append(_losses_line(losses, since))
+    return Group(*parts)
+
+
+def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None, expand: bool) -> Table:
+    """Per group: frames in, copies out and lost (totals), or their rates with the
+    running totals beside them."""
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
+    if rates is None:
+        columns = ("GROUP", "IN", "IN BYTES", "COPIES", "LOST")
+    else:
+        columns = ("GROUP", "IN/S", "IN BIT/S", "IN", "COPIES/S", "COPIES BIT/S", "COPIES")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for key, g in snapshot.multicast.items():
+        if rates is None:
+            table.add_row(
+                key,
+                count(g.in_packets),
+                nbytes(g.in_bytes),
+                _count_or_dash(g.copies_out),
+                _count_or_dash(g.copies_lost),
+            )
+            continue
+        rx, tx = rates.mcast_in.get(key), rates.mcast_out.get(key)
+        table.add_row(
+            key,
+            pps(rx.pps) if rx else "-",
+            bps(rx.bps) if rx else "-",
+            count(g.in_packets),
+            pps(tx.pps) if tx else "-",
+            bps(tx.bps) if tx else "-",
+            _count_or_dash(g.copies_out),
+        )
+    return table
+
+
+def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str) -> str | None:
+    """One-shot stats: prints a table, or returns JSON/Prometheus text for the caller."""
+    if fmt == "json":
+        snapshot = snapshot or Snapshot(time.monotonic(), time.time(), {}, {})
+        return json.dumps(json_document(stats_dict(snapshot), snapshot.wall), indent=2) + "\n"
+    if fmt == "prometheus":
+        return prometheus(snapshot) if snapshot else ""
+    if snapshot is None:
+        line(f"no xdpfwd state in {pin_dir}")
+    else:
+        _out().print(stats_tables(snapshot, losses=snapshot.losses(), sort=sort))
+        line(COUNTERS_SINCE)
+    return None
+
+
+COUNTERS_SINCE = "totals since each port (pair: entry, member) joined; --clear zeroes them"
+
+
+def watch_view(
+    frame: WatchFrame, pin_dir: str, interval: float, sort: str, expand: bool = False
+) -> Group:
+    stamp = time.strftime("%H:%M:%S", time.localtime(frame.snapshot.wall))
+    title = Text(
+        f"xdpfwd stats  {stamp}  every {interval:g} s  {pin_dir}  (Ctrl-C ends)",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    tables = stats_tables(frame.snapshot, frame.rates, frame.losses, sort, expand)
+    return Group(title, tables)
+
+
+def watch_plain(frame: WatchFrame, pin_dir: str, interval: float, sort: str) -> None:
+    """The live view's content, printed as plain lines (stdout is not a terminal)."""
+    console = _out(no_color=True)
+    console.print(watch_view(frame, pin_dir, interval, sort))
+    sys.stdout.flush()
+
+
+def watch(frames, pin_dir: str, interval: float, fmt: str, sort: str, keep) -> None:
+    """Show watch frames as they come: JSON lines, a live table on a terminal, or the
+    same table as plain lines otherwise. keep(snapshot) selects the rows shown."""
+    for_frame = lambda f: replace(f, snapshot=keep(f.snapshot))  # noqa: E731
+    if fmt == "json":
+        for frame in frames:
+            watch_json_line(for_frame(frame))
+    elif sys.stdout.isatty():
+        with Live(console=_out(), auto_refresh=False, transient=False) as live:
+            for frame in frames:
+                view = watch_view(for_frame(frame), pin_dir, interval, sort, expand=True)
+                live.update(view, refresh=True)
+    else:
+        for frame in frames:
+            watch_plain(for_frame(frame), pin_dir, interval, sort)
+
+
+_STATUS_STYLES = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim", "fixed": "cyan"}
+
+
+def doctor_report(checks, as_json: bool) -> None:
+    if as_json:
+        failed = sum(c.status == "fail" for c in checks)
+        print_json({"checks": [c.as_dict() for c in checks], "failed": failed})
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("CHECK", "STATUS", "DETAIL"):
+        table.add_column(name)
+    for c in checks:
+        detail = Text(c.detail)
+        if c.fix and c.status != "pass":
+            detail.append(f"\n  fix: {c.fix}", style="cyan")
+        table.add_row(c.name, Text(c.status, style=_STATUS_STYLES[c.status]), detail)
+    _out().print(table)
