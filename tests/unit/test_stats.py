@@ -406,3 +406,29 @@ def test_one_shot_stats_say_since_when_they_count():
     result, _ = invoke(["stats"], ops=_StatsOps(snap(1.0, rx=5)))
     last = result.stdout.splitlines()[-1]
     assert last == tables.COUNTERS_SINCE and len(last) <= 80
+
+
+def grid_lines(grid, width: int) -> list[str]:
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(grid)
+    return console.export_text().splitlines()
+
+
+def test_grid_columns_are_aligned_as_a_borderless_table():
+    grid = tables._Grid(("PAIR", "VIA", "TX"), left=2)
+    grid.add_row("eth1 -> eth2", "entry", "5")
+    grid.add_row("é -> 网", "group g", "1.23 K")
+    assert grid_lines(grid, 80) == [
+        "PAIR          VIA          TX",
+        "eth1 -> eth2  entry         5",
+        "é -> 网       group g  1.23 K",
+    ]
+
+
+def test_an_expanded_grid_takes_the_whole_width_and_a_narrow_one_is_cut():
+    grid = tables._Grid(("PORT", "RX/S"), expand=True)
+    grid.add_row("eth1 (2)", "12.3 Kpps")
+    lines = grid_lines(grid, 40)
+    assert [len(line) for line in lines] == [40, 40]
+    assert lines[1].startswith("eth1 (2)") and lines[1].endswith("12.3 Kpps")
+    assert grid_lines(grid, 12) == ["PORT       …", "eth1 (2)  1…"]

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import replace
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -358,6 +359,38 @@ def _losses_line(losses: dict[str, int | None], since: str) -> Text:
     return Text(line, no_wrap=True, overflow="ellipsis")
 
 
+class _Grid:
+    """Columns laid out as a borderless rich Table would be (a space each side of a
+    cell but not at the edges, bold headers, the first `left` columns left-justified,
+    the rest right-justified), rendered as lines of text: `stats --watch` draws these
+    at every refresh, and rich's Table layout cost about 8 ms per refresh for 10
+    ports and 10 pairs. expand: the columns share the whole width between them."""
+
+    def __init__(self, headers: tuple[str, ...], left: int = 1, expand: bool = False):
+        self.headers, self.left, self.expand = headers, left, expand
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(cells)
+
+    def __rich_console__(self, console: Console, options):
+        lines = [self.headers, *self.rows]
+        widths = [max(cell_len(row[i]) for row in lines) for i in range(len(self.headers))]
+        spare = options.max_width - sum(widths) - 2 * (len(widths) - 1)
+        if self.expand and spare > 0:
+            total = sum(widths)
+            shares = [spare * w // total for w in widths]
+            shares[-1] += spare - sum(shares)
+            widths = [w + share for w, share in zip(widths, shares, strict=True)]
+        for number, row in enumerate(lines):
+            cells = []
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
+                pad = " " * (width - cell_len(cell))
+                cells.append(cell + pad if i < self.left else pad + cell)
+            style = "bold" if number == 0 else ""
+            yield Text("  ".join(cells), style=style, no_wrap=True, overflow="ellipsis")
+
+
 def stats_tables(
     snapshot: Snapshot,
     rates: Rates | None = None,
@@ -367,18 +400,14 @@ def stats_tables(
 ) -> Group:
     """One table of ports and one of pairs: totals, or rates (with the running totals
     beside them) when given. expand: the tables take the terminal's whole width."""
-    ports = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
-    pairs = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
     if rates is None:
         columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "LOST", "TX", "TX BYTES")
         pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP", "REDIR ERR", "TX DROP")
     else:
         columns = ("PORT", "RX/S", "RX BIT/S", "RX", "TX/S", "TX BIT/S", "TX", "MISS/S")
         pair_columns = ("PAIR", "VIA", "TX/S", "TX BIT/S", "TX", "REDIR ERR")
-    for i, name in enumerate(columns):
-        ports.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
-    for i, name in enumerate(pair_columns):
-        pairs.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
+    ports = _Grid(columns, left=1, expand=expand)
+    pairs = _Grid(pair_columns, left=2, expand=expand)
     for p in _sorted_ports(snapshot, rates, sort):
         c = p.counters
         if rates is None:
@@ -446,16 +475,14 @@ def stats_tables(
     return Group(*parts)
 
 
-def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None, expand: bool) -> Table:
+def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None, expand: bool) -> _Grid:
     """Per group: frames in, copies out and lost (totals), or their rates with the
     running totals beside them."""
-    table = Table(box=None, header_style="bold", pad_edge=False, expand=expand)
     if rates is None:
         columns = ("GROUP", "IN", "IN BYTES", "COPIES", "LOST")
     else:
         columns = ("GROUP", "IN/S", "IN BIT/S", "IN", "COPIES/S", "COPIES BIT/S", "COPIES")
-    for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    table = _Grid(columns, left=1, expand=expand)
     for key, g in snapshot.multicast.items():
         if rates is None:
             table.add_row(
