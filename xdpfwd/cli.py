@@ -13,6 +13,7 @@ from xdpfwd import __version__, interrupts, progress
 from xdpfwd.errors import EXIT_INTERRUPTED, BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import files
 from xdpfwd.kernel import netns as netns_module
+from xdpfwd.kernel.rtnl import NetlinkError
 from xdpfwd.options import (
     App,
     IfaceType,
@@ -123,6 +124,10 @@ class XdpfwdGroup(click.Group):
                 message = f"the kernel refused a BPF call ({e.strerror})"
                 lines.error(message + _AFTER_COMMIT * interrupts.committed)
                 return BpfError.exit_code
+            if isinstance(e, NetlinkError):
+                message = f"the kernel refused a netlink request ({e.strerror})"
+                lines.error(message + _AFTER_COMMIT * interrupts.committed)
+                return XdpfwdError.exit_code
             lines.error(f"unexpected {type(e).__name__}: {e} (run with -vv for the traceback)")
             return 1
 

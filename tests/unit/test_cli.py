@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from xdpfwd import interrupts
 from xdpfwd.cli import cli
 from xdpfwd.errors import AttachError, BpfError, InputError, PrereqError, XdpfwdError
+from xdpfwd.kernel.rtnl import NetlinkError
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface, PruneResult
 from xdpfwd.ops import benchmark
 
@@ -198,6 +199,13 @@ def test_a_bpf_call_nothing_handled_is_a_bpf_error_not_a_bug():
     assert one_error_line(result) == (
         "error: the kernel refused a BPF call (map lookup: Invalid argument)"
     )
+
+
+def test_a_netlink_refusal_nothing_handled_is_an_error_not_a_bug():
+    refused = NetlinkError(19)
+    result, _ = invoke(["list"], ops=FakeOps(fail_with=refused))
+    assert result.exit_code == 1
+    assert one_error_line(result) == "error: the kernel refused a netlink request (No such device)"
 
 
 def test_traceback_only_with_vv():

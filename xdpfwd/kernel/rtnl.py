@@ -105,7 +105,7 @@ def s32(kind: int, value: int) -> bytes:
 
 
 def string(kind: int, text: str) -> bytes:
-    return attr(kind, text.encode() + b"\0")
+    return attr(kind, os.fsencode(text) + b"\0")
 
 
 def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
