@@ -300,11 +300,9 @@ class BucketTable(DevMap):
         return [self.get(ingress, bucket) for bucket in range(BUCKETS)]
 
 
-class BalanceTable:
-    """Balanced entries: ingress ifindex -> hash mode, in an array slot below
-    STATS_SLOTS and a hash above (pinned with PIN_HI_SUFFIX)."""
-
-    _VALUE = struct.Struct("=II")  # struct xdpfwd_balance
+class _SlotsAndHash:
+    """Values keyed by ifindex: in an array slot below STATS_SLOTS, in a hash above
+    (pinned at the array's path with PIN_HI_SUFFIX)."""
 
     def __init__(self, path: str):
         self.slots = PinnedMap(path)
@@ -320,6 +318,12 @@ class BalanceTable:
 
     def _map(self, ifindex: int) -> PinnedMap:
         return self.slots if ifindex < STATS_SLOTS else self.high
+
+
+class BalanceTable(_SlotsAndHash):
+    """Balanced entries: ingress ifindex -> hash mode."""
+
+    _VALUE = struct.Struct("=II")  # struct xdpfwd_balance
 
     def get(self, ifindex: int) -> str | None:
         """The hash mode of ifindex's balanced entry, or None."""
@@ -491,28 +495,15 @@ class PortTable(_Mirrored):
                 self.set(port, settings)
 
 
-class SlottedStats:
-    """Per-CPU counters keyed by ifindex: an array slot below STATS_SLOTS, a hash above
-    (pinned with PIN_HI_SUFFIX), read as summed dataclasses of type cls."""
+class SlottedStats(_SlotsAndHash):
+    """Per-CPU counters keyed by ifindex, read as summed dataclasses of type cls."""
 
     def __init__(self, path: str, cls: type):
+        super().__init__(path)
         self.cls = cls
-        self.slots = PinnedMap(path)
-        try:
-            self.high = PinnedMap(path + PIN_HI_SUFFIX)
-        except BaseException:
-            self.slots.close()
-            raise
         # A pin dir made by an older xdpfwd has fewer counters: the rest read as 0.
         count = min(len(fields(cls)), self.slots.info.value_size // 8)
         self._layout = struct.Struct("=" + "Q" * count)
-
-    def close(self) -> None:
-        self.slots.close()
-        self.high.close()
-
-    def _map(self, ifindex: int) -> PinnedMap:
-        return self.slots if ifindex < STATS_SLOTS else self.high
 
     def read(self, ifindex: int):
         """The summed counters of ifindex (an instance of cls), or None."""
