@@ -107,6 +107,20 @@ def test_a_group_name_may_hold_a_dash(make_topo, pin_dir):
     assert group_slots(pin_dir, "my-cams") == 3
 
 
+def test_a_swap_pin_a_crash_left_is_no_group_and_not_in_the_way(make_topo, pin_dir):
+    topo = make_topo(3)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "--exclude-ingress")
+    # What a crash between pinning a group's new devmap and renaming it leaves.
+    swap = f"{pin_dir}/group/_default"
+    sh("bpftool", "map", "pin", "pinned", f"{pin_dir}/group/default", swap)
+    assert [g["name"] for g in topo.list_json(pin_dir)["groups"]] == ["default"]
+    topo.ok(pin_dir, "broadcast", "p3")
+    assert not os.path.exists(swap)
+    assert group_slots(pin_dir, "default") == 3
+    assert flood(topo, 1, 5, port=9307) == {1: 0, 2: 5, 3: 5}
+
+
 def test_a_hub_carries_arp_and_ping(make_topo, pin_dir):
     topo = make_topo(3)
     topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")

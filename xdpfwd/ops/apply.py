@@ -620,7 +620,7 @@ def _create(c: Change, group: str) -> None:
 
 
 def _join(c: Change, group: str, port: int) -> None:
-    groups.add_member(c, group, port)
+    groups.add_members(c, group, [port])
 
 
 def _leave(c: Change, group: str, port: int) -> None:

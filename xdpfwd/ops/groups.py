@@ -12,7 +12,7 @@ from xdpfwd.state import balance, entries, health, intent
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import (
     DEFAULT_GROUP,
-    add_member,
+    add_members,
     check_group_name,
     create,
     excludes_ingress,
@@ -87,7 +87,8 @@ def broadcast(
         if exclude_ingress is None:
             exclude_ingress = excludes_ingress(dp, current)
         flags = maps.PORT_BROADCAST | (maps.PORT_EXCLUDE_INGRESS if exclude_ingress else 0)
-        attachments = [_join(c, plan, group, flags, mode) for plan in c.plans]
+        attachments = [_attach_member(c, plan, flags, mode) for plan in c.plans]
+        add_members(c, group, [plan.link.ifindex for plan in c.plans])
         for member in current - set(joining):
             _set_flags(c, member, flags)  # the group's flag changes in place
         converted = [
@@ -151,13 +152,12 @@ def _record_members(c: Change, group: str, ports: list[int], exclude: bool, mode
     intent.update(c, lambda r: intent.with_members(r, group, names, exclude, mode, verdicts))
 
 
-def _join(c: Change, plan, group: str, flags: int, mode: str):
-    port = plan.link.ifindex
-    previous = c.dp.ports.get(port)
+def _attach_member(c: Change, plan, flags: int, mode: str):
+    """Attach a joining port with settings that make it flood (its group's devmap
+    is add_members()'s)."""
+    previous = c.dp.ports.get(plan.link.ifindex)
     on_miss = previous.on_miss if previous else maps.XDP_PASS
-    attachment = c.attach(plan, mode, maps.PortSettings(on_miss, flags))
-    add_member(c, group, port)
-    return attachment
+    return c.attach(plan, mode, maps.PortSettings(on_miss, flags))
 
 
 def _set_flags(c: Change, port: int, flags: int) -> None:

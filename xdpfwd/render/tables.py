@@ -15,12 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from xdpfwd.model import (
-    Listing,
-    McastGroup,
-    McastListing,
-    PortRow,
-)
+from xdpfwd.model import Listing, McastGroup, McastListing, PortRow
 from xdpfwd.model.counters import PairCounters, PortCounters, Rate, Rates, Snapshot, WatchFrame
 from xdpfwd.model.reports import BASELINE, BenchReport, DemoReport, Lab
 from xdpfwd.render.documents import (

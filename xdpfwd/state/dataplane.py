@@ -222,10 +222,13 @@ class Dataplane:
             invalid.delete(ingress)
 
     def group_names(self) -> list[str]:
+        """The groups pinned here; not a swap pin a crash left (groups.py names those
+        with a leading '_', which no group name has)."""
         try:
-            return sorted(os.listdir(self.pins.pin(maps.PIN_GROUP_DIR)))
+            names = os.listdir(self.pins.pin(maps.PIN_GROUP_DIR))
         except FileNotFoundError:
             return []
+        return sorted(name for name in names if not name.startswith("_"))
 
     def group_path(self, name: str) -> str:
         return os.path.join(self.pins.pin(maps.PIN_GROUP_DIR), name)

@@ -77,7 +77,7 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]
 
 
 def create(c: Change, group: str) -> None:
-    """Pin an empty devmap for group; add_member() fills it."""
+    """Pin an empty devmap for group; add_members() fills it."""
     directory = c.dp.pins.pin(maps.PIN_GROUP_DIR)
     if not os.path.isdir(directory):
         os.mkdir(directory)
@@ -91,17 +91,20 @@ def create(c: Change, group: str) -> None:
     c.undo.callback(os.unlink, path)
 
 
-def add_member(c: Change, group: str, port: int) -> None:
-    """Put port into the group's devmap and point it at the group (the settings that
-    make its ingress program flood are the caller's)."""
+def add_members(c: Change, group: str, ports: list[int]) -> None:
+    """Put ports into the group's devmap, all in one swap, and point each at the group
+    (the settings that make their ingress programs flood are the caller's)."""
     devmap = c.dp.open_group(group)
     members = list(devmap.members())
-    if port not in members:
-        if len(members) >= maps.GROUP_MAX_MEMBERS:
-            raise XdpfwdError(f"broadcast group {group} is full ({maps.GROUP_MAX_MEMBERS} members)")
-        _resize(c, group, members + [port])
-    elif c.dp.groups.group_id(port) != devmap.info.id:
-        _point(c, port, devmap.fd)
+    joining = [port for port in dict.fromkeys(ports) if port not in members]
+    if len(members) + len(joining) > maps.GROUP_MAX_MEMBERS:
+        raise XdpfwdError(f"broadcast group {group} is full ({maps.GROUP_MAX_MEMBERS} members)")
+    if joining:
+        _resize(c, group, members + joining)  # points every member at the new devmap
+        return
+    for port in ports:
+        if c.dp.groups.group_id(port) != devmap.info.id:
+            _point(c, port, devmap.fd)
 
 
 def remove_member(c: Change, group: str, port: int) -> None:
@@ -167,6 +170,8 @@ def _replace_pin(path: str, fd: int) -> None:
     """Pin fd at path in place of what is pinned there, in one rename."""
     head, name = os.path.split(path)
     swap = os.path.join(head, f"_{name}")  # not a group name: those start otherwise
+    with suppress(FileNotFoundError):
+        os.unlink(swap)  # left by a crash between its pin and its rename
     try:
         sc.obj_pin(fd, swap)
         os.rename(swap, path)
