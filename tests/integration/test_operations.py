@@ -193,6 +193,24 @@ def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_
     assert topo.ping(2, h1.ip) == 3
 
 
+def test_an_entry_whose_egress_is_gone_settles_with_one_prune(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    assert "detached from p1" in topo.ok(pin_dir, "prune").stdout
+    assert topo.ok(pin_dir, "prune").stdout.strip() == "nothing to prune"
+    assert topo.xdp("p1") is None
+    # follow prunes after each link event: an attach and a detach per prune would feed
+    # it events for ever.
+    follow = topo.start(pin_dir, "follow")
+    time.sleep(1)
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "down")
+    time.sleep(1.5)
+    follow.send_signal(signal.SIGINT)
+    out, err = follow.communicate(timeout=10)
+    assert follow.returncode == 0, err
+    assert "attach" not in out, out
+
+
 def test_program_detached_by_hand_is_reported_and_repaired(topo, pin_dir):
     config = topo.config_file({"forward": [{"from": "p1", "to": "p2"}, {"from": "p2", "to": "p1"}]})
     topo.ok(pin_dir, "apply", config)

@@ -465,18 +465,30 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
         return True
 
     wanted = recorded.config
+    forward = tuple(
+        e for e in wanted.forward if ok(e.ingress) and e.egress in by_name and readable(e)
+    )
+    balanced = tuple(e for e in wanted.balanced if ok(e.ingress) and readable(e))
+    groups = tuple(
+        replace(g, members=members)
+        for g in wanted.groups
+        if (members := tuple(m for m in g.members if ok(m)))
+    )
+    # A port whose every role went with its device's entries (the ingress of an entry
+    # whose egress is gone) is not attached: it would be idle, detached by the same
+    # prune, and under follow each attach and detach is an event for the next prune.
+    had_role = _named_ports(wanted.forward, wanted.balanced, wanted.groups)
+    has_role = _named_ports(forward, balanced, groups)
     config = replace(
         wanted,
-        forward=tuple(
-            e for e in wanted.forward if ok(e.ingress) and e.egress in by_name and readable(e)
-        ),
-        balanced=tuple(e for e in wanted.balanced if ok(e.ingress) and readable(e)),
-        groups=tuple(
-            replace(g, members=members)
-            for g in wanted.groups
-            if (members := tuple(m for m in g.members if ok(m)))
-        ),
-        ports={name: conf for name, conf in wanted.ports.items() if ok(name)},
+        forward=forward,
+        balanced=balanced,
+        groups=groups,
+        ports={
+            name: conf
+            for name, conf in wanted.ports.items()
+            if ok(name) and (name in has_role or name not in had_role)
+        },
         # Multicast groups are left as they run: `multicast add/del` change them
         # without recording, and a removed device leaves their devmaps by itself.
         multicast=(),
@@ -491,6 +503,13 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
         except AttachError as e:  # another program came meanwhile
             skipped.append(str(e))
     return d
+
+
+def _named_ports(forward, balanced, groups) -> set[str]:
+    """The ports these entries and groups name, in any role."""
+    names = {name for e in forward for name in (e.ingress, e.egress)}
+    names |= {name for e in balanced for name in (e.ingress, *e.ports)}
+    return names | {name for g in groups for name in g.members}
 
 
 def _is_orphan(link: netdev.Link) -> bool:
