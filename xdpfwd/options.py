@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -270,6 +271,19 @@ def check_balance(ingress, egress, bidirectional: bool, hash_mode, weights) -> N
         raise click.UsageError(f"--weights gives {len(weights)} weights for {len(egress)} ports")
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds in a range. click's FloatRange lets "nan" through (every
+    comparison with NaN is false): `--interval nan` made the watch loop spin."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return number
+
+
 # stats: refreshing live.
 watch_options = compose(
     click.option(
@@ -280,7 +294,7 @@ watch_options = compose(
         "--interval",
         default=1.0,
         show_default=True,
-        type=click.FloatRange(0.1, 3600),
+        type=Seconds(0.1, 3600),
         help="Seconds between refreshes of --watch.",
     ),
     click.option(
@@ -315,7 +329,7 @@ bench_options = compose(
         "--duration",
         default=3.0,
         show_default=True,
-        type=click.FloatRange(0.2, 600),
+        type=Seconds(0.2, 600),
         help="Seconds of traffic per sample.",
     ),
     click.option(

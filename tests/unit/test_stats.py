@@ -248,8 +248,15 @@ def test_iface_filter_and_clear():
         (["stats", "--interval", "2"], "--watch"),
         (["stats", "--output", "/tmp/x"], "--format json or prometheus"),
         (["stats", "-w", "--format", "prometheus"], "one-shot"),
+        (["stats", "-w", "--interval", "nan"], "'nan' is not a number of seconds"),
     ],
-    ids=["count-without-watch", "interval-without-watch", "output-of-a-table", "prometheus-watch"],
+    ids=[
+        "count-without-watch",
+        "interval-without-watch",
+        "output-of-a-table",
+        "prometheus-watch",
+        "interval-nan",
+    ],
 )
 def test_stats_usage_errors(args, message):
     result, ops = invoke(args, ops=_StatsOps())
