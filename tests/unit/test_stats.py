@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 from rich.console import Console
+from rich.table import Table
 
 from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
 from xdpfwd.model import Iface, McastGroup, McastReceiver
@@ -439,3 +440,17 @@ def test_an_expanded_grid_takes_the_whole_width_and_a_narrow_one_is_cut():
     assert [len(line) for line in lines] == [40, 40]
     assert lines[1].startswith("eth1 (2)") and lines[1].endswith("12.3 Kpps")
     assert grid_lines(grid, 12) == ["PORT       …", "eth1 (2)  1…"]
+
+
+def test_names_are_shown_verbatim_in_tables_and_grids():
+    # rich reads "[red]" as markup; an escape sequence would reach the terminal.
+    name = "m[red]x\x1b[31m"
+    table = Table()
+    table.add_column("PORT")
+    tables._row(table, name)
+    grid = tables._Grid(("PORT",))
+    grid.add_row(name)
+    for shown in (table, grid):
+        console = Console(width=80, record=True, file=io.StringIO())
+        console.print(shown)
+        assert "m[red]x\\x1b[31m" in console.export_text()

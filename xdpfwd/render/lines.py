@@ -192,7 +192,7 @@ def follow(actions) -> None:
     for action in actions:
         stamp = time.strftime("%H:%M:%S")
         prefix = {"warning": "warning: ", "error": "error: "}.get(action.level, "")
-        sys.stdout.write(f"{stamp} {prefix}{action.text}\n")
+        sys.stdout.write(f"{stamp} {prefix}{printable(action.text)}\n")
         sys.stdout.flush()
 
 

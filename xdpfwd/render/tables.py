@@ -25,7 +25,7 @@ from xdpfwd.render.documents import (
     stats_dict,
     watch_json_line,
 )
-from xdpfwd.render.lines import add_result, egress_text, line, port_text, warning
+from xdpfwd.render.lines import add_result, egress_text, line, port_text, printable, warning
 
 # Wide enough that no table is cut to fit when stdout is a pipe or a file; rich would
 # otherwise assume 80 columns and elide whole columns as "…".
@@ -43,10 +43,20 @@ def spinner(text: str):
     return Console(stderr=True).status(text)
 
 
+def _row(table: Table, *cells: str | Text) -> None:
+    """A row whose text is shown as it is: rich would read '[...]' in an interface
+    name as markup, and a control character would reach the terminal."""
+    table.add_row(*(Text(printable(c)) if isinstance(c, str) else c for c in cells))
+
+
 def listing_table(listing: Listing) -> Table:
     table = Table(
-        title=f"{listing.pin_dir}  {listing.table} of {listing.value_format} entries  "
-        f"program id {listing.prog_id}",
+        title=Text(
+            printable(
+                f"{listing.pin_dir}  {listing.table} of {listing.value_format} entries  "
+                f"program id {listing.prog_id}"
+            )
+        ),
         title_justify="left",
         box=None,
         header_style="bold",
@@ -63,7 +73,8 @@ def listing_table(listing: Listing) -> Table:
             egress = f"balanced over {len(row.balance.ports)}"
         else:
             egress = f"group {row.group}" if row.group else _egress_of(row)
-        table.add_row(
+        _row(
+            table,
             port_text(row.ingress),
             egress,
             row.mode or "-",
@@ -107,7 +118,8 @@ def groups_table(listing: Listing) -> Table:
     for name in ("GROUP", "INGRESS PORT", "MEMBERS"):
         table.add_column(name)
     for group in listing.groups:
-        table.add_row(
+        _row(
+            table,
             group.name,
             "excluded" if group.exclude_ingress else "included",
             ", ".join(port_text(m) for m in group.members),
@@ -134,7 +146,8 @@ def balanced_table(listing: Listing) -> Table:
             continue
         for i, p in enumerate(info.ports):
             c = p.counters
-            table.add_row(
+            _row(
+                table,
                 port_text(row.ingress) if i == 0 else "",
                 info.hash if i == 0 else "",
                 f"{p.name} ({p.port.ifindex})" if p.port.ifindex else p.name,
@@ -145,7 +158,7 @@ def balanced_table(listing: Listing) -> Table:
                 nbytes(c.tx_bytes) if c else "-",
             )
         if info.unassigned:
-            table.add_row("", "", "(no port)", "", "", str(info.unassigned), "", "")
+            _row(table, "", "", "(no port)", "", "", str(info.unassigned), "", "")
     return table
 
 
@@ -186,7 +199,8 @@ def multicast_table(groups: list[McastGroup]) -> Table:
     for name in ("IN", "COPIES", "LOST"):
         table.add_column(name, justify="right", no_wrap=True)
     for g in groups:
-        table.add_row(
+        _row(
+            table,
             g.group,
             ", ".join(port_text(p) for p in g.sources),
             ", ".join(port_text(r.port) for r in g.receivers),
@@ -222,7 +236,7 @@ def lab_status(lab: Lab, name: str, as_json: bool) -> None:
     for column in ("PORT", "HOST NETNS", "HOST DEVICE", "HOST ADDRESS"):
         table.add_column(column)
     for p in lab.ports:
-        table.add_row(p.port, p.netns, p.host_dev, p.address)
+        _row(table, p.port, p.netns, p.host_dev, p.address)
     _out().print(table)
 
 
@@ -239,7 +253,8 @@ def demo_report(report: DemoReport) -> None:
         pings.add_column(column)
     for p in report.pings:
         ok = p.received == p.sent > 0
-        pings.add_row(
+        _row(
+            pings,
             f"{p.source.ip} ({p.source.netns})",
             f"{p.target.ip} ({p.target.netns})",
             str(p.sent),
@@ -283,7 +298,7 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         if row.reference not in (None, BASELINE) and row.ratio is not None:
             ratio += f" {row.reference}"
-        table.add_row(row.name, median, spread, ratio)
+        _row(table, row.name, median, spread, ratio)
     out.print(table)
     line("RATIO: to the baseline, or to the row named after it")
 
@@ -366,7 +381,7 @@ class _Grid:
         self.rows: list[tuple[str, ...]] = []
 
     def add_row(self, *cells: str) -> None:
-        self.rows.append(cells)
+        self.rows.append(tuple(printable(cell) for cell in cells))
 
     def __rich_console__(self, console: Console, options):
         lines = [self.headers, *self.rows]
@@ -524,7 +539,7 @@ def watch_view(
 ) -> Group:
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.snapshot.wall))
     title = Text(
-        f"xdpfwd stats  {stamp}  every {interval:g} s  {pin_dir}  (Ctrl-C ends)",
+        printable(f"xdpfwd stats  {stamp}  every {interval:g} s  {pin_dir}  (Ctrl-C ends)"),
         no_wrap=True,
         overflow="ellipsis",
     )
@@ -571,5 +586,5 @@ def doctor_report(checks, as_json: bool) -> None:
         detail = Text(c.detail)
         if c.fix and c.status != "pass":
             detail.append(f"\n  fix: {c.fix}", style="cyan")
-        table.add_row(c.name, Text(c.status, style=_STATUS_STYLES[c.status]), detail)
+        _row(table, c.name, Text(c.status, style=_STATUS_STYLES[c.status]), detail)
     _out().print(table)
