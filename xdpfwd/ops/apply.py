@@ -643,7 +643,7 @@ def _join(c: Change, group: str, port: int) -> None:
 
 
 def _leave(c: Change, group: str, port: int) -> None:
-    groups.remove_member(c, group, port)
+    groups.remove_members(c, group, [port])
     c.after_commit.append(lambda: groups.forget_pairs(c.dp, {port}))
 
 

@@ -19,7 +19,7 @@ from xdpfwd.state.groups import (
     forget_pairs,
     group_ids,
     group_of,
-    remove_member,
+    remove_members,
 )
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import check_forwardable, iface, known, link_of, map_write, release_idle
@@ -196,8 +196,12 @@ def broadcast_del(
 
 def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:
     dp = c.dp
+    leaving: dict[str, list[int]] = {}
     for member, name in groups.items():
-        remove_member(c, name, member.ifindex)
+        leaving.setdefault(name, []).append(member.ifindex)
+    for name, ports in leaving.items():
+        remove_members(c, name, ports)
+    for member in groups:
         settings = dp.ports.get(member.ifindex)
         if settings is not None and settings.flags:
             _set_flags(c, member.ifindex, 0)  # it floods no more

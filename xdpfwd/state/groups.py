@@ -107,17 +107,19 @@ def add_members(c: Change, group: str, ports: list[int]) -> None:
             _point(c, port, devmap.fd)
 
 
-def remove_member(c: Change, group: str, port: int) -> None:
-    """Take port out of the group. Its settings (whether its ingress program floods)
-    are the caller's: a port moving to another group keeps flooding. A group left
-    without members is unpinned when the change commits."""
+def remove_members(c: Change, group: str, ports: list[int]) -> None:
+    """Take ports out of the group, in one swap. Their settings (whether their ingress
+    programs flood) are the caller's: a port moving to another group keeps flooding.
+    A group left without members is unpinned when the change commits."""
     if group in c.dp.group_names():
-        _resize(c, group, [m for m in c.dp.open_group(group).members() if m != port])
-    # else group_of() named an unpinned devmap ("map ID"): only the pointer goes.
-    map_id = c.dp.groups.group_id(port)
-    if map_id is not None:
-        c.undo.callback(_point_back, c.dp, port, map_id)  # first: see _point()
-        c.dp.groups.delete(port)
+        leaving = set(ports)
+        _resize(c, group, [m for m in c.dp.open_group(group).members() if m not in leaving])
+    # else group_of() named an unpinned devmap ("map ID"): only the pointers go.
+    for port in ports:
+        map_id = c.dp.groups.group_id(port)
+        if map_id is not None:
+            c.undo.callback(_point_back, c.dp, port, map_id)  # first: see _point()
+            c.dp.groups.delete(port)
 
 
 def _sized_devmap(c: Change, group: str, members: list[int]) -> maps.GroupMap:
