@@ -476,6 +476,12 @@ def test_multicast_results_are_reported():
     assert "multicast group 239.1.1.1 was removed" in result.stdout
 
 
+@pytest.mark.parametrize("columns", ["0", "-3", "wide"])
+def test_a_columns_value_that_is_no_width_is_ignored(columns):
+    result, _ = invoke(["list"], env={"COLUMNS": columns})
+    assert "eth1 (2)" in result.stdout and "device gone" in result.stdout
+
+
 def test_list_shows_groups():
     result, _ = invoke(["list"])
     assert "broadcast groups" in result.stdout and "cams" in result.stdout

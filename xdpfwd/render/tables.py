@@ -34,6 +34,10 @@ UNCUT_WIDTH = 1000
 
 def _out(**options) -> Console:
     # Created per call so that whatever sys.stdout is now (a CliRunner buffer) is used.
+    columns = os.environ.get("COLUMNS")
+    if columns is not None and not (columns.isdigit() and int(columns) > 0):
+        # rich would take COLUMNS=0 as a width of 0 and draw nothing.
+        del os.environ["COLUMNS"]
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return Console(highlight=False, width=UNCUT_WIDTH if piped else None, **options)
 
