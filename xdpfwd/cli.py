@@ -61,9 +61,21 @@ tables = _Imported("xdpfwd.render.tables")
 ALIASES = {"unload": "del", "show": "list", "status": "list"}
 
 
+class _Interrupted(Exception):
+    """A KeyboardInterrupt (Ctrl-C, SIGTERM) that ended a command."""
+
+
 class XdpfwdGroup(click.Group):
     """Turns every failure into one `error:` line on stderr and a documented exit code;
     takes the aliases of the top-level commands, which its help lists beside them."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            # click would print an empty line to stderr before its Abort; the line
+            # that says what became of the change is the one line.
+            raise _Interrupted from e
 
     def get_command(self, ctx: click.Context, cmd_name: str):
         if self is ctx.find_root().command:
@@ -107,7 +119,7 @@ class XdpfwdGroup(click.Group):
         except click.ClickException as e:
             lines.error(e.format_message())
             return e.exit_code
-        except (click.Abort, KeyboardInterrupt):
+        except (click.Abort, KeyboardInterrupt, _Interrupted):
             if interrupts.committed:
                 lines.error("interrupted after the change was made; it stays (see `xdpfwd list`)")
             else:
