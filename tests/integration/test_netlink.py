@@ -5,12 +5,14 @@ replies lack NLM_F_MULTI) is read to its end."""
 
 import errno
 import json
+import os
 
 import pytest
 
+from xdpfwd.errors import InputError
 from xdpfwd.kernel import netdev, rtnl
 
-from .net import in_netns, sh
+from .net import in_netns, load_xdp_pass_program, sh
 
 
 def ip_links(ns: str) -> dict[str, dict]:
@@ -66,3 +68,16 @@ def test_xdp_features_cover_every_link(scratch_ns):
     assert set(features) == set(ifindexes)
     for ifindex, name in ifindexes.items():
         assert bool(features[ifindex] & netdev.XDP_ACT_BASIC) == (name != "lo")
+
+
+def test_attaching_to_a_device_that_went_away_says_so(scratch_ns):
+    sh("ip", "-n", scratch_ns, "link", "add", "q1", "type", "veth", "peer", "q2")
+    with in_netns(scratch_ns):
+        q1 = netdev.link_by_name("q1")
+    sh("ip", "-n", scratch_ns, "link", "del", "q1")
+    fd = load_xdp_pass_program()
+    try:
+        with in_netns(scratch_ns), pytest.raises(InputError, match="no such interface: q1"):
+            netdev.attach_xdp(q1, fd, "auto")
+    finally:
+        os.close(fd)

@@ -308,7 +308,7 @@ def attach_xdp(port: Link, prog_fd: int, mode: str, replace_fd: int | None = Non
 
     Without replace_fd the kernel refuses if any program is attached meanwhile;
     with it, the program replace_fd refers to is swapped out atomically.
-    Raises AttachError.
+    Raises AttachError; InputError when the device went away meanwhile.
     """
     tries = ["native", "generic"] if mode == "auto" else [mode]
     refused = None
@@ -322,6 +322,8 @@ def attach_xdp(port: Link, prog_fd: int, mode: str, replace_fd: int | None = Non
             _set_xdp(port.ifindex, prog_fd, flags, replace_fd)
             return Attached(attempt, refused)
         except NetlinkError as e:
+            if e.errno == errno.ENODEV:
+                raise InputError(f"no such interface: {port.ifname} (it went away)") from e
             conflict = e.errno in (errno.EBUSY, errno.EEXIST)
             if attempt == tries[-1] or conflict:
                 raise AttachError(
