@@ -81,3 +81,12 @@ def test_attaching_to_a_device_that_went_away_says_so(scratch_ns):
             netdev.attach_xdp(q1, fd, "auto")
     finally:
         os.close(fd)
+
+
+def test_a_device_is_found_by_any_name_the_kernel_takes(scratch_ns):
+    long_altname = "uplink-to-the-core-switch-rack-7"  # longer than IFNAMSIZ
+    sh("ip", "-n", scratch_ns, "link", "add", "s\x1fp", "type", "veth", "peer", "q2")
+    sh("ip", "-n", scratch_ns, "link", "property", "add", "dev", "q2", "altname", long_altname)
+    with in_netns(scratch_ns):
+        assert netdev.resolve("s\x1fp").ifname == "s\x1fp"
+        assert netdev.resolve(long_altname).ifname == "q2"

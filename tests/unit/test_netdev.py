@@ -66,7 +66,12 @@ def test_ifindexes_out_of_range_are_refused_in_one_line(text):
     [
         ("eth0", True),
         ("a" * 15, True),
-        ("a" * 16, False),
+        ("a" * 16, True),  # an altname
+        ("a" * 127, True),
+        ("a" * 128, False),
+        ("s\x1fp", True),  # not a space to the kernel
+        ("w\u2003x", True),
+        ("voilà", False),  # U+00E0 is C3 A0, and 0xA0 is a space to the kernel
         ("", False),
         ("a/b", False),
         ("a b", False),
@@ -78,6 +83,11 @@ def test_ifindexes_out_of_range_are_refused_in_one_line(text):
         "eth0",
         "15-bytes",
         "16-bytes",
+        "127-bytes",
+        "128-bytes",
+        "unit-separator",
+        "em-space",
+        "a-grave",
         "empty",
         "slash",
         "space",

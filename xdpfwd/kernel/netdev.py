@@ -216,18 +216,21 @@ def _one_link(index: int = 0, name: str | None = None, netns: str | None = None)
 
 
 IFINDEX_MAX = 2**31 - 1  # ifindexes are positive ints (struct ifinfomsg's ifi_index)
-IFNAMSIZ = 16
+ALTIFNAMSIZ = 128
+_NOT_IN_NAMES = b"/: \t\n\v\f\r\xa0"  # '/', ':' and the kernel's isspace() bytes
 
 
 def valid_ifname(name: str) -> bool:
-    """Whether the kernel could have a device called name (dev_valid_name())."""
+    """Whether the kernel could have a device called name, or with name as an altname
+    (dev_valid_name(): 1-15 bytes, up to 127 for an altname, none of _NOT_IN_NAMES).
+    Names that are not UTF-8 are looked up by their ifindex only."""
     try:
-        size = len(name.encode())
+        raw = name.encode()
     except UnicodeEncodeError:  # bytes that are not UTF-8, from the command line
         return False
-    if not 0 < size < IFNAMSIZ or name in (".", ".."):
+    if not 0 < len(raw) < ALTIFNAMSIZ or raw in (b".", b".."):
         return False
-    return not any(c in "/:" or c.isspace() for c in name)
+    return not any(byte in _NOT_IN_NAMES for byte in raw)
 
 
 def parse_ifindex(text: str) -> int | None:

@@ -43,6 +43,8 @@ IFLA_IFALIAS = 20
 IFLA_EXT_MASK = 29
 IFLA_LINK_NETNSID = 37
 IFLA_XDP = 43
+IFLA_ALT_IFNAME = 53
+IFNAMSIZ = 16
 IFLA_INFO_KIND = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # the counters are most of a link message
 
@@ -220,7 +222,10 @@ def get_links(sock: Socket, index: int = 0, name: str | None = None) -> list[byt
     Raises NetlinkError (ENODEV: no such link)."""
     payload = ifinfo(index) + u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
     if name is not None:
-        payload += string(IFLA_IFNAME, name)
+        # Either attribute finds a device by its name or an altname; only
+        # IFLA_ALT_IFNAME takes one longer than IFNAMSIZ.
+        long_name = len(os.fsencode(name)) >= IFNAMSIZ
+        payload += string(IFLA_ALT_IFNAME if long_name else IFLA_IFNAME, name)
     dump = NLM_F_DUMP if not index and name is None else 0
     return [body for kind, body in sock.request(RTM_GETLINK, dump, payload) if kind == RTM_NEWLINK]
 
