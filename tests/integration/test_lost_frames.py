@@ -1,6 +1,8 @@
 """No frame lost without a reason: veth senders with the kernel's default offloads,
 forwarding loops, and apply converging in one pass whatever it moves."""
 
+import os
+
 import pytest
 
 from .net import UdpSink, assert_fails, send_udp, tcp_transfer
@@ -101,6 +103,32 @@ def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin
     assert topo.list_json(pin_dir)["entries"] == []
     forced = topo.ok(pin_dir, "add", "la", "lb", "--force")
     assert "loop" in forced.stderr
+
+
+def test_a_loop_through_a_broadcast_group_is_refused(make_topo, pin_dir):
+    topo = make_topo(3)
+    from .net import sh
+
+    for a, b in (("la", "lb"), ("ua", "ub")):
+        sh("ip", "-n", topo.fwd, "link", "add", a, "type", "veth", "peer", "name", b)
+        for dev in (a, b):
+            sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    # Both ends of one veth pair in a group: what one floods enters the other.
+    refused = topo.xdpfwd(pin_dir, "broadcast", "la", "lb", "p1")
+    assert_fails(refused, 1, "loop", "--force")
+    assert not os.path.exists(f"{pin_dir}/group")
+    assert topo.xdp("la") is None
+    # A group, and an entry from a member's veth peer back to another member.
+    topo.ok(pin_dir, "broadcast", "la", "ua", "p1", "--exclude-ingress")
+    refused = topo.xdpfwd(pin_dir, "add", "ub", "lb")
+    assert_fails(refused, 1, "loop", "--force")
+    assert "ub" not in [e["ingress"]["ifname"] for e in topo.list_json(pin_dir)["entries"]]
+    # The same loop closed from the other side: the entry first, then the group.
+    topo.ok(pin_dir, "broadcast", "del", "la", "ua", "p1")
+    topo.ok(pin_dir, "add", "ub", "lb")
+    refused = topo.xdpfwd(pin_dir, "broadcast", "la", "ua", "--exclude-ingress")
+    assert_fails(refused, 1, "loop", "--force")
+    assert topo.list_json(pin_dir)["groups"] == []
 
 
 MOVES = [

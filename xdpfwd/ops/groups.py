@@ -81,11 +81,13 @@ def broadcast(
         for port in joining:
             _check_may_join(dp, c.links[port], group, ids, convert, c.links)
         created = group not in dp.group_names()
-        if created:
-            create(c, group)
-        current = set(dp.open_group(group).members())
+        current = set() if created else set(dp.open_group(group).members())
         if exclude_ingress is None:
             exclude_ingress = excludes_ingress(dp, current)
+        flooding = health.flood_graph(current | set(joining), exclude_ingress)
+        loop_warning = health.refuse_loops(dp, c.links, flooding, force)
+        if created:
+            create(c, group)
         flags = maps.PORT_BROADCAST | (maps.PORT_EXCLUDE_INGRESS if exclude_ingress else 0)
         attachments = [_attach_member(c, plan, flags, mode) for plan in c.plans]
         add_members(c, group, [plan.link.ifindex for plan in c.plans])
@@ -110,6 +112,7 @@ def broadcast(
     everyone = joining + sorted(current - set(joining))
     pairs = [(a, b) for a in everyone for b in everyone if a != b]
     warnings = (
+        *loop_warning,
         *c.notes,
         *health.warnings_for(pairs, c.links),
         *health.flood_warnings(everyone, c.links, dp.frags),

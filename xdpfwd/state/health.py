@@ -177,8 +177,8 @@ def loop_hops(
 
 
 def forwarding_graph(dp: Dataplane) -> dict[int, set[int]]:
-    """Where each port's entry sends: a single entry's egress, or each port a
-    balanced entry's buckets point at."""
+    """Where each port sends what enters it: a single entry's egress, each port a
+    balanced entry's buckets point at, or every member of its broadcast group."""
     graph = {}
     for port in dp.ports.ifindexes():
         entry = dp.fwd.get(port)
@@ -186,7 +186,17 @@ def forwarding_graph(dp: Dataplane) -> dict[int, set[int]]:
             graph[port] = {entry.egress_ifindex}
         elif dp.balance is not None and dp.balance.get(port) is not None:
             graph[port] = {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+    for name in dp.group_names():
+        members = set(dp.open_group(name).members())
+        settings = [dp.ports.get(m) for m in members]
+        exclude = any(s is not None and s.flags & maps.PORT_EXCLUDE_INGRESS for s in settings)
+        graph.update(flood_graph(members, exclude))
     return graph
+
+
+def flood_graph(members: Collection[int], exclude_ingress: bool) -> dict[int, set[int]]:
+    """Where a broadcast group's members send what enters them."""
+    return {m: {o for o in members if o != m or not exclude_ingress} for m in members}
 
 
 def refuse_loops(
@@ -195,9 +205,9 @@ def refuse_loops(
     adding: dict[int, set[int]],
     force: bool,
 ) -> tuple[str, ...]:
-    """Raise XdpfwdError if the entries adding (ingress -> its egress ports, replacing
-    what ingress has) close a forwarding loop with those there are, single or
-    balanced; with force, the warning to print instead."""
+    """Raise XdpfwdError if adding (ingress -> where it sends, replacing what ingress
+    has) closes a forwarding loop with the entries and groups there are; with force,
+    the warning to print instead."""
     graph = {**forwarding_graph(dp), **adding}
     hops = loop_hops(graph, links)
     if not hops:
@@ -208,7 +218,7 @@ def refuse_loops(
 
     path = ", ".join(f"{label(ingress)} -> {label(egress)}" for ingress, egress in hops)
     message = (
-        f"these entries would forward frames round a loop forever: {path}, and what "
+        f"frames would go round a loop forever: {path}, and what "
         f"leaves {label(hops[-1][1])} enters its veth peer {label(hops[0][0])}"
     )
     if not force:
