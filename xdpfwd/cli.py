@@ -560,12 +560,15 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     if clear and fmt == "table":
         return
     snapshot = app.ops.stats_read(app.pins)
-    text = tables.stats_snapshot(keep(snapshot) if snapshot else None, app.pins.path, fmt, sort)
-    if text is not None:
-        if output:
-            files.write_output(output, text)
-        else:
-            sys.stdout.write(text)
+    kept = keep(snapshot) if snapshot else None
+    if fmt == "table":
+        tables.stats_table(kept, app.pins.path, sort)
+        return
+    text = documents.stats_text(kept, fmt)  # no rich import for a script's format
+    if output:
+        files.write_output(output, text)
+    else:
+        sys.stdout.write(text)
 
 
 def _check_stats_options(watch, interval, count, fmt, output) -> None:

@@ -298,6 +298,14 @@ def _prometheus_multicast(snapshot: Snapshot) -> list[str]:
     return lines
 
 
+def stats_text(snapshot: Snapshot | None, fmt: str) -> str:
+    """One-shot stats as JSON or in the Prometheus text format."""
+    if fmt == "json":
+        snapshot = snapshot or Snapshot(time.monotonic(), time.time(), {}, {})
+        return json.dumps(json_document(stats_dict(snapshot), snapshot.wall), indent=2) + "\n"
+    return prometheus(snapshot) if snapshot else ""
+
+
 def watch_json_line(frame: WatchFrame) -> None:
     data = json_document(stats_dict(frame.snapshot, frame.rates, frame.losses), frame.snapshot.wall)
     sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")

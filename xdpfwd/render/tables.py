@@ -3,7 +3,6 @@ the demo's and bench's reports; with --json, the same results as documents."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -19,10 +18,7 @@ from xdpfwd.model import Listing, McastGroup, McastListing, PortRow
 from xdpfwd.model.counters import PairCounters, PortCounters, Rate, Rates, Snapshot, WatchFrame
 from xdpfwd.model.reports import BASELINE, BenchReport, DemoReport, Lab
 from xdpfwd.render.documents import (
-    json_document,
     print_json,
-    prometheus,
-    stats_dict,
     watch_json_line,
 )
 from xdpfwd.render.lines import add_result, egress_text, line, port_text, printable, warning
@@ -520,19 +516,13 @@ def _multicast_stats_table(snapshot: Snapshot, rates: Rates | None, expand: bool
     return table
 
 
-def stats_snapshot(snapshot: Snapshot | None, pin_dir: str, fmt: str, sort: str) -> str | None:
-    """One-shot stats: prints a table, or returns JSON/Prometheus text for the caller."""
-    if fmt == "json":
-        snapshot = snapshot or Snapshot(time.monotonic(), time.time(), {}, {})
-        return json.dumps(json_document(stats_dict(snapshot), snapshot.wall), indent=2) + "\n"
-    if fmt == "prometheus":
-        return prometheus(snapshot) if snapshot else ""
+def stats_table(snapshot: Snapshot | None, pin_dir: str, sort: str) -> None:
+    """One-shot stats as tables (documents.stats_text() gives the other formats)."""
     if snapshot is None:
         line(f"no xdpfwd state in {pin_dir}")
     else:
         _out().print(stats_tables(snapshot, losses=snapshot.losses(), sort=sort))
         line(COUNTERS_SINCE)
-    return None
 
 
 COUNTERS_SINCE = "totals since each port (pair: entry, member) joined; --clear zeroes them"
