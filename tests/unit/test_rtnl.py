@@ -61,3 +61,37 @@ def test_without_a_message_the_error_is_the_errnos():
     error = rtnl._error(0, error_body(errno.ENODEV, REQUEST, 0, None))
     assert error.errno == errno.ENODEV and error.message is None
     assert error.strerror == "No such device"
+
+
+class ScriptedSocket:
+    """Answers each request with the next of its scripted dumps (replies' flags)."""
+
+    def __init__(self, *dumps):
+        self.dumps, self.sent = list(dumps), []
+
+    def send(self, data):
+        self.sent.append(data)
+
+    def recv(self, size):
+        seq = rtnl.HEADER.unpack_from(self.sent[-1])[3]
+        flags, body = self.dumps.pop(0)
+        done = message(rtnl.NLMSG_DONE, 0, seq, b"\0" * 4)
+        return message(rtnl.RTM_NEWLINK, flags, seq, body) + done
+
+
+def scripted(*dumps) -> tuple[rtnl.Socket, ScriptedSocket]:
+    sock = rtnl.Socket.__new__(rtnl.Socket)
+    sock.sock, sock._seq = ScriptedSocket(*dumps), 0
+    return sock, sock.sock
+
+
+def test_a_dump_the_kernel_marks_inconsistent_is_asked_again():
+    sock, fake = scripted((0x2 | rtnl.NLM_F_DUMP_INTR, b"stale"), (0x2, b"fresh"))
+    assert sock.request(rtnl.RTM_GETLINK, rtnl.NLM_F_DUMP, b"") == [(rtnl.RTM_NEWLINK, b"fresh")]
+    assert len(fake.sent) == 2
+
+
+def test_a_request_that_is_no_dump_is_never_sent_twice():
+    sock, fake = scripted((rtnl.NLM_F_DUMP_INTR, b"once"), (0, b"twice"))
+    assert sock.request(rtnl.RTM_GETLINK, 0, b"") == [(rtnl.RTM_NEWLINK, b"once")]
+    assert len(fake.sent) == 1

@@ -18,6 +18,7 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
+NLM_F_DUMP_INTR = 0x10  # the dump's objects changed while it ran: it may miss some
 NLM_F_DUMP = 0x300
 NLM_F_CAPPED = 0x100  # in an error: the request was not echoed whole
 NLM_F_ACK_TLVS = 0x200  # in an error: extended ack attributes follow
@@ -164,6 +165,7 @@ class Socket:
     """A netlink socket of one protocol in the namespace it was opened in."""
 
     RECV_SIZE = 1 << 16  # the kernel sizes its dump batches to what we read (<= 32 KB)
+    DUMP_TRIES = 3
 
     def __init__(self, protocol: int):
         kind = socket.SOCK_RAW | socket.SOCK_CLOEXEC
@@ -185,8 +187,19 @@ class Socket:
     def request(self, kind: int, flags: int, payload: bytes) -> list[tuple[int, bytes]]:
         """Send one request; return the (type, body) of each reply. A dump ends with
         NLMSG_DONE (whatever its replies' flags say: the netdev family's lack
-        NLM_F_MULTI), anything else with its reply or ack. Raises NetlinkError."""
+        NLM_F_MULTI), anything else with its reply or ack; a dump the kernel marks
+        inconsistent (links changed while it ran) is asked again, up to DUMP_TRIES
+        times. Raises NetlinkError."""
+        if flags & NLM_F_DUMP == NLM_F_DUMP:
+            for _ in range(self.DUMP_TRIES - 1):
+                replies, consistent = self._exchange(kind, flags, payload)
+                if consistent:
+                    return replies
+        return self._exchange(kind, flags, payload)[0]
+
+    def _exchange(self, kind: int, flags: int, payload: bytes):
         done_after_one = not flags & NLM_F_ACK and flags & NLM_F_DUMP != NLM_F_DUMP
+        consistent = True
         self._seq += 1
         seq = self._seq
         flags |= NLM_F_REQUEST
@@ -197,16 +210,17 @@ class Socket:
             for reply_kind, reply_flags, reply_seq, body in messages(data):
                 if reply_seq != seq:
                     continue  # a late answer to a request that was interrupted
+                consistent = consistent and not reply_flags & NLM_F_DUMP_INTR
                 if reply_kind == NLMSG_ERROR:
                     error = _error(reply_flags, body)
                     if error is not None:
                         raise error
-                    return replies
+                    return replies, consistent
                 if reply_kind == NLMSG_DONE:
-                    return replies
+                    return replies, consistent
                 replies.append((reply_kind, body))
                 if done_after_one:
-                    return replies
+                    return replies, consistent
 
 
 def route_socket() -> Socket:
