@@ -103,6 +103,8 @@ def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin
     assert topo.list_json(pin_dir)["entries"] == []
     forced = topo.ok(pin_dir, "add", "la", "lb", "--force")
     assert "loop" in forced.stderr
+    # A loop added with --force is no reason to refuse what does not pass it.
+    topo.ok(pin_dir, "add", "p1", "p2")
 
 
 def test_a_loop_through_a_broadcast_group_is_refused(make_topo, pin_dir):

@@ -635,7 +635,10 @@ def _release(c: Change, port: int) -> None:
 
 
 def _create(c: Change, group: str) -> None:
-    groups.create(c, group)
+    # A group whose members were all deleted is still pinned, empty: it runs no
+    # member, so the plan creates it, and its pin is the one to fill.
+    if group not in c.dp.group_names():
+        groups.create(c, group)
 
 
 def _join(c: Change, group: str, port: int) -> None:

@@ -135,9 +135,12 @@ def forwarding_loop(
 
 
 def loop_hops(
-    entries: Mapping[int, int | Collection[int]], links: dict[int, netdev.Link]
+    entries: Mapping[int, int | Collection[int]],
+    links: dict[int, netdev.Link],
+    through: Collection[int] | None = None,
 ) -> list[tuple[int, int]]:
-    """The (ingress, egress) hops of a forwarding loop, as forwarding_loop finds it."""
+    """The (ingress, egress) hops of a forwarding loop, as forwarding_loop finds it;
+    with through, only a loop that passes one of those ports."""
 
     def far_end(port: int) -> int | None:
         link = links.get(port)
@@ -151,7 +154,7 @@ def loop_hops(
             return []
         return [found] if isinstance(found, int) else sorted(found)
 
-    for start in entries:
+    for start in entries if through is None else through:
         # Depth first from start, back to it; a cycle that does not pass start is
         # found from its own start.
         path: list[tuple[int, int]] = []
@@ -209,7 +212,8 @@ def refuse_loops(
     has) closes a forwarding loop with the entries and groups there are; with force,
     the warning to print instead."""
     graph = {**forwarding_graph(dp), **adding}
-    hops = loop_hops(graph, links)
+    # Only a loop through what changes: one added with --force before stays its own.
+    hops = loop_hops(graph, links, through=adding)
     if not hops:
         return ()
 
