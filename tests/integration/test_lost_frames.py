@@ -133,6 +133,20 @@ def test_a_loop_through_a_broadcast_group_is_refused(make_topo, pin_dir):
     assert topo.list_json(pin_dir)["groups"] == []
 
 
+def test_a_balanced_entrys_port_that_is_down_still_counts_for_loops(make_topo, pin_dir):
+    topo = make_topo(2)
+    from .net import sh
+
+    for a, b in (("ya", "yb"), ("za", "zb")):
+        sh("ip", "-n", topo.fwd, "link", "add", a, "type", "veth", "peer", "name", b)
+    for dev in ("ya", "yb", "za"):
+        sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    # zb is down: it holds no bucket now, and gets some back when it comes up.
+    topo.ok(pin_dir, "add", "yb", "p2", "zb")
+    refused = topo.xdpfwd(pin_dir, "add", "za", "ya")
+    assert_fails(refused, 1, "loop", "--force")
+
+
 MOVES = [
     ("group to group", {"groups": [{"name": "lab2", "members": ["p1", "p2", "p3", "p4"]}]}),
     (

@@ -30,7 +30,7 @@ from xdpfwd.model import (
     GroupInfo,
     Iface,
 )
-from xdpfwd.state import multicast
+from xdpfwd.state import intent, multicast
 from xdpfwd.state.dataplane import Dataplane
 
 
@@ -202,6 +202,20 @@ def flood_graph(members: Collection[int], exclude_ingress: bool) -> dict[int, se
     return {m: {o for o in members if o != m or not exclude_ingress} for m in members}
 
 
+def _balanced_ports(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, set[int]]:
+    """Each balanced entry's ports as recorded: one that is down holds no bucket now,
+    and gets some back when it comes up (prune, follow)."""
+    recorded = intent.load(dp.pins)
+    if recorded is None:
+        return {}
+    by_name = {link.ifname: link.ifindex for link in links.values()}
+    return {
+        by_name[entry.ingress]: {by_name[name] for name in entry.ports if name in by_name}
+        for entry in recorded.config.balanced
+        if entry.ingress in by_name
+    }
+
+
 def refuse_loops(
     dp: Dataplane,
     links: dict[int, netdev.Link],
@@ -211,7 +225,11 @@ def refuse_loops(
     """Raise XdpfwdError if adding (ingress -> where it sends, replacing what ingress
     has) closes a forwarding loop with the entries and groups there are; with force,
     the warning to print instead."""
-    graph = {**forwarding_graph(dp), **adding}
+    graph = forwarding_graph(dp)
+    for port, configured in _balanced_ports(dp, links).items():
+        if port in graph:
+            graph[port] = graph[port] | configured
+    graph.update(adding)
     # Only a loop through what changes: one added with --force before stays its own.
     hops = loop_hops(graph, links, through=adding)
     if not hops:
