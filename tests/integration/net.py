@@ -126,35 +126,38 @@ class Topo:
             )
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         for h in self.hosts:
-            sh(
-                "ip",
-                "-n",
-                self.fwd,
-                "link",
-                "add",
-                h.port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                h.dev,
-                "netns",
-                h.ns,
-            )
-            sh("ip", "-n", self.fwd, "link", "set", h.port, "up")
-            sh("ip", "-n", h.ns, "addr", "add", f"{h.ip}/24", "dev", h.dev)
-            sh("ip", "-n", h.ns, "link", "set", h.dev, "up")
-            if self.prepared:
-                # The sender's checksum offload leaves partial L4 checksums that an XDP
-                # redirect never completes: hosts compute checksums in software.
-                sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "tx", "off")
-            if self.gro:
-                # The veth gotcha: frames redirected into a veth need GRO (or XDP) on its peer.
-                sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "gro", "on")
-            h.mac = json.loads(sh("ip", "-n", h.ns, "-j", "link", "show", h.dev).stdout)[0][
-                "address"
-            ]
+            self.plug(h)
         return self
+
+    def plug(self, h: Host) -> None:
+        """Create h's veth pair (its port here, its end in its namespace) and set the
+        host end up as build() does; also for a port deleted and made again."""
+        sh(
+            "ip",
+            "-n",
+            self.fwd,
+            "link",
+            "add",
+            h.port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            h.dev,
+            "netns",
+            h.ns,
+        )
+        sh("ip", "-n", self.fwd, "link", "set", h.port, "up")
+        sh("ip", "-n", h.ns, "addr", "add", f"{h.ip}/24", "dev", h.dev)
+        sh("ip", "-n", h.ns, "link", "set", h.dev, "up")
+        if self.prepared:
+            # The sender's checksum offload leaves partial L4 checksums that an XDP
+            # redirect never completes: hosts compute checksums in software.
+            sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "tx", "off")
+        if self.gro:
+            # The veth gotcha: frames redirected into a veth need GRO (or XDP) on its peer.
+            sh("ip", "netns", "exec", h.ns, "ethtool", "-K", h.dev, "gro", "on")
+        h.mac = json.loads(sh("ip", "-n", h.ns, "-j", "link", "show", h.dev).stdout)[0]["address"]
 
     def destroy(self) -> None:
         for ns in self.namespaces:

@@ -164,25 +164,7 @@ def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_
     assert f"forgot ifindex {gone}" in pruned
     assert gone not in rows(topo, pin_dir)
     # A new device under the old name is not bound silently; apply binds it.
-    sh(
-        "ip",
-        "-n",
-        topo.fwd,
-        "link",
-        "add",
-        "p1",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "h0",
-        "netns",
-        h1.ns,
-    )
-    sh("ip", "-n", topo.fwd, "link", "set", "p1", "up")
-    sh("ip", "-n", h1.ns, "addr", "add", f"{h1.ip}/24", "dev", "h0")
-    sh("ip", "-n", h1.ns, "link", "set", "h0", "up")
-    sh("ip", "netns", "exec", h1.ns, "ethtool", "-K", "h0", "gro", "on", "tx", "off")
+    topo.plug(h1)
     sh("ip", "-n", h2.ns, "neigh", "del", h1.ip, "dev", "h0")  # h1 has a new MAC
     assert topo.xdp("p1") is None
     assert topo.ping(2, h1.ip, count=2) == 0  # p2 -> p1 went with the old p1

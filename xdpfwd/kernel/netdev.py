@@ -279,15 +279,15 @@ def xdp_features() -> dict[int, int] | None:
                 sock.close()
                 raise
         sock, family = _sockets.netdev_family[key]
-        return {
-            rtnl.as_int(dev.get(NETDEV_A_DEV_IFINDEX)): rtnl.as_int(
-                dev.get(NETDEV_A_DEV_XDP_FEATURES)
-            )
-            or 0
-            for dev in rtnl.genl_dump(sock, family, NETDEV_CMD_DEV_GET)
-        }
+        devices = rtnl.genl_dump(sock, family, NETDEV_CMD_DEV_GET)
     except OSError:
         return None
+    features = {}
+    for dev in devices:
+        features[rtnl.as_int(dev.get(NETDEV_A_DEV_IFINDEX))] = (
+            rtnl.as_int(dev.get(NETDEV_A_DEV_XDP_FEATURES)) or 0
+        )
+    return features
 
 
 def _netlink_reason(e: NetlinkError) -> str:

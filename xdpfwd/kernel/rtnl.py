@@ -9,6 +9,7 @@ each padded to 4 bytes (include/uapi/linux/netlink.h, rtnetlink.h, if_link.h).
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -258,7 +259,7 @@ def genl_family(sock: Socket, name: str) -> int:
         family = as_int(parse_attrs(body, GENL.size).get(CTRL_ATTR_FAMILY_ID))
         if family is not None:
             return family
-    raise NetlinkError(2, f"no generic netlink family {name}")
+    raise NetlinkError(errno.ENOENT, f"no generic netlink family {name}")
 
 
 def genl_dump(sock: Socket, family: int, cmd: int) -> list[dict[int, bytes]]:
