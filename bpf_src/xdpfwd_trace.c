@@ -2,12 +2,17 @@
 /*
  * What happens to frames after the forwarding program returned, which it cannot
  * see: transmit drops and redirect failures, from the kernel's XDP tracepoints.
- * Raw tracepoint programs, attached while the pin dir exists (their bpf_links are
- * pinned in it). Counts go per (ingress, egress) pair, for the ports of this pin
- * dir in its network namespace only: the tracepoints fire for every XDP program.
+ * BTF-typed tracepoint programs (tp_btf), attached while the pin dir exists (their
+ * bpf_links are pinned in it). Counts go per (ingress, egress) pair, for the ports
+ * of this pin dir in its network namespace only: the tracepoints fire for every
+ * XDP program.
  *
- * The arguments are the kernel's TP_PROTO, so fields of struct net_device are read
- * at the running kernel's offsets, which xdpfwd takes from its BTF: compile with
+ * ctx holds the tracepoint's arguments as the kernel's TP_PROTO declares them. Its
+ * struct net_device pointers are typed by the kernel's BTF, so their fields are
+ * plain loads, which the verifier checks against the BTF (a faulting one reads 0),
+ * where a raw tracepoint would need a bpf_probe_read_kernel() call for each:
+ * xdp_devmap_xmit fires for every bulk of frames the host transmits. The fields are
+ * read at the running kernel's offsets, which xdpfwd takes from its BTF: compile with
  * -DXDPFWD_NETDEV_IFINDEX_OFF, -DXDPFWD_NETDEV_NET_OFF, -DXDPFWD_NET_INUM_OFF,
  * -DXDPFWD_DTAB_NETDEV_DEV_OFF and -DXDPFWD_NETNS_INUM (the namespace's inode).
  */
@@ -23,26 +28,19 @@ BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_pair, struct xdpfwd_tx_events, xdp
 BPF_TABLE_PINNED("percpu_hash", struct xdpfwd_pair, struct xdpfwd_egress_stats, xdpfwd_pair_stats,
 		 XDPFWD_MAX_PAIRS, PIN(XDPFWD_PIN_PAIR_STATS));
 
+/* dev->ifindex, dev being a typed struct net_device pointer from ctx. */
 static __always_inline u32 dev_ifindex(const void *dev)
 {
-	u32 ifindex = 0;
-
-	if (dev)
-		bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + XDPFWD_NETDEV_IFINDEX_OFF);
-	return ifindex;
+	return *(const u32 *)(dev + XDPFWD_NETDEV_IFINDEX_OFF);
 }
 
-/* Whether dev is in this pin dir's namespace: ifindexes repeat across namespaces. */
+/* Whether typed dev is in this pin dir's namespace: ifindexes repeat across them. */
 static __always_inline int in_our_netns(const void *dev)
 {
-	void *net = NULL;
-	u32 inum = 0;
-
 	/* dev->nd_net.net->ns.inum */
-	bpf_probe_read_kernel(&net, sizeof(net), dev + XDPFWD_NETDEV_NET_OFF);
-	if (net)
-		bpf_probe_read_kernel(&inum, sizeof(inum), net + XDPFWD_NET_INUM_OFF);
-	return inum == XDPFWD_NETNS_INUM;
+	const void *net = *(const void *const *)(dev + XDPFWD_NETDEV_NET_OFF);
+
+	return *(const u32 *)(net + XDPFWD_NET_INUM_OFF) == XDPFWD_NETNS_INUM;
 }
 
 /* dev's ifindex if it is one of this pin dir's ports, in its namespace; else 0. */
@@ -89,10 +87,10 @@ static __always_inline void count_sent(u32 ingress, u32 egress, int sent)
  * a bulk without drops from a port that does not flood costs a read of the
  * sender's ifindex and one slot lookup.
  */
-int xdpfwd_tp_xmit(struct bpf_raw_tracepoint_args *ctx)
+int xdpfwd_tp_xmit(u64 *ctx)
 {
-	const void *from = (void *)ctx->args[0];
-	int sent = ctx->args[2], drops = ctx->args[3];
+	const void *from = (const void *)ctx[0];
+	int sent = ctx[2], drops = ctx[3];
 	u32 ingress = dev_ifindex(from), egress;
 	struct xdpfwd_tx_events *ev;
 	struct xdpfwd_port *port;
@@ -102,7 +100,7 @@ int xdpfwd_tp_xmit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	if (!in_our_netns(from))
 		return 0;
-	egress = dev_ifindex((void *)ctx->args[1]);
+	egress = dev_ifindex((const void *)ctx[1]);
 	if (port->flags & XDPFWD_PORT_BROADCAST && sent > 0)
 		count_sent(ingress, egress, sent);
 	if (drops > 0) {
@@ -114,23 +112,36 @@ int xdpfwd_tp_xmit(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /*
+ * The egress ifindex of a devmap entry (struct bpf_dtab_netdev), tgt->dev->ifindex.
+ * tgt is a void pointer, which BTF does not type: read with helpers.
+ */
+static __always_inline u32 entry_ifindex(const void *tgt)
+{
+	void *dev = NULL;
+	u32 ifindex = 0;
+
+	bpf_probe_read_kernel(&dev, sizeof(dev), tgt + XDPFWD_DTAB_NETDEV_DEV_OFF);
+	if (dev)
+		bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + XDPFWD_NETDEV_IFINDEX_OFF);
+	return ifindex;
+}
+
+/*
  * xdp_redirect_err(dev, xdp_prog, tgt, int err, map_type, u32 map_id, u32 index):
  * the redirect itself failed, the frame never reached the egress device. For a
  * devmap, tgt is the entry (struct bpf_dtab_netdev, whose dev names the egress);
  * a broadcast names the entry at the key it passed, or none.
  */
-int xdpfwd_tp_rerr(struct bpf_raw_tracepoint_args *ctx)
+int xdpfwd_tp_rerr(u64 *ctx)
 {
-	u32 ingress = our_port((void *)ctx->args[0]), map_type = ctx->args[4], egress = 0;
-	void *tgt = (void *)ctx->args[2], *dev = NULL;
+	u32 ingress = our_port((const void *)ctx[0]), map_type = ctx[4], egress = 0;
+	const void *tgt = (const void *)ctx[2];
 	struct xdpfwd_tx_events *ev;
 
 	if (!ingress)
 		return 0;
-	if ((map_type == BPF_MAP_TYPE_DEVMAP || map_type == BPF_MAP_TYPE_DEVMAP_HASH) && tgt) {
-		bpf_probe_read_kernel(&dev, sizeof(dev), tgt + XDPFWD_DTAB_NETDEV_DEV_OFF);
-		egress = dev_ifindex(dev);
-	}
+	if ((map_type == BPF_MAP_TYPE_DEVMAP || map_type == BPF_MAP_TYPE_DEVMAP_HASH) && tgt)
+		egress = entry_ifindex(tgt);
 	ev = events(ingress, egress);
 	if (ev)
 		ev->redirect_errors++;
@@ -138,9 +149,9 @@ int xdpfwd_tp_rerr(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* xdp_exception(dev, xdp_prog, u32 act): XDP_ABORTED or an invalid verdict. */
-int xdpfwd_tp_exc(struct bpf_raw_tracepoint_args *ctx)
+int xdpfwd_tp_exc(u64 *ctx)
 {
-	u32 ingress = our_port((void *)ctx->args[0]);
+	u32 ingress = our_port((const void *)ctx[0]);
 	struct xdpfwd_tx_events *ev;
 
 	if (!ingress)

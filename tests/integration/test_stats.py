@@ -175,6 +175,34 @@ def test_down_detaches_loss_accounting(topo, pin_dir):
     assert not ids & set(tracing.host_links())
 
 
+def test_raw_tracepoint_programs_of_an_older_pin_dir_are_attached(make_topo, pin_dir):
+    # Pin dirs made before the typed (tp_btf) programs hold raw tracepoint programs,
+    # which attach by the tracepoint's name: the next change attaches those.
+    from xdpfwd.kernel.bpf import syscall as sc
+
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p2")
+    old = {}
+    for event in tracing.EVENTS:
+        os.unlink(os.path.join(pin_dir, tracing.link_pin(event)))
+        os.unlink(os.path.join(pin_dir, tracing.prog_pin(event)))
+        code = sc.insn(0xB7) + sc.insn(0x95)  # r0 = 0; exit
+        fd = sc.prog_load(sc.PROG_TYPE_RAW_TRACEPOINT, code, "xt_old_tp")
+        try:
+            sc.obj_pin(fd, os.path.join(pin_dir, tracing.prog_pin(event)))
+            old[event] = sc.prog_info(fd).id
+        finally:
+            os.close(fd)
+    topo.ok(pin_dir, "add", "p3", "p1")
+    for event, prog_id in old.items():
+        fd = sc.obj_get(os.path.join(pin_dir, tracing.link_pin(event)))
+        try:
+            info = sc.link_info(fd)
+        finally:
+            os.close(fd)
+        assert (info.prog_id, info.tracepoint) == (prog_id, event)
+
+
 def _link_id(path: str) -> int:
     from xdpfwd.kernel.bpf import syscall as sc
 

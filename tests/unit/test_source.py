@@ -72,7 +72,7 @@ def test_every_tracepoint_program_is_in_the_trace_source():
 
     text = source.read_source(source.TRACE_SOURCE)
     for func in loader.TRACE_FUNCS.values():
-        assert f"int {func}(struct bpf_raw_tracepoint_args *ctx)" in text
+        assert f"int {func}(u64 *ctx)" in text
 
 
 @pytest.mark.parametrize(

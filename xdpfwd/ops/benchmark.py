@@ -101,7 +101,7 @@ class _Rig:
         frags = sc.frags_supported()
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
-            dict.fromkeys(programs, (loader.PROG_XDP, None)),
+            dict.fromkeys(programs, loader.XDP),
             source.cflags(XDPFWD_PIN_DIR=self.pins.path, XDPFWD_FRAGS=int(frags)),
             prog_flags=loader.xdp_prog_flags(frags),
         )

@@ -20,7 +20,7 @@ from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known, orphans, prog_name
 
 PASS, WARN, FAIL, SKIP, FIXED = "pass", "warn", "fail", "skip", "fixed"
-ATTACH_XDP_DEVMAP = loader.ATTACH_XDP_DEVMAP
+ATTACH_XDP_DEVMAP = sc.ATTACH_XDP_DEVMAP
 BPF_F_BROADCAST = 1 << 3
 BPF_FUNC_REDIRECT_MAP = 51
 
@@ -76,7 +76,7 @@ def _compile():
     start = time.monotonic()
     fds = loader.compile_programs(
         "int xdpfwd_probe(struct xdp_md *ctx) { return XDP_PASS; }",
-        {"xdpfwd_probe": (loader.PROG_XDP, None)},
+        {"xdpfwd_probe": loader.XDP},
         [],
         label="a test program",
     )

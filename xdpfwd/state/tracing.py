@@ -1,4 +1,4 @@
-"""Loss accounting: the raw tracepoint programs that count transmit failures, kept
+"""Loss accounting: the tracepoint programs that count transmit failures, kept
 attached while the pin dir exists because their bpf_links are pinned in it.
 
 They are compiled once (BCC) and pinned with the rest; attaching needs no BCC, only
@@ -52,7 +52,9 @@ def ensure_attached(pins: PinDir, undo) -> bool:
         path = pins.pin(link_pin(event))
         prog = sc.obj_get(pins.pin(prog_pin(event)))
         try:
-            link = sc.raw_tracepoint_open(prog, event)
+            # Pin dirs made before the tp_btf programs keep their raw tracepoint ones.
+            typed = sc.prog_info(prog).prog_type == sc.PROG_TYPE_TRACING
+            link = sc.raw_tracepoint_open(prog, event, typed)
             try:
                 sc.obj_pin(link, path)
             finally:

@@ -50,12 +50,15 @@ class Btf:
         self._strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
         self._at = [0]  # position of each type id in _types (id 0 is void)
         self._structs: dict[str, int] = {}
+        self._typedefs: dict[str, int] = {}
         pos = 0
         while pos < len(self._types):
             name_off, info, _ = struct.unpack_from("<III", self._types, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             if kind in (KIND_STRUCT, KIND_UNION) and name_off:
                 self._structs.setdefault(self._name(name_off), len(self._at))
+            elif kind == KIND_TYPEDEF:
+                self._typedefs.setdefault(self._name(name_off), len(self._at))
             self._at.append(pos)
             fixed, per = _EXTRA.get(kind, (0, 0))
             pos += 12 + fixed + per * vlen
@@ -108,6 +111,13 @@ class Btf:
             total += found[0]
             type_id = found[1]
         return total
+
+    def typedef_id(self, name: str) -> int:
+        """The type id of typedef name; raises BtfError when there is none."""
+        try:
+            return self._typedefs[name]
+        except KeyError:
+            raise BtfError(f"no typedef {name}") from None
 
 
 @lru_cache(maxsize=1)

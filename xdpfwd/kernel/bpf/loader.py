@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from xdpfwd import progress
 from xdpfwd.errors import BpfError, PrereqError
@@ -22,10 +23,20 @@ XDP_EGRESS_FUNC = "xdpfwd_egress"
 XDP_REWRITE_FUNC = "xdpfwd_egress_rewrite"
 XDP_GROUP_FUNC = "xdpfwd_egress_group"
 XDP_MCAST_FUNC = "xdpfwd_egress_mcast"
-ATTACH_XDP_DEVMAP = sc.ATTACH_XDP_DEVMAP
 PROG_XDP = sc.PROG_TYPE_XDP
-PROG_RAW_TRACEPOINT = sc.PROG_TYPE_RAW_TRACEPOINT
-# The raw tracepoint programs of xdpfwd_trace.c, by the tracepoint each attaches to
+
+
+class Kind(NamedTuple):
+    """What a compiled function is loaded as: BPF_PROG_LOAD's type and attach target."""
+
+    prog_type: int
+    attach_type: int = 0
+    attach_btf_id: int = 0  # the kernel BTF type a tracing program attaches to
+
+
+XDP = Kind(PROG_XDP)
+XDP_DEVMAP = Kind(PROG_XDP, sc.ATTACH_XDP_DEVMAP)  # a devmap entry's egress program
+# The tracepoint programs of xdpfwd_trace.c, by the tracepoint each attaches to
 # (names within the kernel's 15 characters).
 TRACE_FUNCS = {
     "xdp_devmap_xmit": "xdpfwd_tp_xmit",
@@ -61,16 +72,16 @@ def _first_error(lines: list[str]) -> str | None:
 
 def compile_programs(
     text: str,
-    funcs: dict[str, tuple[int, int | None]],
+    funcs: dict[str, Kind],
     cflags: list[str],
     label: str | None = None,
     prog_flags: int = 0,
 ) -> dict[str, int]:
     """Compile C text with BCC and load each function of funcs as a program.
 
-    funcs maps a function to its program type and expected attach type (None for
-    the type's default). Every program is loaded with prog_flags, by xdpfwd's own
-    BPF_PROG_LOAD of the instructions BCC compiled (BCC cannot set the flags):
+    funcs maps a function to what it is loaded as. Every program is loaded with
+    prog_flags, by xdpfwd's own BPF_PROG_LOAD of the instructions BCC compiled (BCC
+    cannot set the flags, nor load tp_btf programs):
     nothing else loads them first, since a devmap keeps the flags of the first
     program that uses it. Returns a program fd per function. Maps declared in pinned
     sections are created and pinned (or adopted) by BCC. Raises PrereqError when BCC
@@ -88,9 +99,16 @@ def compile_programs(
 
             bpf = BPF(text=text.encode(), cflags=cflags)
             try:
-                for func, (prog_type, attach_type) in funcs.items():
+                for func, kind in funcs.items():
                     insns = bpf.dump_func(func.encode())
-                    fds[func] = sc.prog_load(prog_type, insns, func, attach_type or 0, prog_flags)
+                    fds[func] = sc.prog_load(
+                        kind.prog_type,
+                        insns,
+                        func,
+                        kind.attach_type,
+                        prog_flags,
+                        attach_btf_id=kind.attach_btf_id,
+                    )
             finally:
                 bpf.cleanup()
         except Exception as e:  # BCC raises bare Exception for compile errors
@@ -131,11 +149,10 @@ def compile_ingress(pin_dir: str, value_size: int, frags: bool) -> dict[str, int
     """Compile the ingress program (and, for bpf_devmap_val entries, the built-in
     egress programs) against the maps pinned, or to pin, under pin_dir; multi-buffer
     programs with frags."""
-    funcs: dict[str, tuple[int, int | None]] = {XDP_INGRESS_FUNC: (PROG_XDP, None)}
+    funcs = {XDP_INGRESS_FUNC: XDP}
     if value_size == 8:
         funcs |= dict.fromkeys(
-            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC, XDP_MCAST_FUNC),
-            (PROG_XDP, ATTACH_XDP_DEVMAP),
+            (XDP_EGRESS_FUNC, XDP_REWRITE_FUNC, XDP_GROUP_FUNC, XDP_MCAST_FUNC), XDP_DEVMAP
         )
     return compile_programs(
         source.ingress_text(with_egress=value_size == 8),
@@ -153,7 +170,7 @@ def compile_user_egress(
     """Compile a user's egress function wrapped with xdpfwd's entry counters."""
     fds = compile_programs(
         source.user_egress_text(user_text, file_name, func),
-        {func: (PROG_XDP, ATTACH_XDP_DEVMAP)},
+        {func: XDP_DEVMAP},
         source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=8, XDPFWD_FRAGS=int(frags)),
         label=f"{file_name}:{func}",
         prog_flags=xdp_prog_flags(frags),
@@ -161,17 +178,10 @@ def compile_user_egress(
     return fds[func]
 
 
-def trace_offsets() -> dict[str, int]:
-    """The kernel struct offsets the tracepoint programs read, from the running
-    kernel's BTF. Raises PrereqError when the kernel has no BTF."""
+def _kernel_btf(what):
+    """what(the running kernel's BTF); PrereqError when the kernel has none."""
     try:
-        kernel = btf.vmlinux()
-        return {
-            "XDPFWD_NETDEV_IFINDEX_OFF": kernel.offset("net_device", "ifindex"),
-            "XDPFWD_NETDEV_NET_OFF": kernel.offset("net_device", "nd_net"),
-            "XDPFWD_NET_INUM_OFF": kernel.offset("net", "ns.inum"),
-            "XDPFWD_DTAB_NETDEV_DEV_OFF": kernel.offset("bpf_dtab_netdev", "dev"),
-        }
+        return what(btf.vmlinux())
     except btf.BtfError as e:
         raise PrereqError(
             f"the kernel's BTF is unusable ({e}); loss accounting needs a kernel built "
@@ -179,12 +189,40 @@ def trace_offsets() -> dict[str, int]:
         ) from e
 
 
+def trace_offsets() -> dict[str, int]:
+    """The kernel struct offsets the tracepoint programs read, from the running
+    kernel's BTF. Raises PrereqError when the kernel has no BTF."""
+    return _kernel_btf(
+        lambda kernel: {
+            "XDPFWD_NETDEV_IFINDEX_OFF": kernel.offset("net_device", "ifindex"),
+            "XDPFWD_NETDEV_NET_OFF": kernel.offset("net_device", "nd_net"),
+            "XDPFWD_NET_INUM_OFF": kernel.offset("net", "ns.inum"),
+            "XDPFWD_DTAB_NETDEV_DEV_OFF": kernel.offset("bpf_dtab_netdev", "dev"),
+        }
+    )
+
+
+def trace_kinds() -> dict[str, Kind]:
+    """Each tracepoint program as a tp_btf program of its tracepoint: the kernel's BTF
+    types the tracepoint's arguments (typedef btf_trace_<tracepoint>)."""
+    return _kernel_btf(
+        lambda kernel: {
+            func: Kind(
+                sc.PROG_TYPE_TRACING,
+                sc.ATTACH_TRACE_RAW_TP,
+                kernel.typedef_id(f"btf_trace_{event}"),
+            )
+            for event, func in TRACE_FUNCS.items()
+        }
+    )
+
+
 def compile_trace(pin_dir: str, netns_inum: int) -> dict[str, int]:
-    """Compile the raw tracepoint programs that count transmit failures for the ports
+    """Compile the tracepoint programs that count transmit failures for the ports
     of pin_dir in the network namespace whose inode is netns_inum."""
     return compile_programs(
         source.program_text(source.STATS_SOURCE, source.PORTS_SOURCE, source.TRACE_SOURCE),
-        dict.fromkeys(TRACE_FUNCS.values(), (PROG_RAW_TRACEPOINT, None)),
+        trace_kinds(),
         source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_NETNS_INUM=netns_inum, **trace_offsets()),
         label="the XDP tracepoint programs",
     )

@@ -54,8 +54,11 @@ BPF_OBJ_NAME_LEN = 16
 # enum bpf_prog_type (the ones xdpfwd loads)
 PROG_TYPE_XDP = 6
 PROG_TYPE_RAW_TRACEPOINT = 17
-# enum bpf_attach_type BPF_XDP_DEVMAP: a devmap entry's (egress) program
+PROG_TYPE_TRACING = 26
+# enum bpf_attach_type: BPF_XDP_DEVMAP, a devmap entry's (egress) program;
+# BPF_TRACE_RAW_TP, a tracing program on a tracepoint whose arguments BTF types (tp_btf)
 ATTACH_XDP_DEVMAP = 33
+ATTACH_TRACE_RAW_TP = 23
 BPF_LINK_TYPE_RAW_TRACEPOINT = 1  # enum bpf_link_type
 # prog_flags: the program handles multi-buffer frames (Linux 5.18+)
 BPF_F_XDP_HAS_FRAGS = 1 << 5
@@ -98,6 +101,14 @@ class _ProgLoadAttr(ctypes.Structure):
         ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
         ("prog_ifindex", ctypes.c_uint32),
         ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
     ]
 
 
@@ -288,6 +299,7 @@ def prog_load(
     expected_attach_type: int = 0,
     prog_flags: int = 0,
     log_size: int = 1 << 20,
+    attach_btf_id: int = 0,
 ) -> int:
     """Load raw instructions; return the program fd. Raises ProgLoadError.
 
@@ -303,6 +315,7 @@ def prog_load(
         prog_flags=prog_flags,
         prog_name=name.encode()[: BPF_OBJ_NAME_LEN - 1],
         expected_attach_type=expected_attach_type,
+        attach_btf_id=attach_btf_id,
     )
     what = f"load program {name}"
     try:
@@ -333,12 +346,13 @@ def frags_supported() -> bool:
     return True
 
 
-def raw_tracepoint_open(prog_fd: int, tracepoint: str) -> int:
-    """Attach a raw tracepoint program (e.g. to "xdp_devmap_xmit"); return the
-    bpf_link fd. Pinned, the link keeps the program attached after the process exits;
-    it ends when its last fd and pin are gone."""
+def raw_tracepoint_open(prog_fd: int, tracepoint: str, typed: bool = False) -> int:
+    """Attach a raw tracepoint program (e.g. to "xdp_devmap_xmit"), or a typed one
+    (tp_btf: its tracepoint was fixed at load); return the bpf_link fd. Pinned, the
+    link keeps the program attached after the process exits; it ends when its last
+    fd and pin are gone."""
     nbuf = ctypes.create_string_buffer(tracepoint.encode())
-    attr = _RawTracepointAttr(name=ctypes.addressof(nbuf), prog_fd=prog_fd)
+    attr = _RawTracepointAttr(name=0 if typed else ctypes.addressof(nbuf), prog_fd=prog_fd)
     return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attach to raw tracepoint {tracepoint}")
 
 
