@@ -2,53 +2,53 @@
 the one object the CLI calls (tests swap in a fake). No click and no printing here:
 operations return model types and raise XdpfwdError subclasses.
 
-What creates devices (the lab, demo and bench) is imported when called: it uses
-pyroute2, whose import would cost every other command about 100 ms."""
+Each operation's module is imported when the operation is first looked up: what
+creates devices (the lab, demo and bench) uses pyroute2, whose import would cost every
+other command about 100 ms, and a command needs only its own family."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from xdpfwd.kernel import prereqs
-from xdpfwd.ops import following
-from xdpfwd.ops.apply import apply, save
-from xdpfwd.ops.apply import reconcile as prune
-from xdpfwd.ops.balancing import add as add_balanced
-from xdpfwd.ops.doctor import run as check_host
-from xdpfwd.ops.forwarding import add, delete, down, list_ports, resolve
-from xdpfwd.ops.groups import broadcast, broadcast_del
-from xdpfwd.ops.lab import lab_down, lab_status, lab_up
-from xdpfwd.ops.multicast import multicast_add, multicast_del, multicast_list
-from xdpfwd.ops.stats import clear as stats_clear
-from xdpfwd.ops.stats import read as stats_read
-from xdpfwd.ops.stats import watch as stats_watch
 
-__all__ = [
-    "add",
-    "add_balanced",
-    "apply",
-    "bench",
-    "broadcast",
-    "broadcast_del",
-    "check_host",
-    "delete",
-    "demo",
-    "down",
-    "follow",
-    "lab_down",
-    "lab_status",
-    "lab_up",
-    "list_ports",
-    "multicast_add",
-    "multicast_del",
-    "multicast_list",
-    "prune",
-    "resolve",
-    "save",
-    "stats_clear",
-    "stats_read",
-    "stats_watch",
-]
+# Each operation: the module of this package that does it, and its name there.
+_OPERATIONS = {
+    "add": ("forwarding", "add"),
+    "add_balanced": ("balancing", "add"),
+    "apply": ("apply", "apply"),
+    "broadcast": ("groups", "broadcast"),
+    "broadcast_del": ("groups", "broadcast_del"),
+    "check_host": ("doctor", "run"),
+    "delete": ("forwarding", "delete"),
+    "down": ("forwarding", "down"),
+    "lab_down": ("lab", "lab_down"),
+    "lab_status": ("lab", "lab_status"),
+    "lab_up": ("lab", "lab_up"),
+    "list_ports": ("forwarding", "list_ports"),
+    "multicast_add": ("multicast", "multicast_add"),
+    "multicast_del": ("multicast", "multicast_del"),
+    "multicast_list": ("multicast", "multicast_list"),
+    "prune": ("apply", "reconcile"),
+    "resolve": ("forwarding", "resolve"),
+    "save": ("apply", "save"),
+    "stats_clear": ("stats", "clear"),
+    "stats_read": ("stats", "read"),
+    "stats_watch": ("stats", "watch"),
+}
+
+__all__ = sorted([*_OPERATIONS, "bench", "demo", "follow"])
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _OPERATIONS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    operation = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = operation  # looked up once
+    return operation
 
 
 def demo(pins, **options):
@@ -68,5 +68,7 @@ def bench(pins, **options):
 def follow(pins, **options):
     """`xdpfwd follow` (see ops/following.py): this facade's prune on every link event.
     What it lacks to change the state is named at once, not at the first event."""
+    from xdpfwd.ops import following
+
     prereqs.require_privileges("follow")
     return following.run(sys.modules[__name__], pins, **options)

@@ -33,14 +33,18 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-
-import yaml
+from typing import TYPE_CHECKING
 
 from xdpfwd.errors import InputError
 from xdpfwd.kernel import files
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import GROUP_NAME, MODE_WORDS, MODES, EgressSpec
 from xdpfwd.state import buckets
+
+# yaml is imported where a file is read or written (parse, dump): the commands that
+# only record their intent skip its import, some 10 ms.
+if TYPE_CHECKING:
+    import yaml
 
 VERSION = 1
 TABLES = tuple(maps.TABLE_TYPES)
@@ -112,7 +116,8 @@ class Config:
 class _Reader:
     """Walks composed YAML nodes; every error names the file and the line."""
 
-    def __init__(self, path: str, check_files: bool = True):
+    def __init__(self, nodes, path: str, check_files: bool = True):
+        self.nodes = nodes  # the yaml.nodes module
         self.path = path
         self.base = os.path.dirname(os.path.abspath(path))
         self.check_files = check_files
@@ -122,7 +127,7 @@ class _Reader:
         raise ConfigError(f"{self.path}:{line}: {reason}")
 
     def mapping(self, node, what: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
+        if not isinstance(node, self.nodes.MappingNode):
             self.fail(node, f"{what} must be a mapping")
         found: dict[str, yaml.Node] = {}
         for key, value in node.value:
@@ -135,12 +140,12 @@ class _Reader:
         return found
 
     def sequence(self, node, what: str) -> list[yaml.Node]:
-        if not isinstance(node, yaml.SequenceNode):
+        if not isinstance(node, self.nodes.SequenceNode):
             self.fail(node, f"{what} must be a list")
         return list(node.value)
 
     def text(self, node, what: str) -> str:
-        if not isinstance(node, yaml.ScalarNode) or node.value == "":
+        if not isinstance(node, self.nodes.ScalarNode) or node.value == "":
             self.fail(node, f"{what} must be a non-empty value")
         return node.value
 
@@ -170,7 +175,9 @@ def load(path: str) -> Config:
 def parse(text: str, path: str = "<config>", check_files: bool = True) -> Config:
     """Without check_files, egress program files need not exist (a recorded
     configuration outlives them)."""
-    r = _Reader(path, check_files)
+    import yaml
+
+    r = _Reader(yaml.nodes, path, check_files)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -230,7 +237,7 @@ def _mode(r: _Reader, node) -> str:
 
 def _ports(r: _Reader, node) -> dict[str, PortConf]:
     ports = {}
-    if not isinstance(node, yaml.MappingNode):
+    if not isinstance(node, r.nodes.MappingNode):
         r.fail(node, "ports must be a mapping of interface names")
     for key, value in node.value:
         name = r.text(key, "an interface name")
@@ -252,7 +259,7 @@ def _entry(r: _Reader, node) -> EntryConf | BalancedConf:
     for key in ("from", "to"):
         if key not in fields_:
             r.fail(node, f"a forward entry needs {key!r}")
-    if isinstance(fields_["to"], yaml.SequenceNode):
+    if isinstance(fields_["to"], r.nodes.SequenceNode):
         return _balanced(r, node, fields_)
     for key in ("hash", "weights"):
         if key in fields_:
@@ -285,7 +292,7 @@ def _balanced(r: _Reader, node, fields_: dict) -> BalancedConf:
 
 
 def _egress(r: _Reader, node) -> EgressSpec:
-    if isinstance(node, yaml.ScalarNode):
+    if isinstance(node, r.nodes.ScalarNode):
         kind = r.choice(node, "egress", ("built-in", "none"))
         return EgressSpec(program=kind)
     fields_ = r.mapping(node, "egress", ("src_mac", "dst_mac", "program", "function"))
@@ -473,5 +480,7 @@ def dump(config: Config, fmt: str = "yaml") -> str:
     doc = to_dict(config)
     if fmt == "json":
         return json.dumps(doc, indent=2) + "\n"
+    import yaml
+
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
     return "# xdpfwd configuration: `xdpfwd apply FILE` restores it\n" + body
