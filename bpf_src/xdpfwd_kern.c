@@ -107,10 +107,10 @@ static __always_inline long group_redirect(u32 ifindex, u64 flags)
 }
 
 /*
- * Lookup order: multicast group, the port's settings, then its broadcast group (a
- * member) or its single entry, balanced entry, on-miss verdict. A port has one
- * role, so the order only decides what each role pays for the lookups before its
- * own: single entries and broadcast members an inlined settings lookup, balanced
+ * Lookup order: multicast group, the port's settings and its broadcast group (a
+ * member), single entry, balanced entry, on-miss verdict. A port has one role, so
+ * the order only decides what each role pays for the lookups before its own:
+ * single entries and broadcast members an inlined settings lookup, balanced
  * entries that and an array devmap miss.
  *
  * Verdicts: XDP_REDIRECT when the ingress port has an entry (or a balanced entry
@@ -153,9 +153,9 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 	}
 
 	/*
-	 * The settings before the entry: a broadcast member has no entry, and the
-	 * entry's redirect would miss in a helper call where the settings are an
-	 * inlined array lookup (3 % of a broadcast's rate on the bench).
+	 * The settings before the entry: a broadcast member floods without looking up
+	 * an entry, a helper call that would miss (about 3 % of a broadcast's rate on
+	 * the bench), where the settings are an inlined array lookup.
 	 */
 	port = port_settings(ifindex);
 	if (port && port->flags & XDPFWD_PORT_BROADCAST) {
@@ -180,7 +180,13 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 				count(&stats->redirect, bytes);
 			return XDP_REDIRECT;
 		}
-	} else if (entry_redirect(ifindex) == XDP_REDIRECT) {
+	}
+
+	/*
+	 * Also for a member not in its group yet: a port that becomes one keeps its
+	 * entry until it floods (ops/groups.py), and forwards meanwhile.
+	 */
+	if (entry_redirect(ifindex) == XDP_REDIRECT) {
 		if (stats)
 			count(&stats->redirect, bytes);
 		return XDP_REDIRECT;

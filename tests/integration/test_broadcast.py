@@ -4,6 +4,8 @@ sockets on every host."""
 
 import json
 import os
+import threading
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -177,6 +179,37 @@ def test_bare_broadcast_turns_every_managed_port_into_a_member(make_topo, pin_di
     static_neighbour(topo, 2)
     seen = flood(topo, 2, 10, port=9305)
     assert seen == {1: 10, 2: 0, 3: 10}
+
+
+def test_a_port_becoming_a_member_forwards_until_it_floods(make_topo, pin_dir):
+    # broadcast marks a joining port as a member before its group holds it, and
+    # removes its entry last: meanwhile the entry forwards, no frame misses.
+    topo = make_topo(3)
+    h1, h2 = topo.hosts[:2]
+    topo.static_arp()
+    stop = threading.Event()
+
+    def send():
+        while not stop.is_set():
+            send_udp(h1, h2.ip, 16, port=9306)
+
+    for _ in range(3):
+        topo.ok(pin_dir, "add", "p1", "p2", "-b")
+        topo.ok(pin_dir, "add", "p3", "p1")
+        stop.clear()
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            time.sleep(0.2)
+            topo.ok(pin_dir, "broadcast", "--all")
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            sender.join()
+        ports = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["ports"]
+        p1 = next(p for p in ports if p["port"]["ifname"] == "p1")
+        assert p1["rx_packets"] > 100 and p1["miss_packets"] == 0, p1
+        topo.ok(pin_dir, "down")
 
 
 def test_broadcast_errors_change_nothing(make_topo, pin_dir):
