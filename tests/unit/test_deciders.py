@@ -9,7 +9,7 @@ from xdpfwd.errors import AttachError, InputError
 from xdpfwd.kernel import netdev, offloads
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
-from xdpfwd.ops.apply import (
+from xdpfwd.ops.applying import (
     NOTHING_RUNNING,
     Running,
     RunningBalanced,

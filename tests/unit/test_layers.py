@@ -85,3 +85,17 @@ def test_no_import_circle():
     for module in sorted(GRAPH):
         if module not in state:
             visit(module, [])
+
+
+def test_each_operation_of_the_facade_is_a_function_once_every_module_is_loaded():
+    # Importing xdpfwd.ops.NAME binds NAME on the package: an operation named like
+    # one of its modules would be that module, not the function, from then on.
+    import importlib
+    import inspect
+
+    from xdpfwd import ops
+
+    for module in sorted(m for m in MODULES if m.startswith("xdpfwd.ops.")):
+        importlib.import_module(module)
+    for name in ops.__all__:
+        assert inspect.isfunction(getattr(ops, name)), name

@@ -2,7 +2,7 @@
 
 It listens to the namespace's link events (netlink) and, shortly after each burst,
 runs the facade's prune, which brings the running state back to the configuration
-last asked for (see reconcile() in ops/apply.py): it binds devices re-created under
+last asked for (see reconcile() in ops/applying.py): it binds devices re-created under
 a known name and moves the buckets of balanced entries off egress ports that went
 down or away, and back. Everything it needs is in the pins and the kernel, read
 anew each time, so it survives `down`, `apply` and restarts of itself; when the
