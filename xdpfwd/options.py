@@ -127,8 +127,8 @@ def force_option(fn):
     return click.option(
         "--force",
         is_flag=True,
-        help="Replace an XDP program that xdpfwd did not attach (with add and broadcast: "
-        "also close a forwarding loop).",
+        help="Replace an XDP program that xdpfwd did not attach (with add, broadcast, "
+        "multicast add and apply: also close a forwarding loop).",
     )(fn)
 
 

@@ -147,6 +147,54 @@ def test_a_balanced_entrys_port_that_is_down_still_counts_for_loops(make_topo, p
     assert_fails(refused, 1, "loop", "--force")
 
 
+def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
+    topo = make_topo(2)
+    from .net import sh
+
+    for a, b in (("la", "lb"), ("ua", "ub")):
+        sh("ip", "-n", topo.fwd, "link", "add", a, "type", "veth", "peer", "name", b)
+        for dev in (a, b):
+            sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    # A bus over both ends of one veth pair: the group's frames go round.
+    refused = topo.xdpfwd(pin_dir, "multicast", "add", "239.1.1.1", "--to", "la", "lb")
+    assert_fails(refused, 1, "loop forever: lb -> la, and what leaves la enters its veth peer lb")
+    assert topo.xdp("la") is None and topo.xdp("lb") is None
+    # Only the group's own frames count: p1's entry into la is no loop of theirs.
+    topo.ok(pin_dir, "add", "p1", "la")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.2", "--from", "p1", "--to", "la", "p2")
+    # A source whose copies come back to it: out of la into lb, whose entry sends
+    # them out of ub into ua.
+    topo.ok(pin_dir, "add", "lb", "ub")
+    refused = topo.xdpfwd(pin_dir, "multicast", "add", "239.1.1.3", "--from", "ua", "--to", "la")
+    assert_fails(refused, 1, "loop forever: ua -> la, lb -> ub", "--force")
+    # The same loop closed from the other side: the group first, then the entry.
+    topo.ok(pin_dir, "del", "lb")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.3", "--from", "ua", "--to", "la")
+    assert_fails(topo.xdpfwd(pin_dir, "add", "lb", "ub"), 1, "loop forever: lb -> ub", "--force")
+    forced = topo.ok(pin_dir, "add", "lb", "ub", "--force")
+    assert "round a loop" in forced.stderr
+
+
+def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir):
+    topo = make_topo(2)
+    from .net import sh
+
+    sh("ip", "-n", topo.fwd, "link", "add", "la", "type", "veth", "peer", "name", "lb")
+    for dev in ("la", "lb"):
+        sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    entry = topo.config_file({"forward": [{"from": "p1", "to": "p2"}, {"from": "la", "to": "lb"}]})
+    group = topo.config_file({"groups": [{"name": "default", "members": ["la", "lb", "p1"]}]})
+    bus = topo.config_file({"multicast": [{"group": "239.1.1.1", "to": ["la", "lb"]}]})
+    for path in (entry, group, bus):
+        for dry_run in ((), ("--dry-run",)):
+            refused = topo.xdpfwd(pin_dir, "apply", path, *dry_run)
+            assert_fails(refused, 1, "loop forever", "--force to apply it anyway")
+        assert not os.path.exists(pin_dir)  # nothing applied, not even p1's entry
+    forced = topo.ok(pin_dir, "apply", group, "--force")
+    assert "round a loop" in forced.stderr
+    assert topo.xdp("la") is not None
+
+
 MOVES = [
     ("group to group", {"groups": [{"name": "lab2", "members": ["p1", "p2", "p3", "p4"]}]}),
     (

@@ -327,10 +327,15 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     """
     prereqs.require_privileges("apply")
     config = load_config(path)
-    desired = resolve_config(config, path, netdev.links())
+    links = netdev.links()
+    desired = resolve_config(config, path, links)
+    # The file is the whole state: a loop anywhere in it would be apply's doing.
+    hops = health.find_loop(_desired_graph(desired), links, desired.multicast.values())
+    loop_warnings = health.refuse_loop(hops, links, force, "apply it")
     if dry_run:
         steps = _dry_run(pins, desired)
-        return ApplyResult([s.text for s in steps], dry_run=True, warnings=tuple(desired.notes))
+        warnings = (*desired.notes, *loop_warnings)
+        return ApplyResult([s.text for s in steps], dry_run=True, warnings=warnings)
     _repair(pins)
     with change(
         pins,
@@ -362,6 +367,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     members += [s for g in desired.multicast.values() for s in sorted(g.sources)]
     warnings = (
         *desired.notes,
+        *loop_warnings,
         *c.notes,
         *(att.warning for att in c.attachments if att.warning),
         *health.warnings_for(sorted(set(pairs)), c.links),
@@ -371,6 +377,17 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         shown = Path(desired.spec_of(ingress).user_file or "").name
         warnings += tuple(entries.verdict_warnings(text, shown, func))
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
+
+
+def _desired_graph(d: Desired) -> dict[int, set[int]]:
+    """Where each port of the file sends what enters it (see health.forwarding_graph)."""
+    graph = {ingress: {d.links[e.egress].ifindex} for ingress, e in d.entries.items()}
+    for ingress, entry in d.balanced.items():
+        graph[ingress] = {d.links[name].ifindex for name in entry.ports if name in d.links}
+    for group in d.config.groups:
+        members = [d.links[name].ifindex for name in group.members]
+        graph.update(health.flood_graph(members, group.exclude_ingress))
+    return graph
 
 
 def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:

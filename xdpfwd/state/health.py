@@ -152,7 +152,8 @@ def loop_hops(
         found = entries.get(port)
         if found is None:
             return []
-        return [found] if isinstance(found, int) else sorted(found)
+        # Back out of the port itself last: a loop through other ports reads plainer.
+        return [found] if isinstance(found, int) else sorted(found, key=lambda e: (e == port, e))
 
     for start in entries if through is None else through:
         # Depth first from start, back to it; a cycle that does not pass start is
@@ -223,15 +224,71 @@ def refuse_loops(
     force: bool,
 ) -> tuple[str, ...]:
     """Raise XdpfwdError if adding (ingress -> where it sends, replacing what ingress
-    has) closes a forwarding loop with the entries and groups there are; with force,
-    the warning to print instead."""
+    has) closes a forwarding loop with the entries and groups there are, for any
+    frame or for a multicast group's own; with force, the warning to print instead."""
+    graph = _running_graph(dp, links)
+    graph.update(adding)
+    groups = multicast.read_groups(dp).values()
+    # Only a loop through what changes: one added with --force before stays its own.
+    return refuse_loop(find_loop(graph, links, groups, through=adding), links, force, "add them")
+
+
+def refuse_multicast_loops(
+    dp: Dataplane,
+    links: dict[int, netdev.Link],
+    sources: Collection[int],
+    receivers: Collection[int],
+    exclude_ingress: bool,
+    force: bool,
+) -> tuple[str, ...]:
+    """As refuse_loops, for a multicast group's own frames, through its sources."""
+    graph = _multicast_graph(_running_graph(dp, links), sources, receivers, exclude_ingress)
+    return refuse_loop(loop_hops(graph, links, through=sources), links, force, "add them")
+
+
+def find_loop(
+    graph: dict[int, set[int]],
+    links: dict[int, netdev.Link],
+    multicast_groups: Collection = (),
+    through: Collection[int] | None = None,
+) -> list[tuple[int, int]]:
+    """loop_hops of graph, or else of graph as the own frames of one of the multicast
+    groups (anything with sources, receivers and exclude_ingress) see it."""
+    graphs = [
+        graph,
+        *(
+            _multicast_graph(graph, g.sources, g.receivers, g.exclude_ingress)
+            for g in multicast_groups
+        ),
+    ]
+    return next(filter(None, (loop_hops(g, links, through) for g in graphs)), [])
+
+
+def _multicast_graph(
+    graph: dict[int, set[int]],
+    sources: Collection[int],
+    receivers: Collection[int],
+    exclude_ingress: bool,
+) -> dict[int, set[int]]:
+    """graph for a multicast group's own frames: a source sends those to the group's
+    receivers instead of where its entry or broadcast group sends the rest."""
+    return graph | {s: {r for r in receivers if r != s or not exclude_ingress} for s in sources}
+
+
+def _running_graph(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, set[int]]:
+    """forwarding_graph, with every port of a balanced entry as recorded."""
     graph = forwarding_graph(dp)
     for port, configured in _balanced_ports(dp, links).items():
         if port in graph:
             graph[port] = graph[port] | configured
-    graph.update(adding)
-    # Only a loop through what changes: one added with --force before stays its own.
-    hops = loop_hops(graph, links, through=adding)
+    return graph
+
+
+def refuse_loop(
+    hops: list[tuple[int, int]], links: dict[int, netdev.Link], force: bool, doing: str
+) -> tuple[str, ...]:
+    """Raise XdpfwdError naming the loop of hops (if any) that --force would `doing`
+    anyway; with force, the warning to print instead."""
     if not hops:
         return ()
 
@@ -244,7 +301,7 @@ def refuse_loops(
         f"leaves {label(hops[-1][1])} enters its veth peer {label(hops[0][0])}"
     )
     if not force:
-        raise XdpfwdError(f"{message}; refused (--force to add them anyway)")
+        raise XdpfwdError(f"{message}; refused (--force to {doing} anyway)")
     return (message,)
 
 
