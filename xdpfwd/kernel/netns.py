@@ -81,8 +81,9 @@ def create(name: str) -> None:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         # unshare() moves only this thread; the bind mount keeps the namespace alive.
-        _check(_libc().unshare(CLONE_NEWNET), "unshare")
+        # Back home whatever happens once it may have moved, an interrupt included.
         try:
+            _check(_libc().unshare(CLONE_NEWNET), "unshare")
             _check(
                 _libc().mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
                 f"bind {target}",
@@ -90,7 +91,7 @@ def create(name: str) -> None:
         finally:
             _setns(home)
     except BaseException:
-        os.unlink(target)
+        remove(name)  # mounted or not: an interrupt may come between the two
         raise
     finally:
         os.close(home)

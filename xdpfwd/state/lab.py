@@ -76,14 +76,19 @@ def up(prefix: str, nports: int, queues: int = 1) -> Lab:
 
 
 def _build_port(prefix: str, p: LabPort, queues: int) -> None:
-    try:
-        netns.create(p.netns)
-    except FileExistsError:
-        raise InputError(f"network namespace {p.netns} already exists") from None
-    _record(prefix, p.netns)
-    # The veth's far end lives in the recorded namespace: removing it takes the pair.
-    devices.add_veth(p.port, p.host_dev, p.netns, queues)
-    devices.set_alias(p.port, alias(prefix))
+    # down() removes what is recorded (namespaces) or marked (ports, by alias): an
+    # interrupt waits until what is made is also recorded or marked.
+    with interrupts.held():
+        try:
+            netns.create(p.netns)
+        except FileExistsError:
+            raise InputError(f"network namespace {p.netns} already exists") from None
+        _record(prefix, p.netns)
+    # The veth's far end lives in the recorded namespace: removing that takes the
+    # pair, but in the background; down() removes the port itself first.
+    with interrupts.held():
+        devices.add_veth(p.port, p.host_dev, p.netns, queues)
+        devices.set_alias(p.port, alias(prefix))
     devices.configure(p.port)
     devices.configure("lo", netns=p.netns)
     devices.configure(p.host_dev, netns=p.netns, address=p.address)
