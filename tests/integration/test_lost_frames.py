@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from .net import UdpSink, assert_fails, send_udp, tcp_transfer
+from .net import UdpSink, assert_fails, send_udp, sh, tcp_transfer
 
 TCP_BYTES = 4 << 20
 
@@ -81,19 +81,23 @@ def test_doctor_fix_touches_nothing_but_managed_ports_peers(make_topo, pin_dir):
 
 
 def topo_offloads(topo, i: int) -> str:
-    from .net import sh
-
     return sh("ip", "netns", "exec", topo.host(i).ns, "ethtool", "-k", "h0").stdout
+
+
+def veth_pairs(topo, *pairs: tuple[str, str], down: tuple[str, ...] = ()) -> None:
+    """Veth pairs in the forwarder's namespace, up but for the down ends: what leaves
+    one end enters the other, the makings of a loop."""
+    for a, b in pairs:
+        sh("ip", "-n", topo.fwd, "link", "add", a, "type", "veth", "peer", "name", b)
+        for dev in (a, b):
+            if dev not in down:
+                sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
 
 
 def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin_dir):
     topo = make_topo(2)
-    from .net import sh
-
     # Two ends of one veth pair in the forwarder: what leaves one enters the other.
-    sh("ip", "-n", topo.fwd, "link", "add", "la", "type", "veth", "peer", "name", "lb")
-    for dev in ("la", "lb"):
-        sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    veth_pairs(topo, ("la", "lb"))
     refused = topo.xdpfwd(pin_dir, "add", "la", "lb")
     assert_fails(refused, 1, "loop", "la -> lb", "--force")
     assert topo.list_json(pin_dir)["entries"] == []
@@ -109,12 +113,7 @@ def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin
 
 def test_a_loop_through_a_broadcast_group_is_refused(make_topo, pin_dir):
     topo = make_topo(3)
-    from .net import sh
-
-    for a, b in (("la", "lb"), ("ua", "ub")):
-        sh("ip", "-n", topo.fwd, "link", "add", a, "type", "veth", "peer", "name", b)
-        for dev in (a, b):
-            sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    veth_pairs(topo, ("la", "lb"), ("ua", "ub"))
     # Both ends of one veth pair in a group: what one floods enters the other.
     refused = topo.xdpfwd(pin_dir, "broadcast", "la", "lb", "p1")
     assert_fails(refused, 1, "loop", "--force")
@@ -135,12 +134,7 @@ def test_a_loop_through_a_broadcast_group_is_refused(make_topo, pin_dir):
 
 def test_a_balanced_entrys_port_that_is_down_still_counts_for_loops(make_topo, pin_dir):
     topo = make_topo(2)
-    from .net import sh
-
-    for a, b in (("ya", "yb"), ("za", "zb")):
-        sh("ip", "-n", topo.fwd, "link", "add", a, "type", "veth", "peer", "name", b)
-    for dev in ("ya", "yb", "za"):
-        sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    veth_pairs(topo, ("ya", "yb"), ("za", "zb"), down=("zb",))
     # zb is down: it holds no bucket now, and gets some back when it comes up.
     topo.ok(pin_dir, "add", "yb", "p2", "zb")
     refused = topo.xdpfwd(pin_dir, "add", "za", "ya")
@@ -149,12 +143,7 @@ def test_a_balanced_entrys_port_that_is_down_still_counts_for_loops(make_topo, p
 
 def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
     topo = make_topo(2)
-    from .net import sh
-
-    for a, b in (("la", "lb"), ("ua", "ub")):
-        sh("ip", "-n", topo.fwd, "link", "add", a, "type", "veth", "peer", "name", b)
-        for dev in (a, b):
-            sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    veth_pairs(topo, ("la", "lb"), ("ua", "ub"))
     # A bus over both ends of one veth pair: the group's frames go round.
     refused = topo.xdpfwd(pin_dir, "multicast", "add", "239.1.1.1", "--to", "la", "lb")
     assert_fails(refused, 1, "loop forever: lb -> la, and what leaves la enters its veth peer lb")
@@ -177,11 +166,7 @@ def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
 
 def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir):
     topo = make_topo(2)
-    from .net import sh
-
-    sh("ip", "-n", topo.fwd, "link", "add", "la", "type", "veth", "peer", "name", "lb")
-    for dev in ("la", "lb"):
-        sh("ip", "-n", topo.fwd, "link", "set", dev, "up")
+    veth_pairs(topo, ("la", "lb"))
     entry = topo.config_file({"forward": [{"from": "p1", "to": "p2"}, {"from": "la", "to": "lb"}]})
     group = topo.config_file({"groups": [{"name": "default", "members": ["la", "lb", "p1"]}]})
     bus = topo.config_file({"multicast": [{"group": "239.1.1.1", "to": ["la", "lb"]}]})

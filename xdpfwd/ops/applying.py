@@ -191,16 +191,19 @@ def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> 
         d.links[name] = found
         return found
 
+    def user_program(ingress: int, entry: EntryConf | BalancedConf) -> None:
+        if entry.spec.program == "user":
+            try:
+                d.users[ingress] = entries.read_user_program(entry.spec)
+            except InputError as e:
+                raise ConfigError(f"{path}:{entry.line}: {e}") from None
+
     for entry in config.forward:
         ingress = link(entry.ingress, entry.line)
         link(entry.egress, entry.line)
         d.entries[ingress.ifindex] = entry
         d.ports[ingress.ifindex] = config.ports.get(entry.ingress, PortConf())
-        if entry.spec.program == "user":
-            try:
-                d.users[ingress.ifindex] = entries.read_user_program(entry.spec)
-            except InputError as e:
-                raise ConfigError(f"{path}:{entry.line}: {e}") from None
+        user_program(ingress.ifindex, entry)
     for entry in config.balanced:
         ingress = link(entry.ingress, entry.line)
         d.balanced[ingress.ifindex] = entry
@@ -211,11 +214,7 @@ def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> 
                 link(name, entry.line)
             else:
                 d.notes.append(f"{path}:{entry.line}: {name} does not exist: taken as down")
-        if entry.spec.program == "user":
-            try:
-                d.users[ingress.ifindex] = entries.read_user_program(entry.spec)
-            except InputError as e:
-                raise ConfigError(f"{path}:{entry.line}: {e}") from None
+        user_program(ingress.ifindex, entry)
     for group in config.groups:
         flags = maps.PORT_BROADCAST | (maps.PORT_EXCLUDE_INGRESS if group.exclude_ingress else 0)
         for name in group.members:
