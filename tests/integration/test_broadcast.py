@@ -10,7 +10,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from .net import FrameCounter, assert_fails, send_udp, sh, snapshot, udp_frame_len
+from .net import FrameCounter, UdpSink, assert_fails, send_udp, sh, snapshot, udp_frame_len
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 
@@ -185,31 +185,44 @@ def test_a_port_becoming_a_member_forwards_until_it_floods(make_topo, pin_dir):
     # broadcast marks a joining port as a member before its group holds it, and
     # removes its entry last: meanwhile the entry forwards, no frame misses.
     topo = make_topo(3)
-    h1, h2 = topo.hosts[:2]
     topo.static_arp()
-    stop = threading.Event()
+    for _ in range(3):
+        topo.ok(pin_dir, "add", "p1", "p2", "-b")
+        topo.ok(pin_dir, "add", "p3", "p1")
+        sent, received = udp_during(topo, lambda: topo.ok(pin_dir, "broadcast", "--all"))
+        # Every datagram reached h2: by p1's entry, then by its group's flooding.
+        assert sent > 100 and received == sent, (sent, received)
+        ports = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["ports"]
+        p1 = next(p for p in ports if p["port"]["ifname"] == "p1")
+        assert p1["miss_packets"] == 0, p1
+        topo.ok(pin_dir, "down")
+
+
+def udp_during(topo, action) -> tuple[int, int]:
+    """Datagrams host 1 sent to host 2 while action ran, and those host 2 received."""
+    h1, h2 = topo.hosts[:2]
+    stop, sent, received = threading.Event(), [0], []
 
     def send():
         while not stop.is_set():
             send_udp(h1, h2.ip, 16, port=9306)
+            sent[0] += 16
+            time.sleep(0.002)
 
-    for _ in range(3):
-        topo.ok(pin_dir, "add", "p1", "p2", "-b")
-        topo.ok(pin_dir, "add", "p3", "p1")
-        stop.clear()
+    with UdpSink(h2, port=9306) as sink:
+        receiver = threading.Thread(target=lambda: received.append(sink.count_until(stop)))
         sender = threading.Thread(target=send)
+        receiver.start()
         sender.start()
         try:
             time.sleep(0.2)
-            topo.ok(pin_dir, "broadcast", "--all")
+            action()
             time.sleep(0.2)
         finally:
             stop.set()
             sender.join()
-        ports = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["ports"]
-        p1 = next(p for p in ports if p["port"]["ifname"] == "p1")
-        assert p1["rx_packets"] > 100 and p1["miss_packets"] == 0, p1
-        topo.ok(pin_dir, "down")
+            receiver.join()
+    return sent[0], received[0]
 
 
 def test_broadcast_errors_change_nothing(make_topo, pin_dir):

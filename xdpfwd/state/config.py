@@ -41,8 +41,8 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import GROUP_NAME, MODE_WORDS, MODES, EgressSpec
 from xdpfwd.state import buckets
 
-# yaml is imported where a file is read or written (parse, dump): the commands that
-# only record their intent skip its import, some 10 ms.
+# yaml is imported where a configuration is read or written (parse, dump): the
+# commands that never read the recorded one (stats, its watch) skip its 10 ms.
 if TYPE_CHECKING:
     import yaml
 
