@@ -18,10 +18,33 @@
 #ifndef XDPFWD_FRAGS
 #define XDPFWD_FRAGS 0
 #endif
-#if XDPFWD_FRAGS
+#define XDPFWD_LINEAR_LEN(ctx) ((u64)((ctx)->data_end - (ctx)->data))
+#if XDPFWD_FRAGS && XDPFWD_KERN_CTX
+/*
+ * -DXDPFWD_KERN_CTX=1: the kernel has the kfunc bpf_cast_to_kern_ctx() (6.2+), whose
+ * call the verifier turns into a register move. Through it the program reads the
+ * struct xdp_buff's frags flag (at the offset and value xdpfwd takes from the
+ * kernel's BTF), and calls bpf_xdp_get_buff_len() only for a frame in several
+ * buffers: a helper call on every frame costs about 1 % of the forwarding rate with
+ * this CPU's return-thunk mitigations. BCC cannot emit a kfunc call, so the C calls
+ * helper number XDPFWD_KERN_CTX_CALL, which xdpfwd rewrites into the kfunc's call
+ * before loading (bpf/loader.py).
+ */
+static void *(*xdpfwd_kern_ctx)(void *ctx) = (void *)XDPFWD_KERN_CTX_CALL;
+
+static __always_inline u64 xdpfwd_frame_len(struct xdp_md *ctx)
+{
+	const void *buff = xdpfwd_kern_ctx(ctx);
+
+	if (*(const u32 *)(buff + XDPFWD_XDP_BUFF_FLAGS_OFF) & XDPFWD_XDP_FLAGS_HAS_FRAGS)
+		return bpf_xdp_get_buff_len(ctx);
+	return XDPFWD_LINEAR_LEN(ctx);
+}
+#define XDPFWD_FRAME_LEN(ctx) xdpfwd_frame_len(ctx)
+#elif XDPFWD_FRAGS
 #define XDPFWD_FRAME_LEN(ctx) bpf_xdp_get_buff_len(ctx)
 #else
-#define XDPFWD_FRAME_LEN(ctx) ((u64)((ctx)->data_end - (ctx)->data))
+#define XDPFWD_FRAME_LEN(ctx) XDPFWD_LINEAR_LEN(ctx)
 #endif
 
 /*

@@ -38,6 +38,36 @@ def test_generator_sends_exactly_n_frames_through_a_plain_redirect(scratch_ns, p
     assert lab_namespaces() == before
 
 
+@pytest.mark.parametrize("pinned_before", [False, True], ids=["first row", "after forward"])
+def test_the_accounted_baseline_runs_the_baseline_under_the_tracepoint_programs(
+    scratch_ns, pin_dir, pinned_before
+):
+    from xdpfwd.kernel import netdev
+    from xdpfwd.kernel.bpf import syscall as sc
+    from xdpfwd.state import tracing
+    from xdpfwd.state.pins import PinDir
+
+    with in_netns(scratch_ns), ExitStack() as stack:
+        rig = bench._Rig(ops, stack, PinDir.parse(pin_dir), 2, [0], 64, flows=1)
+        if pinned_before:
+            with bench._xdpfwd(rig):
+                pass
+        with bench._baseline_accounted(rig):
+            assert tracing.is_attached(rig.xdpfwd_pins)
+            # Port 1 runs the baseline program, not xdpfwd's.
+            baseline_id = sc.prog_info(rig.fds[bench.FWD]).id
+            assert netdev.link(rig.ports[0].ifindex).xdp_prog_id == baseline_id
+            start, _ = rig.sink.read()
+            rig.generator.send(1000)
+            deadline = time.monotonic() + 5
+            while rig.sink.read()[0] - start < 1000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert rig.sink.read()[0] - start == 1000
+        with bench._baseline(rig):
+            assert not tracing.is_attached(rig.xdpfwd_pins)
+    assert pins_left(pin_dir) == []
+
+
 def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     result = subprocess.run(
         xdpfwd_cmd(
@@ -54,6 +84,7 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
         BASELINE,
         "forward",
         "forward_no_loss_accounting",
+        "baseline_loss_accounting",
         "forward_rewrite",
         "forward_user_program",
         "broadcast_bare_2",
@@ -80,6 +111,7 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     assert mcast["ratio_to"] == "broadcast_bare_4" == bench.BARE_BROADCAST
     without = next(r for r in report["rows"] if r["key"] == "forward_no_loss_accounting")
     assert without["ratio_to"] == "forward"
+    assert refs["baseline_loss_accounting"] == BASELINE
     for row in report["rows"]:
         assert row["median"] > 0, row
         if row["unit"] == "Mpps":

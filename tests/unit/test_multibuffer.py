@@ -52,6 +52,19 @@ class BtfBuilder:
     def typedef(self, name: str, target: int) -> int:
         return self._add(struct.pack("<III", self._name(name), btf.KIND_TYPEDEF << 24, target))
 
+    def func(self, name: str) -> int:
+        return self._add(struct.pack("<III", self._name(name), btf.KIND_FUNC << 24, 0))
+
+    def enum(self, values: dict[str, int], wide: bool = False) -> int:
+        kind, size = (btf.KIND_ENUM64, 8) if wide else (btf.KIND_ENUM, 4)
+        body = b""
+        for name, value in values.items():
+            if wide:
+                body += struct.pack("<III", self._name(name), value & 0xFFFFFFFF, value >> 32)
+            else:
+                body += struct.pack("<Ii", self._name(name), value)
+        return self._add(struct.pack("<III", 0, kind << 24 | len(values), size) + body)
+
     def blob(self) -> bytes:
         header = struct.pack(
             "<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(self.types), len(self.types), len(self.strings)
@@ -76,6 +89,10 @@ def kernel_btf() -> btf.Btf:
         [("name", u32, 0), ("", group, 216), ("nd_net", u32, 264)],
     )
     b.composite(btf.KIND_STRUCT, "net", 400, [("x", u32, 0), ("ns", ns_t, 152)])
+    b.enum({"XDP_FLAGS_HAS_FRAGS": 1, "XDP_FLAGS_FRAGS_PF_MEMALLOC": 2})
+    b.enum({"BIG": 1 << 40}, wide=True)
+    b.func("bpf_cast_to_kern_ctx")
+    b.composite(btf.KIND_STRUCT, "xdp_buff", 56, [("data", u32, 0), ("flags", u32, 52)])
     return btf.Btf(b.blob())
 
 
@@ -99,6 +116,19 @@ def test_btf_offsets(kernel_btf, struct_name, path, offset):
 def test_btf_names_what_is_missing(kernel_btf, struct_name, path):
     with pytest.raises(btf.BtfError):
         kernel_btf.offset(struct_name, path)
+
+
+def test_btf_functions_and_enumerators(kernel_btf):
+    b = BtfBuilder()
+    b.int("unsigned int", 4)
+    func = b.func("bpf_cast_to_kern_ctx")
+    assert btf.Btf(b.blob()).func_id("bpf_cast_to_kern_ctx") == func == 2
+    assert kernel_btf.enumerator("XDP_FLAGS_FRAGS_PF_MEMALLOC") == 2
+    assert kernel_btf.enumerator("BIG") == 1 << 40
+    with pytest.raises(btf.BtfError, match="no function"):
+        kernel_btf.func_id("bpf_nope")
+    with pytest.raises(btf.BtfError, match="no enumerator"):
+        kernel_btf.enumerator("NOPE")
 
 
 def test_btf_refuses_what_is_not_btf():
@@ -138,6 +168,37 @@ def test_a_refusal_after_verification_names_the_flags():
     e = sc.ProgLoadError(22, "load program x", "processed 5 insns (limit 1000000)")
     assert "BPF_F_XDP_HAS_FRAGS" in loader._load_reason(e)
     assert loader._load_reason(sc.ProgLoadError(1, "load", "")) == "Operation not permitted"
+
+
+def test_multi_buffer_programs_test_the_frags_flag_when_the_kernel_has_the_kfunc(
+    monkeypatch, kernel_btf
+):
+    monkeypatch.setattr(btf, "vmlinux", lambda: kernel_btf)
+    assert loader.frags_defines(False) == {"XDPFWD_FRAGS": 0}
+    assert loader.frags_defines(True) == {
+        "XDPFWD_FRAGS": 1,
+        "XDPFWD_KERN_CTX": 1,
+        "XDPFWD_KERN_CTX_CALL": loader.KERN_CTX_CALL,
+        "XDPFWD_XDP_BUFF_FLAGS_OFF": 52,
+        "XDPFWD_XDP_FLAGS_HAS_FRAGS": 1,
+    }
+
+
+def test_multi_buffer_programs_call_the_helper_on_older_kernels(monkeypatch):
+    b = BtfBuilder()
+    b.composite(btf.KIND_STRUCT, "xdp_buff", 56, [("flags", b.int("unsigned int", 4), 52)])
+    monkeypatch.setattr(btf, "vmlinux", lambda: btf.Btf(b.blob()))  # no kfunc: before 6.2
+    assert loader.frags_defines(True) == {"XDPFWD_FRAGS": 1}
+
+
+def test_placeholder_calls_become_kfunc_calls(monkeypatch, kernel_btf):
+    monkeypatch.setattr(btf, "vmlinux", lambda: kernel_btf)
+    helper_call = sc.insn(0x85, imm=65)  # bpf_xdp_get_buff_len stays as it is
+    insns = sc.insn(0xBF, dst=6, src=1) + sc.insn(0x85, imm=loader.KERN_CTX_CALL) + helper_call
+    patched = loader._with_kfunc_calls(insns)
+    assert patched[:8] == insns[:8] and patched[16:] == helper_call
+    kfunc = kernel_btf.func_id("bpf_cast_to_kern_ctx")
+    assert patched[8:16] == sc.insn(0x85, src=2, imm=kfunc)  # BPF_PSEUDO_KFUNC_CALL
 
 
 def test_prog_flags_follow_the_frags_decision():

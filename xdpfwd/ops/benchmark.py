@@ -102,7 +102,7 @@ class _Rig:
         self.fds = loader.compile_programs(
             source.program_text(source.BENCH_SOURCE),
             dict.fromkeys(programs, loader.XDP),
-            source.cflags(XDPFWD_PIN_DIR=self.pins.path, XDPFWD_FRAGS=int(frags)),
+            source.cflags(XDPFWD_PIN_DIR=self.pins.path, **loader.frags_defines(frags)),
             prog_flags=loader.xdp_prog_flags(frags),
         )
         for fd in self.fds.values():
@@ -182,6 +182,19 @@ def _bare(rig: _Rig, program: str, pin: str, ports: list[netdev.Link]) -> Iterat
 
 def _baseline(rig: _Rig):
     return _bare(rig, FWD, maps.PIN_BENCH_FWD, rig.ports[1:2])
+
+
+@contextmanager
+def _baseline_accounted(rig: _Rig) -> Iterator[None]:
+    """The baseline while xdpfwd's loss-accounting programs are attached: they run for
+    every devmap transmit on the host (the generator's too), so this row is the part
+    of forward's cost that is the tracepoints', and what is left the ingress program's."""
+    if not rig.xdpfwd_pins.exists():
+        with _xdpfwd(rig):  # compiles and pins them
+            pass
+    with _baseline(rig):
+        _loss_accounting(rig, True)
+        yield
 
 
 def _bare_broadcast(rig: _Rig, fanout: int):
@@ -323,6 +336,12 @@ def _rows(user_spec: EgressSpec) -> list[tuple[str, str, Callable, str]]:
             "xdpfwd without loss accounting",
             partial(_xdpfwd, accounting=False),
             "forward",
+        ),
+        (
+            "baseline_loss_accounting",
+            "baseline with xdpfwd's loss accounting attached",
+            _baseline_accounted,
+            BASELINE,
         ),
         (
             "forward_rewrite",

@@ -1,9 +1,11 @@
-"""Offsets of kernel struct members, read from the running kernel's BTF.
+"""Offsets of kernel struct members, enumerator values and type ids, read from the
+running kernel's BTF.
 
-Raw tracepoint programs get the kernel's own pointers (a struct net_device *) and
+Tracepoint programs get the kernel's own pointers (a struct net_device *) and
 must read fields at the running kernel's offsets; BCC compiles against whatever
 headers are installed, which may be another version's, so the offsets come from
-/sys/kernel/btf/vmlinux and reach the C as -D defines.
+/sys/kernel/btf/vmlinux and reach the C as -D defines. Type ids name what a
+tracing program attaches to and the kfuncs a program calls.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ _MAGIC = 0xEB9F
 # enum btf_kind values xdpfwd follows, and the bytes each kind has after the
 # 12-byte struct btf_type: (fixed, per vlen item).
 KIND_STRUCT, KIND_UNION, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 4, 5, 8, 9, 10, 11
-KIND_TYPE_TAG = 18
+KIND_FUNC, KIND_TYPE_TAG = 12, 18
+KIND_ENUM, KIND_ENUM64 = 6, 19
 _EXTRA = {
     1: (4, 0),  # INT
     3: (12, 0),  # ARRAY
@@ -51,6 +54,8 @@ class Btf:
         self._at = [0]  # position of each type id in _types (id 0 is void)
         self._structs: dict[str, int] = {}
         self._typedefs: dict[str, int] = {}
+        self._funcs: dict[str, int] = {}
+        self._enums: list[int] = []
         pos = 0
         while pos < len(self._types):
             name_off, info, _ = struct.unpack_from("<III", self._types, pos)
@@ -59,6 +64,10 @@ class Btf:
                 self._structs.setdefault(self._name(name_off), len(self._at))
             elif kind == KIND_TYPEDEF:
                 self._typedefs.setdefault(self._name(name_off), len(self._at))
+            elif kind == KIND_FUNC:
+                self._funcs.setdefault(self._name(name_off), len(self._at))
+            elif kind in (KIND_ENUM, KIND_ENUM64):
+                self._enums.append(len(self._at))
             self._at.append(pos)
             fixed, per = _EXTRA.get(kind, (0, 0))
             pos += 12 + fixed + per * vlen
@@ -118,6 +127,27 @@ class Btf:
             return self._typedefs[name]
         except KeyError:
             raise BtfError(f"no typedef {name}") from None
+
+    def func_id(self, name: str) -> int:
+        """The type id of function name (a kfunc's, for a call); BtfError when there is none."""
+        try:
+            return self._funcs[name]
+        except KeyError:
+            raise BtfError(f"no function {name}") from None
+
+    def enumerator(self, name: str) -> int:
+        """The value of enumerator name; raises BtfError when no enum has it."""
+        for type_id in self._enums:
+            kind, vlen, _, first = self._type(type_id)
+            size = 12 if kind == KIND_ENUM64 else 8
+            for i in range(vlen):
+                (e_name,) = struct.unpack_from("<I", self._types, first + size * i)
+                if self._name(e_name) == name:
+                    if kind == KIND_ENUM64:
+                        low, high = struct.unpack_from("<II", self._types, first + size * i + 4)
+                        return high << 32 | low
+                    return struct.unpack_from("<i", self._types, first + size * i + 4)[0]
+        raise BtfError(f"no enumerator {name}")
 
 
 @lru_cache(maxsize=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -43,6 +44,13 @@ TRACE_FUNCS = {
     "xdp_redirect_err": "xdpfwd_tp_rerr",
     "xdp_exception": "xdpfwd_tp_exc",
 }
+
+
+# The helper number the C calls for bpf_cast_to_kern_ctx() (xdpfwd_bcc.h): BCC cannot
+# emit a kfunc call, so xdpfwd rewrites these calls into one before loading.
+KERN_CTX_CALL = 0x7FFF0001
+_CALL = 0x85  # BPF_JMP | BPF_CALL
+_PSEUDO_KFUNC_CALL = 2
 
 
 @contextmanager
@@ -100,7 +108,7 @@ def compile_programs(
             bpf = BPF(text=text.encode(), cflags=cflags)
             try:
                 for func, kind in funcs.items():
-                    insns = bpf.dump_func(func.encode())
+                    insns = _with_kfunc_calls(bpf.dump_func(func.encode()))
                     fds[func] = sc.prog_load(
                         kind.prog_type,
                         insns,
@@ -128,6 +136,18 @@ def compile_programs(
     return fds
 
 
+def _with_kfunc_calls(insns: bytes) -> bytes:
+    """insns with each call of helper KERN_CTX_CALL made a call of the kfunc
+    bpf_cast_to_kern_ctx (the C calls it only when frags_defines() said the kernel has it)."""
+    placeholder = struct.pack("=B", _CALL), struct.pack("=i", KERN_CTX_CALL)
+    out = bytearray(insns)
+    for at in range(0, len(out), 8):
+        if out[at : at + 1] == placeholder[0] and out[at + 4 : at + 8] == placeholder[1]:
+            func_id = _kernel_btf(lambda kernel: kernel.func_id("bpf_cast_to_kern_ctx"))
+            out[at : at + 8] = sc.insn(_CALL, src=_PSEUDO_KFUNC_CALL, imm=func_id)
+    return bytes(out)
+
+
 def _load_reason(e: sc.ProgLoadError) -> str:
     reason = e.reason()
     if reason is not None:
@@ -145,6 +165,28 @@ def xdp_prog_flags(frags: bool) -> int:
     return sc.BPF_F_XDP_HAS_FRAGS if frags else 0
 
 
+def frags_defines(frags: bool) -> dict[str, int]:
+    """The C defines for XDP programs loaded with (or without) frags: how they learn a
+    frame's length (XDPFWD_FRAME_LEN in xdpfwd_bcc.h). Multi-buffer programs test the
+    struct xdp_buff's frags flag when the kernel has bpf_cast_to_kern_ctx (6.2+) and
+    BTF to find it by; otherwise they call bpf_xdp_get_buff_len() for every frame."""
+    defines = {"XDPFWD_FRAGS": int(frags)}
+    if not frags:
+        return defines
+    try:
+        kernel = btf.vmlinux()
+        kernel.func_id("bpf_cast_to_kern_ctx")
+        defines |= {
+            "XDPFWD_KERN_CTX": 1,
+            "XDPFWD_KERN_CTX_CALL": KERN_CTX_CALL,
+            "XDPFWD_XDP_BUFF_FLAGS_OFF": kernel.offset("xdp_buff", "flags"),
+            "XDPFWD_XDP_FLAGS_HAS_FRAGS": kernel.enumerator("XDP_FLAGS_HAS_FRAGS"),
+        }
+    except btf.BtfError as e:
+        log.info("frame lengths by helper call: %s", e)
+    return defines
+
+
 def compile_ingress(pin_dir: str, value_size: int, frags: bool) -> dict[str, int]:
     """Compile the ingress program (and, for bpf_devmap_val entries, the built-in
     egress programs) against the maps pinned, or to pin, under pin_dir; multi-buffer
@@ -158,7 +200,7 @@ def compile_ingress(pin_dir: str, value_size: int, frags: bool) -> dict[str, int
         source.ingress_text(with_egress=value_size == 8),
         funcs,
         source.cflags(
-            XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=value_size, XDPFWD_FRAGS=int(frags)
+            XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=value_size, **frags_defines(frags)
         ),
         prog_flags=xdp_prog_flags(frags),
     )
@@ -171,7 +213,7 @@ def compile_user_egress(
     fds = compile_programs(
         source.user_egress_text(user_text, file_name, func),
         {func: XDP_DEVMAP},
-        source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=8, XDPFWD_FRAGS=int(frags)),
+        source.cflags(XDPFWD_PIN_DIR=pin_dir, XDPFWD_FWD_VALUE_SIZE=8, **frags_defines(frags)),
         label=f"{file_name}:{func}",
         prog_flags=xdp_prog_flags(frags),
     )
