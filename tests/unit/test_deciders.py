@@ -90,6 +90,10 @@ def test_plan_attach(current, mode, force, expect):
         (EgressSpec(dst_mac="02:00:5e:00:53:01"), True, "per entry"),
         (EgressSpec(dst_mac="02:00:5e:00:53"), False, "--dst-mac"),
         (EgressSpec(dst_mac="egress"), False, "only --src-mac"),
+        (EgressSpec(src_mac="01:00:5e:00:00:01"), False, "--src-mac: .* must be unicast"),
+        (EgressSpec(src_mac="00:00:00:00:00:00"), False, "--src-mac: .* null address"),
+        (EgressSpec(dst_mac="00:00:00:00:00:00"), False, "--dst-mac: .* null address"),
+        (EgressSpec(dst_mac="01:00:5e:00:00:01"), False, None),
     ],
     ids=[
         "default both ways",
@@ -100,6 +104,10 @@ def test_plan_attach(current, mode, force, expect):
         "rewrite both ways",
         "short MAC",
         "dst-mac egress",
+        "group source address",
+        "zero source address",
+        "zero destination address",
+        "group destination address",
     ],
 )
 def test_check_spec(spec, bidirectional, error):

@@ -113,11 +113,12 @@ def test_any_document_parses_or_is_refused_with_its_line(doc, as_json):
 
 
 NAMES = st.sampled_from([f"eth{i}" for i in range(1, 9)])
-MACS = st.sampled_from(["02:00:00:00:00:01", "0a:1b:2c:3d:4e:5f", "ff:ff:ff:ff:ff:ff"])
+UNICAST_MACS = st.sampled_from(["02:00:00:00:00:01", "0a:1b:2c:3d:4e:5f"])
+MACS = st.one_of(UNICAST_MACS, st.just("ff:ff:ff:ff:ff:ff"))
 SPECS = st.one_of(
     st.just(EgressSpec()),
     st.just(EgressSpec(program="none")),
-    st.builds(EgressSpec, src_mac=st.one_of(st.just("egress"), MACS), dst_mac=MACS),
+    st.builds(EgressSpec, src_mac=st.one_of(st.just("egress"), UNICAST_MACS), dst_mac=MACS),
     st.builds(EgressSpec, dst_mac=MACS),
 )
 
@@ -214,6 +215,10 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
             "version: 1\nforward:\n  - {from: a, to: b, egress: {function: f}}\n",
             "3: function needs program",
         ),
+        (
+            "version: 1\nforward:\n  - {from: a, to: b, egress: {src_mac: 'ff:ff:ff:ff:ff:ff'}}\n",
+            "3: ff:ff:ff:ff:ff:ff is a group address; a source address must be unicast",
+        ),
         ("version: 1\nports:\n  a: {on_miss: maybe}\n", "3: on_miss must be one of pass, drop"),
         ("[1, 2]\n", "1: the file must be a mapping"),
         ("", "1: the file is empty"),
@@ -259,6 +264,7 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         "member-twice",
         "group-name",
         "function-alone",
+        "group-source-mac",
         "on-miss",
         "not-mapping",
         "empty",

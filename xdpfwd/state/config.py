@@ -317,7 +317,7 @@ def _egress(r: _Reader, node) -> EgressSpec:
             mac = r.text(fields_[key], key)
             if not (mac == "egress" and key == "src_mac"):
                 try:
-                    maps.mac_bytes(mac)
+                    maps.rewrite_mac_bytes(mac, source=key == "src_mac")
                 except ValueError as e:
                     r.fail(fields_[key], str(e))
             macs[key] = mac

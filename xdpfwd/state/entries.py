@@ -28,7 +28,7 @@ def check_spec(spec: EgressSpec, bidirectional: bool) -> None:
     for option, mac in (("--src-mac", spec.src_mac), ("--dst-mac", spec.dst_mac)):
         if mac and mac != "egress":
             try:
-                maps.mac_bytes(mac)
+                maps.rewrite_mac_bytes(mac, source=option == "--src-mac")
             except ValueError as e:
                 raise InputError(f"{option}: {e}") from None
     if spec.dst_mac == "egress":

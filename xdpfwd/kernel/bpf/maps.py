@@ -201,6 +201,18 @@ def mac_bytes(mac: str) -> bytes:
     return bytes(int(p, 16) for p in parts)
 
 
+def rewrite_mac_bytes(mac: str, source: bool) -> bytes:
+    """A MAC address an entry's rewrite may write; raises ValueError unless it is one:
+    not all zeros, and a source address unicast (a frame from a group address is
+    invalid, and switches drop it)."""
+    raw = mac_bytes(mac)
+    if raw == bytes(6):
+        raise ValueError(f"{mac} is the null address, which no frame carries")
+    if source and raw[0] & 1:
+        raise ValueError(f"{mac} is a group address; a source address must be unicast")
+    return raw
+
+
 def mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
