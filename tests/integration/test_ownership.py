@@ -380,3 +380,55 @@ def test_down_interrupted_by_sigterm_exits_130_or_finishes(topo, pin_dir):
         # Whole or not at all: pins and attachment go together.
         assert os.path.isdir(pin_dir) == (topo.xdp("p1") is not None), err
     assert 130 in outcomes
+
+
+# --- network namespaces ------------------------------------------------------------------
+
+
+def run_in(ns: str, pin_dir: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        xdpfwd_cmd(ns, "--pin-dir", pin_dir, *args), capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("args", EVERY_COMMAND, ids=" ".join)
+def test_a_pin_dir_refuses_commands_from_another_network_namespace(
+    topo, scratch_ns, pin_dir, config, args
+):
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    assert maps.PIN_NETNS in pinned(pin_dir)
+    # Ports of the same names in another namespace: likely the same ifindexes too,
+    # which the pin dir's entries would mean there.
+    for port in ("p1", "p2"):
+        sh("ip", "-n", scratch_ns, "link", "add", port, "type", "veth", "peer", "name", f"q{port}")
+
+    def state():
+        listed = topo.list_json(pin_dir)
+        del listed["time"]
+        return pinned(pin_dir), listed
+
+    before = state()
+    args = [config if a == "CONFIG" else a for a in args]
+    assert_fails(
+        run_in(scratch_ns, pin_dir, *args), 2, "serves the ports of network namespace", topo.fwd
+    )
+    assert state() == before
+    assert topo.ping(1, topo.host(2).ip) == 3
+
+
+def test_the_pins_of_a_namespace_that_is_gone_are_only_removed(scratch_ns, pin_dir):
+    gone = f"xt{RUN_ID}gone"
+    sh("ip", "netns", "add", gone)
+    try:
+        for a, b in (("a1", "b1"), ("a2", "b2")):
+            sh("ip", "-n", gone, "link", "add", a, "type", "veth", "peer", "name", b)
+            for dev in (a, b):
+                sh("ip", "-n", gone, "link", "set", dev, "up")
+        result = run_in(gone, pin_dir, "add", "a1", "a2")
+        assert result.returncode == 0, result.stderr
+    finally:
+        sh("ip", "netns", "del", gone)
+    assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "which is gone", "xdpfwd down")
+    result = run_in(scratch_ns, pin_dir, "down")
+    assert result.returncode == 0, result.stderr
+    assert not os.path.exists(pin_dir)

@@ -12,7 +12,7 @@ import errno
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 
 from xdpfwd.errors import InputError, PrereqError
@@ -113,6 +113,38 @@ def current_inode() -> int:
     """The inode of the calling thread's network namespace (what tells namespaces
     apart, as `ls -i /proc/self/ns/net` shows it)."""
     return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def describe(inode: int) -> str:
+    """A network namespace as a user knows it: its name under /run/netns, "the
+    initial namespace", or its inode alone."""
+    with suppress(OSError):
+        if os.stat("/proc/1/ns/net").st_ino == inode:
+            return f"the initial namespace (inode {inode})"
+    name = _name_of(inode)
+    return f"{name} (inode {inode})" if name else f"inode {inode}"
+
+
+def in_use(inode: int) -> bool:
+    """Whether a network namespace of this inode still lives, as far as can be seen:
+    a name under /run/netns or a process holds it (one held only by an open file
+    descriptor or a bind mount elsewhere is not seen)."""
+    if _name_of(inode):
+        return True
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with suppress(OSError):
+                if os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
+                    return True
+    return False
+
+
+def _name_of(inode: int) -> str | None:
+    for name in names():
+        with suppress(OSError):
+            if os.stat(path(name)).st_ino == inode:
+                return name
+    return None
 
 
 def _setns(fd: int) -> None:

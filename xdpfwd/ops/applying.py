@@ -564,6 +564,7 @@ def _repair(pins: PinDir) -> None:
     log.warning("%s; rebuilding it from the file", reason)
     with pins.locked(create=False):
         pins.check_owned()
+        pins.check_netns()
         teardown(pins)
 
 

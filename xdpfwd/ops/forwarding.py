@@ -363,5 +363,6 @@ def down(pins: PinDir) -> DownResult:
         survey = pins.check_owned()
         if not survey.exists or survey.empty:
             return DownResult([], removed_pins=False)
+        pins.check_netns(removing=True)
         detached, left = teardown(pins)
         return DownResult(detached, removed_pins=True, left=left)

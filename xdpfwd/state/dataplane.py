@@ -311,6 +311,7 @@ def writing(pins: PinDir) -> Iterator[Dataplane | None]:
 def _opened(pins: PinDir, shared: bool) -> Iterator[Dataplane | None]:
     with pins.locked(create=False, shared=shared):
         survey = pins.check_owned()
+        pins.check_netns()
         dp = Dataplane.open(pins)
         if dp is not None and not shared and not survey.marked:
             # Made by a version without the marker: mark it now, if this process can

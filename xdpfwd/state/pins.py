@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from xdpfwd.errors import InputError, PrereqError
+from xdpfwd.kernel import netns
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 
@@ -61,6 +62,7 @@ _MAPS = (
     maps.PIN_BUCKETS,
     maps.PIN_INTENT,
     maps.PIN_PROG_FLAGS,
+    maps.PIN_NETNS,
     # Multicast groups (their devmaps are held by mcast_groups, never pinned).
     maps.PIN_MCAST_SOURCES,
     maps.PIN_MCAST_GROUPS,
@@ -255,6 +257,42 @@ class PinDir:
         except OSError as e:
             raise PrereqError(f"marking {self.path} as xdpfwd's failed: {e.strerror}") from e
         return True
+
+    def record_netns(self, undo) -> None:
+        """Record this thread's network namespace as the one whose ports the directory
+        serves, unless one is recorded; with the lock held (undo removes a new record).
+        The tracepoint programs count for that namespace only."""
+        path = self.pin(maps.PIN_NETNS)
+        if os.path.exists(path):
+            return
+        try:
+            maps.create_pinned_netns(path, netns.current_inode())
+        except OSError as e:
+            raise PrereqError(f"recording the namespace of {self.path} failed: {e.strerror}") from e
+        undo.callback(os.unlink, path)
+
+    def check_netns(self, removing: bool = False) -> None:
+        """Raises InputError when the directory serves the ports of another network
+        namespace than this thread's: its ifindexes name other devices here. Removing
+        it (down) is let through once that namespace is gone, with its devices."""
+        try:
+            recorded = maps.read_pinned_netns(self.pin(maps.PIN_NETNS))
+        except (FileNotFoundError, PermissionError):
+            return  # none recorded (made before the record), or not ours to read
+        here = netns.current_inode()
+        if recorded == here:
+            return
+        if netns.in_use(recorded):
+            raise InputError(
+                f"{self.path} serves the ports of network namespace "
+                f"{netns.describe(recorded)}, not of this one ({netns.describe(here)}): "
+                "run xdpfwd in that namespace, or choose another --pin-dir"
+            )
+        if not removing:
+            raise InputError(
+                f"{self.path} served the ports of network namespace inode {recorded}, "
+                "which is gone with its devices: `xdpfwd down` removes its pins"
+            )
 
     def unmark(self) -> None:
         """Remove the marker (undo of a claim() whose change failed)."""

@@ -100,6 +100,7 @@ def change(
     with pins.locked(create=True) as created, Undo() as undo_setup:
         if created:
             undo_setup.callback(pins.remove_if_empty)
+        pins.check_netns()  # its ifindexes are another namespace's devices
         if pins.claim():
             undo_setup.callback(pins.unmark)
         ours = ports.pinned_prog_id(pins)

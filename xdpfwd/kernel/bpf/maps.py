@@ -48,6 +48,7 @@ PIN_BUCKETS = "buckets"
 PIN_INTENT = "intent"
 # The first pin in a pin dir xdpfwd creates, the last it removes: its mark of ownership.
 PIN_OWNER = "xdpfwd_owner"
+PIN_NETNS = "netns"  # the inode of the network namespace whose ports the pin dir serves
 OWNER_NAME = "xdpfwd_owner"  # the marker map's own name, with its shape below
 OWNER_FORMAT = 1  # the one value it holds: the pin dir's layout version
 # Frames user egress programs gave a verdict other than XDP_PASS/XDP_DROP, per entry.
@@ -87,6 +88,7 @@ ON_MISS_VERDICTS = {"pass": XDP_PASS, "drop": XDP_DROP}
 VALUE_FORMATS = {"devmap-val": 8, "ifindex": 4}
 
 _U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
 _DEVMAP_VAL = struct.Struct("=Ii")  # ifindex, egress prog fd (the kernel returns its id)
 _PAIR = struct.Struct("=II")  # struct xdpfwd_pair
 _PORT = struct.Struct("=II")  # struct xdpfwd_port
@@ -638,6 +640,27 @@ def create_pinned_owner(path: str) -> None:
         sc.obj_pin(fd, path)
     finally:
         os.close(fd)
+
+
+def create_pinned_netns(path: str, inode: int) -> None:
+    """Pin the record of the network namespace a pin dir serves: a one-slot array
+    holding its inode. Raises FileExistsError if path is taken."""
+    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, _U64.size, 1, "xdpfwd_netns")
+    try:
+        sc.map_update(fd, _key(0), _U64.pack(inode))
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_pinned_netns(path: str) -> int:
+    """The namespace inode recorded at path; raises FileNotFoundError without one."""
+    fd = sc.obj_get(path)
+    try:
+        raw = sc.map_lookup(fd, _key(0), _U64.size)
+    finally:
+        os.close(fd)
+    return _U64.unpack(raw)[0] if raw is not None else 0
 
 
 def is_owner_marker(path: str) -> bool:
