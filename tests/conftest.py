@@ -37,3 +37,12 @@ def pytest_configure(config):
     # A run stopped with SIGTERM (a CI timeout, kill) still runs its fixtures'
     # teardown: otherwise a test's pins, tracepoint links and namespaces outlive it.
     signal.signal(signal.SIGTERM, _interrupt_in(os.getpid()))
+
+
+def pytest_runtest_teardown(item):
+    # A change made in this process (a test calling ops directly) marks it committed,
+    # as the end of a CLI process would forget: the next test's errors must not read
+    # as coming after a change.
+    from xdpfwd import interrupts
+
+    interrupts.committed = False
