@@ -277,11 +277,11 @@ class PinDir:
         it (down) is let through once that namespace is gone, with its devices."""
         try:
             recorded = maps.read_pinned_netns(self.pin(maps.PIN_NETNS))
-        except (FileNotFoundError, PermissionError):
-            return  # none recorded (made before the record), or not ours to read
+        except PermissionError:
+            return  # not this process's to read: it can change nothing either
         here = netns.current_inode()
-        if recorded == here:
-            return
+        if recorded is None or recorded == here:
+            return  # none recorded (made before the record), or this one
         if netns.in_use(recorded):
             raise InputError(
                 f"{self.path} serves the ports of network namespace "

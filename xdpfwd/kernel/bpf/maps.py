@@ -634,33 +634,41 @@ class UserProgTable(PinnedMap):
 def create_pinned_owner(path: str) -> None:
     """Pin the marker of a pin dir that is xdpfwd's: a one-slot array, named and shaped
     so that no other tool's map looks like it. Raises FileExistsError if path is taken."""
-    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, _U32.size, 1, OWNER_NAME)
+    _pin_record(path, OWNER_NAME, _U32.pack(OWNER_FORMAT))
+
+
+def _pin_record(path: str, name: str, value: bytes) -> None:
+    """Pin a one-slot array named name that holds value: a record of the pin dir's.
+    Raises FileExistsError if path is taken."""
+    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, len(value), 1, name)
     try:
-        sc.map_update(fd, _key(0), _U32.pack(OWNER_FORMAT))
+        sc.map_update(fd, _key(0), value)
         sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _read_record(path: str, layout: struct.Struct) -> int | None:
+    """The value of the record pinned at path; None when nothing is pinned there."""
+    try:
+        fd = sc.obj_get(path)
+    except FileNotFoundError:
+        return None
+    try:
+        raw = sc.map_lookup(fd, _key(0), layout.size)
+        return layout.unpack(raw)[0] if raw else 0
     finally:
         os.close(fd)
 
 
 def create_pinned_netns(path: str, inode: int) -> None:
-    """Pin the record of the network namespace a pin dir serves: a one-slot array
-    holding its inode. Raises FileExistsError if path is taken."""
-    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, _U64.size, 1, "xdpfwd_netns")
-    try:
-        sc.map_update(fd, _key(0), _U64.pack(inode))
-        sc.obj_pin(fd, path)
-    finally:
-        os.close(fd)
+    """Pin the record of the network namespace a pin dir serves: its inode."""
+    _pin_record(path, "xdpfwd_netns", _U64.pack(inode))
 
 
-def read_pinned_netns(path: str) -> int:
-    """The namespace inode recorded at path; raises FileNotFoundError without one."""
-    fd = sc.obj_get(path)
-    try:
-        raw = sc.map_lookup(fd, _key(0), _U64.size)
-    finally:
-        os.close(fd)
-    return _U64.unpack(raw)[0] if raw is not None else 0
+def read_pinned_netns(path: str) -> int | None:
+    """The namespace inode recorded at path; None when the pin dir has no record."""
+    return _read_record(path, _U64)
 
 
 def is_owner_marker(path: str) -> bool:
@@ -696,25 +704,12 @@ def create_pinned_prog_flags(path: str, prog_flags: int) -> None:
     """Record the prog_flags the pin dir's XDP programs are loaded with: programs that
     share a devmap must agree on BPF_F_XDP_HAS_FRAGS, later ones (user egress
     programs) too."""
-    fd = sc.map_create(sc.MAP_TYPE_ARRAY, _U32.size, _U32.size, 1, "xdpfwd_flags")
-    try:
-        sc.map_update(fd, _key(0), _U32.pack(prog_flags))
-        sc.obj_pin(fd, path)
-    finally:
-        os.close(fd)
+    _pin_record(path, "xdpfwd_flags", _U32.pack(prog_flags))
 
 
 def read_prog_flags(path: str) -> int | None:
     """The recorded prog_flags; None when the pin dir has no record."""
-    try:
-        fd = sc.obj_get(path)
-    except FileNotFoundError:
-        return None
-    try:
-        raw = sc.map_lookup(fd, _key(0), _U32.size)
-        return _U32.unpack(raw)[0] if raw else 0
-    finally:
-        os.close(fd)
+    return _read_record(path, _U32)
 
 
 class BenchConfig(PinnedMap):
