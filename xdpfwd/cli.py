@@ -495,6 +495,7 @@ def _check_every(ifaces: tuple[str, ...], every: bool, group: str) -> None:
 
 
 def _resolve(app: App, name: str, allow_gone: bool = False):
+    app.check_pin_dir()
     try:
         return app.ops.resolve(name, allow_gone=allow_gone)
     except InputError as e:

@@ -24,6 +24,15 @@ class App:
     ops: ModuleType | object
     pins: PinDir
     netns: str | None = None  # the namespace it works in (--netns)
+    pin_dir_checked: bool = False
+
+    def check_pin_dir(self) -> None:
+        """Before the first interface is resolved: refuse a pin directory that serves
+        another network namespace, where its ifindexes, and interface names, mean other
+        devices (InputError). Without this, a name missing here would be the error."""
+        if not self.pin_dir_checked:
+            self.ops.check_pin_dir(self.pins)
+            self.pin_dir_checked = True
 
 
 # --- shell completion: what the user is most likely to type next ---------------------
@@ -85,6 +94,7 @@ class IfaceType(click.ParamType):
         if not isinstance(value, str):
             return value
         app = ctx.find_object(App)
+        app.check_pin_dir()
         try:
             return app.ops.resolve(value, allow_gone=self.allow_gone)
         except InputError as e:

@@ -669,3 +669,15 @@ def test_bench_rows_come_with_the_rows_they_are_compared_with():
 def test_an_unknown_bench_row_is_refused_before_anything_is_built():
     with pytest.raises(InputError, match=r"no bench row 'fast' \(rows: baseline, forward,"):
         benchmark.run(None, None, rows=("forward", "fast"))
+
+
+def test_a_pin_dir_of_another_namespace_is_refused_before_interfaces_are_resolved():
+    class OtherNamespace(FakeOps):
+        def check_pin_dir(self, pins, removing=False):
+            raise InputError(f"{pins.path} serves the ports of network namespace red")
+
+    for args in (["add", "nosuch", "eth2"], ["del", "eth1"], ["broadcast", "del", "eth9"]):
+        result, ops = invoke(args, ops=OtherNamespace())
+        assert result.exit_code == 2
+        assert "serves the ports of network namespace red" in one_error_line(result)
+        assert ops.calls == []

@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class AnyIface:
     """Examples name interfaces this machine does not have: take any name."""
 
+    def check_pin_dir(self, pins, removing=False):
+        pass
+
     def resolve(self, name, allow_gone=False):
         return Iface(int(name) if name.isdigit() else 100 + len(name), name)
 

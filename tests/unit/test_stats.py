@@ -201,6 +201,9 @@ class _StatsOps:
     def __init__(self, snapshot=None, frames=()):
         self.snapshot, self.frames, self.calls = snapshot, list(frames), []
 
+    def check_pin_dir(self, pins, removing=False):
+        pass
+
     def resolve(self, name, allow_gone=False):
         return {"eth1": ETH1, "eth2": ETH2}.get(name) or Iface(int(name), None)
 

@@ -38,7 +38,7 @@ _OPERATIONS = {
     "stats_watch": ("stats", "watch"),
 }
 
-__all__ = sorted([*_OPERATIONS, "bench", "demo", "follow"])
+__all__ = sorted([*_OPERATIONS, "bench", "check_pin_dir", "demo", "follow"])
 
 
 def __getattr__(name: str):
@@ -71,4 +71,11 @@ def follow(pins, **options):
     from xdpfwd.ops import following
 
     prereqs.require_privileges("follow")
+    pins.check_netns()  # once: its runs would retry the refusal forever
     return following.run(sys.modules[__name__], pins, **options)
+
+
+def check_pin_dir(pins, removing: bool = False) -> None:
+    """Refuse a pin directory that serves another network namespace's ports before a
+    command resolves its interfaces here (see PinDir.check_netns); removing: for down."""
+    pins.check_netns(removing)

@@ -326,6 +326,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     """
     prereqs.require_privileges("apply")
     config = load_config(path)
+    pins.check_netns()  # before the file's names are read as this namespace's devices
     links = netdev.links()
     desired = resolve_config(config, path, links)
     # The file is the whole state: a loop anywhere in it would be apply's doing.

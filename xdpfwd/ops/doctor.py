@@ -308,7 +308,10 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
 
 def run(pin_dir: pins.PinDir, compile_test: bool = True, fix: bool = False) -> list[Check]:
     """Every check, in order. With fix, the problems that are settings of a managed
-    port's veth peer are fixed (status "fixed"), and nothing else is touched."""
+    port's veth peer are fixed (status "fixed"), and nothing else is touched. Raises
+    InputError for a pin directory that serves another network namespace: its checks
+    would judge this one's devices."""
+    pin_dir.check_netns()
     checks = [_check("privileges", _privileges)]
     privileged = checks[0].status == PASS
     checks.append(_check("bpffs", lambda: _bpffs(pin_dir)))

@@ -260,13 +260,13 @@ class PinDir:
 
     def record_netns(self, undo) -> None:
         """Record this thread's network namespace as the one whose ports the directory
-        serves, unless one is recorded; with the lock held (undo removes a new record).
-        The tracepoint programs count for that namespace only."""
+        serves, unless one is recorded; with the lock held (undo removes a new record)."""
         path = self.pin(maps.PIN_NETNS)
         if os.path.exists(path):
             return
+        here = netns.current()
         try:
-            maps.create_pinned_netns(path, netns.current_inode())
+            maps.create_pinned_netns(path, here.inode, here.cookie)
         except OSError as e:
             raise PrereqError(f"recording the namespace of {self.path} failed: {e.strerror}") from e
         undo.callback(os.unlink, path)
@@ -275,22 +275,26 @@ class PinDir:
         """Raises InputError when the directory serves the ports of another network
         namespace than this thread's: its ifindexes name other devices here. Removing
         it (down) is let through once that namespace is gone, with its devices."""
+        if not self.check_path():  # (which refuses a path that cannot be a pin dir)
+            return
         try:
-            recorded = maps.read_pinned_netns(self.pin(maps.PIN_NETNS))
+            record = maps.read_pinned_netns(self.pin(maps.PIN_NETNS))
         except PermissionError:
             return  # not this process's to read: it can change nothing either
-        here = netns.current_inode()
-        if recorded is None or recorded == here:
-            return  # none recorded (made before the record), or this one
-        if netns.in_use(recorded):
+        if record is None:
+            return  # made before the record
+        recorded, here = netns.Identity(*record), netns.current()
+        if recorded.cookie == here.cookie and recorded.inode == here.inode:
+            return
+        if netns.alive(recorded):
             raise InputError(
-                f"{self.path} serves the ports of network namespace "
-                f"{netns.describe(recorded)}, not of this one ({netns.describe(here)}): "
-                "run xdpfwd in that namespace, or choose another --pin-dir"
+                f"{self.path} serves the ports of network namespace {recorded}, and this "
+                f"command runs in {here}: run xdpfwd in that namespace, or choose another "
+                "--pin-dir"
             )
         if not removing:
             raise InputError(
-                f"{self.path} served the ports of network namespace inode {recorded}, "
+                f"{self.path} served the ports of network namespace inode {recorded.inode}, "
                 "which is gone with its devices: `xdpfwd down` removes its pins"
             )
 

@@ -70,7 +70,6 @@ def ensure_attached(pins: PinDir, undo) -> bool:
 def _compile(pins: PinDir, events: list[str], undo) -> None:
     before = pins.names()
     undo.callback(_unlink_new, pins, before)  # what BCC pins (tx_events) goes too
-    pins.record_netns(undo)  # the namespace compiled into the programs
     fds = loader.compile_trace(pins.path, netns.current_inode())
     try:
         for event in events:

@@ -107,6 +107,10 @@ def change(
         # Links as they are now, under the lock: another writer or a repair may have
         # attached or detached since the caller looked them up.
         links = netdev.links()
+        if ours is None or any(link.xdp_prog_id == ours for link in links.values()):
+            # A new directory, or one whose program runs here: its namespace is this
+            # one (a directory of an older version may be used from elsewhere).
+            pins.record_netns(undo_setup)
         plans = []
         for port, mode in attach.items():
             link = _link(links, port)

@@ -88,7 +88,7 @@ ON_MISS_VERDICTS = {"pass": XDP_PASS, "drop": XDP_DROP}
 VALUE_FORMATS = {"devmap-val": 8, "ifindex": 4}
 
 _U32 = struct.Struct("=I")
-_U64 = struct.Struct("=Q")
+_NETNS = struct.Struct("=QQ")  # inode, cookie
 _DEVMAP_VAL = struct.Struct("=Ii")  # ifindex, egress prog fd (the kernel returns its id)
 _PAIR = struct.Struct("=II")  # struct xdpfwd_pair
 _PORT = struct.Struct("=II")  # struct xdpfwd_port
@@ -648,27 +648,27 @@ def _pin_record(path: str, name: str, value: bytes) -> None:
         os.close(fd)
 
 
-def _read_record(path: str, layout: struct.Struct) -> int | None:
-    """The value of the record pinned at path; None when nothing is pinned there."""
+def _read_record(path: str, layout: struct.Struct) -> tuple | None:
+    """The fields of the record pinned at path; None when nothing is pinned there."""
     try:
         fd = sc.obj_get(path)
     except FileNotFoundError:
         return None
     try:
         raw = sc.map_lookup(fd, _key(0), layout.size)
-        return layout.unpack(raw)[0] if raw else 0
+        return layout.unpack(raw) if raw else layout.unpack(bytes(layout.size))
     finally:
         os.close(fd)
 
 
-def create_pinned_netns(path: str, inode: int) -> None:
-    """Pin the record of the network namespace a pin dir serves: its inode."""
-    _pin_record(path, "xdpfwd_netns", _U64.pack(inode))
+def create_pinned_netns(path: str, inode: int, cookie: int) -> None:
+    """Pin the record of the network namespace a pin dir serves: its inode and cookie."""
+    _pin_record(path, "xdpfwd_netns", _NETNS.pack(inode, cookie))
 
 
-def read_pinned_netns(path: str) -> int | None:
-    """The namespace inode recorded at path; None when the pin dir has no record."""
-    return _read_record(path, _U64)
+def read_pinned_netns(path: str) -> tuple[int, int] | None:
+    """(inode, cookie) of the namespace recorded at path; None without a record."""
+    return _read_record(path, _NETNS)
 
 
 def is_owner_marker(path: str) -> bool:
@@ -709,7 +709,8 @@ def create_pinned_prog_flags(path: str, prog_flags: int) -> None:
 
 def read_prog_flags(path: str) -> int | None:
     """The recorded prog_flags; None when the pin dir has no record."""
-    return _read_record(path, _U32)
+    record = _read_record(path, _U32)
+    return None if record is None else record[0]
 
 
 class BenchConfig(PinnedMap):
