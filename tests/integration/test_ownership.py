@@ -15,7 +15,7 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
 
 from .conftest import RUN_ID
-from .net import assert_fails, namespaces, sh, snapshot, xdpfwd_cmd
+from .net import XDPFWD, assert_fails, namespaces, sh, snapshot, xdpfwd_cmd
 
 BOTH = ("setpriv", "--bounding-set=-all,+net_admin,+sys_admin", "--inh-caps=-all")
 BPF_ONLY = ("setpriv", "--bounding-set=-all,+net_admin,+bpf,+perfmon", "--inh-caps=-all")
@@ -467,3 +467,18 @@ def test_reading_from_another_namespace_does_not_claim_an_older_pin_dir(topo, pi
     topo.ok(pin_dir, "add", "p2", "p1")  # its own namespace records itself
     assert maps.PIN_NETNS in pinned(pin_dir)
     assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
+
+
+def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns):
+    # ip netns exec gives the command a mount namespace of its own, with a fresh /sys:
+    # a bpffs mounted there would go with the command, its pins too.
+    pin_dir = f"/sys/fs/bpf/xt{RUN_ID}exec"
+    for a, b in (("a1", "b1"), ("a2", "b2")):
+        sh("ip", "-n", scratch_ns, "link", "add", a, "type", "veth", "peer", "name", b)
+    for dev in ("a1", "a2", "b1", "b2"):
+        sh("ip", "-n", scratch_ns, "link", "set", dev, "up")
+    exec_cmd = ("ip", "netns", "exec", scratch_ns, XDPFWD, "--pin-dir", pin_dir)
+    result = subprocess.run([*exec_cmd, "add", "a1", "a2"], capture_output=True, text=True)
+    assert_fails(result, 5, "ip netns exec", "xdpfwd --netns NAME")
+    xdp = json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout)[0].get("xdp")
+    assert xdp is None and not os.path.exists(pin_dir)

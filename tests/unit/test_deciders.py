@@ -20,7 +20,7 @@ from xdpfwd.ops.applying import (
 )
 from xdpfwd.options import spread_values
 from xdpfwd.state import buckets, config
-from xdpfwd.state.entries import check_spec
+from xdpfwd.state.entries import check_spec, rewrite_of
 from xdpfwd.state.health import (
     entry_problems,
     forwarding_loop,
@@ -79,6 +79,14 @@ def test_plan_attach(current, mode, force, expect):
 # --- entries.check_spec ------------------------------------------------------------
 
 
+def test_a_source_address_from_a_device_without_one_is_refused():
+    tun = netdev.Link(9, "tun0", "tun", True, False, 1500, 0, None, None)
+    with pytest.raises(InputError, match="tun0 has no MAC address"):
+        rewrite_of(EgressSpec(src_mac="egress"), tun)
+    spec = EgressSpec(dst_mac="02:00:5e:00:53:01")
+    assert rewrite_of(spec, tun) == maps.Rewrite(None, "02:00:5e:00:53:01")
+
+
 @pytest.mark.parametrize(
     "spec, bidirectional, error",
     [
@@ -94,6 +102,8 @@ def test_plan_attach(current, mode, force, expect):
         (EgressSpec(src_mac="00:00:00:00:00:00"), False, "--src-mac: .* null address"),
         (EgressSpec(dst_mac="00:00:00:00:00:00"), False, "--dst-mac: .* null address"),
         (EgressSpec(dst_mac="01:00:5e:00:00:01"), False, None),
+        (EgressSpec(dst_mac="+1:+2:+3:+4:+5:+6"), False, "--dst-mac: .* is not a MAC"),
+        (EgressSpec(src_mac="0x:00:00:00:00:00"), False, "--src-mac: .* is not a MAC"),
     ],
     ids=[
         "default both ways",
@@ -108,6 +118,8 @@ def test_plan_attach(current, mode, force, expect):
         "zero source address",
         "zero destination address",
         "group destination address",
+        "signed bytes",
+        "0x byte",
     ],
 )
 def test_check_spec(spec, bidirectional, error):

@@ -51,7 +51,13 @@ def _bpffs(pin_dir: pins.PinDir):
     mount_point, fstype = pins._mount_of(pin_dir.path)
     if fstype == "bpf":
         return PASS, f"{pin_dir.path} is on the bpffs at {mount_point}"
-    if pin_dir.path.startswith(pins.BPFFS_DEFAULT_MOUNT + "/"):
+    if not pin_dir.path.startswith(pins.BPFFS_DEFAULT_MOUNT + "/"):
+        return (
+            FAIL,
+            f"{pin_dir.path} is on {fstype}, not a bpffs",
+            "mount one, or choose another --pin-dir",
+        )
+    if pins.mounts_last():
         return (
             WARN,
             f"no bpffs at {pins.BPFFS_DEFAULT_MOUNT} yet",
@@ -59,8 +65,9 @@ def _bpffs(pin_dir: pins.PinDir):
         )
     return (
         FAIL,
-        f"{pin_dir.path} is on {fstype}, not a bpffs",
-        "mount one, or choose another --pin-dir",
+        f"no bpffs at {pins.BPFFS_DEFAULT_MOUNT}, and one mounted in this mount namespace of "
+        "its own (as ip netns exec makes) would vanish with it",
+        "xdpfwd --netns NAME instead of ip netns exec",
     )
 
 

@@ -159,6 +159,14 @@ class PinDir:
         if fstype == "bpf":
             return
         if self.path.startswith(BPFFS_DEFAULT_MOUNT + "/") and mount_point != BPFFS_DEFAULT_MOUNT:
+            if not mounts_last():
+                raise PrereqError(
+                    f"no BPF filesystem at {BPFFS_DEFAULT_MOUNT}, and this process has a mount "
+                    "namespace of its own (as `ip netns exec` makes), where one mounted now "
+                    "would vanish with it, pins and all, and leave its programs attached: use "
+                    f"`xdpfwd --netns NAME`, or mount one first (`mount -t bpf bpf "
+                    f"{BPFFS_DEFAULT_MOUNT}`) where it lasts"
+                )
             _mount_bpffs(BPFFS_DEFAULT_MOUNT)
             return
         raise PrereqError(
@@ -471,6 +479,15 @@ def _mount_of(path: str, mountinfo: str | None = None) -> tuple[str, str]:
 
 def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_last() -> bool:
+    """Whether a mount made by this process outlives it: not when its mount namespace
+    is not its parent's, as `ip netns exec` unshares one for the command it runs."""
+    try:
+        return os.stat("/proc/self/ns/mnt").st_ino == os.stat(f"/proc/{os.getppid()}/ns/mnt").st_ino
+    except OSError:
+        return True  # the parent's is not ours to see: mount as before
 
 
 def _mount_bpffs(target: str) -> None:

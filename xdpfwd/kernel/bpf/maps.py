@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,7 @@ VALUE_FORMATS = {"devmap-val": 8, "ifindex": 4}
 
 _U32 = struct.Struct("=I")
 _NETNS = struct.Struct("=QQ")  # inode, cookie
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _DEVMAP_VAL = struct.Struct("=Ii")  # ifindex, egress prog fd (the kernel returns its id)
 _PAIR = struct.Struct("=II")  # struct xdpfwd_pair
 _PORT = struct.Struct("=II")  # struct xdpfwd_port
@@ -196,11 +198,10 @@ class Rewrite:
 
 
 def mac_bytes(mac: str) -> bytes:
-    """Raises ValueError unless mac is six colon-separated hex bytes."""
-    parts = mac.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    """Raises ValueError unless mac is six colon-separated pairs of hex digits."""
+    if not _MAC.fullmatch(mac):
         raise ValueError(f"{mac!r} is not a MAC address (like 02:00:5e:00:53:01)")
-    return bytes(int(p, 16) for p in parts)
+    return bytes.fromhex(mac.replace(":", ""))
 
 
 def rewrite_mac_bytes(mac: str, source: bool) -> bytes:
