@@ -433,7 +433,9 @@ def test_the_pins_of_a_namespace_that_is_gone_are_only_removed(scratch_ns, pin_d
         forward_in_new_namespace(gone, pin_dir)
     finally:
         sh("ip", "netns", "del", gone)
-    assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "which is gone", "xdpfwd down")
+    assert_fails(
+        run_in(scratch_ns, pin_dir, "list"), 2, "which is gone", f"--pin-dir {pin_dir} down"
+    )
     result = run_in(scratch_ns, pin_dir, "down")
     assert result.returncode == 0, result.stderr
     assert not os.path.exists(pin_dir)

@@ -303,7 +303,8 @@ class PinDir:
         if not removing:
             raise InputError(
                 f"{self.path} served the ports of network namespace inode {recorded.inode}, "
-                "which is gone with its devices: `xdpfwd down` removes its pins"
+                f"which is gone with its devices: `xdpfwd --pin-dir {self.path} down` removes "
+                "its pins"
             )
 
     def unmark(self) -> None:
