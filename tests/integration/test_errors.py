@@ -1,11 +1,13 @@
 """Bad input and missing prerequisites: one line on stderr, a documented exit code, and no
 change to the interfaces or the pins."""
 
+import json
 import os
+import subprocess
 
 import pytest
 
-from .net import assert_fails, attach_foreign, sh, snapshot
+from .net import XDPFWD, assert_fails, attach_foreign, sh, snapshot
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
@@ -79,16 +81,25 @@ def test_pin_dir_not_on_bpffs(topo, tmp_path):
     assert not os.path.exists(not_bpffs) and topo.xdp("p1") is None
 
 
-def test_bpffs_is_mounted_when_missing(topo):
-    # In a private mount namespace without bpffs at /sys/fs/bpf, add mounts it itself.
-    no_bpffs = private_mounts("(umount /sys/fs/bpf 2>/dev/null || true)")
-    result = topo.xdpfwd(
-        "/sys/fs/bpf/xdpfwd-test-automount", "add", "p1", "p2", "-b", outer=no_bpffs
+def test_bpffs_is_mounted_when_missing_where_the_mount_lasts(topo, tmp_path):
+    # A private mount namespace without bpffs at /sys/fs/bpf, whose shell outlives each
+    # xdpfwd it runs: add mounts one, which the next commands there find.
+    pin = "/sys/fs/bpf/xdpfwd-test-automount"
+    xdpfwd = f"nsenter --net=/run/netns/{topo.fwd} {XDPFWD} --pin-dir {pin}"
+    script = (
+        f"(umount /sys/fs/bpf 2>/dev/null || true) && {xdpfwd} add p1 p2 -b && "
+        f"{xdpfwd} list --json > {tmp_path}/list.json && {xdpfwd} down"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    # That bpffs (and its pins) died with the mount namespace; the program stays attached.
-    assert not os.path.exists("/sys/fs/bpf/xdpfwd-test-automount")
-    assert topo.ping(1, topo.host(2).ip) == 3
+    listed = json.loads((tmp_path / "list.json").read_text())
+    assert [e["ingress"]["ifname"] for e in listed["entries"]] == ["p1", "p2"]
+    assert not os.path.exists(pin) and topo.xdp("p1") is None
 
 
 def test_foreign_program_is_refused_without_force(topo, pin_dir):

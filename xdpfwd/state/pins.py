@@ -283,12 +283,12 @@ class PinDir:
         """Raises InputError when the directory serves the ports of another network
         namespace than this thread's: its ifindexes name other devices here. Removing
         it (down) is let through once that namespace is gone, with its devices."""
-        if not self.check_path():  # (which refuses a path that cannot be a pin dir)
-            return
         try:
+            if not self.check_path():  # (which refuses a path that cannot be a pin dir)
+                return
             record = maps.read_pinned_netns(self.pin(maps.PIN_NETNS))
-        except PermissionError:
-            return  # not this process's to read: it can change nothing either
+        except (PermissionError, PrereqError):
+            return  # not this process's to read: what it lacks is named where it acts
         if record is None:
             return  # made before the record
         recorded, here = netns.Identity(*record), netns.current()
