@@ -457,6 +457,23 @@ def test_a_namespace_is_told_by_its_cookie_not_its_inode(scratch_ns, pin_dir):
         sh("ip", "netns", "del", f"xt{RUN_ID}ck", check=False)
 
 
+def test_a_record_without_a_cookie_is_read_by_its_inode(scratch_ns, pin_dir):
+    forward_in_new_namespace(f"xt{RUN_ID}nc", pin_dir)
+    try:
+        # As a record made without a cookie (an 8-byte value) reads.
+        fd = sc.obj_get(os.path.join(pin_dir, maps.PIN_NETNS))
+        try:
+            inode, _ = struct.unpack("=QQ", sc.map_lookup(fd, bytes(4), 16))
+            sc.map_update(fd, bytes(4), struct.pack("=QQ", inode, 0))
+        finally:
+            os.close(fd)
+        result = run_in(f"xt{RUN_ID}nc", pin_dir, "list")
+        assert result.returncode == 0 and "a1" in result.stdout, result.stderr
+        assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
+    finally:
+        sh("ip", "netns", "del", f"xt{RUN_ID}nc", check=False)
+
+
 def test_reading_from_another_namespace_does_not_claim_an_older_pin_dir(topo, pin_dir, scratch_ns):
     topo.ok(pin_dir, "add", "p1", "p2")
     # As versions before the record and before loss accounting left it.
@@ -479,8 +496,10 @@ def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns)
         sh("ip", "-n", scratch_ns, "link", "add", a, "type", "veth", "peer", "name", b)
     for dev in ("a1", "a2", "b1", "b2"):
         sh("ip", "-n", scratch_ns, "link", "set", dev, "up")
-    exec_cmd = ("ip", "netns", "exec", scratch_ns, XDPFWD, "--pin-dir", pin_dir)
-    result = subprocess.run([*exec_cmd, "add", "a1", "a2"], capture_output=True, text=True)
+    command = [XDPFWD, "--pin-dir", pin_dir, "add", "a1", "a2"]
+    result = subprocess.run(
+        ["ip", "netns", "exec", scratch_ns, *command], capture_output=True, text=True
+    )
     assert_fails(result, 5, "ip netns exec", "xdpfwd --netns NAME")
     xdp = json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout)[0].get("xdp")
     assert xdp is None and not os.path.exists(pin_dir)

@@ -104,6 +104,7 @@ def test_a_source_address_from_a_device_without_one_is_refused():
         (EgressSpec(dst_mac="01:00:5e:00:00:01"), False, None),
         (EgressSpec(dst_mac="+1:+2:+3:+4:+5:+6"), False, "--dst-mac: .* is not a MAC"),
         (EgressSpec(src_mac="0x:00:00:00:00:00"), False, "--src-mac: .* is not a MAC"),
+        (EgressSpec(src_mac=""), False, "--src-mac: '' is not a MAC"),
     ],
     ids=[
         "default both ways",
@@ -120,6 +121,7 @@ def test_a_source_address_from_a_device_without_one_is_refused():
         "group destination address",
         "signed bytes",
         "0x byte",
+        "empty",
     ],
 )
 def test_check_spec(spec, bidirectional, error):

@@ -26,7 +26,7 @@ def check_spec(spec: EgressSpec, bidirectional: bool) -> None:
             "egress programs and rewrites are set per entry: add each direction on its own"
         )
     for option, mac in (("--src-mac", spec.src_mac), ("--dst-mac", spec.dst_mac)):
-        if mac and mac != "egress":
+        if mac is not None and mac != "egress":
             try:
                 maps.rewrite_mac_bytes(mac, source=option == "--src-mac")
             except ValueError as e:

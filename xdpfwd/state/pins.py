@@ -292,8 +292,8 @@ class PinDir:
         if record is None:
             return  # made before the record
         recorded, here = netns.Identity(*record), netns.current()
-        if recorded.cookie == here.cookie and recorded.inode == here.inode:
-            return
+        if recorded.inode == here.inode and recorded.cookie in (0, here.cookie):
+            return  # (cookie 0: recorded without one)
         if netns.alive(recorded):
             raise InputError(
                 f"{self.path} serves the ports of network namespace {recorded}, and this "
