@@ -441,17 +441,22 @@ def test_the_pins_of_a_namespace_that_is_gone_are_only_removed(scratch_ns, pin_d
     assert not os.path.exists(pin_dir)
 
 
+def set_recorded_cookie(pin_dir: str, new) -> None:
+    """Rewrite the cookie in the pin dir's namespace record as new(cookie)."""
+    fd = sc.obj_get(os.path.join(pin_dir, maps.PIN_NETNS))
+    try:
+        inode, cookie = struct.unpack("=QQ", sc.map_lookup(fd, bytes(4), 16))
+        sc.map_update(fd, bytes(4), struct.pack("=QQ", inode, new(cookie)))
+    finally:
+        os.close(fd)
+
+
 def test_a_namespace_is_told_by_its_cookie_not_its_inode(scratch_ns, pin_dir):
     forward_in_new_namespace(f"xt{RUN_ID}ck", pin_dir)
     try:
         # As if that namespace had gone and a new one had its inode, which the kernel
         # gives out again at once: the cookie differs.
-        fd = sc.obj_get(os.path.join(pin_dir, maps.PIN_NETNS))
-        try:
-            inode, cookie = struct.unpack("=QQ", sc.map_lookup(fd, bytes(4), 16))
-            sc.map_update(fd, bytes(4), struct.pack("=QQ", inode, cookie + 1))
-        finally:
-            os.close(fd)
+        set_recorded_cookie(pin_dir, lambda cookie: cookie + 1)
         assert_fails(run_in(f"xt{RUN_ID}ck", pin_dir, "list"), 2, "which is gone")
     finally:
         sh("ip", "netns", "del", f"xt{RUN_ID}ck", check=False)
@@ -461,12 +466,7 @@ def test_a_record_without_a_cookie_is_read_by_its_inode(scratch_ns, pin_dir):
     forward_in_new_namespace(f"xt{RUN_ID}nc", pin_dir)
     try:
         # As a record made without a cookie (an 8-byte value) reads.
-        fd = sc.obj_get(os.path.join(pin_dir, maps.PIN_NETNS))
-        try:
-            inode, _ = struct.unpack("=QQ", sc.map_lookup(fd, bytes(4), 16))
-            sc.map_update(fd, bytes(4), struct.pack("=QQ", inode, 0))
-        finally:
-            os.close(fd)
+        set_recorded_cookie(pin_dir, lambda cookie: 0)
         result = run_in(f"xt{RUN_ID}nc", pin_dir, "list")
         assert result.returncode == 0 and "a1" in result.stdout, result.stderr
         assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
