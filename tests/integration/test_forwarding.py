@@ -1,8 +1,12 @@
 """Forwarding through the real xdpfwd executable, on veth pairs in throwaway namespaces."""
 
 import os
+import time
 
 import pytest
+
+from xdpfwd.kernel.bpf import maps
+from xdpfwd.kernel.bpf import syscall as sc
 
 from .net import SUBNET, FrameCounter, UdpSink, send_udp, sh, udp_frame_len
 
@@ -122,11 +126,28 @@ def test_on_miss_pass_really_reaches_the_stack_as_frames(topo, pin_dir):
         assert len(counter.frames(udp_port=9100)) == 10
 
 
+def program_exists(prog_id: int) -> bool:
+    try:
+        os.close(sc.prog_fd_by_id(prog_id))
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def test_down_leaves_nothing_behind(make_topo, pin_dir):
     topo = make_topo(3)
     topo.ok(pin_dir, "add", "p1", "p2", "-b")
     topo.ok(pin_dir, "add", "p3", "p1")
+    fd = sc.obj_get(os.path.join(pin_dir, maps.PIN_NETNS))
+    netns_link = sc.link_info(fd)
+    os.close(fd)
     result = topo.ok(pin_dir, "down")
+    with pytest.raises(FileNotFoundError):  # the namespace link: released at once
+        os.close(sc.link_fd_by_id(netns_link.id))
+    deadline = time.monotonic() + 5  # its program: when the kernel frees the link
+    while program_exists(netns_link.prog_id):
+        assert time.monotonic() < deadline, "the namespace link's program stays loaded"
+        time.sleep(0.05)
     for port in ("p1", "p2", "p3"):
         assert topo.xdp(port) is None, port
         assert f"detached from {port}" in result.stdout

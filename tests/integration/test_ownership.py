@@ -5,13 +5,12 @@ with a bound, and every failure is one line with a documented exit code."""
 import json
 import os
 import random
-import struct
 import subprocess
 import time
 
 import pytest
 
-from xdpfwd.kernel.bpf import maps
+from xdpfwd.kernel.bpf import maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 
 from .conftest import RUN_ID
@@ -411,7 +410,10 @@ def test_a_pin_dir_refuses_commands_from_another_network_namespace(
     before = state()
     args = [config if a == "CONFIG" else a for a in args]
     assert_fails(
-        run_in(scratch_ns, pin_dir, *args), 2, "serves the ports of network namespace", topo.fwd
+        run_in(scratch_ns, pin_dir, *args),
+        2,
+        f"serves the ports of network namespace {topo.fwd}",
+        f"nsenter --net=/run/netns/{topo.fwd} xdpfwd --pin-dir {pin_dir}",
     )
     assert state() == before
     assert topo.ping(1, topo.host(2).ip) == 3
@@ -434,61 +436,104 @@ def test_the_pins_of_a_namespace_that_is_gone_are_only_removed(scratch_ns, pin_d
     finally:
         sh("ip", "netns", "del", gone)
     assert_fails(
-        run_in(scratch_ns, pin_dir, "list"), 2, "which is gone", f"--pin-dir {pin_dir} down"
+        run_in(scratch_ns, pin_dir, "list"), 2, "that is gone", f"--pin-dir {pin_dir} down"
     )
     result = run_in(scratch_ns, pin_dir, "down")
     assert result.returncode == 0, result.stderr
     assert not os.path.exists(pin_dir)
 
 
-def set_recorded_cookie(pin_dir: str, new) -> None:
-    """Rewrite the cookie in the pin dir's namespace record as new(cookie)."""
-    fd = sc.obj_get(os.path.join(pin_dir, maps.PIN_NETNS))
+def linked_inode(pin_dir: str) -> int | None:
+    return netns_link.pinned_inode(os.path.join(pin_dir, maps.PIN_NETNS))
+
+
+HOLD_BY_SOCKET = """
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+home = os.open("/proc/self/ns/net", os.O_RDONLY)
+target = os.open(sys.argv[1], os.O_RDONLY)
+assert libc.setns(target, 0x40000000) == 0
+held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+assert libc.setns(home, 0x40000000) == 0
+os.close(target)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_namespace_held_only_by_a_socket_is_not_gone(scratch_ns, pin_dir):
+    # No name, no process and no fd of it: only a socket made there keeps it, which
+    # no search of /run/netns, /proc or mounts finds.
+    name = f"xt{RUN_ID}sk"
+    forward_in_new_namespace(name, pin_dir)
+    holder = subprocess.Popen(
+        ["python3", "-c", HOLD_BY_SOCKET, f"/run/netns/{name}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        inode, cookie = struct.unpack("=QQ", sc.map_lookup(fd, bytes(4), 16))
-        sc.map_update(fd, bytes(4), struct.pack("=QQ", inode, new(cookie)))
+        assert holder.stdout.readline() == "held\n"
+        sh("ip", "netns", "del", name)
+        before = pinned(pin_dir)
+        assert_fails(run_in(scratch_ns, pin_dir, "down"), 2, "serves the ports of network")
+        assert pinned(pin_dir) == before  # its program still runs there, on a1
     finally:
-        os.close(fd)
+        holder.communicate("", timeout=10)
+        sh("ip", "netns", "del", name, check=False)
+    deadline = time.monotonic() + 10  # the kernel frees a namespace in the background
+    while "that is gone" not in run_in(scratch_ns, pin_dir, "list").stderr:
+        assert time.monotonic() < deadline, "the namespace was not freed"
+        time.sleep(0.1)
+    result = run_in(scratch_ns, pin_dir, "down")
+    assert result.returncode == 0, result.stderr
+    assert not os.path.exists(pin_dir)
 
 
-def test_a_namespace_is_told_by_its_cookie_not_its_inode(scratch_ns, pin_dir):
-    forward_in_new_namespace(f"xt{RUN_ID}ck", pin_dir)
+def test_a_new_namespace_is_not_taken_for_a_gone_one(pin_dir):
+    # The kernel gives a new namespace the inode of one just gone: the link tells them
+    # apart, where the inode cannot.
+    first, second = f"xt{RUN_ID}n1", f"xt{RUN_ID}n2"
     try:
-        # As if that namespace had gone and a new one had its inode, which the kernel
-        # gives out again at once: the cookie differs.
-        set_recorded_cookie(pin_dir, lambda cookie: cookie + 1)
-        assert_fails(run_in(f"xt{RUN_ID}ck", pin_dir, "list"), 2, "which is gone")
+        forward_in_new_namespace(first, pin_dir)
+        sh("ip", "netns", "del", first)
+        deadline = time.monotonic() + 10
+        while linked_inode(pin_dir) != 0:
+            assert time.monotonic() < deadline, "the namespace was not freed"
+            time.sleep(0.1)
+        sh("ip", "netns", "add", second)
+        assert_fails(run_in(second, pin_dir, "list"), 2, "that is gone")
+        assert_fails(run_in(second, pin_dir, "add", "lo", "lo"), 2, "that is gone")
     finally:
-        sh("ip", "netns", "del", f"xt{RUN_ID}ck", check=False)
+        for name in (first, second):
+            sh("ip", "netns", "del", name, check=False)
 
 
-def test_a_record_without_a_cookie_is_read_by_its_inode(scratch_ns, pin_dir):
-    forward_in_new_namespace(f"xt{RUN_ID}nc", pin_dir)
-    try:
-        # As a record made without a cookie (an 8-byte value) reads.
-        set_recorded_cookie(pin_dir, lambda cookie: 0)
-        result = run_in(f"xt{RUN_ID}nc", pin_dir, "list")
-        assert result.returncode == 0 and "a1" in result.stdout, result.stderr
-        assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
-    finally:
-        sh("ip", "netns", "del", f"xt{RUN_ID}nc", check=False)
-
-
-def test_reading_from_another_namespace_does_not_claim_an_older_pin_dir(topo, pin_dir, scratch_ns):
+def test_an_older_pin_dir_is_tied_to_a_namespace_only_where_its_program_runs(
+    topo, pin_dir, scratch_ns
+):
     topo.ok(pin_dir, "add", "p1", "p2")
-    # As versions before the record and before loss accounting left it.
+    # As the versions before loss accounting and before the link left it: the last
+    # one recorded the namespace in a map, which could not tell when it was gone.
     for name in pinned(pin_dir):
         if name == maps.PIN_NETNS or name.startswith(("link_tp_", "prog_tp_")):
             os.unlink(os.path.join(pin_dir, name))
-    result = run_in(scratch_ns, pin_dir, "stats", "--watch", "--count", "1", "--interval", "0.2")
-    assert result.returncode == 0, result.stderr  # unchecked: it cannot tell
-    assert maps.PIN_NETNS not in pinned(pin_dir)
-    topo.ok(pin_dir, "add", "p2", "p1")  # its own namespace records itself
-    assert maps.PIN_NETNS in pinned(pin_dir)
+    pin_foreign_map(os.path.join(pin_dir, maps.PIN_NETNS), "xdpfwd_netns")
+    watch = ("stats", "--watch", "--count", "1", "--interval", "0.2")
+    # Its tracepoint programs would count for the wrong namespace's devices.
+    assert_fails(run_in(scratch_ns, pin_dir, *watch), 2, "earlier xdpfwd")
+    assert not [name for name in pinned(pin_dir) if name.startswith("prog_tp_")]
+    assert linked_inode(pin_dir) is None
+    topo.ok(pin_dir, *watch)  # where its program runs: recorded, and accounted
+    assert linked_inode(pin_dir) == os.stat(f"/run/netns/{topo.fwd}").st_ino
+    assert "link_tp_xdp_devmap_xmit" in pinned(pin_dir)
     assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
+    topo.ok(pin_dir, "down")
+    assert not os.path.exists(pin_dir)
 
 
-def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns):
+@pytest.mark.parametrize("through_shell", [False, True], ids=["direct", "through-a-shell"])
+def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns, through_shell):
     # ip netns exec gives the command a mount namespace of its own, with a fresh /sys:
     # a bpffs mounted there would go with the command, its pins too.
     pin_dir = f"/sys/fs/bpf/xt{RUN_ID}exec"
@@ -496,10 +541,30 @@ def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns)
         sh("ip", "-n", scratch_ns, "link", "add", a, "type", "veth", "peer", "name", b)
     for dev in ("a1", "a2", "b1", "b2"):
         sh("ip", "-n", scratch_ns, "link", "set", dev, "up")
-    command = [XDPFWD, "--pin-dir", pin_dir, "add", "a1", "a2"]
-    result = subprocess.run(
-        ["ip", "netns", "exec", scratch_ns, *command], capture_output=True, text=True
-    )
-    assert_fails(result, 5, "ip netns exec", "xdpfwd --netns NAME")
+
+    def run(*args):
+        command = [XDPFWD, "--pin-dir", pin_dir, *args]
+        if through_shell:  # the parent shares the command's mount namespace
+            command = ["sh", "-c", " ".join(command)]
+        return subprocess.run(
+            ["ip", "netns", "exec", scratch_ns, *command], capture_output=True, text=True
+        )
+
+    assert_fails(run("add", "a1", "a2"), 5, "ip netns exec", "xdpfwd --netns NAME")
     xdp = json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout)[0].get("xdp")
     assert xdp is None and not os.path.exists(pin_dir)
+    # State set up where it lasts is out of sight there: no reader may call it empty.
+    result = subprocess.run(
+        xdpfwd_cmd(scratch_ns, "--pin-dir", pin_dir, "add", "a1", "a2"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    try:
+        for args in (["list"], ["save"], ["down"], ["prune"], ["stats"]):
+            assert_fails(run(*args), 5, "cannot be seen", "xdpfwd --netns NAME")
+        assert pinned(pin_dir) and json.loads(
+            sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout
+        )[0].get("xdp")
+    finally:
+        run_in(scratch_ns, pin_dir, "down")

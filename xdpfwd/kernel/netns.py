@@ -11,11 +11,8 @@ import ctypes
 import errno
 import os
 import re
-import socket
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from functools import lru_cache
 
 from xdpfwd.errors import InputError, PrereqError
@@ -119,88 +116,17 @@ def current_inode() -> int:
 
 
 INIT_NET_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO: the initial namespace's, always
-SO_NETNS_COOKIE = 71  # <asm-generic/socket.h>, Linux 5.14+
 
 
-@dataclass(frozen=True)
-class Identity:
-    """A network namespace as xdpfwd records it: its inode, which the kernel gives to
-    a new namespace as soon as this one is gone, and its cookie, which it never gives
-    again (0 on kernels before 5.14, which have none: the inode alone then)."""
-
-    inode: int
-    cookie: int
-
-    def __str__(self) -> str:
-        if self.inode == INIT_NET_INODE:
-            return f"the initial namespace (inode {self.inode})"
-        name = _name_of(self)
-        return f"{name} (inode {self.inode})" if name else f"inode {self.inode}"
-
-
-def current() -> Identity:
-    """The identity of the calling thread's network namespace."""
-    return Identity(current_inode(), _cookie())
-
-
-def _cookie() -> int:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        try:
-            return struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
-        except OSError:
-            return 0
-
-
-def alive(ns: Identity) -> bool:
-    """Whether namespace ns still lives, as far as this process can see: named under
-    /run/netns, bind-mounted elsewhere, the namespace of a process, or held open by
-    one. A path with its inode is entered to compare cookies: the inode may be a
-    newer namespace's."""
-    if ns.inode == INIT_NET_INODE:
-        return True
-    return any(_holds(path, ns) for path in _holders(ns.inode))
-
-
-def _holders(inode: int) -> Iterator[str]:
-    """Paths that may refer to a network namespace of this inode."""
-    yield from (path(name) for name in names())
-    link = f"net:[{inode}]"
-    with suppress(OSError), open("/proc/self/mountinfo") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) > 4 and fields[3] == link:
-                yield fields[4]
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        yield f"/proc/{pid}/ns/net"
+def describe(inode: int) -> str:
+    """A live network namespace as a user knows it: by name when it has one."""
+    if inode == INIT_NET_INODE:
+        return "the initial namespace"
+    for name in names():
         with suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
-                        yield f"/proc/{pid}/fd/{fd}"
-
-
-def _holds(where: str, ns: Identity) -> bool:
-    try:
-        if os.stat(where).st_ino != ns.inode:
-            return False
-        if not ns.cookie:
-            return True
-        fd = os.open(where, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        with entered_fd(fd):
-            return _cookie() == ns.cookie
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def _name_of(ns: Identity) -> str | None:
-    return next((name for name in names() if _holds(path(name), ns)), None)
+            if os.stat(path(name)).st_ino == inode:
+                return name
+    return f"inode {inode}"
 
 
 def _setns(fd: int) -> None:

@@ -16,12 +16,12 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from xdpfwd.errors import InputError, PrereqError
 from xdpfwd.kernel import netns
-from xdpfwd.kernel.bpf import loader, maps
+from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/xdpfwd"
@@ -62,7 +62,6 @@ _MAPS = (
     maps.PIN_BUCKETS,
     maps.PIN_INTENT,
     maps.PIN_PROG_FLAGS,
-    maps.PIN_NETNS,
     # Multicast groups (their devmaps are held by mcast_groups, never pinned).
     maps.PIN_MCAST_SOURCES,
     maps.PIN_MCAST_GROUPS,
@@ -83,7 +82,10 @@ KNOWN_PINS: dict[str, tuple[str, str]] = {
     # "xdp__<event>", cut to 15 bytes.
     **{maps.PIN_TRACE_LEGACY_PREFIX + event: ("prog", "xdp__") for event in loader.TRACE_FUNCS},
     **{name: ("map", "xdpfwd_") for name in _MAPS},
+    maps.PIN_NETNS: ("link", ""),
 }
+# What an earlier version pinned under the same name: still xdpfwd's to remove.
+_EARLIER_PINS = {maps.PIN_NETNS: ("map", "xdpfwd_")}
 GROUP_PIN = ("map", "xg_")  # group/<name>: each broadcast group's devmap
 
 
@@ -174,12 +176,27 @@ class PinDir:
             f"first (`mount -t bpf bpf {BPFFS_DEFAULT_MOUNT}`) or choose another --pin-dir"
         )
 
+    def _check_hidden(self) -> None:
+        """Raises PrereqError when the directory may exist where this process cannot
+        see it: the default bpffs is not mounted in a mount namespace of this process's
+        own (as `ip netns exec` makes, with a fresh /sys), where "nothing set up" would
+        be a wrong answer (and `save` an empty backup)."""
+        if not self.path.startswith(BPFFS_DEFAULT_MOUNT + "/"):
+            return
+        if _mount_of(self.path)[0] != BPFFS_DEFAULT_MOUNT and not mounts_last():
+            raise PrereqError(
+                f"no BPF filesystem at {BPFFS_DEFAULT_MOUNT} in this process's own mount "
+                f"namespace (as `ip netns exec` makes), so {self.path} cannot be seen: use "
+                "`xdpfwd --netns NAME` instead"
+            )
+
     def check_path(self) -> bool:
         """Whether the directory exists; raises InputError when the path cannot be a pin
         directory (not a directory, a symbolic link, a mount point, not on a bpffs)."""
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
+            self._check_hidden()
             return False
         except PermissionError as e:
             raise _no_access(self.path, e) from None
@@ -229,7 +246,11 @@ class PinDir:
                     (ours if _is_pin(self.pin(relative), GROUP_PIN) else foreign).append(relative)
                 if not self._listdir(self.pin(name)):
                     ours.append(name)
-            elif name in KNOWN_PINS and _is_pin(self.pin(name), KNOWN_PINS[name]):
+            elif name in KNOWN_PINS and any(
+                _is_pin(self.pin(name), kind)
+                for kind in (KNOWN_PINS[name], _EARLIER_PINS.get(name))
+                if kind
+            ):
                 ours.append(name)
             else:
                 foreign.append(name)
@@ -267,17 +288,26 @@ class PinDir:
         return True
 
     def record_netns(self, undo) -> None:
-        """Record this thread's network namespace as the one whose ports the directory
-        serves, unless one is recorded; with the lock held (undo removes a new record)."""
+        """Tie the directory to this thread's network namespace, unless it is tied;
+        with the lock held (undo removes a new link). The map an earlier version
+        recorded the namespace in is replaced: it could not tell when it was gone."""
         path = self.pin(maps.PIN_NETNS)
-        if os.path.exists(path):
+        if netns_link.pinned_inode(path) is not None:
             return
-        here = netns.current()
+        with suppress(FileNotFoundError):
+            os.unlink(path)
         try:
-            maps.create_pinned_netns(path, here.inode, here.cookie)
+            if not netns_link.pin(path):
+                return  # a kernel without namespace links: the directory stays unchecked
         except OSError as e:
             raise PrereqError(f"recording the namespace of {self.path} failed: {e.strerror}") from e
         undo.callback(os.unlink, path)
+
+    def netns_inode(self) -> int | None:
+        """The inode of the network namespace whose ports the directory serves, 0 when
+        that namespace is gone, None when no namespace is recorded (made by an earlier
+        version, or on a kernel without namespace links)."""
+        return netns_link.pinned_inode(self.pin(maps.PIN_NETNS))
 
     def check_netns(self, removing: bool = False) -> None:
         """Raises InputError when the directory serves the ports of another network
@@ -286,25 +316,28 @@ class PinDir:
         try:
             if not self.check_path():  # (which refuses a path that cannot be a pin dir)
                 return
-            record = maps.read_pinned_netns(self.pin(maps.PIN_NETNS))
+            recorded = self.netns_inode()
         except (PermissionError, PrereqError):
             return  # not this process's to read: what it lacks is named where it acts
-        if record is None:
-            return  # made before the record
-        recorded, here = netns.Identity(*record), netns.current()
-        if recorded.inode == here.inode and recorded.cookie in (0, here.cookie):
-            return  # (cookie 0: recorded without one)
-        if netns.alive(recorded):
+        here = netns.current_inode()
+        if recorded is None or recorded == here:
+            return
+        if recorded:
+            there = netns.describe(recorded)
+            how = (
+                f"`nsenter --net={netns.path(there)} xdpfwd --pin-dir {self.path} ...`"
+                if there in netns.names()
+                else "xdpfwd in that namespace"
+            )
             raise InputError(
-                f"{self.path} serves the ports of network namespace {recorded}, and this "
-                f"command runs in {here}: run xdpfwd in that namespace, or choose another "
+                f"{self.path} serves the ports of network namespace {there}, and this "
+                f"command runs in {netns.describe(here)}: run {how}, or choose another "
                 "--pin-dir"
             )
         if not removing:
             raise InputError(
-                f"{self.path} served the ports of network namespace inode {recorded.inode}, "
-                f"which is gone with its devices: `xdpfwd --pin-dir {self.path} down` removes "
-                "its pins"
+                f"{self.path} served the ports of a network namespace that is gone with its "
+                f"devices: `xdpfwd --pin-dir {self.path} down` removes its pins"
             )
 
     def unmark(self) -> None:
@@ -484,11 +517,26 @@ def _unescape(field: str) -> str:
 
 def mounts_last() -> bool:
     """Whether a mount made by this process outlives it: not when its mount namespace
-    is not its parent's, as `ip netns exec` unshares one for the command it runs."""
+    is not that of every ancestor this process may look at, as `ip netns exec` unshares
+    one for the command it runs (maybe a shell that runs xdpfwd)."""
     try:
-        return os.stat("/proc/self/ns/mnt").st_ino == os.stat(f"/proc/{os.getppid()}/ns/mnt").st_ino
+        ours = os.stat("/proc/self/ns/mnt").st_ino
     except OSError:
-        return True  # the parent's is not ours to see: mount as before
+        return True
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            if os.stat(f"/proc/{pid}/ns/mnt").st_ino != ours:
+                return False
+            pid = _parent_of(pid)
+        except (OSError, ValueError):
+            return True  # an ancestor not ours to see (another user's, a container's host)
+    return True
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
 
 
 def _mount_bpffs(target: str) -> None:

@@ -103,14 +103,12 @@ def change(
         pins.check_netns()  # its ifindexes are another namespace's devices
         if pins.claim():
             undo_setup.callback(pins.unmark)
-        ours = ports.pinned_prog_id(pins)
         # Links as they are now, under the lock: another writer or a repair may have
         # attached or detached since the caller looked them up.
         links = netdev.links()
-        if ours is None or any(link.xdp_prog_id == ours for link in links.values()):
-            # A new directory, or one whose program runs here: its namespace is this
-            # one (a directory of an older version may be used from elsewhere).
+        if ports.runs_here(pins, links):  # (a directory of an older version may not)
             pins.record_netns(undo_setup)
+        ours = ports.pinned_prog_id(pins)
         plans = []
         for port, mode in attach.items():
             link = _link(links, port)

@@ -49,7 +49,7 @@ PIN_BUCKETS = "buckets"
 PIN_INTENT = "intent"
 # The first pin in a pin dir xdpfwd creates, the last it removes: its mark of ownership.
 PIN_OWNER = "xdpfwd_owner"
-PIN_NETNS = "netns"  # the inode of the network namespace whose ports the pin dir serves
+PIN_NETNS = "netns"  # a link to the network namespace whose ports the pin dir serves
 OWNER_NAME = "xdpfwd_owner"  # the marker map's own name, with its shape below
 OWNER_FORMAT = 1  # the one value it holds: the pin dir's layout version
 # Frames user egress programs gave a verdict other than XDP_PASS/XDP_DROP, per entry.
@@ -89,7 +89,6 @@ ON_MISS_VERDICTS = {"pass": XDP_PASS, "drop": XDP_DROP}
 VALUE_FORMATS = {"devmap-val": 8, "ifindex": 4}
 
 _U32 = struct.Struct("=I")
-_NETNS = struct.Struct("=QQ")  # inode, cookie
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _DEVMAP_VAL = struct.Struct("=Ii")  # ifindex, egress prog fd (the kernel returns its id)
 _PAIR = struct.Struct("=II")  # struct xdpfwd_pair
@@ -660,16 +659,6 @@ def _read_record(path: str, layout: struct.Struct) -> tuple | None:
         return layout.unpack(raw) if raw else layout.unpack(bytes(layout.size))
     finally:
         os.close(fd)
-
-
-def create_pinned_netns(path: str, inode: int, cookie: int) -> None:
-    """Pin the record of the network namespace a pin dir serves: its inode and cookie."""
-    _pin_record(path, "xdpfwd_netns", _NETNS.pack(inode, cookie))
-
-
-def read_pinned_netns(path: str) -> tuple[int, int] | None:
-    """(inode, cookie) of the namespace recorded at path; None without a record."""
-    return _read_record(path, _NETNS)
 
 
 def is_owner_marker(path: str) -> bool:

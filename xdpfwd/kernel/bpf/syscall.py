@@ -30,6 +30,7 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_LINK_CREATE = 28
 BPF_LINK_GET_FD_BY_ID = 30
 BPF_LINK_GET_NEXT_ID = 31
 
@@ -55,11 +56,15 @@ BPF_OBJ_NAME_LEN = 16
 PROG_TYPE_XDP = 6
 PROG_TYPE_RAW_TRACEPOINT = 17
 PROG_TYPE_TRACING = 26
+PROG_TYPE_SK_LOOKUP = 30
 # enum bpf_attach_type: BPF_XDP_DEVMAP, a devmap entry's (egress) program;
 # BPF_TRACE_RAW_TP, a tracing program on a tracepoint whose arguments BTF types (tp_btf)
 ATTACH_XDP_DEVMAP = 33
 ATTACH_TRACE_RAW_TP = 23
-BPF_LINK_TYPE_RAW_TRACEPOINT = 1  # enum bpf_link_type
+ATTACH_SK_LOOKUP = 36
+# enum bpf_link_type
+BPF_LINK_TYPE_RAW_TRACEPOINT = 1
+BPF_LINK_TYPE_NETNS = 5
 # prog_flags: the program handles multi-buffer frames (Linux 5.18+)
 BPF_F_XDP_HAS_FRAGS = 1 << 5
 
@@ -128,6 +133,15 @@ class _RawTracepointAttr(ctypes.Structure):
     ]
 
 
+class _LinkCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
 class _GetIdAttr(ctypes.Structure):
     _fields_ = [
         ("id", ctypes.c_uint32),
@@ -193,15 +207,29 @@ class _TestRunAttr(ctypes.Structure):
     ]
 
 
+class _RawTracepointLinkInfo(ctypes.Structure):
+    _fields_ = [
+        ("tp_name", ctypes.c_uint64),  # a buffer we provide
+        ("tp_name_len", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class _NetnsLinkInfo(ctypes.Structure):
+    _fields_ = [("netns_ino", ctypes.c_uint32), ("attach_type", ctypes.c_uint32)]
+
+
+class _LinkInfoUnion(ctypes.Union):
+    _fields_ = [("raw_tracepoint", _RawTracepointLinkInfo), ("netns", _NetnsLinkInfo)]
+
+
 class _LinkInfo(ctypes.Structure):
     _fields_ = [
         ("type", ctypes.c_uint32),
         ("id", ctypes.c_uint32),
         ("prog_id", ctypes.c_uint32),
         ("_pad", ctypes.c_uint32),
-        ("tp_name", ctypes.c_uint64),  # raw_tracepoint.tp_name, a buffer we provide
-        ("tp_name_len", ctypes.c_uint32),
-        ("_pad2", ctypes.c_uint32),
+        ("u", _LinkInfoUnion),
     ]
 
 
@@ -243,7 +271,9 @@ class LinkInfo:
     link_type: int
     id: int
     prog_id: int
-    tracepoint: str | None  # of a raw tracepoint link
+    tracepoint: str | None = None  # of a raw tracepoint link
+    # Of a network namespace link: its namespace's inode, 0 once that namespace is gone.
+    netns_inode: int | None = None
 
 
 @lru_cache(maxsize=1)
@@ -354,6 +384,13 @@ def raw_tracepoint_open(prog_fd: int, tracepoint: str, typed: bool = False) -> i
     nbuf = ctypes.create_string_buffer(tracepoint.encode())
     attr = _RawTracepointAttr(name=0 if typed else ctypes.addressof(nbuf), prog_fd=prog_fd)
     return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attach to raw tracepoint {tracepoint}")
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """Attach a program to a target (a network namespace fd for ATTACH_SK_LOOKUP);
+    return the bpf_link fd."""
+    attr = _LinkCreateAttr(prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type)
+    return _bpf(BPF_LINK_CREATE, attr, f"create link of attach type {attach_type}")
 
 
 def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -495,10 +532,14 @@ def prog_info(fd: int) -> ProgInfo:
 
 def link_info(fd: int) -> LinkInfo:
     name = ctypes.create_string_buffer(64)
-    info = _LinkInfo(tp_name=ctypes.addressof(name), tp_name_len=len(name))
+    info = _LinkInfo()
+    info.u.raw_tracepoint.tp_name, info.u.raw_tracepoint.tp_name_len = ctypes.addressof(name), 64
     _info(fd, info)
-    tracepoint = name.value.decode() if info.type == BPF_LINK_TYPE_RAW_TRACEPOINT else None
-    return LinkInfo(info.type, info.id, info.prog_id, tracepoint)
+    if info.type == BPF_LINK_TYPE_RAW_TRACEPOINT:
+        return LinkInfo(info.type, info.id, info.prog_id, tracepoint=name.value.decode())
+    if info.type == BPF_LINK_TYPE_NETNS:
+        return LinkInfo(info.type, info.id, info.prog_id, netns_inode=info.u.netns.netns_ino)
+    return LinkInfo(info.type, info.id, info.prog_id)
 
 
 def prog_test_run(
