@@ -421,6 +421,10 @@ def test_rewrite_applies_to_each_egress_port_and_survives_conversions(make_topo,
     assert set(seen) == {2, 3, 4}
     for i, addresses in seen.items():
         assert addresses == {(router, macs[i])}, (i, addresses)
+    (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
+    assert {p["name"]: p["rewrite"] for p in row["balance"]["ports"]} == {
+        f"p{i}": {"src_mac": macs[i], "dst_mac": router} for i in (2, 3, 4)
+    }
     topo.ok(pin_dir, "add", "p1", "p3", *rewrite, other)
     seen = frames_by_host()
     assert set(seen) == {3} and seen[3] == {(other, macs[3])}, seen

@@ -85,6 +85,19 @@ def test_mac_rewrite_sets_the_configured_addresses(topo, pin_dir):
     assert row["egress_counters"]["tx_packets"] == 5
 
 
+def test_no_rewrite_goes_to_a_device_without_an_ethernet_header(topo, pin_dir):
+    tun = f"tun{topo.fwd[-6:]}"
+    sh("ip", "-n", topo.fwd, "tuntap", "add", "dev", tun, "mode", "tun")
+    sh("ip", "-n", topo.fwd, "link", "set", tun, "up")
+    topo.ok(pin_dir, "add", "p2", "p1")
+    before = topo.list_json(pin_dir)["entries"]
+    for rewrite in (["--dst-mac", "02:00:5e:00:53:42"], ["--src-mac", "02:00:5e:00:53:43"]):
+        result = topo.xdpfwd(pin_dir, "add", "p1", tun, *rewrite)
+        assert_fails(result, 2, f"{tun} has no MAC address")
+        assert topo.list_json(pin_dir)["entries"] == before
+        assert topo.xdp("p1") is None  # attached for the entry, detached with its undo
+
+
 def test_rewrite_to_the_receivers_mac_makes_a_router_hop_work(topo, pin_dir):
     """Hosts in two subnets send to a gateway MAC nobody owns; xdpfwd acts as the hop."""
     h1, h2 = topo.hosts

@@ -382,6 +382,13 @@ def test_down_interrupted_by_sigterm_exits_130_or_finishes(topo, pin_dir):
     assert 130 in outcomes
 
 
+def test_a_reader_without_access_to_the_pins_is_told_so(topo, pin_dir):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    nobody = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+    for args in (["list"], ["save"], ["stats"], ["stats", "--watch", "--count", "1"]):
+        assert_fails(topo.xdpfwd(pin_dir, *args, inner=nobody), 5, f"no access to {pin_dir}")
+
+
 # --- network namespaces ------------------------------------------------------------------
 
 

@@ -88,6 +88,7 @@ class BalancePort:
     buckets: int  # buckets that send to it now
     state: str  # up, down or gone
     counters: EgressStats | None = None  # what it sent for the entry, when counted
+    rewrite: Rewrite | None = None  # the addresses written on frames to it
 
     def as_dict(self) -> dict:
         return {
@@ -99,6 +100,7 @@ class BalancePort:
             "share": self.buckets / BUCKETS,
             "state": self.state,
             "counters": self.counters.as_dict() if self.counters else None,
+            "rewrite": self.rewrite.as_dict() if self.rewrite else None,
         }
 
 

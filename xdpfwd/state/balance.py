@@ -253,7 +253,8 @@ def _port(dp, ingress, port: Iface, weight, per_port, state, counted, name) -> B
     stats = None
     if counted and dp.pairs is not None and port.ifindex:
         stats = dp.pairs.read(ingress, port.ifindex) or maps.EgressStats()
-    return BalancePort(port, name, weight, per_port.get(port.ifindex, 0), state, stats)
+    rewrite = dp.rewrites.get(ingress, port.ifindex) if dp.layout.has_egress else None
+    return BalancePort(port, name, weight, per_port.get(port.ifindex, 0), state, stats, rewrite)
 
 
 def describe(dp: Dataplane, ingress: int) -> EgressProg | None:

@@ -163,7 +163,14 @@ def spec_of(
 
 def set_rewrite(c: Change, ingress: int, egress: int, rewrite: maps.Rewrite) -> None:
     """The addresses the (ingress, egress) pair's rewrite program writes (undone with
-    the change)."""
+    the change). Raises InputError towards a device whose frames have no Ethernet
+    header (a tun): the addresses would be written over its IP header."""
+    link = c.links.get(egress)
+    if link is not None and not link.mac:
+        raise InputError(
+            f"{link.ifname} has no MAC address: its frames have no Ethernet header for "
+            "--src-mac or --dst-mac to rewrite"
+        )
     dp = c.dp
     old = dp.rewrites.get(ingress, egress)
     map_write(dp.rewrites.set, ingress, egress, rewrite)

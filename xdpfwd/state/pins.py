@@ -370,6 +370,8 @@ class PinDir:
                         f"--pin-dir {self.path}: its parent directory "
                         f"{os.path.dirname(self.path)} does not exist"
                     ) from None
+                except PermissionError as e:
+                    raise _no_access(os.path.dirname(self.path), e) from None
                 except OSError as e:
                     raise InputError(f"--pin-dir {self.path}: {e.strerror}") from None
             if not create and not self.check_path():
@@ -382,6 +384,8 @@ class PinDir:
                     continue
                 yield False
                 return
+            except PermissionError as e:
+                raise _no_access(self.path, e) from None
             except OSError as e:
                 raise InputError(f"--pin-dir {self.path}: {e.strerror}") from None
             try:
