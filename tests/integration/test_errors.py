@@ -82,16 +82,19 @@ def test_pin_dir_not_on_bpffs(topo, tmp_path):
 
 
 def test_bpffs_is_mounted_when_missing_where_the_mount_lasts(topo, tmp_path):
-    # A private mount namespace without bpffs at /sys/fs/bpf, whose shell outlives each
-    # xdpfwd it runs: add mounts one, which the next commands there find.
+    # A container's view: a mount namespace without bpffs at /sys/fs/bpf, held by the
+    # init of a pid namespace (its ancestors out of sight): add mounts one, which the
+    # next commands there find. (Without the pid namespace, the shell's mount namespace
+    # would end with it: refused, as under ip netns exec, test_ownership.)
     pin = "/sys/fs/bpf/xdpfwd-test-automount"
     xdpfwd = f"nsenter --net=/run/netns/{topo.fwd} {XDPFWD} --pin-dir {pin}"
     script = (
         f"(umount /sys/fs/bpf 2>/dev/null || true) && {xdpfwd} add p1 p2 -b && "
         f"{xdpfwd} list --json > {tmp_path}/list.json && {xdpfwd} down"
     )
+    container = ("unshare", "--mount", "--propagation", "private", "--pid", "--fork")
     result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        [*container, "--mount-proc", "sh", "-c", script],
         capture_output=True,
         text=True,
         timeout=120,

@@ -66,7 +66,7 @@ def _bpffs(pin_dir: pins.PinDir):
     return (
         FAIL,
         f"no bpffs at {pins.BPFFS_DEFAULT_MOUNT}, and one mounted in this mount namespace of "
-        "its own (as ip netns exec makes) would vanish with it",
+        "its own (as ip netns exec makes) would vanish with its last process",
         "xdpfwd --netns NAME instead of ip netns exec",
     )
 

@@ -165,7 +165,8 @@ class PinDir:
                 raise PrereqError(
                     f"no BPF filesystem at {BPFFS_DEFAULT_MOUNT}, and this process has a mount "
                     "namespace of its own (as `ip netns exec` makes), where one mounted now "
-                    "would vanish with it, pins and all, and leave its programs attached: use "
+                    "would vanish with its last process, pins and all, and leave its programs "
+                    "attached: use "
                     f"`xdpfwd --netns NAME`, or mount one first (`mount -t bpf bpf "
                     f"{BPFFS_DEFAULT_MOUNT}`) where it lasts"
                 )
