@@ -5,11 +5,13 @@ with a bound, and every failure is one line with a documented exit code."""
 import json
 import os
 import random
+import struct
 import subprocess
 import time
 
 import pytest
 
+from xdpfwd.kernel import netns
 from xdpfwd.kernel.bpf import maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 
@@ -451,7 +453,8 @@ def test_the_pins_of_a_namespace_that_is_gone_are_only_removed(scratch_ns, pin_d
 
 
 def linked_inode(pin_dir: str) -> int | None:
-    return netns_link.pinned_inode(os.path.join(pin_dir, maps.PIN_NETNS))
+    pin = netns_link.read(os.path.join(pin_dir, maps.PIN_NETNS))
+    return pin.inode if pin.kind == "link" else None
 
 
 HOLD_BY_SOCKET = """
@@ -516,27 +519,118 @@ def test_a_new_namespace_is_not_taken_for_a_gone_one(pin_dir):
             sh("ip", "netns", "del", name, check=False)
 
 
-def test_an_older_pin_dir_is_tied_to_a_namespace_only_where_its_program_runs(
-    topo, pin_dir, scratch_ns
-):
-    topo.ok(pin_dir, "add", "p1", "p2")
-    # As the versions before loss accounting and before the link left it: the last
-    # one recorded the namespace in a map, which could not tell when it was gone.
+def as_an_earlier_version_left_it(pin_dir: str, record) -> None:
+    """Without loss accounting and the namespace link: with record (inode, cookie) in
+    the map the last version before the link pinned instead, or with none."""
     for name in pinned(pin_dir):
         if name == maps.PIN_NETNS or name.startswith(("link_tp_", "prog_tp_")):
             os.unlink(os.path.join(pin_dir, name))
-    pin_foreign_map(os.path.join(pin_dir, maps.PIN_NETNS), "xdpfwd_netns")
+    if record is not None:
+        fd = sc.map_create(sc.MAP_TYPE_ARRAY, 4, 16, 1, "xdpfwd_netns")
+        try:
+            sc.map_update(fd, bytes(4), struct.pack("=QQ", *record))
+            sc.obj_pin(fd, os.path.join(pin_dir, maps.PIN_NETNS))
+        finally:
+            os.close(fd)
+
+
+def identity_of(ns: str) -> tuple[int, int]:
+    with netns.entered(ns):
+        return netns.current_inode(), netns.current_cookie()
+
+
+@pytest.mark.parametrize("record", ["earlier map", "none"])
+def test_an_earlier_pin_dir_serves_only_where_its_program_runs(topo, pin_dir, scratch_ns, record):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    as_an_earlier_version_left_it(pin_dir, identity_of(topo.fwd) if record != "none" else None)
     watch = ("stats", "--watch", "--count", "1", "--interval", "0.2")
-    # Its tracepoint programs would count for the wrong namespace's devices.
-    assert_fails(run_in(scratch_ns, pin_dir, *watch), 2, "earlier xdpfwd")
-    assert not [name for name in pinned(pin_dir) if name.startswith("prog_tp_")]
-    assert linked_inode(pin_dir) is None
-    topo.ok(pin_dir, *watch)  # where its program runs: recorded, and accounted
+    before = pinned(pin_dir)
+    for args in (["list"], ["save"], watch, ["add", "p2", "p1"]):
+        # Its ifindexes are topo's devices; its tracepoint programs would count here.
+        assert_fails(run_in(scratch_ns, pin_dir, *args), 2, "earlier xdpfwd")
+    assert_fails(
+        run_in(scratch_ns, pin_dir, "down"), 2, f"still runs on p1 in network namespace {topo.fwd}"
+    )
+    assert pinned(pin_dir) == before and topo.xdp("p1") is not None
+    topo.ok(pin_dir, *watch)  # where its program runs: tied to it, and accounted
     assert linked_inode(pin_dir) == os.stat(f"/run/netns/{topo.fwd}").st_ino
     assert "link_tp_xdp_devmap_xmit" in pinned(pin_dir)
     assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
     topo.ok(pin_dir, "down")
     assert not os.path.exists(pin_dir)
+
+
+def pin_user_sk_lookup_link(ns: str, path: str) -> None:
+    """Another tool's sk_lookup program, attached to namespace ns and pinned at path."""
+    code = sc.insn(0xB7, imm=1) + sc.insn(0x95)
+    prog = sc.prog_load(sc.PROG_TYPE_SK_LOOKUP, code, "usersteer", sc.ATTACH_SK_LOOKUP)
+    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        link = sc.link_create(prog, target, sc.ATTACH_SK_LOOKUP)
+        sc.obj_pin(link, path)
+        os.close(link)
+    finally:
+        os.close(target)
+        os.close(prog)
+
+
+@pytest.mark.parametrize("intruder", ["link", "map"])
+def test_a_foreign_object_in_place_of_the_namespace_link_is_refused_and_kept(
+    topo, pin_dir, intruder
+):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    path = os.path.join(pin_dir, maps.PIN_NETNS)
+    os.unlink(path)
+    if intruder == "link":
+        pin_user_sk_lookup_link(topo.fwd, path)
+    else:
+        pin_foreign_map(path)
+    for args in (["list"], ["add", "p2", "p1"], ["down"]):
+        assert_fails(topo.xdpfwd(pin_dir, *args), 2, "is not xdpfwd's namespace link")
+    assert sc.pinned_kind(path)[0] == intruder  # still there, still theirs
+    assert topo.xdp("p1") is not None
+    os.unlink(path)
+    topo.ok(pin_dir, "down")
+
+
+def test_a_namespace_link_detached_by_hand_does_not_let_down_orphan_the_program(
+    topo, pin_dir, scratch_ns
+):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    link = json.loads(
+        sh("bpftool", "-j", "link", "show", "pinned", os.path.join(pin_dir, maps.PIN_NETNS)).stdout
+    )
+    sh("bpftool", "link", "detach", "id", str(link["id"]))
+    assert linked_inode(pin_dir) == 0  # it reads as gone, though topo's namespace lives
+    assert_fails(
+        run_in(scratch_ns, pin_dir, "down"),
+        2,
+        f"still runs on p1 in network namespace {topo.fwd}",
+        f"nsenter --net=/run/netns/{topo.fwd} xdpfwd --pin-dir {pin_dir} down",
+    )
+    assert topo.xdp("p1") is not None and os.path.exists(pin_dir)
+    topo.ok(pin_dir, "down")  # there: detached, and removed
+    assert topo.xdp("p1") is None and not os.path.exists(pin_dir)
+
+
+def test_a_command_left_running_by_its_ip_netns_exec_shell_mounts_no_bpffs(scratch_ns, tmp_path):
+    # Its parent gone, it has pid 1 (or a subreaper) for a parent, in another mount
+    # namespace: the mount would still end with the command.
+    pin_dir, out = f"/sys/fs/bpf/xt{RUN_ID}bg", tmp_path / "out"
+    sh("ip", "-n", scratch_ns, "link", "add", "a1", "type", "veth", "peer", "name", "b1")
+    for dev in ("a1", "b1"):
+        sh("ip", "-n", scratch_ns, "link", "set", dev, "up")
+    command = (
+        f"(sleep 0.5; {XDPFWD} --pin-dir {pin_dir} add a1 a1 --force; echo rc=$?) > {out} 2>&1"
+    )
+    sh("ip", "netns", "exec", scratch_ns, "sh", "-c", f"{command} & exit 0")
+    deadline = time.monotonic() + 60
+    while "rc=" not in (out.read_text() if out.exists() else ""):
+        assert time.monotonic() < deadline, "the command did not finish"
+        time.sleep(0.1)
+    assert "rc=5" in out.read_text() and "ip netns exec" in out.read_text()
+    xdp = json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout)[0].get("xdp")
+    assert xdp is None and not os.path.exists(pin_dir)
 
 
 @pytest.mark.parametrize("through_shell", [False, True], ids=["direct", "through-a-shell"])
@@ -554,7 +648,10 @@ def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns,
         if through_shell:  # the parent shares the command's mount namespace
             command = ["sh", "-c", " ".join(command)]
         return subprocess.run(
-            ["ip", "netns", "exec", scratch_ns, *command], capture_output=True, text=True
+            ["ip", "netns", "exec", scratch_ns, *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     assert_fails(run("add", "a1", "a2"), 5, "ip netns exec", "xdpfwd --netns NAME")
@@ -568,7 +665,7 @@ def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns,
     )
     assert result.returncode == 0, result.stderr
     try:
-        for args in (["list"], ["save"], ["down"], ["prune"], ["stats"]):
+        for args in (["list"], ["save"], ["down"], ["prune"], ["stats"], ["follow"], ["doctor"]):
             assert_fails(run(*args), 5, "cannot be seen", "xdpfwd --netns NAME")
         assert pinned(pin_dir) and json.loads(
             sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout

@@ -11,6 +11,8 @@ import ctypes
 import errno
 import os
 import re
+import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -118,15 +120,33 @@ def current_inode() -> int:
 INIT_NET_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO: the initial namespace's, always
 
 
-def describe(inode: int) -> str:
-    """A live network namespace as a user knows it: by name when it has one."""
-    if inode == INIT_NET_INODE:
-        return "the initial namespace"
+SO_NETNS_COOKIE = 71  # <asm-generic/socket.h>, Linux 5.14+
+
+
+def current_cookie() -> int:
+    """The calling thread's namespace's cookie, which the kernel never gives to another
+    namespace (0 before Linux 5.14)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            return struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+        except OSError:
+            return 0
+
+
+def name_of(inode: int) -> str | None:
+    """The name under /run/netns of the live namespace of inode, if it has one."""
     for name in names():
         with suppress(OSError):
             if os.stat(path(name)).st_ino == inode:
                 return name
-    return f"inode {inode}"
+    return None
+
+
+def describe(inode: int) -> str:
+    """A live network namespace as a user knows it: by name when it has one."""
+    if inode == INIT_NET_INODE:
+        return "the initial namespace"
+    return name_of(inode) or f"inode {inode}"
 
 
 def _setns(fd: int) -> None:

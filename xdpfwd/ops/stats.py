@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 from xdpfwd import interrupts
-from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.errors import XdpfwdError
 from xdpfwd.kernel import prereqs
 from xdpfwd.model.counters import Snapshot, WatchFrame, add_losses, rates
-from xdpfwd.state import ports, tracing
+from xdpfwd.state import tracing
 from xdpfwd.state.counters import snapshot, zero
 from xdpfwd.state.dataplane import reading, writing
 from xdpfwd.state.pins import PinDir
@@ -50,13 +50,9 @@ def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[W
             # Only a pin dir made by an earlier xdpfwd lacks it: attaching is the only
             # part of a watch that needs a capability.
             prereqs.require_privileges("stats --watch")
-            if pins.netns_inode() is None and not ports.runs_here(pins):
-                # Its programs would count for this namespace's devices.
-                raise InputError(
-                    f"{pins.path} was set up by an earlier xdpfwd, and its program runs on "
-                    "no device of this network namespace: watch it where its ports are"
-                )
             with ExitStack() as partial:
+                # Its programs count for this namespace's devices: the one check_netns()
+                # found the directory's (when writing() opened it).
                 pins.record_netns(partial)
                 tracing.ensure_attached(pins, partial)
                 partial.pop_all()

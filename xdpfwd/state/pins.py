@@ -16,11 +16,11 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from xdpfwd.errors import InputError, PrereqError
-from xdpfwd.kernel import netns
+from xdpfwd.errors import InputError, PrereqError, XdpfwdError
+from xdpfwd.kernel import netdev, netns
 from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 
@@ -82,10 +82,9 @@ KNOWN_PINS: dict[str, tuple[str, str]] = {
     # "xdp__<event>", cut to 15 bytes.
     **{maps.PIN_TRACE_LEGACY_PREFIX + event: ("prog", "xdp__") for event in loader.TRACE_FUNCS},
     **{name: ("map", "xdpfwd_") for name in _MAPS},
-    maps.PIN_NETNS: ("link", ""),
+    # Told by its program's name and its kind, or an earlier version's map (netns_link).
+    maps.PIN_NETNS: ("link", netns_link.PROG_NAME),
 }
-# What an earlier version pinned under the same name: still xdpfwd's to remove.
-_EARLIER_PINS = {maps.PIN_NETNS: ("map", "xdpfwd_")}
 GROUP_PIN = ("map", "xg_")  # group/<name>: each broadcast group's devmap
 
 
@@ -247,15 +246,19 @@ class PinDir:
                     (ours if _is_pin(self.pin(relative), GROUP_PIN) else foreign).append(relative)
                 if not self._listdir(self.pin(name)):
                     ours.append(name)
-            elif name in KNOWN_PINS and any(
-                _is_pin(self.pin(name), kind)
-                for kind in (KNOWN_PINS[name], _EARLIER_PINS.get(name))
-                if kind
-            ):
+            elif name == maps.PIN_NETNS:
+                (ours if self._netns_pin_is_ours() else foreign).append(name)
+            elif name in KNOWN_PINS and _is_pin(self.pin(name), KNOWN_PINS[name]):
                 ours.append(name)
             else:
                 foreign.append(name)
         return Survey(True, marked, tuple(ours), tuple(foreign))
+
+    def _netns_pin_is_ours(self) -> bool:
+        try:
+            return netns_link.read(self.pin(maps.PIN_NETNS)).kind in ("link", "earlier")
+        except PermissionError as e:
+            raise _no_access(self.pin(maps.PIN_NETNS), e) from None
 
     def _listdir(self, path: str) -> set[str]:
         try:
@@ -289,57 +292,120 @@ class PinDir:
         return True
 
     def record_netns(self, undo) -> None:
-        """Tie the directory to this thread's network namespace, unless it is tied;
-        with the lock held (undo removes a new link). The map an earlier version
-        recorded the namespace in is replaced: it could not tell when it was gone."""
+        """Tie the directory to this thread's network namespace unless it is tied; with
+        the lock held, after check_netns() (undo removes a new link). The map an earlier
+        version recorded the namespace in is replaced: it could not tell when that
+        namespace was gone."""
         path = self.pin(maps.PIN_NETNS)
-        if netns_link.pinned_inode(path) is not None:
+        pinned = netns_link.read(path)
+        if pinned.kind == "link":
             return
-        with suppress(FileNotFoundError):
+        if pinned.kind == "earlier":
             os.unlink(path)
         try:
             if not netns_link.pin(path):
                 return  # a kernel without namespace links: the directory stays unchecked
         except OSError as e:
+            if e.errno == errno.E2BIG:
+                raise PrereqError(
+                    f"recording the namespace of {self.path} failed: this network namespace "
+                    f"has the kernel's maximum of {netns_link.MAX_PER_NETNS} sk_lookup "
+                    "programs already"
+                ) from e
             raise PrereqError(f"recording the namespace of {self.path} failed: {e.strerror}") from e
         undo.callback(os.unlink, path)
 
-    def netns_inode(self) -> int | None:
-        """The inode of the network namespace whose ports the directory serves, 0 when
-        that namespace is gone, None when no namespace is recorded (made by an earlier
-        version, or on a kernel without namespace links)."""
-        return netns_link.pinned_inode(self.pin(maps.PIN_NETNS))
-
     def check_netns(self, removing: bool = False) -> None:
-        """Raises InputError when the directory serves the ports of another network
-        namespace than this thread's: its ifindexes name other devices here. Removing
-        it (down) is let through once that namespace is gone, with its devices."""
+        """Raises InputError unless the directory serves the ports of this thread's
+        network namespace: its ifindexes name other devices elsewhere. Removing it
+        (down) is let through once that namespace is gone, unless its program still
+        runs on a device of another namespace xdpfwd can see. A directory of an
+        earlier version, tied to no namespace, is taken as this one's when its program
+        runs here or it has none. Raises PrereqError when the directory is out of
+        sight (check_path)."""
+        if not os.path.lexists(self.path):
+            self._check_hidden()
+            return
         try:
             if not self.check_path():  # (which refuses a path that cannot be a pin dir)
                 return
-            recorded = self.netns_inode()
+            pinned = netns_link.read(self.pin(maps.PIN_NETNS))
+            prog_id = self._prog_id() if pinned.kind != "link" else None
         except (PermissionError, PrereqError):
             return  # not this process's to read: what it lacks is named where it acts
         here = netns.current_inode()
-        if recorded is None or recorded == here:
-            return
-        if recorded:
-            there = netns.describe(recorded)
-            how = (
-                f"`nsenter --net={netns.path(there)} xdpfwd --pin-dir {self.path} ...`"
-                if there in netns.names()
-                else "xdpfwd in that namespace"
-            )
+        if pinned.kind == "foreign":
             raise InputError(
-                f"{self.path} serves the ports of network namespace {there}, and this "
-                f"command runs in {netns.describe(here)}: run {how}, or choose another "
-                "--pin-dir"
+                f"{self.pin(maps.PIN_NETNS)} is not xdpfwd's namespace link: something else "
+                "was pinned there; remove it, or choose another --pin-dir"
             )
+        if pinned.kind == "link":
+            if pinned.inode == here:
+                return
+            if pinned.inode:
+                raise InputError(
+                    f"{self.path} serves the ports of network namespace "
+                    f"{netns.describe(pinned.inode)}, and this command runs in "
+                    f"{netns.describe(here)}: {self._how_to_reach(pinned.inode)}, or choose "
+                    "another --pin-dir"
+                )
+            if not removing:
+                raise InputError(
+                    f"{self.path} served the ports of a network namespace that is gone: "
+                    f"`xdpfwd --pin-dir {self.path} down` removes its pins"
+                )
+            self._check_runs_nowhere_else(self._prog_id())
+            return
+        if pinned.kind == "earlier" and pinned.inode == here:
+            if pinned.cookie in (0, netns.current_cookie()):
+                return
+        if prog_id is None or any(link.xdp_prog_id == prog_id for link in netdev.links().values()):
+            return  # provably this namespace's: nothing attached yet, or attached here
         if not removing:
             raise InputError(
-                f"{self.path} served the ports of a network namespace that is gone with its "
-                f"devices: `xdpfwd --pin-dir {self.path} down` removes its pins"
+                f"{self.path} was set up by an earlier xdpfwd, and its program runs on no "
+                "device of this network namespace: run xdpfwd where its ports are, or "
+                f"`xdpfwd --pin-dir {self.path} down` removes its pins if they are all gone"
             )
+        self._check_runs_nowhere_else(prog_id)
+
+    def _prog_id(self) -> int | None:
+        try:
+            fd = sc.obj_get(self.pin(maps.PIN_PROG_INGRESS))
+        except FileNotFoundError:
+            return None
+        try:
+            return sc.prog_info(fd).id
+        finally:
+            os.close(fd)
+
+    def _how_to_reach(self, inode: int) -> str:
+        """How to run a command in the live namespace of inode, for a refusal."""
+        if inode == netns.INIT_NET_INODE:
+            return f"run `nsenter --net=/proc/1/ns/net xdpfwd --pin-dir {self.path} ...`"
+        name = netns.name_of(inode)
+        if name is None:
+            return "run xdpfwd in that namespace (`lsns -t net` shows who holds it)"
+        base, _, suffix = self.path.rpartition("@")
+        if suffix == name:  # made by --netns NAME
+            return f"run `xdpfwd --pin-dir {base} --netns {name} ...`"
+        return f"run `nsenter --net={netns.path(name)} xdpfwd --pin-dir {self.path} ...`"
+
+    def _check_runs_nowhere_else(self, prog_id: int | None) -> None:
+        """Raises InputError when the directory's program still runs on a device of a
+        named namespace other than this one (or the initial one): a namespace link
+        detached by hand reads as gone, and a physical port goes back to the initial
+        namespace when its own ends, its program still attached."""
+        if prog_id is None:
+            return
+        for where, enter, ports in _links_elsewhere():
+            running = [link.ifname for link in ports.values() if link.xdp_prog_id == prog_id]
+            if running:
+                raise InputError(
+                    f"{self.path}'s program still runs on {', '.join(running)} in network "
+                    f"namespace {where}: `{enter} xdpfwd --pin-dir {self.path} down` there "
+                    "detaches it and removes the pins"
+                )
 
     def unmark(self) -> None:
         """Remove the marker (undo of a claim() whose change failed)."""
@@ -456,6 +522,34 @@ def _short(path: str) -> str:
     return path if len(path) <= 80 else path[:60] + "..." + path[-12:]
 
 
+def _links_elsewhere() -> Iterator[tuple[str, str, dict[int, netdev.Link]]]:
+    """(namespace, how to enter it, its links) for each named namespace and the
+    initial one, but this thread's: those xdpfwd can look into."""
+    here = netns.current_inode()
+    for name in netns.names():
+        try:
+            if os.stat(netns.path(name)).st_ino == here:
+                continue
+            ports = netdev.links(name)
+        except (OSError, XdpfwdError):
+            continue  # a stale entry, or one this process may not enter
+        yield name, f"nsenter --net={netns.path(name)}", ports
+    if here == netns.INIT_NET_INODE:
+        return
+    try:
+        fd = os.open("/proc/1/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with netns.entered_fd(fd):
+            ports = netdev.links()
+    except (OSError, XdpfwdError):
+        return
+    finally:
+        os.close(fd)
+    yield "the initial namespace", "nsenter --net=/proc/1/ns/net", ports
+
+
 def _no_access(path: str, e: OSError) -> PrereqError:
     return PrereqError(
         f"no access to {path} ({e.strerror}): run as root, or as the user that owns the pins"
@@ -522,20 +616,20 @@ def _unescape(field: str) -> str:
 
 def mounts_last() -> bool:
     """Whether a mount made by this process outlives it: not when its mount namespace
-    is not that of every ancestor this process may look at, as `ip netns exec` unshares
-    one for the command it runs (maybe a shell that runs xdpfwd)."""
+    is not that of every ancestor this process may look at, up to pid 1, as `ip netns
+    exec` unshares one for the command it runs (maybe a shell that runs xdpfwd)."""
     try:
         ours = os.stat("/proc/self/ns/mnt").st_ino
     except OSError:
-        return True
-    pid = os.getppid()
-    while pid > 1:
+        return False
+    pid = os.getppid()  # 0 where the parent is out of sight (a container's init)
+    while pid >= 1:  # pid 1 too: a command whose parent exited has it as its parent
         try:
             if os.stat(f"/proc/{pid}/ns/mnt").st_ino != ours:
                 return False
-            pid = _parent_of(pid)
+            pid = _parent_of(pid) if pid > 1 else 0
         except (OSError, ValueError):
-            return True  # an ancestor not ours to see (another user's, a container's host)
+            return False  # an ancestor that cannot be read, or just gone: unsure
     return True
 
 

@@ -68,16 +68,6 @@ def pinned_prog_id(pins: PinDir) -> int | None:
         os.close(fd)
 
 
-def runs_here(pins: PinDir, links: dict[int, netdev.Link] | None = None) -> bool:
-    """Whether this network namespace is provably the one the pin dir serves: it has
-    no program yet, or its program runs on a device here."""
-    ours = pinned_prog_id(pins)
-    if ours is None:
-        return True
-    links = netdev.links() if links is None else links
-    return any(link.xdp_prog_id == ours for link in links.values())
-
-
 def prog_name(prog_id: int) -> str:
     try:
         fd = sc.prog_fd_by_id(prog_id)

@@ -106,8 +106,7 @@ def change(
         # Links as they are now, under the lock: another writer or a repair may have
         # attached or detached since the caller looked them up.
         links = netdev.links()
-        if ports.runs_here(pins, links):  # (a directory of an older version may not)
-            pins.record_netns(undo_setup)
+        pins.record_netns(undo_setup)  # this namespace, as check_netns() found
         ours = ports.pinned_prog_id(pins)
         plans = []
         for port, mode in attach.items():

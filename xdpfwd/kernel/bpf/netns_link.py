@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
+from dataclasses import dataclass
 
 from xdpfwd.kernel.bpf import syscall as sc
 
 PROG_NAME = "xdpfwd_netns"
+EARLIER_MAP_NAME = "xdpfwd_netns"  # the map an earlier version recorded the namespace in
 _SK_PASS = 1
 # Kernels before sk_lookup (5.9) refuse the program or the link with these.
 _UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's ENOTSUPP
+MAX_PER_NETNS = 64  # sk_lookup programs a namespace takes (the kernel's limit, E2BIG)
 
 
 def pin(path: str) -> bool:
@@ -56,18 +60,52 @@ def pin(path: str) -> bool:
     return True
 
 
-def pinned_inode(path: str) -> int | None:
-    """The inode of the namespace linked at path, 0 once it is gone; None when no link
-    is pinned there (nothing, or the map an earlier version pinned in its place).
-    Raises PermissionError when this process may not open it."""
+@dataclass(frozen=True)
+class Pinned:
+    """What a pin dir's namespace pin holds."""
+
+    kind: str  # "none", "link" (xdpfwd's), "earlier" (an earlier version's map), "foreign"
+    inode: int = 0  # the namespace's (a link's reads 0 once the namespace is gone)
+    cookie: int = 0  # an earlier record's SO_NETNS_COOKIE (0: recorded without one)
+
+
+_EARLIER = struct.Struct("=QQ")  # the earlier version's record: inode, cookie
+
+
+def read(path: str) -> Pinned:
+    """What is pinned at path. Raises PermissionError when this process may not open
+    it (or, for a link, its program)."""
     try:
         fd = sc.obj_get(path)
     except FileNotFoundError:
-        return None
+        return Pinned("none")
+    except PermissionError:
+        raise
+    except OSError:
+        return Pinned("foreign")  # not a BPF object: a directory, say
     try:
-        if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-link":
-            return None
-        info = sc.link_info(fd)
+        kind = os.readlink(f"/proc/self/fd/{fd}")
+        if kind == "anon_inode:bpf-link":
+            info = sc.link_info(fd)
+            if info.link_type == sc.BPF_LINK_TYPE_NETNS and _prog_name(info.prog_id) == PROG_NAME:
+                return Pinned("link", info.netns_inode or 0)
+        elif kind == "anon_inode:bpf-map":
+            info = sc.map_info(fd)
+            if info.name == EARLIER_MAP_NAME and info.value_size in (8, _EARLIER.size):
+                raw = sc.map_lookup(fd, bytes(4), info.value_size) or bytes(info.value_size)
+                inode, cookie = _EARLIER.unpack(raw.ljust(_EARLIER.size, b"\0"))
+                return Pinned("earlier", inode, cookie)
+        return Pinned("foreign")
     finally:
         os.close(fd)
-    return info.netns_inode if info.link_type == sc.BPF_LINK_TYPE_NETNS else None
+
+
+def _prog_name(prog_id: int) -> str:
+    try:
+        fd = sc.prog_fd_by_id(prog_id)
+    except FileNotFoundError:
+        return ""
+    try:
+        return sc.prog_info(fd).name
+    finally:
+        os.close(fd)
