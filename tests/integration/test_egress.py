@@ -98,6 +98,20 @@ def test_no_rewrite_goes_to_a_device_without_an_ethernet_header(topo, pin_dir):
         assert topo.xdp("p1") is None  # attached for the entry, detached with its undo
 
 
+def test_prune_leaves_out_a_rewrite_whose_egress_came_back_without_a_mac(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p1", "p2", "--dst-mac", "02:00:5e:00:53:42")
+    topo.ok(pin_dir, "add", "p3", "p4")
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    sh("ip", "-n", topo.fwd, "tuntap", "add", "dev", "p2", "mode", "tun")
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "up")
+    result = topo.ok(pin_dir, "prune")
+    assert "p1: p2 has no MAC address for its rewrite: left out" in result.stdout + result.stderr
+    entries = {r["ingress"]["ifname"]: r for r in topo.list_json(pin_dir)["entries"]}
+    assert entries["p3"]["egress"]["ifname"] == "p4"  # the rest is kept as it was
+    assert entries.get("p1", {}).get("egress", {}).get("ifname") != "p2"
+
+
 def test_rewrite_to_the_receivers_mac_makes_a_router_hop_work(topo, pin_dir):
     """Hosts in two subnets send to a gateway MAC nobody owns; xdpfwd acts as the hop."""
     h1, h2 = topo.hosts

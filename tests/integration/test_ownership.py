@@ -574,23 +574,51 @@ def pin_user_sk_lookup_link(ns: str, path: str) -> None:
         os.close(prog)
 
 
-@pytest.mark.parametrize("intruder", ["link", "map"])
+@pytest.mark.parametrize("intruder", ["link", "map", "directory"])
 def test_a_foreign_object_in_place_of_the_namespace_link_is_refused_and_kept(
-    topo, pin_dir, intruder
+    topo, pin_dir, scratch_ns, intruder
 ):
     topo.ok(pin_dir, "add", "p1", "p2")
     path = os.path.join(pin_dir, maps.PIN_NETNS)
     os.unlink(path)
     if intruder == "link":
         pin_user_sk_lookup_link(topo.fwd, path)
-    else:
+    elif intruder == "map":
         pin_foreign_map(path)
+    else:
+        os.mkdir(path)
     for args in (["list"], ["add", "p2", "p1"], ["down"]):
         assert_fails(topo.xdpfwd(pin_dir, *args), 2, "is not xdpfwd's namespace link")
-    assert sc.pinned_kind(path)[0] == intruder  # still there, still theirs
+    for args in (["list"], ["prune"], ["down"]):  # nor can it hide another namespace
+        assert_fails(run_in(scratch_ns, pin_dir, *args), 2, "is not xdpfwd's namespace link")
+    # Still there, still theirs; nothing detached.
+    assert os.path.isdir(path) if intruder == "directory" else sc.pinned_kind(path)[0] == intruder
     assert topo.xdp("p1") is not None
-    os.unlink(path)
+    os.rmdir(path) if intruder == "directory" else os.unlink(path)
     topo.ok(pin_dir, "down")
+
+
+def test_a_reader_without_cap_sys_admin_is_refused_another_namespaces_dir(
+    topo, pin_dir, scratch_ns
+):
+    # It may read the pins (CAP_DAC_OVERRIDE) but not open the link's program by id.
+    topo.ok(pin_dir, "add", "p1", "p2")
+    reader = (
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all,+dac_override",
+        "--ambient-caps=-all,+dac_override",
+    )
+    for args in (["list"], ["save"], ["stats"]):
+        result = subprocess.run(
+            xdpfwd_cmd(scratch_ns, "--pin-dir", pin_dir, *args, inner=reader),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert_fails(result, 2, "serves the ports of network namespace")
 
 
 def test_a_namespace_link_detached_by_hand_does_not_let_down_orphan_the_program(
@@ -609,7 +637,13 @@ def test_a_namespace_link_detached_by_hand_does_not_let_down_orphan_the_program(
         f"nsenter --net=/run/netns/{topo.fwd} xdpfwd --pin-dir {pin_dir} down",
     )
     assert topo.xdp("p1") is not None and os.path.exists(pin_dir)
-    topo.ok(pin_dir, "down")  # there: detached, and removed
+    # Where the program runs, the directory is still this namespace's: a change ties
+    # it again.
+    assert topo.list_json(pin_dir)["entries"]
+    topo.ok(pin_dir, "add", "p2", "p1")
+    assert linked_inode(pin_dir) == os.stat(f"/run/netns/{topo.fwd}").st_ino
+    assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
+    topo.ok(pin_dir, "down")
     assert topo.xdp("p1") is None and not os.path.exists(pin_dir)
 
 

@@ -3,7 +3,7 @@ loop driven by a fake event source: resync at start, after bursts and overruns."
 
 import pytest
 
-from xdpfwd.errors import XdpfwdError
+from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.model import EgressSpec, Iface, PruneResult
 from xdpfwd.ops import following as follow
@@ -119,9 +119,14 @@ class FakeEvents:
 
 
 class FakeOps:
-    def __init__(self, results):
+    def __init__(self, results, refusal=None):
         self.results = list(results)
         self.calls = 0
+        self.refusal = refusal
+
+    def check_pin_dir(self, pins):
+        if self.refusal is not None:
+            raise self.refusal
 
     def prune(self, pins):
         self.calls += 1
@@ -172,6 +177,23 @@ def test_follow_resyncs_after_an_overrun_and_survives_errors():
     assert ("warning", "netlink overrun: resynchronising from a full dump") in lines
     assert ("error", "pins are incomplete") in lines
     assert calls == 3
+
+
+def test_follow_says_a_lasting_error_once_and_when_it_is_resolved():
+    failing = XdpfwdError("pins are incomplete")
+    events = [[netdev.LinkEvent(True, link())], []] * 4
+    lines, calls = run(events, [failing, failing, failing, PruneResult([], [], [])])
+    assert calls == 4
+    assert lines.count(("error", "pins are incomplete")) == 1
+    assert ("action", "the last error is resolved") in lines
+
+
+def test_a_pin_dir_that_is_not_this_namespaces_ends_the_follow():
+    refusal = InputError("/sys/fs/bpf/x served the ports of a network namespace that is gone")
+    events, ops = FakeEvents([[], []]), FakeOps([], refusal)
+    with pytest.raises(InputError, match="that is gone"):
+        list(follow.run(ops, PinDir("/sys/fs/bpf/x"), events=events, settle=0, resync=60))
+    assert ops.calls == 0 and events.closed
 
 
 def test_follow_says_once_what_it_leaves_alone():

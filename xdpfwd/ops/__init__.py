@@ -71,7 +71,7 @@ def follow(pins, **options):
     from xdpfwd.ops import following
 
     prereqs.require_privileges("follow")
-    pins.check_netns()  # once: its runs would retry the refusal forever
+    pins.check_netns()  # at once, not at the first run
     return following.run(sys.modules[__name__], pins, **options)
 
 

@@ -454,8 +454,9 @@ def reconcile(pins: PinDir) -> PruneResult:
 def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired:
     """The recorded configuration, against the devices there are now: what names a
     device that is gone is left out (a balanced entry's port counts as down), and so
-    is a port that runs another tool's XDP program, or whose egress program's source
-    cannot be read (noted in skipped)."""
+    is a port that runs another tool's XDP program, an entry whose egress program's
+    source cannot be read, or whose rewrite goes to a device without a MAC address
+    (noted in skipped)."""
     by_name = {link.ifname: link for link in c.links.values()}
     usable: dict[str, bool] = {}
 
@@ -481,11 +482,29 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
             return False
         return True
 
+    def rewritable(ingress: str, egress: tuple[str, ...], spec) -> bool:
+        bare = [name for name in egress if name in by_name and not by_name[name].mac]
+        if spec.rewrites and bare:  # re-created as a device without one (a tun)
+            skipped.append(
+                f"{ingress}: {', '.join(bare)} has no MAC address for its rewrite: left out"
+            )
+            return False
+        return True
+
     wanted = recorded.config
     forward = tuple(
-        e for e in wanted.forward if ok(e.ingress) and e.egress in by_name and readable(e)
+        e
+        for e in wanted.forward
+        if ok(e.ingress)
+        and e.egress in by_name
+        and readable(e)
+        and rewritable(e.ingress, (e.egress,), e.spec)
     )
-    balanced = tuple(e for e in wanted.balanced if ok(e.ingress) and readable(e))
+    balanced = tuple(
+        e
+        for e in wanted.balanced
+        if ok(e.ingress) and readable(e) and rewritable(e.ingress, tuple(e.ports), e.spec)
+    )
     groups = tuple(
         replace(g, members=members)
         for g in wanted.groups

@@ -52,6 +52,7 @@ def run(
     try:
         yield FollowLine(f"following link events for {pins.path}", "start")
         skipped: tuple[str, ...] = ()
+        failed, retry = "", RETRY  # the last run's error, said once; the wait after it
         due = 0.0  # a run at once
         while True:
             interrupts.check()
@@ -71,12 +72,21 @@ def run(
                     _log_events(more)
             elif time.monotonic() < due:
                 continue
+            # A directory another namespace's, gone or out of sight stays so: it ends
+            # the follow (exit status 2 or 5) rather than fail every run.
+            ops.check_pin_dir(pins)
             try:
                 result = ops.prune(pins)
             except (XdpfwdError, OSError) as e:
-                yield FollowLine(str(e), "error")
-                due = time.monotonic() + RETRY
+                if str(e) != failed:
+                    yield FollowLine(str(e), "error")
+                    failed, retry = str(e), RETRY
+                due = time.monotonic() + retry
+                retry = min(retry * 2, resync)  # the same error again: wait longer
                 continue
+            if failed:
+                yield FollowLine("the last error is resolved")
+                failed = ""
             due = time.monotonic() + resync
             yield from _lines(result)
             if result.skipped != skipped:

@@ -296,12 +296,10 @@ def _port_row(
     state = health.port_state(link, egress, attached, has_entry, group, settings, flooding)
     has_egress = entry is not None and dp.layout.has_egress
     counters = counted.ports[port].counters or maps.PortStats()
-    lost = counted.port_losses(port)
-    lost_after = (lost["redirect_error"] or 0) + (lost["xmit_drop"] or 0)
     if entry is not None and has_egress:
-        egress_counters = _entry_counters(dp, port, entry, counters, lost_after)
+        egress_counters = _entry_counters(dp, port, entry, counters)
     elif balanced is not None and dp.layout.has_egress:
-        egress_counters = _balanced_counters(dp, port, balanced, counters, lost_after)
+        egress_counters = _balanced_counters(dp, port, balanced, counters)
     else:
         egress_counters = None
     return PortRow(
@@ -317,7 +315,7 @@ def _port_row(
         rewrite=dp.rewrites.get(port, entry.egress_ifindex) if has_egress else None,
         egress_counters=egress_counters,
         group=group,
-        lost=lost,
+        lost=counted.port_losses(port),
         events=_events(counted, known(port, links), egress),
         forwarded=counted.forwarded(port),
         problems=tuple(p.line for p in problems if p.ifindex == port),
@@ -326,17 +324,17 @@ def _port_row(
 
 
 def _entry_counters(
-    dp: Dataplane, port: int, entry: maps.FwdEntry, counters: maps.PortStats, lost: int
+    dp: Dataplane, port: int, entry: maps.FwdEntry, counters: maps.PortStats
 ) -> maps.EgressStats:
     """What an entry sent: its egress program's count, or (without one) what its
-    ingress port redirected (counters), less its multicast frames and the lost ones."""
+    ingress port redirected (counters), less its multicast frames."""
     if entry.egress_prog_id:
         return dp.egress_stats.read(port) or maps.EgressStats()
-    return entry_redirects(dp, port, counters, lost)
+    return entry_redirects(dp, port, counters)
 
 
 def _balanced_counters(
-    dp: Dataplane, port: int, info: BalanceInfo, counters: maps.PortStats, lost: int
+    dp: Dataplane, port: int, info: BalanceInfo, counters: maps.PortStats
 ) -> maps.EgressStats:
     """What a balanced entry sent: the sum of its ports' counts where its buckets count
     per port, else as for a single entry (its buckets' program, or its port's
@@ -350,7 +348,7 @@ def _balanced_counters(
             sum(c.drop_bytes for c in counted),
         )
     first = next((e for e in balance.table(dp, port) if e is not None), None)
-    return _entry_counters(dp, port, first or maps.FwdEntry(0, 0), counters, lost)
+    return _entry_counters(dp, port, first or maps.FwdEntry(0, 0), counters)
 
 
 def down(pins: PinDir) -> DownResult:

@@ -35,7 +35,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
         for port in sorted(dp.ports.ifindexes())
     }
     pairs = [
-        *_entry_pairs(dp, ports, links, dp.invalid_verdicts(), events),
+        *_entry_pairs(dp, ports, links, dp.invalid_verdicts()),
         *_group_pairs(dp, links),
         *_balanced_pairs(dp, links),
     ]
@@ -80,7 +80,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
     )
 
 
-def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid, events):
+def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
     for port, counters in ports.items():
         entry = dp.fwd.get(port)
         if entry is None:
@@ -89,9 +89,8 @@ def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid, 
         stats = dp.egress_stats.read(port) if entry.egress_prog_id else None
         if stats is None:
             # No egress program counts this entry: what the ingress port redirected,
-            # less what it replicated to multicast groups and what failed after.
-            lost = lost_after_redirect(events, port)
-            c = entry_redirects(dp, port, counters.counters, lost)
+            # less what it replicated to multicast groups.
+            c = entry_redirects(dp, port, counters.counters)
             yield PairCounters(ingress, egress, None, "ingress", c.tx_packets, c.tx_bytes)
         else:
             yield PairCounters(
@@ -131,29 +130,15 @@ def _balanced_pairs(dp: Dataplane, links):
             )
 
 
-def entry_redirects(
-    dp: Dataplane, port: int, counters: maps.PortStats, lost: int = 0
-) -> maps.EgressStats:
+def entry_redirects(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.EgressStats:
     """What the entry of port sent when no egress program counts it: the port's
     redirects, less the frames it replicated as a multicast source (both count from
-    when the port was attached or the counters were zeroed) and the lost frames the
-    tracepoints saw after the redirect (their bytes at the mean size: the tracepoints
-    do not say)."""
+    when the port was attached or the counters were zeroed)."""
     mcast = dp.mcast.port_stats.read(port) if dp.mcast is not None else None
     mcast = mcast or maps.McastPortStats()
-    packets = max(0, counters.redirect_packets - mcast.packets)
-    nbytes = max(0, counters.redirect_bytes - mcast.bytes)
-    lost = min(lost, packets)
-    return maps.EgressStats(packets - lost, nbytes - (nbytes * lost // packets if packets else 0))
-
-
-def lost_after_redirect(events: dict[tuple[int, int], maps.TxEvents], port: int) -> int:
-    """Frames port redirected that the tracepoints saw fail: redirect errors and
-    transmit drops, on every pair from port."""
-    return sum(
-        e.redirect_errors + e.xmit_drops
-        for (ingress, egress), e in events.items()
-        if ingress == port and egress
+    return maps.EgressStats(
+        max(0, counters.redirect_packets - mcast.packets),
+        max(0, counters.redirect_bytes - mcast.bytes),
     )
 
 

@@ -294,13 +294,13 @@ class PinDir:
     def record_netns(self, undo) -> None:
         """Tie the directory to this thread's network namespace unless it is tied; with
         the lock held, after check_netns() (undo removes a new link). The map an earlier
-        version recorded the namespace in is replaced: it could not tell when that
-        namespace was gone."""
+        version recorded the namespace in is replaced (it could not tell when that
+        namespace was gone), and so is a link detached by hand."""
         path = self.pin(maps.PIN_NETNS)
         pinned = netns_link.read(path)
-        if pinned.kind == "link":
+        if pinned.kind == "link" and pinned.inode:
             return
-        if pinned.kind == "earlier":
+        if pinned.kind in ("link", "earlier"):  # (a link detached by hand reads 0)
             os.unlink(path)
         try:
             if not netns_link.pin(path):
@@ -349,17 +349,21 @@ class PinDir:
                     f"{netns.describe(here)}: {self._how_to_reach(pinned.inode)}, or choose "
                     "another --pin-dir"
                 )
+            # Gone with its namespace, or detached by hand (then a change here re-links).
+            prog_id = self._prog_id()
+            if prog_id is not None and _runs_here(prog_id):
+                return
             if not removing:
                 raise InputError(
                     f"{self.path} served the ports of a network namespace that is gone: "
                     f"`xdpfwd --pin-dir {self.path} down` removes its pins"
                 )
-            self._check_runs_nowhere_else(self._prog_id())
+            self._check_runs_nowhere_else(prog_id)
             return
         if pinned.kind == "earlier" and pinned.inode == here:
             if pinned.cookie in (0, netns.current_cookie()):
                 return
-        if prog_id is None or any(link.xdp_prog_id == prog_id for link in netdev.links().values()):
+        if prog_id is None or _runs_here(prog_id):
             return  # provably this namespace's: nothing attached yet, or attached here
         if not removing:
             raise InputError(
@@ -520,6 +524,10 @@ def foreign_message(path: str, foreign: tuple[str, ...]) -> str:
 
 def _short(path: str) -> str:
     return path if len(path) <= 80 else path[:60] + "..." + path[-12:]
+
+
+def _runs_here(prog_id: int) -> bool:
+    return any(link.xdp_prog_id == prog_id for link in netdev.links().values())
 
 
 def _links_elsewhere() -> Iterator[tuple[str, str, dict[int, netdev.Link]]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 from dataclasses import dataclass
 
@@ -74,20 +75,24 @@ _EARLIER = struct.Struct("=QQ")  # the earlier version's record: inode, cookie
 
 def read(path: str) -> Pinned:
     """What is pinned at path. Raises PermissionError when this process may not open
-    it (or, for a link, its program)."""
+    it. A link's program is told by its name only where this process may open it
+    (CAP_SYS_ADMIN): a reader without takes a namespace link for xdpfwd's, which
+    serves to refuse it when it is another namespace's; changes and removals, which
+    need the capability, tell."""
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return Pinned("foreign")  # a directory, a symbolic link: pins are neither
         fd = sc.obj_get(path)
     except FileNotFoundError:
         return Pinned("none")
-    except PermissionError:
-        raise
-    except OSError:
-        return Pinned("foreign")  # not a BPF object: a directory, say
     try:
         kind = os.readlink(f"/proc/self/fd/{fd}")
         if kind == "anon_inode:bpf-link":
             info = sc.link_info(fd)
-            if info.link_type == sc.BPF_LINK_TYPE_NETNS and _prog_name(info.prog_id) == PROG_NAME:
+            if info.link_type == sc.BPF_LINK_TYPE_NETNS and _prog_name(info.prog_id) in (
+                PROG_NAME,
+                None,
+            ):
                 return Pinned("link", info.netns_inode or 0)
         elif kind == "anon_inode:bpf-map":
             info = sc.map_info(fd)
@@ -100,11 +105,14 @@ def read(path: str) -> Pinned:
         os.close(fd)
 
 
-def _prog_name(prog_id: int) -> str:
+def _prog_name(prog_id: int) -> str | None:
+    """The program's name; None where this process may not open it."""
     try:
         fd = sc.prog_fd_by_id(prog_id)
     except FileNotFoundError:
         return ""
+    except PermissionError:
+        return None
     try:
         return sc.prog_info(fd).name
     finally:
