@@ -1,5 +1,6 @@
 """Forwarding through the real xdpfwd executable, on veth pairs in throwaway namespaces."""
 
+import json
 import os
 import time
 
@@ -124,6 +125,22 @@ def test_on_miss_pass_really_reaches_the_stack_as_frames(topo, pin_dir):
     with FrameCounter(topo.fwd, "p1") as counter:
         send_udp(h1, h2.ip, 10, port=9100)
         assert len(counter.frames(udp_port=9100)) == 10
+
+
+def test_down_detaches_a_port_moved_to_another_namespace_with_the_program(
+    make_topo, pin_dir, scratch_ns
+):
+    topo = make_topo(2)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "netns", scratch_ns)
+
+    def xdp_there():
+        return json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "p2").stdout)[0]
+
+    assert xdp_there().get("xdp")  # the program went with the port
+    result = topo.ok(pin_dir, "down")
+    assert f"detached from p2 in {scratch_ns}" in result.stdout
+    assert not xdp_there().get("xdp") and not os.path.exists(pin_dir)
 
 
 def program_exists(prog_id: int) -> bool:

@@ -534,6 +534,11 @@ def as_an_earlier_version_left_it(pin_dir: str, record) -> None:
             os.close(fd)
 
 
+def doctor_check(topo, pin_dir: str, check_id: str) -> dict:
+    checks = json.loads(topo.ok(pin_dir, "doctor", "--no-compile", "--json").stdout)["checks"]
+    return next(c for c in checks if c["id"] == check_id)
+
+
 def identity_of(ns: str) -> tuple[int, int]:
     with netns.entered(ns):
         return netns.current_inode(), netns.current_cookie()
@@ -547,17 +552,37 @@ def test_an_earlier_pin_dir_serves_only_where_its_program_runs(topo, pin_dir, sc
     before = pinned(pin_dir)
     for args in (["list"], ["save"], watch, ["add", "p2", "p1"]):
         # Its ifindexes are topo's devices; its tracepoint programs would count here.
-        assert_fails(run_in(scratch_ns, pin_dir, *args), 2, "earlier xdpfwd")
+        assert_fails(run_in(scratch_ns, pin_dir, *args), 2, "tied to no network namespace")
     assert_fails(
         run_in(scratch_ns, pin_dir, "down"), 2, f"still runs on p1 in network namespace {topo.fwd}"
     )
     assert pinned(pin_dir) == before and topo.xdp("p1") is not None
+    assert doctor_check(topo, pin_dir, "namespace")["status"] == "warn"
     topo.ok(pin_dir, *watch)  # where its program runs: tied to it, and accounted
+    assert doctor_check(topo, pin_dir, "namespace")["status"] == "pass"
     assert linked_inode(pin_dir) == os.stat(f"/run/netns/{topo.fwd}").st_ino
     assert "link_tp_xdp_devmap_xmit" in pinned(pin_dir)
     assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
     topo.ok(pin_dir, "down")
     assert not os.path.exists(pin_dir)
+
+
+def test_a_pin_dir_whose_link_and_program_were_removed_is_not_rebuilt_elsewhere(
+    topo, pin_dir, scratch_ns, config
+):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    for name in (maps.PIN_NETNS, maps.PIN_PROG_INGRESS):
+        os.unlink(os.path.join(pin_dir, name))
+    # Its ports are recorded: whose they are cannot be told, not even "nobody's yet".
+    sh("ip", "-n", scratch_ns, "link", "add", "p1", "type", "veth", "peer", "name", "p2")
+    assert_fails(run_in(scratch_ns, pin_dir, "apply", config), 2, "tied to no network namespace")
+    assert maps.PIN_NETNS not in pinned(pin_dir)
+    # The way out it names, where its ports are: down, then apply (which replaces the
+    # program left on p1, an xdpfwd program of no pin dir).
+    topo.ok(pin_dir, "down")
+    topo.ok(pin_dir, "apply", config)
+    assert linked_inode(pin_dir) == os.stat(f"/run/netns/{topo.fwd}").st_ino
+    assert topo.xdp("p1") is not None
 
 
 def pin_user_sk_lookup_link(ns: str, path: str) -> None:
@@ -645,6 +670,22 @@ def test_a_namespace_link_detached_by_hand_does_not_let_down_orphan_the_program(
     assert_fails(run_in(scratch_ns, pin_dir, "list"), 2, "serves the ports")
     topo.ok(pin_dir, "down")
     assert topo.xdp("p1") is None and not os.path.exists(pin_dir)
+
+
+def test_a_bpffs_mounted_by_hand_under_ip_netns_exec_is_refused(scratch_ns):
+    # The mount ends with the shell, the pins with it, where the program would stay.
+    pin_dir = f"/sys/fs/bpf/xt{RUN_ID}hand"
+    sh("ip", "-n", scratch_ns, "link", "add", "a1", "type", "veth", "peer", "name", "b1")
+    script = f"mount -t bpf bpf /sys/fs/bpf && {XDPFWD} --pin-dir {pin_dir} add a1 b1 --force"
+    result = subprocess.run(
+        ["ip", "netns", "exec", scratch_ns, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_fails(result, 5, "was mounted in this process's own mount namespace")
+    xdp = json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout)[0].get("xdp")
+    assert xdp is None
 
 
 def test_a_command_left_running_by_its_ip_netns_exec_shell_mounts_no_bpffs(scratch_ns, tmp_path):

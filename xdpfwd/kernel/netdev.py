@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from xdpfwd.errors import AttachError, InputError
+from xdpfwd.errors import AttachError, InputError, PrereqError
 from xdpfwd.kernel import netns as namespaces
 from xdpfwd.kernel import rtnl
 from xdpfwd.kernel.rtnl import NetlinkError
@@ -194,6 +194,41 @@ def links(netns: str | None = None) -> dict[int, Link]:
     """Every link of the network namespace, by ifindex."""
     with _route(netns) as sock:
         return {link.ifindex: link for link in map(parse_link, rtnl.get_links(sock))}
+
+
+INIT_NETNS_PATH = "/proc/1/ns/net"
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """The links of a network namespace other than this thread's."""
+
+    label: str  # its name, or "the initial namespace"
+    path: str  # its file, for nsenter --net and namespaces.entered_path()
+    links: dict[int, Link]
+
+
+def links_elsewhere() -> Iterator[Elsewhere]:
+    """The links of each named namespace and of the initial one, but this thread's:
+    the namespaces this process can look into."""
+    here = namespaces.current_inode()
+    for name in namespaces.names():
+        path = namespaces.path(name)
+        try:
+            if os.stat(path).st_ino == here:
+                continue
+            found = links(name)
+        except (OSError, InputError, PrereqError, NetlinkError):
+            continue  # a stale entry, or one this process may not enter
+        yield Elsewhere(name, path, found)
+    if here == namespaces.INIT_NET_INODE:
+        return
+    try:
+        with namespaces.entered_path(INIT_NETNS_PATH):
+            found = links()
+    except (OSError, NetlinkError):
+        return
+    yield Elsewhere("the initial namespace", INIT_NETNS_PATH, found)
 
 
 def link(ifindex: int) -> Link | None:

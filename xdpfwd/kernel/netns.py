@@ -196,6 +196,17 @@ def entered(name: str) -> Iterator[None]:
 
 
 @contextmanager
+def entered_path(where: str) -> Iterator[None]:
+    """Like entered(), for a namespace file (/proc/PID/ns/net, /run/netns/NAME)."""
+    fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with entered_fd(fd):
+            yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def entered_fd(fd: int) -> Iterator[None]:
     """Like entered(), for the namespace an open nsfs fd refers to."""
     with _returning():

@@ -161,6 +161,7 @@ class DownResult:
     detached: list[Iface]
     removed_pins: bool
     left: tuple[str, ...] = ()  # what the pin dir holds that xdpfwd did not make (kept)
+    elsewhere: list[str] = field(default_factory=list)  # "NAME in NS": ports moved away
 
 
 @dataclass(frozen=True)

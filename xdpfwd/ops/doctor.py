@@ -10,7 +10,7 @@ from contextlib import ExitStack
 
 from xdpfwd.errors import InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
-from xdpfwd.kernel.bpf import loader, maps
+from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import STATE_NOT_FLOODING, Iface
 from xdpfwd.model.reports import Check
@@ -269,6 +269,19 @@ def _accounting(pin_dir: pins.PinDir):
     )
 
 
+def _namespace(pin_dir: pins.PinDir):
+    """Whether the pin dir is tied to this namespace (check_netns() refused the rest)."""
+    pinned = netns_link.read(pin_dir.pin(maps.PIN_NETNS))
+    if pinned.kind == "link" and pinned.inode:
+        return PASS, "tied to this network namespace (its link: netns)"
+    return (
+        WARN,
+        "tied to no network namespace (an earlier xdpfwd's directory, or a kernel before "
+        "sk_lookup): other namespaces are not refused",
+        "the next add, broadcast or apply here ties it",
+    )
+
+
 def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
     links = netdev.links()
     try:
@@ -280,6 +293,7 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
                 complete = Check("pins", PASS, f"{pin_dir.path}: complete")
                 checks = [
                     complete,
+                    _check("namespace", lambda: _namespace(pin_dir)),
                     _programs_check(dp),
                     _check("loss accounting", lambda: _accounting(pin_dir)),
                     *_port_checks(dp, links, fix),

@@ -364,5 +364,5 @@ def down(pins: PinDir) -> DownResult:
         if not survey.exists or survey.empty:
             return DownResult([], removed_pins=False)
         pins.check_netns(removing=True)
-        detached, left = teardown(pins)
-        return DownResult(detached, removed_pins=True, left=left)
+        done = teardown(pins)
+        return DownResult(done.detached, True, done.left, done.elsewhere)

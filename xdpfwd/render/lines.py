@@ -157,6 +157,8 @@ def down_result(result: DownResult, pin_dir: str) -> None:
         return
     for port in result.detached:
         line(f"detached from {port.label}")
+    for port in result.elsewhere:
+        line(f"detached from {port} (moved there with the program)")
     if result.left:
         line(f"removed xdpfwd's pins from {pin_dir}")
         shown = ", ".join(result.left)

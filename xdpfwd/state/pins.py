@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from xdpfwd.errors import InputError, PrereqError, XdpfwdError
+from xdpfwd.errors import InputError, PrereqError
 from xdpfwd.kernel import netdev, netns
 from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
@@ -158,6 +158,13 @@ class PinDir:
         """
         mount_point, fstype = _mount_of(self.path)
         if fstype == "bpf":
+            if not _seen_from_outside(mount_point):
+                raise PrereqError(
+                    f"the bpffs at {mount_point} was mounted in this process's own mount "
+                    "namespace (as under `ip netns exec`), which ends with its last "
+                    "process, pins and all, and would leave its programs attached: use "
+                    "`xdpfwd --netns NAME`, or a bpffs mounted where it lasts"
+                )
             return
         if self.path.startswith(BPFFS_DEFAULT_MOUNT + "/") and mount_point != BPFFS_DEFAULT_MOUNT:
             if not mounts_last():
@@ -363,13 +370,16 @@ class PinDir:
         if pinned.kind == "earlier" and pinned.inode == here:
             if pinned.cookie in (0, netns.current_cookie()):
                 return
-        if prog_id is None or _runs_here(prog_id):
-            return  # provably this namespace's: nothing attached yet, or attached here
+        if prog_id is None and not self._records_ports():
+            return  # nothing set up yet: any namespace's
+        if prog_id is not None and _runs_here(prog_id):
+            return  # provably this namespace's: its program runs here
         if not removing:
+            why = "is not pinned" if prog_id is None else "runs on no device of this one"
             raise InputError(
-                f"{self.path} was set up by an earlier xdpfwd, and its program runs on no "
-                "device of this network namespace: run xdpfwd where its ports are, or "
-                f"`xdpfwd --pin-dir {self.path} down` removes its pins if they are all gone"
+                f"{self.path} is tied to no network namespace (made by an earlier xdpfwd, "
+                f"or pins removed by hand), and its program {why}: run xdpfwd where its "
+                f"ports are, or `xdpfwd --pin-dir {self.path} down` removes its pins"
             )
         self._check_runs_nowhere_else(prog_id)
 
@@ -380,6 +390,17 @@ class PinDir:
             return None
         try:
             return sc.prog_info(fd).id
+        finally:
+            os.close(fd)
+
+    def _records_ports(self) -> bool:
+        """Whether the directory holds the settings of ports it was set up on."""
+        try:
+            fd = sc.obj_get(self.pin(maps.PIN_PORTS))
+        except FileNotFoundError:
+            return False
+        try:
+            return bool(sc.map_keys(fd, 4))
         finally:
             os.close(fd)
 
@@ -402,13 +423,13 @@ class PinDir:
         namespace when its own ends, its program still attached."""
         if prog_id is None:
             return
-        for where, enter, ports in _links_elsewhere():
-            running = [link.ifname for link in ports.values() if link.xdp_prog_id == prog_id]
+        for there in netdev.links_elsewhere():
+            running = [link.ifname for link in there.links.values() if link.xdp_prog_id == prog_id]
             if running:
                 raise InputError(
                     f"{self.path}'s program still runs on {', '.join(running)} in network "
-                    f"namespace {where}: `{enter} xdpfwd --pin-dir {self.path} down` there "
-                    "detaches it and removes the pins"
+                    f"namespace {there.label}: `nsenter --net={there.path} xdpfwd --pin-dir "
+                    f"{self.path} down` there detaches it and removes the pins"
                 )
 
     def unmark(self) -> None:
@@ -530,34 +551,6 @@ def _runs_here(prog_id: int) -> bool:
     return any(link.xdp_prog_id == prog_id for link in netdev.links().values())
 
 
-def _links_elsewhere() -> Iterator[tuple[str, str, dict[int, netdev.Link]]]:
-    """(namespace, how to enter it, its links) for each named namespace and the
-    initial one, but this thread's: those xdpfwd can look into."""
-    here = netns.current_inode()
-    for name in netns.names():
-        try:
-            if os.stat(netns.path(name)).st_ino == here:
-                continue
-            ports = netdev.links(name)
-        except (OSError, XdpfwdError):
-            continue  # a stale entry, or one this process may not enter
-        yield name, f"nsenter --net={netns.path(name)}", ports
-    if here == netns.INIT_NET_INODE:
-        return
-    try:
-        fd = os.open("/proc/1/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        with netns.entered_fd(fd):
-            ports = netdev.links()
-    except (OSError, XdpfwdError):
-        return
-    finally:
-        os.close(fd)
-    yield "the initial namespace", "nsenter --net=/proc/1/ns/net", ports
-
-
 def _no_access(path: str, e: OSError) -> PrereqError:
     return PrereqError(
         f"no access to {path} ({e.strerror}): run as root, or as the user that owns the pins"
@@ -622,23 +615,46 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
+UNSURE = -1  # _outside_ancestor(): an ancestor that cannot be read, or just gone
+
+
 def mounts_last() -> bool:
     """Whether a mount made by this process outlives it: not when its mount namespace
     is not that of every ancestor this process may look at, up to pid 1, as `ip netns
-    exec` unshares one for the command it runs (maybe a shell that runs xdpfwd)."""
+    exec` unshares one for the command it runs (maybe a shell that runs xdpfwd), nor
+    when that cannot be told."""
+    return _outside_ancestor() is None
+
+
+def _outside_ancestor() -> int | None:
+    """The nearest ancestor, up to pid 1, in another mount namespace than this
+    process's; None when every one in sight shares it; UNSURE."""
     try:
         ours = os.stat("/proc/self/ns/mnt").st_ino
     except OSError:
-        return False
+        return UNSURE
     pid = os.getppid()  # 0 where the parent is out of sight (a container's init)
     while pid >= 1:  # pid 1 too: a command whose parent exited has it as its parent
         try:
             if os.stat(f"/proc/{pid}/ns/mnt").st_ino != ours:
-                return False
+                return pid
             pid = _parent_of(pid) if pid > 1 else 0
         except (OSError, ValueError):
-            return False  # an ancestor that cannot be read, or just gone: unsure
-    return True
+            return UNSURE
+    return None
+
+
+def _seen_from_outside(mount_point: str) -> bool:
+    """Whether the filesystem mounted at mount_point is the one the nearest ancestor
+    in another mount namespace sees there: a bpffs mounted inside a namespace that
+    ends with its last process is not, and its pins would go with it."""
+    outside = _outside_ancestor()
+    if outside is None or outside == UNSURE:
+        return True
+    try:
+        return os.stat(mount_point).st_dev == os.stat(f"/proc/{outside}/root{mount_point}").st_dev
+    except OSError:
+        return False
 
 
 def _parent_of(pid: int) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from xdpfwd import interrupts
 from xdpfwd.errors import AttachError, BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import netdev
+from xdpfwd.kernel import netns as namespaces
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import Attachment, Iface
@@ -309,33 +310,49 @@ def orphans(links: dict[int, netdev.Link], ours: int | None) -> dict[int, int]:
     return found
 
 
-def teardown(pins: PinDir) -> tuple[list[Iface], tuple[str, ...]]:
+@dataclass(frozen=True)
+class Teardown:
+    detached: list[Iface]  # the ports here it left
+    elsewhere: list[str]  # ports moved to another namespace with the program: "NAME in NS"
+    left: tuple[str, ...]  # what the directory holds that xdpfwd did not make (kept)
+
+
+def teardown(pins: PinDir) -> Teardown:
     """Detach this pin directory's program everywhere and remove its pins (xdpfwd's,
-    by name and kind: see PinDir.remove_owned); return the ports it left and what it
-    left in the directory. Call with the pin directory locked, after checking it is
-    xdpfwd's. Raises AttachError, XdpfwdError.
+    by name and kind: see PinDir.remove_owned). Everywhere: here, and on ports moved
+    to a named namespace or the initial one, which take the program with them. Call
+    with the pin directory locked, after checking it is xdpfwd's. Raises AttachError,
+    XdpfwdError.
 
     An interrupt waits until it is done: half a teardown helps nobody."""
     with interrupts.held():
-        detached = _detach_everywhere(pins)
+        detached, elsewhere = _detach_everywhere(pins)
         try:
             left = pins.remove_owned()
         except OSError as e:
             raise XdpfwdError(f"removing the pins in {pins.path} failed: {e.strerror}") from e
         interrupts.mark_committed()
-    return detached, left
+    return Teardown(detached, elsewhere, left)
 
 
-def _detach_everywhere(pins: PinDir) -> list[Iface]:
-    detached = []
+def _detach_everywhere(pins: PinDir) -> tuple[list[Iface], list[str]]:
+    detached: list[Iface] = []
+    elsewhere: list[str] = []
     prog_fd = open_pinned_prog(pins)
-    if prog_fd is not None:
-        try:
-            prog_id = sc.prog_info(prog_fd).id
-            for link in netdev.links().values():
+    if prog_fd is None:
+        return detached, elsewhere
+    try:
+        prog_id = sc.prog_info(prog_fd).id
+        for link in netdev.links().values():
+            if link.xdp_prog_id == prog_id:
+                netdev.detach_xdp(link, expected_fd=prog_fd)
+                detached.append(iface(link))
+        for there in netdev.links_elsewhere():
+            for link in there.links.values():
                 if link.xdp_prog_id == prog_id:
-                    netdev.detach_xdp(link, expected_fd=prog_fd)
-                    detached.append(iface(link))
-        finally:
-            os.close(prog_fd)
-    return detached
+                    with namespaces.entered_path(there.path):
+                        netdev.detach_xdp(link, expected_fd=prog_fd)
+                    elsewhere.append(f"{link.ifname} in {there.label}")
+    finally:
+        os.close(prog_fd)
+    return detached, elsewhere
