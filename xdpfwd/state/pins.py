@@ -337,7 +337,7 @@ class PinDir:
             if not self.check_path():  # (which refuses a path that cannot be a pin dir)
                 return
             pinned = netns_link.read(self.pin(maps.PIN_NETNS))
-            prog_id = self._prog_id() if pinned.kind != "link" else None
+            prog_id = self.prog_id() if pinned.kind != "link" else None
         except (PermissionError, PrereqError):
             return  # not this process's to read: what it lacks is named where it acts
         here = netns.current_inode()
@@ -357,7 +357,7 @@ class PinDir:
                     "another --pin-dir"
                 )
             # Gone with its namespace, or detached by hand (then a change here re-links).
-            prog_id = self._prog_id()
+            prog_id = self.prog_id()
             if prog_id is not None and _runs_here(prog_id):
                 return
             if not removing:
@@ -383,10 +383,17 @@ class PinDir:
             )
         self._check_runs_nowhere_else(prog_id)
 
-    def _prog_id(self) -> int | None:
+    def open_prog(self) -> int | None:
+        """An fd of the pinned ingress program; None when none is pinned."""
         try:
-            fd = sc.obj_get(self.pin(maps.PIN_PROG_INGRESS))
+            return sc.obj_get(self.pin(maps.PIN_PROG_INGRESS))
         except FileNotFoundError:
+            return None
+
+    def prog_id(self) -> int | None:
+        """The id of the pinned ingress program; None when none is pinned."""
+        fd = self.open_prog()
+        if fd is None:
             return None
         try:
             return sc.prog_info(fd).id

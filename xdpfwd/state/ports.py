@@ -52,23 +52,6 @@ def map_write(fn, *args) -> None:
         raise BpfError(f"updating a pinned map failed: {e.strerror}") from e
 
 
-def open_pinned_prog(pins: PinDir) -> int | None:
-    try:
-        return sc.obj_get(pins.pin(maps.PIN_PROG_INGRESS))
-    except FileNotFoundError:
-        return None
-
-
-def pinned_prog_id(pins: PinDir) -> int | None:
-    fd = open_pinned_prog(pins)
-    if fd is None:
-        return None
-    try:
-        return sc.prog_info(fd).id
-    finally:
-        os.close(fd)
-
-
 def prog_name(prog_id: int) -> str:
     try:
         fd = sc.prog_fd_by_id(prog_id)
@@ -338,7 +321,7 @@ def teardown(pins: PinDir) -> Teardown:
 def _detach_everywhere(pins: PinDir) -> tuple[list[Iface], list[str]]:
     detached: list[Iface] = []
     elsewhere: list[str] = []
-    prog_fd = open_pinned_prog(pins)
+    prog_fd = pins.open_prog()
     if prog_fd is None:
         return detached, elsewhere
     try:

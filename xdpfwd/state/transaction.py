@@ -107,7 +107,7 @@ def change(
         # attached or detached since the caller looked them up.
         links = netdev.links()
         pins.record_netns(undo_setup)  # this namespace, as check_netns() found
-        ours = ports.pinned_prog_id(pins)
+        ours = pins.prog_id()
         plans = []
         for port, mode in attach.items():
             link = _link(links, port)
