@@ -45,4 +45,4 @@ def pytest_runtest_teardown(item):
     # as coming after a change.
     from xdpfwd import interrupts
 
-    interrupts.committed = False
+    interrupts.next_change()

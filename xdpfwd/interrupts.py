@@ -68,3 +68,10 @@ def deferred() -> bool:
 def mark_committed() -> None:
     global committed
     committed = True
+
+
+def next_change() -> None:
+    """A process that makes one change after another (follow): an error is about the
+    change under way, not one committed before it."""
+    global committed
+    committed = False

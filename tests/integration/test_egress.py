@@ -112,6 +112,22 @@ def test_prune_leaves_out_a_rewrite_whose_egress_came_back_without_a_mac(make_to
     assert entries.get("p1", {}).get("egress", {}).get("ifname") != "p2"
 
 
+def test_a_balanced_rewrites_port_that_came_back_without_a_mac_counts_as_down(make_topo, pin_dir):
+    topo = make_topo(4)
+    rewrite = ("--src-mac", "egress", "--dst-mac", "02:00:5e:00:53:42")
+    topo.ok(pin_dir, "add", "p1", "p2", "p3", *rewrite)
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    sh("ip", "-n", topo.fwd, "tuntap", "add", "dev", "p3", "mode", "tun")
+    sh("ip", "-n", topo.fwd, "link", "set", "p3", "up")
+    result = topo.ok(pin_dir, "prune")
+    assert "p1: p3 has no MAC address for its rewrite: taken as down" in result.stderr
+    (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
+    buckets = {p["name"]: p["buckets"] for p in row["balance"]["ports"]}
+    assert buckets == {"p2": 256, "p3": 0} and row["balance"]["unassigned"] == 0
+    # Asked for on the command line, it is refused.
+    assert_fails(topo.xdpfwd(pin_dir, "add", "p4", "p2", "p3", *rewrite), 2, "p3 has no MAC")
+
+
 def test_rewrite_to_the_receivers_mac_makes_a_router_hop_work(topo, pin_dir):
     """Hosts in two subnets send to a gateway MAC nobody owns; xdpfwd acts as the hop."""
     h1, h2 = topo.hosts

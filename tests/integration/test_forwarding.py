@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -141,6 +142,25 @@ def test_down_detaches_a_port_moved_to_another_namespace_with_the_program(
     result = topo.ok(pin_dir, "down")
     assert f"detached from p2 in {scratch_ns}" in result.stdout
     assert not xdp_there().get("xdp") and not os.path.exists(pin_dir)
+
+
+def test_down_says_when_the_program_still_runs_where_it_cannot_see(make_topo, pin_dir):
+    topo = make_topo(2)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline, "unshare did not start"
+            time.sleep(0.02)
+        # A namespace without a name, which down cannot look into.
+        sh("ip", "-n", topo.fwd, "link", "set", "p2", "netns", str(holder.pid))
+        result = topo.ok(pin_dir, "down")
+        assert "detached from p1" in result.stdout
+        assert "still runs on a device xdpfwd cannot see" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def program_exists(prog_id: int) -> bool:

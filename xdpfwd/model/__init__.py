@@ -162,6 +162,7 @@ class DownResult:
     removed_pins: bool
     left: tuple[str, ...] = ()  # what the pin dir holds that xdpfwd did not make (kept)
     elsewhere: list[str] = field(default_factory=list)  # "NAME in NS": ports moved away
+    still_loaded: list[int] = field(default_factory=list)  # program ids something holds
 
 
 @dataclass(frozen=True)

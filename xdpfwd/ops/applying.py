@@ -456,7 +456,7 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
     device that is gone is left out (a balanced entry's port counts as down), and so
     is a port that runs another tool's XDP program, an entry whose egress program's
     source cannot be read, or whose rewrite goes to a device without a MAC address
-    (noted in skipped)."""
+    (a balanced entry's such port counts as down), noted in skipped."""
     by_name = {link.ifname: link for link in c.links.values()}
     usable: dict[str, bool] = {}
 
@@ -482,13 +482,14 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
             return False
         return True
 
-    def rewritable(ingress: str, egress: tuple[str, ...], spec) -> bool:
+    def rewritable(ingress: str, egress: tuple[str, ...], spec, balanced: bool) -> bool:
         bare = [name for name in egress if name in by_name and not by_name[name].mac]
         if spec.rewrites and bare:  # re-created as a device without one (a tun)
+            what = "taken as down" if balanced else "left out"
             skipped.append(
-                f"{ingress}: {', '.join(bare)} has no MAC address for its rewrite: left out"
+                f"{ingress}: {', '.join(bare)} has no MAC address for its rewrite: {what}"
             )
-            return False
+            return balanced  # its buckets go to the other ports (balance.wanted_table)
         return True
 
     wanted = recorded.config
@@ -498,12 +499,12 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
         if ok(e.ingress)
         and e.egress in by_name
         and readable(e)
-        and rewritable(e.ingress, (e.egress,), e.spec)
+        and rewritable(e.ingress, (e.egress,), e.spec, balanced=False)
     )
     balanced = tuple(
         e
         for e in wanted.balanced
-        if ok(e.ingress) and readable(e) and rewritable(e.ingress, tuple(e.ports), e.spec)
+        if ok(e.ingress) and readable(e) and rewritable(e.ingress, e.ports, e.spec, balanced=True)
     )
     groups = tuple(
         replace(g, members=members)
@@ -841,9 +842,9 @@ def _balanced_spec_differs(
         return origin is None or (origin.path, origin.function, origin.digest) != want
     if current.spec is None:
         return True
-    egress = next((by_name[p] for p in d.balanced[ingress].ports if p in by_name), None)
-    have = (current.spec.program, entries.rewrite_of(current.spec, egress))
-    return have != (spec.program, entries.rewrite_of(spec, egress))
+    ports = d.balanced[ingress].ports
+    have = (current.spec.program, list(balance.rewrites(current.spec, ports, by_name).values()))
+    return have != (spec.program, list(balance.rewrites(spec, ports, by_name).values()))
 
 
 def _write_balanced(c: Change, d: Desired, ingress: int, compiled: dict[int, int]) -> None:
@@ -854,9 +855,5 @@ def _write_balanced(c: Change, d: Desired, ingress: int, compiled: dict[int, int
         prog_fd = balance.prog_fd(c, entry.spec, None)
     by_name = {link.ifname: link for link in c.links.values()}
     now, _ = balance.wanted_table(entry, d.layout_of(ingress), by_name)
-    rewrites = {
-        by_name[name].ifindex: entries.rewrite_of(entry.spec, by_name[name])
-        for name in entry.ports
-        if name in by_name
-    }
+    rewrites = balance.rewrites(entry.spec, entry.ports, by_name)
     balance.write(c, ingress, entry.hash, now, prog_fd, rewrites)

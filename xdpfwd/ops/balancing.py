@@ -59,6 +59,12 @@ def add(
     if reason:
         raise InputError(reason)
     entries.check_spec(egress_spec, False)
+    bare = [link.ifname for link in out_links if not link.mac]
+    if egress_spec.rewrites and bare:
+        raise InputError(
+            f"{', '.join(bare)} has no MAC address: its frames have no Ethernet header for "
+            "--src-mac or --dst-mac to rewrite"
+        )
     user = entries.read_user_program(egress_spec) if egress_spec.program == "user" else None
     with change(
         pins,
@@ -88,10 +94,7 @@ def add(
         attachment = c.attach(c.plans[0], mode, settings)
         by_name = {link.ifname: link for link in c.links.values()}
         now, _ = balance.wanted_table(wanted, layout, by_name)
-        rewrites = {
-            by_name[name].ifindex: entries.rewrite_of(egress_spec, by_name[name])
-            for name in wanted.ports
-        }
+        rewrites = balance.rewrites(egress_spec, wanted.ports, by_name)
         balance.write(c, in_link.ifindex, hash, now, prog_fd, rewrites)
         intent.update(
             c, lambda r: intent.with_balanced(r, wanted, layout, mode, settings.on_miss_name)

@@ -274,6 +274,13 @@ def _namespace(pin_dir: pins.PinDir):
     pinned = netns_link.read(pin_dir.pin(maps.PIN_NETNS))
     if pinned.kind == "link" and pinned.inode:
         return PASS, "tied to this network namespace (its link: netns)"
+    if pinned.kind == "link":
+        return (
+            WARN,
+            "its namespace link was detached (by hand?): it serves here, where its "
+            "program runs, and other namespaces take it as gone",
+            "the next add, del, broadcast, apply or prune here ties it again",
+        )
     return (
         WARN,
         "tied to no network namespace (an earlier xdpfwd's directory, or a kernel before "

@@ -74,6 +74,7 @@ def run(
                 continue
             # A directory another namespace's, gone or out of sight stays so: it ends
             # the follow (exit status 2 or 5) rather than fail every run.
+            interrupts.next_change()
             ops.check_pin_dir(pins)
             try:
                 result = ops.prune(pins)

@@ -365,4 +365,4 @@ def down(pins: PinDir) -> DownResult:
             return DownResult([], removed_pins=False)
         pins.check_netns(removing=True)
         done = teardown(pins)
-        return DownResult(done.detached, True, done.left, done.elsewhere)
+        return DownResult(done.detached, True, done.left, done.elsewhere, done.still_loaded)

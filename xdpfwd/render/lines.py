@@ -159,6 +159,11 @@ def down_result(result: DownResult, pin_dir: str) -> None:
         line(f"detached from {port.label}")
     for port in result.elsewhere:
         line(f"detached from {port} (moved there with the program)")
+    for prog_id in result.still_loaded:
+        warning(
+            f"program id {prog_id} still runs on a device xdpfwd cannot see (in a network "
+            "namespace without a name?): `ip link set dev DEV xdp off` there detaches it"
+        )
     if result.left:
         line(f"removed xdpfwd's pins from {pin_dir}")
         shown = ", ".join(result.left)

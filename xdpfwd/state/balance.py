@@ -204,10 +204,27 @@ def wanted_table(
     entry: BalancedConf, layout: buckets.Layout, links_by_name: dict[str, netdev.Link]
 ) -> tuple[list[int | None], buckets.Layout]:
     """Each bucket's egress ifindex now (and the live layout, by name): the layout,
-    with the buckets of ports that are down or gone on the live ports."""
-    up = {name for name in entry.ports if (link := links_by_name.get(name)) and link.live}
+    with the buckets of ports that are down or gone on the live ports. A port without
+    a MAC address (a tun) counts as down for an entry that rewrites addresses."""
+    up = {
+        name
+        for name in entry.ports
+        if (link := links_by_name.get(name)) and link.live and (link.mac or not entry.spec.rewrites)
+    }
     now = buckets.live(layout, entry.weight_map(), up)
     return [links_by_name[name].ifindex if name else None for name in now], now
+
+
+def rewrites(
+    spec: EgressSpec, ports: tuple[str, ...], links_by_name: dict[str, netdev.Link]
+) -> dict[int, maps.Rewrite | None]:
+    """The Ethernet rewrite of each of the ports that exists and can take one (a port
+    without a MAC address has no buckets then: wanted_table)."""
+    return {
+        link.ifindex: entries.rewrite_of(spec, link)
+        for name in ports
+        if (link := links_by_name.get(name)) and (link.mac or not spec.rewrites)
+    }
 
 
 def port_state(link: netdev.Link | None) -> str:

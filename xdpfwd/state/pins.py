@@ -188,9 +188,16 @@ class PinDir:
         see it: the default bpffs is not mounted in a mount namespace of this process's
         own (as `ip netns exec` makes, with a fresh /sys), where "nothing set up" would
         be a wrong answer (and `save` an empty backup)."""
+        mount_point, fstype = _mount_of(self.path)
+        if fstype == "bpf" and not _seen_from_outside(mount_point):
+            raise PrereqError(
+                f"the bpffs at {mount_point} was mounted in this process's own mount "
+                f"namespace (as under `ip netns exec`), so {self.path} as it lasts cannot "
+                "be seen: use `xdpfwd --netns NAME` instead"
+            )
         if not self.path.startswith(BPFFS_DEFAULT_MOUNT + "/"):
             return
-        if _mount_of(self.path)[0] != BPFFS_DEFAULT_MOUNT and not mounts_last():
+        if mount_point != BPFFS_DEFAULT_MOUNT and not mounts_last():
             raise PrereqError(
                 f"no BPF filesystem at {BPFFS_DEFAULT_MOUNT} in this process's own mount "
                 f"namespace (as `ip netns exec` makes), so {self.path} cannot be seen: use "
@@ -357,22 +364,23 @@ class PinDir:
                     "another --pin-dir"
                 )
             # Gone with its namespace, or detached by hand (then a change here re-links).
-            prog_id = self.prog_id()
-            if prog_id is not None and _runs_here(prog_id):
+            if self.running_prog_ids(netdev.links()):
+                if not removing:  # (down detaches it everywhere)
+                    self._check_runs_nowhere_else(self.prog_id())
                 return
             if not removing:
                 raise InputError(
                     f"{self.path} served the ports of a network namespace that is gone: "
                     f"`xdpfwd --pin-dir {self.path} down` removes its pins"
                 )
-            self._check_runs_nowhere_else(prog_id)
+            self._check_runs_nowhere_else(self.prog_id())
             return
         if pinned.kind == "earlier" and pinned.inode == here:
             if pinned.cookie in (0, netns.current_cookie()):
                 return
-        if prog_id is None and not self._records_ports():
+        if prog_id is None and not self._set_up():
             return  # nothing set up yet: any namespace's
-        if prog_id is not None and _runs_here(prog_id):
+        if self.running_prog_ids(netdev.links()):
             return  # provably this namespace's: its program runs here
         if not removing:
             why = "is not pinned" if prog_id is None else "runs on no device of this one"
@@ -400,8 +408,10 @@ class PinDir:
         finally:
             os.close(fd)
 
-    def _records_ports(self) -> bool:
-        """Whether the directory holds the settings of ports it was set up on."""
+    def _set_up(self) -> bool:
+        """Whether the directory records a configuration or ports it was set up on."""
+        if os.path.lexists(self.pin(maps.PIN_INTENT)):
+            return True
         try:
             fd = sc.obj_get(self.pin(maps.PIN_PORTS))
         except FileNotFoundError:
@@ -410,6 +420,32 @@ class PinDir:
             return bool(sc.map_keys(fd, 4))
         finally:
             os.close(fd)
+
+    def running_prog_ids(self, links: dict[int, netdev.Link]) -> set[int]:
+        """The ids of this directory's ingress program on these links: the pinned one,
+        or, when its pin was removed by hand, any program that uses a map pinned here
+        (which nothing but its programs do)."""
+        pinned = self.prog_id()
+        attached = {link.xdp_prog_id for link in links.values() if link.xdp_prog_id}
+        if pinned is not None or not attached:
+            return attached & {pinned}
+        ours = self._map_ids()
+        return {prog for prog in attached if ours.intersection(_map_ids(prog))}
+
+    def _map_ids(self) -> set[int]:
+        """The ids of the maps pinned in the directory."""
+        found = set()
+        for name in self._listdir(self.path):
+            try:
+                fd = sc.obj_get(self.pin(name))
+            except OSError:
+                continue  # not a pin (the group directory), or gone meanwhile
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf-map":
+                    found.add(sc.map_info(fd).id)
+            finally:
+                os.close(fd)
+        return found
 
     def _how_to_reach(self, inode: int) -> str:
         """How to run a command in the live namespace of inode, for a refusal."""
@@ -554,8 +590,15 @@ def _short(path: str) -> str:
     return path if len(path) <= 80 else path[:60] + "..." + path[-12:]
 
 
-def _runs_here(prog_id: int) -> bool:
-    return any(link.xdp_prog_id == prog_id for link in netdev.links().values())
+def _map_ids(prog_id: int) -> list[int]:
+    try:
+        fd = sc.prog_fd_by_id(prog_id)
+    except OSError:
+        return []
+    try:
+        return sc.prog_map_ids(fd)
+    finally:
+        os.close(fd)
 
 
 def _no_access(path: str, e: OSError) -> PrereqError:
@@ -638,6 +681,8 @@ def _outside_ancestor() -> int | None:
     process's; None when every one in sight shares it; UNSURE."""
     try:
         ours = os.stat("/proc/self/ns/mnt").st_ino
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return UNSURE  # /proc is another pid namespace's: its pids are not ours
     except OSError:
         return UNSURE
     pid = os.getppid()  # 0 where the parent is out of sight (a container's init)

@@ -5,6 +5,7 @@ that no longer need it. Every change registers its undo."""
 from __future__ import annotations
 
 import os
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -298,6 +299,7 @@ class Teardown:
     detached: list[Iface]  # the ports here it left
     elsewhere: list[str]  # ports moved to another namespace with the program: "NAME in NS"
     left: tuple[str, ...]  # what the directory holds that xdpfwd did not make (kept)
+    still_loaded: list[int]  # its programs something still holds: a device out of sight
 
 
 def teardown(pins: PinDir) -> Teardown:
@@ -309,33 +311,49 @@ def teardown(pins: PinDir) -> Teardown:
 
     An interrupt waits until it is done: half a teardown helps nobody."""
     with interrupts.held():
+        programs = pins.running_prog_ids(netdev.links()) | {pins.prog_id()} - {None}
         detached, elsewhere = _detach_everywhere(pins)
         try:
             left = pins.remove_owned()
         except OSError as e:
             raise XdpfwdError(f"removing the pins in {pins.path} failed: {e.strerror}") from e
         interrupts.mark_committed()
-    return Teardown(detached, elsewhere, left)
+    return Teardown(detached, elsewhere, left, [p for p in sorted(programs) if _held(p)])
+
+
+def _held(prog_id: int, wait: float = 0.5) -> bool:
+    """Whether something still holds the program a while after its pin went (bpffs
+    lets go of it after an RCU grace period); False where this process may not look."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.close(sc.prog_fd_by_id(prog_id))
+        except OSError:
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.02)
 
 
 def _detach_everywhere(pins: PinDir) -> tuple[list[Iface], list[str]]:
     detached: list[Iface] = []
     elsewhere: list[str] = []
-    prog_fd = pins.open_prog()
-    if prog_fd is None:
-        return detached, elsewhere
-    try:
-        prog_id = sc.prog_info(prog_fd).id
-        for link in netdev.links().values():
-            if link.xdp_prog_id == prog_id:
-                netdev.detach_xdp(link, expected_fd=prog_fd)
-                detached.append(iface(link))
-        for there in netdev.links_elsewhere():
-            for link in there.links.values():
+    links = netdev.links()
+    pinned = pins.prog_id()
+    for prog_id in pins.running_prog_ids(links) or {pinned} - {None}:
+        # By its pin where it has one: opening by id takes CAP_SYS_ADMIN.
+        prog_fd = pins.open_prog() if prog_id == pinned else sc.prog_fd_by_id(prog_id)
+        try:
+            for link in links.values():
                 if link.xdp_prog_id == prog_id:
-                    with namespaces.entered_path(there.path):
-                        netdev.detach_xdp(link, expected_fd=prog_fd)
-                    elsewhere.append(f"{link.ifname} in {there.label}")
-    finally:
-        os.close(prog_fd)
+                    netdev.detach_xdp(link, expected_fd=prog_fd)
+                    detached.append(iface(link))
+            for there in netdev.links_elsewhere():
+                for link in there.links.values():
+                    if link.xdp_prog_id == prog_id:
+                        with namespaces.entered_path(there.path):
+                            netdev.detach_xdp(link, expected_fd=prog_fd)
+                        elsewhere.append(f"{link.ifname} in {there.label}")
+        finally:
+            os.close(prog_fd)
     return detached, elsewhere

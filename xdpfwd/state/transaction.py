@@ -148,6 +148,7 @@ def editing(pins: PinDir) -> Iterator[Change | None]:
             yield None
             return
         with ExitStack() as resources, Undo() as undo:
+            pins.record_netns(undo)  # this namespace, as writing() found
             done = Change(dp, False, [], undo, resources, netdev.links())
             yield done
             undo.commit()

@@ -530,6 +530,16 @@ def prog_info(fd: int) -> ProgInfo:
     return ProgInfo(info.type, info.id, info.name.decode())
 
 
+def prog_map_ids(fd: int) -> list[int]:
+    """The ids of the maps a program uses."""
+    info = _ProgInfo()
+    _info(fd, info)  # nr_map_ids: how many there are
+    ids = (ctypes.c_uint32 * info.nr_map_ids)()
+    info = _ProgInfo(nr_map_ids=len(ids), map_ids=ctypes.addressof(ids))
+    _info(fd, info)
+    return list(ids[: info.nr_map_ids])
+
+
 def link_info(fd: int) -> LinkInfo:
     name = ctypes.create_string_buffer(64)
     info = _LinkInfo()
