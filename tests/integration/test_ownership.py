@@ -675,25 +675,25 @@ def test_a_bpffs_mounted_by_hand_under_ip_netns_exec_is_refused(scratch_ns):
     # The mount ends with the shell, the pins with it, where the program would stay.
     pin_dir = f"/sys/fs/bpf/xt{RUN_ID}hand"
     sh("ip", "-n", scratch_ns, "link", "add", "a1", "type", "veth", "peer", "name", "b1")
-    script = f"mount -t bpf bpf /sys/fs/bpf && {XDPFWD} --pin-dir {pin_dir} add a1 b1 --force"
-    result = subprocess.run(
-        ["ip", "netns", "exec", scratch_ns, "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
+
+    def run_after_mounting(*args: str) -> subprocess.CompletedProcess:
+        script = f"mount -t bpf bpf /sys/fs/bpf && {XDPFWD} --pin-dir {pin_dir} {' '.join(args)}"
+        return subprocess.run(
+            ["ip", "netns", "exec", scratch_ns, "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert_fails(
+        run_after_mounting("add", "a1", "b1", "--force"),
+        5,
+        "was mounted in this process's own mount namespace",
     )
-    assert_fails(result, 5, "was mounted in this process's own mount namespace")
     xdp = json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout)[0].get("xdp")
     assert xdp is None
     # Nor does a reader there call the state it cannot see empty (save: an empty backup).
-    script = f"mount -t bpf bpf /sys/fs/bpf && {XDPFWD} --pin-dir {pin_dir} save"
-    result = subprocess.run(
-        ["ip", "netns", "exec", scratch_ns, "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert_fails(result, 5, "cannot be seen")
+    assert_fails(run_after_mounting("save"), 5, "cannot be seen")
 
 
 def test_a_command_left_running_by_its_ip_netns_exec_shell_mounts_no_bpffs(scratch_ns, tmp_path):

@@ -430,7 +430,7 @@ class PinDir:
         if pinned is not None or not attached:
             return attached & {pinned}
         ours = self._map_ids()
-        return {prog for prog in attached if ours.intersection(_map_ids(prog))}
+        return {prog for prog in attached if ours.intersection(_maps_of(prog))}
 
     def _map_ids(self) -> set[int]:
         """The ids of the maps pinned in the directory."""
@@ -590,7 +590,8 @@ def _short(path: str) -> str:
     return path if len(path) <= 80 else path[:60] + "..." + path[-12:]
 
 
-def _map_ids(prog_id: int) -> list[int]:
+def _maps_of(prog_id: int) -> list[int]:
+    """The ids of the maps a program uses ([] where this process may not open it)."""
     try:
         fd = sc.prog_fd_by_id(prog_id)
     except OSError:
