@@ -284,8 +284,9 @@ def _namespace(pin_dir: pins.PinDir):
     return (
         WARN,
         "tied to no network namespace (an earlier xdpfwd's directory, or a kernel before "
-        "sk_lookup): other namespaces are not refused",
-        "the next add, broadcast or apply here ties it",
+        "sk_lookup): it serves where its program runs, and a namespace it has not run in "
+        "yet is not refused",
+        "the next add, del, broadcast, apply or prune here ties it",
     )
 
 
