@@ -124,6 +124,15 @@ def test_a_balanced_rewrites_port_that_came_back_without_a_mac_counts_as_down(ma
     (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
     buckets = {p["name"]: p["buckets"] for p in row["balance"]["ports"]}
     assert buckets == {"p2": 256, "p3": 0} and row["balance"]["unassigned"] == 0
+    # Every flow arrives, rewritten, through the port left: none on the tun, none lost.
+    h1, h2 = topo.host(1), topo.host(2)
+    sh("ip", "-n", h1.ns, "neigh", "replace", h2.ip, "lladdr", h2.mac, "dev", h1.dev)
+    with FrameCounter(h2.ns, h2.dev) as capture:
+        for _ in range(16):  # a socket each: 16 source ports, 16 flows
+            send_udp(h1, h2.ip, 1, port=9300)
+        frames = capture.frames(udp_port=9300)
+    assert len(frames) == 16
+    assert all(frame[0:6] == bytes.fromhex("02005e005342") for frame in frames)
     # Asked for on the command line, it is refused.
     assert_fails(topo.xdpfwd(pin_dir, "add", "p4", "p2", "p3", *rewrite), 2, "p3 has no MAC")
 

@@ -311,8 +311,7 @@ def teardown(pins: PinDir) -> Teardown:
 
     An interrupt waits until it is done: half a teardown helps nobody."""
     with interrupts.held():
-        programs = pins.running_prog_ids(netdev.links()) | {pins.prog_id()} - {None}
-        detached, elsewhere = _detach_everywhere(pins)
+        detached, elsewhere, programs = _detach_everywhere(pins)
         try:
             left = pins.remove_owned()
         except OSError as e:
@@ -335,12 +334,17 @@ def _held(prog_id: int, wait: float = 0.5) -> bool:
         time.sleep(0.02)
 
 
-def _detach_everywhere(pins: PinDir) -> tuple[list[Iface], list[str]]:
+def _detach_everywhere(pins: PinDir) -> tuple[list[Iface], list[str], set[int]]:
+    """Detach the directory's programs (the pinned one, and any found by its maps)
+    here and in the namespaces xdpfwd can look into; return the ports here, those
+    elsewhere ("NAME in NS") and the programs' ids."""
     detached: list[Iface] = []
     elsewhere: list[str] = []
     links = netdev.links()
     pinned = pins.prog_id()
-    for prog_id in pins.running_prog_ids(links) or {pinned} - {None}:
+    programs = pins.running_prog_ids(links) | {pinned} - {None}
+    others = list(netdev.links_elsewhere()) if programs else []
+    for prog_id in programs:
         # By its pin where it has one: opening by id takes CAP_SYS_ADMIN.
         prog_fd = pins.open_prog() if prog_id == pinned else sc.prog_fd_by_id(prog_id)
         try:
@@ -348,7 +352,7 @@ def _detach_everywhere(pins: PinDir) -> tuple[list[Iface], list[str]]:
                 if link.xdp_prog_id == prog_id:
                     netdev.detach_xdp(link, expected_fd=prog_fd)
                     detached.append(iface(link))
-            for there in netdev.links_elsewhere():
+            for there in others:
                 for link in there.links.values():
                     if link.xdp_prog_id == prog_id:
                         with namespaces.entered_path(there.path):
@@ -356,4 +360,4 @@ def _detach_everywhere(pins: PinDir) -> tuple[list[Iface], list[str]]:
                         elsewhere.append(f"{link.ifname} in {there.label}")
         finally:
             os.close(prog_fd)
-    return detached, elsewhere
+    return detached, elsewhere, programs
