@@ -38,8 +38,8 @@ integration: setup
 
 # One run with one and with two generator CPUs, written up as docs/BENCHMARKS.md.
 bench: setup
-	$(VENV)/bin/xdpfwd bench --json --repeat 5 --cpus 1 > $(VENV)/bench-1cpu.json
-	$(VENV)/bin/xdpfwd bench --json --repeat 5 --cpus 2 > $(VENV)/bench-2cpu.json
+	$(VENV)/bin/xdpfwd bench --json --repeat 9 --duration 2 --cpus 1 > $(VENV)/bench-1cpu.json
+	$(VENV)/bin/xdpfwd bench --json --repeat 9 --duration 2 --cpus 2 > $(VENV)/bench-2cpu.json
 	$(PY) scripts/bench-report.py $(VENV)/bench-1cpu.json $(VENV)/bench-2cpu.json > docs/BENCHMARKS.md
 
 lint: $(STAMP)

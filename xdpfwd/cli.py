@@ -759,8 +759,9 @@ def bench(app: App, duration, size, repeat, cpus, flows, rows, as_json) -> None:
 
     Frames from an in-kernel generator cross lab port 1 to port 2 through, in
     turn: a minimal bpf_redirect_map() program (the baseline), xdpfwd, and a Linux
-    bridge; and port 1 flooding 2 and 4 ports. Every row is compared with the
-    baseline (broadcast rows with forwarding) measured in the same run.
+    bridge; and port 1 flooding, spreading over or replicating to 2 and 4 ports.
+    Each row is compared with the strictest program doing the same job (a bare
+    redirect, broadcast or spread), measured in the same run.
     """
     report = app.ops.bench(
         app.pins,

@@ -121,6 +121,36 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     assert pins_left(pin_dir) == []
 
 
+def test_rows_take_turns_in_reverse_order_every_other_repeat(scratch_ns, pin_dir):
+    """A row and its reference swap places between repeats, so that what the earlier
+    one leaves the kernel doing weighs on both alike."""
+    result = subprocess.run(
+        xdpfwd_cmd(
+            scratch_ns,
+            "--pin-dir",
+            pin_dir,
+            "bench",
+            "--row",
+            "forward",
+            "--duration",
+            "0.2",
+            "--repeat",
+            "3",
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    measured = [
+        line.split("] ", 1)[1] for line in result.stderr.splitlines() if line.startswith("note: [")
+    ]
+    baseline, forward = (row["name"] for row in json.loads(result.stdout)["rows"])
+    assert measured == [baseline, forward, forward, baseline, baseline, forward]
+    assert pins_left(pin_dir) == []
+
+
 def test_interrupted_lab_up_leaves_nothing(scratch_ns):
     name = f"i{RUN_ID}"
 

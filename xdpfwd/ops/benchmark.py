@@ -471,10 +471,12 @@ def run(
         table = _rows(user_spec)
         if rows:
             table = _selected(table, rows)
-        # Rows take turns within each repeat, so drift over the run hits them alike.
+        # Rows take turns within each repeat, in reverse order every other repeat: drift
+        # over the run, and whatever a row's set-up or tear-down leaves the kernel doing
+        # during the next row's sample, hit a row and its reference (its neighbour) alike.
         samples: dict[str, list[float]] = {key: [] for key, *_ in table}
         for k in range(repeat):
-            for key, name, setup, _ in table:
+            for key, name, setup, _ in table if k % 2 == 0 else table[::-1]:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig) as generator:
