@@ -36,7 +36,7 @@ from xdpfwd.options import (
     table_option,
     watch_options,
 )
-from xdpfwd.state.pins import DEFAULT_PIN_DIR, PinDir
+from xdpfwd.state.pins import DEFAULT_PIN_DIR, PIN_DIR_ENV, PinDir
 
 log = logging.getLogger("xdpfwd")
 
@@ -161,7 +161,7 @@ def _setup_logging(verbose: int) -> None:
 @click.group(cls=XdpfwdGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--pin-dir",
-    envvar="XDPFWD_PIN_DIR",
+    envvar=PIN_DIR_ENV,
     default=DEFAULT_PIN_DIR,
     show_default=True,
     help="bpffs directory holding xdpfwd's pinned program and maps [env: XDPFWD_PIN_DIR].",

@@ -113,6 +113,17 @@ def test_foreign_program_is_refused_without_force(topo, pin_dir):
     assert topo.xdp("p1")["prog"]["id"] == foreign
 
 
+def test_a_port_of_another_pin_dir_is_refused_as_xdpfwds_own_not_a_strangers(make_topo, pin_dir):
+    topo = make_topo(3)
+    other = f"{pin_dir}-other"  # on the same test bpffs, unmounted with it
+    topo.ok(other, "add", "p1", "p2", "-b")
+    before = snapshot(topo, pin_dir), snapshot(topo, other)
+    line = assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p3"), 3, "--force")
+    assert "the xdpfwd program of another --pin-dir" in line and "did not attach" not in line
+    assert (snapshot(topo, pin_dir), snapshot(topo, other)) == before
+    assert topo.ping(1, topo.host(2).ip) == 3  # the other dir still forwards
+
+
 def test_foreign_program_is_replaced_with_force_and_never_touched_by_down(make_topo, pin_dir):
     topo = make_topo(3)
     attach_foreign(topo, "p1")

@@ -514,7 +514,8 @@ def test_pins_made_before_multicast_keep_working_and_say_how_to_upgrade(make_top
         1,
         "predate multicast groups",
     )
-    assert "xdpfwd save -o FILE && xdpfwd down && xdpfwd apply FILE" in line
+    xdpfwd = f"xdpfwd --pin-dir {pin_dir}"  # a hint without it would act on the default dir
+    assert f"{xdpfwd} save -o FILE && {xdpfwd} down && {xdpfwd} apply FILE" in line
     assert snapshot(topo, pin_dir) == before
     assert "predate" in topo.ok(pin_dir, "multicast", "list").stdout
     doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)

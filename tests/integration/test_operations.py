@@ -13,9 +13,11 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from xdpfwd.kernel import netns
 from xdpfwd.state import config
 
 from ..strategies import CONFIG_DOCS
+from .conftest import RUN_ID
 from .net import XDPFWD, UdpSink, assert_fails, send_udp, sh, snapshot
 
 
@@ -66,6 +68,24 @@ def test_add_and_doctor_flag_a_veth_peer_that_cannot_take_redirected_frames(make
     problem = [c for c in checks if "cannot take frames" in c["detail"]]
     assert result.returncode == 1 and problem[0]["check"] == "port p2"
     assert problem[0]["fix"] == f"ip netns exec {topo.host(2).ns} ethtool -K h0 gro on"
+
+
+def test_the_fix_for_a_peer_in_the_initial_namespace_enters_it_as_pid_1s(topo, pin_dir):
+    """Not by the pid of whichever process shows it first, often a kernel thread."""
+    if os.stat("/proc/self/ns/net").st_ino != netns.INIT_NET_INODE:
+        pytest.skip("the tests run outside the initial network namespace")
+    port, peer = f"xi{RUN_ID}", f"xo{RUN_ID}"  # the peer stays in this, the initial one
+    sh("ip", "link", "add", peer, "type", "veth", "peer", "name", port)
+    try:
+        sh("ip", "link", "set", port, "netns", topo.fwd)
+        sh("ip", "-n", topo.fwd, "link", "set", port, "up")
+        sh("ip", "link", "set", peer, "up")
+        result = topo.ok(pin_dir, "add", "p1", port)
+        assert f"warning: {port} cannot take frames redirected to it" in result.stderr
+        assert f"nsenter --net=/proc/1/ns/net ethtool -K {peer} gro on" in result.stderr
+        assert "nsenter -t" not in result.stderr
+    finally:
+        sh("ip", "link", "del", peer, check=False)
 
 
 # --- namespaces --------------------------------------------------------------------------
@@ -216,7 +236,8 @@ def test_pins_removed_by_hand_are_reported_and_rebuilt(topo, pin_dir):
     assert topo.ping(1, topo.host(2).ip) == 3
     # A pin removed from a working setup: list says so in one line, apply repairs.
     os.unlink(os.path.join(pin_dir, "ports"))
-    assert_fails(topo.xdpfwd(pin_dir, "list"), 1, "incomplete")
+    line = assert_fails(topo.xdpfwd(pin_dir, "list"), 1, "incomplete")
+    assert f"`xdpfwd --pin-dir {pin_dir} down`" in line  # not the default dir's
     topo.ok(pin_dir, "apply", config)
     assert topo.ping(2, topo.host(1).ip) == 3
 

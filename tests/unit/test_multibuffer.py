@@ -297,11 +297,12 @@ def test_single_buffer_page_arithmetic():
 )
 def test_single_buffer_hint(monkeypatch, frags, recorded_supported, mtu, hint):
     monkeypatch.setattr(sc, "frags_supported", lambda: recorded_supported)
+    monkeypatch.delenv("XDPFWD_PIN_DIR", raising=False)
     dp = SimpleNamespace(frags=frags, pins=PinDir("/sys/fs/bpf/x"))
     found = ports.single_buffer_hint(dp, link(mtu))
     assert (found is not None) == hint
     if hint:
-        assert "xdpfwd down" in found and "/sys/fs/bpf/x" in found
+        assert "xdpfwd --pin-dir /sys/fs/bpf/x down" in found
 
 
 def test_attachment_warns_only_when_it_fell_back():

@@ -86,9 +86,15 @@ class Namespace:
     def label(self) -> str:
         if self.name:
             return f"namespace {self.name}"
+        if self.path == _INITIAL.path:
+            return "the initial namespace"
         if self.pid:
             return f"the namespace of pid {self.pid}"
         return f"the namespace at {self.path}"
+
+
+# Whichever process shows it (often a kernel thread), the initial namespace is pid 1's.
+_INITIAL = Namespace(path="/proc/1/ns/net")
 
 
 def _candidates() -> Iterator[tuple[str, Namespace]]:
@@ -159,7 +165,7 @@ def _open_namespaces(nsids: set[int], stack: ExitStack) -> dict[int, tuple[int, 
             nsid = _nsid(nl, fd, seq)
             if nsid in nsids and nsid not in found:
                 stack.callback(os.close, fd)
-                found[nsid] = (fd, namespace)
+                found[nsid] = (fd, _INITIAL if st.st_ino == netns.INIT_NET_INODE else namespace)
             else:
                 os.close(fd)
     return found

@@ -250,7 +250,7 @@ def _programs_check(dp: Dataplane) -> Check:
             WARN,
             f"programs pinned by an older xdpfwd, without multi-buffer support: native XDP "
             f"only up to MTU {netdev.SINGLE_BUFFER_MTU}",
-            "xdpfwd save -o FILE; xdpfwd down; xdpfwd apply FILE",
+            dp.pins.rebuild_hint().strip("`"),
         )
     return Check(name, PASS, "single-buffer programs (the kernel has no other)")
 
@@ -312,13 +312,14 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
                             "multicast",
                             WARN,
                             "the pins predate multicast groups: `multicast add` refuses",
-                            multicast.UPGRADE,
+                            multicast.upgrade_hint(pin_dir),
                         )
                     )
     except InputError as e:  # not a pin directory, or not xdpfwd's
         ours, checks = None, [Check("pins", FAIL, str(e), "choose another --pin-dir")]
     except XdpfwdError as e:
-        ours, checks = None, [Check("pins", FAIL, str(e), "xdpfwd down, then add or apply")]
+        fix_pins = f"{pin_dir.command('down')}, then add or apply"
+        ours, checks = None, [Check("pins", FAIL, str(e), fix_pins)]
     for port, prog_id in orphans(links, ours).items():
         this = known(port, links)
         checks.append(

@@ -35,7 +35,7 @@ def check_supported(dp: Dataplane) -> None:
     if dp.balance is None:
         raise XdpfwdError(
             f"the program pinned in {dp.pins.path} predates balanced entries; rebuild it: "
-            "`xdpfwd save -o FILE && xdpfwd down && xdpfwd apply FILE`"
+            f"{dp.pins.rebuild_hint()}"
         )
 
 

@@ -272,7 +272,7 @@ class Dataplane:
         if missing:
             raise BrokenState(
                 f"pinned state in {pins.path} is incomplete (missing {', '.join(missing)}); "
-                "run `xdpfwd down` and set it up again"
+                f"run `{pins.command('down')}` and set it up again"
             )
         try:
             return cls(pins)
@@ -357,7 +357,7 @@ def planned_layout(pins: PinDir, table: str | None, value_format: str | None) ->
         if asked is not None and asked != have:
             raise XdpfwdError(
                 f"the forwarding table in {pins.path} holds {have} ({option}); it cannot "
-                f"change to {asked} while it exists (`xdpfwd down` removes it)"
+                f"change to {asked} while it exists (`{pins.command('down')}` removes it)"
             )
     return existing
 

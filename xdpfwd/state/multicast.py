@@ -23,12 +23,17 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import McastGroup, McastReceiver
 from xdpfwd.state.dataplane import Dataplane, Multicast
+from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import known, map_write
 
-UPGRADE = (
-    "`xdpfwd save -o FILE && xdpfwd down && xdpfwd apply FILE` rebuilds them with "
-    "multicast support (forwarding stops for a moment)"
-)
+
+def upgrade_hint(pins: PinDir) -> str:
+    """How to rebuild pins made before multicast groups."""
+    return (
+        f"{pins.rebuild_hint()} rebuilds them with multicast support (forwarding stops "
+        "for a moment)"
+    )
+
 
 # The kernel hands out a map held by a map of maps only by its id, and opening a map
 # by id takes CAP_SYS_ADMIN: reading who receives a group needs it.
@@ -49,7 +54,9 @@ def parse_group(text: str) -> maps.McastAddr:
 def require(dp: Dataplane) -> Multicast:
     """The multicast maps; raises XdpfwdError for pins made before multicast groups."""
     if dp.mcast is None:
-        raise XdpfwdError(f"the pins in {dp.pins.path} predate multicast groups; {UPGRADE}")
+        raise XdpfwdError(
+            f"the pins in {dp.pins.path} predate multicast groups; {upgrade_hint(dp.pins)}"
+        )
     return dp.mcast
 
 

@@ -25,6 +25,7 @@ from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/xdpfwd"
+PIN_DIR_ENV = "XDPFWD_PIN_DIR"  # what --pin-dir defaults to when set
 BPFFS_DEFAULT_MOUNT = "/sys/fs/bpf"
 
 # The path is compiled into the C source and into BCC section names ("maps/devmap:<path>").
@@ -137,6 +138,25 @@ class PinDir:
 
     def pin(self, name: str) -> str:
         return os.path.join(self.path, name)
+
+    def command(self, words: str, netns_name: str | None = None) -> str:
+        """The command line that runs `xdpfwd words` on this directory, for hints: one
+        without its --pin-dir (and --netns) would act on another directory.
+        netns_name: the named namespace it serves (default: the one this runs in)."""
+        if netns_name is None:
+            netns_name = netns.name_of(netns.current_inode())
+        path, options = self.path, ""
+        base, _, suffix = path.rpartition("@")
+        if base and suffix == netns_name:  # made by --netns NAME
+            path, options = base, f" --netns {netns_name}"
+        if path != os.environ.get(PIN_DIR_ENV, DEFAULT_PIN_DIR):
+            options = f" --pin-dir {path}{options}"
+        return f"xdpfwd{options} {words}"
+
+    def rebuild_hint(self) -> str:
+        """The commands that rebuild the directory's pins with this xdpfwd."""
+        steps = (self.command(words) for words in ("save -o FILE", "down", "apply FILE"))
+        return f"`{' && '.join(steps)}`"
 
     def exists(self) -> bool:
         return os.path.isdir(self.path)
@@ -371,7 +391,7 @@ class PinDir:
             if not removing:
                 raise InputError(
                     f"{self.path} served the ports of a network namespace that is gone: "
-                    f"`xdpfwd --pin-dir {self.path} down` removes its pins"
+                    f"`{self.command('down')}` removes its pins"
                 )
             self._check_runs_nowhere_else(self.prog_id())
             return
@@ -387,7 +407,7 @@ class PinDir:
             raise InputError(
                 f"{self.path} is tied to no network namespace (made by an earlier xdpfwd, "
                 f"or pins removed by hand), and its program {why}: run xdpfwd where its "
-                f"ports are, or `xdpfwd --pin-dir {self.path} down` removes its pins"
+                f"ports are, or `{self.command('down')}` removes its pins"
             )
         self._check_runs_nowhere_else(prog_id)
 
@@ -456,7 +476,7 @@ class PinDir:
             return "run xdpfwd in that namespace (`lsns -t net` shows who holds it)"
         base, _, suffix = self.path.rpartition("@")
         if suffix == name:  # made by --netns NAME
-            return f"run `xdpfwd --pin-dir {base} --netns {name} ...`"
+            return f"run `{self.command('...', name)}`"
         return f"run `nsenter --net={netns.path(name)} xdpfwd --pin-dir {self.path} ...`"
 
     def _check_runs_nowhere_else(self, prog_id: int | None) -> None:

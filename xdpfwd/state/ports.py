@@ -13,7 +13,7 @@ from xdpfwd import interrupts
 from xdpfwd.errors import AttachError, BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel import netns as namespaces
-from xdpfwd.kernel.bpf import maps
+from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import Attachment, Iface
 from xdpfwd.state.dataplane import Dataplane
@@ -51,6 +51,9 @@ def map_write(fn, *args) -> None:
         fn(*args)
     except OSError as e:
         raise BpfError(f"updating a pinned map failed: {e.strerror}") from e
+
+
+XDPFWD_PROG_NAME = loader.XDP_INGRESS_FUNC
 
 
 def prog_name(prog_id: int) -> str:
@@ -92,9 +95,16 @@ def plan_attach(link: netdev.Link, ours: int | None, mode: str, force: bool) -> 
             return AttachPlan(link, keep=False, foreign_prog_id=0, switch=True)
         return AttachPlan(link, keep=True, foreign_prog_id=0)
     if link.xdp_prog_id and not force:
+        name = prog_name(link.xdp_prog_id)
+        if name == XDPFWD_PROG_NAME:  # not a stranger's: say where it comes from
+            raise AttachError(
+                f"{link.ifname} already runs the xdpfwd program of another --pin-dir, or of "
+                f"one whose pins were removed (id {link.xdp_prog_id}); use --force to "
+                "replace it"
+            )
         raise AttachError(
-            f"{link.ifname} already has XDP program {prog_name(link.xdp_prog_id)!r} "
-            f"(id {link.xdp_prog_id}) that xdpfwd did not attach; use --force to replace it"
+            f"{link.ifname} already has XDP program {name!r} (id {link.xdp_prog_id}) that "
+            "xdpfwd did not attach; use --force to replace it"
         )
     return AttachPlan(link, keep=False, foreign_prog_id=link.xdp_prog_id)
 
@@ -143,7 +153,7 @@ def single_buffer_hint(dp: Dataplane, link: netdev.Link) -> str | None:
     return (
         f"the programs in {dp.pins.path} were loaded without multi-buffer support "
         f"(an older xdpfwd), which native XDP needs above MTU {netdev.SINGLE_BUFFER_MTU}: "
-        "`xdpfwd save` the configuration, `xdpfwd down`, then `xdpfwd apply` it"
+        f"rebuild them: {dp.pins.rebuild_hint()}"
     )
 
 
@@ -277,9 +287,6 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
                 if port in (ingress, egress):
                     dp.pairs.forget(ingress, egress)
     return gone
-
-
-XDPFWD_PROG_NAME = "xdpfwd_ingress"
 
 
 def orphans(links: dict[int, netdev.Link], ours: int | None) -> dict[int, int]:
