@@ -197,6 +197,28 @@ def _baseline_accounted(rig: _Rig) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _baseline_dispatched(rig: _Rig) -> Iterator[None]:
+    """The baseline while a program that does nothing is attached to the tracepoint
+    that loss accounting counts transmit drops on: the cost of the kernel's dispatch
+    alone, the least any program there costs."""
+    xmit = "xdp_devmap_xmit"
+    kind = loader.trace_kinds()[loader.TRACE_FUNCS[xmit]]
+    code = sc.insn(0xB7) + sc.insn(0x95)  # r0 = 0; exit
+    prog = sc.prog_load(
+        kind.prog_type, code, "xdpfwd_bench_tp", kind.attach_type, attach_btf_id=kind.attach_btf_id
+    )
+    try:
+        with _baseline(rig):
+            link = sc.raw_tracepoint_open(prog, xmit, typed=True)
+            try:
+                yield
+            finally:
+                os.close(link)
+    finally:
+        os.close(prog)
+
+
 def _bare_broadcast(rig: _Rig, fanout: int):
     """Port 1 floods to the next fanout ports, which the map holds with port 1."""
     return _bare(
@@ -341,6 +363,12 @@ def _rows(user_spec: EgressSpec) -> list[tuple[str, str, Callable, str]]:
             "baseline_loss_accounting",
             "baseline with xdpfwd's loss accounting attached",
             _baseline_accounted,
+            BASELINE,
+        ),
+        (
+            "baseline_empty_tracepoint",
+            "baseline with a program doing nothing on the transmit tracepoint",
+            _baseline_dispatched,
             BASELINE,
         ),
         (
