@@ -193,7 +193,15 @@ def cli(ctx: click.Context, pin_dir: str, netns: str | None, verbose: int) -> No
         raise click.BadParameter(str(e), param_hint="--pin-dir/--netns") from None
     if netns is not None:
         # Devices, netlink and devmap entries resolve ifindexes in this namespace.
-        netns_module.enter(netns)
+        try:
+            netns_module.move(netns)
+        except InputError as e:
+            if netns_module.exists(netns) or not pins.exists():
+                raise
+            raise InputError(
+                f"{e}; the pins xdpfwd had there stay in {pins.path}: "
+                f"`{pins.command('down')}` removes them"
+            ) from None
     ctx.obj = App(ops=ctx.obj or _Imported("xdpfwd.ops"), pins=pins, netns=netns)
     documents.json_context(pins.path, netns)
 

@@ -113,13 +113,22 @@ def test_foreign_program_is_refused_without_force(topo, pin_dir):
     assert topo.xdp("p1")["prog"]["id"] == foreign
 
 
-def test_a_port_of_another_pin_dir_is_refused_as_xdpfwds_own_not_a_strangers(make_topo, pin_dir):
+def test_a_port_another_pin_dir_runs_on_is_left_to_it_by_every_command_without_force(
+    make_topo, pin_dir, tmp_path
+):
     topo = make_topo(3)
-    other = f"{pin_dir}-other"  # on the same test bpffs, unmounted with it
-    topo.ok(other, "add", "p1", "p2", "-b")
+    other = f"{pin_dir}-other"  # beside it, on the same test bpffs, unmounted with it
+    topo.ok(pin_dir, "add", "p1", "p3")
+    topo.ok(other, "add", "p1", "p2", "-b", "--force")  # takes p1 over
     before = snapshot(topo, pin_dir), snapshot(topo, other)
     line = assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p3"), 3, "--force")
-    assert "the xdpfwd program of another --pin-dir" in line and "did not attach" not in line
+    assert f"p1 already runs the xdpfwd program of --pin-dir {other} " in line
+    config = tmp_path / "config.yaml"
+    config.write_text("version: 1\nforward:\n- {from: p1, to: p3}\n")
+    assert_fails(topo.xdpfwd(pin_dir, "apply", str(config)), 3, f"--pin-dir {other}")
+    # prune (and follow, the same code) leaves it, where they had taken it back.
+    pruned = topo.ok(pin_dir, "prune")
+    assert "p1 runs another XDP program" in pruned.stdout + pruned.stderr
     assert (snapshot(topo, pin_dir), snapshot(topo, other)) == before
     assert topo.ping(1, topo.host(2).ip) == 3  # the other dir still forwards
 

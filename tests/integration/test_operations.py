@@ -70,8 +70,56 @@ def test_add_and_doctor_flag_a_veth_peer_that_cannot_take_redirected_frames(make
     assert problem[0]["fix"] == f"ip netns exec {topo.host(2).ns} ethtool -K h0 gro on"
 
 
-def test_the_fix_for_a_peer_in_the_initial_namespace_enters_it_as_pid_1s(topo, pin_dir):
-    """Not by the pid of whichever process shows it first, often a kernel thread."""
+def test_fixes_for_devices_of_a_netns_namespace_run_there(topo, pin_dir):
+    """With --netns, a fix for a device of that namespace is run inside it: the user's
+    shell is where xdpfwd was started, where a device of that name may be another."""
+    sh("ip", "-n", topo.fwd, "link", "add", "sa", "mtu", "1400", "type", "veth", "peer", "sb")
+    sh("ip", "-n", topo.fwd, "link", "set", "sa", "up")
+    sh("ip", "-n", topo.fwd, "link", "set", "sb", "up")
+    here = ["--pin-dir", pin_dir, "--netns", topo.fwd]
+    result = subprocess.run(
+        [XDPFWD, *here, "add", "p1", "sa"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    inside = f"ip netns exec {topo.fwd}"
+    assert f"{inside} ethtool -K sb gro on" in result.stderr  # sa's peer takes no redirects
+    assert f"{inside} ip link set dev sa mtu 1500" in result.stderr
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "down")
+    result = subprocess.run(
+        [XDPFWD, *here, "doctor", "--json", "--no-compile"], capture_output=True, text=True
+    )
+    fixes = [c["fix"] for c in json.loads(result.stdout)["checks"] if c["check"] == "port p1"]
+    assert f"{inside} ip link set dev p1 up" in fixes
+    subprocess.run([XDPFWD, *here, "down"], capture_output=True, check=True, timeout=60)
+
+
+def test_netns_of_a_deleted_namespace_says_where_its_pins_stay(pin_dir):
+    name = f"xn{RUN_ID}"
+    sh("ip", "netns", "add", name)
+    try:
+        for a, b in (("a1", "b1"), ("a2", "b2")):
+            sh("ip", "-n", name, "link", "add", a, "type", "veth", "peer", b)
+            sh("ip", "-n", name, "link", "set", a, "up")
+        here = [XDPFWD, "--pin-dir", pin_dir, "--netns", name]
+        subprocess.run([*here, "add", "a1", "a2"], capture_output=True, check=True, timeout=60)
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+    line = assert_fails(
+        subprocess.run([*here, "list"], capture_output=True, text=True, timeout=60),
+        2,
+        f"no such network namespace: {name}",
+        f"stay in {pin_dir}@{name}",
+    )
+    hint = line.split("`")[1]
+    assert hint == f"xdpfwd --pin-dir {pin_dir}@{name} down"
+    down = subprocess.run([XDPFWD, *hint.split()[1:]], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0, down.stderr
+    assert not os.path.exists(f"{pin_dir}@{name}")
+
+
+def test_the_fix_for_a_peer_in_the_initial_namespace_enters_it_by_a_lasting_path(topo, pin_dir):
+    """pid 1's namespace file (or, where that is closed, the first other one there), not
+    that of whichever process shows the namespace first, often a short-lived worker."""
     if os.stat("/proc/self/ns/net").st_ino != netns.INIT_NET_INODE:
         pytest.skip("the tests run outside the initial network namespace")
     port, peer = f"xi{RUN_ID}", f"xo{RUN_ID}"  # the peer stays in this, the initial one
@@ -82,8 +130,16 @@ def test_the_fix_for_a_peer_in_the_initial_namespace_enters_it_as_pid_1s(topo, p
         sh("ip", "link", "set", peer, "up")
         result = topo.ok(pin_dir, "add", "p1", port)
         assert f"warning: {port} cannot take frames redirected to it" in result.stderr
-        assert f"nsenter --net=/proc/1/ns/net ethtool -K {peer} gro on" in result.stderr
-        assert "nsenter -t" not in result.stderr
+        fix = f"nsenter --net={netns.initial_path()} ethtool -K {peer} gro on"
+        assert fix in result.stderr and "nsenter -t" not in result.stderr
+
+        def doctor_fixes():
+            doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+            return [c["fix"] for c in json.loads(doctor.stdout)["checks"]]
+
+        assert fix in doctor_fixes()
+        sh(*fix.split())  # and it works
+        assert fix not in doctor_fixes()
     finally:
         sh("ip", "link", "del", peer, check=False)
 
@@ -230,7 +286,7 @@ def test_pins_removed_by_hand_are_reported_and_rebuilt(topo, pin_dir):
     sh("rm", "-rf", pin_dir)
     assert topo.list_json(pin_dir)["entries"] == []
     code, checks = doctor(topo, pin_dir)
-    assert "of no pins here" in checks["port p1"]["detail"]
+    assert "of no pin dir" in checks["port p1"]["detail"]
     topo.ok(pin_dir, "apply", config)
     assert {r["state"] for r in rows(topo, pin_dir).values()} == {"ok"}
     assert topo.ping(1, topo.host(2).ip) == 3

@@ -29,9 +29,11 @@ from xdpfwd.state.health import (
     sender_problems,
 )
 from xdpfwd.state.multicast import copies_of
+from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import plan_attach
 
 OURS = 40
+PINS = PinDir("/sys/fs/bpf/xdpfwd")
 
 
 def link(ifindex, name, *, prog=0, mode=None, mtu=1500, kind="veth", loopback=False):
@@ -69,9 +71,9 @@ LINKS = {lk.ifindex: lk for lk in (ETH1, ETH2, ETH3)}
 def test_plan_attach(current, mode, force, expect):
     if isinstance(expect, type):
         with pytest.raises(expect):
-            plan_attach(current, OURS, mode, force)
+            plan_attach(PINS, current, OURS, mode, force)
         return
-    got = plan_attach(current, OURS, mode, force)
+    got = plan_attach(PINS, current, OURS, mode, force)
     what = "keep" if got.keep else "switch" if got.switch else "attach"
     assert (what, got.foreign_prog_id) == expect
 

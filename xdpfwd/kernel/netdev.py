@@ -196,9 +196,6 @@ def links(netns: str | None = None) -> dict[int, Link]:
         return {link.ifindex: link for link in map(parse_link, rtnl.get_links(sock))}
 
 
-INIT_NETNS_PATH = "/proc/1/ns/net"
-
-
 @dataclass(frozen=True)
 class Elsewhere:
     """The links of a network namespace other than this thread's."""
@@ -221,14 +218,15 @@ def links_elsewhere() -> Iterator[Elsewhere]:
         except (OSError, InputError, PrereqError, NetlinkError):
             continue  # a stale entry, or one this process may not enter
         yield Elsewhere(name, path, found)
-    if here == namespaces.INIT_NET_INODE:
+    initial = None if here == namespaces.INIT_NET_INODE else namespaces.initial_path()
+    if initial is None:
         return
     try:
-        with namespaces.entered_path(INIT_NETNS_PATH):
+        with namespaces.entered_path(initial):
             found = links()
     except (OSError, NetlinkError):
         return
-    yield Elsewhere("the initial namespace", INIT_NETNS_PATH, found)
+    yield Elsewhere("the initial namespace", initial, found)
 
 
 def link(ifindex: int) -> Link | None:

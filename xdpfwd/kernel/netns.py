@@ -120,6 +120,25 @@ def current_inode() -> int:
 INIT_NET_INODE = 0xEFFFFFF9  # PROC_NET_INIT_INO: the initial namespace's, always
 
 
+def initial_path() -> str | None:
+    """A file of the initial namespace this process can open: pid 1's or, where that
+    is closed to it (a sandbox's init), another process's there, such as a kernel
+    thread's. None when there is none."""
+    pids = sorted((int(p) for p in os.listdir("/proc") if p.isdigit()), key=lambda p: p != 1)
+    for pid in pids:
+        where = f"/proc/{pid}/ns/net"
+        try:
+            fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone, or closed to this process
+        try:
+            if os.fstat(fd).st_ino == INIT_NET_INODE:
+                return where
+        finally:
+            os.close(fd)
+    return None
+
+
 SO_NETNS_COOKIE = 71  # <asm-generic/socket.h>, Linux 5.14+
 
 
@@ -131,6 +150,15 @@ def current_cookie() -> int:
             return struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
         except OSError:
             return 0
+
+
+def is_current(name: str) -> bool:
+    """Whether name, under /run/netns, is the calling thread's namespace (one of its
+    names, if it has several)."""
+    try:
+        return "/" not in name and os.stat(path(name)).st_ino == current_inode()
+    except OSError:
+        return False
 
 
 def name_of(inode: int) -> str | None:
@@ -145,8 +173,9 @@ def name_of(inode: int) -> str | None:
 def describe(inode: int) -> str:
     """A live network namespace as a user knows it: by name when it has one."""
     if inode == INIT_NET_INODE:
-        return "the initial namespace"
-    return name_of(inode) or f"inode {inode}"
+        return "the initial network namespace"
+    name = name_of(inode)
+    return f"network namespace {name}" if name else f"the network namespace of inode {inode}"
 
 
 def _setns(fd: int) -> None:
@@ -184,6 +213,24 @@ def enter(name: str) -> None:
         raise
     finally:
         os.close(fd)
+
+
+# Where --netns moved this process: the user runs the commands xdpfwd gives as fixes
+# from the shell xdpfwd was started in.
+_moved_to: str | None = None
+
+
+def move(name: str) -> None:
+    """enter(name) for the rest of the process (--netns)."""
+    global _moved_to
+    enter(name)
+    _moved_to = name
+
+
+def as_run_from_the_shell(command: str) -> str:
+    """A shell command for a device of this process's namespace, as the user runs it:
+    inside `ip netns exec NAME` when --netns moved xdpfwd there."""
+    return f"ip netns exec {_moved_to} {command}" if _moved_to else command
 
 
 @contextmanager

@@ -74,6 +74,7 @@ class Namespace:
     name: str | None = None  # under /run/netns
     path: str | None = None  # another nsfs mount, or an fd a process holds
     pid: int | None = None  # a process inside it
+    initial: bool = False  # the initial namespace (path: netns.initial_path())
 
     def run(self, command: str) -> str:
         if self.name:
@@ -86,15 +87,11 @@ class Namespace:
     def label(self) -> str:
         if self.name:
             return f"namespace {self.name}"
-        if self.path == _INITIAL.path:
+        if self.initial:
             return "the initial namespace"
         if self.pid:
             return f"the namespace of pid {self.pid}"
         return f"the namespace at {self.path}"
-
-
-# Whichever process shows it (often a kernel thread), the initial namespace is pid 1's.
-_INITIAL = Namespace(path="/proc/1/ns/net")
 
 
 def _candidates() -> Iterator[tuple[str, Namespace]]:
@@ -165,7 +162,9 @@ def _open_namespaces(nsids: set[int], stack: ExitStack) -> dict[int, tuple[int, 
             nsid = _nsid(nl, fd, seq)
             if nsid in nsids and nsid not in found:
                 stack.callback(os.close, fd)
-                found[nsid] = (fd, _INITIAL if st.st_ino == netns.INIT_NET_INODE else namespace)
+                if st.st_ino == netns.INIT_NET_INODE:  # by pid 1, not whichever showed it
+                    namespace = Namespace(path=netns.initial_path() or path, initial=True)
+                found[nsid] = (fd, namespace)
             else:
                 os.close(fd)
     return found
@@ -189,7 +188,9 @@ class Peer:
     def command(self, **features: bool) -> str:
         """The shell command that does change(**features), for a message."""
         command = ethtool_command(self.ifname, **features)
-        return self.namespace.run(command) if self.namespace else command
+        return (
+            self.namespace.run(command) if self.namespace else netns.as_run_from_the_shell(command)
+        )
 
 
 def _ifname(sock: socket.socket, ifindex: int) -> str:

@@ -32,10 +32,9 @@ from xdpfwd.state.config import load as load_config
 from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, reading
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import (
-    XDPFWD_PROG_NAME,
+    is_orphan,
     map_write,
     plan_attach,
-    prog_name,
     release,
     teardown,
 )
@@ -66,7 +65,8 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
         if link is None:
-            warnings.append(f"ifindex {port} left out: its device is gone (`xdpfwd prune`)")
+            prune = dp.pins.command("prune")
+            warnings.append(f"ifindex {port} left out: its device is gone (`{prune}`)")
             continue
         settings = dp.ports.get(port) or maps.PortSettings()
         mode = link.xdp_mode if link.xdp_prog_id == dp.prog_id else "auto"
@@ -344,7 +344,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         attach={port: conf.mode for port, conf in desired.ports.items()},
         force=force,
         check_layout=_layout_check(desired),
-        replaceable=_is_orphan,
+        replaceable=partial(is_orphan, pins),
     ) as c:
         if desired.balanced:
             balance.check_supported(c.dp)
@@ -465,7 +465,7 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
             link = by_name.get(name)
             usable[name] = link is not None
             if link is not None and link.xdp_prog_id and link.xdp_prog_id != c.dp.prog_id:
-                if not _is_orphan(link):
+                if not is_orphan(c.dp.pins, link):
                     usable[name] = False
                     skipped.append(
                         f"{name} runs another XDP program (id {link.xdp_prog_id}): left alone"
@@ -534,9 +534,9 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
     d.layouts = {port: recorded.layout(entry) for port, entry in d.balanced.items()}
     for port, conf in d.ports.items():
         link = c.links[port]
-        orphan = link.xdp_prog_id not in (0, c.dp.prog_id) and _is_orphan(link)
+        orphan = link.xdp_prog_id not in (0, c.dp.prog_id) and is_orphan(c.dp.pins, link)
         try:
-            c.plans.append(plan_attach(link, c.dp.prog_id, conf.mode, orphan))
+            c.plans.append(plan_attach(c.dp.pins, link, c.dp.prog_id, conf.mode, orphan))
         except AttachError as e:  # another program came meanwhile
             skipped.append(str(e))
     return d
@@ -547,11 +547,6 @@ def _named_ports(forward, balanced, groups) -> set[str]:
     names = {name for e in forward for name in (e.ingress, e.egress)}
     names |= {name for e in balanced for name in (e.ingress, *e.ports)}
     return names | {name for g in groups for name in g.members}
-
-
-def _is_orphan(link: netdev.Link) -> bool:
-    """An xdpfwd program no pins here know (removed by hand): apply may replace it."""
-    return prog_name(link.xdp_prog_id) == XDPFWD_PROG_NAME
 
 
 def _layout_check(desired: Desired):

@@ -77,8 +77,8 @@ def add(
         balance.check_supported(c.dp)
         if c.dp.groups.group_id(in_link.ifindex) is not None:
             raise XdpfwdError(
-                f"{in_link.ifname} is a broadcast group member; `xdpfwd broadcast del "
-                f"{in_link.ifname}` first"
+                f"{in_link.ifname} is a broadcast group member; "
+                f"`{pins.command(f'broadcast del {in_link.ifname}')}` first"
             )
         adding = {in_link.ifindex: {o.ifindex for o in out_links}}
         loop_warning = health.refuse_loops(c.dp, c.links, adding, force)

@@ -9,7 +9,7 @@ import time
 from contextlib import ExitStack
 
 from xdpfwd.errors import InputError, PrereqError, XdpfwdError
-from xdpfwd.kernel import netdev, prereqs
+from xdpfwd.kernel import netdev, netns, prereqs
 from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import STATE_NOT_FLOODING, Iface
@@ -191,10 +191,10 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
         name = f"port {this.label}"
         if link is None:
             gone = f"device ifindex {port} is gone"
-            checks.append(Check(name, FAIL, gone, "xdpfwd prune", this, "port"))
+            checks.append(Check(name, FAIL, gone, dp.pins.command("prune"), this, "port"))
             continue
         if link.xdp_prog_id != dp.prog_id:
-            fix_it = "xdpfwd apply FILE (or add it again)"
+            fix_it = f"{dp.pins.command('apply FILE')} (or add it again)"
             detached = "xdpfwd's program is not attached"
             checks.append(Check(name, FAIL, detached, fix_it, this, "port"))
             continue
@@ -211,10 +211,10 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
         state = health.port_state(link, None, True, entry is not None, group, settings, flooding)
         if state == STATE_NOT_FLOODING:
             status, detail = FAIL, f"a member of group {group} whose settings do not flood"
-            fix_it = "xdpfwd apply FILE (or broadcast del, then broadcast it again)"
+            fix_it = f"{dp.pins.command('apply FILE')} (or broadcast del, then broadcast it again)"
         elif not link.up:
             status, detail = WARN, detail + "; the link is down"
-            fix_it = f"ip link set dev {link.ifname} up"
+            fix_it = netns.as_run_from_the_shell(f"ip link set dev {link.ifname} up")
         checks.append(Check(name, status, detail, fix_it, this, "port"))
     pairs = health.managed_pairs(dp, groups)
     pairs = [(i, e) for i, e in pairs if i in links and links[i].xdp_prog_id == dp.prog_id]
@@ -265,7 +265,8 @@ def _accounting(pin_dir: pins.PinDir):
         WARN,
         "the tracepoint programs are not attached: redirect errors and transmit drops "
         "are not counted",
-        "xdpfwd stats --watch --count 1 attaches them (so does the next add, broadcast or apply)",
+        f"{pin_dir.command('stats --watch --count 1')} attaches them (so does the next add, "
+        "broadcast or apply)",
     )
 
 
@@ -320,15 +321,16 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
     except XdpfwdError as e:
         fix_pins = f"{pin_dir.command('down')}, then add or apply"
         ours, checks = None, [Check("pins", FAIL, str(e), fix_pins)]
-    for port, prog_id in orphans(links, ours).items():
+    for port, prog_id in orphans(pin_dir, links, ours).items():
         this = known(port, links)
         checks.append(
             Check(
                 f"port {this.label}",
                 WARN,
-                f"runs {prog_name(prog_id)} (id {prog_id}) of no pins here: removed by hand, or "
-                "another --pin-dir",
-                f"xdpfwd apply FILE replaces it; or ip link set dev {this.label} xdp off",
+                f"runs {prog_name(prog_id)} (id {prog_id}) of no pin dir: its pins were "
+                "removed by hand",
+                f"{pin_dir.command('apply FILE')} replaces it; or "
+                + netns.as_run_from_the_shell(f"ip link set dev {this.label} xdp off"),
                 this,
                 "orphan",
             )

@@ -72,8 +72,8 @@ def _check_not_members(dp: Dataplane, links: list[netdev.Link]) -> None:
     for link in links:
         if dp.groups.group_id(link.ifindex) is not None:
             raise XdpfwdError(
-                f"{link.ifname} is a broadcast group member; `xdpfwd broadcast del "
-                f"{link.ifname}` first"
+                f"{link.ifname} is a broadcast group member; "
+                f"`{dp.pins.command(f'broadcast del {link.ifname}')}` first"
             )
 
 
@@ -168,7 +168,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     no entry, AttachError when a detach fails.
     """
     prereqs.require_privileges("del")
-    no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `xdpfwd list`")
+    no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `{pins.command('list')}`")
     with editing(pins) as c:
         if c is None:
             raise no_entry
@@ -177,8 +177,8 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
         if c.dp.fwd.get(ingress.ifindex) is None:
             if c.dp.groups.group_id(ingress.ifindex) is not None:
                 raise XdpfwdError(
-                    f"{ingress.label} is a broadcast group member; use `xdpfwd broadcast "
-                    f"del {ingress.label}`"
+                    f"{ingress.label} is a broadcast group member; use "
+                    f"`{pins.command(f'broadcast del {ingress.label}')}`"
                 )
             raise no_entry
         entry = entries.remove(c, ingress.ifindex)

@@ -132,19 +132,19 @@ def _check_may_join(
     if other not in (None, group):
         raise XdpfwdError(
             f"{link.ifname} is a member of broadcast group {other}; a port floods in one group "
-            f"(`xdpfwd broadcast del {link.ifname}` first)"
+            f"(`{dp.pins.command(f'broadcast del {link.ifname}')}` first)"
         )
     entry = dp.fwd.get(link.ifindex)
     if entry is not None and not convert:
         egress = known(entry.egress_ifindex, links).label
         raise XdpfwdError(
             f"{link.ifname} forwards to {egress} (`xdpfwd add`); a port forwards or floods, "
-            f"not both: `xdpfwd del {link.ifname}` first"
+            f"not both: `{dp.pins.command(f'del {link.ifname}')}` first"
         )
     if balance.hash_of(dp, link.ifindex) and not convert:
         raise XdpfwdError(
             f"{link.ifname} has a balanced entry (`xdpfwd add`); a port forwards or floods, "
-            f"not both: `xdpfwd del {link.ifname}` first"
+            f"not both: `{dp.pins.command(f'del {link.ifname}')}` first"
         )
 
 
@@ -186,7 +186,7 @@ def broadcast_del(
             raise XdpfwdError(f"no broadcast groups in {pins.path}")
         ids = group_ids(c.dp)
         if group is not None and group not in c.dp.group_names():
-            raise XdpfwdError(f"no broadcast group {group}; see `xdpfwd list`")
+            raise XdpfwdError(f"no broadcast group {group}; see `{pins.command('list')}`")
         groups = {}
         for member in dict.fromkeys(members):
             name = group_of(c.dp, member.ifindex, ids)

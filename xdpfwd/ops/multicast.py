@@ -131,7 +131,9 @@ def multicast_del(
     """
     addr = multicast.parse_group(group)
     prereqs.require_privileges("multicast del")
-    no_group = XdpfwdError(f"no multicast group {addr.text}; see `xdpfwd multicast list`")
+    no_group = XdpfwdError(
+        f"no multicast group {addr.text}; see `{pins.command('multicast list')}`"
+    )
     with editing(pins) as c:
         if c is None or c.dp.mcast is None:
             raise no_group

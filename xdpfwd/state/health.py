@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from xdpfwd.errors import XdpfwdError
-from xdpfwd.kernel import netdev, offloads
+from xdpfwd.kernel import netdev, netns, offloads
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
     STATE_DEVICE_GONE,
@@ -118,7 +118,7 @@ def entry_problems(
                 egress.ifindex,
                 egress.ifname,
                 text,
-                f"ip link set dev {egress.ifname} mtu {ingress.mtu}",
+                netns.as_run_from_the_shell(f"ip link set dev {egress.ifname} mtu {ingress.mtu}"),
             )
         )
     return problems

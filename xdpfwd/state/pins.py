@@ -141,15 +141,15 @@ class PinDir:
 
     def command(self, words: str, netns_name: str | None = None) -> str:
         """The command line that runs `xdpfwd words` on this directory, for hints: one
-        without its --pin-dir (and --netns) would act on another directory.
-        netns_name: the named namespace it serves (default: the one this runs in)."""
-        if netns_name is None:
-            netns_name = netns.name_of(netns.current_inode())
+        without its --pin-dir (and --netns) would act on another directory. It leaves
+        --pin-dir out only for the default directory with XDPFWD_PIN_DIR unset, which
+        sudo and other shells would not pass on. netns_name: the named namespace it
+        serves (default: the one this runs in)."""
         path, options = self.path, ""
         base, _, suffix = path.rpartition("@")
-        if base and suffix == netns_name:  # made by --netns NAME
-            path, options = base, f" --netns {netns_name}"
-        if path != os.environ.get(PIN_DIR_ENV, DEFAULT_PIN_DIR):
+        if base and (suffix == netns_name if netns_name else netns.is_current(suffix)):
+            path, options = base, f" --netns {suffix}"  # made by --netns NAME
+        if path != DEFAULT_PIN_DIR or os.environ.get(PIN_DIR_ENV, path) != path:
             options = f" --pin-dir {path}{options}"
         return f"xdpfwd{options} {words}"
 
@@ -378,8 +378,8 @@ class PinDir:
                 return
             if pinned.inode:
                 raise InputError(
-                    f"{self.path} serves the ports of network namespace "
-                    f"{netns.describe(pinned.inode)}, and this command runs in "
+                    f"{self.path} serves the ports of {netns.describe(pinned.inode)}, and this "
+                    "command runs in "
                     f"{netns.describe(here)}: {self._how_to_reach(pinned.inode)}, or choose "
                     "another --pin-dir"
                 )
@@ -452,6 +452,27 @@ class PinDir:
         ours = self._map_ids()
         return {prog for prog in attached if ours.intersection(_maps_of(prog))}
 
+    def holder_beside(self, prog_id: int) -> PinDir | None:
+        """The other xdpfwd pin directory, beside this one, whose ingress program
+        prog_id is (pinned there, or using maps pinned there); None when none is: its
+        pins were removed by hand, or live somewhere xdpfwd does not look."""
+        parent = os.path.dirname(self.path)
+        try:
+            names = sorted(os.listdir(parent))
+        except OSError:
+            return None
+        used = set(_maps_of(prog_id))
+        for name in names:
+            other = PinDir(os.path.join(parent, name))
+            if other.path == self.path or not _is_dir(other.path):
+                continue
+            try:
+                if other.prog_id() == prog_id or used & other._map_ids():
+                    return other
+            except (OSError, PrereqError):
+                continue  # not ours to read
+        return None
+
     def _map_ids(self) -> set[int]:
         """The ids of the maps pinned in the directory."""
         found = set()
@@ -470,7 +491,8 @@ class PinDir:
     def _how_to_reach(self, inode: int) -> str:
         """How to run a command in the live namespace of inode, for a refusal."""
         if inode == netns.INIT_NET_INODE:
-            return f"run `nsenter --net=/proc/1/ns/net xdpfwd --pin-dir {self.path} ...`"
+            initial = netns.initial_path() or "/proc/1/ns/net"
+            return f"run `nsenter --net={initial} xdpfwd --pin-dir {self.path} ...`"
         name = netns.name_of(inode)
         if name is None:
             return "run xdpfwd in that namespace (`lsns -t net` shows who holds it)"

@@ -84,11 +84,13 @@ class AttachPlan:
     switch: bool = False  # xdpfwd's program, to re-attach in another mode
 
 
-def plan_attach(link: netdev.Link, ours: int | None, mode: str, force: bool) -> AttachPlan:
-    """Decide, before anything changes, how xdpfwd's program gets onto link: kept,
+def plan_attach(
+    pins: PinDir, link: netdev.Link, ours: int | None, mode: str, force: bool
+) -> AttachPlan:
+    """Decide, before anything changes, how pins' program gets onto link: kept,
     re-attached in the mode asked for, attached, or put in place of another's.
 
-    Raises AttachError for another tool's program without force.
+    Raises AttachError for another program (another pin dir's too) without force.
     """
     if link.xdp_prog_id and link.xdp_prog_id == ours:
         if mode != "auto" and mode != link.xdp_mode:
@@ -97,10 +99,11 @@ def plan_attach(link: netdev.Link, ours: int | None, mode: str, force: bool) -> 
     if link.xdp_prog_id and not force:
         name = prog_name(link.xdp_prog_id)
         if name == XDPFWD_PROG_NAME:  # not a stranger's: say where it comes from
+            holder = pins.holder_beside(link.xdp_prog_id)
+            whose = f"--pin-dir {holder.path}" if holder else "a pin dir removed by hand"
             raise AttachError(
-                f"{link.ifname} already runs the xdpfwd program of another --pin-dir, or of "
-                f"one whose pins were removed (id {link.xdp_prog_id}); use --force to "
-                "replace it"
+                f"{link.ifname} already runs the xdpfwd program of {whose} (id "
+                f"{link.xdp_prog_id}); use --force to replace it"
             )
         raise AttachError(
             f"{link.ifname} already has XDP program {name!r} (id {link.xdp_prog_id}) that "
@@ -289,16 +292,24 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
     return gone
 
 
-def orphans(links: dict[int, netdev.Link], ours: int | None) -> dict[int, int]:
-    """Ports running an xdpfwd ingress program that is not this pin directory's, by
-    the program's name (its pins were removed, or it belongs to another pin dir):
-    ifindex -> program id."""
-    found = {}
-    for link in links.values():
-        if link.xdp_prog_id and link.xdp_prog_id != ours:
-            if prog_name(link.xdp_prog_id) == XDPFWD_PROG_NAME:
-                found[link.ifindex] = link.xdp_prog_id
-    return found
+def is_orphan(pins: PinDir, link: netdev.Link) -> bool:
+    """Whether link runs an xdpfwd ingress program that no pin directory beside pins
+    holds (its pins were removed by hand): apply, prune and follow may replace it,
+    where another pin dir's would be taken from a forwarder that still runs."""
+    return (
+        prog_name(link.xdp_prog_id) == XDPFWD_PROG_NAME
+        and pins.holder_beside(link.xdp_prog_id) is None
+    )
+
+
+def orphans(pins: PinDir, links: dict[int, netdev.Link], ours: int | None) -> dict[int, int]:
+    """Ports running an xdpfwd ingress program that is not pins' own and that no pin
+    directory beside it holds: ifindex -> program id."""
+    return {
+        link.ifindex: link.xdp_prog_id
+        for link in links.values()
+        if link.xdp_prog_id and link.xdp_prog_id != ours and is_orphan(pins, link)
+    }
 
 
 @dataclass(frozen=True)

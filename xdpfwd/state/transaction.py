@@ -112,7 +112,7 @@ def change(
         for port, mode in attach.items():
             link = _link(links, port)
             replace_foreign = force or replaceable(link)
-            plans.append(ports.plan_attach(link, ours, mode, replace_foreign))
+            plans.append(ports.plan_attach(pins, link, ours, mode, replace_foreign))
         layout = dataplane.planned_layout(pins, table, value)
         ports.check_table_bounds(layout.table, [plan.link for plan in plans])
         check_layout(layout)
