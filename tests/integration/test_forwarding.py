@@ -7,9 +7,11 @@ import time
 
 import pytest
 
+from xdpfwd.kernel import netns
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
 
+from .conftest import RUN_ID
 from .net import SUBNET, FrameCounter, UdpSink, send_udp, sh, udp_frame_len
 
 
@@ -142,6 +144,27 @@ def test_down_detaches_a_port_moved_to_another_namespace_with_the_program(
     result = topo.ok(pin_dir, "down")
     assert f"detached from p2 in {scratch_ns}" in result.stdout
     assert not xdp_there().get("xdp") and not os.path.exists(pin_dir)
+
+
+def test_down_detaches_a_port_moved_to_the_initial_namespace_with_the_program(make_topo, pin_dir):
+    """Also where pid 1's namespace file is closed to xdpfwd (as on sandboxed hosts):
+    it finds the initial namespace through another process there."""
+    if os.stat("/proc/self/ns/net").st_ino != netns.INIT_NET_INODE:
+        pytest.skip("the tests run outside the initial network namespace")
+    topo = make_topo(2)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    moved = f"xm{RUN_ID}"  # a name of this run's in the initial namespace
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "down")
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "name", moved)
+    sh("ip", "-n", topo.fwd, "link", "set", moved, "netns", "1")
+    try:
+        assert json.loads(sh("ip", "-j", "link", "show", moved).stdout)[0].get("xdp")
+        result = topo.ok(pin_dir, "down")
+        assert f"detached from {moved} in the initial namespace" in result.stdout
+        assert not json.loads(sh("ip", "-j", "link", "show", moved).stdout)[0].get("xdp")
+        assert not os.path.exists(pin_dir)
+    finally:
+        sh("ip", "link", "del", moved, check=False)
 
 
 def test_down_says_when_the_program_still_runs_where_it_cannot_see(make_topo, pin_dir):

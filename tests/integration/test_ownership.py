@@ -486,7 +486,7 @@ def test_a_namespace_held_only_by_a_socket_is_not_gone(scratch_ns, pin_dir):
         assert holder.stdout.readline() == "held\n"
         sh("ip", "netns", "del", name)
         before = pinned(pin_dir)
-        assert_fails(run_in(scratch_ns, pin_dir, "down"), 2, "serves the ports of network")
+        assert_fails(run_in(scratch_ns, pin_dir, "down"), 2, "serves the ports of the network")
         assert pinned(pin_dir) == before  # its program still runs there, on a1
     finally:
         holder.communicate("", timeout=10)
