@@ -58,12 +58,25 @@ def test_generator_sends_exactly_n_frames_through_a_plain_redirect(scratch_ns, p
     assert lab_namespaces() == before
 
 
+def assert_the_baseline_forwards(rig) -> None:
+    """Port 1 runs the baseline program (not xdpfwd's), and every frame arrives."""
+    from xdpfwd.kernel import netdev
+    from xdpfwd.kernel.bpf import syscall as sc
+
+    baseline_id = sc.prog_info(rig.fds[bench.FWD]).id
+    assert netdev.link(rig.ports[0].ifindex).xdp_prog_id == baseline_id
+    start, _ = rig.sink.read()
+    rig.generator.send(1000)
+    deadline = time.monotonic() + 5
+    while rig.sink.read()[0] - start < 1000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rig.sink.read()[0] - start == 1000
+
+
 @pytest.mark.parametrize("pinned_before", [False, True], ids=["first row", "after forward"])
 def test_the_accounted_baseline_runs_the_baseline_under_the_tracepoint_programs(
     scratch_ns, pin_dir, pinned_before
 ):
-    from xdpfwd.kernel import netdev
-    from xdpfwd.kernel.bpf import syscall as sc
     from xdpfwd.state import tracing
     from xdpfwd.state.pins import PinDir
 
@@ -74,15 +87,7 @@ def test_the_accounted_baseline_runs_the_baseline_under_the_tracepoint_programs(
                 pass
         with bench._baseline_accounted(rig):
             assert tracing.is_attached(rig.xdpfwd_pins)
-            # Port 1 runs the baseline program, not xdpfwd's.
-            baseline_id = sc.prog_info(rig.fds[bench.FWD]).id
-            assert netdev.link(rig.ports[0].ifindex).xdp_prog_id == baseline_id
-            start, _ = rig.sink.read()
-            rig.generator.send(1000)
-            deadline = time.monotonic() + 5
-            while rig.sink.read()[0] - start < 1000 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert rig.sink.read()[0] - start == 1000
+            assert_the_baseline_forwards(rig)
         with bench._baseline(rig):
             assert not tracing.is_attached(rig.xdpfwd_pins)
     assert pins_left(pin_dir) == []
@@ -91,8 +96,6 @@ def test_the_accounted_baseline_runs_the_baseline_under_the_tracepoint_programs(
 def test_the_dispatch_row_runs_the_baseline_under_a_program_on_the_xmit_tracepoint(
     scratch_ns, pin_dir
 ):
-    from xdpfwd.kernel import netdev
-    from xdpfwd.kernel.bpf import syscall as sc
     from xdpfwd.state import tracing
     from xdpfwd.state.pins import PinDir
 
@@ -102,14 +105,7 @@ def test_the_dispatch_row_runs_the_baseline_under_a_program_on_the_xmit_tracepoi
         with bench._baseline_dispatched(rig):
             added = [link for key, link in tracing.host_links().items() if key not in before]
             assert [link.tracepoint for link in added] == ["xdp_devmap_xmit"]
-            baseline_id = sc.prog_info(rig.fds[bench.FWD]).id
-            assert netdev.link(rig.ports[0].ifindex).xdp_prog_id == baseline_id
-            start, _ = rig.sink.read()
-            rig.generator.send(1000)
-            deadline = time.monotonic() + 5
-            while rig.sink.read()[0] - start < 1000 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert rig.sink.read()[0] - start == 1000
+            assert_the_baseline_forwards(rig)
         assert tracing.host_links().keys() == before.keys()
     assert pins_left(pin_dir) == []
 
