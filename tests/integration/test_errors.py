@@ -125,12 +125,25 @@ def test_a_port_another_pin_dir_runs_on_is_left_to_it_by_every_command_without_f
     assert f"p1 already runs the xdpfwd program of --pin-dir {other} " in line
     config = tmp_path / "config.yaml"
     config.write_text("version: 1\nforward:\n- {from: p1, to: p3}\n")
-    assert_fails(topo.xdpfwd(pin_dir, "apply", str(config)), 3, f"--pin-dir {other}")
+    for dry_run in ("--dry-run",), ():  # the plan foresees the refusal
+        applied = topo.xdpfwd(pin_dir, "apply", str(config), *dry_run)
+        assert_fails(applied, 3, f"--pin-dir {other}")
     # prune (and follow, the same code) leaves it, where they had taken it back.
     pruned = topo.ok(pin_dir, "prune")
     assert "p1 runs another XDP program" in pruned.stdout + pruned.stderr
     assert (snapshot(topo, pin_dir), snapshot(topo, other)) == before
     assert topo.ping(1, topo.host(2).ip) == 3  # the other dir still forwards
+
+
+def test_apply_dry_run_foresees_a_table_of_another_type(topo, pin_dir, tmp_path):
+    topo.ok(pin_dir, "add", "p1", "p2", "--table", "devmap-hash")
+    config = tmp_path / "config.yaml"
+    config.write_text("version: 1\ntable: devmap\nforward:\n- {from: p1, to: p2}\n")
+    before = snapshot(topo, pin_dir)
+    for dry_run in ("--dry-run",), ():
+        applied = topo.xdpfwd(pin_dir, "apply", str(config), *dry_run)
+        assert_fails(applied, 1, "holds devmap-hash", "cannot change to devmap")
+    assert snapshot(topo, pin_dir) == before
 
 
 def test_foreign_program_is_replaced_with_force_and_never_touched_by_down(make_topo, pin_dir):

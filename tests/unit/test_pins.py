@@ -102,6 +102,12 @@ def test_the_message_for_someone_elses_directory_names_what_is_there():
     assert "/sys/fs/bpf/t is not xdpfwd's: it holds a, b, c and 2 more" in message
 
 
+def test_a_netns_directory_given_with_its_netns_again_is_refused():
+    with pytest.raises(InputError, match="give --pin-dir /sys/fs/bpf/lab$"):
+        pins.PinDir("/sys/fs/bpf/lab@red").for_netns("red")
+    assert pins.PinDir("/sys/fs/bpf/lab@red").for_netns("blue").path.endswith("@red@blue")
+
+
 @pytest.fixture
 def in_netns_named(monkeypatch):
     """Pretend this process runs in a namespace of these names (none: an unnamed one)."""

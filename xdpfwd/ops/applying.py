@@ -29,7 +29,7 @@ from xdpfwd.state.config import (
 )
 from xdpfwd.state.config import dump as dump_config
 from xdpfwd.state.config import load as load_config
-from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, reading
+from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, planned_layout, reading
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import (
     is_orphan,
@@ -333,6 +333,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     hops = health.find_loop(_desired_graph(desired), links, desired.multicast.values())
     loop_warnings = health.refuse_loop(hops, links, force, "apply it")
     if dry_run:
+        _check_refusals(pins, config, desired, links, force)
         steps = _dry_run(pins, desired)
         warnings = (*desired.notes, *loop_warnings)
         return ApplyResult([s.text for s in steps], dry_run=True, warnings=warnings)
@@ -402,6 +403,21 @@ def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:
         links = netdev.links()
         _choose_layouts(desired, intent.load(pins) if dp is not None else None)
         return plan(running_state(dp, links), desired, links)
+
+
+def _check_refusals(
+    pins: PinDir, config: Config, desired: Desired, links: dict[int, netdev.Link], force: bool
+) -> None:
+    """Raise what apply would refuse before changing anything, for --dry-run: a table
+    of another type than the one pinned, a port another program runs on (another pin
+    dir's too) without force."""
+    if pins.exists() and _broken(pins) is None:  # (a broken dir is rebuilt whole)
+        planned_layout(pins, config.table, config.value)
+    ours = pins.prog_id() if pins.exists() else None
+    for port, conf in desired.ports.items():
+        link = links[port]
+        replaceable = force or (link.xdp_prog_id != ours and is_orphan(pins, link))
+        plan_attach(pins, link, ours, conf.mode, replaceable)
 
 
 def _choose_layouts(d: Desired, recorded: intent.Intent | None) -> dict[str, buckets.Layout]:

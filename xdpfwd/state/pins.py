@@ -129,7 +129,13 @@ class PinDir:
         return cls(path)
 
     def for_netns(self, netns: str) -> PinDir:
-        """The pin directory of the same name for work inside network namespace netns."""
+        """The pin directory of the same name for work inside network namespace netns.
+        Raises InputError for one that already is (its own would be a new, empty one)."""
+        if self.path.endswith(f"@{netns}"):
+            raise InputError(
+                f"--pin-dir {self.path} is already the directory of --netns {netns}: give "
+                f"--pin-dir {self.path.removesuffix(f'@{netns}')}"
+            )
         return PinDir.parse(f"{self.path}@{netns}")
 
     def scratch(self, purpose: str) -> PinDir:
