@@ -110,6 +110,11 @@ def test_prune_leaves_out_a_rewrite_whose_egress_came_back_without_a_mac(make_to
     entries = {r["ingress"]["ifname"]: r for r in topo.list_json(pin_dir)["entries"]}
     assert entries["p3"]["egress"]["ifname"] == "p4"  # the rest is kept as it was
     assert entries.get("p1", {}).get("egress", {}).get("ifname") != "p2"
+    h3, h4 = topo.host(3), topo.host(4)  # and still forwards
+    sh("ip", "-n", h3.ns, "neigh", "replace", h4.ip, "lladdr", h4.mac, "dev", h3.dev)
+    with UdpSink(h4) as sink:
+        send_udp(h3, h4.ip, 10)
+        assert sink.count(10) == 10
 
 
 def test_a_balanced_rewrites_port_that_came_back_without_a_mac_counts_as_down(make_topo, pin_dir):

@@ -413,7 +413,7 @@ def _check_refusals(
     dir's too) without force."""
     if pins.exists() and _broken(pins) is None:  # (a broken dir is rebuilt whole)
         planned_layout(pins, config.table, config.value)
-    ours = pins.prog_id() if pins.exists() else None
+    ours = pins.prog_id()
     for port, conf in desired.ports.items():
         link = links[port]
         replaceable = force or (link.xdp_prog_id != ours and is_orphan(pins, link))
@@ -499,8 +499,8 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
         return True
 
     def rewritable(ingress: str, egress: tuple[str, ...], spec, balanced: bool) -> bool:
-        bare = [name for name in egress if name in by_name and not by_name[name].mac]
-        if spec.rewrites and bare:  # re-created as a device without one (a tun)
+        bare = [n for n in egress if n in by_name and not entries.takes_rewrite(spec, by_name[n])]
+        if bare:  # re-created as a device without a MAC address (a tun)
             what = "taken as down" if balanced else "left out"
             skipped.append(
                 f"{ingress}: {', '.join(bare)} has no MAC address for its rewrite: {what}"

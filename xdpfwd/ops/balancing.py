@@ -59,12 +59,9 @@ def add(
     if reason:
         raise InputError(reason)
     entries.check_spec(egress_spec, False)
-    bare = [link.ifname for link in out_links if not link.mac]
-    if egress_spec.rewrites and bare:
-        raise InputError(
-            f"{', '.join(bare)} has no MAC address: its frames have no Ethernet header for "
-            "--src-mac or --dst-mac to rewrite"
-        )
+    bare = [link.ifname for link in out_links if not entries.takes_rewrite(egress_spec, link)]
+    if bare:
+        raise entries.no_mac_error(bare)
     user = entries.read_user_program(egress_spec) if egress_spec.program == "user" else None
     with change(
         pins,

@@ -209,7 +209,9 @@ def wanted_table(
     up = {
         name
         for name in entry.ports
-        if (link := links_by_name.get(name)) and link.live and (link.mac or not entry.spec.rewrites)
+        if (link := links_by_name.get(name))
+        and link.live
+        and entries.takes_rewrite(entry.spec, link)
     }
     now = buckets.live(layout, entry.weight_map(), up)
     return [links_by_name[name].ifindex if name else None for name in now], now
@@ -223,7 +225,7 @@ def rewrites(
     return {
         link.ifindex: entries.rewrite_of(spec, link)
         for name in ports
-        if (link := links_by_name.get(name)) and (link.mac or not spec.rewrites)
+        if (link := links_by_name.get(name)) and entries.takes_rewrite(spec, link)
     }
 
 

@@ -128,6 +128,19 @@ def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
     return dp.rewrite_fd
 
 
+def takes_rewrite(spec: EgressSpec, egress: netdev.Link) -> bool:
+    """Whether frames to egress can take spec's rewrite: not those of a device without
+    a MAC address (a tun), which have no Ethernet header to write it over."""
+    return bool(egress.mac) or not spec.rewrites
+
+
+def no_mac_error(names: list[str]) -> InputError:
+    return InputError(
+        f"{', '.join(names)} has no MAC address: its frames have no Ethernet header for "
+        "--src-mac or --dst-mac to rewrite"
+    )
+
+
 def rewrite_of(spec: EgressSpec, egress: netdev.Link) -> maps.Rewrite | None:
     """The addresses an entry with spec writes (its src "egress" made egress's MAC).
     Raises InputError for "egress" on a device without a MAC address (a tun)."""
@@ -167,10 +180,7 @@ def set_rewrite(c: Change, ingress: int, egress: int, rewrite: maps.Rewrite) -> 
     header (a tun): the addresses would be written over its IP header."""
     link = c.links.get(egress)
     if link is not None and not link.mac:
-        raise InputError(
-            f"{link.ifname} has no MAC address: its frames have no Ethernet header for "
-            "--src-mac or --dst-mac to rewrite"
-        )
+        raise no_mac_error([link.ifname])
     dp = c.dp
     old = dp.rewrites.get(ingress, egress)
     map_write(dp.rewrites.set, ingress, egress, rewrite)

@@ -448,15 +448,18 @@ class PinDir:
             os.close(fd)
 
     def running_prog_ids(self, links: dict[int, netdev.Link]) -> set[int]:
-        """The ids of this directory's ingress program on these links: the pinned one,
-        or, when its pin was removed by hand, any program that uses a map pinned here
-        (which nothing but its programs do)."""
+        """The ids of this directory's ingress program on these links."""
+        return self._own({link.xdp_prog_id for link in links.values() if link.xdp_prog_id})
+
+    def _own(self, prog_ids: set[int]) -> set[int]:
+        """Those of prog_ids that are this directory's ingress program: the pinned one,
+        or, when its pin was removed by hand, any that uses a map pinned here (which
+        nothing but its programs do)."""
         pinned = self.prog_id()
-        attached = {link.xdp_prog_id for link in links.values() if link.xdp_prog_id}
-        if pinned is not None or not attached:
-            return attached & {pinned}
+        if pinned is not None or not prog_ids:
+            return prog_ids & {pinned}
         ours = self._map_ids()
-        return {prog for prog in attached if ours.intersection(_maps_of(prog))}
+        return {prog for prog in prog_ids if ours.intersection(_maps_of(prog))}
 
     def holder_beside(self, prog_id: int) -> PinDir | None:
         """The other xdpfwd pin directory, beside this one, whose ingress program
@@ -467,13 +470,12 @@ class PinDir:
             names = sorted(os.listdir(parent))
         except OSError:
             return None
-        used = set(_maps_of(prog_id))
         for name in names:
             other = PinDir(os.path.join(parent, name))
             if other.path == self.path or not _is_dir(other.path):
                 continue
             try:
-                if other.prog_id() == prog_id or used & other._map_ids():
+                if other._own({prog_id}):
                     return other
             except (OSError, PrereqError):
                 continue  # not ours to read
@@ -502,8 +504,7 @@ class PinDir:
         name = netns.name_of(inode)
         if name is None:
             return "run xdpfwd in that namespace (`lsns -t net` shows who holds it)"
-        base, _, suffix = self.path.rpartition("@")
-        if suffix == name:  # made by --netns NAME
+        if self.path.endswith(f"@{name}"):  # made by --netns NAME
             return f"run `{self.command('...', name)}`"
         return f"run `nsenter --net={netns.path(name)} xdpfwd --pin-dir {self.path} ...`"
 

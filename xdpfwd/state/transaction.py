@@ -111,7 +111,8 @@ def change(
         plans = []
         for port, mode in attach.items():
             link = _link(links, port)
-            replace_foreign = force or replaceable(link)
+            # (replaceable() may look through other pin dirs: only for another's program)
+            replace_foreign = force or (link.xdp_prog_id not in (0, ours) and replaceable(link))
             plans.append(ports.plan_attach(pins, link, ours, mode, replace_foreign))
         layout = dataplane.planned_layout(pins, table, value)
         ports.check_table_bounds(layout.table, [plan.link for plan in plans])
