@@ -593,3 +593,153 @@ def test_a_group_replacing_another_in_one_apply_counts_its_copies(make_topo, pin
     assert seen == {1: {}, 2: {("udp", 9530): 25}, 3: {("udp", 9530): 25}}
     (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
     assert_group_counts(group, 25, {"p2": 25, "p3": 25})
+
+
+ALTERNATING_GENERATOR = r"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/udp.h>
+BPF_PERCPU_ARRAY(sent, u32, 1);
+
+/* Live frames, every other one to 239.1.1.1 (port 9501) and to 239.3.3.3 (9503). */
+int alternate(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+	u32 zero = 0, *n = sent.lookup(&zero);
+	u8 g;
+
+	if (!n || (void *)(udp + 1) > data_end)
+		return XDP_ABORTED;
+	g = *n & 1 ? 3 : 1;
+	*n += 1;
+	eth->h_dest[3] = eth->h_dest[4] = eth->h_dest[5] = g;
+	ip->daddr = htonl(0xef000000 | g << 16 | g << 8 | g);
+	ip->check = 0;  /* nobody routes them: the packet sockets count them */
+	udp->dest = htons(9500 + g);
+	return bpf_redirect(TARGET, 0);
+}
+"""
+
+
+def send_alternating(host, count: int) -> None:
+    """count frames in one live-frames run, which the kernel hands on in bulks: to
+    239.1.1.1 and 239.3.3.3 in turn, so each bulk out of a port mixes the two."""
+    from bcc import BPF
+
+    from xdpfwd.kernel import traffic
+
+    with in_netns(host.ns):
+        target = socket.if_nametoindex(host.dev)
+    bpf = BPF(text=ALTERNATING_GENERATOR.encode(), cflags=[f"-DTARGET={target}"])
+    try:
+        prog = bpf.load_func(b"alternate", BPF.XDP)
+        frame = traffic.udp_frame(host.mac, "01:00:5e:01:01:01", host.ip, "239.1.1.1", 64)
+        traffic.Generator(prog.fd, host.ns, frame, [0]).send(count)
+    finally:
+        bpf.cleanup()
+
+
+def test_a_source_sends_a_group_and_its_other_frames_out_of_one_port_only_forced(
+    make_topo, pin_dir
+):
+    """Native XDP queues a bulk per egress port and the kernel runs the egress program
+    of a bulk's first frame on all of it: a source whose copies and other frames
+    leave by one port would have them counted, or rewritten, as each other."""
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p1", "p2", "--dst-mac", "02:00:00:00:00:aa")
+    before = snapshot(topo, pin_dir)
+    group = ["multicast", "add", "239.1.1.1", "--from", "p1", "--to"]
+    refused = topo.xdpfwd(pin_dir, *group, "p3", "p2")
+    both = "p1 would send both multicast group 239.1.1.1 and its other frames out of p2"
+    assert_fails(refused, 1, both, "take p2 out of one of them, or --force")
+    assert snapshot(topo, pin_dir) == before
+    # The group first, then an entry, a balanced entry or a broadcast group.
+    topo.ok(pin_dir, "del", "p1")
+    topo.ok(pin_dir, *group, "p3")
+    before = snapshot(topo, pin_dir)
+    for args in (["add", "p1", "p3"], ["add", "p1", "p4", "p3"], ["broadcast", "p1", "p3"]):
+        refused = topo.xdpfwd(pin_dir, *args)
+        assert_fails(refused, 1, "p1 would send both multicast group 239.1.1.1", "out of p3")
+        assert snapshot(topo, pin_dir) == before, args
+    # A bus's sources may flood to each other: their copies never go back out of
+    # themselves with --exclude-ingress, and with --include-ingress they do.
+    topo.ok(pin_dir, "multicast", "add", "239.2.2.2", "--to", "p2", "p4", "--exclude-ingress")
+    topo.ok(pin_dir, "broadcast", "p2", "--exclude-ingress")
+    refused = topo.xdpfwd(pin_dir, "broadcast", "p4")
+    assert_fails(refused, 1, "multicast group 239.2.2.2 and its other frames out of p")
+    forced = topo.ok(pin_dir, "add", "p1", "p3", "--force")
+    assert "would send both multicast group 239.1.1.1" in forced.stderr
+    # doctor fails it, with the fix that keeps the entry; after the fix it passes.
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    (shared,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "shared_bulk"]
+    assert doctor.returncode == 1 and shared["status"] == "fail", shared
+    assert "p1 sends both multicast group 239.1.1.1 and its other frames" in shared["detail"]
+    fix = shared["fix"].split()
+    assert fix == ["xdpfwd", "--pin-dir", pin_dir, "multicast", "del", "239.1.1.1", "--to", "p3"]
+    topo.ok(pin_dir, *fix[3:])
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    assert "shared_bulk" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
+
+
+def test_apply_refuses_a_source_sending_a_group_and_its_other_frames_out_of_one_port(
+    make_topo, pin_dir
+):
+    topo = make_topo(3)
+    path = topo.config_file(
+        {
+            "forward": [{"from": "p1", "to": "p2"}],
+            "multicast": [{"group": "239.1.1.1", "from": ["p1"], "to": ["p2", "p3"]}],
+        }
+    )
+    for dry_run in ((), ("--dry-run",)):
+        refused = topo.xdpfwd(pin_dir, "apply", path, *dry_run)
+        assert_fails(refused, 1, "multicast group 239.1.1.1 and its other frames out of p2")
+    assert not os.path.exists(pin_dir)
+    forced = topo.ok(pin_dir, "apply", path, "--force")
+    assert "each would be counted" in forced.stderr
+
+
+# A user egress program whose work shows on the frame: it sets the destination MAC.
+MARK_DESTINATION = r"""
+int mark_destination(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+
+	if (data + 6 > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(data, "\x02\0\0\0\0\xbb", 6);
+	return XDP_PASS;
+}
+"""
+
+
+@pytest.mark.parametrize("egress", ["rewrite", "user program"])
+def test_bulks_mixing_copies_and_forwarded_frames_each_run_their_own_egress(
+    make_topo, pin_dir, egress, tmp_path
+):
+    """A bulk of frames from p1 holds copies and forwarded frames at once; out of
+    different ports, each kind runs its own egress program."""
+    topo = make_topo(3)
+    if egress == "rewrite":
+        topo.ok(pin_dir, "add", "p1", "p2", "--dst-mac", "02:00:00:00:00:aa")
+    else:
+        program = tmp_path / "mark_destination.c"
+        program.write_text(MARK_DESTINATION)
+        topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(program))
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3")
+    with ExitStack() as stack:
+        h2, h3 = (stack.enter_context(FrameCounter(h.ns, h.dev)) for h in topo.hosts[1:])
+        send_alternating(topo.host(1), 600)
+        out_of_p2 = [f[:6].hex(":") for f in h2.frames(timeout=1.0) if classify(f)]
+        out_of_p3 = [f[:6].hex(":") for f in h3.frames(timeout=0.2) if classify(f)]
+    forwarded_mac = "02:00:00:00:00:aa" if egress == "rewrite" else "02:00:00:00:00:bb"
+    assert out_of_p2 == [forwarded_mac] * 300
+    assert out_of_p3 == ["01:00:5e:01:01:01"] * 300
+    data = stats_json(topo, pin_dir)
+    assert_group_counts(groups_by_address(data)["239.1.1.1"], 300, {"p3": 300})
+    (pair,) = [p for p in data["pairs"] if p["ingress"]["ifname"] == "p1"]
+    assert pair["tx_packets"] == 300, pair

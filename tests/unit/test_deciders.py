@@ -14,7 +14,6 @@ from xdpfwd.ops.applying import (
     Running,
     RunningBalanced,
     RunningEntry,
-    RunningGroup,
     plan,
     resolve_config,
 )
@@ -28,7 +27,7 @@ from xdpfwd.state.health import (
     problems,
     sender_problems,
 )
-from xdpfwd.state.multicast import copies_of
+from xdpfwd.state.multicast import GroupPorts, copies_of
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import plan_attach
 
@@ -350,7 +349,7 @@ FEEDING = Running(
     settings={2: PASS},
     entries={},
     members={},
-    multicast={"239.1.1.1": RunningGroup(frozenset({2}), frozenset({3, 4}))},
+    multicast={"239.1.1.1": GroupPorts(frozenset({2}), frozenset({3, 4}))},
 )
 
 

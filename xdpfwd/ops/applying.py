@@ -166,7 +166,7 @@ class Desired:
     balanced: dict[int, BalancedConf] = field(default_factory=dict)
     layouts: dict[int, buckets.Layout] = field(default_factory=dict)  # balanced ingress ->
     notes: list[str] = field(default_factory=list)  # what apply warns about
-    multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
+    multicast: dict[str, multicast.GroupPorts] = field(default_factory=dict)  # by group address
 
     def spec_of(self, ingress: int) -> EgressSpec:
         entry = self.entries.get(ingress) or self.balanced[ingress]
@@ -224,7 +224,7 @@ def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> 
     for g in config.multicast:
         sources = frozenset(link(name, g.line).ifindex for name in g.sources)
         receivers = frozenset(link(name, g.line).ifindex for name in g.receivers)
-        d.multicast[g.group] = RunningGroup(sources, receivers, g.exclude_ingress)
+        d.multicast[g.group] = multicast.GroupPorts(sources, receivers, g.exclude_ingress)
         for name in g.sources:
             d.ports.setdefault(d.links[name].ifindex, config.ports.get(name, PortConf()))
     for name, port_conf in config.ports.items():
@@ -248,15 +248,6 @@ class RunningBalanced:
 
 
 @dataclass(frozen=True)
-class RunningGroup:
-    """A multicast group, running or desired."""
-
-    sources: frozenset[int]
-    receivers: frozenset[int]
-    exclude_ingress: bool = False
-
-
-@dataclass(frozen=True)
 class Running:
     """What is set up, as the planner needs it (read from the dataplane once)."""
 
@@ -266,7 +257,7 @@ class Running:
     members: dict[int, str]  # port -> its group
     has_egress: bool = True
     balanced: dict[int, RunningBalanced] = field(default_factory=dict)
-    multicast: dict[str, RunningGroup] = field(default_factory=dict)  # by group address
+    multicast: dict[str, multicast.GroupPorts] = field(default_factory=dict)  # by group address
 
     @property
     def groups(self) -> set[str]:
@@ -297,7 +288,7 @@ def running_state(dp: Dataplane | None, links: dict[int, netdev.Link]) -> Runnin
         for port, mode in balance.balanced_ports(dp, ports).items()
     }
     mcast = {
-        addr.text: RunningGroup(g.sources, g.receivers, g.exclude_ingress)
+        addr.text: multicast.GroupPorts(g.sources, g.receivers, g.exclude_ingress)
         for addr, g in multicast.read_groups(dp).items()
     }
     return Running(attached, settings, found, members, dp.layout.has_egress, balanced, mcast)
@@ -329,13 +320,18 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     pins.check_netns()  # before the file's names are read as this namespace's devices
     links = netdev.links()
     desired = resolve_config(config, path, links)
-    # The file is the whole state: a loop anywhere in it would be apply's doing.
-    hops = health.find_loop(_desired_graph(desired), links, desired.multicast.values())
-    loop_warnings = health.refuse_loop(hops, links, force, "apply it")
+    # The file is the whole state: a loop or shared bulk anywhere in it is apply's doing.
+    graph = _desired_graph(desired)
+    hops = health.find_loop(graph, links, desired.multicast.values())
+    shared = health.shared_bulks(graph, desired.multicast)
+    path_warnings = (
+        *health.refuse_loop(hops, links, force, "apply it"),
+        *health.refuse_shared_bulk(shared, links, force, "apply it"),
+    )
     if dry_run:
         _check_refusals(pins, config, desired, links, force)
         steps = _dry_run(pins, desired)
-        warnings = (*desired.notes, *loop_warnings)
+        warnings = (*desired.notes, *path_warnings)
         return ApplyResult([s.text for s in steps], dry_run=True, warnings=warnings)
     _repair(pins)
     with change(
@@ -368,7 +364,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     members += [s for g in desired.multicast.values() for s in sorted(g.sources)]
     warnings = (
         *desired.notes,
-        *loop_warnings,
+        *path_warnings,
         *c.notes,
         *(att.warning for att in c.attachments if att.warning),
         *health.warnings_for(sorted(set(pairs)), c.links),
@@ -699,15 +695,15 @@ def _leave(c: Change, group: str, port: int) -> None:
     c.after_commit.append(lambda: groups.forget_pairs(c.dp, {port}))
 
 
-def _describe_mcast(group: RunningGroup, names: dict[int, str]) -> str:
+def _describe_mcast(group: multicast.GroupPorts, names: dict[int, str]) -> str:
     text = f"from {', '.join(sorted(names[p] for p in group.sources))}"
     text += f" to {', '.join(sorted(names[p] for p in group.receivers))}"
     return text + (", exclude ingress" if group.exclude_ingress else "")
 
 
-def _set_mcast(c: Change, group: str, want: RunningGroup | None) -> None:
+def _set_mcast(c: Change, group: str, want: multicast.GroupPorts | None) -> None:
     addr = multicast.parse_group(group)
-    want = want or RunningGroup(frozenset(), frozenset())
+    want = want or multicast.GroupPorts(frozenset(), frozenset())
     multicast.set_group(
         c.dp,
         addr,

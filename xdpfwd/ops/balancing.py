@@ -78,7 +78,7 @@ def add(
                 f"`{pins.command(f'broadcast del {in_link.ifname}')}` first"
             )
         adding = {in_link.ifindex: {o.ifindex for o in out_links}}
-        loop_warning = health.refuse_loops(c.dp, c.links, adding, force)
+        path_warnings = health.refuse_paths(c.dp, c.links, adding, force)
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = balance.prog_fd(c, egress_spec, user)
         layout = _layout(intent.load(pins), wanted)
@@ -113,7 +113,7 @@ def add(
     if user is not None:
         shown = os.path.basename(egress_spec.user_file or "")
         warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
-    return replace(result, warnings=(*loop_warning, *warnings))
+    return replace(result, warnings=(*path_warnings, *warnings))
 
 
 def _layout(recorded: intent.Intent | None, wanted: BalancedConf) -> buckets.Layout:

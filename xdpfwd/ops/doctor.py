@@ -225,6 +225,21 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     flooded = [m for m in flooding if m in links and links[m].xdp_prog_id == dp.prog_id]
     for problem in health.flood_problems(flooded, links, dp.frags):
         checks.append(_problem_check(problem, {}, fix))
+    checks += _shared_bulk_checks(dp, links)
+    return checks
+
+
+def _shared_bulk_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Check]:
+    """Sources that send a group and other frames out of one port (made with --force,
+    or before xdpfwd refused it)."""
+    groups = {addr.text: g for addr, g in multicast.read_groups(dp).items()}
+    checks = []
+    for shared in health.shared_bulks(health.forwarding_graph(dp), groups):
+        source, receiver = known(shared[0], links), known(shared[1], links)
+        text = health.shared_bulk_text(shared, links, "sends")
+        fix_it = dp.pins.command(f"multicast del {shared[2]} --to {receiver.label}")
+        check = Check(f"port {source.label}", FAIL, text, fix_it, source, "shared_bulk")
+        checks.append(check)
     return checks
 
 

@@ -116,7 +116,7 @@ def add(
     ) as c:
         _check_not_members(c.dp, [plan.link for plan in c.plans])
         adding = {ingress: {egress} for ingress, egress in pairs}
-        loop_warning = health.refuse_loops(c.dp, c.links, adding, force)
+        path_warnings = health.refuse_paths(c.dp, c.links, adding, force)
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = entries.prog_fd(c, egress_spec, user)
         rewrite = entries.rewrite_of(egress_spec, c.links[out_link.ifindex])
@@ -138,7 +138,7 @@ def add(
     if user is not None:
         shown = os.path.basename(egress_spec.user_file or "")
         warnings += tuple(entries.verdict_warnings(user[0], shown, user[1]))
-    return replace(result, warnings=(*loop_warning, *c.notes, *warnings))
+    return replace(result, warnings=(*path_warnings, *c.notes, *warnings))
 
 
 def _record(c: Change, pairs: list[tuple[int, int]], spec: EgressSpec, mode: str) -> None:

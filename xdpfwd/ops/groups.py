@@ -85,7 +85,7 @@ def broadcast(
         if exclude_ingress is None:
             exclude_ingress = excludes_ingress(dp, current)
         flooding = health.flood_graph(current | set(joining), exclude_ingress)
-        loop_warning = health.refuse_loops(dp, c.links, flooding, force)
+        path_warnings = health.refuse_paths(dp, c.links, flooding, force)
         if created:
             create(c, group)
         flags = maps.PORT_BROADCAST | (maps.PORT_EXCLUDE_INGRESS if exclude_ingress else 0)
@@ -112,7 +112,7 @@ def broadcast(
     everyone = joining + sorted(current - set(joining))
     pairs = [(a, b) for a in everyone for b in everyone if a != b]
     warnings = (
-        *loop_warning,
+        *path_warnings,
         *c.notes,
         *health.warnings_for(pairs, c.links),
         *health.flood_warnings(everyone, c.links, dp.frags),

@@ -61,9 +61,8 @@ def multicast_add(
             exclude_ingress = current.exclude_ingress if current else False
         all_sources = frozenset(from_ports) | (current.sources if current else frozenset())
         all_receivers = frozenset(to_ports) | (current.receivers if current else frozenset())
-        loop_warning = health.refuse_multicast_loops(
-            c.dp, c.links, all_sources, all_receivers, exclude_ingress, force
-        )
+        to_be = multicast.GroupPorts(all_sources, all_receivers, exclude_ingress)
+        path_warnings = health.refuse_multicast_paths(c.dp, c.links, addr.text, to_be, force)
         attachments = [
             c.attach(plan, mode, c.dp.ports.get(plan.link.ifindex) or maps.PortSettings())
             for plan in c.plans
@@ -90,7 +89,7 @@ def multicast_add(
         )
     pairs = [(s, r) for s in all_sources for r in all_receivers if s != r or not exclude_ingress]
     warnings = (
-        *loop_warning,
+        *path_warnings,
         *c.notes,
         *health.warnings_for(sorted(pairs), c.links),
         # Multi-buffer frames to the group cannot be copied: dropped, counted too big.

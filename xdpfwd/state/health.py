@@ -14,9 +14,11 @@ flood those (too big to flood: counted, a warning rather than a failure).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from xdpfwd.errors import XdpfwdError
 from xdpfwd.kernel import netdev, netns, offloads
@@ -217,7 +219,7 @@ def _balanced_ports(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, s
     }
 
 
-def refuse_loops(
+def refuse_paths(
     dp: Dataplane,
     links: dict[int, netdev.Link],
     adding: dict[int, set[int]],
@@ -225,25 +227,37 @@ def refuse_loops(
 ) -> tuple[str, ...]:
     """Raise XdpfwdError if adding (ingress -> where it sends, replacing what ingress
     has) closes a forwarding loop with the entries and groups there are, for any
-    frame or for a multicast group's own; with force, the warning to print instead."""
+    frame or for a multicast group's own, or sends a group's copies and other frames
+    of a source out of one port (shared_bulks); with force, the warnings to print
+    instead."""
     graph = _running_graph(dp, links)
     graph.update(adding)
-    groups = multicast.read_groups(dp).values()
-    # Only a loop through what changes: one added with --force before stays its own.
-    return refuse_loop(find_loop(graph, links, groups, through=adding), links, force, "add them")
+    groups = {addr.text: g for addr, g in multicast.read_groups(dp).items()}
+    # Only what passes what changes: one added with --force before stays its own.
+    loop = find_loop(graph, links, groups.values(), through=adding)
+    shared = shared_bulks(graph, groups, sources=adding)
+    return (
+        *refuse_loop(loop, links, force, "add them"),
+        *refuse_shared_bulk(shared, links, force, "add them"),
+    )
 
 
-def refuse_multicast_loops(
+def refuse_multicast_paths(
     dp: Dataplane,
     links: dict[int, netdev.Link],
-    sources: Collection[int],
-    receivers: Collection[int],
-    exclude_ingress: bool,
+    address: str,
+    group: multicast.GroupPorts,
     force: bool,
 ) -> tuple[str, ...]:
-    """As refuse_loops, for a multicast group's own frames, through its sources."""
-    graph = _multicast_graph(_running_graph(dp, links), sources, receivers, exclude_ingress)
-    return refuse_loop(loop_hops(graph, links, through=sources), links, force, "add them")
+    """As refuse_paths, for multicast group address as it is to be: its own frames'
+    loops through its sources, and its sources' other frames."""
+    running = _running_graph(dp, links)
+    own = _multicast_graph(running, group.sources, group.receivers, group.exclude_ingress)
+    shared = shared_bulks(running, {address: group})
+    return (
+        *refuse_loop(loop_hops(own, links, through=group.sources), links, force, "add them"),
+        *refuse_shared_bulk(shared, links, force, "add them"),
+    )
 
 
 def find_loop(
@@ -284,6 +298,62 @@ def _running_graph(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, se
     return graph
 
 
+def shared_bulks(
+    graph: dict[int, set[int]],
+    groups: Mapping[str, Any],
+    sources: Collection[int] | None = None,
+) -> list[tuple[int, int, str]]:
+    """(source port, receiver, group address) where a multicast group's source also
+    sends its other frames out of that receiver: by its entry, balanced entry or
+    broadcast group (graph). groups: by address, anything with sources, receivers
+    and exclude_ingress; only the given sources, with sources.
+
+    Native XDP queues a bulk of frames per egress device and CPU, and the kernel runs
+    the devmap egress program of the bulk's first frame on all of them (devmap.c,
+    bq_enqueue), so the group's copies and the port's other frames would run each
+    other's egress program: copies counted as forwarded or forwarded frames as copies,
+    an entry's MAC rewrite (or user program) applied to copies or skipped on its own
+    frames. Found whatever the mode and table: both can change later."""
+    found = []
+    for address, group in sorted(groups.items()):
+        for source in sorted(group.sources):
+            if sources is not None and source not in sources:
+                continue
+            copied_to = {r for r in group.receivers if r != source or not group.exclude_ingress}
+            found += [(source, r, address) for r in sorted(copied_to & graph.get(source, set()))]
+    return found
+
+
+def refuse_shared_bulk(
+    found: list[tuple[int, int, str]], links: dict[int, netdev.Link], force: bool, doing: str
+) -> tuple[str, ...]:
+    """Raise XdpfwdError naming the first of shared_bulks' finds, that --force would
+    `doing` anyway; with force, the warning to print instead."""
+    if not found:
+        return ()
+    message = shared_bulk_text(found[0], links, "would send")
+    if not force:
+        receiver = _label(found[0][1], links)
+        raise XdpfwdError(
+            f"{message}; refused (take {receiver} out of one of them, or --force to {doing} anyway)"
+        )
+    return (message,)
+
+
+def shared_bulk_text(shared: tuple[int, int, str], links: dict[int, netdev.Link], verb: str) -> str:
+    """What one of shared_bulks' finds does: `verb` is "sends" or "would send"."""
+    source, receiver = (_label(port, links) for port in shared[:2])
+    return (
+        f"{source} {verb} both multicast group {shared[2]} and its other frames out of "
+        f"{receiver}: the kernel runs one egress program on each bulk of frames from "
+        f"{source} to {receiver}, so each would be counted (or rewritten) as the other"
+    )
+
+
+def _label(port: int, links: dict[int, netdev.Link]) -> str:
+    return links[port].ifname if port in links else f"ifindex {port}"
+
+
 def refuse_loop(
     hops: list[tuple[int, int]], links: dict[int, netdev.Link], force: bool, doing: str
 ) -> tuple[str, ...]:
@@ -291,10 +361,7 @@ def refuse_loop(
     anyway; with force, the warning to print instead."""
     if not hops:
         return ()
-
-    def label(port: int) -> str:
-        return links[port].ifname if port in links else f"ifindex {port}"
-
+    label = functools.partial(_label, links=links)
     path = ", ".join(f"{label(ingress)} -> {label(egress)}" for ingress, egress in hops)
     message = (
         f"frames would go round a loop forever: {path}, and what "

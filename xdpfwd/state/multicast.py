@@ -61,6 +61,15 @@ def require(dp: Dataplane) -> Multicast:
 
 
 @dataclass(frozen=True)
+class GroupPorts:
+    """A multicast group's ports, running or desired."""
+
+    sources: frozenset[int]
+    receivers: frozenset[int]
+    exclude_ingress: bool = False
+
+
+@dataclass(frozen=True)
 class GroupState:
     """A group as the maps hold it."""
 
