@@ -123,6 +123,36 @@ def test_a_swap_pin_a_crash_left_is_no_group_and_not_in_the_way(make_topo, pin_d
     assert flood(topo, 1, 5, port=9307) == {1: 0, 2: 5, 3: 5}
 
 
+def test_a_group_whose_pin_was_removed_is_flagged_and_pinned_again_by_prune(make_topo, pin_dir):
+    topo = make_topo(3)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
+    os.unlink(f"{pin_dir}/group/default")
+    # The members still flood, through the devmap the map of groups holds ...
+    assert flood(topo, 1, 5, port=9309) == {1: 0, 2: 5, 3: 5}
+    # ... but nothing else sees the group: each reader says so.
+    states = {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
+    assert states == dict.fromkeys(["p1", "p2", "p3"], "floods: group not pinned")
+    saved = topo.ok(pin_dir, "save")
+    assert "groups" not in saved.stdout
+    assert (
+        f"p1 left out of broadcast groups: it floods through a group that no pin holds "
+        f"(`xdpfwd --pin-dir {pin_dir} prune` restores it)" in saved.stderr
+    )
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    failed = [c for c in json.loads(doctor.stdout)["checks"] if c["status"] == "fail"]
+    assert doctor.returncode == 1 and len(failed) == 3, failed
+    assert all("no pin under" in c["detail"] for c in failed), failed
+    fix = failed[0]["fix"].split()
+    assert fix == ["xdpfwd", "--pin-dir", pin_dir, "prune"]
+    topo.ok(pin_dir, *fix[3:])
+    assert os.path.exists(f"{pin_dir}/group/default")
+    states = {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
+    assert states == dict.fromkeys(["p1", "p2", "p3"], "ok")
+    assert topo.xdpfwd(pin_dir, "doctor", "--no-compile").returncode == 0
+    assert flood(topo, 1, 5, port=9310) == {1: 0, 2: 5, 3: 5}
+
+
 def test_a_group_whose_members_were_all_deleted_is_bound_again(make_topo, pin_dir):
     topo = make_topo(3)
     topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")

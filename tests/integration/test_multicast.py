@@ -519,7 +519,9 @@ def test_pins_made_before_multicast_keep_working_and_say_how_to_upgrade(make_top
     assert snapshot(topo, pin_dir) == before
     assert "predate" in topo.ok(pin_dir, "multicast", "list").stdout
     doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
-    assert any(c["id"] == "multicast" and c["status"] == "warn" for c in doctor["checks"])
+    (check,) = [c for c in doctor["checks"] if c["id"] == "multicast"]
+    assert check["status"] == "warn"
+    assert check["fix"] == f"{xdpfwd} save -o FILE && {xdpfwd} down && {xdpfwd} apply FILE"
 
 
 def test_multicast_errors_change_nothing(make_topo, pin_dir):

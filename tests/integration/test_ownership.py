@@ -716,6 +716,27 @@ def test_a_command_left_running_by_its_ip_netns_exec_shell_mounts_no_bpffs(scrat
     assert xdp is None and not os.path.exists(pin_dir)
 
 
+def test_a_lab_that_would_vanish_with_ip_netns_exec_is_not_made(scratch_ns):
+    # Its host namespaces would be bind mounts in the command's own mount namespace:
+    # gone with it, veths and all, leaving names under /run/netns that no lab owns.
+    prefix = f"xt{RUN_ID}v"
+    lab_up = [XDPFWD, "lab", "up", "--ports", "2", "--name", prefix]
+    try:
+        result = subprocess.run(
+            ["ip", "netns", "exec", scratch_ns, *lab_up],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert_fails(result, 5, "as under `ip netns exec`", f"`xdpfwd --netns {scratch_ns} ...`")
+        assert prefix not in sh("ip", "-n", scratch_ns, "link").stdout
+    finally:
+        made = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+        for name in made:
+            sh("ip", "netns", "del", name, check=False)
+    assert not made
+
+
 @pytest.mark.parametrize("through_shell", [False, True], ids=["direct", "through-a-shell"])
 def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns, through_shell):
     # ip netns exec gives the command a mount namespace of its own, with a fresh /sys:
@@ -737,7 +758,8 @@ def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns,
             timeout=60,
         )
 
-    assert_fails(run("add", "a1", "a2"), 5, "ip netns exec", "xdpfwd --netns NAME")
+    from_outside = f"`xdpfwd --pin-dir {pin_dir} --netns {scratch_ns} ...`"
+    assert_fails(run("add", "a1", "a2"), 5, "ip netns exec", from_outside)
     xdp = json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout)[0].get("xdp")
     assert xdp is None and not os.path.exists(pin_dir)
     # State set up where it lasts is out of sight there: no reader may call it empty.
@@ -749,7 +771,7 @@ def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns,
     assert result.returncode == 0, result.stderr
     try:
         for args in (["list"], ["save"], ["down"], ["prune"], ["stats"], ["follow"], ["doctor"]):
-            assert_fails(run(*args), 5, "cannot be seen", "xdpfwd --netns NAME")
+            assert_fails(run(*args), 5, "cannot be seen", from_outside)
         assert pinned(pin_dir) and json.loads(
             sh("ip", "-n", scratch_ns, "-j", "link", "show", "a1").stdout
         )[0].get("xdp")

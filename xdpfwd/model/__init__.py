@@ -180,6 +180,9 @@ STATE_DEVICE_GONE = "device gone"
 STATE_NOT_ATTACHED = "program not attached"
 STATE_NO_ENTRY = "no entry"
 STATE_NOT_FLOODING = "misses: not flooding"  # a group member whose settings do not flood
+# A port that floods, but through a devmap that no pinned group lists it in: the
+# group's pin was removed by hand (or a change stopped half way).
+STATE_UNPINNED_GROUP = "floods: group not pinned"
 
 
 @dataclass(frozen=True)

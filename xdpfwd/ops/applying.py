@@ -88,10 +88,17 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             )
             spec = EgressSpec(program="none")
         forward.append(EntryConf(link.ifname, egress.ifname, spec))
+    infos = groups.group_infos(dp, links)
     group_list = [
         GroupConf(g.name, g.exclude_ingress, tuple(m.ifname for m in g.members if m.ifname))
-        for g in groups.group_infos(dp, links)
+        for g in infos
     ]
+    for port in groups.unpinned_members(dp, infos):
+        if port in links:
+            warnings.append(
+                f"{links[port].ifname} left out of broadcast groups: it floods through a group "
+                f"that no pin holds (`{dp.pins.command('prune')}` restores it)"
+            )
     mcast = []
     for g in multicast.group_infos(dp, links):
         receivers = tuple(r.port.ifname for r in g.receivers if r.port.ifname)

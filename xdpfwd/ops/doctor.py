@@ -12,7 +12,7 @@ from xdpfwd.errors import InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev, netns, prereqs
 from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
-from xdpfwd.model import STATE_NOT_FLOODING, Iface
+from xdpfwd.model import STATE_NOT_FLOODING, STATE_UNPINNED_GROUP, Iface
 from xdpfwd.model.reports import Check
 from xdpfwd.state import health, multicast, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
@@ -212,6 +212,14 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
         if state == STATE_NOT_FLOODING:
             status, detail = FAIL, f"a member of group {group} whose settings do not flood"
             fix_it = f"{dp.pins.command('apply FILE')} (or broadcast del, then broadcast it again)"
+        elif state == STATE_UNPINNED_GROUP:
+            status = FAIL
+            detail = (
+                "floods through a broadcast group that no pin under "
+                f"{dp.pins.pin(maps.PIN_GROUP_DIR)} lists it in: list, save and broadcast "
+                "do not see its group"
+            )
+            fix_it = dp.pins.command("prune")
         elif not link.up:
             status, detail = WARN, detail + "; the link is down"
             fix_it = netns.as_run_from_the_shell(f"ip link set dev {link.ifname} up")
@@ -327,8 +335,9 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
                         Check(
                             "multicast",
                             WARN,
-                            "the pins predate multicast groups: `multicast add` refuses",
-                            multicast.upgrade_hint(pin_dir),
+                            "the pins predate multicast groups: `multicast add` refuses; "
+                            "rebuilding them stops forwarding for a moment",
+                            pin_dir.rebuild_hint().strip("`"),
                         )
                     )
     except InputError as e:  # not a pin directory, or not xdpfwd's

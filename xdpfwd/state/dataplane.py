@@ -350,13 +350,14 @@ def planned_layout(pins: PinDir, table: str | None, value_format: str | None) ->
                 log.warning("this kernel has no bpf_devmap_val entries: using plain ifindexes")
         return Layout(table or DEFAULT_TABLE, value_format)
     existing = existing_layout(pins)
-    for asked, have, option in (
-        (table, existing.table, "--table"),
-        (value_format, existing.value_format, "--value"),
+    # Named as neither option nor file key: a command or a file may ask for it.
+    for asked, have, what in (
+        (table, existing.table, "table type"),
+        (value_format, existing.value_format, "value format"),
     ):
         if asked is not None and asked != have:
             raise XdpfwdError(
-                f"the forwarding table in {pins.path} holds {have} ({option}); it cannot "
+                f"the forwarding table in {pins.path} holds {have} (its {what}); it cannot "
                 f"change to {asked} while it exists (`{pins.command('down')}` removes it)"
             )
     return existing

@@ -29,6 +29,7 @@ from xdpfwd.model import (
     STATE_NOT_ATTACHED,
     STATE_NOT_FLOODING,
     STATE_OK,
+    STATE_UNPINNED_GROUP,
     GroupInfo,
     Iface,
 )
@@ -388,7 +389,7 @@ def port_state(
     if not attached:
         return STATE_NOT_ATTACHED
     if not has_entry and group is None:
-        return STATE_NO_ENTRY
+        return STATE_UNPINNED_GROUP if flooding else STATE_NO_ENTRY
     if group is not None and not has_entry and not (settings.broadcast and flooding):
         return STATE_NOT_FLOODING
     return STATE_OK

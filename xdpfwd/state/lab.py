@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from xdpfwd import interrupts
-from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.errors import InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import devices, files, netdev, netns, offloads
 from xdpfwd.model.reports import Lab, LabPort, PingResult
+from xdpfwd.state import pins
 
 HOST_DEV = "host0"
 MAX_PORTS = 250
@@ -58,6 +59,15 @@ def up(prefix: str, nports: int, queues: int = 1) -> Lab:
         raise InputError(f"a lab has 2 to {MAX_PORTS} ports, not {nports}")
     if status(prefix).ports:
         raise InputError(f"lab {prefix} already exists; `xdpfwd lab down --name {prefix}` first")
+    if pins.mounts_surely_vanish():
+        # The host namespaces are bind mounts under /run/netns: they would go with
+        # this mount namespace, and their veths with them.
+        here = netns.name_of(netns.current_inode()) or "NAME"
+        raise PrereqError(
+            "this process has a mount namespace of its own (as under `ip netns exec`), "
+            "where the lab's host namespaces would vanish with it, and its ports too: "
+            f"run it as `xdpfwd --netns {here} ...` instead"
+        )
     ports = [lab_port(prefix, i) for i in range(1, nports + 1)]
     links = {link.ifname for link in netdev.links().values()}
     for p in ports:

@@ -189,7 +189,7 @@ class PinDir:
                     f"the bpffs at {mount_point} was mounted in this process's own mount "
                     "namespace (as under `ip netns exec`), which ends with its last "
                     "process, pins and all, and would leave its programs attached: use "
-                    "`xdpfwd --netns NAME`, or a bpffs mounted where it lasts"
+                    f"`{self._from_outside()}`, or a bpffs mounted where it lasts"
                 )
             return
         if self.path.startswith(BPFFS_DEFAULT_MOUNT + "/") and mount_point != BPFFS_DEFAULT_MOUNT:
@@ -199,7 +199,7 @@ class PinDir:
                     "namespace of its own (as `ip netns exec` makes), where one mounted now "
                     "would vanish with its last process, pins and all, and leave its programs "
                     "attached: use "
-                    f"`xdpfwd --netns NAME`, or mount one first (`mount -t bpf bpf "
+                    f"`{self._from_outside()}`, or mount one first (`mount -t bpf bpf "
                     f"{BPFFS_DEFAULT_MOUNT}`) where it lasts"
                 )
             _mount_bpffs(BPFFS_DEFAULT_MOUNT)
@@ -208,6 +208,12 @@ class PinDir:
             f"{self.path} is not on a BPF filesystem ({mount_point} is {fstype}); mount one "
             f"first (`mount -t bpf bpf {BPFFS_DEFAULT_MOUNT}`) or choose another --pin-dir"
         )
+
+    def _from_outside(self) -> str:
+        """What reaches this directory's namespace from a shell outside `ip netns exec`:
+        --netns with the namespace's name (pins then go to PIN_DIR@NAME)."""
+        name = netns.name_of(netns.current_inode()) or "NAME"
+        return f"{self.command('').rstrip()} --netns {name} ..."
 
     def _check_hidden(self) -> None:
         """Raises PrereqError when the directory may exist where this process cannot
@@ -219,7 +225,7 @@ class PinDir:
             raise PrereqError(
                 f"the bpffs at {mount_point} was mounted in this process's own mount "
                 f"namespace (as under `ip netns exec`), so {self.path} as it lasts cannot "
-                "be seen: use `xdpfwd --netns NAME` instead"
+                f"be seen: use `{self._from_outside()}` instead"
             )
         if not self.path.startswith(BPFFS_DEFAULT_MOUNT + "/"):
             return
@@ -227,7 +233,7 @@ class PinDir:
             raise PrereqError(
                 f"no BPF filesystem at {BPFFS_DEFAULT_MOUNT} in this process's own mount "
                 f"namespace (as `ip netns exec` makes), so {self.path} cannot be seen: use "
-                "`xdpfwd --netns NAME` instead"
+                f"`{self._from_outside()}` instead"
             )
 
     def check_path(self) -> bool:
@@ -724,6 +730,13 @@ def mounts_last() -> bool:
     exec` unshares one for the command it runs (maybe a shell that runs xdpfwd), nor
     when that cannot be told."""
     return _outside_ancestor() is None
+
+
+def mounts_surely_vanish() -> bool:
+    """Whether an ancestor in sight is surely in another mount namespace than this
+    process (as under `ip netns exec`), so that a mount made here goes with it. Unlike
+    not mounts_last(), an ancestor that cannot be read counts as no proof."""
+    return _outside_ancestor() not in (None, UNSURE)
 
 
 def _outside_ancestor() -> int | None:
