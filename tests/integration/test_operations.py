@@ -296,6 +296,14 @@ def test_pins_removed_by_hand_are_reported_and_rebuilt(topo, pin_dir):
     assert f"`xdpfwd --pin-dir {pin_dir} down`" in line  # not the default dir's
     topo.ok(pin_dir, "apply", config)
     assert topo.ping(2, topo.host(1).ip) == 3
+    # With the program's pin removed, its ports are still the dir's own: doctor fails
+    # the pins, and calls no port an orphan.
+    os.unlink(os.path.join(pin_dir, "prog_ingress"))
+    code, checks = doctor(topo, pin_dir)
+    assert code == 1 and "incomplete" in checks["pins"]["detail"]
+    assert "port p1" not in checks and "port p2" not in checks, checks
+    topo.ok(pin_dir, "apply", config)
+    assert topo.ping(1, topo.host(2).ip) == 3
 
 
 # --- save and apply ----------------------------------------------------------------------

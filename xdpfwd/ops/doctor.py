@@ -319,9 +319,9 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
     try:
         with reading(pin_dir) as dp:
             if dp is None:
-                ours, checks = None, [Check("pins", PASS, f"nothing set up in {pin_dir.path}")]
+                ours, checks = set(), [Check("pins", PASS, f"nothing set up in {pin_dir.path}")]
             else:
-                ours = dp.prog_id
+                ours = {dp.prog_id}
                 complete = Check("pins", PASS, f"{pin_dir.path}: complete")
                 checks = [
                     complete,
@@ -341,10 +341,15 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
                         )
                     )
     except InputError as e:  # not a pin directory, or not xdpfwd's
-        ours, checks = None, [Check("pins", FAIL, str(e), "choose another --pin-dir")]
+        ours, checks = set(), [Check("pins", FAIL, str(e), "choose another --pin-dir")]
     except XdpfwdError as e:
         fix_pins = f"{pin_dir.command('down')}, then add or apply"
-        ours, checks = None, [Check("pins", FAIL, str(e), fix_pins)]
+        checks = [Check("pins", FAIL, str(e), fix_pins)]
+        # Its program may run on with its pin removed: its ports are no orphans.
+        try:
+            ours = pin_dir.running_prog_ids(links)
+        except (OSError, XdpfwdError):
+            ours = set()
     for port, prog_id in orphans(pin_dir, links, ours).items():
         this = known(port, links)
         checks.append(

@@ -302,13 +302,13 @@ def is_orphan(pins: PinDir, link: netdev.Link) -> bool:
     )
 
 
-def orphans(pins: PinDir, links: dict[int, netdev.Link], ours: int | None) -> dict[int, int]:
-    """Ports running an xdpfwd ingress program that is not pins' own and that no pin
-    directory beside it holds: ifindex -> program id."""
+def orphans(pins: PinDir, links: dict[int, netdev.Link], ours: set[int]) -> dict[int, int]:
+    """Ports running an xdpfwd ingress program that is not pins' own (ours) and that
+    no pin directory beside it holds: ifindex -> program id."""
     return {
         link.ifindex: link.xdp_prog_id
         for link in links.values()
-        if link.xdp_prog_id and link.xdp_prog_id != ours and is_orphan(pins, link)
+        if link.xdp_prog_id and link.xdp_prog_id not in ours and is_orphan(pins, link)
     }
 
 
