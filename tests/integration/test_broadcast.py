@@ -124,13 +124,25 @@ def test_a_swap_pin_a_crash_left_is_no_group_and_not_in_the_way(make_topo, pin_d
 
 
 def test_a_group_whose_pin_was_removed_is_flagged_and_pinned_again_by_prune(make_topo, pin_dir):
-    topo = make_topo(3)
+    topo = make_topo(4)
     static_neighbour(topo, 1)
     topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
     os.unlink(f"{pin_dir}/group/default")
     # The members still flood, through the devmap the map of groups holds ...
-    assert flood(topo, 1, 5, port=9309) == {1: 0, 2: 5, 3: 5}
-    # ... but nothing else sees the group: each reader says so.
+    assert flood(topo, 1, 5, port=9309) == {1: 0, 2: 5, 3: 5, 4: 0}
+    # ... but nothing else sees the group: each reader says so, and every change is
+    # refused until prune pins it again.
+    prune = f"`xdpfwd --pin-dir {pin_dir} prune` pins it again"
+    before = snapshot(topo, pin_dir)
+    for args in (
+        ["broadcast", "del", "p1"],
+        ["broadcast", "p4"],
+        ["del", "p2"],
+        ["multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2"],
+    ):
+        refused = topo.xdpfwd(pin_dir, *args)
+        assert_fails(refused, 1, "p1, p2, p3 flood through a broadcast group whose pin", prune)
+    assert snapshot(topo, pin_dir) == before
     states = {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
     assert states == dict.fromkeys(["p1", "p2", "p3"], "floods: group not pinned")
     saved = topo.ok(pin_dir, "save")
@@ -150,7 +162,7 @@ def test_a_group_whose_pin_was_removed_is_flagged_and_pinned_again_by_prune(make
     states = {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
     assert states == dict.fromkeys(["p1", "p2", "p3"], "ok")
     assert topo.xdpfwd(pin_dir, "doctor", "--no-compile").returncode == 0
-    assert flood(topo, 1, 5, port=9310) == {1: 0, 2: 5, 3: 5}
+    assert flood(topo, 1, 5, port=9310) == {1: 0, 2: 5, 3: 5, 4: 0}
 
 
 def test_a_group_whose_members_were_all_deleted_is_bound_again(make_topo, pin_dir):

@@ -687,6 +687,34 @@ def test_a_source_sends_a_group_and_its_other_frames_out_of_one_port_only_forced
     assert "shared_bulk" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
 
 
+def test_a_forced_overlap_stays_and_only_new_ones_are_refused(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "add", "p3", "p4")
+    group = ["multicast", "add", "239.1.1.1"]
+    forced = topo.ok(pin_dir, *group, "--from", "p1", "--to", "p2", "p3", "--force")
+    assert "p1 would send both multicast group 239.1.1.1" in forced.stderr
+    topo.ok(pin_dir, *group, "--to", "p4")  # p1's copies out of p4: nothing else goes there
+    refused = topo.xdpfwd(pin_dir, *group, "--from", "p3")
+    assert_fails(refused, 1, "p3 would send both multicast group 239.1.1.1", "out of p4")
+    # A source that receives its own copies, and floods back out of itself too.
+    topo.ok(pin_dir, "del", "p3")
+    topo.ok(pin_dir, "broadcast", "p3", "p4")
+    refused = topo.xdpfwd(pin_dir, "multicast", "add", "239.2.2.2", "--to", "p3", "p4")
+    assert_fails(refused, 1, "--exclude-ingress keeps its copies from going back out of it")
+
+
+def test_an_entry_prune_would_restore_is_no_way_round_the_refusal(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p3")
+    # p1 deleted and made again: its entry is gone, and prune (or follow) brings it back.
+    sh("ip", "-n", topo.fwd, "link", "del", "p1")
+    topo.plug(topo.host(1))
+    refused = topo.xdpfwd(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3")
+    assert_fails(refused, 1, "p1 would send both multicast group 239.1.1.1 and its other frames")
+    assert "forward p1 -> p3" in topo.ok(pin_dir, "prune").stdout
+
+
 def test_apply_refuses_a_source_sending_a_group_and_its_other_frames_out_of_one_port(
     make_topo, pin_dir
 ):

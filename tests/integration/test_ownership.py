@@ -737,6 +737,18 @@ def test_a_lab_that_would_vanish_with_ip_netns_exec_is_not_made(scratch_ns):
     assert not made
 
 
+def test_the_ip_netns_exec_hint_for_a_netns_dir_gives_its_base_and_netns_once(scratch_ns):
+    base = f"/sys/fs/bpf/xt{RUN_ID}hint"
+    for pin_dir in (f"{base}@{scratch_ns}", base):
+        result = subprocess.run(
+            ["ip", "netns", "exec", scratch_ns, XDPFWD, "--pin-dir", pin_dir, "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert_fails(result, 5, f"use `xdpfwd --pin-dir {base} --netns {scratch_ns} ...` instead")
+
+
 @pytest.mark.parametrize("through_shell", [False, True], ids=["direct", "through-a-shell"])
 def test_a_bpffs_that_would_vanish_with_ip_netns_exec_is_not_mounted(scratch_ns, through_shell):
     # ip netns exec gives the command a mount namespace of its own, with a fresh /sys:

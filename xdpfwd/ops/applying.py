@@ -88,12 +88,11 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             )
             spec = EgressSpec(program="none")
         forward.append(EntryConf(link.ifname, egress.ifname, spec))
-    infos = groups.group_infos(dp, links)
     group_list = [
         GroupConf(g.name, g.exclude_ingress, tuple(m.ifname for m in g.members if m.ifname))
-        for g in infos
+        for g in groups.group_infos(dp, links)
     ]
-    for port in groups.unpinned_members(dp, infos):
+    for port in dp.unpinned_members():
         if port in links:
             warnings.append(
                 f"{links[port].ifname} left out of broadcast groups: it floods through a group "
@@ -349,6 +348,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         force=force,
         check_layout=_layout_check(desired),
         replaceable=partial(is_orphan, pins),
+        repairing=True,  # its plan pins a group again, or takes its members out
     ) as c:
         if desired.balanced:
             balance.check_supported(c.dp)
@@ -446,7 +446,7 @@ def reconcile(pins: PinDir) -> PruneResult:
     Raises XdpfwdError, AttachError, BpfError; on any error the old state stays.
     """
     prereqs.require_privileges("prune")
-    with editing(pins) as c:
+    with editing(pins, repairing=True) as c:
         if c is None:
             return PruneResult([], [], [])
         recorded = intent.load(pins)

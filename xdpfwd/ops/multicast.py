@@ -62,7 +62,10 @@ def multicast_add(
         all_sources = frozenset(from_ports) | (current.sources if current else frozenset())
         all_receivers = frozenset(to_ports) | (current.receivers if current else frozenset())
         to_be = multicast.GroupPorts(all_sources, all_receivers, exclude_ingress)
-        path_warnings = health.refuse_multicast_paths(c.dp, c.links, addr.text, to_be, force)
+        now = None
+        if current is not None:
+            now = multicast.GroupPorts(current.sources, current.receivers, current.exclude_ingress)
+        path_warnings = health.refuse_multicast_paths(c.dp, c.links, addr.text, to_be, now, force)
         attachments = [
             c.attach(plan, mode, c.dp.ports.get(plan.link.ifindex) or maps.PortSettings())
             for plan in c.plans

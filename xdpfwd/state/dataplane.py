@@ -237,6 +237,15 @@ class Dataplane:
         """The pinned devmap of a group (closed with the dataplane)."""
         return self._open(maps.GroupMap, os.path.join(maps.PIN_GROUP_DIR, name))
 
+    def unpinned_members(self) -> list[int]:
+        """Ports that flood through a group devmap that no pinned group lists them in:
+        its pin was removed by hand, or a change stopped half way."""
+        flooding = self.groups.ifindexes()
+        if not flooding:
+            return []
+        pinned = {m for name in self.group_names() for m in self.open_group(name).members()}
+        return sorted(set(flooding) - pinned)
+
     def remove_empty_groups(self) -> list[str]:
         """Unpin the groups left without members; return their names."""
         emptied = [name for name in self.group_names() if not self.open_group(name).members()]

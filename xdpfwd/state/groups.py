@@ -76,17 +76,6 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]
     return infos
 
 
-def unpinned_members(dp: Dataplane, infos: list[GroupInfo]) -> list[int]:
-    """Ports that flood through a group devmap that no pinned group (infos) lists them
-    in: its pin was removed by hand, or a change stopped half way."""
-    pinned = {m.ifindex for g in infos for m in g.members}
-    return [
-        port
-        for port in sorted(dp.ports.ifindexes())
-        if port not in pinned and dp.groups.group_id(port) is not None
-    ]
-
-
 def create(c: Change, group: str) -> None:
     """Pin an empty devmap for group; add_members() fills it."""
     directory = c.dp.pins.pin(maps.PIN_GROUP_DIR)

@@ -206,18 +206,26 @@ def flood_graph(members: Collection[int], exclude_ingress: bool) -> dict[int, se
     return {m: {o for o in members if o != m or not exclude_ingress} for m in members}
 
 
-def _balanced_ports(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, set[int]]:
-    """Each balanced entry's ports as recorded: one that is down holds no bucket now,
-    and gets some back when it comes up (prune, follow)."""
+def _recorded_graph(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, set[int]]:
+    """Where the recorded configuration sends what enters each port here, by name: what
+    prune and follow restore. A balanced entry's port that is down holds no bucket now,
+    and a device re-created under a name has lost its entry or membership meanwhile."""
     recorded = intent.load(dp.pins)
     if recorded is None:
         return {}
     by_name = {link.ifname: link.ifindex for link in links.values()}
-    return {
-        by_name[entry.ingress]: {by_name[name] for name in entry.ports if name in by_name}
-        for entry in recorded.config.balanced
-        if entry.ingress in by_name
-    }
+    graph: dict[int, set[int]] = {}
+    for entry in recorded.config.forward:
+        if entry.ingress in by_name and entry.egress in by_name:
+            graph[by_name[entry.ingress]] = {by_name[entry.egress]}
+    for balanced in recorded.config.balanced:
+        if balanced.ingress in by_name:
+            ports = {by_name[name] for name in balanced.ports if name in by_name}
+            graph[by_name[balanced.ingress]] = ports
+    for group in recorded.config.groups:
+        members = [by_name[name] for name in group.members if name in by_name]
+        graph.update(flood_graph(members, group.exclude_ingress))
+    return graph
 
 
 def refuse_paths(
@@ -248,13 +256,16 @@ def refuse_multicast_paths(
     links: dict[int, netdev.Link],
     address: str,
     group: multicast.GroupPorts,
+    now: multicast.GroupPorts | None,
     force: bool,
 ) -> tuple[str, ...]:
-    """As refuse_paths, for multicast group address as it is to be: its own frames'
-    loops through its sources, and its sources' other frames."""
+    """As refuse_paths, for multicast group address as it is to be (group; now: as it
+    is): its own frames' loops through its sources, and its sources' other frames out
+    of a receiver it did not send them to before (one made with --force stays)."""
     running = _running_graph(dp, links)
     own = _multicast_graph(running, group.sources, group.receivers, group.exclude_ingress)
-    shared = shared_bulks(running, {address: group})
+    before = shared_bulks(running, {address: now}) if now is not None else []
+    shared = [s for s in shared_bulks(running, {address: group}) if s not in before]
     return (
         *refuse_loop(loop_hops(own, links, through=group.sources), links, force, "add them"),
         *refuse_shared_bulk(shared, links, force, "add them"),
@@ -291,11 +302,10 @@ def _multicast_graph(
 
 
 def _running_graph(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, set[int]]:
-    """forwarding_graph, with every port of a balanced entry as recorded."""
+    """forwarding_graph, with what the recorded configuration adds to it."""
     graph = forwarding_graph(dp)
-    for port, configured in _balanced_ports(dp, links).items():
-        if port in graph:
-            graph[port] = graph[port] | configured
+    for port, configured in _recorded_graph(dp, links).items():
+        graph[port] = graph.get(port, set()) | configured
     return graph
 
 
@@ -334,10 +344,13 @@ def refuse_shared_bulk(
         return ()
     message = shared_bulk_text(found[0], links, "would send")
     if not force:
-        receiver = _label(found[0][1], links)
-        raise XdpfwdError(
-            f"{message}; refused (take {receiver} out of one of them, or --force to {doing} anyway)"
+        source, receiver = found[0][:2]
+        way_out = (
+            "--exclude-ingress keeps its copies from going back out of it"
+            if source == receiver
+            else f"take {_label(receiver, links)} out of one of them"
         )
+        raise XdpfwdError(f"{message}; refused ({way_out}, or --force to {doing} anyway)")
     return (message,)
 
 

@@ -213,7 +213,9 @@ class PinDir:
         """What reaches this directory's namespace from a shell outside `ip netns exec`:
         --netns with the namespace's name (pins then go to PIN_DIR@NAME)."""
         name = netns.name_of(netns.current_inode()) or "NAME"
-        return f"{self.command('').rstrip()} --netns {name} ..."
+        base, _, suffix = self.path.rpartition("@")
+        made_by_netns = PinDir(base) if base and suffix == name else self  # base@NAME
+        return f"{made_by_netns.command('').rstrip()} --netns {name} ..."
 
     def _check_hidden(self) -> None:
         """Raises PrereqError when the directory may exist where this process cannot

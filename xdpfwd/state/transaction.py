@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from xdpfwd import interrupts
-from xdpfwd.errors import BpfError, InputError, PrereqError
+from xdpfwd.errors import BpfError, InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.model import Attachment
 from xdpfwd.state import dataplane, multicast, ports, tracing
@@ -85,6 +85,7 @@ def change(
     force: bool,
     check_layout: Callable[[Layout], None] = lambda layout: None,
     replaceable: Callable[[netdev.Link], bool] = lambda link: False,
+    repairing: bool = False,
 ) -> Iterator[Change]:
     """Hold the pin directory's lock and open its dataplane, creating what is missing.
 
@@ -92,8 +93,9 @@ def change(
     Nothing changes before every check passed: foreign programs on those ports
     (replaced with force, or when replaceable says so), the table's type and value
     format (check_layout may refuse more); a port running xdpfwd in another mode than
-    the one asked for is re-attached in it. If the body raises, everything done since
-    is undone; when it returns, the change is committed and after_commit runs.
+    the one asked for is re-attached in it; ports flooding through a group whose pin is
+    gone, unless repairing (see refuse_unpinned). If the body raises, everything done
+    since is undone; when it returns, the change is committed and after_commit runs.
     """
     pins.ensure_bpffs()
     pins.check_owned()  # before creating anything: someone else's directory is refused
@@ -120,6 +122,8 @@ def change(
         compiled = dataplane.ensure_pinned(pins, layout, undo_setup)
         accounting = _ensure_accounting(pins, undo_setup)
         with Dataplane.open(pins) as dp, ExitStack() as resources, Undo() as undo:
+            if not repairing:
+                refuse_unpinned(dp, links)
             done = Change(dp, compiled, plans, undo, resources, links)
             done.notes += accounting
             yield done
@@ -141,19 +145,35 @@ def _ensure_accounting(pins: PinDir, undo: Undo) -> list[str]:
 
 
 @contextmanager
-def editing(pins: PinDir) -> Iterator[Change | None]:
+def editing(pins: PinDir, repairing: bool = False) -> Iterator[Change | None]:
     """A change to what is set up already (None when nothing is): the exclusive lock,
-    the links read once, undo of every step if one fails."""
+    the links read once, undo of every step if one fails; refused as by change()."""
     with dataplane.writing(pins) as dp:
         if dp is None:
             yield None
             return
+        links = netdev.links()
+        if not repairing:
+            refuse_unpinned(dp, links)
         with ExitStack() as resources, Undo() as undo:
             pins.record_netns(undo)  # this namespace, as writing() found
-            done = Change(dp, False, [], undo, resources, netdev.links())
+            done = Change(dp, False, [], undo, resources, links)
             yield done
             undo.commit()
             _finish(done)
+
+
+def refuse_unpinned(dp: Dataplane, links: dict[int, netdev.Link]) -> None:
+    """Raise XdpfwdError when ports flood through a group whose pin is gone: a change
+    would take them for ports of no group, and checks (loops, shared bulks) would miss
+    where they flood. prune (and apply) pin the group again."""
+    unpinned = dp.unpinned_members()
+    if unpinned:
+        names = ", ".join(links[p].ifname if p in links else f"ifindex {p}" for p in unpinned)
+        raise XdpfwdError(
+            f"pinned state in {dp.pins.path} is incomplete: {names} flood through a "
+            f"broadcast group whose pin is gone; `{dp.pins.command('prune')}` pins it again"
+        )
 
 
 def _finish(c: Change) -> None:
