@@ -142,7 +142,7 @@ def test_apply_dry_run_foresees_a_table_of_another_type(topo, pin_dir, tmp_path)
     before = snapshot(topo, pin_dir)
     for dry_run in ("--dry-run",), ():
         applied = topo.xdpfwd(pin_dir, "apply", str(config), *dry_run)
-        assert_fails(applied, 1, "holds devmap-hash (its table type)", "cannot change to devmap")
+        assert_fails(applied, 1, "holds devmap-hash (its table type: ", "cannot change to devmap")
     assert snapshot(topo, pin_dir) == before
 
 

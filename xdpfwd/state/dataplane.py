@@ -359,10 +359,10 @@ def planned_layout(pins: PinDir, table: str | None, value_format: str | None) ->
                 log.warning("this kernel has no bpf_devmap_val entries: using plain ifindexes")
         return Layout(table or DEFAULT_TABLE, value_format)
     existing = existing_layout(pins)
-    # Named as neither option nor file key: a command or a file may ask for it.
+    # Named as both option and file key: a command or a file may ask for it.
     for asked, have, what in (
-        (table, existing.table, "table type"),
-        (value_format, existing.value_format, "value format"),
+        (table, existing.table, "table type: --table, or table: in a file"),
+        (value_format, existing.value_format, "value format: --value, or value: in a file"),
     ):
         if asked is not None and asked != have:
             raise XdpfwdError(
