@@ -162,6 +162,8 @@ def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
     assert_fails(topo.xdpfwd(pin_dir, "add", "lb", "ub"), 1, "loop forever: lb -> ub", "--force")
     forced = topo.ok(pin_dir, "add", "lb", "ub", "--force")
     assert "round a loop" in forced.stderr
+    saved = topo.ok(pin_dir, "save")
+    assert "round a loop" in saved.stderr and "this file needs --force" in saved.stderr
 
 
 def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir):

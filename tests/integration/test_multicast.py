@@ -675,6 +675,9 @@ def test_a_source_sends_a_group_and_its_other_frames_out_of_one_port_only_forced
     assert_fails(refused, 1, "multicast group 239.2.2.2 and its other frames out of p")
     forced = topo.ok(pin_dir, "add", "p1", "p3", "--force")
     assert "would send both multicast group 239.1.1.1" in forced.stderr
+    saved = topo.ok(pin_dir, "save")
+    assert "p1 sends both multicast group 239.1.1.1 and its other frames out of p3" in saved.stderr
+    assert "`apply` of this file needs --force" in saved.stderr
     # doctor fails it, with the fix that keeps the entry; after the fix it passes.
     doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
     (shared,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "shared_bulk"]

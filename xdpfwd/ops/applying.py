@@ -116,7 +116,19 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
         tuple(balanced),
         tuple(mcast),
     )
-    return config, warnings
+    return config, warnings + _forced(dp, links)
+
+
+def _forced(dp: Dataplane, links: dict[int, netdev.Link]) -> list[str]:
+    """What runs that apply refuses without --force, as its file would: a loop or a
+    shared bulk made with --force (or before xdpfwd refused it)."""
+    graph = health.forwarding_graph(dp)
+    groups = {addr.text: g for addr, g in multicast.read_groups(dp).items()}
+    found = (
+        *health.refuse_loop(health.find_loop(graph, links, groups.values()), links, True, ""),
+        *(health.shared_bulk_text(s, links, "sends") for s in health.shared_bulks(graph, groups)),
+    )
+    return [f"{text}: `apply` of this file needs --force" for text in found]
 
 
 def _running_balanced_conf(
