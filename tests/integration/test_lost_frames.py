@@ -166,6 +166,26 @@ def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
     assert "round a loop" in saved.stderr and "this file needs --force" in saved.stderr
 
 
+def test_prune_restores_nothing_that_would_close_a_loop(make_topo, pin_dir):
+    topo = make_topo(2)
+    veth_pairs(topo, ("ya", "yb"), ("yc", "yd"), ("yf", "yg"))
+    topo.ok(pin_dir, "add", "ya", "yc")
+    topo.ok(pin_dir, "add", "yd", "yf")
+    # ya and yf made again as the two ends of one pair: restored, yd's entry would
+    # send into ya, whose entry sends out of yc into yd.
+    for dev in ("ya", "yf"):
+        sh("ip", "-n", topo.fwd, "link", "del", dev)
+    veth_pairs(topo, ("ya", "yf"))
+    refused = topo.xdpfwd(pin_dir, "prune")
+    assert_fails(refused, 1, "restoring the recorded configuration would close a loop", "ya -> yc")
+    assert topo.xdp("ya") is None
+    # Once the devices are wired otherwise, prune restores both entries.
+    sh("ip", "-n", topo.fwd, "link", "del", "ya")
+    veth_pairs(topo, ("ya", "yb"), ("yf", "yg"))
+    restored = topo.ok(pin_dir, "prune").stdout
+    assert "forward ya -> yc" in restored and "forward yd -> yf" in restored
+
+
 def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir):
     topo = make_topo(2)
     veth_pairs(topo, ("la", "lb"))

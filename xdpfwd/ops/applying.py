@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from xdpfwd import interrupts
-from xdpfwd.errors import AttachError, BpfError, InputError
+from xdpfwd.errors import AttachError, BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec, PruneResult
@@ -366,7 +366,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
             balance.check_supported(c.dp)
         recorded = intent.load(pins)
         layouts = _choose_layouts(desired, recorded)
-        steps = plan(running_state(c.dp, c.links), desired, c.links)
+        steps = plan(running_state(c.dp, c.links), desired, c.links) + _unpinned_steps(c, desired)
         for step in steps:
             interrupts.check()  # between steps, an interrupt undoes those done
             log.info("%s", step.text)
@@ -393,6 +393,38 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         shown = Path(desired.spec_of(ingress).user_file or "").name
         warnings += tuple(entries.verdict_warnings(text, shown, func))
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
+
+
+def _refuse_restoring_a_loop(c: Change, d: Desired) -> None:
+    """Raise XdpfwdError when what prune would restore closes a forwarding loop with
+    what runs: devices made again may be wired otherwise (a veth pair between two
+    ports that had nothing to do with each other). A loop that runs already (made
+    with --force) is no reason."""
+    running = health.forwarding_graph(c.dp)
+    wanted = _desired_graph(d)
+    restoring = [port for port, to in wanted.items() if not to <= running.get(port, set())]
+    hops = health.find_loop(wanted, c.links, d.multicast.values(), through=restoring)
+    if hops:
+        (loop,) = health.refuse_loop(hops, c.links, True, "")
+        raise XdpfwdError(
+            f"restoring the recorded configuration would close a loop ({loop}); nothing "
+            f"restored: wire the devices otherwise, or `{c.dp.pins.command('apply FILE')}` "
+            "a configuration without it"
+        )
+
+
+def _unpinned_steps(c: Change, d: Desired) -> list[Step]:
+    """Take ports that flood through a group whose pin is gone out of it, unless d makes
+    them members of a group (the plan pins that one, or adds them to it)."""
+    wanted = {d.links[m].ifindex for g in d.config.groups for m in g.members if m in d.links}
+    return [
+        Step(
+            f"take {c.links[port].ifname} out of a broadcast group whose pin is gone",
+            partial(groups.forget_unpinned, port=port),
+        )
+        for port in c.dp.unpinned_members()
+        if port in c.links and port not in wanted
+    ]
 
 
 def _desired_graph(d: Desired) -> dict[int, set[int]]:
@@ -466,11 +498,12 @@ def reconcile(pins: PinDir) -> PruneResult:
         skipped: list[str] = []
         if recorded is not None:
             desired = _recorded(c, recorded, skipped)
+            _refuse_restoring_a_loop(c, desired)
             steps = [
                 step
                 for step in plan(running_state(c.dp, c.links), desired, c.links)
                 if not step.removes
-            ]
+            ] + _unpinned_steps(c, desired)
             for step in steps:
                 interrupts.check()
                 log.info("%s", step.text)

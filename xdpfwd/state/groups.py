@@ -76,6 +76,16 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]
     return infos
 
 
+def forget_unpinned(c: Change, port: int) -> None:
+    """Take port out of the map of groups, where it points at a devmap that no pin
+    holds (Dataplane.unpinned_members): nothing else names that devmap, so it would
+    flood through it for ever."""
+    devmap = sc.map_fd_by_id(c.dp.groups.group_id(port))  # held: the undo puts it back
+    c.resources.callback(os.close, devmap)
+    c.dp.groups.delete(port)
+    c.undo.callback(c.dp.groups.set, port, devmap)
+
+
 def create(c: Change, group: str) -> None:
     """Pin an empty devmap for group; add_members() fills it."""
     directory = c.dp.pins.pin(maps.PIN_GROUP_DIR)

@@ -167,12 +167,14 @@ def refuse_unpinned(dp: Dataplane, links: dict[int, netdev.Link]) -> None:
     """Raise XdpfwdError when ports flood through a group whose pin is gone: a change
     would take them for ports of no group, and checks (loops, shared bulks) would miss
     where they flood. prune (and apply) pin the group again."""
-    unpinned = dp.unpinned_members()
+    # A deleted member is out of its devmap already: the change's tidy forgets it.
+    unpinned = [links[port].ifname for port in dp.unpinned_members() if port in links]
     if unpinned:
-        names = ", ".join(links[p].ifname if p in links else f"ifindex {p}" for p in unpinned)
+        verb = "floods" if len(unpinned) == 1 else "flood"
         raise XdpfwdError(
-            f"pinned state in {dp.pins.path} is incomplete: {names} flood through a "
-            f"broadcast group whose pin is gone; `{dp.pins.command('prune')}` pins it again"
+            f"pinned state in {dp.pins.path} is incomplete: {', '.join(unpinned)} {verb} "
+            f"through a broadcast group whose pin is gone; `{dp.pins.command('prune')}` "
+            "pins it again"
         )
 
 
