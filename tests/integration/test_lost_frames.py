@@ -186,6 +186,25 @@ def test_prune_restores_nothing_that_would_close_a_loop(make_topo, pin_dir):
     assert "forward ya -> yc" in restored and "forward yd -> yf" in restored
 
 
+def test_del_forgets_a_recorded_leg_that_a_refused_loop_names(make_topo, pin_dir):
+    topo = make_topo(2)
+    veth_pairs(topo, ("ya", "yb"), ("yc", "yd"))
+    topo.ok(pin_dir, "add", "ya", "yc")
+    topo.ok(pin_dir, "broadcast", "yb", "p1")
+    # ya and yb made again: neither entry nor membership runs, prune would restore both.
+    sh("ip", "-n", topo.fwd, "link", "del", "ya")
+    veth_pairs(topo, ("ya", "yb"))
+    assert_fails(topo.xdpfwd(pin_dir, "add", "yd", "yb"), 1, "loop", "ya -> yc")
+    forgot = topo.ok(pin_dir, "del", "ya").stdout
+    assert "forgot ya -> yc" in forgot and "prune would have restored it" in forgot
+    forgot = topo.ok(pin_dir, "broadcast", "del", "yb").stdout
+    assert "forgot yb's membership" in forgot
+    topo.ok(pin_dir, "add", "yd", "yb")
+    restored = topo.ok(pin_dir, "prune").stdout
+    assert "ya" not in restored and "yb to group" not in restored
+    assert_fails(topo.xdpfwd(pin_dir, "del", "ya"), 1, "ya has no xdpfwd entry")
+
+
 def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir):
     topo = make_topo(2)
     veth_pairs(topo, ("la", "lb"))

@@ -154,6 +154,7 @@ class DelResult:
     egress: Iface
     detached: list[Iface]
     balanced: tuple[Iface, ...] = ()  # every egress port of a balanced entry
+    recorded_only: bool = False  # not running: only what prune and follow would restore
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,7 @@ class BroadcastDelResult:
     groups: list[str]
     emptied: list[str]  # groups removed because they had no member left
     detached: list[Iface]
+    forgotten: list[Iface] = field(default_factory=list)  # recorded only: not running
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,11 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
                     f"{ingress.label} is a broadcast group member; use "
                     f"`{pins.command(f'broadcast del {ingress.label}')}`"
                 )
-            raise no_entry
+            recorded = _recorded_only(c, ingress)
+            if recorded is None:
+                raise no_entry
+            _forget(c, ingress)
+            return recorded
         entry = entries.remove(c, ingress.ifindex)
         _forget(c, ingress)
         detached = release_idle(c.dp, c.undo, c.links)
@@ -189,6 +193,25 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
         egress=known(entry.egress_ifindex, c.links),
         detached=detached,
     )
+
+
+def _recorded_only(c: Change, ingress: Iface) -> DelResult | None:
+    """The entry of ingress that the recorded configuration has and that does not run
+    (its device was made again, or its egress is gone): what prune and follow would
+    restore. None when there is none."""
+    recorded = intent.load(c.dp.pins)
+    if recorded is None or not ingress.ifname:
+        return None
+    by_name = {link.ifname: link.ifindex for link in c.links.values()}
+    single = next((e for e in recorded.config.forward if e.ingress == ingress.ifname), None)
+    if single is not None:
+        egress = Iface(by_name.get(single.egress, 0), single.egress)
+        return DelResult(ingress, egress, [], recorded_only=True)
+    balanced = recorded.balanced(ingress.ifname)
+    if balanced is not None:
+        ports = tuple(Iface(by_name.get(name, 0), name) for name in balanced.ports)
+        return DelResult(ingress, ports[0], [], balanced=ports, recorded_only=True)
+    return None
 
 
 def _delete_balanced(c: Change, ingress: Iface) -> DelResult:

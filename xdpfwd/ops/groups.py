@@ -187,14 +187,23 @@ def broadcast_del(
         ids = group_ids(c.dp)
         if group is not None and group not in c.dp.group_names():
             raise XdpfwdError(f"no broadcast group {group}; see `{pins.command('list')}`")
-        groups = {}
+        groups, forgotten = {}, []
+        recorded = intent.load(pins)
         for member in dict.fromkeys(members):
             name = group_of(c.dp, member.ifindex, ids)
+            if name is None and recorded is not None:
+                # A membership only recorded (its device was made again): forgotten.
+                name = recorded.group_of(member.ifname or "")
+                if name is not None and group in (None, name):
+                    forgotten.append(member)
+                    continue
             if name is None or (group is not None and name != group):
                 where = f"group {group}" if group else "a broadcast group"
                 raise XdpfwdError(f"{member.label} is not a member of {where}")
             groups[member] = name
-        return _leave(c, groups)
+        names = [m.ifname for m in forgotten if m.ifname]
+        intent.update(c, lambda r: intent.without_members(r, names))
+        return replace(_leave(c, groups), forgotten=forgotten)
 
 
 def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:

@@ -120,6 +120,8 @@ def broadcast_result(result: BroadcastResult) -> None:
 def broadcast_del_result(result: BroadcastDelResult) -> None:
     for port in result.removed:
         line(f"removed {port.label} from its group")
+    for port in result.forgotten:
+        line(f"forgot {port.label}'s membership: it did not run (prune would have restored it)")
     for name in result.emptied:
         line(f"  group {name} had no member left and was removed")
     for port in result.detached:
@@ -127,11 +129,14 @@ def broadcast_del_result(result: BroadcastDelResult) -> None:
 
 
 def del_result(result: DelResult) -> None:
+    verb = "forgot" if result.recorded_only else "removed"
     if result.balanced:
         ports = ", ".join(port.label for port in result.balanced)
-        line(f"removed {result.removed.label} -> {ports} (balanced)")
+        line(f"{verb} {result.removed.label} -> {ports} (balanced)")
     else:
-        line(f"removed {result.removed.label} -> {result.egress.label}")
+        line(f"{verb} {result.removed.label} -> {result.egress.label}")
+    if result.recorded_only:
+        line("  it did not run (prune would have restored it)")
     for port in result.detached:
         line(f"  detached from {port.label}")
 

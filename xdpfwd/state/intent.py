@@ -34,6 +34,10 @@ class Intent:
     layouts: dict[str, buckets.Layout] = field(default_factory=dict)  # balanced ingress ->
     bound: dict[str, int] = field(default_factory=dict)  # name -> ifindex last bound
 
+    def group_of(self, name: str) -> str | None:
+        """The broadcast group port name is recorded in, if any."""
+        return next((g.name for g in self.config.groups if name in g.members), None)
+
     def balanced(self, name: str) -> BalancedConf | None:
         return next((e for e in self.config.balanced if e.ingress == name), None)
 
