@@ -202,7 +202,8 @@ def broadcast_del(
                 raise XdpfwdError(f"{member.label} is not a member of {where}")
             groups[member] = name
         names = [m.ifname for m in forgotten if m.ifname]
-        intent.update(c, lambda r: intent.without_members(r, names))
+        if names:
+            intent.update(c, lambda r: intent.without_members(r, names))
         return replace(_leave(c, groups), forgotten=forgotten)
 
 
