@@ -1,6 +1,7 @@
 """No frame lost without a reason: veth senders with the kernel's default offloads,
 forwarding loops, and apply converging in one pass whatever it moves."""
 
+import json
 import os
 
 import pytest
@@ -109,6 +110,15 @@ def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin
     assert "loop" in forced.stderr
     # A loop added with --force is no reason to refuse what does not pass it.
     topo.ok(pin_dir, "add", "p1", "p2")
+    # doctor fails it, with the del that ends it.
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    (loop,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "loop"]
+    assert doctor.returncode == 1 and "round a loop forever: la -> lb" in loop["detail"]
+    fix = loop["fix"].split()
+    assert fix == ["xdpfwd", "--pin-dir", pin_dir, "del", "la"]
+    topo.ok(pin_dir, *fix[3:])
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    assert "loop" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
 
 
 def test_a_loop_through_a_broadcast_group_is_refused(make_topo, pin_dir):
@@ -162,8 +172,29 @@ def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
     assert_fails(topo.xdpfwd(pin_dir, "add", "lb", "ub"), 1, "loop forever: lb -> ub", "--force")
     forced = topo.ok(pin_dir, "add", "lb", "ub", "--force")
     assert "round a loop" in forced.stderr
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    (loop,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "loop"]
+    assert loop["fix"].endswith("multicast del 239.1.1.3 --to la"), loop
     saved = topo.ok(pin_dir, "save")
     assert "round a loop" in saved.stderr and "this file needs --force" in saved.stderr
+
+
+def test_doctor_ends_a_forced_loop_by_the_hop_it_names(make_topo, pin_dir):
+    topo = make_topo(2)
+    veth_pairs(topo, ("la", "lb"), ("ua", "ub"))
+    topo.ok(pin_dir, "add", "ua", "p1")
+    topo.ok(pin_dir, "add", "lb", "ub")
+    # The group's frames go ua -> la, into lb, whose entry sends them into ua again.
+    group = ["multicast", "add", "239.1.1.3", "--from", "ua", "--to", "la"]
+    assert "round a loop" in topo.ok(pin_dir, *group, "--force").stderr
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    (loop,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "loop"]
+    assert "ua -> la" in loop["detail"] and "lb -> ub" in loop["detail"]
+    fix = loop["fix"].split()
+    assert fix == ["xdpfwd", "--pin-dir", pin_dir, "multicast", "del", "239.1.1.3", "--to", "la"]
+    topo.ok(pin_dir, *fix[3:])
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    assert "loop" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
 
 
 def test_prune_restores_nothing_that_would_close_a_loop(make_topo, pin_dir):

@@ -233,22 +233,50 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     flooded = [m for m in flooding if m in links and links[m].xdp_prog_id == dp.prog_id]
     for problem in health.flood_problems(flooded, links, dp.frags):
         checks.append(_problem_check(problem, {}, fix))
-    checks += _shared_bulk_checks(dp, links)
+    checks += _path_checks(dp, links)
     return checks
 
 
-def _shared_bulk_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Check]:
-    """Sources that send a group and other frames out of one port (made with --force,
-    or before xdpfwd refused it)."""
+def _path_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Check]:
+    """A forwarding loop, and sources that send a group and other frames out of one
+    port: made with --force, or before xdpfwd refused them."""
+    graph = health.forwarding_graph(dp)
     groups = {addr.text: g for addr, g in multicast.read_groups(dp).items()}
     checks = []
-    for shared in health.shared_bulks(health.forwarding_graph(dp), groups):
+    hops = health.find_loop(graph, links, groups.values())
+    if hops:
+        (text,) = health.refuse_loop(hops, links, True, "")
+        ingress = known(hops[0][0], links)
+        fix_it = dp.pins.command(_loop_removal(dp, graph, hops, groups, links))
+        checks.append(Check(f"port {ingress.label}", FAIL, text, fix_it, ingress, "loop"))
+    for shared in health.shared_bulks(graph, groups):
         source, receiver = known(shared[0], links), known(shared[1], links)
         text = health.shared_bulk_text(shared, links, "sends")
         fix_it = dp.pins.command(f"multicast del {shared[2]} --to {receiver.label}")
         check = Check(f"port {source.label}", FAIL, text, fix_it, source, "shared_bulk")
         checks.append(check)
     return checks
+
+
+def _loop_removal(
+    dp: Dataplane,
+    graph: dict[int, set[int]],
+    hops: list[tuple[int, int]],
+    groups: dict,
+    links: dict[int, netdev.Link],
+) -> str:
+    """The xdpfwd command (its words) that ends a loop: a multicast group's hop, where
+    the loop is the group's frames' own (graph has no such hop), or else the first
+    hop's entry or membership."""
+    for ingress, egress in hops:
+        if egress not in graph.get(ingress, set()):
+            for address, group in sorted(groups.items()):
+                if ingress in group.sources and egress in group.receivers:
+                    return f"multicast del {address} --to {known(egress, links).label}"
+    first = known(hops[0][0], links).label
+    if dp.groups.group_id(hops[0][0]) is not None:
+        return f"broadcast del {first}"
+    return f"del {first}"
 
 
 def _problem_check(problem: health.Problem, peers, fix: bool) -> Check:
