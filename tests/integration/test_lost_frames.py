@@ -197,24 +197,56 @@ def test_doctor_ends_a_forced_loop_by_the_hop_it_names(make_topo, pin_dir):
     assert "loop" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
 
 
-def test_prune_restores_nothing_that_would_close_a_loop(make_topo, pin_dir):
+def test_prune_leaves_out_a_hop_that_would_close_a_loop_and_restores_the_rest(make_topo, pin_dir):
     topo = make_topo(2)
     veth_pairs(topo, ("ya", "yb"), ("yc", "yd"), ("yf", "yg"))
     topo.ok(pin_dir, "add", "ya", "yc")
     topo.ok(pin_dir, "add", "yd", "yf")
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
     # ya and yf made again as the two ends of one pair: restored, yd's entry would
-    # send into ya, whose entry sends out of yc into yd.
-    for dev in ("ya", "yf"):
+    # send into ya, whose entry sends out of yc into yd. p1 made again the usual way.
+    for dev in ("ya", "yf", "p1"):
         sh("ip", "-n", topo.fwd, "link", "del", dev)
     veth_pairs(topo, ("ya", "yf"))
-    refused = topo.xdpfwd(pin_dir, "prune")
-    assert_fails(refused, 1, "restoring the recorded configuration would close a loop", "ya -> yc")
-    assert topo.xdp("ya") is None
-    # Once the devices are wired otherwise, prune restores both entries.
+    topo.plug(topo.host(1))
+    pruned = topo.ok(pin_dir, "prune")
+    assert "not restored: frames would go round a loop forever" in pruned.stderr
+    restored = [e for e in ("forward ya -> yc", "forward yd -> yf") if e in pruned.stdout]
+    assert len(restored) == 1 and "forward p1 -> p2" in pruned.stdout
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    assert "loop" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
+    assert topo.ping(1, topo.host(2).ip) == 3
+    # Once the devices are wired otherwise, prune restores the other entry too.
     sh("ip", "-n", topo.fwd, "link", "del", "ya")
     veth_pairs(topo, ("ya", "yb"), ("yf", "yg"))
-    restored = topo.ok(pin_dir, "prune").stdout
-    assert "forward ya -> yc" in restored and "forward yd -> yf" in restored
+    pruned = topo.ok(pin_dir, "prune")
+    assert "not restored" not in pruned.stderr
+    assert {e["ingress"]["ifname"] for e in topo.list_json(pin_dir)["entries"]} >= {"ya", "yd"}
+
+
+def test_prune_leaves_out_a_hop_that_closes_a_loop_of_a_groups_frames(make_topo, pin_dir):
+    topo = make_topo(2)
+    veth_pairs(topo, ("ya", "yb"), ("yc", "yd"), ("yx", "yy"))
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "ya", "--to", "yc")
+    topo.ok(pin_dir, "add", "yx", "yb")
+    # yx made again as yc's peer: the group's copies out of yc would come in at yx,
+    # whose entry sends them into ya, a source of the group.
+    sh("ip", "-n", topo.fwd, "link", "del", "yx")
+    sh("ip", "-n", topo.fwd, "link", "set", "yd", "name", "yx")
+    pruned = topo.ok(pin_dir, "prune")
+    assert "yx -> yb not restored: frames would go round a loop forever" in pruned.stderr
+    assert "forward yx -> yb" not in pruned.stdout
+
+
+def test_a_forced_loop_does_not_hold_up_prune(make_topo, pin_dir):
+    topo = make_topo(2)
+    veth_pairs(topo, ("ya", "yb"))
+    topo.ok(pin_dir, "add", "ya", "yb", "p2", "--force")  # ya -> yb comes back in at ya
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "down")
+    topo.ok(pin_dir, "prune")
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "up")
+    pruned = topo.ok(pin_dir, "prune")
+    assert "not restored" not in pruned.stderr and "ya" in pruned.stdout
 
 
 def test_del_forgets_a_recorded_leg_that_a_refused_loop_names(make_topo, pin_dir):

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from xdpfwd import interrupts
-from xdpfwd.errors import AttachError, BpfError, InputError, XdpfwdError
+from xdpfwd.errors import AttachError, BpfError, InputError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec, PruneResult
@@ -395,24 +395,6 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
 
 
-def _refuse_restoring_a_loop(c: Change, d: Desired) -> None:
-    """Raise XdpfwdError when what prune would restore closes a forwarding loop with
-    what runs: devices made again may be wired otherwise (a veth pair between two
-    ports that had nothing to do with each other). A loop that runs already (made
-    with --force) is no reason."""
-    running = health.forwarding_graph(c.dp)
-    wanted = _desired_graph(d)
-    restoring = [port for port, to in wanted.items() if not to <= running.get(port, set())]
-    hops = health.find_loop(wanted, c.links, d.multicast.values(), through=restoring)
-    if hops:
-        (loop,) = health.refuse_loop(hops, c.links, True, "")
-        raise XdpfwdError(
-            f"restoring the recorded configuration would close a loop ({loop}); nothing "
-            f"restored: wire the devices otherwise, or `{c.dp.pins.command('apply FILE')}` "
-            "a configuration without it"
-        )
-
-
 def _unpinned_steps(c: Change, d: Desired) -> list[Step]:
     """Take ports that flood through a group whose pin is gone out of it, unless d makes
     them members of a group (the plan pins that one, or adds them to it)."""
@@ -498,7 +480,6 @@ def reconcile(pins: PinDir) -> PruneResult:
         skipped: list[str] = []
         if recorded is not None:
             desired = _recorded(c, recorded, skipped)
-            _refuse_restoring_a_loop(c, desired)
             steps = [
                 step
                 for step in plan(running_state(c.dp, c.links), desired, c.links)
@@ -578,6 +559,7 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
     # A port whose every role went with its device's entries (the ingress of an entry
     # whose egress is gone) is not attached: it would be idle, detached by the same
     # prune, and under follow each attach and detach is an event for the next prune.
+    forward, balanced, groups = _without_new_loops(c, forward, balanced, groups, skipped)
     had_role = _named_ports(wanted.forward, wanted.balanced, wanted.groups)
     has_role = _named_ports(forward, balanced, groups)
     config = replace(
@@ -604,6 +586,55 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
         except AttachError as e:  # another program came meanwhile
             skipped.append(str(e))
     return d
+
+
+def _without_new_loops(c: Change, forward, balanced, groups, skipped: list[str]):
+    """forward, balanced and groups (of the recorded configuration, their devices all
+    here) less each hop that does not run and would close a forwarding loop: devices
+    made again may be wired otherwise (a veth pair between two ports of the
+    configuration). Each left out is said in skipped; the rest is restored. A loop
+    that runs already (made with --force) leaves nothing out."""
+    index = {link.ifname: link.ifindex for link in c.links.values()}
+    name = {i: n for n, i in index.items()}
+    running = health.forwarding_graph(c.dp)
+    own_frames = list(multicast.read_groups(c.dp).values())  # prune leaves them as they run
+
+    def graph() -> dict[int, set[int]]:
+        g = {index[e.ingress]: {index[e.egress]} for e in forward}
+        for e in balanced:
+            g[index[e.ingress]] = {index[p] for p in e.ports if p in index}
+        for group in groups:
+            g.update(health.flood_graph([index[m] for m in group.members], group.exclude_ingress))
+        return g
+
+    new_hops = sorted((p, e) for p, to in graph().items() for e in to - running.get(p, set()))
+    for port, egress in new_hops:
+        wanted = graph()
+        if egress not in wanted.get(port, set()):
+            continue  # left out with an earlier hop
+        hops = health.find_loop(wanted | {port: {egress}}, c.links, own_frames, through=[port])
+        if not hops:
+            continue
+        (loop,) = health.refuse_loop(hops, c.links, True, "")
+        skipped.append(f"{name[port]} -> {name[egress]} not restored: {loop}")
+        if any(e.ingress == name[port] for e in forward):
+            forward = tuple(e for e in forward if e.ingress != name[port])
+        elif any(e.ingress == name[port] for e in balanced):
+            balanced = tuple(
+                _without_port(e, name[egress]) if e.ingress == name[port] else e for e in balanced
+            )
+        else:  # a group's hop: its member made again leaves it, one that floods now stays
+            gone = name[port] if port not in running else name[egress]
+            groups = tuple(
+                replace(g, members=tuple(m for m in g.members if m != gone)) for g in groups
+            )
+    balanced = tuple(e for e in balanced if e.ports)
+    return forward, balanced, tuple(g for g in groups if g.members)
+
+
+def _without_port(entry: BalancedConf, port: str) -> BalancedConf:
+    kept = [(p, w) for p, w in zip(entry.ports, entry.weights, strict=True) if p != port]
+    return replace(entry, ports=tuple(p for p, _ in kept), weights=tuple(w for _, w in kept))
 
 
 def _named_ports(forward, balanced, groups) -> set[str]:
