@@ -260,7 +260,8 @@ def test_del_forgets_a_recorded_leg_that_a_refused_loop_names(make_topo, pin_dir
     assert_fails(topo.xdpfwd(pin_dir, "add", "yd", "yb"), 1, "loop", "ya -> yc")
     forgot = topo.ok(pin_dir, "del", "ya").stdout
     assert "forgot ya -> yc" in forgot and "prune would have restored it" in forgot
-    forgot = topo.ok(pin_dir, "broadcast", "del", "yb").stdout
+    assert_fails(topo.xdpfwd(pin_dir, "del", "yb"), 1, "yb is a broadcast group member; use")
+    forgot = topo.ok(pin_dir, "broadcast", "del", "yb", "--group", "default").stdout
     assert "forgot yb's membership" in forgot
     topo.ok(pin_dir, "add", "yd", "yb")
     restored = topo.ok(pin_dir, "prune").stdout

@@ -175,16 +175,18 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
         if c.dp.fwd.get(ingress.ifindex) is None and balance.hash_of(c.dp, ingress.ifindex):
             return _delete_balanced(c, ingress)
         if c.dp.fwd.get(ingress.ifindex) is None:
-            if c.dp.groups.group_id(ingress.ifindex) is not None:
+            intended = intent.load(pins)
+            member = intended is not None and intended.group_of(ingress.ifname or "") is not None
+            if member or c.dp.groups.group_id(ingress.ifindex) is not None:
                 raise XdpfwdError(
                     f"{ingress.label} is a broadcast group member; use "
                     f"`{pins.command(f'broadcast del {ingress.label}')}`"
                 )
-            recorded = _recorded_only(c, ingress)
-            if recorded is None:
+            forgotten = _recorded_only(c, ingress)
+            if forgotten is None:
                 raise no_entry
             _forget(c, ingress)
-            return recorded
+            return forgotten
         entry = entries.remove(c, ingress.ifindex)
         _forget(c, ingress)
         detached = release_idle(c.dp, c.undo, c.links)

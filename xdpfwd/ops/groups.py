@@ -185,10 +185,11 @@ def broadcast_del(
         if c is None:
             raise XdpfwdError(f"no broadcast groups in {pins.path}")
         ids = group_ids(c.dp)
-        if group is not None and group not in c.dp.group_names():
+        recorded = intent.load(pins)
+        known_groups = {g.name for g in recorded.config.groups} if recorded else set()
+        if group is not None and group not in {*c.dp.group_names(), *known_groups}:
             raise XdpfwdError(f"no broadcast group {group}; see `{pins.command('list')}`")
         groups, forgotten = {}, []
-        recorded = intent.load(pins)
         for member in dict.fromkeys(members):
             name = group_of(c.dp, member.ifindex, ids)
             if name is None and recorded is not None:
