@@ -427,6 +427,22 @@ def snapshot(topo, pin_dir) -> tuple:
     return xdp, pins, listing
 
 
+def doctor_check(topo, pin_dir: str, check_id: str) -> dict | None:
+    """doctor's check of that id, None if it has none; asserts doctor fails with one."""
+    result = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
+    found = [c for c in json.loads(result.stdout)["checks"] if c["id"] == check_id]
+    assert len(found) <= 1, found
+    assert not found or (found[0]["status"] == "fail" and result.returncode == 1), found
+    return found[0] if found else None
+
+
+def run_fix(topo, pin_dir: str, fix: str, *words: str) -> None:
+    """Run a fix hint literally, after checking it is `xdpfwd --pin-dir PIN_DIR words`
+    (a hint without --pin-dir would act on the default directory)."""
+    assert fix.split() == ["xdpfwd", "--pin-dir", pin_dir, *words], fix
+    topo.ok(pin_dir, *words)
+
+
 def assert_fails(result, code: int, *needles: str) -> str:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == code, result.stderr

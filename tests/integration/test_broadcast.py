@@ -10,7 +10,16 @@ from contextlib import ExitStack
 
 import pytest
 
-from .net import FrameCounter, UdpSink, assert_fails, send_udp, sh, snapshot, udp_frame_len
+from .net import (
+    FrameCounter,
+    UdpSink,
+    assert_fails,
+    run_fix,
+    send_udp,
+    sh,
+    snapshot,
+    udp_frame_len,
+)
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 
@@ -155,9 +164,7 @@ def test_a_group_whose_pin_was_removed_is_flagged_and_pinned_again_by_prune(make
     failed = [c for c in json.loads(doctor.stdout)["checks"] if c["status"] == "fail"]
     assert doctor.returncode == 1 and len(failed) == 3, failed
     assert all("no pin under" in c["detail"] for c in failed), failed
-    fix = failed[0]["fix"].split()
-    assert fix == ["xdpfwd", "--pin-dir", pin_dir, "prune"]
-    topo.ok(pin_dir, *fix[3:])
+    run_fix(topo, pin_dir, failed[0]["fix"], "prune")
     assert os.path.exists(f"{pin_dir}/group/default")
     states = {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
     assert states == dict.fromkeys(["p1", "p2", "p3"], "ok")

@@ -1,12 +1,11 @@
 """No frame lost without a reason: veth senders with the kernel's default offloads,
 forwarding loops, and apply converging in one pass whatever it moves."""
 
-import json
 import os
 
 import pytest
 
-from .net import UdpSink, assert_fails, send_udp, sh, tcp_transfer
+from .net import UdpSink, assert_fails, doctor_check, run_fix, send_udp, sh, tcp_transfer
 
 TCP_BYTES = 4 << 20
 
@@ -111,14 +110,10 @@ def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin
     # A loop added with --force is no reason to refuse what does not pass it.
     topo.ok(pin_dir, "add", "p1", "p2")
     # doctor fails it, with the del that ends it.
-    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
-    (loop,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "loop"]
-    assert doctor.returncode == 1 and "round a loop forever: la -> lb" in loop["detail"]
-    fix = loop["fix"].split()
-    assert fix == ["xdpfwd", "--pin-dir", pin_dir, "del", "la"]
-    topo.ok(pin_dir, *fix[3:])
-    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
-    assert "loop" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
+    loop = doctor_check(topo, pin_dir, "loop")
+    assert "round a loop forever: la -> lb" in loop["detail"]
+    run_fix(topo, pin_dir, loop["fix"], "del", "la")
+    assert doctor_check(topo, pin_dir, "loop") is None
 
 
 def test_a_loop_through_a_broadcast_group_is_refused(make_topo, pin_dir):
@@ -172,9 +167,7 @@ def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
     assert_fails(topo.xdpfwd(pin_dir, "add", "lb", "ub"), 1, "loop forever: lb -> ub", "--force")
     forced = topo.ok(pin_dir, "add", "lb", "ub", "--force")
     assert "round a loop" in forced.stderr
-    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
-    (loop,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "loop"]
-    assert loop["fix"].endswith("multicast del 239.1.1.3 --to la"), loop
+    assert doctor_check(topo, pin_dir, "loop")["fix"].endswith("multicast del 239.1.1.3 --to la")
     saved = topo.ok(pin_dir, "save")
     assert "round a loop" in saved.stderr and "this file needs --force" in saved.stderr
 
@@ -187,14 +180,10 @@ def test_doctor_ends_a_forced_loop_by_the_hop_it_names(make_topo, pin_dir):
     # The group's frames go ua -> la, into lb, whose entry sends them into ua again.
     group = ["multicast", "add", "239.1.1.3", "--from", "ua", "--to", "la"]
     assert "round a loop" in topo.ok(pin_dir, *group, "--force").stderr
-    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
-    (loop,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "loop"]
+    loop = doctor_check(topo, pin_dir, "loop")
     assert "ua -> la" in loop["detail"] and "lb -> ub" in loop["detail"]
-    fix = loop["fix"].split()
-    assert fix == ["xdpfwd", "--pin-dir", pin_dir, "multicast", "del", "239.1.1.3", "--to", "la"]
-    topo.ok(pin_dir, *fix[3:])
-    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
-    assert "loop" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
+    run_fix(topo, pin_dir, loop["fix"], "multicast", "del", "239.1.1.3", "--to", "la")
+    assert doctor_check(topo, pin_dir, "loop") is None
 
 
 def test_prune_leaves_out_a_hop_that_would_close_a_loop_and_restores_the_rest(make_topo, pin_dir):
@@ -213,8 +202,7 @@ def test_prune_leaves_out_a_hop_that_would_close_a_loop_and_restores_the_rest(ma
     assert "not restored: frames would go round a loop forever" in pruned.stderr
     restored = [e for e in ("forward ya -> yc", "forward yd -> yf") if e in pruned.stdout]
     assert len(restored) == 1 and "forward p1 -> p2" in pruned.stdout
-    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
-    assert "loop" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
+    assert doctor_check(topo, pin_dir, "loop") is None
     assert topo.ping(1, topo.host(2).ip) == 3
     # Once the devices are wired otherwise, prune restores the other entry too.
     sh("ip", "-n", topo.fwd, "link", "del", "ya")

@@ -12,7 +12,18 @@ from contextlib import ExitStack
 
 import pytest
 
-from .net import FrameCounter, UdpSink, assert_fails, in_netns, pins_left, send_udp, sh, snapshot
+from .net import (
+    FrameCounter,
+    UdpSink,
+    assert_fails,
+    doctor_check,
+    in_netns,
+    pins_left,
+    run_fix,
+    send_udp,
+    sh,
+    snapshot,
+)
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 ETH_P_EXPERIMENTAL = 0x88B5
@@ -679,15 +690,10 @@ def test_a_source_sends_a_group_and_its_other_frames_out_of_one_port_only_forced
     assert "p1 sends both multicast group 239.1.1.1 and its other frames out of p3" in saved.stderr
     assert "`apply` of this file needs --force" in saved.stderr
     # doctor fails it, with the fix that keeps the entry; after the fix it passes.
-    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
-    (shared,) = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "shared_bulk"]
-    assert doctor.returncode == 1 and shared["status"] == "fail", shared
+    shared = doctor_check(topo, pin_dir, "shared_bulk")
     assert "p1 sends both multicast group 239.1.1.1 and its other frames" in shared["detail"]
-    fix = shared["fix"].split()
-    assert fix == ["xdpfwd", "--pin-dir", pin_dir, "multicast", "del", "239.1.1.1", "--to", "p3"]
-    topo.ok(pin_dir, *fix[3:])
-    doctor = topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile")
-    assert "shared_bulk" not in [c["id"] for c in json.loads(doctor.stdout)["checks"]]
+    run_fix(topo, pin_dir, shared["fix"], "multicast", "del", "239.1.1.1", "--to", "p3")
+    assert doctor_check(topo, pin_dir, "shared_bulk") is None
 
 
 def test_a_forced_overlap_stays_and_only_new_ones_are_refused(make_topo, pin_dir):
