@@ -366,7 +366,8 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
             balance.check_supported(c.dp)
         recorded = intent.load(pins)
         layouts = _choose_layouts(desired, recorded)
-        steps = plan(running_state(c.dp, c.links), desired, c.links) + _unpinned_steps(c, desired)
+        steps = plan(running_state(c.dp, c.links), desired, c.links)
+        steps += _unpinned_steps(c.dp, c.links, desired)
         for step in steps:
             interrupts.check()  # between steps, an interrupt undoes those done
             log.info("%s", step.text)
@@ -395,17 +396,17 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
 
 
-def _unpinned_steps(c: Change, d: Desired) -> list[Step]:
+def _unpinned_steps(dp: Dataplane, links: dict[int, netdev.Link], d: Desired) -> list[Step]:
     """Take ports that flood through a group whose pin is gone out of it, unless d makes
     them members of a group (the plan pins that one, or adds them to it)."""
     wanted = {d.links[m].ifindex for g in d.config.groups for m in g.members if m in d.links}
     return [
         Step(
-            f"take {c.links[port].ifname} out of a broadcast group whose pin is gone",
+            f"take {links[port].ifname} out of a broadcast group whose pin is gone",
             partial(groups.forget_unpinned, port=port),
         )
-        for port in c.dp.unpinned_members()
-        if port in c.links and port not in wanted
+        for port in dp.unpinned_members()
+        if port in links and port not in wanted
     ]
 
 
@@ -431,7 +432,8 @@ def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:
     with reading(pins) as dp:
         links = netdev.links()
         _choose_layouts(desired, intent.load(pins) if dp is not None else None)
-        return plan(running_state(dp, links), desired, links)
+        unpinned = _unpinned_steps(dp, links, desired) if dp is not None else []
+        return plan(running_state(dp, links), desired, links) + unpinned
 
 
 def _check_refusals(
@@ -484,7 +486,7 @@ def reconcile(pins: PinDir) -> PruneResult:
                 step
                 for step in plan(running_state(c.dp, c.links), desired, c.links)
                 if not step.removes
-            ] + _unpinned_steps(c, desired)
+            ] + _unpinned_steps(c.dp, c.links, desired)
             for step in steps:
                 interrupts.check()
                 log.info("%s", step.text)
