@@ -24,10 +24,13 @@ from .net import (
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 
 
-def flood(topo, src: int, count: int, port: int) -> dict[int, int]:
-    """Send count datagrams from host src; return frames seen per host (by index)."""
+def flood(topo, src: int, count: int, port: int, hosts=None) -> dict[int, int]:
+    """Send count datagrams from host src; return frames seen per host (by index), of
+    hosts (default: all)."""
     with ExitStack() as stack:
-        counters = {h.index: stack.enter_context(FrameCounter(h.ns, h.dev)) for h in topo.hosts}
+        counters = {
+            h.index: stack.enter_context(FrameCounter(h.ns, h.dev)) for h in hosts or topo.hosts
+        }
         # Unicast to a host that does not exist: only the hub's flooding carries it.
         send_udp(topo.host(src), "10.77.0.200", count, port=port)
         return {i: len(c.frames(udp_port=port)) for i, c in counters.items()}
@@ -180,7 +183,9 @@ def test_a_group_whose_pin_was_removed_is_flagged_and_pinned_again_by_prune(make
     states = {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
     assert states == {"p1": "no entry", "p3": "ok"}
     topo.ok(pin_dir, "add", "p4", "p2")  # no change is refused any more
-    assert flood(topo, 1, 5, port=9311) == {1: 0, 2: 0, 3: 0, 4: 0}
+    assert flood(topo, 1, 5, port=9311) == {1: 0, 2: 0, 3: 0, 4: 0}  # p1 floods no more
+    static_neighbour(topo, 3)
+    assert flood(topo, 3, 5, port=9312) == {1: 5, 2: 0, 3: 0, 4: 0}  # p3's entry to p1
 
 
 def test_a_deleted_member_blocks_no_change(make_topo, pin_dir):
@@ -189,9 +194,14 @@ def test_a_deleted_member_blocks_no_change(make_topo, pin_dir):
     topo = make_topo(4)
     topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
     sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    static_neighbour(topo, 1)
+    left = [topo.host(i) for i in (1, 2, 4)]  # host 3's end went with p3
+    assert flood(topo, 1, 5, port=9313, hosts=left) == {1: 0, 2: 5, 4: 0}
     topo.ok(pin_dir, "add", "p4", "p1")
     topo.ok(pin_dir, "broadcast", "del", "p2")
     assert topo.xdpfwd(pin_dir, "doctor", "--no-compile").returncode == 0
+    static_neighbour(topo, 4)
+    assert flood(topo, 4, 5, port=9314, hosts=left) == {1: 5, 2: 0, 4: 0}
 
 
 def test_a_group_whose_members_were_all_deleted_is_bound_again(make_topo, pin_dir):

@@ -170,6 +170,11 @@ def name_of(inode: int) -> str | None:
     return None
 
 
+def current_name() -> str | None:
+    """The calling thread's namespace's name under /run/netns, if it has one."""
+    return name_of(current_inode())
+
+
 def describe(inode: int) -> str:
     """A live network namespace as a user knows it: by name when it has one."""
     if inode == INIT_NET_INODE:

@@ -122,11 +122,10 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
 def _forced(dp: Dataplane, links: dict[int, netdev.Link]) -> list[str]:
     """What runs that apply refuses without --force, as its file would: a loop or a
     shared bulk made with --force (or before xdpfwd refused it)."""
-    graph = health.forwarding_graph(dp)
-    groups = {addr.text: g for addr, g in multicast.read_groups(dp).items()}
+    forced = health.forced_paths(dp, links)
     found = (
-        *health.refuse_loop(health.find_loop(graph, links, groups.values()), links, True, ""),
-        *(health.shared_bulk_text(s, links, "sends") for s in health.shared_bulks(graph, groups)),
+        *health.refuse_loop(forced.loop, links, True, ""),
+        *(health.shared_bulk_text(s, links, "sends") for s in forced.shared),
     )
     return [f"{text}: `apply` of this file needs --force" for text in found]
 
@@ -412,13 +411,8 @@ def _unpinned_steps(dp: Dataplane, links: dict[int, netdev.Link], d: Desired) ->
 
 def _desired_graph(d: Desired) -> dict[int, set[int]]:
     """Where each port of the file sends what enters it (see health.forwarding_graph)."""
-    graph = {ingress: {d.links[e.egress].ifindex} for ingress, e in d.entries.items()}
-    for ingress, entry in d.balanced.items():
-        graph[ingress] = {d.links[name].ifindex for name in entry.ports if name in d.links}
-    for group in d.config.groups:
-        members = [d.links[name].ifindex for name in group.members]
-        graph.update(health.flood_graph(members, group.exclude_ingress))
-    return graph
+    index = {name: link.ifindex for name, link in d.links.items()}
+    return health.configured_graph(d.entries.values(), d.balanced.values(), d.config.groups, index)
 
 
 def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:
@@ -602,12 +596,7 @@ def _without_new_loops(c: Change, forward, balanced, groups, skipped: list[str])
     own_frames = list(multicast.read_groups(c.dp).values())  # prune leaves them as they run
 
     def graph() -> dict[int, set[int]]:
-        g = {index[e.ingress]: {index[e.egress]} for e in forward}
-        for e in balanced:
-            g[index[e.ingress]] = {index[p] for p in e.ports if p in index}
-        for group in groups:
-            g.update(health.flood_graph([index[m] for m in group.members], group.exclude_ingress))
-        return g
+        return health.configured_graph(forward, balanced, groups, index)
 
     new_hops = sorted((p, e) for p, to in graph().items() for e in to - running.get(p, set()))
     for port, egress in new_hops:

@@ -240,16 +240,14 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
 def _path_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Check]:
     """A forwarding loop, and sources that send a group and other frames out of one
     port: made with --force, or before xdpfwd refused them."""
-    graph = health.forwarding_graph(dp)
-    groups = {addr.text: g for addr, g in multicast.read_groups(dp).items()}
+    forced = health.forced_paths(dp, links)
     checks = []
-    hops = health.find_loop(graph, links, groups.values())
-    if hops:
-        (text,) = health.refuse_loop(hops, links, True, "")
-        ingress = known(hops[0][0], links)
-        fix_it = dp.pins.command(_loop_removal(dp, graph, hops, groups, links))
+    if forced.loop:
+        (text,) = health.refuse_loop(forced.loop, links, True, "")
+        ingress = known(forced.loop[0][0], links)
+        fix_it = dp.pins.command(_loop_removal(dp, forced, links))
         checks.append(Check(f"port {ingress.label}", FAIL, text, fix_it, ingress, "loop"))
-    for shared in health.shared_bulks(graph, groups):
+    for shared in forced.shared:
         source, receiver = known(shared[0], links), known(shared[1], links)
         text = health.shared_bulk_text(shared, links, "sends")
         fix_it = dp.pins.command(f"multicast del {shared[2]} --to {receiver.label}")
@@ -258,23 +256,17 @@ def _path_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Check]:
     return checks
 
 
-def _loop_removal(
-    dp: Dataplane,
-    graph: dict[int, set[int]],
-    hops: list[tuple[int, int]],
-    groups: dict,
-    links: dict[int, netdev.Link],
-) -> str:
-    """The xdpfwd command (its words) that ends a loop: a multicast group's hop, where
-    the loop is the group's frames' own (graph has no such hop), or else the first
-    hop's entry or membership."""
-    for ingress, egress in hops:
-        if egress not in graph.get(ingress, set()):
-            for address, group in sorted(groups.items()):
+def _loop_removal(dp: Dataplane, forced: health.ForcedPaths, links: dict[int, netdev.Link]) -> str:
+    """The xdpfwd command (its words) that ends forced.loop: a multicast group's hop,
+    where the loop is the group's frames' own (the forwarding graph has no such hop),
+    or else the first hop's entry or membership."""
+    for ingress, egress in forced.loop:
+        if egress not in forced.graph.get(ingress, set()):
+            for address, group in sorted(forced.groups.items()):
                 if ingress in group.sources and egress in group.receivers:
                     return f"multicast del {address} --to {known(egress, links).label}"
-    first = known(hops[0][0], links).label
-    if dp.groups.group_id(hops[0][0]) is not None:
+    first = known(forced.loop[0][0], links).label
+    if dp.groups.group_id(forced.loop[0][0]) is not None:
         return f"broadcast del {first}"
     return f"del {first}"
 

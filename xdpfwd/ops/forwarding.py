@@ -175,14 +175,14 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
         if c.dp.fwd.get(ingress.ifindex) is None and balance.hash_of(c.dp, ingress.ifindex):
             return _delete_balanced(c, ingress)
         if c.dp.fwd.get(ingress.ifindex) is None:
-            intended = intent.load(pins)
-            member = intended is not None and intended.group_of(ingress.ifname or "") is not None
+            recorded = intent.load(pins)
+            member = recorded is not None and recorded.group_of(ingress.ifname or "") is not None
             if member or c.dp.groups.group_id(ingress.ifindex) is not None:
                 raise XdpfwdError(
                     f"{ingress.label} is a broadcast group member; use "
                     f"`{pins.command(f'broadcast del {ingress.label}')}`"
                 )
-            forgotten = _recorded_only(c, ingress)
+            forgotten = _recorded_only(c, recorded, ingress)
             if forgotten is None:
                 raise no_entry
             _forget(c, ingress)
@@ -197,11 +197,10 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     )
 
 
-def _recorded_only(c: Change, ingress: Iface) -> DelResult | None:
+def _recorded_only(c: Change, recorded: intent.Intent | None, ingress: Iface) -> DelResult | None:
     """The entry of ingress that the recorded configuration has and that does not run
     (its device was made again, or its egress is gone): what prune and follow would
     restore. None when there is none."""
-    recorded = intent.load(c.dp.pins)
     if recorded is None or not ingress.ifname:
         return None
     by_name = {link.ifname: link.ifindex for link in c.links.values()}

@@ -15,7 +15,7 @@ flood those (too big to flood: counted, a warning rather than a failure).
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -206,26 +206,35 @@ def flood_graph(members: Collection[int], exclude_ingress: bool) -> dict[int, se
     return {m: {o for o in members if o != m or not exclude_ingress} for m in members}
 
 
+def configured_graph(
+    forward: Iterable, balanced: Iterable, groups: Iterable, index: Mapping[str, int]
+) -> dict[int, set[int]]:
+    """Where a configuration's entries, balanced entries and broadcast groups (by
+    name, as a file or the recorded configuration has them) send what enters each
+    port of index (name -> ifindex); names not in index are left out."""
+    graph: dict[int, set[int]] = {}
+    for entry in forward:
+        if entry.ingress in index and entry.egress in index:
+            graph[index[entry.ingress]] = {index[entry.egress]}
+    for entry in balanced:
+        if entry.ingress in index:
+            graph[index[entry.ingress]] = {index[name] for name in entry.ports if name in index}
+    for group in groups:
+        members = [index[name] for name in group.members if name in index]
+        graph.update(flood_graph(members, group.exclude_ingress))
+    return graph
+
+
 def _recorded_graph(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, set[int]]:
-    """Where the recorded configuration sends what enters each port here, by name: what
-    prune and follow restore. A balanced entry's port that is down holds no bucket now,
-    and a device re-created under a name has lost its entry or membership meanwhile."""
+    """Where the recorded configuration sends what enters each port here: what prune
+    and follow restore. A balanced entry's port that is down holds no bucket now, and
+    a device re-created under a name has lost its entry or membership meanwhile."""
     recorded = intent.load(dp.pins)
     if recorded is None:
         return {}
-    by_name = {link.ifname: link.ifindex for link in links.values()}
-    graph: dict[int, set[int]] = {}
-    for entry in recorded.config.forward:
-        if entry.ingress in by_name and entry.egress in by_name:
-            graph[by_name[entry.ingress]] = {by_name[entry.egress]}
-    for balanced in recorded.config.balanced:
-        if balanced.ingress in by_name:
-            ports = {by_name[name] for name in balanced.ports if name in by_name}
-            graph[by_name[balanced.ingress]] = ports
-    for group in recorded.config.groups:
-        members = [by_name[name] for name in group.members if name in by_name]
-        graph.update(flood_graph(members, group.exclude_ingress))
-    return graph
+    index = {link.ifname: link.ifindex for link in links.values()}
+    config = recorded.config
+    return configured_graph(config.forward, config.balanced, config.groups, index)
 
 
 def refuse_paths(
@@ -333,6 +342,25 @@ def shared_bulks(
             copied_to = {r for r in group.receivers if r != source or not group.exclude_ingress}
             found += [(source, r, address) for r in sorted(copied_to & graph.get(source, set()))]
     return found
+
+
+@dataclass(frozen=True)
+class ForcedPaths:
+    """What runs that the checks refuse without --force: made with it, or before
+    xdpfwd refused them."""
+
+    graph: dict[int, set[int]]  # forwarding_graph
+    groups: dict[str, Any]  # the multicast groups, by address
+    loop: list[tuple[int, int]]  # a loop's hops (find_loop), empty for none
+    shared: list[tuple[int, int, str]]  # shared_bulks
+
+
+def forced_paths(dp: Dataplane, links: dict[int, netdev.Link]) -> ForcedPaths:
+    """The loop and the shared bulks that run in dp."""
+    graph = forwarding_graph(dp)
+    groups = {addr.text: g for addr, g in multicast.read_groups(dp).items()}
+    loop = find_loop(graph, links, groups.values())
+    return ForcedPaths(graph, groups, loop, shared_bulks(graph, groups))
 
 
 def refuse_shared_bulk(

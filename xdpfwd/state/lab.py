@@ -62,7 +62,7 @@ def up(prefix: str, nports: int, queues: int = 1) -> Lab:
     if pins.mounts_surely_vanish():
         # The host namespaces are bind mounts under /run/netns: they would go with
         # this mount namespace, and their veths with them.
-        here = netns.name_of(netns.current_inode()) or "NAME"
+        here = netns.current_name() or "NAME"
         raise PrereqError(
             "this process has a mount namespace of its own (as under `ip netns exec`), "
             "where the lab's host namespaces would vanish with it, and its ports too: "

@@ -212,10 +212,9 @@ class PinDir:
     def _from_outside(self) -> str:
         """What reaches this directory's namespace from a shell outside `ip netns exec`:
         --netns with the namespace's name (pins then go to PIN_DIR@NAME)."""
-        name = netns.name_of(netns.current_inode()) or "NAME"
-        base, _, suffix = self.path.rpartition("@")
-        made_by_netns = PinDir(base) if base and suffix == name else self  # base@NAME
-        return f"{made_by_netns.command('').rstrip()} --netns {name} ..."
+        name = netns.current_name() or "NAME"
+        served = self if self.path.endswith(f"@{name}") else PinDir(f"{self.path}@{name}")
+        return served.command("...", netns_name=name)
 
     def _check_hidden(self) -> None:
         """Raises PrereqError when the directory may exist where this process cannot
