@@ -596,8 +596,11 @@ def _row_filter(app: App, ifaces):
         return lambda snapshot: snapshot
     from xdpfwd.model.counters import select  # only stats needs it: --help stays light
 
-    wanted = {_resolve(app, name, allow_gone=True).ifindex for name in ifaces}
-    return lambda snapshot: select(snapshot, wanted)
+    wanted = {_resolve(app, name, allow_gone=True) for name in ifaces}
+    gone = next((port.ifname for port in wanted if not port.ifindex), None)
+    if gone is not None:  # stats has no record to bind it: only gone ifindexes
+        raise click.BadParameter(f"no such interface: {gone}", param_hint="IFACE")
+    return lambda snapshot: select(snapshot, {port.ifindex for port in wanted})
 
 
 @cli.command(

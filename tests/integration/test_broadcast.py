@@ -202,6 +202,10 @@ def test_a_deleted_member_blocks_no_change(make_topo, pin_dir):
     assert topo.xdpfwd(pin_dir, "doctor", "--no-compile").returncode == 0
     static_neighbour(topo, 4)
     assert flood(topo, 4, 5, port=9314, hosts=left) == {1: 5, 2: 0, 4: 0}
+    # Named after its device is gone, p3 leaves the group and is not restored.
+    assert "forgot p3's membership" in topo.ok(pin_dir, "broadcast", "del", "p3").stdout
+    topo.plug(topo.host(3))
+    assert "p3" not in topo.ok(pin_dir, "prune").stdout
 
 
 def test_a_group_whose_members_were_all_deleted_is_bound_again(make_topo, pin_dir):

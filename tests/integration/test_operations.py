@@ -251,6 +251,28 @@ def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_
     assert topo.ping(2, h1.ip) == 3
 
 
+def test_del_names_a_deleted_ingress_before_and_after_prune(make_topo, pin_dir):
+    topo = make_topo(3)
+    h1, h2, h3 = topo.hosts
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "add", "p3", "p2")
+    gone = rows(topo, pin_dir)["p1"]["ingress"]["ifindex"]
+    sh("ip", "-n", topo.fwd, "link", "del", "p1")
+    # Before prune the entry still runs, under the ifindex p1 last had.
+    assert "removed p1 -> p2" in topo.ok(pin_dir, "del", "p1").stdout
+    assert gone not in rows(topo, pin_dir)
+    # After prune only the recorded configuration has p3's entry.
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    topo.ok(pin_dir, "prune")
+    assert "forgot p3 -> p2" in topo.ok(pin_dir, "del", "p3").stdout
+    topo.plug(h1)
+    topo.plug(h3)
+    assert topo.ok(pin_dir, "prune").stdout.strip() == "nothing to prune"
+    assert topo.xdp("p1") is None and topo.xdp("p3") is None
+    assert_fails(topo.xdpfwd(pin_dir, "del", "p1"), 1, "p1 has no xdpfwd entry")
+    assert_fails(topo.xdpfwd(pin_dir, "del", "pzz"), 2, "no such interface: pzz")
+
+
 def test_an_entry_whose_egress_is_gone_settles_with_one_prune(topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2")
     sh("ip", "-n", topo.fwd, "link", "del", "p2")

@@ -47,15 +47,21 @@ def resolve(name: str, allow_gone: bool = False) -> Iface:
     """The interface called name (or with that ifindex).
 
     With allow_gone, a number that no device has is still accepted as an ifindex,
-    so stale entries of deleted devices can be named. Raises InputError.
+    so stale entries of deleted devices can be named, and so is a name no device
+    has, as ifindex 0: the command binds it under the pin dir's lock
+    (intent.bind_gone). Raises InputError.
     """
     try:
         link = netdev.resolve(name)
     except InputError:
-        ifindex = netdev.parse_ifindex(name) if allow_gone else None
+        if not allow_gone:
+            raise
+        ifindex = netdev.parse_ifindex(name)
         if ifindex is not None:
             return Iface(ifindex, None)
-        raise
+        if not netdev.valid_ifname(name):
+            raise
+        return Iface(0, name)
     if link.loopback:
         raise InputError(f"{link.ifname} is a loopback device; xdpfwd does not forward there")
     return iface(link)
@@ -168,14 +174,15 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     no entry, AttachError when a detach fails.
     """
     prereqs.require_privileges("del")
-    no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `{pins.command('list')}`")
     with editing(pins) as c:
+        recorded = intent.load(pins) if c is not None else None
+        ingress = intent.bind_gone(recorded, ingress, c.links if c is not None else {})
+        no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `{pins.command('list')}`")
         if c is None:
             raise no_entry
         if c.dp.fwd.get(ingress.ifindex) is None and balance.hash_of(c.dp, ingress.ifindex):
             return _delete_balanced(c, ingress)
         if c.dp.fwd.get(ingress.ifindex) is None:
-            recorded = intent.load(pins)
             member = recorded is not None and recorded.group_of(ingress.ifname or "") is not None
             if member or c.dp.groups.group_id(ingress.ifindex) is not None:
                 raise XdpfwdError(
@@ -191,7 +198,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
         _forget(c, ingress)
         detached = release_idle(c.dp, c.undo, c.links)
     return DelResult(
-        removed=known(ingress.ifindex, c.links),
+        removed=ingress,
         egress=known(entry.egress_ifindex, c.links),
         detached=detached,
     )
@@ -228,7 +235,7 @@ def _delete_balanced(c: Change, ingress: Iface) -> DelResult:
     detached = release_idle(c.dp, c.undo, c.links)
     balanced = tuple(known(port, c.links) for port in egress)
     return DelResult(
-        removed=known(ingress.ifindex, c.links),
+        removed=ingress,
         egress=balanced[0] if balanced else Iface(0, None),
         detached=detached,
         balanced=balanced,

@@ -186,6 +186,7 @@ def broadcast_del(
             raise XdpfwdError(f"no broadcast groups in {pins.path}")
         ids = group_ids(c.dp)
         recorded = intent.load(pins)
+        members = [intent.bind_gone(recorded, m, c.links) for m in members]
         known_groups = {g.name for g in recorded.config.groups} if recorded else set()
         if group is not None and group not in {*c.dp.group_names(), *known_groups}:
             raise XdpfwdError(f"no broadcast group {group}; see `{pins.command('list')}`")

@@ -9,7 +9,7 @@ from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import Iface, McastDelResult, McastListing, McastResult
-from xdpfwd.state import health, multicast
+from xdpfwd.state import health, intent, multicast
 from xdpfwd.state.dataplane import reading
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import check_forwardable, known, link_of, release_idle
@@ -143,6 +143,9 @@ def multicast_del(
         if current is None:
             raise no_group
         whole = not receivers and not sources
+        recorded = intent.load(pins)
+        receivers = [intent.bind_gone(recorded, p, c.links) for p in receivers or []]
+        sources = [intent.bind_gone(recorded, p, c.links) for p in sources or []]
         out_to = _members(current.receivers, receivers, "a receiver", addr)
         out_from = _members(current.sources, sources, "a source", addr)
         keep_to = frozenset() if whole else current.receivers - out_to

@@ -15,9 +15,10 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from xdpfwd.errors import BpfError
+from xdpfwd.errors import BpfError, InputError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
+from xdpfwd.model import Iface
 from xdpfwd.state import buckets, config
 from xdpfwd.state.config import BalancedConf, Config, EntryConf, GroupConf, PortConf
 from xdpfwd.state.pins import PinDir
@@ -54,6 +55,21 @@ class Intent:
 
     def name_of(self, ifindex: int) -> str | None:
         return next((name for name, bound in self.bound.items() if bound == ifindex), None)
+
+    def knows(self, name: str) -> bool:
+        return name in self.bound or name in _names(self.config)
+
+
+def bind_gone(recorded: Intent | None, port: Iface, links: dict[int, netdev.Link]) -> Iface:
+    """port, named on the command line after its device was deleted (ifindex 0), with
+    the ifindex its name was last bound to, if no device has that ifindex now (0 if
+    one has). Raises InputError when the recorded configuration never knew the name."""
+    if port.ifindex or port.ifname is None:
+        return port
+    if recorded is None or not recorded.knows(port.ifname):
+        raise InputError(f"no such interface: {port.ifname}")
+    ifindex = recorded.bound.get(port.ifname, 0)
+    return Iface(0 if ifindex in links else ifindex, port.ifname)
 
 
 def to_text(intent: Intent) -> str:
