@@ -436,11 +436,16 @@ def doctor_check(topo, pin_dir: str, check_id: str) -> dict | None:
     return found[0] if found else None
 
 
-def run_fix(topo, pin_dir: str, fix: str, *words: str) -> None:
+def run_fix(topo, pin_dir: str, fix: str, *words: str):
     """Run a fix hint literally, after checking it is `xdpfwd --pin-dir PIN_DIR words`
-    (a hint without --pin-dir would act on the default directory)."""
+    (a hint without --pin-dir would act on the default directory); its result."""
     assert fix.split() == ["xdpfwd", "--pin-dir", pin_dir, *words], fix
-    topo.ok(pin_dir, *words)
+    return topo.ok(pin_dir, *words)
+
+
+def quoted(message: str) -> str:
+    """The first command a message quotes in backquotes."""
+    return message.split("`")[1]
 
 
 def assert_fails(result, code: int, *needles: str) -> str:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from .net import UdpSink, assert_fails, doctor_check, run_fix, send_udp, sh, tcp_transfer
+from .net import UdpSink, assert_fails, doctor_check, quoted, run_fix, send_udp, sh, tcp_transfer
 
 TCP_BYTES = 4 << 20
 
@@ -99,11 +99,11 @@ def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin
     # Two ends of one veth pair in the forwarder: what leaves one enters the other.
     veth_pairs(topo, ("la", "lb"))
     refused = topo.xdpfwd(pin_dir, "add", "la", "lb")
-    assert_fails(refused, 1, "loop", "la -> lb", "--force")
+    assert_fails(refused, 1, "loop", "la sends them out of lb, into its veth peer la", "--force")
     assert topo.list_json(pin_dir)["entries"] == []
     # A balanced entry loops for the flows whose buckets go to lb.
     refused = topo.xdpfwd(pin_dir, "add", "la", "p2", "lb")
-    assert_fails(refused, 1, "loop", "la -> lb", "--force")
+    assert_fails(refused, 1, "loop", "la sends them out of lb, into its veth peer la", "--force")
     assert topo.list_json(pin_dir)["entries"] == []
     forced = topo.ok(pin_dir, "add", "la", "lb", "--force")
     assert "loop" in forced.stderr
@@ -111,7 +111,7 @@ def test_a_forwarding_loop_is_refused_and_warned_about_with_force(make_topo, pin
     topo.ok(pin_dir, "add", "p1", "p2")
     # doctor fails it, with the del that ends it.
     loop = doctor_check(topo, pin_dir, "loop")
-    assert "round a loop forever: la -> lb" in loop["detail"]
+    assert "round a loop forever: la sends them out of lb" in loop["detail"]
     run_fix(topo, pin_dir, loop["fix"], "del", "la")
     assert doctor_check(topo, pin_dir, "loop") is None
 
@@ -151,7 +151,7 @@ def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
     veth_pairs(topo, ("la", "lb"), ("ua", "ub"))
     # A bus over both ends of one veth pair: the group's frames go round.
     refused = topo.xdpfwd(pin_dir, "multicast", "add", "239.1.1.1", "--to", "la", "lb")
-    assert_fails(refused, 1, "loop forever: lb -> la, and what leaves la enters its veth peer lb")
+    assert_fails(refused, 1, "loop forever: lb sends them out of la, into its veth peer lb")
     assert topo.xdp("la") is None and topo.xdp("lb") is None
     # Only the group's own frames count: p1's entry into la is no loop of theirs.
     topo.ok(pin_dir, "add", "p1", "la")
@@ -160,11 +160,17 @@ def test_a_loop_through_a_multicast_group_is_refused(make_topo, pin_dir):
     # them out of ub into ua.
     topo.ok(pin_dir, "add", "lb", "ub")
     refused = topo.xdpfwd(pin_dir, "multicast", "add", "239.1.1.3", "--from", "ua", "--to", "la")
-    assert_fails(refused, 1, "loop forever: ua -> la, lb -> ub", "--force")
+    path = "ua sends them out of la, into its veth peer lb, which sends them out of ub, into its"
+    assert_fails(refused, 1, f"loop forever: {path} veth peer ua", "--force")
     # The same loop closed from the other side: the group first, then the entry.
     topo.ok(pin_dir, "del", "lb")
     topo.ok(pin_dir, "multicast", "add", "239.1.1.3", "--from", "ua", "--to", "la")
-    assert_fails(topo.xdpfwd(pin_dir, "add", "lb", "ub"), 1, "loop forever: lb -> ub", "--force")
+    assert_fails(
+        topo.xdpfwd(pin_dir, "add", "lb", "ub"),
+        1,
+        "loop forever: lb sends them out of ub",
+        "--force",
+    )
     forced = topo.ok(pin_dir, "add", "lb", "ub", "--force")
     assert "round a loop" in forced.stderr
     assert doctor_check(topo, pin_dir, "loop")["fix"].endswith("multicast del 239.1.1.3 --to la")
@@ -181,7 +187,7 @@ def test_doctor_ends_a_forced_loop_by_the_hop_it_names(make_topo, pin_dir):
     group = ["multicast", "add", "239.1.1.3", "--from", "ua", "--to", "la"]
     assert "round a loop" in topo.ok(pin_dir, *group, "--force").stderr
     loop = doctor_check(topo, pin_dir, "loop")
-    assert "ua -> la" in loop["detail"] and "lb -> ub" in loop["detail"]
+    assert all(f"sends them out of {port}, into" in loop["detail"] for port in ("la", "ub"))
     run_fix(topo, pin_dir, loop["fix"], "multicast", "del", "239.1.1.3", "--to", "la")
     assert doctor_check(topo, pin_dir, "loop") is None
 
@@ -245,8 +251,10 @@ def test_del_forgets_a_recorded_leg_that_a_refused_loop_names(make_topo, pin_dir
     # ya and yb made again: neither entry nor membership runs, prune would restore both.
     sh("ip", "-n", topo.fwd, "link", "del", "ya")
     veth_pairs(topo, ("ya", "yb"))
-    assert_fails(topo.xdpfwd(pin_dir, "add", "yd", "yb"), 1, "loop", "ya -> yc")
-    forgot = topo.ok(pin_dir, "del", "ya").stdout
+    # Each refusal names a hop that does not run, with the command that forgets it.
+    refused = topo.xdpfwd(pin_dir, "add", "yd", "yb")
+    assert_fails(refused, 1, "ya -> yc does not run, but prune would restore it", "--force")
+    forgot = run_fix(topo, pin_dir, quoted(refused.stderr), "del", "ya").stdout
     assert "forgot ya -> yc" in forgot and "prune would have restored it" in forgot
     assert_fails(topo.xdpfwd(pin_dir, "del", "yb"), 1, "yb is a broadcast group member; use")
     forgot = topo.ok(pin_dir, "broadcast", "del", "yb", "--group", "default").stdout
@@ -255,6 +263,22 @@ def test_del_forgets_a_recorded_leg_that_a_refused_loop_names(make_topo, pin_dir
     restored = topo.ok(pin_dir, "prune").stdout
     assert "ya" not in restored and "yb to group" not in restored
     assert_fails(topo.xdpfwd(pin_dir, "del", "ya"), 1, "ya has no xdpfwd entry")
+
+
+def test_a_refused_loop_names_the_broadcast_del_that_forgets_a_recorded_membership(
+    make_topo, pin_dir
+):
+    topo = make_topo(2)
+    veth_pairs(topo, ("ya", "yb"), ("yc", "yd"))
+    topo.ok(pin_dir, "broadcast", "yb", "yc", "--exclude-ingress")
+    sh("ip", "-n", topo.fwd, "link", "del", "ya")
+    veth_pairs(topo, ("ya", "yb"))  # yb's membership waits for prune
+    # yb would flood out of yc, into yd, whose entry sends it out of ya, into yb.
+    refused = topo.xdpfwd(pin_dir, "add", "yd", "ya")
+    assert_fails(refused, 1, "yb -> yc does not run, but prune would restore it", "--force")
+    run_fix(topo, pin_dir, quoted(refused.stderr), "broadcast", "del", "yb")
+    topo.ok(pin_dir, "add", "yd", "ya")
+    assert "yb" not in topo.ok(pin_dir, "prune").stdout
 
 
 def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir):

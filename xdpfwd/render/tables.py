@@ -179,7 +179,7 @@ def listing(result: Listing, as_json: bool) -> None:
         out.print(multicast_table(result.multicast))
     for row in result.rows:
         for problem in row.problems:
-            warning(f"{row.ingress.label}: {problem}")
+            warning(problem)  # each names its ports
 
 
 def _count_or_dash(value: int | None) -> str:

@@ -255,9 +255,29 @@ def refuse_paths(
     loop = find_loop(graph, links, groups.values(), through=adding)
     shared = shared_bulks(graph, groups, sources=adding)
     return (
-        *refuse_loop(loop, links, force, "add them"),
+        *refuse_loop(loop, links, force, "add them", _forgettable(dp, links, loop, adding)),
         *refuse_shared_bulk(shared, links, force, "add them"),
     )
+
+
+def _forgettable(
+    dp: Dataplane, links: dict[int, netdev.Link], loop: list[tuple[int, int]], adding
+) -> str | None:
+    """The command that forgets a hop of loop that does not run, which prune would
+    restore (the recorded entry or membership of a device made again), if it has one."""
+    running = forwarding_graph(dp)
+    waiting = [(i, e) for i, e in loop if i not in adding and e not in running.get(i, set())]
+    recorded = intent.load(dp.pins) if waiting else None
+    for ingress, egress in waiting:
+        name = _label(ingress, links)
+        if recorded is None or recorded.balanced(name) is not None:
+            continue  # a balanced entry's port that is down: del would drop the entry
+        verb = "broadcast del" if recorded.group_of(name) else "del"
+        return (
+            f"{name} -> {_label(egress, links)} does not run, but prune would restore it: "
+            f"`{dp.pins.command(f'{verb} {name}')}` forgets it"
+        )
+    return None
 
 
 def refuse_multicast_paths(
@@ -397,20 +417,29 @@ def _label(port: int, links: dict[int, netdev.Link]) -> str:
 
 
 def refuse_loop(
-    hops: list[tuple[int, int]], links: dict[int, netdev.Link], force: bool, doing: str
+    hops: list[tuple[int, int]],
+    links: dict[int, netdev.Link],
+    force: bool,
+    doing: str,
+    forget: str | None = None,
 ) -> tuple[str, ...]:
     """Raise XdpfwdError naming the loop of hops (if any) that --force would `doing`
-    anyway; with force, the warning to print instead."""
+    anyway (forget: another way out); with force, the warning to print instead."""
     if not hops:
         return ()
     label = functools.partial(_label, links=links)
-    path = ", ".join(f"{label(ingress)} -> {label(egress)}" for ingress, egress in hops)
-    message = (
-        f"frames would go round a loop forever: {path}, and what "
-        f"leaves {label(hops[-1][1])} enters its veth peer {label(hops[0][0])}"
-    )
+    # Each hop's egress is the veth peer of the next hop's ingress (loop_hops).
+    steps = [
+        f"out of {label(egress)}, into its veth peer {label(hops[(i + 1) % len(hops)][0])}"
+        for i, (_, egress) in enumerate(hops)
+    ]
+    path = f"{label(hops[0][0])} sends them " + ", which sends them ".join(steps)
+    message = f"frames would go round a loop forever: {path}"
     if not force:
-        raise XdpfwdError(f"{message}; refused (--force to {doing} anyway)")
+        way_out = (
+            f"{forget}, or --force to {doing} anyway" if forget else f"--force to {doing} anyway"
+        )
+        raise XdpfwdError(f"{message}; refused ({way_out})")
     return (message,)
 
 
