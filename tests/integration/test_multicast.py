@@ -573,6 +573,15 @@ def test_deleted_devices_leave_their_groups(make_topo, pin_dir):
     assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
 
 
+def test_a_change_that_removes_a_group_of_deleted_devices_says_so(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    sh("ip", "-n", topo.fwd, "link", "del", "p1")
+    added = topo.ok(pin_dir, "add", "p3", "p4")
+    assert "removed group multicast 239.1.1.1: its devices are gone" in added.stderr
+    assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
+
+
 def test_ports_added_to_a_feed_only_receive_and_to_a_bus_also_send(make_topo, pin_dir):
     topo = make_topo(5)
     topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")

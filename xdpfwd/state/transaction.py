@@ -4,6 +4,7 @@ created (compiling once), and undo of all of it on any error."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,8 @@ from xdpfwd.model import Attachment
 from xdpfwd.state import dataplane, multicast, ports, tracing
 from xdpfwd.state.dataplane import Dataplane, Layout
 from xdpfwd.state.pins import PinDir
+
+log = logging.getLogger(__name__)
 
 
 class Undo(ExitStack):
@@ -182,7 +185,9 @@ def _finish(c: Change) -> None:
     for step in c.after_commit:
         step()
     # Every successful write also clears out what deleted devices left behind.
-    tidy(c.dp, NO_UNDO, c.links)
+    _, emptied, _ = tidy(c.dp, NO_UNDO, c.links)
+    for name in emptied:
+        log.warning("removed group %s: its devices are gone", name)
 
 
 def _link(links: dict[int, netdev.Link], ifindex: int) -> netdev.Link:
