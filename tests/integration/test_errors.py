@@ -135,6 +135,36 @@ def test_a_port_another_pin_dir_runs_on_is_left_to_it_by_every_command_without_f
     assert topo.ping(1, topo.host(2).ip) == 3  # the other dir still forwards
 
 
+@pytest.mark.parametrize("where", ["nested deeper", "on another bpffs"])
+def test_a_port_a_pin_dir_anywhere_else_runs_on_is_not_taken_for_an_orphan(
+    make_topo, pin_dir, tmp_path, where
+):
+    topo = make_topo(3)
+    mount = tmp_path / "bpffs-other"
+    if where == "nested deeper":
+        os.mkdir(f"{pin_dir}-parent")
+        other = f"{pin_dir}-parent/xdpfwd"
+    else:
+        mount.mkdir()
+        sh("mount", "-t", "bpf", "bpf", str(mount))
+        other = str(mount / "xdpfwd")
+    try:
+        topo.ok(pin_dir, "add", "p1", "p2", "-b")
+        before = snapshot(topo, pin_dir)
+        line = assert_fails(topo.xdpfwd(other, "add", "p1", "p3"), 3, "--force")
+        assert f"p1 already runs the xdpfwd program of --pin-dir {pin_dir} " in line
+        config = tmp_path / "config.yaml"
+        config.write_text("version: 1\nforward:\n- {from: p1, to: p3}\n")
+        assert_fails(topo.xdpfwd(other, "apply", str(config)), 3, f"--pin-dir {pin_dir}")
+        doctor = json.loads(topo.xdpfwd(other, "doctor", "--json", "--no-compile").stdout)
+        assert not [c for c in doctor["checks"] if "of no pin dir" in c["detail"]], doctor
+        assert snapshot(topo, pin_dir) == before
+        assert topo.ping(1, topo.host(2).ip) == 3
+    finally:
+        if mount.exists():
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 def test_apply_dry_run_foresees_a_table_of_another_type(topo, pin_dir, tmp_path):
     topo.ok(pin_dir, "add", "p1", "p2", "--table", "devmap-hash")
     config = tmp_path / "config.yaml"

@@ -244,6 +244,7 @@ class PinDir:
             st = os.lstat(self.path)
         except FileNotFoundError:
             self._check_hidden()
+            self._check_parent()
             return False
         except PermissionError as e:
             raise _no_access(self.path, e) from None
@@ -275,6 +276,22 @@ class PinDir:
                 f"{fstype}); choose a directory on one"
             )
         return True
+
+    def _check_parent(self) -> None:
+        """Raises InputError when the directory, which does not exist, could not be made:
+        xdpfwd makes only the last component, on a bpffs (or below the default mount
+        point, where the first change mounts one)."""
+        parent = os.path.dirname(self.path)
+        if not _is_dir(parent):
+            raise InputError(
+                f"--pin-dir {self.path}: its parent directory {parent} does not exist"
+            )
+        mount_point, fstype = _mount_of(parent)
+        if fstype != "bpf" and parent != BPFFS_DEFAULT_MOUNT:
+            raise InputError(
+                f"--pin-dir {self.path} is not on a BPF filesystem ({mount_point} is "
+                f"{fstype}); choose a directory on one"
+            )
 
     def survey(self, full: bool = False) -> Survey:
         """What the directory holds. With a marker and without full, the rest is not
@@ -468,18 +485,14 @@ class PinDir:
         ours = self._map_ids()
         return {prog for prog in prog_ids if ours.intersection(_maps_of(prog))}
 
-    def holder_beside(self, prog_id: int) -> PinDir | None:
-        """The other xdpfwd pin directory, beside this one, whose ingress program
-        prog_id is (pinned there, or using maps pinned there); None when none is: its
-        pins were removed by hand, or live somewhere xdpfwd does not look."""
-        parent = os.path.dirname(self.path)
-        try:
-            names = sorted(os.listdir(parent))
-        except OSError:
-            return None
-        for name in names:
-            other = PinDir(os.path.join(parent, name))
-            if other.path == self.path or not _is_dir(other.path):
+    def holder(self, prog_id: int) -> PinDir | None:
+        """The other xdpfwd pin directory whose ingress program prog_id is (pinned
+        there, or using maps pinned there), on any bpffs mounted in sight, those beside
+        this one first; None when none is: its pins were removed by hand, or live out
+        of sight (in another mount namespace)."""
+        for path in _pin_dirs_in_sight(os.path.dirname(self.path)):
+            other = PinDir(path)
+            if other.path == self.path:
                 continue
             try:
                 if other._own({prog_id}):
@@ -656,6 +669,51 @@ def _maps_of(prog_id: int) -> list[int]:
         return sc.prog_map_ids(fd)
     finally:
         os.close(fd)
+
+
+# Bounds on the walk of every bpffs for pin directories: other tools' trees can be big.
+_WALK_DEPTH = 6
+_WALK_DIRS = 4096
+# A directory holding one of these may be a pin directory (one whose marker or
+# program pin was removed by hand still has its maps).
+_PIN_DIR_SIGNS = frozenset({maps.PIN_OWNER, maps.PIN_PROG_INGRESS, maps.PIN_PORTS})
+
+
+def _pin_dirs_in_sight(beside: str) -> Iterator[str]:
+    """The directories that may be xdpfwd pin directories: beside's and its own
+    subdirectories first, then those on every bpffs mounted in this mount namespace,
+    breadth first, to a bounded depth and count. Walked anew on each call: `follow`
+    runs for long, and a pin dir made meanwhile must be found."""
+    found: set[str] = set()
+    with open("/proc/self/mountinfo") as f:
+        mounts = [
+            _unescape(left.split()[4])
+            for left, _, right in (line.partition(" - ") for line in f)
+            if right.split()[:1] == ["bpf"]
+        ]
+    for root, depth in ((beside, 1), *((mount, _WALK_DEPTH) for mount in mounts)):
+        for path in _walk(root, depth):
+            if path not in found:
+                found.add(path)
+                yield path
+
+
+def _walk(root: str, depth: int) -> Iterator[str]:
+    """The directories from root down to depth that hold one of _PIN_DIR_SIGNS."""
+    level, visited = [root], 0
+    while level and depth >= 0 and visited < _WALK_DIRS:
+        below = []
+        for path in level[: _WALK_DIRS - visited]:
+            visited += 1
+            try:
+                with os.scandir(path) as it:
+                    entries = list(it)
+            except OSError:
+                continue
+            if _PIN_DIR_SIGNS.intersection(e.name for e in entries):
+                yield path
+            below += sorted(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        level, depth = below, depth - 1
 
 
 def _no_access(path: str, e: OSError) -> PrereqError:

@@ -99,7 +99,7 @@ def plan_attach(
     if link.xdp_prog_id and not force:
         name = prog_name(link.xdp_prog_id)
         if name == XDPFWD_PROG_NAME:  # not a stranger's: say where it comes from
-            holder = pins.holder_beside(link.xdp_prog_id)
+            holder = pins.holder(link.xdp_prog_id)
             whose = f"--pin-dir {holder.path}" if holder else "a pin dir removed by hand"
             raise AttachError(
                 f"{link.ifname} already runs the xdpfwd program of {whose} (id "
@@ -293,18 +293,18 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
 
 
 def is_orphan(pins: PinDir, link: netdev.Link) -> bool:
-    """Whether link runs an xdpfwd ingress program that no pin directory beside pins
-    holds (its pins were removed by hand): apply, prune and follow may replace it,
+    """Whether link runs an xdpfwd ingress program that no other pin directory in
+    sight holds (its pins were removed by hand): apply, prune and follow may replace it,
     where another pin dir's would be taken from a forwarder that still runs."""
     return (
         prog_name(link.xdp_prog_id) == XDPFWD_PROG_NAME
-        and pins.holder_beside(link.xdp_prog_id) is None
+        and pins.holder(link.xdp_prog_id) is None
     )
 
 
 def orphans(pins: PinDir, links: dict[int, netdev.Link], ours: set[int]) -> dict[int, int]:
     """Ports running an xdpfwd ingress program that is not pins' own (ours) and that
-    no pin directory beside it holds: ifindex -> program id."""
+    no other pin directory in sight holds: ifindex -> program id."""
     return {
         link.ifindex: link.xdp_prog_id
         for link in links.values()
