@@ -204,7 +204,10 @@ class PinDir:
                 )
             _mount_bpffs(BPFFS_DEFAULT_MOUNT)
             return
-        raise PrereqError(
+        raise self._not_on_bpffs(mount_point, fstype)
+
+    def _not_on_bpffs(self, mount_point: str, fstype: str) -> PrereqError:
+        return PrereqError(
             f"{self.path} is not on a BPF filesystem ({mount_point} is {fstype}); mount one "
             f"first (`mount -t bpf bpf {BPFFS_DEFAULT_MOUNT}`) or choose another --pin-dir"
         )
@@ -278,20 +281,16 @@ class PinDir:
         return True
 
     def _check_parent(self) -> None:
-        """Raises InputError when the directory, which does not exist, could not be made:
-        xdpfwd makes only the last component, on a bpffs (or below the default mount
-        point, where the first change mounts one)."""
+        """Raises InputError (PrereqError off bpffs, as the first change would) when the
+        directory, which does not exist, could not be made: xdpfwd makes only the last
+        component, on a bpffs (or below the default mount point, where the first change
+        mounts one)."""
         parent = os.path.dirname(self.path)
         if not _is_dir(parent):
-            raise InputError(
-                f"--pin-dir {self.path}: its parent directory {parent} does not exist"
-            )
+            raise InputError(f"--pin-dir {self.path}: its parent directory {parent} does not exist")
         mount_point, fstype = _mount_of(parent)
         if fstype != "bpf" and parent != BPFFS_DEFAULT_MOUNT:
-            raise InputError(
-                f"--pin-dir {self.path} is not on a BPF filesystem ({mount_point} is "
-                f"{fstype}); choose a directory on one"
-            )
+            raise self._not_on_bpffs(mount_point, fstype)
 
     def survey(self, full: bool = False) -> Survey:
         """What the directory holds. With a marker and without full, the rest is not

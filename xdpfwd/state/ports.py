@@ -296,10 +296,7 @@ def is_orphan(pins: PinDir, link: netdev.Link) -> bool:
     """Whether link runs an xdpfwd ingress program that no other pin directory in
     sight holds (its pins were removed by hand): apply, prune and follow may replace it,
     where another pin dir's would be taken from a forwarder that still runs."""
-    return (
-        prog_name(link.xdp_prog_id) == XDPFWD_PROG_NAME
-        and pins.holder(link.xdp_prog_id) is None
-    )
+    return prog_name(link.xdp_prog_id) == XDPFWD_PROG_NAME and pins.holder(link.xdp_prog_id) is None
 
 
 def orphans(pins: PinDir, links: dict[int, netdev.Link], ours: set[int]) -> dict[int, int]:
