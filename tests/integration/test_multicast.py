@@ -573,6 +573,20 @@ def test_deleted_devices_leave_their_groups(make_topo, pin_dir):
     assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
 
 
+def test_a_saved_source_whose_group_is_gone_is_not_attached_by_prune(make_topo, pin_dir, tmp_path):
+    # save writes the source's settings (ports:), apply records them; the group itself
+    # is not recorded, so once it is gone the port has no role left.
+    topo = make_topo(2)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")
+    saved = str(tmp_path / "saved.yaml")
+    topo.ok(pin_dir, "save", "-o", saved)
+    topo.ok(pin_dir, "down")
+    topo.ok(pin_dir, "apply", saved)
+    assert "detached from p1" in topo.ok(pin_dir, "multicast", "del", "239.1.1.1").stdout
+    assert topo.ok(pin_dir, "prune").stdout.strip() == "nothing to prune"
+    assert topo.xdp("p1") is None
+
+
 def test_a_change_that_removes_a_group_of_deleted_devices_says_so(make_topo, pin_dir):
     topo = make_topo(4)
     topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2")

@@ -555,19 +555,18 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired
     # A port whose every role went with its device's entries (the ingress of an entry
     # whose egress is gone) is not attached: it would be idle, detached by the same
     # prune, and under follow each attach and detach is an event for the next prune.
+    # So is a port whose role was a multicast group's that is gone: multicast groups
+    # are not recorded, and a source that runs keeps its settings.
     forward, balanced, groups = _without_new_loops(c, forward, balanced, groups, skipped)
-    had_role = _named_ports(wanted.forward, wanted.balanced, wanted.groups)
     has_role = _named_ports(forward, balanced, groups)
+    sources = c.dp.mcast.source_ports() if c.dp.mcast is not None else set()
+    has_role |= {link.ifname for link in c.links.values() if link.ifindex in sources}
     config = replace(
         wanted,
         forward=forward,
         balanced=balanced,
         groups=groups,
-        ports={
-            name: conf
-            for name, conf in wanted.ports.items()
-            if ok(name) and (name in has_role or name not in had_role)
-        },
+        ports={name: conf for name, conf in wanted.ports.items() if ok(name) and name in has_role},
         # Multicast groups are left as they run: `multicast add/del` change them
         # without recording, and a removed device leaves their devmaps by itself.
         multicast=(),
