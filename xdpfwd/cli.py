@@ -218,7 +218,7 @@ def help_cmd(ctx: click.Context, command: tuple[str, ...]) -> None:
     for name in command:
         found = target.get_command(target_ctx, name) if isinstance(target, click.Group) else None
         if found is None:
-            raise click.UsageError(f"no such command: {' '.join(command)}")
+            raise click.UsageError(f"no such command: {' '.join(command)}", ctx.find_root())
         target_ctx = click.Context(found, info_name=found.name, parent=target_ctx)
         target = found
     click.echo(target.get_help(target_ctx))
@@ -498,8 +498,15 @@ def _check_every(ifaces: tuple[str, ...], every: bool, group: str) -> None:
     )
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise click.UsageError("name the interfaces to flood between, or --all for every port")
-    if not click.confirm(question, err=True):
-        raise click.Abort()
+    try:
+        yes = click.confirm(question, err=True)
+    except click.Abort as e:
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise
+        click.echo(err=True)  # end the prompt's line: no answer is no yes
+        yes = False
+    if not yes:
+        raise XdpfwdError("nothing changed: the question was not answered yes")
 
 
 def _resolve(app: App, name: str, allow_gone: bool = False):
@@ -551,6 +558,9 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     also the transmit failures the programs cannot see, which pinned tracepoint
     programs count (xdp:xdp_devmap_xmit, xdp_redirect_err) with or without --watch.
     """
+    given = click.get_current_context().get_parameter_source("fmt")
+    if as_json and fmt != "json" and given is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError(f"--json and --format {fmt} ask for two formats; give one")
     fmt = "json" if as_json else fmt
     _check_stats_options(watch, interval, count, fmt, output)
     keep = _row_filter(app, ifaces)
@@ -608,7 +618,7 @@ def _row_filter(app: App, ifaces):
 Examples:
   xdpfwd doctor
   xdpfwd doctor --fix                   # veth peers: tx off on senders, gro on receivers
-  xdpfwd doctor --json | jq '.[] | select(.status == "fail")'
+  xdpfwd doctor --json | jq '.checks[] | select(.status == "fail")'
 """
 )
 @json_option
@@ -646,8 +656,9 @@ Examples:
 def save(app: App, output, fmt) -> None:
     """Write the running configuration as a file `apply` restores it from.
 
-    Forwarding entries with their egress settings, broadcast groups, each port's
-    mode and on-miss verdict, the table type and value format.
+    Forwarding entries with their egress settings, balanced entries, broadcast and
+    multicast groups, each port's mode and on-miss verdict, the table type and value
+    format.
     """
     result = app.ops.save(app.pins, fmt)
     for message in result.warnings:

@@ -3,6 +3,7 @@
 import json
 import os
 
+import click.testing
 import pytest
 from click.testing import CliRunner
 
@@ -164,6 +165,33 @@ def test_interrupt_exits_130_with_one_line():
     assert result.exit_code == 130
     # Exactly one line: click would print an empty one first.
     assert result.stderr == "error: interrupted; changes in progress were rolled back\n"
+
+
+@pytest.mark.parametrize("answer", ["n\n", ""], ids=["no", "end of input"])
+def test_a_broadcast_of_every_port_not_answered_yes_changes_nothing(monkeypatch, answer):
+    # The runner's streams stand in for a terminal's.
+    monkeypatch.setattr(click.testing._NamedTextIOWrapper, "isatty", lambda self: True)
+    ops = FakeOps()
+    result = CliRunner().invoke(cli, ["broadcast"], obj=ops, input=answer, env={})
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "error: nothing changed: the question was not answered yes"
+    )
+    assert not ops.calls
+
+
+@pytest.mark.parametrize("args", [["--format", "table"], ["--format", "prometheus"]])
+def test_stats_json_and_another_format_are_refused(args):
+    result, ops = invoke(["stats", "--json", *args])
+    assert result.exit_code == 2 and "ask for two formats" in one_error_line(result)
+    assert invoke(["stats", "--json", "--format", "json"])[0].exit_code == 0
+
+
+def test_help_of_no_such_command_points_to_the_top_help():
+    result, _ = invoke(["help", "nosuch"])
+    assert result.exit_code == 2
+    line = one_error_line(result)  # the runner calls the top command "cli"
+    assert line.startswith("error: no such command: nosuch (see `") and "help --help" not in line
 
 
 def test_an_interrupt_held_until_down_finished_exits_130_after_it(monkeypatch):

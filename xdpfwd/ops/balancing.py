@@ -57,7 +57,7 @@ def add(
     )
     reason = buckets.problem(wanted.ingress, wanted.ports, wanted.weights)
     if reason:
-        raise InputError(reason)
+        raise InputError(f"--weights: {reason}" if "weights" in reason else reason)
     entries.check_spec(egress_spec, False)
     bare = [link.ifname for link in out_links if not entries.takes_rewrite(egress_spec, link)]
     if bare:

@@ -187,7 +187,8 @@ def _finish(c: Change) -> None:
     # Every successful write also clears out what deleted devices left behind.
     _, emptied, _ = tidy(c.dp, NO_UNDO, c.links)
     for name in emptied:
-        log.warning("removed group %s: its devices are gone", name)
+        left = "sources or receivers" if name.startswith("multicast ") else "members"
+        log.warning("removed group %s: deleted devices left it without %s", name, left)
 
 
 def _link(links: dict[int, netdev.Link], ifindex: int) -> netdev.Link:
