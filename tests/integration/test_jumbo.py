@@ -59,6 +59,24 @@ def test_jumbo_frames_forward_natively_both_ways(jumbo_topo, pin_dir):
     assert topo.list_json(pin_dir)["multi_buffer"] is True
 
 
+def test_doctor_names_a_veth_peer_whose_mtu_drops_what_is_forwarded_to_it(jumbo_topo, pin_dir):
+    topo = jumbo_topo(2)
+    h1, h2 = topo.hosts
+    sh("ip", "-n", h2.ns, "link", "set", h2.dev, "mtu", "1500")  # p2 itself stays at 9000
+    topo.ok(pin_dir, "add", "p1", "p2")
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 10, payload=JUMBO)
+        assert sink.count(10, timeout=1) == 0
+    assert stats(topo, pin_dir)["not_forwarded"]["xmit_drop"] == 10
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--json").stdout)
+    (check,) = [c for c in doctor["checks"] if c["id"] == "mtu"]
+    assert f"p2's veth peer {h2.dev} has MTU 1500, below p1's 9000" in check["detail"]
+    sh("ip", "netns", "exec", topo.fwd, "sh", "-c", check["fix"])  # run as printed
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 10, payload=JUMBO)
+        assert sink.count(10) == 10
+
+
 def test_mac_rewrite_of_jumbo_frames(jumbo_topo, pin_dir):
     topo = jumbo_topo(2)
     h1, h2 = topo.hosts

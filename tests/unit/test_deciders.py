@@ -168,6 +168,18 @@ def peer(port, name="h0", namespace=HOSTNS):
     return offloads.Peer(port, name, namespace, sock=None)
 
 
+@pytest.mark.parametrize("peer_mtu, found", [(9000, 0), (1500, 1), (None, 0)])
+def test_a_veth_peer_with_a_smaller_mtu_drops_the_longer_frames(peer_mtu, found):
+    egress_peer = offloads.Peer(3, "h0", HOSTNS, sock=None, mtu=peer_mtu)
+    ingress = link(2, "a", mode="native", mtu=9000)
+    egress = link(3, "b", mtu=9000)
+    problems = entry_problems(ingress, egress, {3: netdev.XDP_ACT_NDO_XMIT}, egress_peer)
+    assert len(problems) == found
+    if found:
+        assert problems[0].kind == "mtu" and "b's veth peer h0 has MTU 1500" in problems[0].text
+        assert problems[0].fix.endswith("ip link set dev h0 mtu 9000")
+
+
 DEFAULTS = {"tx": True, "tso": True, "gso": True, "gro": False}
 TX_OFF = {"tx": False, "tso": False, "gso": True, "gro": False}
 SEGMENTS_OFF = {"tx": True, "tso": False, "gso": False, "gro": False}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from xdpfwd.kernel import netns
 
-SIOCETHTOOL, SIOCGIFNAME = 0x8946, 0x8910
+SIOCETHTOOL, SIOCGIFNAME, SIOCGIFMTU = 0x8946, 0x8910, 0x8921
 # ETHTOOL_G*/S* of TXCSUM (tx-checksumming: HW/IP/IPV6_CSUM), TSO, GSO, GRO.
 _GET = {"tx": 0x16, "tso": 0x1E, "gso": 0x23, "gro": 0x2B}
 _SET = {"tx": 0x17, "tso": 0x1F, "gso": 0x24, "gro": 0x2C}
@@ -178,6 +178,8 @@ class Peer:
     ifname: str  # the peer's name, in its namespace
     namespace: Namespace | None  # None: our own
     sock: socket.socket
+    # veth_xdp_xmit() drops a frame longer than the peer's MTU allows: it counts too.
+    mtu: int | None = None
 
     def read(self) -> dict[str, bool]:
         return read(self.ifname, self.sock)
@@ -187,7 +189,10 @@ class Peer:
 
     def command(self, **features: bool) -> str:
         """The shell command that does change(**features), for a message."""
-        command = ethtool_command(self.ifname, **features)
+        return self.shell(ethtool_command(self.ifname, **features))
+
+    def shell(self, command: str) -> str:
+        """command as run in the peer's namespace, from a shell in ours."""
         return (
             self.namespace.run(command) if self.namespace else netns.as_run_from_the_shell(command)
         )
@@ -197,6 +202,12 @@ def _ifname(sock: socket.socket, ifindex: int) -> str:
     ifreq = bytearray(struct.pack("=16si20x", b"", ifindex))
     fcntl.ioctl(sock.fileno(), SIOCGIFNAME, ifreq)
     return bytes(ifreq[:16]).split(b"\0", 1)[0].decode()
+
+
+def _mtu(sock: socket.socket, ifname: str) -> int:
+    ifreq = bytearray(struct.pack("=16si20x", ifname.encode(), 0))
+    fcntl.ioctl(sock.fileno(), SIOCGIFMTU, ifreq)
+    return struct.unpack_from("=i", ifreq, 16)[0]
 
 
 @contextmanager
@@ -225,7 +236,8 @@ def peers(ports: dict[int, tuple[int, int | None]]) -> Iterator[dict[int, Peer]]
             sock, namespace = socks[nsid]
             try:
                 name = _ifname(sock, peer_ifindex)
+                mtu = _mtu(sock, name)
             except OSError:
                 continue  # gone meanwhile
-            found[port] = Peer(port, name, namespace, sock)
+            found[port] = Peer(port, name, namespace, sock, mtu)
         yield found

@@ -124,6 +124,14 @@ def entry_problems(
                 netns.as_run_from_the_shell(f"ip link set dev {egress.ifname} mtu {ingress.mtu}"),
             )
         )
+    elif egress_peer is not None and egress_peer.mtu is not None and egress_peer.mtu < ingress.mtu:
+        peer = egress_peer.ifname
+        text = (
+            f"{egress.ifname}'s veth peer {peer} has MTU {egress_peer.mtu}, below "
+            f"{ingress.ifname}'s {ingress.mtu}: longer frames are dropped"
+        )
+        fix = egress_peer.shell(f"ip link set dev {peer} mtu {ingress.mtu}")
+        problems.append(Problem("mtu", egress.ifindex, egress.ifname, text, fix))
     return problems
 
 
