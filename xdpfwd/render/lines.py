@@ -118,8 +118,9 @@ def broadcast_result(result: BroadcastResult) -> None:
 
 
 def broadcast_del_result(result: BroadcastDelResult) -> None:
+    group = f"group {result.groups[0]}" if len(result.groups) == 1 else "its group"
     for port in result.removed:
-        line(f"removed {port.label} from its group")
+        line(f"removed {port.label} from {group}")
     for port in result.forgotten:
         line(f"forgot {port.label}'s membership: it did not run (prune would have restored it)")
     for name in result.emptied:
