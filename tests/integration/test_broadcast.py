@@ -208,6 +208,19 @@ def test_a_deleted_member_blocks_no_change(make_topo, pin_dir):
     assert "p3" not in topo.ok(pin_dir, "prune").stdout
 
 
+def test_doctor_says_a_member_that_is_down_loses_its_copies_uncounted(make_topo, pin_dir):
+    # The kernel's broadcast skips a member that is down, with no tracepoint.
+    topo = make_topo(3)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
+    sh("ip", "-n", topo.fwd, "link", "set", "p3", "down")
+    static_neighbour(topo, 1)
+    assert flood(topo, 1, 5, port=9315) == {1: 0, 2: 5, 3: 0}
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
+    (check,) = [c for c in doctor["checks"] if c["check"] == "port p3"]
+    assert check["status"] == "warn"
+    assert "the link is down: group default's copies to it are lost" in check["detail"]
+
+
 def test_a_group_whose_members_were_all_deleted_is_bound_again(make_topo, pin_dir):
     topo = make_topo(3)
     topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")

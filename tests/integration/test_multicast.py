@@ -573,6 +573,25 @@ def test_deleted_devices_leave_their_groups(make_topo, pin_dir):
     assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
 
 
+def test_a_sources_frames_in_add_up_with_the_frames_its_groups_copied(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3")
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.static_arp()
+    send_mcast(topo.host(1), "239.1.1.1", 5, 9530)
+    send_udp(topo.host(1), topo.host(2).ip, 3, port=9531)
+    p1 = port_counters(stats_json(topo, pin_dir), "p1")
+    lost = sum(n for n in p1["not_forwarded"].values() if n)
+    assert (p1["multicast_packets"], p1["forwarded_packets"], lost) == (5, 3, 0)
+    assert (
+        p1["rx_packets"] == p1["forwarded_packets"] + p1["multicast_packets"] + p1["miss_packets"]
+    )
+    table = topo.ok(pin_dir, "stats").stdout
+    row = next(line.split() for line in table.splitlines() if line.split()[:1] == ["p1"])
+    # p1 (IFINDEX) RX RX-BYTES B FWD: 3 forwarded by the entry, 5 copied by the group
+    assert row[5] == "8"
+
+
 def test_a_saved_source_whose_group_is_gone_is_not_attached_by_prune(make_topo, pin_dir, tmp_path):
     # save writes the source's settings (ports:), apply records them; the group itself
     # is not recorded, so once it is gone the port has no role left.

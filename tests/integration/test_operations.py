@@ -18,7 +18,7 @@ from xdpfwd.state import config
 
 from ..strategies import CONFIG_DOCS
 from .conftest import RUN_ID
-from .net import XDPFWD, UdpSink, assert_fails, send_udp, sh, snapshot
+from .net import XDPFWD, UdpSink, assert_fails, run_fix, send_udp, sh, snapshot
 
 
 def rows(topo, pin_dir) -> dict:
@@ -56,7 +56,9 @@ def test_doctor_passes_on_a_healthy_setup_and_names_what_breaks(topo, pin_dir):
     sh("ip", "-n", topo.fwd, "link", "set", "p1", "xdp", "off")
     code, checks = doctor(topo, pin_dir)
     assert code == 1
-    assert checks["port p1"]["status"] == "fail" and "apply" in checks["port p1"]["fix"]
+    assert checks["port p1"]["status"] == "fail"
+    run_fix(topo, pin_dir, checks["port p1"]["fix"], "prune")
+    assert doctor(topo, pin_dir)[0] == 0
 
 
 def test_add_and_doctor_flag_a_veth_peer_that_cannot_take_redirected_frames(make_topo, pin_dir):
@@ -295,7 +297,15 @@ def test_program_detached_by_hand_is_reported_and_repaired(topo, pin_dir):
     config = topo.config_file({"forward": [{"from": "p1", "to": "p2"}, {"from": "p2", "to": "p1"}]})
     topo.ok(pin_dir, "apply", config)
     sh("ip", "-n", topo.fwd, "link", "set", "p1", "xdp", "off")
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "down")
     assert rows(topo, pin_dir)["p1"]["state"] == "program not attached"
+    check = doctor(topo, pin_dir)[1]["port p1"]
+    assert check["detail"] == "xdpfwd's program is not attached; the link is down"
+    run_fix(topo, pin_dir, check["fix"], "prune")  # prune attaches what the record has
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "up")
+    assert rows(topo, pin_dir)["p1"]["state"] == "ok"
+    assert topo.ping(1, topo.host(2).ip) == 3
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "xdp", "off")
     result = topo.ok(pin_dir, "apply", config)
     assert "attach to p1" in result.stdout
     assert rows(topo, pin_dir)["p1"]["state"] == "ok"

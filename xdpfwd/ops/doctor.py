@@ -14,7 +14,7 @@ from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import STATE_NOT_FLOODING, STATE_UNPINNED_GROUP, Iface
 from xdpfwd.model.reports import Check
-from xdpfwd.state import health, multicast, pins, tracing
+from xdpfwd.state import health, intent, multicast, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known, orphans, prog_name
@@ -185,6 +185,7 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     checks = []
     groups = group_infos(dp, links)
     members = {m.ifindex: g.name for g in groups for m in g.members}
+    recorded = intent.load(dp.pins)
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
         this = known(port, links)
@@ -193,9 +194,14 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
             gone = f"device ifindex {port} is gone"
             checks.append(Check(name, FAIL, gone, dp.pins.command("prune"), this, "port"))
             continue
+        down = "" if link.up else "; the link is down"
         if link.xdp_prog_id != dp.prog_id:
-            fix_it = f"{dp.pins.command('apply FILE')} (or add it again)"
-            detached = "xdpfwd's program is not attached"
+            # prune attaches what the recorded configuration has, as it runs
+            if recorded is not None and recorded.knows(link.ifname) and not link.xdp_prog_id:
+                fix_it = dp.pins.command("prune")
+            else:
+                fix_it = f"{dp.pins.command('apply FILE')} (or add it again)"
+            detached = f"xdpfwd's program is not attached{down}"
             checks.append(Check(name, FAIL, detached, fix_it, this, "port"))
             continue
         native = features is None or features.get(port, 0) & netdev.XDP_ACT_BASIC
@@ -221,7 +227,9 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
             )
             fix_it = dp.pins.command("prune")
         elif not link.up:
-            status, detail = WARN, detail + "; the link is down"
+            status, detail = WARN, detail + down
+            if group is not None:  # the kernel skips it, with no tracepoint to count it
+                detail += f": group {group}'s copies to it are lost, and counted nowhere"
             fix_it = netns.as_run_from_the_shell(f"ip link set dev {link.ifname} up")
         checks.append(Check(name, status, detail, fix_it, this, "port"))
     pairs = health.managed_pairs(dp, groups)

@@ -83,6 +83,7 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
                 "port": p.port.as_dict(),
                 **counters,
                 "forwarded_packets": snapshot.forwarded(k),
+                "multicast_packets": p.mcast_packets if p.counters else None,
                 "not_forwarded": snapshot.port_losses(k),
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,

@@ -95,9 +95,12 @@ def _egress_of(row: PortRow) -> str:
 
 
 def _forwarded(snapshot: Snapshot, port: PortCounters) -> int:
-    """As PortRow.forwarded_or_redirected."""
+    """As PortRow.forwarded_or_redirected, with the frames multicast groups copied:
+    what went on, by an entry or a group."""
     forwarded = snapshot.forwarded(port.port.ifindex)
-    return port.counters.redirect_packets if forwarded is None else forwarded
+    if forwarded is None:
+        return port.counters.redirect_packets
+    return forwarded + port.mcast_packets
 
 
 def _lost(lost: dict[str, int | None]) -> str:
