@@ -253,6 +253,36 @@ def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_
     assert topo.ping(2, h1.ip) == 3
 
 
+def test_a_new_device_given_a_deleted_ports_ifindex_is_not_taken_for_it(make_topo, pin_dir):
+    topo = make_topo(2)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    reused = rows(topo, pin_dir)["p2"]["ingress"]["ifindex"]
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    sh(
+        "ip",
+        "-n",
+        topo.fwd,
+        "link",
+        "add",
+        "yq",
+        "index",
+        str(reused),
+        "type",
+        "veth",
+        "peer",
+        "yqp",
+    )
+    check = doctor(topo, pin_dir)[1]["port yq"]
+    assert check["detail"] == f"ifindex {reused} was p2's, whose device is gone; yq has it now"
+    saved = topo.ok(pin_dir, "save")
+    assert f"ifindex {reused} left out: p2's device is gone" in saved.stderr
+    assert "yq" not in saved.stdout
+    run_fix(topo, pin_dir, check["fix"], "prune")
+    assert reused not in rows(topo, pin_dir) and "yq" not in rows(topo, pin_dir)
+    assert topo.xdp("yq") is None and topo.xdp("p1") is None  # p1 -> p2 went with p2
+    assert doctor(topo, pin_dir)[0] == 0
+
+
 def test_del_names_a_deleted_ingress_before_and_after_prune(make_topo, pin_dir):
     topo = make_topo(3)
     h1, h2, h3 = topo.hosts

@@ -32,6 +32,7 @@ from xdpfwd.state.config import load as load_config
 from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, planned_layout, reading
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import (
+    forget_gone,
     is_orphan,
     map_write,
     plan_attach,
@@ -62,11 +63,13 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     forward: list[EntryConf] = []
     balanced: list[BalancedConf] = []
     recorded = intent.load(dp.pins) or intent.Intent()
+    reused = intent.reused(recorded, dp.ports.ifindexes(), links, dp.prog_id)
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
-        if link is None:
+        if link is None or port in reused:
             prune = dp.pins.command("prune")
-            warnings.append(f"ifindex {port} left out: its device is gone (`{prune}`)")
+            whose = f"{reused[port]}'s device" if port in reused else "its device"
+            warnings.append(f"ifindex {port} left out: {whose} is gone (`{prune}`)")
             continue
         settings = dp.ports.get(port) or maps.PortSettings()
         mode = link.xdp_mode if link.xdp_prog_id == dp.prog_id else "auto"
@@ -89,7 +92,11 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             spec = EgressSpec(program="none")
         forward.append(EntryConf(link.ifname, egress.ifname, spec))
     group_list = [
-        GroupConf(g.name, g.exclude_ingress, tuple(m.ifname for m in g.members if m.ifname))
+        GroupConf(
+            g.name,
+            g.exclude_ingress,
+            tuple(m.ifname for m in g.members if m.ifname and m.ifindex not in reused),
+        )
         for g in groups.group_infos(dp, links)
     ]
     for port in dp.unpinned_members():
@@ -472,6 +479,9 @@ def reconcile(pins: PinDir) -> PruneResult:
         if c is None:
             return PruneResult([], [], [])
         recorded = intent.load(pins)
+        reused = intent.reused(recorded, c.dp.ports.ifindexes(), c.links, c.dp.prog_id)
+        # What the deleted device left under an ifindex that another device has now.
+        gone = forget_gone(c.dp, {i: link for i, link in c.links.items() if i not in reused})
         steps: list[Step] = []
         skipped: list[str] = []
         if recorded is not None:
@@ -488,8 +498,10 @@ def reconcile(pins: PinDir) -> PruneResult:
             rebound = intent.bind(recorded, c.links)
             if rebound.bound != recorded.bound:
                 intent.store(c, rebound)
-        gone, emptied, detached = tidy(c.dp, c.undo, c.links)
-    return PruneResult(gone, emptied, detached, tuple(s.text for s in steps), tuple(skipped))
+        also_gone, emptied, detached = tidy(c.dp, c.undo, c.links)
+    return PruneResult(
+        gone + also_gone, emptied, detached, tuple(s.text for s in steps), tuple(skipped)
+    )
 
 
 def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired:

@@ -186,6 +186,7 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     groups = group_infos(dp, links)
     members = {m.ifindex: g.name for g in groups for m in g.members}
     recorded = intent.load(dp.pins)
+    reused = intent.reused(recorded, dp.ports.ifindexes(), links, dp.prog_id)
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
         this = known(port, links)
@@ -195,6 +196,13 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
             checks.append(Check(name, FAIL, gone, dp.pins.command("prune"), this, "port"))
             continue
         down = "" if link.up else "; the link is down"
+        if port in reused:
+            text = (
+                f"ifindex {port} was {reused[port]}'s, whose device is gone; "
+                f"{link.ifname} has it now"
+            )
+            checks.append(Check(name, FAIL, text, dp.pins.command("prune"), this, "port"))
+            continue
         if link.xdp_prog_id != dp.prog_id:
             # prune attaches what the recorded configuration has, as it runs
             if recorded is not None and recorded.knows(link.ifname) and not link.xdp_prog_id:

@@ -60,6 +60,23 @@ class Intent:
         return name in self.bound or name in _names(self.config)
 
 
+def reused(
+    recorded: Intent | None, ports: Iterable[int], links: dict[int, netdev.Link], prog_id: int
+) -> dict[int, str]:
+    """Ports whose ifindex another device has now -> the name recorded for it: the
+    device does not run the pin dir's program and has another name than the one the
+    record bound to that ifindex (the kernel gave a deleted device's ifindex to a new
+    one, or one moved in from another namespace kept its own). A port renamed in
+    place keeps the program; without a record nothing can be told."""
+    found = {}
+    for port in ports:
+        link = links.get(port)
+        name = recorded.name_of(port) if recorded is not None else None
+        if link is not None and link.xdp_prog_id != prog_id and name not in (None, link.ifname):
+            found[port] = name
+    return found
+
+
 def bind_gone(recorded: Intent | None, port: Iface, links: dict[int, netdev.Link]) -> Iface:
     """port, named on the command line after its device was deleted (ifindex 0), with
     the ifindex its name was last bound to, if no device has that ifindex now (0 if
