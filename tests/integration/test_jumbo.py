@@ -77,6 +77,18 @@ def test_doctor_names_a_veth_peer_whose_mtu_drops_what_is_forwarded_to_it(jumbo_
         assert sink.count(10) == 10
 
 
+def test_doctors_mtu_fix_for_a_group_lowers_the_member_it_cannot_flood_from(make_topo, pin_dir):
+    topo = make_topo(2)
+    topo.set_mtu(9000, hosts=[1])
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "--exclude-ingress")
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--json").stdout)
+    (check,) = [c for c in doctor["checks"] if c["id"] == "mtu"]
+    assert check["fix"].endswith("ip link set dev p1 mtu 1500")  # not p2 up to 9000
+    sh("ip", "netns", "exec", topo.fwd, "sh", "-c", check["fix"])  # run as printed
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--no-compile", "--json").stdout)
+    assert not [c for c in doctor["checks"] if c["id"] in ("mtu", "too_big_to_flood")], doctor
+
+
 def test_mac_rewrite_of_jumbo_frames(jumbo_topo, pin_dir):
     topo = jumbo_topo(2)
     h1, h2 = topo.hosts

@@ -155,6 +155,13 @@ def test_entry_problems(ingress, egress, features, problems):
         assert expected in problem.text and problem.fix
 
 
+@pytest.mark.parametrize("floods, fix", [(False, "dev b mtu 9000"), (True, "dev a mtu 1500")])
+def test_an_mtu_fix_lowers_a_flooding_ingress_past_what_a_group_can_flood(floods, fix):
+    ingress, egress = link(2, "a", mode="native", mtu=9000), link(3, "b")
+    (problem,) = entry_problems(ingress, egress, {3: netdev.XDP_ACT_NDO_XMIT}, None, floods)
+    assert problem.kind == "mtu" and problem.fix.endswith(f"ip link set {fix}")
+
+
 def test_entry_problems_name_the_fix_by_kind():
     veth = entry_problems(link(2, "a", mode="native"), link(3, "b"), {3: 0})
     other = entry_problems(link(2, "a", mode="native"), link(3, "b", kind=None), {3: 0})

@@ -242,10 +242,10 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
         checks.append(Check(name, status, detail, fix_it, this, "port"))
     pairs = health.managed_pairs(dp, groups)
     pairs = [(i, e) for i, e in pairs if i in links and links[i].xdp_prog_id == dp.prog_id]
-    with health.inspected(pairs, links, features) as (problems, peers):
+    flooding = [*members, *multicast.sources_of(dp)]  # multicast copies cannot be made either
+    with health.inspected(pairs, links, features, flooding) as (problems, peers):
         for problem in problems:
             checks.append(_problem_check(problem, peers, fix))
-    flooding = [*members, *multicast.sources_of(dp)]  # multicast copies cannot be made either
     flooded = [m for m in flooding if m in links and links[m].xdp_prog_id == dp.prog_id]
     for problem in health.flood_problems(flooded, links, dp.frags):
         checks.append(_problem_check(problem, {}, fix))

@@ -86,8 +86,10 @@ def entry_problems(
     egress: netdev.Link | None,
     features: dict[int, int] | None,
     egress_peer: offloads.Peer | None = None,
+    floods: bool = False,
 ) -> list[Problem]:
-    """What keeps frames from ingress from leaving on egress."""
+    """What keeps frames from ingress from leaving on egress (as copies, if it floods:
+    a broadcast member or multicast source)."""
     if egress is None:
         gone = f"the egress of {ingress.ifname} is gone"
         return [Problem("egress_gone", ingress.ifindex, ingress.ifname, gone, "xdpfwd prune")]
@@ -115,15 +117,12 @@ def entry_problems(
             f"{egress.ifname} has MTU {egress.mtu}, below {ingress.ifname}'s {ingress.mtu}: "
             "longer frames are dropped"
         )
-        problems.append(
-            Problem(
-                "mtu",
-                egress.ifindex,
-                egress.ifname,
-                text,
-                netns.as_run_from_the_shell(f"ip link set dev {egress.ifname} mtu {ingress.mtu}"),
-            )
-        )
+        # A group floods no frame longer than one buffer: raising the member above
+        # that would only move the loss (too_big_to_flood); lower the ingress instead.
+        lower = floods and ingress.mtu > netdev.SINGLE_BUFFER_MTU
+        port, mtu = (ingress.ifname, egress.mtu) if lower else (egress.ifname, ingress.mtu)
+        fix = netns.as_run_from_the_shell(f"ip link set dev {port} mtu {mtu}")
+        problems.append(Problem("mtu", egress.ifindex, egress.ifname, text, fix))
     elif egress_peer is not None and egress_peer.mtu is not None and egress_peer.mtu < ingress.mtu:
         peer = egress_peer.ifname
         text = (
@@ -499,16 +498,20 @@ def problems(
     features: dict[int, int] | None,
     peers: dict[int, offloads.Peer],
     peer_features: dict[int, dict[str, bool]],
+    floods: Collection[int] = (),
 ) -> list[Problem]:
     """Every problem of these (ingress, egress) pairs, each once; the ingress ports'
-    veth peers send, the egress ports' peers receive."""
+    veth peers send, the egress ports' peers receive; floods: the ingress ports whose
+    frames leave as a group's copies."""
     found: list[Problem] = []
     for ingress in dict.fromkeys(i for i, _ in pairs):
         if ingress in links:
             found += sender_problems(links[ingress], peers.get(ingress), peer_features.get(ingress))
     for ingress, egress in pairs:
         if ingress in links:
-            found += entry_problems(links[ingress], links.get(egress), features, peers.get(egress))
+            found += entry_problems(
+                links[ingress], links.get(egress), features, peers.get(egress), ingress in floods
+            )
     return list(dict.fromkeys(found))
 
 
@@ -517,6 +520,7 @@ def inspected(
     pairs: list[tuple[int, int]],
     links: dict[int, netdev.Link],
     features: dict[int, int] | None = None,
+    floods: Collection[int] = (),
 ) -> Iterator[tuple[list[Problem], dict[int, offloads.Peer]]]:
     """The problems of pairs, read from the kernel, with the veth peers open (so that
     doctor --fix can change them) until the end of the block."""
@@ -535,7 +539,7 @@ def inspected(
                 pass  # gone meanwhile
         if features is None:
             features = netdev.xdp_features()
-        yield problems(pairs, links, features, peers, read), peers
+        yield problems(pairs, links, features, peers, read, floods), peers
 
 
 def warnings_for(pairs: list[tuple[int, int]], links: dict[int, netdev.Link]) -> tuple[str, ...]:
