@@ -578,8 +578,14 @@ def test_a_sources_frames_in_add_up_with_the_frames_its_groups_copied(make_topo,
     topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3")
     topo.ok(pin_dir, "add", "p1", "p2")
     topo.static_arp()
-    send_mcast(topo.host(1), "239.1.1.1", 5, 9530)
-    send_udp(topo.host(1), topo.host(2).ip, 3, port=9531)
+    with (
+        FrameCounter(topo.host(3).ns, topo.host(3).dev) as copies,
+        UdpSink(topo.host(2), 9531) as sink,
+    ):
+        send_mcast(topo.host(1), "239.1.1.1", 5, 9530)
+        send_udp(topo.host(1), topo.host(2).ip, 3, port=9531)
+        assert sink.count(3) == 3
+        assert len([f for f in copies.frames() if classify(f) == ("udp", 9530)]) == 5
     p1 = port_counters(stats_json(topo, pin_dir), "p1")
     lost = sum(n for n in p1["not_forwarded"].values() if n)
     assert (p1["multicast_packets"], p1["forwarded_packets"], lost) == (5, 3, 0)

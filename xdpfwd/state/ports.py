@@ -302,10 +302,14 @@ def is_orphan(pins: PinDir, link: netdev.Link) -> bool:
 def orphans(pins: PinDir, links: dict[int, netdev.Link], ours: set[int]) -> dict[int, int]:
     """Ports running an xdpfwd ingress program that is not pins' own (ours) and that
     no other pin directory in sight holds: ifindex -> program id."""
+    held: dict[int, bool] = {}  # one walk of the bpffs per program, not per port
+    for link in links.values():
+        if link.xdp_prog_id and link.xdp_prog_id not in ours and link.xdp_prog_id not in held:
+            held[link.xdp_prog_id] = not is_orphan(pins, link)
     return {
         link.ifindex: link.xdp_prog_id
         for link in links.values()
-        if link.xdp_prog_id and link.xdp_prog_id not in ours and is_orphan(pins, link)
+        if link.xdp_prog_id in held and not held[link.xdp_prog_id]
     }
 
 
