@@ -101,6 +101,41 @@ def test_counts_are_exact(make_topo, pin_dir):
     assert topo.xdpfwd(pin_dir, "stats", env=NO_BCC).returncode == 0
 
 
+def test_an_entry_moved_to_another_egress_counts_from_zero_there(make_topo, pin_dir):
+    topo = make_topo(3)
+    h1, h2, h3 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2")
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 40)
+        assert sink.count(40) == 40
+    topo.ok(pin_dir, "add", "p1", "p3")  # in place: p1 stays attached, its counters too
+    data = stats_json(topo, pin_dir)
+    assert by_port(data)["p1"]["redirect_packets"] == 40
+    # The 40 frames left on p2: none of them is p1 -> p3's (nor p3's TX).
+    assert by_pair(data)[("p1", "p3")]["tx_packets"] == 0
+    assert by_port(data)["p3"]["tx_packets"] == 0
+    with UdpSink(h3) as sink:
+        send_udp(h1, h3.ip, 25)
+        assert sink.count(25) == 25
+    data = stats_json(topo, pin_dir)
+    pair = by_pair(data)[("p1", "p3")]
+    assert (pair["counted_by"], pair["tx_packets"]) == ("ingress", 25)
+    assert pair["tx_bytes"] == 25 * udp_frame_len(64)
+    assert by_port(data)["p3"]["tx_packets"] == 25
+    assert by_port(data)["p1"]["forwarded_packets"] == 65  # the port's own counters go on
+    # An egress program counted the pair for a while: without it again, from zero.
+    topo.ok(pin_dir, "add", "p1", "p3", "--dst-mac", h3.mac)
+    with UdpSink(h3) as sink:
+        send_udp(h1, h3.ip, 5)
+        assert sink.count(5) == 5
+    topo.ok(pin_dir, "add", "p1", "p3")
+    with UdpSink(h3) as sink:
+        send_udp(h1, h3.ip, 7)
+        assert sink.count(7) == 7
+    assert by_pair(stats_json(topo, pin_dir))[("p1", "p3")]["tx_packets"] == 7
+
+
 def test_watch_reports_rates_while_traffic_flows(topo, pin_dir):
     h1, h2 = topo.hosts
     topo.static_arp()

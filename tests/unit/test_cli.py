@@ -1,5 +1,6 @@
 """The CLI's parsing, exit codes and messages, with the operations faked."""
 
+import dataclasses
 import json
 import os
 
@@ -310,6 +311,18 @@ def test_list_table_shows_gone_devices():
     assert "user drop_arp (9)" in result.stdout
     assert "user drop_arp (9)" in result.stdout
     assert "\x1b[" not in result.stdout  # not a terminal: no escape codes
+
+
+def test_a_group_without_members_shows_no_ingress_setting():
+    class MemberlessGroup(FakeOps):
+        def list_ports(self, pins):
+            listing = super().list_ports(pins)
+            listing.groups[0] = dataclasses.replace(listing.groups[0], members=[], pairs=[])
+            return listing
+
+    result, _ = invoke(["list"], MemberlessGroup())
+    row = next(line for line in result.stdout.splitlines() if line.startswith("cams"))
+    assert row.split() == ["cams", "-"]
 
 
 def test_piped_tables_keep_every_column():

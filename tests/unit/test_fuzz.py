@@ -220,6 +220,10 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
             "3: ff:ff:ff:ff:ff:ff is a group address; a source address must be unicast",
         ),
         ("version: 1\nports:\n  a: {on_miss: maybe}\n", "3: on_miss must be one of pass, drop"),
+        (
+            "version: 1\nforward:\n  - {from: a, to: b, egress: fancy}\n",
+            "3: egress must be built-in, none, or a mapping with src_mac/dst_mac or program",
+        ),
         ("[1, 2]\n", "1: the file must be a mapping"),
         ("", "1: the file is empty"),
         ("forward: []\n", "1: no version"),
@@ -266,6 +270,7 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         "function-alone",
         "group-source-mac",
         "on-miss",
+        "egress-word",
         "not-mapping",
         "empty",
         "no-version",

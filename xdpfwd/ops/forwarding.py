@@ -27,7 +27,7 @@ from xdpfwd.model import (
 from xdpfwd.model.counters import Snapshot
 from xdpfwd.state import balance, entries, health, intent, multicast
 from xdpfwd.state.config import EntryConf
-from xdpfwd.state.counters import entry_redirects, snapshot
+from xdpfwd.state.counters import snapshot
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.pins import PinDir
@@ -361,7 +361,7 @@ def _entry_counters(
     ingress port redirected (counters), less its multicast frames."""
     if entry.egress_prog_id:
         return dp.egress_stats.read(port) or maps.EgressStats()
-    return entry_redirects(dp, port, counters)
+    return entries.entry_redirects(dp, port, counters)
 
 
 def _balanced_counters(

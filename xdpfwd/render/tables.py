@@ -121,12 +121,12 @@ def groups_table(listing: Listing) -> Table:
     for name in ("GROUP", "INGRESS PORT", "MEMBERS"):
         table.add_column(name)
     for group in listing.groups:
-        _row(
-            table,
-            group.name,
-            "excluded" if group.exclude_ingress else "included",
-            ", ".join(port_text(m) for m in group.members),
-        )
+        # The ingress setting lives on the members: a group without any has none.
+        if not group.members:
+            ingress = "-"
+        else:
+            ingress = "excluded" if group.exclude_ingress else "included"
+        _row(table, group.name, ingress, ", ".join(port_text(m) for m in group.members))
     return table
 
 

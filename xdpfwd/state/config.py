@@ -293,7 +293,13 @@ def _balanced(r: _Reader, node, fields_: dict) -> BalancedConf:
 
 def _egress(r: _Reader, node) -> EgressSpec:
     if isinstance(node, r.nodes.ScalarNode):
-        kind = r.choice(node, "egress", ("built-in", "none"))
+        kind = r.text(node, "egress")
+        if kind not in ("built-in", "none"):
+            r.fail(
+                node,
+                f"egress must be built-in, none, or a mapping with src_mac/dst_mac "
+                f"or program (and function), not {kind!r}",
+            )
         return EgressSpec(program=kind)
     fields_ = r.mapping(node, "egress", ("src_mac", "dst_mac", "program", "function"))
     if "program" in fields_:

@@ -12,6 +12,7 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
 from xdpfwd.state import balance, multicast, tracing
 from xdpfwd.state.dataplane import Dataplane
+from xdpfwd.state.entries import entry_redirects
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
 
@@ -130,18 +131,6 @@ def _balanced_pairs(dp: Dataplane, links):
             )
 
 
-def entry_redirects(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.EgressStats:
-    """What the entry of port sent when no egress program counts it: the port's
-    redirects, less the frames it replicated as a multicast source (both count from
-    when the port was attached or the counters were zeroed)."""
-    mcast = dp.mcast.port_stats.read(port) if dp.mcast is not None else None
-    mcast = mcast or maps.McastPortStats()
-    return maps.EgressStats(
-        max(0, counters.redirect_packets - mcast.packets),
-        max(0, counters.redirect_bytes - mcast.bytes),
-    )
-
-
 def _group_pairs(dp: Dataplane, links):
     for group in group_infos(dp, links):
         # Members of groups made before the tracepoint counted copies run the
@@ -188,6 +177,7 @@ def zero(dp: Dataplane) -> None:
             dp.mcast.port_stats.reset(port)
         if dp.egress_stats is not None:
             dp.egress_stats.reset(port)
+        dp.forget_entry_base(port)
     invalid = dp.invalid_verdicts()
     if invalid is not None:
         for port in invalid.ifindexes():

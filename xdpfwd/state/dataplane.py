@@ -126,6 +126,9 @@ class Dataplane:
             # No record: made before xdpfwd loaded multi-buffer programs (flags 0).
             self.prog_flags = recorded or 0
             self.flags_recorded = recorded is not None
+            self.entry_base: maps.EntryBaseTable | None = None
+            if maps.PIN_ENTRY_BASE in names:
+                self.entry_base = self._open(maps.EntryBaseTable, maps.PIN_ENTRY_BASE)
             self.tx_events: maps.TxEventsTable | None = None
             if maps.PIN_TX_EVENTS in names:
                 self.tx_events = self._open(maps.TxEventsTable, maps.PIN_TX_EVENTS)
@@ -220,6 +223,11 @@ class Dataplane:
         invalid = self.invalid_verdicts()
         if invalid is not None:
             invalid.delete(ingress)
+
+    def forget_entry_base(self, ingress: int) -> None:
+        """Drop where ingress's entry began counting (the entry or the port is gone)."""
+        if self.entry_base is not None:
+            self.entry_base.delete(ingress)
 
     def group_names(self) -> list[str]:
         """The groups pinned here; not a swap pin a crash left (groups.py names those
@@ -399,6 +407,10 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
             path = pins.pin(maps.PIN_GROUPS)
             maps.create_pinned_groups_table(path, layout.table, layout.value_size)
             rollback.callback(os.unlink, path)
+        # Also for a pin dir an older xdpfwd made: its next change creates it.
+        if maps.PIN_ENTRY_BASE not in present:
+            maps.create_pinned_entry_base(pins.pin(maps.PIN_ENTRY_BASE))
+            rollback.callback(os.unlink, pins.pin(maps.PIN_ENTRY_BASE))
         if maps.PIN_USER_PROGS not in present and layout.has_egress:
             maps.create_pinned_user_progs(pins.pin(maps.PIN_USER_PROGS))
             rollback.callback(os.unlink, pins.pin(maps.PIN_USER_PROGS))

@@ -197,6 +197,8 @@ def write(c: Change, ingress: int, egress: int, prog_fd: int, rewrite: maps.Rewr
     if rewrite is not None:
         # In place before the entry, so its first frame is already rewritten.
         set_rewrite(c, ingress, egress, rewrite)
+    if previous is None or previous.egress_ifindex != egress or previous.egress_prog_id:
+        _begin_pair(c, ingress)
     if previous is None:
         c.undo.callback(dp.fwd.delete, ingress)
     else:
@@ -204,6 +206,42 @@ def write(c: Change, ingress: int, egress: int, prog_fd: int, rewrite: maps.Rewr
         c.undo.callback(dp.fwd.set, ingress, previous.egress_ifindex, old_fd)
     map_write(dp.fwd.set, ingress, egress, prog_fd)
     c.after_commit.append(lambda: forget_stale_state(dp, ingress, egress, previous, rewrite))
+
+
+def _redirected(dp: Dataplane, port: int, counters: maps.PortStats) -> tuple[int, int]:
+    """Frames and bytes port redirected, less those it replicated as a multicast
+    source (both count from when the port was attached or the counters were zeroed)."""
+    mcast = dp.mcast.port_stats.read(port) if dp.mcast is not None else None
+    mcast = mcast or maps.McastPortStats()
+    return (
+        max(0, counters.redirect_packets - mcast.packets),
+        max(0, counters.redirect_bytes - mcast.bytes),
+    )
+
+
+def entry_redirects(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.EgressStats:
+    """What the entry of port sent when no egress program counts it: what the port
+    redirected (counters, less its multicast frames) since the entry's pair began.
+    Before that, its frames went elsewhere: to another egress, or as a member's copies."""
+    packets, nbytes = _redirected(dp, port, counters)
+    base = dp.entry_base.get(port) if dp.entry_base is not None else None
+    if base is not None:
+        packets, nbytes = max(0, packets - base[0]), max(0, nbytes - base[1])
+    return maps.EgressStats(packets, nbytes)
+
+
+def _begin_pair(c: Change, ingress: int) -> None:
+    """Count ingress's entry from now on (undone with the change): a new pair, or one
+    that an egress program counted until now."""
+    dp = c.dp
+    if dp.entry_base is None:
+        return
+    old = dp.entry_base.get(ingress)
+    dp.entry_base.set(ingress, _redirected(dp, ingress, dp.stats.read(ingress) or maps.PortStats()))
+    if old is None:
+        c.undo.callback(dp.entry_base.delete, ingress)
+    else:
+        c.undo.callback(dp.entry_base.set, ingress, old)
 
 
 def remove(c: Change, ingress: int) -> maps.FwdEntry | None:
@@ -215,6 +253,7 @@ def remove(c: Change, ingress: int) -> maps.FwdEntry | None:
     prog_fd = hold_program(c.resources, entry.egress_prog_id)
     dp.fwd.delete(ingress)
     c.undo.callback(dp.fwd.set, ingress, entry.egress_ifindex, prog_fd)
+    c.after_commit.append(lambda: dp.forget_entry_base(ingress))
     if dp.layout.has_egress:
         c.after_commit.append(lambda: forget_pair(dp, ingress, entry.egress_ifindex))
     return entry

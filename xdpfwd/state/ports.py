@@ -255,6 +255,7 @@ def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> No
     if settings is not None:
         undo.callback(dp.ports.set, port, settings)
     dp.stats.delete(port)
+    dp.forget_entry_base(port)
     if dp.mcast is not None:
         dp.mcast.port_stats.delete(port)
     dp.forget_events(port)
@@ -274,6 +275,7 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
         dp.groups.delete(port)
         dp.ports.delete(port)
         dp.stats.delete(port)
+        dp.forget_entry_base(port)
         if dp.balance is not None and dp.balance.get(port) is not None:
             dp.balance.clear(port)
             for bucket in range(maps.BUCKETS):

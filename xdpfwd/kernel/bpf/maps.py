@@ -54,6 +54,9 @@ OWNER_NAME = "xdpfwd_owner"  # the marker map's own name, with its shape below
 OWNER_FORMAT = 1  # the one value it holds: the pin dir's layout version
 # Frames user egress programs gave a verdict other than XDP_PASS/XDP_DROP, per entry.
 PIN_ENTRY_INVALID = "entry_invalid"
+# Per entry counted by its ingress port's redirects, what the port had redirected when
+# the entry's pair began (user space only): the pair's frames are those since.
+PIN_ENTRY_BASE = "entry_base"
 
 FWD_MAX_ENTRIES = 65536
 MAX_PORTS = 4096
@@ -678,6 +681,26 @@ def is_owner_marker(path: str) -> bool:
             1,
             OWNER_NAME,
         )
+    finally:
+        os.close(fd)
+
+
+class EntryBaseTable(PinnedMap):
+    """Ingress ifindex -> (packets, bytes) its port had redirected when its entry's
+    pair began."""
+
+    def get(self, ifindex: int) -> tuple[int, int] | None:
+        raw = sc.map_lookup(self.fd, _key(ifindex), self.info.value_size)
+        return None if raw is None else _COUNTER.unpack(raw)
+
+    def set(self, ifindex: int, base: tuple[int, int]) -> None:
+        sc.map_update(self.fd, _key(ifindex), _COUNTER.pack(*base))
+
+
+def create_pinned_entry_base(path: str) -> None:
+    fd = sc.map_create(sc.MAP_TYPE_HASH, _U32.size, _COUNTER.size, MAX_PORTS, "xdpfwd_base")
+    try:
+        sc.obj_pin(fd, path)
     finally:
         os.close(fd)
 
