@@ -60,6 +60,32 @@ def test_broadcast_group_with_default_offloads_is_fixed_the_same_way(make_topo, 
     assert tcp_transfer(topo.host(1), topo.host(2), TCP_BYTES) == TCP_BYTES
 
 
+def test_prune_warns_about_the_defaults_of_a_device_made_again_and_its_fix_works(
+    make_topo, pin_dir
+):
+    topo = make_topo(3)
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "broadcast", "p3", "p2", "--exclude-ingress")
+    h2 = topo.host(2)
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    topo.prepared = topo.gro = False  # made again as a container's would be
+    topo.plug(h2)
+    pruned = topo.ok(pin_dir, "prune")
+    # p2 is p1's egress and a member: it takes redirected frames and sends to a group.
+    fixes = [f"ip netns exec {h2.ns} ethtool -K h0 {what}" for what in ("tx off", "gro on")]
+    warned = pruned.stderr.strip().splitlines()
+    assert len(warned) == 2 and all(f"(fix: {fix})" in pruned.stderr for fix in fixes), warned
+    assert all(line.startswith("warning: p2") for line in warned), warned  # p1, p3: fine
+    for fix in fixes:
+        sh(*fix.split())
+    topo.static_arp()
+    with UdpSink(h2) as sink:
+        send_udp(topo.host(1), h2.ip, 50)
+        assert sink.count(50) == 50
+    assert "warning" not in topo.ok(pin_dir, "prune").stderr  # said once, when bound
+
+
 def test_generic_mode_warns_about_segmentation_offload_and_its_fix_works(make_topo, pin_dir):
     topo = make_topo(2, prepared=False)
     added = topo.ok(pin_dir, "add", "p1", "p2", "--bidirectional", "--mode", "generic")

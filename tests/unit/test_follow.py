@@ -200,3 +200,10 @@ def test_follow_says_once_what_it_leaves_alone():
     skipped = PruneResult([], [], [], skipped=("eth1 runs another XDP program (id 9): left alone",))
     lines, _ = run([[netdev.LinkEvent(False, link())], []], [skipped, skipped])
     assert lines.count(("warning", skipped.skipped[0])) == 1
+
+
+def test_follow_warns_about_a_device_it_bound_anew():
+    text = "eth2 cannot take frames redirected to it: they are dropped (fix: ...)"
+    bound = PruneResult([], [], [], steps=("attach to eth2 (auto)",), warnings=(text,))
+    lines, _ = run([[netdev.LinkEvent(False, link())], []], [bound, PruneResult([], [], [])])
+    assert ("warning", text) in lines

@@ -173,6 +173,7 @@ class PruneResult:
     detached: list[Iface]
     steps: tuple[str, ...] = ()  # what was done to match the recorded configuration
     skipped: tuple[str, ...] = ()  # what it names that was left alone, and why
+    warnings: tuple[str, ...] = ()  # problems of the paths of devices it bound anew
 
 
 # States of a row in `xdpfwd list`.

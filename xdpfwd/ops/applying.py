@@ -381,25 +381,36 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         bound = recorded.bound if recorded else {}
         record = intent.Intent(config, layouts, bound)
         intent.store(c, intent.bind(record, c.links), create=True)
-    pairs = [(i, desired.links[e.egress].ifindex) for i, e in desired.entries.items()]
-    for ingress, entry in desired.balanced.items():
-        pairs += [(ingress, desired.links[n].ifindex) for n in entry.ports if n in desired.links]
-    for g in desired.multicast.values():
-        pairs += [(s, r) for s in g.sources for r in g.receivers if s != r or not g.exclude_ingress]
-    members = [desired.links[m].ifindex for g in config.groups for m in g.members]
-    members += [s for g in desired.multicast.values() for s in sorted(g.sources)]
     warnings = (
         *desired.notes,
         *path_warnings,
         *c.notes,
         *(att.warning for att in c.attachments if att.warning),
-        *health.warnings_for(sorted(set(pairs)), c.links),
-        *health.flood_warnings(members, c.links, c.dp.frags),
+        *_problems(c, desired, set(c.links)),
     )
     for ingress, (text, func) in desired.users.items():
         shown = Path(desired.spec_of(ingress).user_file or "").name
         warnings += tuple(entries.verdict_warnings(text, shown, func))
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
+
+
+def _problems(c: Change, d: Desired, ports: set[int]) -> tuple[str, ...]:
+    """As warnings, the problems of d's paths that pass one of ports (a veth peer that
+    cannot take redirected frames, MTUs, what a group cannot flood)."""
+    pairs = [(i, d.links[e.egress].ifindex) for i, e in d.entries.items()]
+    for ingress, entry in d.balanced.items():
+        pairs += [(ingress, d.links[n].ifindex) for n in entry.ports if n in d.links]
+    for g in d.multicast.values():
+        pairs += [(s, r) for s in g.sources for r in g.receivers if s != r or not g.exclude_ingress]
+    for g in d.config.groups:
+        members = [d.links[m].ifindex for m in g.members if m in d.links]
+        pairs += [(a, b) for a in members for b in members if a != b]
+    flooding = [d.links[m].ifindex for g in d.config.groups for m in g.members if m in d.links]
+    flooding += [s for g in d.multicast.values() for s in sorted(g.sources)]
+    return (
+        *health.warnings_for(sorted({p for p in pairs if ports & set(p)}), c.links),
+        *health.flood_warnings([m for m in flooding if m in ports], c.links, c.dp.frags),
+    )
 
 
 def _unpinned_steps(dp: Dataplane, links: dict[int, netdev.Link], d: Desired) -> list[Step]:
@@ -484,6 +495,7 @@ def reconcile(pins: PinDir) -> PruneResult:
         gone = forget_gone(c.dp, {i: link for i, link in c.links.items() if i not in reused})
         steps: list[Step] = []
         skipped: list[str] = []
+        warnings: tuple[str, ...] = ()
         if recorded is not None:
             desired = _recorded(c, recorded, skipped)
             steps = [
@@ -498,9 +510,18 @@ def reconcile(pins: PinDir) -> PruneResult:
             rebound = intent.bind(recorded, c.links)
             if rebound.bound != recorded.bound:
                 intent.store(c, rebound)
+            # A device made again comes with the kernel's defaults (a veth peer without
+            # GRO, say): what add or apply would warn about, said once, when bound.
+            made_again = {i for n, i in rebound.bound.items() if recorded.bound.get(n) != i}
+            warnings = _problems(c, desired, made_again)
         also_gone, emptied, detached = tidy(c.dp, c.undo, c.links)
     return PruneResult(
-        gone + also_gone, emptied, detached, tuple(s.text for s in steps), tuple(skipped)
+        gone + also_gone,
+        emptied,
+        detached,
+        tuple(s.text for s in steps),
+        tuple(skipped),
+        warnings,
     )
 
 

@@ -90,6 +90,7 @@ def run(
                 failed = ""
             due = time.monotonic() + resync
             yield from _lines(result)
+            yield from (FollowLine(text, "warning") for text in result.warnings)
             if result.skipped != skipped:
                 yield from (FollowLine(text, "warning") for text in result.skipped)
                 skipped = result.skipped

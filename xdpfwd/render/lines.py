@@ -147,7 +147,7 @@ def prune_result(result: PruneResult) -> None:
         line("nothing to prune")
     for step in result.steps:
         line(step)
-    for message in result.skipped:
+    for message in (*result.skipped, *result.warnings):
         warning(message)
     for ifindex in result.gone:
         line(f"forgot ifindex {ifindex}: its device is gone")
