@@ -110,6 +110,7 @@ def test_a_member_that_leaves_stops_receiving(make_topo, pin_dir):
     # The last members leaving remove the group.
     result = topo.ok(pin_dir, "broadcast", "del", "p1", "p2")
     assert "group default had no member left" in result.stdout
+    assert result.stderr == ""  # not put down to deleted devices
     assert topo.list_json(pin_dir)["groups"] == []
 
 

@@ -123,7 +123,11 @@ def remove_members(c: Change, group: str, ports: list[int]) -> None:
     A group left without members is unpinned when the change commits."""
     if group in c.dp.group_names():
         leaving = set(ports)
-        _resize(c, group, [m for m in c.dp.open_group(group).members() if m not in leaving])
+        staying = [m for m in c.dp.open_group(group).members() if m not in leaving]
+        _resize(c, group, staying)
+        if not staying:
+            c.emptied.add(group)  # the command's doing, not deleted devices'
+
     # else group_of() named an unpinned devmap ("map ID"): only the pointers go.
     for port in ports:
         map_id = c.dp.groups.group_id(port)

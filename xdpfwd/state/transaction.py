@@ -64,6 +64,7 @@ class Change:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)  # made by attach()
     notes: list[str] = field(default_factory=list)  # warnings for the user
+    emptied: set[str] = field(default_factory=set)  # groups the command itself emptied
 
     def attach(self, plan: ports.AttachPlan, mode: str, settings) -> Attachment:
         """ports.attach() within this change, and the links updated to match."""
@@ -186,7 +187,7 @@ def _finish(c: Change) -> None:
         step()
     # Every successful write also clears out what deleted devices left behind.
     _, emptied, _ = tidy(c.dp, NO_UNDO, c.links)
-    for name in emptied:
+    for name in sorted(set(emptied) - c.emptied):
         left = "sources or receivers" if name.startswith("multicast ") else "members"
         log.warning("removed group %s: deleted devices left it without %s", name, left)
 
