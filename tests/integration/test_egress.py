@@ -190,6 +190,28 @@ def test_user_program_dropping_stops_only_its_entry(make_topo, pin_dir, programs
     assert by_port["p3"]["egress_counters"]["tx_packets"] == 30
 
 
+def test_changing_an_entrys_program_neither_resets_nor_relabels_its_counts(topo, pin_dir, programs):
+    h1, h2 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(programs / "drop_all.c"))
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 20)
+        assert sink.count(20, timeout=1.0) == 0
+    for options, count in (((), 30), (("--dst-mac", h2.mac), 10)):
+        topo.ok(pin_dir, "add", "p1", "p2", *options)
+        with UdpSink(h2) as sink:
+            send_udp(h1, h2.ip, count)
+            assert sink.count(count) == count
+    stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+    (pair,) = stats["pairs"]
+    # The 40 that left, and the 20 the first program dropped, still named as such.
+    assert (pair["tx_packets"], pair["egress_drop_packets"]) == (40, 20)
+    assert stats["not_forwarded"]["egress_drop"] == 20
+    assert stats["not_forwarded"]["xmit_drop"] == 0
+    p1 = next(p for p in stats["ports"] if p["port"]["ifname"] == "p1")
+    assert p1["forwarded_packets"] == 40
+
+
 def test_listed_prog_id_is_what_the_kernel_holds(topo, pin_dir, programs):
     topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", f"{programs / 'pass_b.c'}:pass_b")
     listed = rows(topo, pin_dir)["p1"]

@@ -328,7 +328,7 @@ def _port_row(
     has_egress = entry is not None and dp.layout.has_egress
     counters = counted.ports[port].counters or maps.PortStats()
     if entry is not None and has_egress:
-        egress_counters = _entry_counters(dp, port, entry, counters)
+        egress_counters = entries.entry_counts(dp, port, counters).sent
     elif balanced is not None and dp.layout.has_egress:
         egress_counters = _balanced_counters(dp, port, balanced, counters)
     else:
@@ -354,22 +354,12 @@ def _port_row(
     )
 
 
-def _entry_counters(
-    dp: Dataplane, port: int, entry: maps.FwdEntry, counters: maps.PortStats
-) -> maps.EgressStats:
-    """What an entry sent: its egress program's count, or (without one) what its
-    ingress port redirected (counters), less its multicast frames."""
-    if entry.egress_prog_id:
-        return dp.egress_stats.read(port) or maps.EgressStats()
-    return entries.entry_redirects(dp, port, counters)
-
-
 def _balanced_counters(
     dp: Dataplane, port: int, info: BalanceInfo, counters: maps.PortStats
 ) -> maps.EgressStats:
     """What a balanced entry sent: the sum of its ports' counts where its buckets count
-    per port, else as for a single entry (its buckets' program, or its port's
-    redirects)."""
+    per port, else as for a single entry (its port's redirects, less what its buckets'
+    program dropped)."""
     counted = [p.counters for p in info.ports if p.counters is not None]
     if counted:
         return maps.EgressStats(
@@ -378,8 +368,7 @@ def _balanced_counters(
             sum(c.drop_packets for c in counted),
             sum(c.drop_bytes for c in counted),
         )
-    first = next((e for e in balance.table(dp, port) if e is not None), None)
-    return _entry_counters(dp, port, first or maps.FwdEntry(0, 0), counters)
+    return entries.entry_counts(dp, port, counters).sent
 
 
 def down(pins: PinDir) -> DownResult:

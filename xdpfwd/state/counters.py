@@ -12,7 +12,7 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
 from xdpfwd.state import balance, multicast, tracing
 from xdpfwd.state.dataplane import Dataplane
-from xdpfwd.state.entries import entry_redirects
+from xdpfwd.state.entries import entry_counts
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
 
@@ -36,7 +36,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
         for port in sorted(dp.ports.ifindexes())
     }
     pairs = [
-        *_entry_pairs(dp, ports, links, dp.invalid_verdicts()),
+        *_entry_pairs(dp, ports, links),
         *_group_pairs(dp, links),
         *_balanced_pairs(dp, links),
     ]
@@ -81,29 +81,23 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
     )
 
 
-def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links, invalid):
+def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
     for port, counters in ports.items():
         entry = dp.fwd.get(port)
         if entry is None:
             continue
         ingress, egress = counters.port, known(entry.egress_ifindex, links)
-        stats = dp.egress_stats.read(port) if entry.egress_prog_id else None
-        if stats is None:
-            # No egress program counts this entry: what the ingress port redirected,
-            # less what it replicated to multicast groups.
-            c = entry_redirects(dp, port, counters.counters)
-            yield PairCounters(ingress, egress, None, "ingress", c.tx_packets, c.tx_bytes)
-        else:
-            yield PairCounters(
-                ingress,
-                egress,
-                None,
-                "egress",
-                stats.tx_packets,
-                stats.tx_bytes,
-                stats.drop_packets,
-                egress_invalid_packets=invalid.read(port) if invalid is not None else 0,
-            )
+        c = entry_counts(dp, port, counters.counters)
+        yield PairCounters(
+            ingress,
+            egress,
+            None,
+            "egress" if entry.egress_prog_id else "ingress",  # what counts its drops
+            c.sent.tx_packets,
+            c.sent.tx_bytes,
+            c.sent.drop_packets,
+            egress_invalid_packets=c.invalid_packets,
+        )
 
 
 def _balanced_pairs(dp: Dataplane, links):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 
 from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import files, netdev
@@ -197,7 +198,7 @@ def write(c: Change, ingress: int, egress: int, prog_fd: int, rewrite: maps.Rewr
     if rewrite is not None:
         # In place before the entry, so its first frame is already rewritten.
         set_rewrite(c, ingress, egress, rewrite)
-    if previous is None or previous.egress_ifindex != egress or previous.egress_prog_id:
+    if previous is None or previous.egress_ifindex != egress:
         _begin_pair(c, ingress)
     if previous is None:
         c.undo.callback(dp.fwd.delete, ingress)
@@ -230,9 +231,33 @@ def entry_redirects(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.
     return maps.EgressStats(packets, nbytes)
 
 
+@dataclass(frozen=True)
+class EntryCounts:
+    sent: maps.EgressStats  # tx: sent on; drop: what its egress programs dropped
+    invalid_packets: int  # what a user egress program gave an invalid verdict (dropped)
+
+
+def entry_counts(dp: Dataplane, port: int, counters: maps.PortStats) -> EntryCounts:
+    """What the entry of port did with its frames since its pair began: what the port
+    redirected to it, less what its egress programs (the one now and any before)
+    dropped, is what it sent on. The same count whichever program runs, so changing
+    the program neither resets it nor turns past drops into other losses."""
+    redirected = entry_redirects(dp, port, counters)
+    programs = dp.egress_stats.read(port) if dp.egress_stats is not None else None
+    programs = programs or maps.EgressStats()
+    table = dp.invalid_verdicts()
+    invalid, invalid_bytes = table.read(port) if table is not None else (0, 0)
+    sent = maps.EgressStats(
+        max(0, redirected.tx_packets - programs.drop_packets - invalid),
+        max(0, redirected.tx_bytes - programs.drop_bytes - invalid_bytes),
+        programs.drop_packets,
+        programs.drop_bytes,
+    )
+    return EntryCounts(sent, invalid)
+
+
 def _begin_pair(c: Change, ingress: int) -> None:
-    """Count ingress's entry from now on (undone with the change): a new pair, or one
-    that an egress program counted until now."""
+    """Count ingress's entry from now on (undone with the change): a new pair."""
     dp = c.dp
     if dp.entry_base is None:
         return

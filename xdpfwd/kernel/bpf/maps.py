@@ -563,9 +563,10 @@ class InvalidVerdictTable(PinnedMap):
     """Per-CPU counts, per forwarding entry (its ingress ifindex), of the frames its
     user egress program gave a verdict other than XDP_PASS or XDP_DROP."""
 
-    def read(self, ingress: int) -> int:
-        packets, _ = self._read_percpu(_key(ingress), _COUNTER) or (0, 0)
-        return packets
+    def read(self, ingress: int) -> tuple[int, int]:
+        """Frames and bytes."""
+        packets, nbytes = self._read_percpu(_key(ingress), _COUNTER) or (0, 0)
+        return packets, nbytes
 
 
 class TxEventsTable(PairMap):
