@@ -598,6 +598,33 @@ def test_a_sources_frames_in_add_up_with_the_frames_its_groups_copied(make_topo,
     assert row[5] == "8"
 
 
+def test_copies_a_receivers_driver_drops_are_the_groups_loss_not_the_sources(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3", "p4")
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.static_arp()
+    # p4's peer is down: the veth driver drops what is sent to p4, after its egress program.
+    sh("ip", "-n", topo.host(4).ns, "link", "set", topo.host(4).dev, "down")
+    with (
+        FrameCounter(topo.host(3).ns, topo.host(3).dev) as copies,
+        UdpSink(topo.host(2), 9541) as sink,
+    ):
+        send_mcast(topo.host(1), "239.1.1.1", 6, 9540)
+        send_udp(topo.host(1), topo.host(2).ip, 4, port=9541)
+        assert sink.count(4) == 4
+        assert len([f for f in copies.frames() if classify(f) == ("udp", 9540)]) == 6
+    stats = stats_json(topo, pin_dir)
+    group = groups_by_address(stats)["239.1.1.1"]
+    received = {r["port"]["ifname"]: r["tx_packets"] for r in group["receivers"]}
+    assert received == {"p3": 6, "p4": 0}
+    assert (group["copies_expected"], group["copies_out"], group["copies_lost"]) == (12, 6, 6)
+    p1 = port_counters(stats, "p1")
+    # The source's own frames: 4 forwarded by its entry, 6 copied, none lost.
+    assert (p1["forwarded_packets"], p1["multicast_packets"]) == (4, 6)
+    assert not any(p1["not_forwarded"].values())
+    assert port_counters(stats, "p4")["tx_packets"] == 0
+
+
 def test_a_saved_source_whose_group_is_gone_is_not_attached_by_prune(make_topo, pin_dir, tmp_path):
     # save writes the source's settings (ports:), apply records them; the group itself
     # is not recorded, so once it is gone the port has no role left.

@@ -371,7 +371,8 @@ class McastGroup:
     @property
     def copies_lost(self) -> int | None:
         """Copies that never reached a receiver's egress program (clones the kernel
-        could not make or send, a receiver's device refusing XDP frames)."""
+        could not make or send, a receiver's device refusing XDP frames), or that its
+        driver dropped after it (see state/counters.py)."""
         out = self.copies_out
         return None if out is None else max(0, self.copies_expected - out)
 

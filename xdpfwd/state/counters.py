@@ -9,6 +9,7 @@ from dataclasses import astuple, replace
 
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
+from xdpfwd.model import McastGroup, McastReceiver
 from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
 from xdpfwd.state import balance, multicast, tracing
 from xdpfwd.state.dataplane import Dataplane
@@ -47,6 +48,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
         # An egress-only port runs no xdpfwd program: only what it sends is known.
         ports.setdefault(pair.egress.ifindex, PortCounters(pair.egress, None))
     groups = multicast.group_infos(dp, links)
+    groups, events = _charge_copy_drops(groups, events, {p.key for p in pairs})
     copied: dict[int, tuple[int, int]] = {}  # receiver -> multicast copies, bytes
     for group in groups:
         for r in group.receivers:
@@ -150,6 +152,45 @@ def tx_events(dp: Dataplane) -> dict[tuple[int, int], maps.TxEvents] | None:
     if dp.tx_events is None or not tracing.is_attached(dp.pins):
         return None
     return dp.tx_events.read_all()
+
+
+def _charge_copy_drops(
+    groups: list[McastGroup],
+    events: dict[tuple[int, int], maps.TxEvents],
+    pairs: set[tuple[int, int]],
+) -> tuple[list[McastGroup], dict[tuple[int, int], maps.TxEvents]]:
+    """Copies of multicast frames that a receiver's driver did not send, after its
+    egress program counted them, charged to their group (copies lost, off the
+    receiver's copies) and not to the source port's frames: the tracepoint names
+    only the (source, receiver) pair, which is no entry's or member's of the source
+    (their bulks would mix: refused). A pair of several groups goes to the first."""
+    charged: set[tuple[int, int]] = set()
+    result = []
+    for g in groups:
+        dropped: dict[int, int] = {}
+        for s in g.sources:
+            for r in g.receivers:
+                key = (s.ifindex, r.port.ifindex)
+                if key in events and key not in pairs and key not in charged:
+                    charged.add(key)
+                    dropped[key[1]] = dropped.get(key[1], 0) + events[key].xmit_drops
+        if not any(dropped.values()) or not g.counted:
+            result.append(g)
+            continue
+        receivers = [_less_copies(r, dropped.get(r.port.ifindex, 0)) for r in g.receivers]
+        out = sum(r.copies or 0 for r in receivers)
+        result.append(replace(g, receivers=receivers, copies_out=out))
+    events = {k: replace(e, xmit_drops=0) if k in charged else e for k, e in events.items()}
+    return result, events
+
+
+def _less_copies(r: McastReceiver, dropped: int) -> McastReceiver:
+    """r without dropped copies (their bytes at the mean size of its copies)."""
+    copies, nbytes = r.copies or 0, r.copy_bytes or 0
+    if not dropped or not copies:
+        return r
+    left = max(0, copies - dropped)
+    return replace(r, copies=left, copy_bytes=nbytes * left // copies)
 
 
 def _summed(rows) -> maps.TxEvents:
