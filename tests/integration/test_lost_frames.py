@@ -1,6 +1,7 @@
 """No frame lost without a reason: veth senders with the kernel's default offloads,
 forwarding loops, and apply converging in one pass whatever it moves."""
 
+import json
 import os
 
 import pytest
@@ -84,6 +85,29 @@ def test_prune_warns_about_the_defaults_of_a_device_made_again_and_its_fix_works
         send_udp(topo.host(1), h2.ip, 50)
         assert sink.count(50) == 50
     assert "warning" not in topo.ok(pin_dir, "prune").stderr  # said once, when bound
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_an_egress_without_carrier_is_warned_about_and_its_fix_works(make_topo, pin_dir, mode):
+    topo = make_topo(2)
+    topo.static_arp()
+    h2 = topo.host(2)
+    sh("ip", "-n", h2.ns, "link", "set", h2.dev, "down")  # p2 stays up, without carrier
+    added = topo.ok(pin_dir, "add", "p1", "p2", "--mode", mode)
+    fix = f"ip netns exec {h2.ns} ip link set dev h0 up"
+    assert (
+        f"p2 has no carrier (its veth peer h0 is down): frames sent to it are dropped (fix: {fix})"
+        in added.stderr
+    )
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
+    (check,) = [c for c in doctor["checks"] if c["id"] == "egress_down"]
+    assert (check["status"], check["port"]["ifname"], check["fix"]) == ("warn", "p2", fix)
+    sh(*fix.split())
+    with UdpSink(h2) as sink:
+        send_udp(topo.host(1), h2.ip, 30)
+        assert sink.count(30) == 30
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
+    assert not [c for c in doctor["checks"] if c["id"] == "egress_down"]
 
 
 def test_generic_mode_warns_about_segmentation_offload_and_its_fix_works(make_topo, pin_dir):

@@ -243,9 +243,12 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     pairs = health.managed_pairs(dp, groups)
     pairs = [(i, e) for i, e in pairs if i in links and links[i].xdp_prog_id == dp.prog_id]
     flooding = [*members, *multicast.sources_of(dp)]  # multicast copies cannot be made either
+    # A managed port's own check says it is down: no second line for it as an egress.
+    said_down = {p for p in dp.ports.ifindexes() if p in links and not links[p].up}
     with health.inspected(pairs, links, features, flooding) as (problems, peers):
         for problem in problems:
-            checks.append(_problem_check(problem, peers, fix))
+            if problem.kind != "egress_down" or problem.ifindex not in said_down:
+                checks.append(_problem_check(problem, peers, fix))
     flooded = [m for m in flooding if m in links and links[m].xdp_prog_id == dp.prog_id]
     for problem in health.flood_problems(flooded, links, dp.frags):
         checks.append(_problem_check(problem, {}, fix))

@@ -40,7 +40,7 @@ from xdpfwd.state.dataplane import Dataplane
 @dataclass(frozen=True)
 class Problem:
     # A stable key: sender_offload, receiver_gro, driver, mtu, egress_gone,
-    # too_big_to_flood.
+    # egress_down, too_big_to_flood.
     kind: str
     ifindex: int  # the port it is about (whose veth peer --fix changes)
     port: str
@@ -94,6 +94,8 @@ def entry_problems(
         gone = f"the egress of {ingress.ifname} is gone"
         return [Problem("egress_gone", ingress.ifindex, ingress.ifname, gone, "xdpfwd prune")]
     problems = []
+    if not egress.live:
+        problems.append(_egress_down(egress, egress_peer))
     native = ingress.xdp_mode == "native"
     can_take = features is None or features.get(egress.ifindex, 0) & netdev.XDP_ACT_NDO_XMIT
     if native and not can_take:
@@ -132,6 +134,20 @@ def entry_problems(
         fix = egress_peer.shell(f"ip link set dev {peer} mtu {ingress.mtu}")
         problems.append(Problem("mtu", egress.ifindex, egress.ifname, text, fix))
     return problems
+
+
+def _egress_down(egress: netdev.Link, peer: offloads.Peer | None) -> Problem:
+    """An egress that cannot send: the driver drops what is redirected to it (counted
+    as transmit drops natively; in generic mode, and for a group's copies, nowhere)."""
+    if not egress.up:
+        why, fix = "is down", netns.as_run_from_the_shell(f"ip link set dev {egress.ifname} up")
+    elif peer is not None:
+        why = f"has no carrier (its veth peer {peer.ifname} is down)"
+        fix = peer.shell(f"ip link set dev {peer.ifname} up")
+    else:
+        why, fix = "has no carrier", f"connect {egress.ifname}, or bring its other end up"
+    text = f"{egress.ifname} {why}: frames sent to it are dropped"
+    return Problem("egress_down", egress.ifindex, egress.ifname, text, fix, warn_only=True)
 
 
 def forwarding_loop(
