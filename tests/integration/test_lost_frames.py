@@ -110,6 +110,25 @@ def test_an_egress_without_carrier_is_warned_about_and_its_fix_works(make_topo, 
     assert not [c for c in doctor["checks"] if c["id"] == "egress_down"]
 
 
+def test_doctor_says_what_became_of_an_entry_whose_egress_device_is_gone(make_topo, pin_dir):
+    topo = make_topo(2)
+    topo.ok(pin_dir, "add", "p1", "p2")
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
+    (check,) = [c for c in doctor["checks"] if c["port"] and c["port"]["ifname"] == "p1"]
+    assert check["status"] == "warn", check
+    assert check["detail"].startswith("its entry to p2 went with p2's device"), check
+    assert check["fix"].endswith(f"`xdpfwd --pin-dir {pin_dir} del p1`"), check
+    topo.plug(topo.host(2))
+    topo.ok(pin_dir, "prune")
+    topo.static_arp()
+    with UdpSink(topo.host(2)) as sink:
+        send_udp(topo.host(1), topo.host(2).ip, 20)
+        assert sink.count(20) == 20
+    doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
+    assert all(c["status"] == "pass" for c in doctor["checks"] if c["port"]), doctor
+
+
 def test_generic_mode_warns_about_segmentation_offload_and_its_fix_works(make_topo, pin_dir):
     topo = make_topo(2, prepared=False)
     added = topo.ok(pin_dir, "add", "p1", "p2", "--bidirectional", "--mode", "generic")

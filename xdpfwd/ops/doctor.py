@@ -12,7 +12,7 @@ from xdpfwd.errors import InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev, netns, prereqs
 from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
-from xdpfwd.model import STATE_NOT_FLOODING, STATE_UNPINNED_GROUP, Iface
+from xdpfwd.model import STATE_NO_ENTRY, STATE_NOT_FLOODING, STATE_UNPINNED_GROUP, Iface
 from xdpfwd.model.reports import Check
 from xdpfwd.state import health, intent, multicast, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
@@ -234,6 +234,14 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
                 "do not see its group"
             )
             fix_it = dp.pins.command("prune")
+        elif state == STATE_NO_ENTRY and (lost := _egress_gone(recorded, link, links)):
+            status = WARN
+            detail = (
+                f"its entry to {lost} went with {lost}'s device: what enters it takes the "
+                f"on-miss verdict ({settings.on_miss_name}) until {lost} is made again, "
+                "which prune (or follow) binds"
+            )
+            fix_it = f"make {lost} again, or `{dp.pins.command(f'del {link.ifname}')}`"
         elif not link.up:
             status, detail = WARN, detail + down
             if group is not None:  # the kernel skips it, with no tracepoint to count it
@@ -254,6 +262,18 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
         checks.append(_problem_check(problem, {}, fix))
     checks += _path_checks(dp, links)
     return checks
+
+
+def _egress_gone(
+    recorded: intent.Intent | None, link: netdev.Link, links: dict[int, netdev.Link]
+) -> str | None:
+    """The recorded egress of link's entry, when its device is gone (the kernel took
+    the entry with it)."""
+    if recorded is None:
+        return None
+    entry = next((e for e in recorded.config.forward if e.ingress == link.ifname), None)
+    names = {other.ifname for other in links.values()}
+    return entry.egress if entry is not None and entry.egress not in names else None
 
 
 def _path_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Check]:
