@@ -396,6 +396,22 @@ def test_save_then_apply_reproduces_the_setup_and_twice_changes_nothing(
     assert topo.ping(3, topo.host(4).ip) == 3
 
 
+def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(make_topo, pin_dir):
+    topo = make_topo(3)
+    config = topo.config_file(
+        {"ports": {"p3": {"on_miss": "drop"}}, "forward": [{"from": "p1", "to": "p2"}]}
+    )
+    for _ in range(2):
+        applied = topo.ok(pin_dir, "apply", config)
+        assert "p3 has settings but no entry, group or multicast source role" in applied.stderr
+        assert topo.xdp("p3") is None
+    assert topo.ok(pin_dir, "apply", config).stdout == "nothing to change\n"
+    # An entry whose egress is gone is left out of save, and so are its port's settings.
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    saved = yaml.safe_load(topo.ok(pin_dir, "save").stdout)
+    assert "forward" not in saved and "ports" not in saved, saved
+
+
 INVALID = [
     ("version: 1\nforward:\n  - {from: p1, to: p2\n", 4, "flow mapping on line 3"),
     ("version: 1\nforwards: []\n", 2, "unknown key 'forwards'"),

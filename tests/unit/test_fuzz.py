@@ -244,6 +244,14 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
             "3: weights are whole numbers",
         ),
         (
+            "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [1, " + "9" * 5000 + "]}\n",
+            "3: weights are whole numbers from 1 to 255",
+        ),
+        (
+            "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [1, \u00b2]}\n",
+            "3: weights are whole numbers",
+        ),
+        (
             "version: 1\nforward:\n  - {from: a, to: [b, c]}\n  - {from: a, to: d}\n",
             "4: a already forwards (line 3)",
         ),
@@ -281,6 +289,8 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         "balanced-hash",
         "hash-on-single",
         "weights-not-numbers",
+        "weights-huge",
+        "weights-superscript",
         "balanced-then-single",
         "multicast-unicast-group",
         "multicast-no-receivers",

@@ -113,11 +113,14 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             warnings.append(f"multicast group {g.group}: ports whose device is gone left out")
         if receivers and sources:
             mcast.append(McastConf(g.group, receivers, sources, g.exclude_ingress))
+    # A port whose entry was left out (its egress is gone) has no role in the file.
+    roles = {e.ingress for e in (*forward, *balanced)} | {m for g in group_list for m in g.members}
+    roles |= {name for g in mcast for name in g.sources}
     layout = dp.layout
     config = Config(
         layout.table,
         layout.value_format,
-        ports,
+        {name: conf for name, conf in ports.items() if name in roles},
         tuple(forward),
         tuple(group_list),
         tuple(balanced),
@@ -252,7 +255,13 @@ def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> 
         for name in g.sources:
             d.ports.setdefault(d.links[name].ifindex, config.ports.get(name, PortConf()))
     for name, port_conf in config.ports.items():
-        d.ports.setdefault(link(name, port_conf.line).ifindex, port_conf)
+        if link(name, port_conf.line).ifindex not in d.ports:
+            # xdpfwd runs only where frames enter to be forwarded: attached, it would be
+            # detached again as the change ends.
+            d.notes.append(
+                f"{path}:{port_conf.line}: {name} has settings but no entry, group or "
+                "multicast source role: left alone"
+            )
     return d
 
 

@@ -278,9 +278,11 @@ def _balanced(r: _Reader, node, fields_: dict) -> BalancedConf:
     if "weights" in fields_:
         items = r.sequence(fields_["weights"], "weights")
         texts = [r.text(w, "a weight") for w in items]
-        if not all(t.isdigit() for t in texts):
+        # ASCII digits only (int() refuses some that isdigit() takes), and few: the
+        # bound check below names the range, int() would refuse a 5000-digit one.
+        if not all(t.isascii() and t.isdigit() for t in texts):
             r.fail(fields_["weights"], "weights are whole numbers")
-        weights = tuple(int(t) for t in texts)
+        weights = tuple(int(t) if len(t) <= 9 else buckets.MAX_WEIGHT + 1 for t in texts)
     hash_mode = "symmetric"
     if "hash" in fields_:
         hash_mode = r.choice(fields_["hash"], "hash", tuple(maps.HASH_MODES))
