@@ -79,6 +79,28 @@ def test_a_pin_named_like_xdpfwds_but_of_another_kind_is_foreign(topo, pin_dir):
     assert pinned(pin_dir) == [maps.PIN_PROG_INGRESS]
 
 
+# down removes what is xdpfwd's and keeps the rest, saying so.
+@pytest.mark.parametrize("args", [a for a in EVERY_COMMAND if a != ["down"]], ids=" ".join)
+def test_a_foreign_map_in_place_of_one_of_xdpfwds_is_refused_by_every_command(
+    topo, pin_dir, config, args
+):
+    topo.ok(pin_dir, "add", "p1", "p2")
+    os.unlink(os.path.join(pin_dir, maps.PIN_PORTS))
+    # Shaped as xdpfwd's ports map, so that nothing but its name tells it apart.
+    fd = sc.map_create(sc.MAP_TYPE_HASH, 4, 8, maps.MAX_PORTS, "notxdpfwd")
+    try:
+        sc.obj_pin(fd, os.path.join(pin_dir, maps.PIN_PORTS))
+        args = [config if a == "CONFIG" else a for a in args]
+        before = pinned(pin_dir)
+        refused = topo.xdpfwd(pin_dir, *args)
+        assert_fails(refused, 2, f"{maps.PIN_PORTS} is pinned under a name of xdpfwd's")
+        assert pinned(pin_dir) == before
+        assert sc.map_keys(fd, 4) == []  # nothing written into it
+        assert topo.xdp("p1") is not None  # what runs is left as it was
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("args", [["down"], ["list"], ["add", "p1", "p2"]], ids=" ".join)
 def test_the_bpffs_root_a_pinned_map_and_overlong_paths_are_refused(topo, pin_dir, args):
     root = os.path.dirname(pin_dir)

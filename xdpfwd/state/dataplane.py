@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 
-from xdpfwd.errors import BpfError, PrereqError, XdpfwdError
+from xdpfwd.errors import BpfError, InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.state.pins import PinDir
@@ -106,6 +106,12 @@ class Dataplane:
     def __init__(self, pins: PinDir):
         self.pins = pins
         self._fds = ExitStack()
+        impostors = pins.impostors()
+        if impostors:
+            raise InputError(
+                f"--pin-dir {pins.path}: {', '.join(impostors)} is pinned under a name of "
+                "xdpfwd's but is not xdpfwd's; remove it, or choose another --pin-dir"
+            )
         try:
             self.prog_fd, self.prog_id = self._open_prog(maps.PIN_PROG_INGRESS)
             self.fwd = self._open(maps.ForwardTable, maps.PIN_FWD)

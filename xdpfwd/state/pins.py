@@ -318,6 +318,17 @@ class PinDir:
                 foreign.append(name)
         return Survey(True, marked, tuple(ours), tuple(foreign))
 
+    def impostors(self) -> tuple[str, ...]:
+        """Pins under names xdpfwd gives its own that hold another kind of object or
+        one of another name: made by something else, not to be read or written."""
+        return tuple(
+            name
+            for name in sorted(self._listdir(self.path))
+            if name in KNOWN_PINS
+            and name != maps.PIN_NETNS  # its own check: an earlier version's is a map
+            and not _is_pin(self.pin(name), KNOWN_PINS[name])
+        )
+
     def _netns_pin_is_ours(self) -> bool:
         try:
             return netns_link.read(self.pin(maps.PIN_NETNS)).kind in ("link", "earlier")
