@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -131,6 +133,13 @@ class XdpfwdGroup(click.Group):
             return e.exit_code
         except Exception as e:  # a bug: say so in one line, the traceback is behind -vv
             _traceback_if_debug()
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EIO):
+                if not getattr(e, "bpf_call", None):
+                    # Standard output full or failing (`> /dev/full`), as any output
+                    # file. (A reader gone, EPIPE: click exits 1, without a message.)
+                    after = _AFTER_COMMIT * interrupts.committed
+                    lines.error(f"cannot write the output: {e.strerror}{after}")
+                    return XdpfwdError.exit_code
             if isinstance(e, OSError) and getattr(e, "bpf_call", None):
                 # The kernel refused a BPF call that nothing expected to fail.
                 message = f"the kernel refused a BPF call ({e.strerror})"
@@ -850,6 +859,13 @@ def lab_status(app: App, name: str, as_json: bool) -> None:
 
 
 def main() -> None:
+    if sys.stdout is None or sys.stderr is None:
+        # Closed by the caller (`>&-`): what it did could not be said, so do nothing.
+        if sys.stderr is not None:
+            sys.stderr.write("error: standard output is closed; nothing done\n")
+        sys.exit(InputError.exit_code)
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)  # closed (`<&-`): a question gets no answer
     # SIGTERM unwinds like Ctrl-C, so a mutating command rolls back before it exits.
     interrupts.install()
     if sys.stderr.isatty():
