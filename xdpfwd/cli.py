@@ -571,6 +571,8 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     if as_json and fmt != "json" and given is click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError(f"--json and --format {fmt} ask for two formats; give one")
     fmt = "json" if as_json else fmt
+    if clear and ifaces:
+        raise click.UsageError("--clear zeroes every port's counters; it takes no --iface")
     _check_stats_options(watch, interval, count, fmt, output)
     keep = _row_filter(app, ifaces)
     if clear:

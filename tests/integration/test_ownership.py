@@ -72,6 +72,14 @@ def test_a_directory_with_another_tools_pins_is_refused_by_every_command(
     assert pinned(pin_dir) == ["state"] and topo.xdp("p1") is None
 
 
+def test_follow_refuses_another_tools_directory_at_once(topo, pin_dir):
+    os.mkdir(pin_dir)
+    pin_foreign_map(os.path.join(pin_dir, "state"))
+    # (It used to retry the refusal for ever, and exit 0 when stopped.)
+    assert_fails(topo.xdpfwd(pin_dir, "follow"), 2, "is not xdpfwd's", "state")
+    assert pinned(pin_dir) == ["state"]
+
+
 def test_a_pin_named_like_xdpfwds_but_of_another_kind_is_foreign(topo, pin_dir):
     os.mkdir(pin_dir)
     pin_foreign_map(os.path.join(pin_dir, maps.PIN_PROG_INGRESS))  # a map, not a program

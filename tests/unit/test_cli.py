@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import click.testing
 import pytest
@@ -186,6 +188,12 @@ def test_stats_json_and_another_format_are_refused(args):
     result, ops = invoke(["stats", "--json", *args])
     assert result.exit_code == 2 and "ask for two formats" in one_error_line(result)
     assert invoke(["stats", "--json", "--format", "json"])[0].exit_code == 0
+
+
+def test_stats_clear_of_some_ports_is_refused_and_clears_nothing():
+    result, ops = invoke(["stats", "--clear", "--iface", "eth1"])
+    assert result.exit_code == 2 and "it takes no --iface" in one_error_line(result)
+    assert not ops.calls
 
 
 def test_help_of_no_such_command_points_to_the_top_help():
@@ -722,3 +730,18 @@ def test_a_pin_dir_of_another_namespace_is_refused_before_interfaces_are_resolve
         assert result.exit_code == 2
         assert "serves the ports of network namespace red" in one_error_line(result)
         assert ops.calls == []
+
+
+def test_closed_or_full_standard_output_is_one_clear_line():
+    xdpfwd = os.path.join(os.path.dirname(sys.executable), "xdpfwd")
+    closed = subprocess.run(
+        [xdpfwd, "help"], preexec_fn=lambda: os.close(1), stderr=subprocess.PIPE, text=True
+    )
+    assert (closed.returncode, closed.stderr) == (
+        2,
+        "error: standard output is closed; nothing done\n",
+    )
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([xdpfwd, "help"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 1
+    assert result.stderr == "error: cannot write the output: No space left on device\n"

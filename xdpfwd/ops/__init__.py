@@ -71,7 +71,9 @@ def follow(pins, **options):
     from xdpfwd.ops import following
 
     prereqs.require_privileges("follow")
-    pins.check_netns()  # at once, not at the first run
+    # At once, not at the first run, whose error follow would retry for ever.
+    pins.check_owned()
+    pins.check_netns()
     return following.run(sys.modules[__name__], pins, **options)
 
 
