@@ -224,6 +224,8 @@ def cli(ctx: click.Context, pin_dir: str, netns: str | None, verbose: int) -> No
 def help_cmd(ctx: click.Context, command: tuple[str, ...]) -> None:
     """Show the help of xdpfwd, or of COMMAND (as COMMAND --help does)."""
     target, target_ctx = cli, ctx.find_root()
+    if command == ("broadcast", "del"):
+        command = ("broadcast",)  # `broadcast del` is broadcast's, which its help covers
     for name in command:
         found = target.get_command(target_ctx, name) if isinstance(target, click.Group) else None
         if found is None:

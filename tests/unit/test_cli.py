@@ -196,6 +196,11 @@ def test_stats_clear_of_some_ports_is_refused_and_clears_nothing():
     assert not ops.calls
 
 
+def test_help_of_broadcast_del_is_broadcasts():
+    result, _ = invoke(["help", "broadcast", "del"])
+    assert result.exit_code == 0 and "broadcast del IFACE" in result.stdout
+
+
 def test_help_of_no_such_command_points_to_the_top_help():
     result, _ = invoke(["help", "nosuch"])
     assert result.exit_code == 2

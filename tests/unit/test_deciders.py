@@ -204,7 +204,7 @@ SEGMENTS_OFF = {"tx": True, "tso": False, "gso": False, "gro": False}
             {"tso": False, "gso": False},
             "ip netns exec hostns ethtool -K h0 tso off gso off",
         ),
-        ("generic", TX_OFF, {"tso": False, "gso": False}, "ethtool -K h0 tso off gso off"),
+        ("generic", TX_OFF, None, None),  # measured: 4 MB of TCP get through
         ("generic", SEGMENTS_OFF, None, None),
     ],
     ids=[

@@ -69,7 +69,9 @@ def sender_problems(
             f"{sender} sends with TX checksum offload: native XDP loses the partial "
             "checksums, so none of its UDP or TCP gets through"
         )
-    elif port.xdp_mode == "generic" and (features.get("tso") or features.get("gso")):
+    # GSO alone is no problem: without TSO the stack segments before the veth (with
+    # `tx off`, TSO goes off and GSO stays on; a 5 MB transfer measured fine).
+    elif port.xdp_mode == "generic" and features.get("tso"):
         kind, change = "sender_offload", {"tso": False, "gso": False}
         text = (
             f"{sender} sends TCP segments larger than the MTU (TSO/GSO): generic XDP "
