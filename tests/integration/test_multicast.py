@@ -573,19 +573,25 @@ def test_deleted_devices_leave_their_groups(make_topo, pin_dir):
     assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
 
 
+def feed_and_unicast(topo, copies: int, unicast: int, port: int) -> None:
+    """From host 1: copies datagrams to 239.1.1.1 (all of them arrive at host 3) and
+    unicast ones to host 2 (all arrive), on port and port + 1."""
+    with (
+        FrameCounter(topo.host(3).ns, topo.host(3).dev) as seen,
+        UdpSink(topo.host(2), port + 1) as sink,
+    ):
+        send_mcast(topo.host(1), "239.1.1.1", copies, port)
+        send_udp(topo.host(1), topo.host(2).ip, unicast, port=port + 1)
+        assert sink.count(unicast) == unicast
+        assert len([f for f in seen.frames() if classify(f) == ("udp", port)]) == copies
+
+
 def test_a_sources_frames_in_add_up_with_the_frames_its_groups_copied(make_topo, pin_dir):
     topo = make_topo(3)
     topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3")
     topo.ok(pin_dir, "add", "p1", "p2")
     topo.static_arp()
-    with (
-        FrameCounter(topo.host(3).ns, topo.host(3).dev) as copies,
-        UdpSink(topo.host(2), 9531) as sink,
-    ):
-        send_mcast(topo.host(1), "239.1.1.1", 5, 9530)
-        send_udp(topo.host(1), topo.host(2).ip, 3, port=9531)
-        assert sink.count(3) == 3
-        assert len([f for f in copies.frames() if classify(f) == ("udp", 9530)]) == 5
+    feed_and_unicast(topo, 5, 3, 9530)
     p1 = port_counters(stats_json(topo, pin_dir), "p1")
     lost = sum(n for n in p1["not_forwarded"].values() if n)
     assert (p1["multicast_packets"], p1["forwarded_packets"], lost) == (5, 3, 0)
@@ -605,14 +611,7 @@ def test_copies_a_receivers_driver_drops_are_the_groups_loss_not_the_sources(mak
     topo.static_arp()
     # p4's peer is down: the veth driver drops what is sent to p4, after its egress program.
     sh("ip", "-n", topo.host(4).ns, "link", "set", topo.host(4).dev, "down")
-    with (
-        FrameCounter(topo.host(3).ns, topo.host(3).dev) as copies,
-        UdpSink(topo.host(2), 9541) as sink,
-    ):
-        send_mcast(topo.host(1), "239.1.1.1", 6, 9540)
-        send_udp(topo.host(1), topo.host(2).ip, 4, port=9541)
-        assert sink.count(4) == 4
-        assert len([f for f in copies.frames() if classify(f) == ("udp", 9540)]) == 6
+    feed_and_unicast(topo, 6, 4, 9540)
     stats = stats_json(topo, pin_dir)
     group = groups_by_address(stats)["239.1.1.1"]
     received = {r["port"]["ifname"]: r["tx_packets"] for r in group["receivers"]}

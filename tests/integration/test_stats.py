@@ -225,7 +225,8 @@ def test_raw_tracepoint_programs_of_an_older_pin_dir_are_attached(make_topo, pin
         os.unlink(os.path.join(pin_dir, tracing.link_pin(event)))
         os.unlink(os.path.join(pin_dir, tracing.prog_pin(event)))
         code = sc.insn(0xB7) + sc.insn(0x95)  # r0 = 0; exit
-        fd = sc.prog_load(sc.PROG_TYPE_RAW_TRACEPOINT, code, "xt_old_tp")
+        # Named as BCC named them, after their C functions (xdpfwd_tp_*).
+        fd = sc.prog_load(sc.PROG_TYPE_RAW_TRACEPOINT, code, "xdpfwd_tp_old")
         try:
             sc.obj_pin(fd, os.path.join(pin_dir, tracing.prog_pin(event)))
             old[event] = sc.prog_info(fd).id

@@ -220,10 +220,10 @@ def _redirected(dp: Dataplane, port: int, counters: maps.PortStats) -> tuple[int
     )
 
 
-def entry_redirects(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.EgressStats:
-    """What the entry of port sent when no egress program counts it: what the port
-    redirected (counters, less its multicast frames) since the entry's pair began.
-    Before that, its frames went elsewhere: to another egress, or as a member's copies."""
+def _since_pair_began(dp: Dataplane, port: int, counters: maps.PortStats) -> maps.EgressStats:
+    """What port redirected (counters, less its multicast frames) since its entry's
+    pair began. Before that, its frames went elsewhere: to another egress, or as a
+    member's copies."""
     packets, nbytes = _redirected(dp, port, counters)
     base = dp.entry_base.get(port) if dp.entry_base is not None else None
     if base is not None:
@@ -242,7 +242,7 @@ def entry_counts(dp: Dataplane, port: int, counters: maps.PortStats) -> EntryCou
     redirected to it, less what its egress programs (the one now and any before)
     dropped, is what it sent on. The same count whichever program runs, so changing
     the program neither resets it nor turns past drops into other losses."""
-    redirected = entry_redirects(dp, port, counters)
+    redirected = _since_pair_began(dp, port, counters)
     programs = dp.egress_stats.read(port) if dp.egress_stats is not None else None
     programs = programs or maps.EgressStats()
     table = dp.invalid_verdicts()
