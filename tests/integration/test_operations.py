@@ -406,6 +406,10 @@ def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(ma
         assert "p3 has settings but no entry, group or multicast source role" in applied.stderr
         assert topo.xdp("p3") is None
     assert topo.ok(pin_dir, "apply", config).stdout == "nothing to change\n"
+    topo.static_arp()
+    with UdpSink(topo.host(2)) as sink:  # the entry the file has forwards
+        send_udp(topo.host(1), topo.host(2).ip, 10)
+        assert sink.count(10) == 10
     # An entry whose egress is gone is left out of save, and so are its port's settings.
     sh("ip", "-n", topo.fwd, "link", "del", "p2")
     saved = yaml.safe_load(topo.ok(pin_dir, "save").stdout)

@@ -16,7 +16,7 @@ from xdpfwd.kernel.bpf import maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 
 from .conftest import RUN_ID
-from .net import XDPFWD, assert_fails, namespaces, sh, snapshot, xdpfwd_cmd
+from .net import XDPFWD, UdpSink, assert_fails, namespaces, send_udp, sh, snapshot, xdpfwd_cmd
 
 BOTH = ("setpriv", "--bounding-set=-all,+net_admin,+sys_admin", "--inh-caps=-all")
 BPF_ONLY = ("setpriv", "--bounding-set=-all,+net_admin,+bpf,+perfmon", "--inh-caps=-all")
@@ -104,7 +104,10 @@ def test_a_foreign_map_in_place_of_one_of_xdpfwds_is_refused_by_every_command(
         assert_fails(refused, 2, f"{maps.PIN_PORTS} is pinned under a name of xdpfwd's")
         assert pinned(pin_dir) == before
         assert sc.map_keys(fd, 4) == []  # nothing written into it
-        assert topo.xdp("p1") is not None  # what runs is left as it was
+        topo.static_arp()
+        with UdpSink(topo.host(2)) as sink:  # what runs is left as it was: p1 forwards
+            send_udp(topo.host(1), topo.host(2).ip, 5)
+            assert sink.count(5) == 5
     finally:
         os.close(fd)
 

@@ -21,6 +21,7 @@ from xdpfwd.model.counters import (
     select,
 )
 from xdpfwd.render import documents, tables
+from xdpfwd.state.counters import _charge_copy_drops
 
 from .test_cli import invoke, one_error_line
 
@@ -458,3 +459,23 @@ def test_names_are_shown_verbatim_in_tables_and_grids():
         console = Console(width=80, record=True, file=io.StringIO())
         console.print(shown)
         assert "m[red]x\\x1b[31m" in console.export_text()
+
+
+def test_copies_a_receivers_driver_dropped_come_off_its_copies_and_the_groups():
+    source, receiver = Iface(2, "eth1"), Iface(3, "eth2")
+    group = McastGroup(
+        "239.1.1.1",
+        "ipv4",
+        False,
+        [source],
+        [McastReceiver(receiver, 10, 1000)],
+        in_packets=14,
+        copies_expected=14,
+        copies_out=14,  # 4 of them a former receiver's
+    )
+    events = {(2, 3): TxEvents(0, 3, 0, 0), (2, 9): TxEvents(0, 5, 0, 0)}
+    (charged,), left = _charge_copy_drops([group], events, {(2, 9)})
+    assert charged.receivers == [McastReceiver(receiver, 7, 700)]
+    assert (charged.copies_out, charged.copies_lost) == (11, 3)
+    # Off the source's own frames; an entry's pair keeps its drops.
+    assert left[(2, 3)].xmit_drops == 0 and left[(2, 9)].xmit_drops == 5

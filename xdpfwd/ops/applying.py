@@ -406,14 +406,11 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
 def _problems(c: Change, d: Desired, ports: set[int]) -> tuple[str, ...]:
     """As warnings, the problems of d's paths that pass one of ports (a veth peer that
     cannot take redirected frames, MTUs, what a group cannot flood)."""
-    pairs = [(i, d.links[e.egress].ifindex) for i, e in d.entries.items()]
-    for ingress, entry in d.balanced.items():
-        pairs += [(ingress, d.links[n].ifindex) for n in entry.ports if n in d.links]
+    if not ports:
+        return ()  # prune with no device bound anew: no peer to read, no netlink dump
+    pairs = {(i, e) for i, egress in _desired_graph(d).items() for e in egress}
     for g in d.multicast.values():
-        pairs += [(s, r) for s in g.sources for r in g.receivers if s != r or not g.exclude_ingress]
-    for g in d.config.groups:
-        members = [d.links[m].ifindex for m in g.members if m in d.links]
-        pairs += [(a, b) for a in members for b in members if a != b]
+        pairs |= {(s, r) for s in g.sources for r in g.receivers if s != r or not g.exclude_ingress}
     flooding = [d.links[m].ifindex for g in d.config.groups for m in g.members if m in d.links]
     flooding += [s for g in d.multicast.values() for s in sorted(g.sources)]
     return (

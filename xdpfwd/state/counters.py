@@ -178,8 +178,10 @@ def _charge_copy_drops(
             result.append(g)
             continue
         receivers = [_less_copies(r, dropped.get(r.port.ifindex, 0)) for r in g.receivers]
-        out = sum(r.copies or 0 for r in receivers)
-        result.append(replace(g, receivers=receivers, copies_out=out))
+        # copies_out also holds former receivers' copies: take off only what was dropped.
+        changed = zip(g.receivers, receivers, strict=True)
+        taken = sum((before.copies or 0) - (after.copies or 0) for before, after in changed)
+        result.append(replace(g, receivers=receivers, copies_out=(g.copies_out or 0) - taken))
     events = {k: replace(e, xmit_drops=0) if k in charged else e for k, e in events.items()}
     return result, events
 

@@ -696,12 +696,7 @@ def _pin_dirs_in_sight(beside: str) -> Iterator[str]:
     breadth first, to a bounded depth and count. Walked anew on each call: `follow`
     runs for long, and a pin dir made meanwhile must be found."""
     found: set[str] = set()
-    with open("/proc/self/mountinfo") as f:
-        mounts = [
-            _unescape(left.split()[4])
-            for left, _, right in (line.partition(" - ") for line in f)
-            if right.split()[:1] == ["bpf"]
-        ]
+    mounts = [mount_point for mount_point, fstype in _mounts() if fstype == "bpf"]
     for root, depth in ((beside, 1), *((mount, _WALK_DEPTH) for mount in mounts)):
         for path in _walk(root, depth):
             if path not in found:
@@ -772,19 +767,25 @@ def _mount_of(path: str, mountinfo: str | None = None) -> tuple[str, str]:
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     probe = os.path.realpath(probe)
-    if mountinfo is None:
-        with open("/proc/self/mountinfo") as f:
-            mountinfo = f.read()
     best = ("/", "?")
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        mount_point = _unescape(left.split()[4])
-        fstype = right.split()[0]
+    for mount_point, fstype in _mounts(mountinfo):
         inside = probe == mount_point or probe.startswith(mount_point.rstrip("/") + "/")
         # Later lines stack over earlier ones on the same mount point.
         if inside and len(mount_point) >= len(best[0]):
             best = (mount_point, fstype)
     return best
+
+
+def _mounts(mountinfo: str | None = None) -> list[tuple[str, str]]:
+    """(mount point, fs type) of each line of mountinfo (this mount namespace's)."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+    found = []
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        found.append((_unescape(left.split()[4]), right.split()[0]))
+    return found
 
 
 def _unescape(field: str) -> str:
