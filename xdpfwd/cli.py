@@ -362,12 +362,12 @@ def broadcast(app: App, ifaces, group, every, exclude_ingress, table, mode, forc
     if ifaces[:1] == ("del",):
         if len(ifaces) < 2 or exclude_ingress is not None or table or force or every:
             raise click.UsageError("usage: xdpfwd broadcast del IFACE... [--group NAME]")
-        members = [_resolve(app, name, allow_gone=True) for name in ifaces[1:]]
+        members = _resolve_all(app, ifaces[1:], "IFACE", allow_gone=True)
         lines.broadcast_del_result(app.ops.broadcast_del(app.pins, members, group))
         return
     group = "default" if group is None else group  # "" is a bad name, not the default
     _check_every(ifaces, every, group)
-    members = [_resolve(app, name) for name in ifaces] or None
+    members = _resolve_all(app, ifaces, "IFACE") or None
     result = app.ops.broadcast(
         app.pins,
         members,
@@ -442,8 +442,8 @@ def mcast_add(app: App, group, receivers, sources, exclude_ingress, table, mode,
     result = app.ops.multicast_add(
         app.pins,
         group,
-        [_resolve(app, name) for name in receivers],
-        [_resolve(app, name) for name in sources] if sources else None,
+        _resolve_all(app, receivers, "--to"),
+        _resolve_all(app, sources, "--from") if sources else None,
         exclude_ingress=exclude_ingress,
         table=table,
         mode=mode,
@@ -475,8 +475,8 @@ def mcast_del(app: App, group, receivers, sources) -> None:
     result = app.ops.multicast_del(
         app.pins,
         group,
-        [_resolve(app, name, allow_gone=True) for name in receivers],
-        [_resolve(app, name, allow_gone=True) for name in sources],
+        _resolve_all(app, receivers, "--to", allow_gone=True),
+        _resolve_all(app, sources, "--from", allow_gone=True),
     )
     lines.multicast_del_result(result)
 
@@ -526,6 +526,18 @@ def _resolve(app: App, name: str, allow_gone: bool = False):
         return app.ops.resolve(name, allow_gone=allow_gone)
     except InputError as e:
         raise click.BadParameter(str(e), param_hint="IFACE") from None
+
+
+def _resolve_all(app: App, names, what: str, allow_gone: bool = False) -> list:
+    """names resolved; a device named twice (also as a name and its ifindex) is a usage
+    error, as add's EGRESS list says, where it was quietly taken once."""
+    ports = [_resolve(app, name, allow_gone) for name in names]
+    seen = set()
+    for port in ports:
+        if port.ifindex in seen:
+            raise click.UsageError(f"{what}: {port.label} is named twice")
+        seen.add(port.ifindex)
+    return ports
 
 
 @cli.command(

@@ -186,12 +186,14 @@ def output_option(help: str):
         "--output",
         type=click.Path(dir_okay=False),
         callback=_check_output,
-        help=help + " A regular file is replaced atomically (a temporary file, then a "
+        help=help + " - is standard output. A regular file is replaced atomically (a temporary file, then a "
         "rename); a symbolic link, FIFO or character device is written in place.",
     )
 
 
 def _check_output(ctx, param, value):
+    if value == "-":  # standard output, as most tools take it
+        return None
     if value is not None:
         try:
             files.check_output(value)

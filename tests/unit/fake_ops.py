@@ -175,6 +175,7 @@ class FakeOps:
 
     def lab_up(self, name, nports):
         self._record("lab_up", name, nports)
+        return Lab(name, [])
 
     def lab_down(self, name):
         self._record("lab_down", name)

@@ -429,6 +429,8 @@ def test_broadcast_parsing(args, call):
         (["broadcast"], "or --all for every port"),
         (["broadcast", "eth1", "--all"], "--all takes no IFACE"),
         (["broadcast", "del", "eth1", "--all"], "broadcast del IFACE"),
+        (["broadcast", "eth1", "eth2", "eth1"], "IFACE: eth1 is named twice"),
+        (["broadcast", "del", "eth2", "3"], "IFACE: ifindex 3 is named twice"),
     ],
     ids=[
         "del-without-ifaces",
@@ -437,6 +439,8 @@ def test_broadcast_parsing(args, call):
         "bare, not on a terminal",
         "all with ifaces",
         "del all",
+        "member twice",
+        "del by name and ifindex",
     ],
 )
 def test_broadcast_usage_errors(args, message):
@@ -499,8 +503,10 @@ def test_multicast_parsing(args, call):
         (["multicast", "add", "239.1.1.1"], "name receivers"),
         (["multicast", "add", "239.1.1.1", "--to", "eth1", "nope"], "no such interface: nope"),
         (["multicast", "add", "--to", "eth1"], "Missing argument 'GROUP'"),
+        (["multicast", "add", "239.1.1.1", "--to", "eth1", "eth1"], "--to: eth1 is named twice"),
+        (["multicast", "del", "239.1.1.1", "--from", "eth2", "eth2"], "--from: eth2 is named"),
     ],
-    ids=["no-ports", "unknown-iface", "no-group"],
+    ids=["no-ports", "unknown-iface", "no-group", "receiver twice", "del source twice"],
 )
 def test_multicast_usage_errors(args, message):
     result, ops = invoke(args)
@@ -585,6 +591,14 @@ def test_save_writes_the_file_and_warns_on_stderr(tmp_path):
     assert ops.calls[0][1][1] == "json"
     assert json.loads(out.read_text())["forward"] == [{"from": "eth1", "to": "eth2"}]
     assert "warning: ifindex 17 left out" in result.stderr
+
+
+def test_save_to_dash_writes_standard_output_not_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result, _ = invoke(["save", "--format", "json", "-o", "-"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["forward"] == [{"from": "eth1", "to": "eth2"}]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_apply_passes_flags_and_prints_the_plan(tmp_path):

@@ -241,7 +241,20 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         ("version: 1\nforward:\n  - {from: a, to: b, hash: l4}\n", "3: hash is for balanced"),
         (
             "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [x, 1]}\n",
+            "3: a weight must be a whole number, not 'x' (read as str)",
+        ),
+        (
+            "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [!!float 2, 1]}\n",
+            "3: a weight must be a whole number, not '2' (read as float)",
+        ),
+        (
+            "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [0x10, 1]}\n",
             "3: weights are whole numbers",
+        ),
+        ('version: "1"\n', "1: version must be 1, not '1' (quoted)"),
+        (
+            "version: 1\ngroups:\n  - {name: g, members: [a, b], exclude_ingress: 'yes'}\n",
+            "3: exclude_ingress must be true or false, not 'yes' (quoted)",
         ),
         (
             "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [1, " + "9" * 5000 + "]}\n",
@@ -249,7 +262,7 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         ),
         (
             "version: 1\nforward:\n  - {from: a, to: [b, c], weights: [1, \u00b2]}\n",
-            "3: weights are whole numbers",
+            "3: a weight must be a whole number",
         ),
         (
             "version: 1\nforward:\n  - {from: a, to: [b, c]}\n  - {from: a, to: d}\n",
@@ -289,6 +302,10 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         "balanced-hash",
         "hash-on-single",
         "weights-not-numbers",
+        "weights-tagged-float",
+        "weights-hexadecimal",
+        "version-quoted",
+        "boolean-quoted",
         "weights-huge",
         "weights-superscript",
         "balanced-then-single",

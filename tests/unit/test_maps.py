@@ -322,8 +322,9 @@ def test_group_addresses_parse_to_their_key(text, kind, raw, shown):
         ("02:00:00:00:00:01", "unicast MAC"),
         ("eth0", "not a multicast group"),
         ("239.1.1", "not a multicast group"),
+        ("ff02::1%eth1", "takes no %scope"),
     ],
-    ids=["ipv4-unicast", "ipv6-unicast", "mac-unicast", "name", "short"],
+    ids=["ipv4-unicast", "ipv6-unicast", "mac-unicast", "name", "short", "scoped"],
 )
 def test_group_addresses_refused(text, reason):
     with pytest.raises(ValueError, match=reason):

@@ -155,11 +155,17 @@ class _Reader:
             self.fail(node, f"{what} must be one of {', '.join(choices)}, not {value!r}")
         return value
 
+    def typed(self, node, what: str, tag: str, expected: str) -> str:
+        """A scalar YAML reads as type tag (int, bool): 2 or true as written, not "2",
+        "true" or !!float 2, which say their author meant another type."""
+        value = self.text(node, what)
+        if node.tag != "tag:yaml.org,2002:" + tag:
+            kind = "quoted" if node.style in ("'", '"') else "read as " + node.tag.rsplit(":", 1)[-1]
+            self.fail(node, f"{what} must be {expected}, not {value!r} ({kind})")
+        return value
+
     def boolean(self, node, what: str) -> bool:
-        value = self.text(node, what).lower()
-        if value not in ("true", "false", "yes", "no", "on", "off"):
-            self.fail(node, f"{what} must be true or false, not {value!r}")
-        return value in ("true", "yes", "on")
+        return self.typed(node, what, "bool", "true or false").lower() in ("true", "yes", "on")
 
 
 def load(path: str) -> Config:
@@ -206,7 +212,7 @@ def parse(text: str, path: str = "<config>", check_files: bool = True) -> Config
     )
     if "version" not in top:
         r.fail(root, f"no version (this xdpfwd reads version: {VERSION})")
-    if r.text(top["version"], "version") != str(VERSION):
+    if r.typed(top["version"], "version", "int", str(VERSION)) != str(VERSION):
         r.fail(top["version"], f"version must be {VERSION}")
     table = r.choice(top["table"], "table", TABLES) if "table" in top else None
     value = r.choice(top["value"], "value", VALUES) if "value" in top else None
@@ -277,7 +283,7 @@ def _balanced(r: _Reader, node, fields_: dict) -> BalancedConf:
     weights: tuple[int, ...] = (1,) * len(ports)
     if "weights" in fields_:
         items = r.sequence(fields_["weights"], "weights")
-        texts = [r.text(w, "a weight") for w in items]
+        texts = [r.typed(w, "a weight", "int", "a whole number") for w in items]
         # ASCII digits only (int() refuses some that isdigit() takes), and few: the
         # bound check below names the range, int() would refuse a 5000-digit one.
         if not all(t.isascii() and t.isdigit() for t in texts):

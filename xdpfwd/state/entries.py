@@ -144,13 +144,11 @@ def no_mac_error(names: list[str]) -> InputError:
 
 def rewrite_of(spec: EgressSpec, egress: netdev.Link) -> maps.Rewrite | None:
     """The addresses an entry with spec writes (its src "egress" made egress's MAC).
-    Raises InputError for "egress" on a device without a MAC address (a tun)."""
+    Raises InputError for a device without a MAC address (a tun)."""
     if not spec.rewrites:
         return None
-    if spec.src_mac == "egress" and not egress.mac:
-        raise InputError(
-            f"--src-mac egress: {egress.ifname} has no MAC address; name the address to write"
-        )
+    if not takes_rewrite(spec, egress):
+        raise no_mac_error([egress.ifname])
     src = egress.mac if spec.src_mac == "egress" else spec.src_mac
     return maps.Rewrite(
         src.lower() if src else None, spec.dst_mac.lower() if spec.dst_mac else None

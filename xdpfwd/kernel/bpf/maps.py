@@ -928,6 +928,8 @@ class McastAddr:
         if ip is not None:
             if not ip.is_multicast:
                 raise ValueError(f"{text} is not a multicast address ({_MCAST_RANGES})")
+            if getattr(ip, "scope_id", None):  # frames carry no scope: it would go unused
+                raise ValueError(f"{text}: a group takes no %scope; its ports say where")
             return cls(MCAST_IPV4 if ip.version == 4 else MCAST_IPV6, ip.packed)
         try:
             raw = mac_bytes(text.lower())
