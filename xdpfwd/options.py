@@ -186,8 +186,9 @@ def output_option(help: str):
         "--output",
         type=click.Path(dir_okay=False),
         callback=_check_output,
-        help=help + " - is standard output. A regular file is replaced atomically (a temporary file, then a "
-        "rename); a symbolic link, FIFO or character device is written in place.",
+        help=help + " - is standard output. A regular file is replaced atomically (a "
+        "temporary file, then a rename); a symbolic link, FIFO or character device is "
+        "written in place.",
     )
 
 

@@ -160,7 +160,9 @@ class _Reader:
         "true" or !!float 2, which say their author meant another type."""
         value = self.text(node, what)
         if node.tag != "tag:yaml.org,2002:" + tag:
-            kind = "quoted" if node.style in ("'", '"') else "read as " + node.tag.rsplit(":", 1)[-1]
+            kind = (
+                "quoted" if node.style in ("'", '"') else "read as " + node.tag.rsplit(":", 1)[-1]
+            )
             self.fail(node, f"{what} must be {expected}, not {value!r} ({kind})")
         return value
 

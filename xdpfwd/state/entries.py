@@ -144,10 +144,11 @@ def no_mac_error(names: list[str]) -> InputError:
 
 def rewrite_of(spec: EgressSpec, egress: netdev.Link) -> maps.Rewrite | None:
     """The addresses an entry with spec writes (its src "egress" made egress's MAC).
-    Raises InputError for a device without a MAC address (a tun)."""
+    Raises InputError for "egress" on a device without a MAC address (a tun), with
+    the reason any rewrite is refused there (takes_rewrite)."""
     if not spec.rewrites:
         return None
-    if not takes_rewrite(spec, egress):
+    if spec.src_mac == "egress" and not egress.mac:
         raise no_mac_error([egress.ifname])
     src = egress.mac if spec.src_mac == "egress" else spec.src_mac
     return maps.Rewrite(
