@@ -573,6 +573,29 @@ def test_deleted_devices_leave_their_groups(make_topo, pin_dir):
     assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
 
 
+def test_doctor_names_a_receiver_whose_device_went_until_prune_recounts(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    with FrameCounter(topo.host(3).ns, topo.host(3).dev) as counter:
+        send_mcast(topo.host(1), "239.1.1.1", 2, 9525)  # p3's copies get counted
+        assert len([f for f in counter.frames() if classify(f) == ("udp", 9525)]) == 2
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    p3 = next(r["port"]["ifindex"] for r in group["receivers"] if r["port"]["ifname"] == "p3")
+    assert doctor_check(topo, pin_dir, "receiver_gone") is None
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    send_mcast(topo.host(1), "239.1.1.1", 5, 9526)
+    group = groups_by_address(stats_json(topo, pin_dir))["239.1.1.1"]
+    assert (group["copies_expected"], group["copies_lost"]) == (14, 5)
+    check = doctor_check(topo, pin_dir, "receiver_gone")
+    assert check["check"] == "multicast 239.1.1.1"
+    assert f"the device of a receiver (ifindex {p3}) is gone" in check["detail"]
+    run_fix(topo, pin_dir, check["fix"], "prune")
+    assert doctor_check(topo, pin_dir, "receiver_gone") is None
+    send_mcast(topo.host(1), "239.1.1.1", 3, 9527)
+    group = groups_by_address(stats_json(topo, pin_dir))["239.1.1.1"]
+    assert (group["copies_expected"], group["copies_lost"]) == (17, 5)
+
+
 def feed_and_unicast(topo, copies: int, unicast: int, port: int) -> None:
     """From host 1: copies datagrams to 239.1.1.1 (all of them arrive at host 3) and
     unicast ones to host 2 (all arrive), on port and port + 1."""

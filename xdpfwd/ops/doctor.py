@@ -264,6 +264,41 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     return checks
 
 
+def _multicast_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Check]:
+    """Groups with receivers whose devices went (deleted, or moved to another
+    namespace): the kernel takes them out of the group's devmap, while each source's
+    count of the copies a frame makes still has them, so every frame adds to the
+    group's copies lost until prune (or follow) recounts them."""
+    m = dp.mcast
+    if m is None:
+        return []
+    counted: dict[int, set[int]] = {}  # slot -> ports its copies were counted for
+    for slot, port in m.copies.pairs() if m.copies is not None else ():
+        counted.setdefault(slot, set()).add(port)
+    checks = []
+    for g in multicast.read_groups(dp).values():
+        missing = max(
+            e.copies - multicast.copies_of(s, g.receivers, g.exclude_ingress)
+            for s, e in g.entries.items()
+        )
+        if missing <= 0:
+            continue
+        gone = sorted(p for p in counted.get(g.slot, ()) if p not in g.receivers | links.keys())
+        which = f" (ifindex {', '.join(map(str, gone))})" if len(gone) == missing else ""
+        who = (
+            f"the device of a receiver{which} is gone, and the kernel took it"
+            if missing == 1
+            else f"the devices of {missing} receivers{which} are gone, and the kernel took them"
+        )
+        text = (
+            f"{who} out of the group: each frame makes {missing} fewer copies than it "
+            "counts as expected, shown as copies lost"
+        )
+        name = f"multicast {g.addr.text}"
+        checks.append(Check(name, FAIL, text, dp.pins.command("prune"), None, "receiver_gone"))
+    return checks
+
+
 def _egress_gone(
     recorded: intent.Intent | None, link: netdev.Link, links: dict[int, netdev.Link]
 ) -> str | None:
@@ -388,6 +423,7 @@ def _state_checks(pin_dir: pins.PinDir, fix: bool) -> list[Check]:
                     _programs_check(dp),
                     _check("loss accounting", lambda: _accounting(pin_dir)),
                     *_port_checks(dp, links, fix),
+                    *_multicast_checks(dp, links),
                 ]
                 if dp.mcast is None:
                     checks.append(
