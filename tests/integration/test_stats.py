@@ -101,6 +101,45 @@ def test_counts_are_exact(make_topo, pin_dir):
     assert topo.xdpfwd(pin_dir, "stats", env=NO_BCC).returncode == 0
 
 
+def test_sums_keep_what_ended_pairs_and_released_ports_counted(make_topo, pin_dir):
+    # A port's TX sums the pairs sending to it, the total of losses sums the ports:
+    # neither may go down when a pair or a port goes (Prometheus would read a reset).
+    topo = make_topo(3)
+    h1, h2, h3 = topo.hosts
+    topo.static_arp()
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p3")
+    send_udp(h1, h2.ip, 6)  # p1 has no entry yet: its on-miss verdict, counted as misses
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "add", "p3", "p2")
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 12)
+        send_udp(h3, h2.ip, 8)
+        assert sink.count(20) == 20
+    data = stats_json(topo, pin_dir)
+    assert (by_port(data)["p2"]["tx_packets"], data["not_forwarded"]["miss"]) == (20, 6)
+    topo.ok(pin_dir, "multicast", "del", "239.1.1.1")
+    topo.ok(pin_dir, "del", "p1")  # its pair to p2 ends, and p1 is released
+    data = stats_json(topo, pin_dir)
+    assert "p1" not in by_port(data) and ("p1", "p2") not in by_pair(data)
+    assert (by_port(data)["p2"]["tx_packets"], data["not_forwarded"]["miss"]) == (20, 6)
+    with UdpSink(h2) as sink:
+        send_udp(h3, h2.ip, 3)
+        assert sink.count(3) == 3
+    text = topo.ok(pin_dir, "stats", "--format", "prometheus").stdout
+    assert 'xdpfwd_port_tx_packets_total{port="p2",' in text
+    tx = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('xdpfwd_port_tx_packets_total{port="p2",')
+    )
+    assert tx.split()[-1] == "23"
+    assert 'xdpfwd_not_forwarded_packets_total{reason="miss"} 6' in text
+    # Zeroed counters start every sum from zero, what ended included.
+    topo.ok(pin_dir, "stats", "--clear")
+    data = stats_json(topo, pin_dir)
+    assert (by_port(data)["p2"]["tx_packets"], data["not_forwarded"]["miss"]) == (0, 0)
+
+
 def test_an_entry_moved_to_another_egress_counts_from_zero_there(make_topo, pin_dir):
     topo = make_topo(3)
     h1, h2, h3 = topo.hosts

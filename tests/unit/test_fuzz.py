@@ -282,6 +282,17 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
             "  - {group: 'FF3E:0::1:1', to: [b]}\n",
             "4: multicast group ff3e::1:1 appears twice (line 3)",
         ),
+        (
+            "version: 1\nmulticast:\n  - {group: 239.1.1.1, to: [a], from: ["
+            + ", ".join(f"s{i}" for i in range(65))
+            + "]}\n",
+            "3: multicast group 239.1.1.1: 65 sources; a group has at most 64",
+        ),
+        (
+            "version: 1\nmulticast:\n"
+            + "".join(f"  - {{group: 239.1.{i >> 8}.{i & 255}, to: [a]}}\n" for i in range(1025)),
+            "1027: one multicast group too many: xdpfwd holds 1024",
+        ),
     ],
     ids=[
         "twice",
@@ -313,6 +324,8 @@ def test_a_user_program_is_saved_by_absolute_path(tmp_path):
         "multicast-no-receivers",
         "multicast-port-twice",
         "multicast-group-twice",
+        "multicast-too-many-sources",
+        "multicast-too-many-groups",
     ],
 )
 def test_refusals_name_the_line(text, reason):

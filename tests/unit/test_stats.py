@@ -8,9 +8,10 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
+from xdpfwd.kernel.bpf.maps import PortStats, RetiredPort, TxEvents
 from xdpfwd.model import Iface, McastGroup, McastReceiver
 from xdpfwd.model.counters import (
+    LOSS_REASONS,
     PairCounters,
     PortCounters,
     Snapshot,
@@ -18,6 +19,7 @@ from xdpfwd.model.counters import (
     add_losses,
     increase,
     rates,
+    retirements,
     select,
 )
 from xdpfwd.render import documents, tables
@@ -479,3 +481,33 @@ def test_copies_a_receivers_driver_dropped_come_off_its_copies_and_the_groups():
     assert (charged.copies_out, charged.copies_lost) == (11, 3)
     # Off the source's own frames; an entry's pair keeps its drops.
     assert left[(2, 3)].xmit_drops == 0 and left[(2, 9)].xmit_drops == 5
+
+
+def test_what_a_change_ends_is_retired_where_its_sums_were():
+    before = snap(1, rx=10, miss=3, tx=7, drops=2, xmit=2)
+    # The pair ended and eth1 was released; eth2 stays, as another pair's egress.
+    after = replace(before, ports={3: before.ports[3]}, pairs={})
+    ended = retirements(before, after)
+    assert ended.ports == {
+        3: RetiredPort(tx_packets=7, tx_bytes=700),
+        2: RetiredPort(egress_drop=2, traced_drops=2),
+    }
+    assert ended.released == {2}
+    assert ended.released_losses == {**dict.fromkeys(LOSS_REASONS, 0), "miss": 3, "egress_drop": 2}
+    # Nothing ended: nothing retired. A pair whose counts started again: its counts are.
+    assert retirements(before, before).ports == {} and retirements(before, before).released == set()
+    (pair,) = before.pairs.values()
+    again = replace(before, pairs={pair.key: replace(pair, tx_packets=0, tx_bytes=0)})
+    assert retirements(before, again).ports[3] == RetiredPort(tx_packets=7, tx_bytes=700)
+
+
+def test_retired_counts_are_in_the_sums_and_leave_the_transmit_drops_alone():
+    now = snap(1, rx=10, tx=7, drops=2, xmit=5)
+    past = RetiredPort(tx_packets=4, egress_drop=1, traced_drops=1)
+    # One past drop of the egress program's was among the tracepoint's: xmit 5 - 2 - 1.
+    ports = {**now.ports, 2: replace(now.ports[2], retired=past)}
+    retired = replace(now, ports=ports, released={"miss": 9, "xmit_drop": 1})
+    assert retired.port_losses(2)["egress_drop"] == 3
+    assert retired.port_losses(2)["xmit_drop"] == 2
+    assert retired.losses()["miss"] == 9 and retired.losses()["xmit_drop"] == 3
+    assert select(retired, {2}).losses()["miss"] == 0  # released ports are no selection's

@@ -3,10 +3,10 @@ went. Pure: no I/O, no clock; the callers pass times in."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from functools import cached_property
 
-from xdpfwd.kernel.bpf.maps import PortStats, TxEvents
+from xdpfwd.kernel.bpf.maps import PortStats, RetiredPort, TxEvents
 from xdpfwd.model import Iface, McastGroup
 
 # Why a frame that entered a port was not forwarded: no entry (the on-miss verdict),
@@ -36,6 +36,8 @@ class PortCounters:
     events: TxEvents | None = None
     # Frames it replicated as a multicast source (also among its redirects).
     mcast_packets: int = 0
+    # What ended pairs had counted on it (in tx_* already, and in its losses).
+    retired: RetiredPort = RetiredPort()
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Snapshot:
     exceptions: dict[int, int] = field(default_factory=dict)  # per port, while tracing
     tracing: bool = False  # loss accounting is attached: events are known
     multicast: dict[str, McastGroup] = field(default_factory=dict)  # by group address
+    # What ports released since the counters began had not forwarded, by reason.
+    released: dict[str, int] = field(default_factory=dict)
 
     @cached_property
     def _pairs_by_ingress(self) -> dict[int, list[PairCounters]]:
@@ -86,11 +90,12 @@ class Snapshot:
         port = self.ports[ifindex]
         c = port.counters or PortStats()
         pairs = self._pairs_from(ifindex)
+        past = port.retired
         losses: dict[str, int | None] = {
             "miss": c.miss_packets,
             "too_big": c.too_big_packets,
-            "egress_drop": sum(p.egress_drop_packets for p in pairs),
-            "egress_invalid": sum(p.egress_invalid_packets for p in pairs),
+            "egress_drop": past.egress_drop + sum(p.egress_drop_packets for p in pairs),
+            "egress_invalid": past.egress_invalid + sum(p.egress_invalid_packets for p in pairs),
             "redirect_error": None,
             "xmit_drop": None,
         }
@@ -98,11 +103,7 @@ class Snapshot:
             events = port.events or TxEvents()
             # The tracepoint's drops include what an egress program dropped (natively),
             # invalid verdicts too.
-            counted = sum(
-                min(p.egress_drop_packets + p.egress_invalid_packets, p.events.xmit_drops)
-                for p in pairs
-                if p.events
-            )
+            counted = past.traced_drops + sum(_traced_drops(p) for p in pairs)
             losses["redirect_error"] = events.redirect_errors
             losses["xmit_drop"] = max(0, events.xmit_drops - counted)
         return losses
@@ -132,7 +133,80 @@ class Snapshot:
             for reason, n in self.port_losses(ifindex).items():
                 if n is not None:
                     total[reason] += n
+        for reason, n in self.released.items():
+            if total[reason] is not None:
+                total[reason] += n
         return total
+
+
+def _traced_drops(pair: PairCounters) -> int:
+    """The pair's egress-program drops that the transmit tracepoint counted too."""
+    if pair.events is None:
+        return 0
+    return min(pair.egress_drop_packets + pair.egress_invalid_packets, pair.events.xmit_drops)
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """What a change ended, found by comparing snapshots taken before and after it."""
+
+    ports: dict[int, RetiredPort]  # to add to each port's retired counts
+    released: set[int]  # ports whose own counters ended (released, deleted, reset)
+    released_losses: dict[str, int]  # what those had not forwarded, by reason
+
+
+def retirements(before: Snapshot, after: Snapshot) -> Retirement:
+    """The counts of pairs (and multicast receivers) that ended, or whose counters
+    started again, between the snapshots, and of ports whose counters ended: what
+    keeps port TX, port losses and the total of losses from going down."""
+    add: dict[int, RetiredPort] = {}
+
+    def retire(port: int, counts: RetiredPort) -> None:
+        add[port] = add.get(port, RetiredPort()).plus(counts)
+
+    new = _parts(after)
+    for key, (egress, ingress, counts) in _parts(before).items():
+        now = new.get(key)
+        if now is None or any(a < b for a, b in zip(astuple(now[2]), astuple(counts), strict=True)):
+            retire(egress, RetiredPort(counts.tx_packets, counts.tx_bytes))
+            if ingress:
+                retire(ingress, replace(counts, tx_packets=0, tx_bytes=0))
+    released = {
+        port
+        for port, was in before.ports.items()
+        if was.counters is not None and _ended(was.counters, after.ports.get(port))
+    }
+    losses = dict.fromkeys(LOSS_REASONS, 0)
+    for port in released:
+        for reason, n in before.port_losses(port).items():
+            losses[reason] += n or 0
+    return Retirement({p: c for p, c in add.items() if c != RetiredPort()}, released, losses)
+
+
+def _parts(s: Snapshot) -> dict[tuple, tuple[int, int, RetiredPort]]:
+    """Each pair's, and each multicast receiver's, share of the port sums: key ->
+    (egress, ingress, counts). Keys tell the kinds of pair apart (an entry that
+    becomes balanced counts anew). A receiver's copies have no ingress (0)."""
+    parts: dict[tuple, tuple[int, int, RetiredPort]] = {}
+    for p in s.pairs.values():
+        kind = p.group or ("balanced" if p.buckets is not None else "entry")
+        counts = RetiredPort(
+            p.tx_packets,
+            p.tx_bytes,
+            p.egress_drop_packets,
+            p.egress_invalid_packets,
+            _traced_drops(p),
+        )
+        parts[(kind, *p.key)] = (p.egress.ifindex, p.ingress.ifindex, counts)
+    for g in s.multicast.values():
+        for r in g.receivers:
+            counts = RetiredPort(r.copies or 0, r.copy_bytes or 0)
+            parts[("multicast", g.group, r.port.ifindex)] = (r.port.ifindex, 0, counts)
+    return parts
+
+
+def _ended(was: PortStats, now: PortCounters | None) -> bool:
+    return now is None or now.counters is None or now.counters.rx_packets < was.rx_packets
 
 
 @dataclass(frozen=True)
@@ -238,6 +312,7 @@ def select(snapshot: Snapshot, ifindexes: set[int] | None) -> Snapshot:
         ports={k: p for k, p in snapshot.ports.items() if k in ifindexes},
         pairs={k: p for k, p in snapshot.pairs.items() if set(k) & ifindexes},
         multicast={k: g for k, g in snapshot.multicast.items() if g.touches(ifindexes)},
+        released={},  # not of the ports selected
     )
 
 

@@ -18,6 +18,7 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec, PruneResult
 from xdpfwd.model.reports import ApplyResult, SaveResult
 from xdpfwd.state import balance, buckets, entries, groups, health, intent, multicast
+from xdpfwd.state.changes import change, editing
 from xdpfwd.state.config import (
     BalancedConf,
     Config,
@@ -39,7 +40,7 @@ from xdpfwd.state.ports import (
     release,
     teardown,
 )
-from xdpfwd.state.transaction import Change, change, editing, tidy
+from xdpfwd.state.transaction import Change, tidy
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,12 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     for g in multicast.group_infos(dp, links):
         receivers = tuple(r.port.ifname for r in g.receivers if r.port.ifname)
         sources = tuple(s.ifname for s in g.sources if s.ifname)
-        if len(receivers) < len(g.receivers) or len(sources) < len(g.sources):
+        if not receivers or not sources:
+            gone = "receiver" if not receivers else "source"
+            warnings.append(
+                f"multicast group {g.group} left out: the device of every {gone} is gone"
+            )
+        elif len(receivers) < len(g.receivers) or len(sources) < len(g.sources):
             warnings.append(f"multicast group {g.group}: ports whose device is gone left out")
         if receivers and sources:
             mcast.append(McastConf(g.group, receivers, sources, g.exclude_ingress))

@@ -11,9 +11,9 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import DEFAULT_EGRESS, AddResult, EgressSpec, Iface
 from xdpfwd.state import balance, buckets, entries, health, intent
+from xdpfwd.state.changes import change
 from xdpfwd.state.config import BalancedConf
 from xdpfwd.state.ports import check_forwardable, known, link_of
-from xdpfwd.state.transaction import change
 
 
 def add(

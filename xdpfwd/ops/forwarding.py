@@ -26,6 +26,7 @@ from xdpfwd.model import (
 )
 from xdpfwd.model.counters import Snapshot
 from xdpfwd.state import balance, entries, health, intent, multicast
+from xdpfwd.state.changes import change, editing
 from xdpfwd.state.config import EntryConf
 from xdpfwd.state.counters import snapshot
 from xdpfwd.state.dataplane import Dataplane, reading
@@ -40,7 +41,7 @@ from xdpfwd.state.ports import (
     release_idle,
     teardown,
 )
-from xdpfwd.state.transaction import Change, change, editing
+from xdpfwd.state.transaction import Change
 
 
 def resolve(name: str, allow_gone: bool = False) -> Iface:

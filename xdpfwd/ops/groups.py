@@ -9,6 +9,7 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import BroadcastDelResult, BroadcastResult, Iface
 from xdpfwd.state import balance, entries, health, intent
+from xdpfwd.state.changes import change, editing
 from xdpfwd.state.dataplane import Dataplane, reading
 from xdpfwd.state.groups import (
     DEFAULT_GROUP,
@@ -23,7 +24,7 @@ from xdpfwd.state.groups import (
 )
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import check_forwardable, iface, known, link_of, map_write, release_idle
-from xdpfwd.state.transaction import Change, change, editing
+from xdpfwd.state.transaction import Change
 
 
 def _managed_ports(pins: PinDir, group: str, links: dict[int, netdev.Link]) -> list[Iface]:

@@ -10,10 +10,10 @@ from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import Iface, McastDelResult, McastListing, McastResult
 from xdpfwd.state import health, intent, multicast
+from xdpfwd.state.changes import change, editing
 from xdpfwd.state.dataplane import reading
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import check_forwardable, known, link_of, release_idle
-from xdpfwd.state.transaction import change, editing
 
 
 def multicast_add(

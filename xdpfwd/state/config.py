@@ -381,7 +381,12 @@ def _mcast(r: _Reader, node) -> McastConf:
             if len(set(ports[key])) != len(ports[key]):
                 r.fail(fields_[key], f"multicast group {group}: {key} lists a port twice")
             if len(ports[key]) > maps.MCAST_MAX_MEMBERS:
-                r.fail(fields_[key], f"a multicast group has at most {maps.MCAST_MAX_MEMBERS}")
+                role = "receivers" if key == "to" else "sources"
+                r.fail(
+                    fields_[key],
+                    f"multicast group {group}: {len(ports[key])} {role}; a group has at most "
+                    f"{maps.MCAST_MAX_MEMBERS}",
+                )
     exclude = (
         r.boolean(fields_["exclude_ingress"], "exclude_ingress")
         if "exclude_ingress" in fields_
@@ -392,6 +397,9 @@ def _mcast(r: _Reader, node) -> McastConf:
 
 
 def _check_multicast(r: _Reader, config: Config) -> None:
+    if len(config.multicast) > maps.MCAST_MAX_GROUPS:  # before the work of making them
+        extra = config.multicast[maps.MCAST_MAX_GROUPS]
+        r.fail(extra.line, f"one multicast group too many: xdpfwd holds {maps.MCAST_MAX_GROUPS}")
     seen: dict[str, int] = {}
     for group in config.multicast:
         if group.group in seen:

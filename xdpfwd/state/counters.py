@@ -1,7 +1,10 @@
-"""Reading xdpfwd's counters into a Snapshot, and zeroing them."""
+"""Reading xdpfwd's counters into a Snapshot, keeping what ended pairs and released
+ports had counted (so that the sums they were part of never go down), and zeroing
+them."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from contextlib import closing
@@ -10,12 +13,20 @@ from dataclasses import astuple, replace
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import McastGroup, McastReceiver
-from xdpfwd.model.counters import PairCounters, PortCounters, Snapshot
+from xdpfwd.model.counters import (
+    LOSS_REASONS,
+    PairCounters,
+    PortCounters,
+    Snapshot,
+    retirements,
+)
 from xdpfwd.state import balance, multicast, tracing
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.entries import entry_counts
 from xdpfwd.state.groups import group_infos
 from xdpfwd.state.ports import known
+
+log = logging.getLogger(__name__)
 
 
 def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None = None) -> Snapshot:
@@ -55,6 +66,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
             packets, nbytes = copied.get(r.port.ifindex, (0, 0))
             copied[r.port.ifindex] = (packets + (r.copies or 0), nbytes + (r.copy_bytes or 0))
             ports.setdefault(r.port.ifindex, PortCounters(r.port, None))
+    retired = dp.retired.rows() if dp.retired is not None else {}
     replicated = {  # port -> frames it replicated as a multicast source (now or before)
         port: (dp.mcast.port_stats.read(port) or maps.McastPortStats()).packets
         for port in (dp.ports.ifindexes() if dp.mcast is not None else ())
@@ -62,13 +74,15 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
     for port, counters in list(ports.items()):
         sent = tx.get(port, [])
         more = copied.get(port, (0, 0))
+        past = retired.get(port, maps.RetiredPort())
         ports[port] = PortCounters(
             counters.port,
             counters.counters,
-            sum(p.tx_packets for p in sent) + more[0],
-            sum(p.tx_bytes for p in sent) + more[1],
+            sum(p.tx_packets for p in sent) + more[0] + past.tx_packets,
+            sum(p.tx_bytes for p in sent) + more[1] + past.tx_bytes,
             _summed(e for (ingress, _), e in events.items() if ingress == port) if traced else None,
             replicated.get(port, 0),
+            past,
         )
     ports = dict(sorted(ports.items()))
     exceptions = {ingress: e.exceptions for (ingress, egress), e in events.items() if egress == 0}
@@ -80,7 +94,31 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
         exceptions,
         traced,
         {g.group: g for g in groups},
+        dict(zip(LOSS_REASONS, dp.retired.released(), strict=True)) if dp.retired else {},
     )
+
+
+def retire(dp: Dataplane, before: Snapshot, links: dict[int, netdev.Link]) -> None:
+    """After a change: keep what the pairs it ended, and the ports it released, had
+    counted (model.counters.retirements), and forget the rows of deleted devices.
+    A failure costs only monotony: it is logged, the change stands."""
+    if dp.retired is None:
+        return  # pins made before: the next change creates the map
+    table = dp.retired
+    try:
+        ended = retirements(before, snapshot(dp, links))
+        for port, counts in ended.ports.items():
+            table.set_port(port, table.port(port).plus(counts))
+        for port in ended.released:  # its losses go to the total of released ports
+            table.set_port(port, maps.RetiredPort(*astuple(table.port(port))[:2]))
+        if any(ended.released_losses.values()):
+            more = (ended.released_losses[reason] for reason in LOSS_REASONS)
+            table.set_released(tuple(a + b for a, b in zip(table.released(), more, strict=True)))
+        for port in table.rows():
+            if port not in links:
+                table.delete(port)
+    except OSError as e:
+        log.warning("could not keep the counts of what this change ended: %s", e.strerror)
 
 
 def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
@@ -223,6 +261,9 @@ def zero(dp: Dataplane) -> None:
         for ingress, egress in dp.pairs.pairs():
             dp.pairs.forget(ingress, egress)
     multicast.zero(dp)
+    if dp.retired is not None:
+        for port in [*dp.retired.rows(), maps.RELEASED_ROW]:
+            dp.retired.delete(port)
     if dp.tx_events is not None:
         for ingress, egress in dp.tx_events.pairs():
             dp.tx_events.forget(ingress, egress)

@@ -135,6 +135,9 @@ class Dataplane:
             self.entry_base: maps.EntryBaseTable | None = None
             if maps.PIN_ENTRY_BASE in names:
                 self.entry_base = self._open(maps.EntryBaseTable, maps.PIN_ENTRY_BASE)
+            self.retired: maps.RetiredTable | None = None
+            if maps.PIN_RETIRED in names:
+                self.retired = self._open(maps.RetiredTable, maps.PIN_RETIRED)
             self.tx_events: maps.TxEventsTable | None = None
             if maps.PIN_TX_EVENTS in names:
                 self.tx_events = self._open(maps.TxEventsTable, maps.PIN_TX_EVENTS)
@@ -417,6 +420,9 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
         if maps.PIN_ENTRY_BASE not in present:
             maps.create_pinned_entry_base(pins.pin(maps.PIN_ENTRY_BASE))
             rollback.callback(os.unlink, pins.pin(maps.PIN_ENTRY_BASE))
+        if maps.PIN_RETIRED not in present:
+            maps.create_pinned_retired(pins.pin(maps.PIN_RETIRED))
+            rollback.callback(os.unlink, pins.pin(maps.PIN_RETIRED))
         if maps.PIN_USER_PROGS not in present and layout.has_egress:
             maps.create_pinned_user_progs(pins.pin(maps.PIN_USER_PROGS))
             rollback.callback(os.unlink, pins.pin(maps.PIN_USER_PROGS))

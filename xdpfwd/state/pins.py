@@ -59,6 +59,7 @@ _MAPS = (
     maps.PIN_TX_EVENTS,
     maps.PIN_ENTRY_INVALID,
     maps.PIN_ENTRY_BASE,
+    maps.PIN_RETIRED,
     maps.PIN_BALANCE,
     maps.PIN_BALANCE + maps.PIN_HI_SUFFIX,
     maps.PIN_BUCKETS,

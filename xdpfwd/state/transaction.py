@@ -65,6 +65,7 @@ class Change:
     attachments: list[Attachment] = field(default_factory=list)  # made by attach()
     notes: list[str] = field(default_factory=list)  # warnings for the user
     emptied: set[str] = field(default_factory=set)  # groups the command itself emptied
+    on_finish: list[Callable[[], None]] = field(default_factory=list)  # after the tidy
 
     def attach(self, plan: ports.AttachPlan, mode: str, settings) -> Attachment:
         """ports.attach() within this change, and the links updated to match."""
@@ -190,6 +191,8 @@ def _finish(c: Change) -> None:
     for name in sorted(set(emptied) - c.emptied):
         left = "sources or receivers" if name.startswith("multicast ") else "members"
         log.warning("removed group %s: deleted devices left it without %s", name, left)
+    for step in c.on_finish:
+        step()
 
 
 def _link(links: dict[int, netdev.Link], ifindex: int) -> netdev.Link:

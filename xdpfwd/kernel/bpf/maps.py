@@ -9,7 +9,7 @@ import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import astuple, dataclass, fields
 
 from xdpfwd.kernel.bpf import syscall as sc
 
@@ -57,6 +57,9 @@ PIN_ENTRY_INVALID = "entry_invalid"
 # Per entry counted by its ingress port's redirects, what the port had redirected when
 # the entry's pair began (user space only): the pair's frames are those since.
 PIN_ENTRY_BASE = "entry_base"
+# What ended pairs and released ports had counted (user space only), so that the sums
+# they were part of never go down: see RetiredTable and state/retired.py.
+PIN_RETIRED = "retired"
 
 FWD_MAX_ENTRIES = 65536
 MAX_PORTS = 4096
@@ -696,6 +699,62 @@ class EntryBaseTable(PinnedMap):
 
     def set(self, ifindex: int, base: tuple[int, int]) -> None:
         sc.map_update(self.fd, _key(ifindex), _COUNTER.pack(*base))
+
+
+@dataclass(frozen=True)
+class RetiredPort:
+    """What ended pairs had counted on a port: as their egress, what they sent (and
+    multicast copies to it); as their ingress, their egress programs' drops and
+    invalid verdicts, and how many of those drops the tracepoint counted too."""
+
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    egress_drop: int = 0
+    egress_invalid: int = 0
+    traced_drops: int = 0
+
+    def plus(self, other: RetiredPort) -> RetiredPort:
+        return RetiredPort(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+_RETIRED = struct.Struct("=6Q")
+RELEASED_ROW = 0  # no device has ifindex 0
+
+
+class RetiredTable(PinnedMap):
+    """Ifindex -> RetiredPort; row RELEASED_ROW -> what released ports had not
+    forwarded, one count per reason (model.counters.LOSS_REASONS, in its order)."""
+
+    def rows(self) -> dict[int, RetiredPort]:
+        """Every port's row (not RELEASED_ROW)."""
+        found = {}
+        for key in sc.map_keys(self.fd, self.info.key_size):
+            (ifindex,) = _U32.unpack(key)
+            if ifindex != RELEASED_ROW:
+                found[ifindex] = self.port(ifindex)
+        return found
+
+    def port(self, ifindex: int) -> RetiredPort:
+        raw = sc.map_lookup(self.fd, _key(ifindex), self.info.value_size)
+        return RetiredPort() if raw is None else RetiredPort(*_RETIRED.unpack(raw)[:5])
+
+    def set_port(self, ifindex: int, retired: RetiredPort) -> None:
+        sc.map_update(self.fd, _key(ifindex), _RETIRED.pack(*astuple(retired), 0))
+
+    def released(self) -> tuple[int, ...]:
+        raw = sc.map_lookup(self.fd, _key(RELEASED_ROW), self.info.value_size)
+        return (0,) * 6 if raw is None else _RETIRED.unpack(raw)
+
+    def set_released(self, counts: tuple[int, ...]) -> None:
+        sc.map_update(self.fd, _key(RELEASED_ROW), _RETIRED.pack(*counts))
+
+
+def create_pinned_retired(path: str) -> None:
+    fd = sc.map_create(sc.MAP_TYPE_HASH, _U32.size, _RETIRED.size, MAX_PORTS, "xdpfwd_retired")
+    try:
+        sc.obj_pin(fd, path)
+    finally:
+        os.close(fd)
 
 
 def create_pinned_entry_base(path: str) -> None:
