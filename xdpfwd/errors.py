@@ -18,6 +18,10 @@ class AttachError(XdpfwdError):
 
     exit_code = 3
 
+    def __init__(self, message: str, port: str | None = None):
+        super().__init__(message)
+        self.port = port  # the port whose attach failed, when one did
+
 
 class BpfError(XdpfwdError):
     """Compiling, loading or pinning a program, or a map operation, failed (exit 4)."""

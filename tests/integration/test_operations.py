@@ -305,6 +305,27 @@ def test_del_names_a_deleted_ingress_before_and_after_prune(make_topo, pin_dir):
     assert_fails(topo.xdpfwd(pin_dir, "del", "pzz"), 2, "no such interface: pzz")
 
 
+def test_a_port_that_refuses_the_attach_holds_up_no_other_repair(make_topo, pin_dir):
+    topo = make_topo(4)
+    h1, h2, h3, h4 = topo.hosts
+    topo.ok(pin_dir, "add", "p1", "p2", "--mode", "native")
+    topo.ok(pin_dir, "add", "p3", "p4")
+    # p1 comes back as a bridge (no native XDP), p4 as a veth that needs p3's entry.
+    sh("ip", "-n", topo.fwd, "link", "del", "p1")
+    sh("ip", "-n", topo.fwd, "link", "add", "p1", "type", "bridge")
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "up")
+    sh("ip", "-n", topo.fwd, "link", "del", "p4")
+    topo.plug(h4)
+    result = topo.ok(pin_dir, "prune")
+    assert "forward p3 -> p4" in result.stdout
+    assert "native mode" in result.stderr and "p1 left out" in result.stderr, result.stderr
+    assert topo.xdp("p1") is None
+    sh("ip", "-n", h3.ns, "neigh", "replace", h4.ip, "lladdr", h4.mac, "dev", h3.dev)
+    with UdpSink(h4) as sink:
+        send_udp(h3, h4.ip, 10)
+        assert sink.count(10) == 10
+
+
 def test_an_entry_whose_egress_is_gone_settles_with_one_prune(topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2")
     sh("ip", "-n", topo.fwd, "link", "del", "p2")

@@ -495,9 +495,24 @@ def reconcile(pins: PinDir) -> PruneResult:
     What `prune` does once and `follow` on every link event; it takes nothing away
     that the configuration lacks, and leaves ports running another tool's program.
 
+    A port whose attach fails (a device made again that takes no native XDP) is
+    left out with a warning, and the rest is restored without it: one port must not
+    hold up the others' repair, such as buckets moved off an egress that went down.
+
     Raises XdpfwdError, AttachError, BpfError; on any error the old state stays.
     """
     prereqs.require_privileges("prune")
+    refused: dict[str, str] = {}  # port -> why its attach failed
+    while True:
+        try:
+            return _reconcile(pins, refused)
+        except AttachError as e:  # undone: again, without that port
+            if e.port is None or e.port in refused:
+                raise
+            refused[e.port] = str(e)
+
+
+def _reconcile(pins: PinDir, refused: dict[str, str]) -> PruneResult:
     with editing(pins, repairing=True) as c:
         if c is None:
             return PruneResult([], [], [])
@@ -506,10 +521,10 @@ def reconcile(pins: PinDir) -> PruneResult:
         # What the deleted device left under an ifindex that another device has now.
         gone = forget_gone(c.dp, {i: link for i, link in c.links.items() if i not in reused})
         steps: list[Step] = []
-        skipped: list[str] = []
+        skipped = [f"{why}: {port} left out" for port, why in refused.items()]
         warnings: tuple[str, ...] = ()
         if recorded is not None:
-            desired = _recorded(c, recorded, skipped)
+            desired = _recorded(c, recorded, skipped, set(refused))
             steps = [
                 step
                 for step in plan(running_state(c.dp, c.links), desired, c.links)
@@ -537,19 +552,20 @@ def reconcile(pins: PinDir) -> PruneResult:
     )
 
 
-def _recorded(c: Change, recorded: intent.Intent, skipped: list[str]) -> Desired:
+def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: set[str]) -> Desired:
     """The recorded configuration, against the devices there are now: what names a
     device that is gone is left out (a balanced entry's port counts as down), and so
-    is a port that runs another tool's XDP program, an entry whose egress program's
-    source cannot be read, or whose rewrite goes to a device without a MAC address
-    (a balanced entry's such port counts as down), noted in skipped."""
+    is a port that runs another tool's XDP program or refused the attach (refused),
+    an entry whose egress program's source cannot be read, or whose rewrite goes to
+    a device without a MAC address (a balanced entry's such port counts as down),
+    noted in skipped."""
     by_name = {link.ifname: link for link in c.links.values()}
     usable: dict[str, bool] = {}
 
     def ok(name: str) -> bool:
         if name not in usable:
             link = by_name.get(name)
-            usable[name] = link is not None
+            usable[name] = link is not None and name not in refused
             if link is not None and link.xdp_prog_id and link.xdp_prog_id != c.dp.prog_id:
                 if not is_orphan(c.dp.pins, link):
                     usable[name] = False

@@ -138,9 +138,8 @@ def attach(
         used = _attach(dp, plan, mode, undo)
     except AttachError as e:
         hint = single_buffer_hint(dp, link)
-        if hint and mode == "native":
-            raise AttachError(f"{e}; {hint}") from e
-        raise
+        text = f"{e}; {hint}" if hint and mode == "native" else str(e)
+        raise AttachError(text, port=link.ifname) from e
     fallback = None
     if used.refused is not None:
         hint = single_buffer_hint(dp, link)
