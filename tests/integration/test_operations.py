@@ -417,6 +417,20 @@ def test_save_then_apply_reproduces_the_setup_and_twice_changes_nothing(
     assert topo.ping(3, topo.host(4).ip) == 3
 
 
+def test_save_says_what_it_leaves_out_while_a_device_is_gone(make_topo, pin_dir):
+    topo = make_topo(5)
+    topo.ok(pin_dir, "add", "p3", "p2")
+    topo.ok(pin_dir, "broadcast", "p4", "p5", "--group", "g")
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")  # a container restarting, say
+    topo.ok(pin_dir, "prune")
+    saved = topo.ok(pin_dir, "save")
+    assert "p3" not in yaml.safe_load(saved.stdout).get("ports", {})
+    assert "the entry of p3 left out: the device of p2 is gone" in saved.stderr, saved.stderr
+    sh("ip", "-n", topo.fwd, "link", "del", "p4")
+    saved = topo.ok(pin_dir, "save")
+    assert "p4 left out of group g: its device is gone" in saved.stderr, saved.stderr
+
+
 def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(make_topo, pin_dir):
     topo = make_topo(3)
     config = topo.config_file(

@@ -119,6 +119,7 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             warnings.append(f"multicast group {g.group}: ports whose device is gone left out")
         if receivers and sources:
             mcast.append(McastConf(g.group, receivers, sources, g.exclude_ingress))
+    warnings += _recorded_but_gone(recorded, forward, balanced, group_list, links)
     # A port whose entry was left out (its egress is gone) has no role in the file.
     roles = {e.ingress for e in (*forward, *balanced)} | {m for g in group_list for m in g.members}
     roles |= {name for g in mcast for name in g.sources}
@@ -133,6 +134,32 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
         tuple(mcast),
     )
     return config, warnings + _forced(dp, links)
+
+
+def _recorded_but_gone(recorded: intent.Intent, forward, balanced, groups, links) -> list[str]:
+    """Warnings for what the recorded configuration has and the running state lacks
+    because a device is gone (a container restarting): the kernel took the entries
+    to it, so a file saved now would not have them, which no other line says."""
+    here = {link.ifname for link in links.values()}
+    saved = {e.ingress for e in (*forward, *balanced)} | {m for g in groups for m in g.members}
+    wanted = recorded.config
+    warnings = []
+    for entry in (*wanted.forward, *wanted.balanced):
+        names = (entry.ingress, entry.egress) if isinstance(entry, EntryConf) else (entry.ingress,)
+        gone = [name for name in names if name not in here]
+        if entry.ingress not in saved and gone:
+            warnings.append(
+                f"the entry of {entry.ingress} left out: the device of {gone[0]} is gone "
+                "(the recorded configuration keeps it; save again once it is back)"
+            )
+    for group in wanted.groups:
+        for member in group.members:
+            if member not in here and member not in saved:
+                warnings.append(
+                    f"{member} left out of group {group.name}: its device is gone (the "
+                    "recorded configuration keeps it; save again once it is back)"
+                )
+    return warnings
 
 
 def _forced(dp: Dataplane, links: dict[int, netdev.Link]) -> list[str]:
