@@ -749,28 +749,25 @@ class RetiredTable(PinnedMap):
         sc.map_update(self.fd, _key(RELEASED_ROW), _RETIRED.pack(*counts))
 
 
-def create_pinned_retired(path: str) -> None:
-    fd = sc.map_create(sc.MAP_TYPE_HASH, _U32.size, _RETIRED.size, MAX_PORTS, "xdpfwd_retired")
+def _create_pinned_u32_map(path: str, map_type: int, value_size: int, size: int, name: str):
+    """A map keyed by a u32 that only user space uses, pinned at path."""
+    fd = sc.map_create(map_type, _U32.size, value_size, size, name)
     try:
         sc.obj_pin(fd, path)
     finally:
         os.close(fd)
+
+
+def create_pinned_retired(path: str) -> None:
+    _create_pinned_u32_map(path, sc.MAP_TYPE_HASH, _RETIRED.size, MAX_PORTS, "xdpfwd_retired")
 
 
 def create_pinned_entry_base(path: str) -> None:
-    fd = sc.map_create(sc.MAP_TYPE_HASH, _U32.size, _COUNTER.size, MAX_PORTS, "xdpfwd_base")
-    try:
-        sc.obj_pin(fd, path)
-    finally:
-        os.close(fd)
+    _create_pinned_u32_map(path, sc.MAP_TYPE_HASH, _COUNTER.size, MAX_PORTS, "xdpfwd_base")
 
 
 def create_pinned_user_progs(path: str) -> None:
-    fd = sc.map_create(sc.MAP_TYPE_LRU_HASH, _U32.size, _USER_PROG.size, 1024, "xdpfwd_user")
-    try:
-        sc.obj_pin(fd, path)
-    finally:
-        os.close(fd)
+    _create_pinned_u32_map(path, sc.MAP_TYPE_LRU_HASH, _USER_PROG.size, 1024, "xdpfwd_user")
 
 
 def create_pinned_prog_flags(path: str, prog_flags: int) -> None:
