@@ -3,7 +3,7 @@ went. Pure: no I/O, no clock; the callers pass times in."""
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from xdpfwd.kernel.bpf.maps import PortStats, RetiredPort, TxEvents
@@ -167,7 +167,9 @@ def retirements(before: Snapshot, after: Snapshot) -> Retirement:
     new = _parts(after)
     for key, (egress, ingress, counts) in _parts(before).items():
         now = new.get(key)
-        if now is None or any(a < b for a, b in zip(astuple(now[2]), astuple(counts), strict=True)):
+        # A count started again is back near zero; two reads under traffic can differ
+        # by a few frames (redirects read before drops), which must not retire it.
+        if now is None or now[2].tx_packets < counts.tx_packets // 2:
             retire(egress, RetiredPort(counts.tx_packets, counts.tx_bytes))
             if ingress:
                 retire(ingress, replace(counts, tx_packets=0, tx_bytes=0))
@@ -189,7 +191,7 @@ def _parts(s: Snapshot) -> dict[tuple, tuple[int, int, RetiredPort]]:
     becomes balanced counts anew). A receiver's copies have no ingress (0)."""
     parts: dict[tuple, tuple[int, int, RetiredPort]] = {}
     for p in s.pairs.values():
-        kind = p.group or ("balanced" if p.buckets is not None else "entry")
+        kind = ("group", p.group) if p.group else ("balanced" if p.buckets is not None else "entry")
         counts = RetiredPort(
             p.tx_packets,
             p.tx_bytes,

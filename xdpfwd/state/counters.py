@@ -10,6 +10,7 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import astuple, replace
 
+from xdpfwd.errors import XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import McastGroup, McastReceiver
@@ -117,8 +118,8 @@ def retire(dp: Dataplane, before: Snapshot, links: dict[int, netdev.Link]) -> No
         for port in table.rows():
             if port not in links:
                 table.delete(port)
-    except OSError as e:
-        log.warning("could not keep the counts of what this change ended: %s", e.strerror)
+    except (OSError, XdpfwdError) as e:  # the change is committed: say it, go on
+        log.warning("could not keep the counts of what this change ended: %s", e)
 
 
 def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
