@@ -591,7 +591,9 @@ def test_doctor_names_a_receiver_whose_device_went_until_prune_recounts(make_top
     assert f"the device of a receiver (ifindex {p3}) is gone" in check["detail"]
     run_fix(topo, pin_dir, check["fix"], "prune")
     assert doctor_check(topo, pin_dir, "receiver_gone") is None
-    send_mcast(topo.host(1), "239.1.1.1", 3, 9527)
+    with FrameCounter(topo.host(2).ns, topo.host(2).dev) as counter:
+        send_mcast(topo.host(1), "239.1.1.1", 3, 9527)
+        assert len([f for f in counter.frames() if classify(f) == ("udp", 9527)]) == 3
     group = groups_by_address(stats_json(topo, pin_dir))["239.1.1.1"]
     assert (group["copies_expected"], group["copies_lost"]) == (17, 5)
 

@@ -58,7 +58,7 @@ PIN_ENTRY_INVALID = "entry_invalid"
 # the entry's pair began (user space only): the pair's frames are those since.
 PIN_ENTRY_BASE = "entry_base"
 # What ended pairs and released ports had counted (user space only), so that the sums
-# they were part of never go down: see RetiredTable and state/retired.py.
+# they were part of never go down: see RetiredTable and state/counters.retire().
 PIN_RETIRED = "retired"
 
 FWD_MAX_ENTRIES = 65536
