@@ -301,6 +301,29 @@ def test_prune_leaves_out_a_hop_that_closes_a_loop_of_a_groups_frames(make_topo,
     assert "forward yx -> yb" not in pruned.stdout
 
 
+def test_prune_leaves_out_a_multicast_group_whose_receiver_made_again_closes_a_loop(
+    make_topo, pin_dir
+):
+    topo = make_topo(2)
+    veth_pairs(topo, ("ya", "yb"), ("yc", "yd"), ("yx", "yy"))
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "ya", "--to", "yc")
+    topo.ok(pin_dir, "add", "yx", "yb")
+    # yc made again as yx's peer: the group's copies out of yc would come in at yx,
+    # whose entry sends them into ya, the group's source.
+    sh("ip", "-n", topo.fwd, "link", "del", "yc")
+    topo.ok(pin_dir, "prune")
+    sh("ip", "-n", topo.fwd, "link", "set", "yy", "name", "yc")
+    pruned = topo.ok(pin_dir, "prune")
+    assert "multicast group 239.1.1.1 not restored: frames would go round a loop" in pruned.stderr
+    assert "multicast group" not in pruned.stdout
+    assert doctor_check(topo, pin_dir, "loop") is None
+    # Wired otherwise again, the group comes back.
+    sh("ip", "-n", topo.fwd, "link", "del", "yc")
+    veth_pairs(topo, ("yc", "yd"))
+    pruned = topo.ok(pin_dir, "prune")
+    assert "create multicast group 239.1.1.1 (from ya to yc)" in pruned.stdout
+
+
 def test_a_forced_loop_does_not_hold_up_prune(make_topo, pin_dir):
     topo = make_topo(2)
     veth_pairs(topo, ("ya", "yb"))

@@ -598,6 +598,71 @@ def test_doctor_names_a_receiver_whose_device_went_until_prune_recounts(make_top
     assert (group["copies_expected"], group["copies_lost"]) == (17, 5)
 
 
+def copies_at(topo, index: int, group: str, count: int, port: int) -> int:
+    """How many of count datagrams host 1 sends to group arrive at host index."""
+    with FrameCounter(topo.host(index).ns, topo.host(index).dev) as counter:
+        send_mcast(topo.host(1), group, count, port)
+        return len([f for f in counter.frames() if classify(f) == ("udp", port)])
+
+
+def test_devices_made_again_rejoin_their_groups(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.2", "--from", "p1", "--to", "p3")
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")  # a container restarting
+    pruned = topo.ok(pin_dir, "prune")
+    assert "removed group multicast 239.1.1.2" in pruned.stdout
+    saved = topo.ok(pin_dir, "save")
+    assert "p3 left out of multicast group 239.1.1.1: device gone" in saved.stderr
+    assert "multicast group 239.1.1.2 left out: the device of p3 is gone" in saved.stderr
+    topo.plug(topo.host(3))
+    pruned = topo.ok(pin_dir, "prune").stdout
+    assert "change multicast group 239.1.1.1 (from p1 to p2, p3)" in pruned
+    assert "create multicast group 239.1.1.2 (from p1 to p3)" in pruned
+    assert copies_at(topo, 3, "239.1.1.1", 4, 9550) == 4
+    assert copies_at(topo, 3, "239.1.1.2", 5, 9551) == 5
+    # The source made again is attached again, and feeds both groups.
+    sh("ip", "-n", topo.fwd, "link", "del", "p1")
+    topo.ok(pin_dir, "prune")
+    assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
+    topo.plug(topo.host(1))
+    assert "attach" in topo.ok(pin_dir, "prune").stdout
+    assert topo.xdp("p1") is not None
+    assert copies_at(topo, 2, "239.1.1.1", 6, 9552) == 6
+    assert copies_at(topo, 3, "239.1.1.2", 7, 9553) == 7
+    assert topo.ok(pin_dir, "prune").stdout.strip() == "nothing to prune"
+
+
+def test_multicast_del_forgets_what_only_the_record_keeps(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.2", "--from", "p1", "--to", "p4")
+    for port in ("p3", "p4"):
+        sh("ip", "-n", topo.fwd, "link", "del", port)
+    topo.ok(pin_dir, "prune")
+    # The last receiver that runs leaves: the group waits for p3.
+    result = topo.ok(pin_dir, "multicast", "del", "239.1.1.1", "--to", "p2")
+    assert "239.1.1.1 runs no more: the recorded configuration keeps it for p3," in result.stdout
+    result = topo.ok(pin_dir, "multicast", "del", "239.1.1.2")
+    assert result.stdout.strip().startswith("forgot multicast group 239.1.1.2: it did not run")
+    assert_fails(
+        topo.xdpfwd(pin_dir, "multicast", "del", "239.1.1.2"), 1, "no multicast group 239.1.1.2"
+    )
+    for index in (3, 4):
+        topo.plug(topo.host(index))
+    assert "create multicast group 239.1.1.1 (from p1 to p3)" in topo.ok(pin_dir, "prune").stdout
+    assert copies_at(topo, 3, "239.1.1.1", 3, 9555) == 3
+    (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    assert [r["port"]["ifname"] for r in group["receivers"]] == ["p3"]
+    # A receiver only recorded is forgotten by name: made again, it stays out.
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    result = topo.ok(pin_dir, "multicast", "del", "239.1.1.1", "--to", "p3")
+    assert "p3 receives 239.1.1.1 no more" in result.stdout
+    topo.plug(topo.host(3))
+    assert topo.ok(pin_dir, "prune").stdout.strip() in ("nothing to prune", "detached from p1")
+    assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
+
+
 def feed_and_unicast(topo, copies: int, unicast: int, port: int) -> None:
     """From host 1: copies datagrams to 239.1.1.1 (all of them arrive at host 3) and
     unicast ones to host 2 (all arrive), on port and port + 1."""

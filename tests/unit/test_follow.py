@@ -1,6 +1,8 @@
 """The configuration recorded in the pins (what each command asks for), and the follow
 loop driven by a fake event source: resync at start, after bursts and overruns."""
 
+from dataclasses import replace
+
 import pytest
 
 from xdpfwd.errors import InputError, XdpfwdError
@@ -8,7 +10,15 @@ from xdpfwd.kernel import netdev
 from xdpfwd.model import EgressSpec, Iface, PruneResult
 from xdpfwd.ops import following as follow
 from xdpfwd.state import buckets, intent
-from xdpfwd.state.config import BalancedConf, Config, EntryConf, GroupConf, PortConf, to_dict
+from xdpfwd.state.config import (
+    BalancedConf,
+    Config,
+    EntryConf,
+    GroupConf,
+    McastConf,
+    PortConf,
+    to_dict,
+)
 from xdpfwd.state.pins import PinDir
 
 BAL = BalancedConf("eth1", ("eth2", "eth3"), (2, 1), "l4", EgressSpec(program="none"))
@@ -78,6 +88,43 @@ def test_broadcast_turns_a_balanced_port_into_a_member():
     record = intent.with_members(recorded(), "g", ["eth1"], False, "auto", {"eth1": "drop"})
     assert record.config.balanced == ()
     assert record.config.groups == (GroupConf("g", False, ("eth5", "eth6", "eth1")),)
+
+
+def test_multicast_add_joins_the_recorded_members_and_keeps_a_sources_settings():
+    first = McastConf("239.1.1.1", ("eth7",), ("eth1",))
+    record = intent.with_multicast(recorded(), first, "generic", {"eth1": "pass"})
+    assert record.config.ports["eth1"] == PortConf("generic", "pass")
+    # eth7's device is gone: it stays recorded while eth8 joins.
+    record = intent.with_multicast(record, McastConf("239.1.1.1", ("eth8",), ("eth1",)), "auto", {})
+    (group,) = record.config.multicast
+    assert (group.receivers, group.sources) == (("eth7", "eth8"), ("eth1",))
+    again = intent.from_text(intent.to_text(record)).multicast("239.1.1.1")
+    assert replace(again, line=0) == group
+    # A source's other roles go with del; its settings stay while it is a source.
+    kept = intent.without_entry(intent.without_members(record, ["eth5"]), "eth1")
+    assert kept.config.ports["eth1"] == PortConf("generic", "pass")
+    assert "eth5" not in kept.config.ports
+    assert intent.bind(kept, {}).knows("eth7")
+
+
+@pytest.mark.parametrize(
+    "receivers, sources, left",
+    [
+        ((), (), None),
+        (("eth7",), (), McastConf("239.1.1.1", ("eth8",), ("eth1", "eth5"))),
+        (("eth7", "eth8"), (), None),
+        ((), ("eth1", "eth5"), None),
+    ],
+)
+def test_multicast_del_takes_members_out_and_an_emptied_group_away(receivers, sources, left):
+    group = McastConf("239.1.1.1", ("eth7", "eth8"), ("eth1", "eth5"))
+    record = intent.with_multicast(recorded(), group, "auto", {"eth1": "drop", "eth5": "pass"})
+    after = intent.without_multicast(record, "239.1.1.1", receivers, sources)
+    assert after.multicast("239.1.1.1") == left
+    # eth1 forwards (a balanced entry) and eth5 floods: both keep their settings.
+    assert {"eth1", "eth5"} <= set(after.config.ports)
+    alone = intent.without_multicast(intent.without_entry(record, "eth1"), "239.1.1.1")
+    assert "eth1" not in alone.config.ports
 
 
 def test_bind_keeps_the_names_it_knows_with_the_ifindexes_they_have_now():

@@ -424,7 +424,11 @@ class McastResult:
 @dataclass(frozen=True)
 class McastDelResult:
     group: str
-    removed: bool  # the whole group is gone
+    removed: bool  # the group runs no more
     sources: list[Iface]  # the ones taken out
     receivers: list[Iface]
     detached: list[Iface]
+    recorded_only: bool = False  # only the recorded configuration had them: forgotten
+    # Members the recorded configuration keeps for a group that runs no more (their
+    # devices are gone): prune restores it when they are back.
+    waiting: list[str] = field(default_factory=list)

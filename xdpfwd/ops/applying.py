@@ -110,7 +110,9 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     for g in multicast.group_infos(dp, links):
         receivers = tuple(r.port.ifname for r in g.receivers if r.port.ifname)
         sources = tuple(s.ifname for s in g.sources if s.ifname)
-        if not receivers or not sources:
+        if recorded.multicast(g.group) is not None:
+            pass  # what is gone is said with the recorded configuration's (below)
+        elif not receivers or not sources:
             gone = "receiver" if not receivers else "source"
             warnings.append(
                 f"multicast group {g.group} left out: the device of every {gone} is gone"
@@ -119,7 +121,7 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             warnings.append(f"multicast group {g.group}: ports whose device is gone left out")
         if receivers and sources:
             mcast.append(McastConf(g.group, receivers, sources, g.exclude_ingress))
-    warnings += _recorded_but_gone(recorded, forward, balanced, group_list, links)
+    warnings += _recorded_but_gone(recorded, forward, balanced, group_list, mcast, links)
     # A port whose entry was left out (its egress is gone) has no role in the file.
     roles = {e.ingress for e in (*forward, *balanced)} | {m for g in group_list for m in g.members}
     roles |= {name for g in mcast for name in g.sources}
@@ -136,7 +138,9 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     return config, warnings + _forced(dp, links)
 
 
-def _recorded_but_gone(recorded: intent.Intent, forward, balanced, groups, links) -> list[str]:
+def _recorded_but_gone(
+    recorded: intent.Intent, forward, balanced, groups, mcast, links
+) -> list[str]:
     """Warnings for what the recorded configuration has and the running state lacks
     because a device is gone (a container restarting): the kernel took the entries
     to it, so a file saved now would not have them, which no other line says."""
@@ -159,6 +163,18 @@ def _recorded_but_gone(recorded: intent.Intent, forward, balanced, groups, links
                     f"{member} left out of group {group.name}: its device is gone (the "
                     "recorded configuration keeps it; save again once it is back)"
                 )
+    saved_mcast = {g.group: {*g.receivers, *g.sources} for g in mcast}
+    for group in wanted.multicast:
+        members = dict.fromkeys((*group.receivers, *group.sources))
+        gone = [n for n in members if n not in here and n not in saved_mcast.get(group.group, ())]
+        if not gone:
+            continue
+        devices = ", ".join(gone)
+        if group.group in saved_mcast:
+            text = f"{devices} left out of multicast group {group.group}: device gone"
+        else:
+            text = f"multicast group {group.group} left out: the device of {devices} is gone"
+        warnings.append(f"{text} (the recorded configuration keeps it; save again once back)")
     return warnings
 
 
@@ -643,10 +659,9 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: s
     # A port whose every role went with its device's entries (the ingress of an entry
     # whose egress is gone) is not attached: it would be idle, detached by the same
     # prune, and under follow each attach and detach is an event for the next prune.
-    # So is a port whose role was a multicast group's that is gone: multicast groups
-    # are not recorded, and a source that runs keeps its settings.
     forward, balanced, groups = _without_new_loops(c, forward, balanced, groups, skipped)
-    has_role = _named_ports(forward, balanced, groups)
+    mcast = _recorded_multicast(c, recorded, ok, (forward, balanced, groups), skipped)
+    has_role = _named_ports(forward, balanced, groups) | {s for g in mcast for s in g.sources}
     sources = c.dp.mcast.source_ports() if c.dp.mcast is not None else set()
     has_role |= {link.ifname for link in c.links.values() if link.ifindex in sources}
     config = replace(
@@ -655,9 +670,7 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: s
         balanced=balanced,
         groups=groups,
         ports={name: conf for name, conf in wanted.ports.items() if ok(name) and name in has_role},
-        # Multicast groups are left as they run: `multicast add/del` change them
-        # without recording, and a removed device leaves their devmaps by itself.
-        multicast=(),
+        multicast=mcast,
     )
     d = resolve_config(config, "the recorded configuration", c.links)
     d.layouts = {port: recorded.layout(entry) for port, entry in d.balanced.items()}
@@ -669,6 +682,56 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: s
         except AttachError as e:  # another program came meanwhile
             skipped.append(str(e))
     return d
+
+
+def _recorded_multicast(
+    c: Change, recorded: intent.Intent, ok: Callable[[str], bool], restored, skipped: list[str]
+) -> tuple[McastConf, ...]:
+    """The recorded multicast groups, each with its receivers that are here, its
+    sources that are usable (ok) and its ports that run (prune takes none away); one
+    left without receivers or sources is left out. A group that would go round a
+    forwarding loop with the restored entries and groups (devices made again and
+    wired otherwise) is left as it runs, said in skipped."""
+    index = {link.ifname: link.ifindex for link in c.links.values()}
+    graph = health.forwarding_graph(c.dp) | health.configured_graph(*restored, index)
+    running = multicast.read_groups(c.dp) if c.dp.mcast is not None else {}
+    found = []
+    for wanted in recorded.config.multicast:
+        now = running.get(multicast.parse_group(wanted.group))
+
+        def running_names(ports: frozenset[int]) -> list[str]:
+            # Not a device that got the ifindex of a deleted member since.
+            names = [c.links[p].ifname for p in sorted(ports) if p in c.links]
+            return [n for n in names if recorded.name_of(index[n]) in (None, n)]
+
+        receivers = [n for n in wanted.receivers if n in index]
+        sources = [n for n in wanted.sources if ok(n)]
+        if now is not None:
+            receivers += running_names(now.receivers)
+            sources += running_names(now.sources)
+        group = replace(
+            wanted,
+            receivers=tuple(dict.fromkeys(receivers)),
+            sources=tuple(dict.fromkeys(sources)),
+        )
+        if not group.receivers or not group.sources:
+            continue
+        ports = multicast.GroupPorts(
+            frozenset(index[n] for n in group.sources),
+            frozenset(index[n] for n in group.receivers),
+            group.exclude_ingress,
+        )
+        hops = health.multicast_loop(graph, ports, c.links)
+        if hops and (now is None or not health.multicast_loop(graph, now, c.links)):
+            (loop,) = health.refuse_loop(hops, c.links, True, "")
+            skipped.append(f"multicast group {group.group} not restored: {loop}")
+            if now is None:
+                continue
+            as_runs = (running_names(now.receivers), running_names(now.sources))
+            group = replace(group, receivers=tuple(as_runs[0]), sources=tuple(as_runs[1]))
+        if group.receivers and group.sources:
+            found.append(group)
+    return tuple(found)
 
 
 def _without_new_loops(c: Change, forward, balanced, groups, skipped: list[str]):

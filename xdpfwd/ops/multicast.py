@@ -4,6 +4,7 @@ address from source ports to receivers (see state/multicast.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
@@ -11,6 +12,7 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import Iface, McastDelResult, McastListing, McastResult
 from xdpfwd.state import health, intent, multicast
 from xdpfwd.state.changes import change, editing
+from xdpfwd.state.config import McastConf
 from xdpfwd.state.dataplane import reading
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import check_forwardable, known, link_of, release_idle
@@ -81,6 +83,7 @@ def multicast_add(
             later=c.after_commit,
             current=current,
         )
+        _record(c, addr, all_receivers, all_sources, from_ports, exclude_ingress, mode)
         result = McastResult(
             group=addr.text,
             created=current is None,
@@ -99,6 +102,19 @@ def multicast_add(
         *health.flood_warnings(sorted(all_sources), c.links, c.dp.frags),
     )
     return replace(result, warnings=warnings)
+
+
+def _record(c, addr, receivers, sources, named_sources, exclude_ingress: bool, mode: str) -> None:
+    """The group as it now runs, in the recorded configuration (which keeps the
+    members whose device is gone): prune and follow put a device made again back."""
+
+    def names(ports) -> tuple[str, ...]:
+        return tuple(c.links[p].ifname for p in sorted(ports) if p in c.links)
+
+    settings = {p: c.dp.ports.get(p) or maps.PortSettings() for p in named_sources}
+    on_miss = {c.links[p].ifname: s.on_miss_name for p, s in settings.items() if p in c.links}
+    conf = McastConf(addr.text, names(receivers), names(sources), exclude_ingress)
+    intent.update(c, lambda r: intent.with_multicast(r, conf, mode, on_miss))
 
 
 def _group_now(pins: PinDir, addr) -> multicast.GroupState | None:
@@ -129,7 +145,9 @@ def multicast_del(
     """Take receivers and sources out of group; with neither, remove the group.
 
     A group left without sources or receivers is removed; ports that need xdpfwd no
-    more are detached. Raises InputError, XdpfwdError (no such group, not a member).
+    more are detached. What only the recorded configuration has (a group or member
+    whose device is gone, which prune would restore) is forgotten. Raises
+    InputError, XdpfwdError (no such group, not a member).
     """
     addr = multicast.parse_group(group)
     prereqs.require_privileges("multicast del")
@@ -137,46 +155,85 @@ def multicast_del(
         f"no multicast group {addr.text}; see `{pins.command('multicast list')}`"
     )
     with editing(pins) as c:
-        if c is None or c.dp.mcast is None:
+        if c is None:
             raise no_group
-        current = multicast.read_groups(c.dp).get(addr)
-        if current is None:
-            raise no_group
-        whole = not receivers and not sources
         recorded = intent.load(pins)
-        receivers = [intent.bind_gone(recorded, p, c.links) for p in receivers or []]
-        sources = [intent.bind_gone(recorded, p, c.links) for p in sources or []]
-        out_to = _members(current.receivers, receivers, "a receiver", addr)
-        out_from = _members(current.sources, sources, "a source", addr)
-        keep_to = frozenset() if whole else current.receivers - out_to
-        keep_from = frozenset() if whole else current.sources - out_from
-        multicast.set_group(
-            c.dp,
-            addr,
-            sources=keep_from,
-            receivers=keep_to,
-            exclude_ingress=current.exclude_ingress,
-            undo=c.undo,
-            resources=c.resources,
-            later=c.after_commit,
-            current=current,
+        kept = recorded.multicast(addr.text) if recorded is not None else None
+        current = multicast.read_groups(c.dp).get(addr) if c.dp.mcast is not None else None
+        if current is None and kept is None:
+            raise no_group
+        running_to = current.receivers if current else frozenset()
+        running_from = current.sources if current else frozenset()
+        whole = not receivers and not sources
+        if whole:
+            out_to = _everyone(running_to, kept.receivers if kept else (), c.links)
+            out_from = _everyone(running_from, kept.sources if kept else (), c.links)
+        else:
+            named_to = [intent.bind_gone(recorded, p, c.links) for p in receivers or []]
+            named_from = [intent.bind_gone(recorded, p, c.links) for p in sources or []]
+            recorded_to = kept.receivers if kept else ()
+            recorded_from = kept.sources if kept else ()
+            out_to = _members(running_to, recorded_to, named_to, c.links, "a receiver", addr)
+            out_from = _members(running_from, recorded_from, named_from, c.links, "a source", addr)
+        keep_to = running_to - {p.ifindex for p in out_to}
+        keep_from = running_from - {p.ifindex for p in out_from}
+        detached: list[Iface] = []
+        if current is not None:
+            multicast.set_group(
+                c.dp,
+                addr,
+                sources=keep_from,
+                receivers=keep_to,
+                exclude_ingress=current.exclude_ingress,
+                undo=c.undo,
+                resources=c.resources,
+                later=c.after_commit,
+                current=current,
+            )
+            detached = release_idle(c.dp, c.undo, c.links)
+        edit = partial(
+            intent.without_multicast,
+            group=addr.text,  # with no receivers or sources named, the whole group
+            receivers=[] if whole else [p.ifname for p in out_to if p.ifname],
+            sources=[] if whole else [p.ifname for p in out_from if p.ifname],
         )
-        detached = release_idle(c.dp, c.undo, c.links)
-        removed = not keep_to or not keep_from
+        intent.update(c, edit)
+        left = edit(recorded).multicast(addr.text) if recorded is not None else None
+        runs = current is not None and bool(keep_to) and bool(keep_from)
+        running_names = {c.links[p].ifname for p in keep_to | keep_from if p in c.links}
+        waiting = [] if runs or left is None else [*left.receivers, *left.sources]
         return McastDelResult(
             group=addr.text,
-            removed=removed,
-            sources=[known(p, c.links) for p in sorted(current.sources if whole else out_from)],
-            receivers=[known(p, c.links) for p in sorted(current.receivers if whole else out_to)],
+            removed=not runs,
+            sources=out_from,
+            receivers=out_to,
             detached=detached,
+            recorded_only=current is None,
+            waiting=[n for n in dict.fromkeys(waiting) if n not in running_names],
         )
 
 
-def _members(have: frozenset[int], named: list[Iface] | None, role: str, addr) -> frozenset:
-    for port in named or []:
-        if port.ifindex not in have:
+def _members(
+    running: frozenset[int], recorded: tuple[str, ...], named: list[Iface], links, role, addr
+) -> list[Iface]:
+    """The named ports, each a member that runs or one recorded by name (its device
+    is gone). Raises XdpfwdError for one that is neither."""
+    found = []
+    for port in named:
+        if port.ifindex in running:
+            found.append(known(port.ifindex, links))
+        elif port.ifname in recorded:
+            found.append(port)
+        else:
             raise XdpfwdError(f"{port.label} is not {role} of multicast group {addr.text}")
-    return frozenset(p.ifindex for p in named or [])
+    return found
+
+
+def _everyone(running: frozenset[int], recorded: tuple[str, ...], links) -> list[Iface]:
+    """Every member, running and only recorded."""
+    ports = [known(p, links) for p in sorted(running)]
+    names = {p.ifname for p in ports}
+    return ports + [Iface(0, name) for name in recorded if name not in names]
 
 
 def multicast_list(pins: PinDir) -> McastListing:

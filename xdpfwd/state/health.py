@@ -317,13 +317,22 @@ def refuse_multicast_paths(
     is): its own frames' loops through its sources, and its sources' other frames out
     of a receiver it did not send them to before (one made with --force stays)."""
     running = _running_graph(dp, links)
-    own = _multicast_graph(running, group.sources, group.receivers, group.exclude_ingress)
     before = shared_bulks(running, {address: now}) if now is not None else []
     shared = [s for s in shared_bulks(running, {address: group}) if s not in before]
     return (
-        *refuse_loop(loop_hops(own, links, through=group.sources), links, force, "add them"),
+        *refuse_loop(multicast_loop(running, group, links), links, force, "add them"),
         *refuse_shared_bulk(shared, links, force, "add them"),
     )
+
+
+def multicast_loop(
+    graph: dict[int, set[int]], group: Any, links: dict[int, netdev.Link]
+) -> list[tuple[int, int]]:
+    """The hops of a loop that group's own frames (group: anything with sources,
+    receivers and exclude_ingress) go round through one of its sources, graph
+    sending the rest."""
+    own = _multicast_graph(graph, group.sources, group.receivers, group.exclude_ingress)
+    return loop_hops(own, links, through=group.sources)
 
 
 def find_loop(

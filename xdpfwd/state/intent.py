@@ -1,7 +1,7 @@
 """The configuration last asked for, by device name, kept in the pins: what `follow`,
 `prune` and `apply` bring the running state back to when devices come and go.
 
-Every command that changes what is wanted (add, del, broadcast, apply) records it
+Every command that changes what is wanted (add, del, broadcast, multicast, apply) records it
 inside its change, so it is undone with the change. The record also keeps the
 bucket layout of each balanced entry and the ifindex each name was last bound to.
 Pins set up by an older xdpfwd have no record until the next `apply`.
@@ -20,7 +20,7 @@ from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import Iface
 from xdpfwd.state import buckets, config
-from xdpfwd.state.config import BalancedConf, Config, EntryConf, GroupConf, PortConf
+from xdpfwd.state.config import BalancedConf, Config, EntryConf, GroupConf, McastConf, PortConf
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.transaction import Change
 
@@ -52,6 +52,10 @@ class Intent:
     def recorded_layouts(self) -> dict[str, tuple[dict[str, int], buckets.Layout]]:
         """Balanced ingress -> (weights, layout), as buckets.choose() takes them."""
         return {e.ingress: (e.weight_map(), self.layout(e)) for e in self.config.balanced}
+
+    def multicast(self, group: str) -> McastConf | None:
+        """The recorded multicast group of address group (as xdpfwd writes it)."""
+        return next((g for g in self.config.multicast if g.group == group), None)
 
     def name_of(self, ifindex: int) -> str | None:
         return next((name for name, bound in self.bound.items() if bound == ifindex), None)
@@ -187,15 +191,29 @@ def _names(wanted: Config) -> set[str]:
     for entry in wanted.balanced:
         names |= {entry.ingress, *entry.ports}
     names |= {m for g in wanted.groups for m in g.members} | set(wanted.ports)
+    for group in wanted.multicast:
+        names |= {*group.receivers, *group.sources}
     return names
+
+
+def _sources(wanted: Config) -> set[str]:
+    return {name for group in wanted.multicast for name in group.sources}
+
+
+def _attached(wanted: Config) -> set[str]:
+    """The names that run xdpfwd's program in wanted: where frames enter to be
+    forwarded, flooded or copied."""
+    names = {e.ingress for e in (*wanted.forward, *wanted.balanced)}
+    return names | {m for g in wanted.groups for m in g.members} | _sources(wanted)
 
 
 # --- edits: what each command asks for ---------------------------------------------------
 
 
 def _without_roles(wanted: Config, names: Iterable[str]) -> Config:
-    """wanted with names forwarding nowhere and in no group (an emptied group goes),
-    and without their port settings (a port without a role is not attached)."""
+    """wanted with names forwarding nowhere and in no broadcast group (an emptied
+    group goes), and without their port settings (a port without a role is not
+    attached), unless a name stays a multicast source: that role is independent."""
     names = set(names)
     groups = []
     for group in wanted.groups:
@@ -207,7 +225,11 @@ def _without_roles(wanted: Config, names: Iterable[str]) -> Config:
         forward=tuple(e for e in wanted.forward if e.ingress not in names),
         balanced=tuple(e for e in wanted.balanced if e.ingress not in names),
         groups=tuple(groups),
-        ports={name: conf for name, conf in wanted.ports.items() if name not in names},
+        ports={
+            name: conf
+            for name, conf in wanted.ports.items()
+            if name not in names or name in _sources(wanted)
+        },
     )
 
 
@@ -274,3 +296,48 @@ def with_members(
 def without_members(intent: Intent, members: list[str]) -> Intent:
     """`broadcast del`: members leave their groups."""
     return replace(intent, config=_without_roles(intent.config, members))
+
+
+def with_multicast(intent: Intent, group: McastConf, mode: str, on_miss: dict[str, str]) -> Intent:
+    """`multicast add`: group's receivers and sources join it (recorded ones that
+    do not run, their device gone, stay); on_miss holds the settings of each source."""
+    wanted = intent.config
+    old = intent.multicast(group.group)
+    if old is not None:
+        group = replace(
+            group,
+            receivers=tuple(dict.fromkeys((*old.receivers, *group.receivers))),
+            sources=tuple(dict.fromkeys((*old.sources, *group.sources))),
+        )
+    kept = tuple(g for g in wanted.multicast if g.group != group.group)
+    wanted = replace(wanted, multicast=(*kept, replace(group, line=0)))
+    for name in group.sources:
+        if name in on_miss:
+            wanted = _with_port(wanted, intent.config, name, mode, on_miss[name])
+    return replace(intent, config=wanted)
+
+
+def without_multicast(
+    intent: Intent, group: str, receivers: Iterable[str] = (), sources: Iterable[str] = ()
+) -> Intent:
+    """`multicast del`: receivers and sources leave group; with neither, or left
+    without one or the other, the group goes. A source left without a role loses its
+    port settings."""
+    wanted = intent.config
+    old = intent.multicast(group)
+    if old is None:
+        return intent
+    receivers, sources = set(receivers), set(sources)
+    kept = [g for g in wanted.multicast if g.group != group]
+    if receivers or sources:
+        left = replace(
+            old,
+            receivers=tuple(n for n in old.receivers if n not in receivers),
+            sources=tuple(n for n in old.sources if n not in sources),
+        )
+        if left.receivers and left.sources:
+            kept = [left if g.group == group else g for g in wanted.multicast]
+    wanted = replace(wanted, multicast=tuple(kept))
+    idle = set(old.sources) - _attached(wanted)
+    ports = {name: conf for name, conf in wanted.ports.items() if name not in idle}
+    return replace(intent, config=replace(wanted, ports=ports))
