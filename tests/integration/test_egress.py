@@ -23,6 +23,12 @@ int pass_b(struct xdp_md *ctx)
 }
 """
 BROKEN = "int broken(struct xdp_md *ctx)\n{\n\treturn undefined_thing;\n}\n"
+# Compiles, and the verifier refuses it: a packet read without a bounds check.
+UNCHECKED = """int unchecked(struct xdp_md *ctx)
+{
+	return *(unsigned char *)(long)ctx->data ? XDP_PASS : XDP_DROP;
+}
+"""
 
 
 @pytest.fixture
@@ -32,6 +38,7 @@ def programs(tmp_path):
         ("pass_a", PASS_A),
         ("pass_b", PASS_B),
         ("broken", BROKEN),
+        ("unchecked", UNCHECKED),
     ):
         (tmp_path / f"{name}.c").write_text(text)
     return tmp_path
@@ -271,6 +278,15 @@ def test_compile_error_leaves_the_running_configuration_untouched(topo, pin_dir,
     assert after[:2] == before[:2]
     for old, new in zip(before[2], after[2], strict=True):
         assert old["egress_prog"] == new["egress_prog"]
+    assert topo.ping(1, topo.host(2).ip) == 3
+
+
+def test_a_program_the_verifier_refuses_leaves_no_pin_behind(topo, pin_dir, programs):
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    before = snapshot(topo, pin_dir)
+    failed = topo.xdpfwd(pin_dir, "add", "p1", "p2", "--egress-prog", str(programs / "unchecked.c"))
+    assert_fails(failed, 4, "unchecked.c")
+    assert snapshot(topo, pin_dir) == before  # the first user program's map is not pinned
     assert topo.ping(1, topo.host(2).ip) == 3
 
 

@@ -3,6 +3,7 @@ their egress programs: which one an entry gets, and which one it has."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -119,6 +120,11 @@ def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
         return 0
     if user is not None:
         text, func = user
+        invalid = dp.pins.pin(maps.PIN_ENTRY_INVALID)
+        if not os.path.lexists(invalid):
+            # BCC pins the first user program's map before the verifier runs: a program
+            # it refuses, or a change undone, must not leave it.
+            c.undo.callback(_unlink_if_there, invalid)
         # Loaded with the pin dir's flags: the devmap it goes into keeps those.
         name = os.path.basename(spec.user_file)
         fd = loader.compile_user_egress(dp.pins.path, text, name, func, frags=dp.frags)
@@ -127,6 +133,11 @@ def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
         map_write(dp.user_progs.set, sc.prog_info(fd).id, source)
         return fd
     return dp.rewrite_fd
+
+
+def _unlink_if_there(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def takes_rewrite(spec: EgressSpec, egress: netdev.Link) -> bool:
