@@ -373,7 +373,7 @@ def test_a_refused_loop_names_the_broadcast_del_that_forgets_a_recorded_membersh
     assert "yb" not in topo.ok(pin_dir, "prune").stdout
 
 
-def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir):
+def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir, tmp_path):
     topo = make_topo(2)
     veth_pairs(topo, ("la", "lb"))
     entry = topo.config_file({"forward": [{"from": "p1", "to": "p2"}, {"from": "la", "to": "lb"}]})
@@ -382,8 +382,11 @@ def test_apply_refuses_a_file_that_closes_a_loop(make_topo, pin_dir):
     for path in (entry, group, bus):
         for dry_run in ((), ("--dry-run",)):
             refused = topo.xdpfwd(pin_dir, "apply", path, *dry_run)
-            assert_fails(refused, 1, "loop forever", "--force to apply it anyway")
+            assert_fails(refused, 2, f"{path}:1: frames would go round a loop", "--force to apply")
         assert not os.path.exists(pin_dir)  # nothing applied, not even p1's entry
+    lines = tmp_path / "loop.yaml"
+    lines.write_text("version: 1\nforward:\n  - {from: p1, to: p2}\n  - {from: la, to: lb}\n")
+    assert_fails(topo.xdpfwd(pin_dir, "apply", str(lines)), 2, f"{lines}:4: frames would go")
     forced = topo.ok(pin_dir, "apply", group, "--force")
     assert "round a loop" in forced.stderr
     assert topo.xdp("la") is not None

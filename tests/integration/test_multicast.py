@@ -902,7 +902,7 @@ def test_apply_refuses_a_source_sending_a_group_and_its_other_frames_out_of_one_
     )
     for dry_run in ((), ("--dry-run",)):
         refused = topo.xdpfwd(pin_dir, "apply", path, *dry_run)
-        assert_fails(refused, 1, "multicast group 239.1.1.1 and its other frames out of p2")
+        assert_fails(refused, 2, f"{path}:1: ", "239.1.1.1 and its other frames out of p2")
     assert not os.path.exists(pin_dir)
     forced = topo.ok(pin_dir, "apply", path, "--force")
     assert "each would be counted" in forced.stderr

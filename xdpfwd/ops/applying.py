@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from xdpfwd import interrupts
-from xdpfwd.errors import AttachError, BpfError, InputError
+from xdpfwd.errors import AttachError, BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec, PruneResult
@@ -406,10 +406,14 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     graph = _desired_graph(desired)
     hops = health.find_loop(graph, links, desired.multicast.values())
     shared = health.shared_bulks(graph, desired.multicast)
-    path_warnings = (
-        *health.refuse_loop(hops, links, force, "apply it"),
-        *health.refuse_shared_bulk(shared, links, force, "apply it"),
-    )
+    try:
+        path_warnings = (
+            *health.refuse_loop(hops, links, force, "apply it"),
+            *health.refuse_shared_bulk(shared, links, force, "apply it"),
+        )
+    except XdpfwdError as e:  # the file's own doing: refused at its line, as a bad file
+        line = _sender_line(desired, hops[0][0]) if hops else _group_line(config, shared[0][2])
+        raise ConfigError(f"{path}:{line}: {e}") from None
     if dry_run:
         _check_refusals(pins, config, desired, links, force)
         steps = _dry_run(pins, desired)
@@ -450,6 +454,23 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         shown = Path(desired.spec_of(ingress).user_file or "").name
         warnings += tuple(entries.verdict_warnings(text, shown, func))
     return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
+
+
+def _sender_line(d: Desired, port: int) -> int:
+    """The line of the file's entry, balanced entry, broadcast group or multicast
+    group (as its source) that sends what enters port."""
+    if port in d.entries:
+        return d.entries[port].line
+    if port in d.balanced:
+        return d.balanced[port].line
+    name = next(name for name, link in d.links.items() if link.ifindex == port)
+    senders = [g for g in d.config.groups if name in g.members]
+    senders += [g for g in d.config.multicast if name in g.sources]
+    return senders[0].line
+
+
+def _group_line(config: Config, address: str) -> int:
+    return next(g.line for g in config.multicast if g.group == address)
 
 
 def _problems(c: Change, d: Desired, ports: set[int]) -> tuple[str, ...]:
