@@ -672,11 +672,13 @@ def doctor(app: App, as_json: bool, no_compile: bool, fix: bool) -> None:
     epilog="""\b
 Examples:
   xdpfwd save > /etc/xdpfwd.yaml
-  xdpfwd save --format json --output /etc/xdpfwd.json
+  xdpfwd save --output /etc/xdpfwd.json     # JSON, by its name
 """
 )
 @output_option("Write to FILE instead of stdout.")
-@format_option(["yaml", "json"], "yaml", help="File format.")
+@format_option(
+    ["yaml", "json"], None, help="File format: json for an output file named *.json, else yaml."
+)
 @click.pass_obj
 def save(app: App, output, fmt) -> None:
     """Write the running configuration as a file `apply` restores it from.
@@ -685,6 +687,8 @@ def save(app: App, output, fmt) -> None:
     multicast groups, each port's mode and on-miss verdict, the table type and value
     format.
     """
+    if fmt is None:
+        fmt = "json" if output and output.lower().endswith(".json") else "yaml"
     result = app.ops.save(app.pins, fmt)
     for message in result.warnings:
         lines.warning(message)
@@ -699,6 +703,7 @@ def save(app: App, output, fmt) -> None:
 Examples:
   xdpfwd apply /etc/xdpfwd.yaml --dry-run   # what would change
   xdpfwd apply /etc/xdpfwd.yaml
+  xdpfwd save | ssh peer xdpfwd apply -     # - is standard input
   systemctl enable xdpfwd                   # contrib/xdpfwd.service: apply at boot
 """
 )
@@ -707,7 +712,8 @@ Examples:
 @force_option
 @click.pass_obj
 def apply(app: App, file: str, dry_run: bool, force: bool) -> None:
-    """Make the running configuration what FILE says (YAML or JSON, as `save` writes).
+    """Make the running configuration what FILE says (YAML or JSON, as `save` writes;
+    - reads standard input).
 
     Creates what is missing, changes what differs and removes what FILE does not
     have, in one change: on any error, or Ctrl-C, the old configuration stays. An

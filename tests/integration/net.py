@@ -175,11 +175,15 @@ class Topo:
             sh("ip", "-n", self.fwd, "link", "set", h.port, "mtu", str(mtu))
             sh("ip", "-n", h.ns, "link", "set", h.dev, "mtu", str(mtu))
 
-    def xdpfwd(self, pin_dir: str, *args: str, env: dict | None = None, outer=(), inner=()):
-        """Run the real xdpfwd executable inside the forwarder namespace, to completion."""
+    def xdpfwd(
+        self, pin_dir: str, *args: str, env: dict | None = None, outer=(), inner=(), stdin=""
+    ):
+        """Run the real xdpfwd executable inside the forwarder namespace, to completion,
+        with stdin on its standard input."""
         cmd = xdpfwd_cmd(self.fwd, "--pin-dir", pin_dir, *args, outer=outer, inner=inner)
+        environ = {**os.environ, **(env or {})}
         return subprocess.run(
-            cmd, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+            cmd, input=stdin, capture_output=True, text=True, timeout=120, env=environ
         )
 
     def start(self, pin_dir: str, *args: str, env: dict | None = None) -> subprocess.Popen:

@@ -415,6 +415,13 @@ def test_save_then_apply_reproduces_the_setup_and_twice_changes_nothing(
     assert after["groups"][0]["members"] == before["groups"][0]["members"]
     assert topo.ok(pin_dir, "apply", str(saved)).stdout == "nothing to change\n"
     assert topo.ping(3, topo.host(4).ip) == 3
+    # A file named *.json is written as JSON; - reads standard input.
+    as_json = tmp_path / "saved.json"
+    topo.ok(pin_dir, "save", "-o", str(as_json))
+    piped = topo.xdpfwd(pin_dir, "apply", "-", stdin=as_json.read_text())
+    assert json.loads(as_json.read_text())["groups"] and piped.stdout == "nothing to change\n"
+    bad = topo.xdpfwd(pin_dir, "apply", "-", stdin="version: 1\nforward: 3\n")
+    assert_fails(bad, 2, "<stdin>:2: ")
 
 
 def test_save_says_what_it_leaves_out_while_a_device_is_gone(make_topo, pin_dir):

@@ -1,5 +1,6 @@
 """The user's files: bounded input and output that replaces only regular files."""
 
+import io
 import os
 import stat
 import threading
@@ -61,6 +62,23 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert done.wait(5), "reading a FIFO without a writer blocked"
+
+
+class _Stdin:
+    def __init__(self, data: bytes, tty: bool = False):
+        self.buffer = io.BytesIO(data)
+        self.buffer.isatty = lambda: tty
+
+
+def test_standard_input_is_read_up_to_the_limit(monkeypatch):
+    monkeypatch.setattr("sys.stdin", _Stdin(b"1234"))
+    assert files.read_stdin("configuration file", limit=4) == b"1234"
+    monkeypatch.setattr("sys.stdin", _Stdin(b"12345"))
+    with pytest.raises(InputError, match="on standard input is larger than"):
+        files.read_stdin("configuration file", limit=4)
+    monkeypatch.setattr("sys.stdin", _Stdin(b"", tty=True))
+    with pytest.raises(InputError, match="standard input is a terminal: pipe the"):
+        files.read_stdin("configuration file")
 
 
 def test_bytes_that_are_not_utf8_name_their_line():

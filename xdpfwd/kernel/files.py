@@ -2,7 +2,8 @@
 output written atomically over a regular file, or in place through anything else.
 
 Input is read only from regular files, opened without blocking (a FIFO without a
-writer, a terminal) and never past MAX_INPUT_BYTES (/dev/zero, a growing file).
+writer, a terminal), or from standard input when asked (-), and never past
+MAX_INPUT_BYTES (/dev/zero, a growing file).
 Output replaces a regular file (or creates a new one) with a rename, so readers see
 the old file or the new one; a symbolic link, a FIFO or a character device (/dev/stdout,
 /dev/null) is opened and written in place, never replaced.
@@ -14,6 +15,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 import tempfile
 
 from xdpfwd.errors import InputError, XdpfwdError
@@ -56,6 +58,26 @@ def read_bounded(path: str, what: str, limit: int = MAX_INPUT_BYTES) -> bytes:
     if size > limit:
         raise InputError(f"{label} is larger than {limit >> 20} MiB; xdpfwd reads no more")
     return b"".join(chunks)
+
+
+def read_stdin(what: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """Standard input (a pipe or a redirected file), at most limit bytes. Raises
+    InputError for a terminal (nothing would be piped in), a closed one, a read error
+    or more than limit bytes."""
+    stream = sys.stdin.buffer if sys.stdin is not None else None
+    if stream is None or stream.closed:
+        raise InputError(f"cannot read {what} from standard input: it is closed")
+    if stream.isatty():
+        raise InputError(f"standard input is a terminal: pipe the {what} in")
+    try:
+        data = stream.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"cannot read {what} from standard input: {e.strerror}") from None
+    if len(data) > limit:
+        raise InputError(
+            f"{what} on standard input is larger than {limit >> 20} MiB; xdpfwd reads no more"
+        )
+    return data
 
 
 def decode_text(data: bytes, label: str) -> str:

@@ -29,6 +29,7 @@ from xdpfwd.state.config import (
     PortConf,
 )
 from xdpfwd.state.config import dump as dump_config
+from xdpfwd.state.config import label as config_label
 from xdpfwd.state.config import load as load_config
 from xdpfwd.state.dataplane import BrokenState, Dataplane, Layout, planned_layout, reading
 from xdpfwd.state.pins import PinDir
@@ -399,6 +400,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     """
     prereqs.require_privileges("apply")
     config = load_config(path)
+    path = config_label(path)
     pins.check_netns()  # before the file's names are read as this namespace's devices
     links = netdev.links()
     desired = resolve_config(config, path, links)

@@ -170,14 +170,25 @@ class _Reader:
         return self.typed(node, what, "bool", "true or false").lower() in ("true", "yes", "on")
 
 
+STDIN = "-"
+
+
+def label(path: str) -> str:
+    """How messages name the file at path: - is standard input."""
+    return "<stdin>" if path == STDIN else path
+
+
 def load(path: str) -> Config:
     """Read and check a configuration file: a regular file of at most
-    files.MAX_INPUT_BYTES of UTF-8 text. Raises ConfigError."""
+    files.MAX_INPUT_BYTES of UTF-8 text, or standard input for -. Raises
+    ConfigError."""
+    what = "configuration file"
     try:
-        text = files.decode_text(files.read_bounded(path, "configuration file"), path)
+        data = files.read_stdin(what) if path == STDIN else files.read_bounded(path, what)
+        text = files.decode_text(data, label(path))
     except InputError as e:
         raise ConfigError(str(e)) from None
-    return parse(text, path)
+    return parse(text, label(path))
 
 
 def parse(text: str, path: str = "<config>", check_files: bool = True) -> Config:
