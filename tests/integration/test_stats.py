@@ -99,6 +99,14 @@ def test_counts_are_exact(make_topo, pin_dir):
     assert ports["p1"]["forwarded_packets"] == 120
     # The one-shot call needs no compiler.
     assert topo.xdpfwd(pin_dir, "stats", env=NO_BCC).returncode == 0
+    # --iface: p3's own row and the pairs it is in; a port xdpfwd has nothing of is no
+    # empty table, which would pass for one that counted nothing.
+    only = json.loads(topo.ok(pin_dir, "stats", "--json", "--iface", "p3").stdout)
+    assert list(by_port(only)) == ["p3"] and list(by_pair(only)) == [("p3", "p2")]
+    sh("ip", "-n", topo.fwd, "link", "add", "px", "type", "veth", "peer", "name", "py")
+    for name in ("px", "99999"):
+        refused = topo.xdpfwd(pin_dir, "stats", "--iface", "p3", "--iface", name)
+        assert_fails(refused, 1, "has no counters: xdpfwd does not forward from or to it")
 
 
 def test_sums_keep_what_ended_pairs_and_released_ports_counted(make_topo, pin_dir):
