@@ -420,6 +420,8 @@ def test_save_then_apply_reproduces_the_setup_and_twice_changes_nothing(
     topo.ok(pin_dir, "save", "-o", str(as_json))
     piped = topo.xdpfwd(pin_dir, "apply", "-", stdin=as_json.read_text())
     assert json.loads(as_json.read_text())["groups"] and piped.stdout == "nothing to change\n"
+    # Ports added in the default mode (auto) are saved so, though they run native XDP.
+    assert not [p for p in json.loads(as_json.read_text())["ports"].values() if "mode" in p]
     bad = topo.xdpfwd(pin_dir, "apply", "-", stdin="version: 1\nforward: 3\n")
     assert_fails(bad, 2, "<stdin>:2: ")
 
