@@ -636,18 +636,19 @@ def _row_filter(app: App, ifaces):
     if gone is not None:  # stats has no record to bind it: only gone ifindexes
         raise click.BadParameter(f"no such interface: {gone}", param_hint="IFACE")
 
-    checked = []
+    first_read = True
 
     def keep(snapshot):
         # An empty table would pass for a port that counted nothing. Checked on the first
         # read only: a watched port whose device goes and comes back must not end it.
-        unknown = [p for p in wanted if p.ifindex not in snapshot.ports and not checked]
-        if unknown:
+        nonlocal first_read
+        unknown = [p for p in wanted if p.ifindex not in snapshot.ports]
+        if first_read and unknown:
             raise XdpfwdError(
                 f"{unknown[0].label} has no counters: xdpfwd does not forward from or to it "
                 f"(see `{app.pins.command('list')}`)"
             )
-        checked.append(True)
+        first_read = False
         return select(snapshot, {port.ifindex for port in wanted})
 
     return keep

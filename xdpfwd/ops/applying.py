@@ -113,14 +113,13 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     for g in multicast.group_infos(dp, links):
         receivers = tuple(r.port.ifname for r in g.receivers if r.port.ifname)
         sources = tuple(s.ifname for s in g.sources if s.ifname)
-        if recorded.multicast(g.group) is not None:
-            pass  # what is gone is said with the recorded configuration's (below)
-        elif not receivers or not sources:
+        unrecorded = recorded.multicast(g.group) is None  # a recorded one's: below, by name
+        if unrecorded and (not receivers or not sources):
             gone = "receiver" if not receivers else "source"
             warnings.append(
                 f"multicast group {g.group} left out: the device of every {gone} is gone"
             )
-        elif len(receivers) < len(g.receivers) or len(sources) < len(g.sources):
+        elif unrecorded and (len(receivers) < len(g.receivers) or len(sources) < len(g.sources)):
             warnings.append(f"multicast group {g.group}: ports whose device is gone left out")
         if receivers and sources:
             mcast.append(McastConf(g.group, receivers, sources, g.exclude_ingress))

@@ -309,8 +309,9 @@ def with_multicast(intent: Intent, group: McastConf, mode: str, on_miss: dict[st
             receivers=tuple(dict.fromkeys((*old.receivers, *group.receivers))),
             sources=tuple(dict.fromkeys((*old.sources, *group.sources))),
         )
-    kept = tuple(g for g in wanted.multicast if g.group != group.group)
-    wanted = replace(wanted, multicast=(*kept, replace(group, line=0)))
+    group = replace(group, line=0)
+    groups = [group if g.group == group.group else g for g in wanted.multicast]
+    wanted = replace(wanted, multicast=tuple(groups if old is not None else [*groups, group]))
     for name in group.sources:
         if name in on_miss:
             wanted = _with_port(wanted, intent.config, name, mode, on_miss[name])
