@@ -642,7 +642,7 @@ def test_multicast_del_forgets_what_only_the_record_keeps(make_topo, pin_dir):
     topo.ok(pin_dir, "prune")
     # The last receiver that runs leaves: the group waits for p3.
     result = topo.ok(pin_dir, "multicast", "del", "239.1.1.1", "--to", "p2")
-    assert "239.1.1.1 runs no more: the recorded configuration keeps it for p3," in result.stdout
+    assert "239.1.1.1 runs no more; the recorded configuration keeps it for p3," in result.stdout
     result = topo.ok(pin_dir, "multicast", "del", "239.1.1.2")
     assert result.stdout.strip().startswith("forgot multicast group 239.1.1.2: it did not run")
     assert_fails(
@@ -661,6 +661,41 @@ def test_multicast_del_forgets_what_only_the_record_keeps(make_topo, pin_dir):
     topo.plug(topo.host(3))
     assert topo.ok(pin_dir, "prune").stdout.strip() in ("nothing to prune", "detached from p1")
     assert json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"] == []
+
+
+def test_a_gone_member_named_before_prune_is_the_only_one_forgotten(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "p4", "--to", "p2", "p3")
+    for port in ("p1", "p4"):
+        sh("ip", "-n", topo.fwd, "link", "del", port)
+    result = topo.ok(pin_dir, "multicast", "del", "239.1.1.1", "--from", "p1")
+    assert result.stdout.startswith("p1 is a source of 239.1.1.1 no more"), result.stdout
+    # Only p4's device is gone: p2 and p3 run, and are not named as gone.
+    assert "keeps it for p4, whose device is gone" in result.stdout
+    topo.plug(topo.host(4))
+    assert (
+        "create multicast group 239.1.1.1 (from p4 to p2, p3)" in topo.ok(pin_dir, "prune").stdout
+    )
+    # A receiver renamed is saved under its new name, and not said to be gone.
+    sh("ip", "-n", topo.fwd, "link", "set", "p3", "name", "p3x")
+    saved = topo.ok(pin_dir, "save")
+    assert "p3x" in saved.stdout and "gone" not in saved.stderr, saved.stderr
+
+
+def test_a_port_a_recorded_group_would_take_back_is_no_way_round_the_shared_bulk_refusal(
+    make_topo, pin_dir
+):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    topo.plug(topo.host(3))  # not bound yet: prune (or follow) puts p3 back in the group
+    refused = topo.xdpfwd(pin_dir, "add", "p1", "p3")
+    assert_fails(refused, 1, "p1 would send both multicast group 239.1.1.1 and its other frames")
+    topo.ok(pin_dir, "add", "p1", "p3", "--force")
+    pruned = topo.ok(pin_dir, "prune")
+    assert "multicast group 239.1.1.1 not restored: p1 would send both" in pruned.stderr
+    assert "multicast group" not in pruned.stdout
+    assert doctor_check(topo, pin_dir, "shared_bulk") is None
 
 
 def feed_and_unicast(topo, copies: int, unicast: int, port: int) -> None:

@@ -110,7 +110,8 @@ def test_multicast_add_joins_the_recorded_members_and_keeps_a_sources_settings()
 @pytest.mark.parametrize(
     "receivers, sources, left",
     [
-        ((), (), None),
+        (None, None, None),
+        ((), (), McastConf("239.1.1.1", ("eth7", "eth8"), ("eth1", "eth5"))),
         (("eth7",), (), McastConf("239.1.1.1", ("eth8",), ("eth1", "eth5"))),
         (("eth7", "eth8"), (), None),
         ((), ("eth1", "eth5"), None),

@@ -429,6 +429,5 @@ class McastDelResult:
     receivers: list[Iface]
     detached: list[Iface]
     recorded_only: bool = False  # only the recorded configuration had them: forgotten
-    # Members the recorded configuration keeps for a group that runs no more (their
-    # devices are gone): prune restores it when they are back.
-    waiting: list[str] = field(default_factory=list)
+    kept: bool = False  # it runs no more, and the recorded configuration keeps it
+    waiting: list[str] = field(default_factory=list)  # its members whose device is gone

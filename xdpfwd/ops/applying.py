@@ -145,8 +145,10 @@ def _recorded_but_gone(
 ) -> list[str]:
     """Warnings for what the recorded configuration has and the running state lacks
     because a device is gone (a container restarting): the kernel took the entries
-    to it, so a file saved now would not have them, which no other line says."""
+    to it, so a file saved now would not have them, which no other line says. A
+    device renamed since is not gone: the file has it under its new name."""
     here = {link.ifname for link in links.values()}
+    here |= {name for name, ifindex in recorded.bound.items() if ifindex in links}
     saved = {e.ingress for e in (*forward, *balanced)} | {m for g in groups for m in g.members}
     wanted = recorded.config
     warnings = []
@@ -713,9 +715,10 @@ def _recorded_multicast(
 ) -> tuple[McastConf, ...]:
     """The recorded multicast groups, each with its receivers that are here, its
     sources that are usable (ok) and its ports that run (prune takes none away); one
-    left without receivers or sources is left out. A group that would go round a
-    forwarding loop with the restored entries and groups (devices made again and
-    wired otherwise) is left as it runs, said in skipped."""
+    left without receivers or sources is left out. A group that would do what
+    `multicast add` refuses with the restored entries and groups (go round a loop
+    through devices made again and wired otherwise, share a bulk with a source's
+    other frames) is left as it runs, said in skipped."""
     index = {link.ifname: link.ifindex for link in c.links.values()}
     graph = health.forwarding_graph(c.dp) | health.configured_graph(*restored, index)
     running = multicast.read_groups(c.dp) if c.dp.mcast is not None else {}
@@ -745,10 +748,9 @@ def _recorded_multicast(
             frozenset(index[n] for n in group.receivers),
             group.exclude_ingress,
         )
-        hops = health.multicast_loop(graph, ports, c.links)
-        if hops and (now is None or not health.multicast_loop(graph, now, c.links)):
-            (loop,) = health.refuse_loop(hops, c.links, True, "")
-            skipped.append(f"multicast group {group.group} not restored: {loop}")
+        refused = _new_multicast_paths(graph, group.group, ports, now, c.links)
+        if refused:
+            skipped.append(f"multicast group {group.group} not restored: {refused}")
             if now is None:
                 continue
             as_runs = (running_names(now.receivers), running_names(now.sources))
@@ -756,6 +758,18 @@ def _recorded_multicast(
         if group.receivers and group.sources:
             found.append(group)
     return tuple(found)
+
+
+def _new_multicast_paths(graph, address: str, group, now, links) -> str | None:
+    """What multicast group address as group would do that `multicast add` refuses
+    and it does not do as it runs (now): go round a forwarding loop, or send a
+    source's copies and other frames out of one port (graph sending the rest)."""
+    hops = health.multicast_loop(graph, group, links)
+    if hops and (now is None or not health.multicast_loop(graph, now, links)):
+        return health.refuse_loop(hops, links, True, "")[0]
+    before = health.shared_bulks(graph, {address: now}) if now is not None else []
+    shared = [s for s in health.shared_bulks(graph, {address: group}) if s not in before]
+    return health.shared_bulk_text(shared[0], links, "would send") if shared else None
 
 
 def _without_new_loops(c: Change, forward, balanced, groups, skipped: list[str]):

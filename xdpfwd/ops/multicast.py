@@ -165,16 +165,18 @@ def multicast_del(
         running_to = current.receivers if current else frozenset()
         running_from = current.sources if current else frozenset()
         whole = not receivers and not sources
+        recorded_to = kept.receivers if kept else ()
+        recorded_from = kept.sources if kept else ()
         if whole:
-            out_to = _everyone(running_to, kept.receivers if kept else (), c.links)
-            out_from = _everyone(running_from, kept.sources if kept else (), c.links)
+            out_to = _everyone(running_to, recorded_to, c.links, recorded)
+            out_from = _everyone(running_from, recorded_from, c.links, recorded)
         else:
             named_to = [intent.bind_gone(recorded, p, c.links) for p in receivers or []]
             named_from = [intent.bind_gone(recorded, p, c.links) for p in sources or []]
-            recorded_to = kept.receivers if kept else ()
-            recorded_from = kept.sources if kept else ()
-            out_to = _members(running_to, recorded_to, named_to, c.links, "a receiver", addr)
-            out_from = _members(running_from, recorded_from, named_from, c.links, "a source", addr)
+            out_to = _members(running_to, recorded_to, named_to, c, recorded, "a receiver", addr)
+            out_from = _members(
+                running_from, recorded_from, named_from, c, recorded, "a source", addr
+            )
         keep_to = running_to - {p.ifindex for p in out_to}
         keep_from = running_from - {p.ifindex for p in out_from}
         detached: list[Iface] = []
@@ -191,17 +193,18 @@ def multicast_del(
                 current=current,
             )
             detached = release_idle(c.dp, c.undo, c.links)
-        edit = partial(
-            intent.without_multicast,
-            group=addr.text,  # with no receivers or sources named, the whole group
-            receivers=[] if whole else [p.ifname for p in out_to if p.ifname],
-            sources=[] if whole else [p.ifname for p in out_from if p.ifname],
-        )
+        to_names = [p.ifname for p in out_to if p.ifname]
+        from_names = [p.ifname for p in out_from if p.ifname]
+        edit = partial(intent.without_multicast, group=addr.text)
+        if not whole:
+            edit = partial(edit, receivers=to_names, sources=from_names)
         intent.update(c, edit)
         left = edit(recorded).multicast(addr.text) if recorded is not None else None
-        runs = current is not None and bool(keep_to) and bool(keep_from)
-        running_names = {c.links[p].ifname for p in keep_to | keep_from if p in c.links}
-        waiting = [] if runs or left is None else [*left.receivers, *left.sources]
+        # A member whose device is gone leaves at the end of the change (tidy).
+        runs = bool(keep_to & c.links.keys()) and bool(keep_from & c.links.keys())
+        kept = left is not None and not runs
+        here = {link.ifname for link in c.links.values()}
+        members = dict.fromkeys((*left.receivers, *left.sources)) if kept else {}
         return McastDelResult(
             group=addr.text,
             removed=not runs,
@@ -209,31 +212,41 @@ def multicast_del(
             receivers=out_to,
             detached=detached,
             recorded_only=current is None,
-            waiting=[n for n in dict.fromkeys(waiting) if n not in running_names],
+            kept=kept,
+            waiting=[name for name in members if name not in here],
         )
 
 
 def _members(
-    running: frozenset[int], recorded: tuple[str, ...], named: list[Iface], links, role, addr
+    running: frozenset[int], members: tuple[str, ...], named: list[Iface], c, recorded, role, addr
 ) -> list[Iface]:
-    """The named ports, each a member that runs or one recorded by name (its device
-    is gone). Raises XdpfwdError for one that is neither."""
+    """The named ports, each a member that runs or one the record has by name (members;
+    its device is gone). Raises XdpfwdError for one that is neither."""
     found = []
     for port in named:
         if port.ifindex in running:
-            found.append(known(port.ifindex, links))
-        elif port.ifname in recorded:
+            found.append(port if port.ifname else _named(port.ifindex, c.links, recorded))
+        elif port.ifname in members:
             found.append(port)
         else:
             raise XdpfwdError(f"{port.label} is not {role} of multicast group {addr.text}")
     return found
 
 
-def _everyone(running: frozenset[int], recorded: tuple[str, ...], links) -> list[Iface]:
-    """Every member, running and only recorded."""
-    ports = [known(p, links) for p in sorted(running)]
+def _everyone(running: frozenset[int], members: tuple[str, ...], links, recorded) -> list[Iface]:
+    """Every member: those that run, and those only the record has (members)."""
+    ports = [_named(p, links, recorded) for p in sorted(running)]
     names = {p.ifname for p in ports}
-    return ports + [Iface(0, name) for name in recorded if name not in names]
+    return ports + [Iface(0, name) for name in members if name not in names]
+
+
+def _named(ifindex: int, links, recorded: intent.Intent | None) -> Iface:
+    """A member that runs, by its device's name, or the name the record bound to its
+    ifindex when its device is gone."""
+    port = known(ifindex, links)
+    if port.ifname is None and recorded is not None:
+        return Iface(ifindex, recorded.name_of(ifindex))
+    return port
 
 
 def multicast_list(pins: PinDir) -> McastListing:

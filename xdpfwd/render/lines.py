@@ -189,18 +189,19 @@ def multicast_result(result: McastResult) -> None:
 
 
 def multicast_del_result(result: McastDelResult) -> None:
-    if result.recorded_only and not result.waiting:
-        line(f"forgot multicast group {result.group}: it did not run (its devices are gone)")
+    if result.recorded_only and not result.kept:
+        line(f"forgot multicast group {result.group}: it did not run (only recorded)")
         return
     for port in result.receivers:
         line(f"{port.label} receives {result.group} no more")
     for port in result.sources:
         line(f"{port.label} is a source of {result.group} no more")
-    if result.waiting:
-        names = ", ".join(result.waiting)
+    if result.kept:
+        gone = ", ".join(result.waiting)
         line(
-            f"  multicast group {result.group} runs no more: the recorded configuration "
-            f"keeps it for {names}, whose device is gone (prune restores it once back)"
+            f"  multicast group {result.group} runs no more; the recorded configuration keeps "
+            + (f"it for {gone}, whose device is gone" if gone else "it")
+            + " (prune restores it once it can)"
         )
     elif result.removed and not result.recorded_only:
         line(f"  multicast group {result.group} was removed")

@@ -262,6 +262,25 @@ def _recorded_graph(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, s
     return configured_graph(config.forward, config.balanced, config.groups, index)
 
 
+def _restored_multicast(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[str, Any]:
+    """The multicast groups by address, as prune and follow restore them: as they run,
+    with the recorded members whose device is here (one made again rejoins)."""
+    groups: dict[str, Any] = {a.text: g for a, g in multicast.read_groups(dp).items()}
+    recorded = intent.load(dp.pins)
+    index = {link.ifname: link.ifindex for link in links.values()}
+    for wanted in recorded.config.multicast if recorded is not None else ():
+        have = groups.get(wanted.group)
+        sources = {index[n] for n in wanted.sources if n in index}
+        receivers = {index[n] for n in wanted.receivers if n in index}
+        if have is not None:
+            sources, receivers = sources | have.sources, receivers | have.receivers
+        if sources and receivers:
+            groups[wanted.group] = multicast.GroupPorts(
+                frozenset(sources), frozenset(receivers), wanted.exclude_ingress
+            )
+    return groups
+
+
 def refuse_paths(
     dp: Dataplane,
     links: dict[int, netdev.Link],
@@ -275,7 +294,7 @@ def refuse_paths(
     instead."""
     graph = _running_graph(dp, links)
     graph.update(adding)
-    groups = {addr.text: g for addr, g in multicast.read_groups(dp).items()}
+    groups = _restored_multicast(dp, links)
     # Only what passes what changes: one added with --force before stays its own.
     loop = find_loop(graph, links, groups.values(), through=adding)
     shared = shared_bulks(graph, groups, sources=adding)

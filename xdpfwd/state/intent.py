@@ -319,18 +319,22 @@ def with_multicast(intent: Intent, group: McastConf, mode: str, on_miss: dict[st
 
 
 def without_multicast(
-    intent: Intent, group: str, receivers: Iterable[str] = (), sources: Iterable[str] = ()
+    intent: Intent,
+    group: str,
+    receivers: Iterable[str] | None = None,
+    sources: Iterable[str] | None = None,
 ) -> Intent:
-    """`multicast del`: receivers and sources leave group; with neither, or left
-    without one or the other, the group goes. A source left without a role loses its
-    port settings."""
+    """`multicast del`: receivers and sources leave group; with neither given, or
+    left without one or the other, the group goes. A source left without a role
+    loses its port settings."""
     wanted = intent.config
     old = intent.multicast(group)
     if old is None:
         return intent
-    receivers, sources = set(receivers), set(sources)
+    whole = receivers is None and sources is None
+    receivers, sources = set(receivers or ()), set(sources or ())
     kept = [g for g in wanted.multicast if g.group != group]
-    if receivers or sources:
+    if not whole:
         left = replace(
             old,
             receivers=tuple(n for n in old.receivers if n not in receivers),
