@@ -640,6 +640,13 @@ def test_multicast_del_forgets_what_only_the_record_keeps(make_topo, pin_dir):
     for port in ("p3", "p4"):
         sh("ip", "-n", topo.fwd, "link", "del", port)
     topo.ok(pin_dir, "prune")
+    listed = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)
+    assert [g["group"] for g in listed["groups"]] == ["239.1.1.1"]
+    assert listed["waiting"] == [
+        {"group": "239.1.1.2", "receivers": ["p4"], "sources": ["p1"], "gone": ["p4"]}
+    ]
+    shown = topo.ok(pin_dir, "multicast", "list").stdout
+    assert "239.1.1.2 (from p1 to p4): recorded, does not run (the device of p4 is gone)" in shown
     # The last receiver that runs leaves: the group waits for p3.
     result = topo.ok(pin_dir, "multicast", "del", "239.1.1.1", "--to", "p2")
     assert "239.1.1.1 runs no more; the recorded configuration keeps it for p3," in result.stdout
@@ -648,6 +655,8 @@ def test_multicast_del_forgets_what_only_the_record_keeps(make_topo, pin_dir):
     assert_fails(
         topo.xdpfwd(pin_dir, "multicast", "del", "239.1.1.2"), 1, "no multicast group 239.1.1.2"
     )
+    listed = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)
+    assert listed["groups"] == [] and [g["group"] for g in listed["waiting"]] == ["239.1.1.1"]
     for index in (3, 4):
         topo.plug(topo.host(index))
     assert "create multicast group 239.1.1.1 (from p1 to p3)" in topo.ok(pin_dir, "prune").stdout

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from xdpfwd.kernel.bpf.maps import BUCKETS, EgressStats, PortStats, Rewrite, TxEvents
 
@@ -396,16 +396,32 @@ class McastGroup:
 
 
 @dataclass(frozen=True)
+class McastWaiting:
+    """A multicast group the recorded configuration has that does not run (the devices
+    of its receivers or sources are gone): prune and follow make it when they return."""
+
+    group: str
+    receivers: list[str]  # by name, as recorded
+    sources: list[str]
+    gone: list[str]  # those whose device is gone
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class McastListing:
     pin_dir: str
     supported: bool  # False: the pins predate multicast groups
     groups: list[McastGroup]
+    waiting: list[McastWaiting] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
             "pin_dir": self.pin_dir,
             "supported": self.supported,
             "groups": [g.as_dict() for g in self.groups],
+            "waiting": [w.as_dict() for w in self.waiting],
         }
 
 

@@ -9,7 +9,7 @@ from functools import partial
 from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
-from xdpfwd.model import Iface, McastDelResult, McastListing, McastResult
+from xdpfwd.model import Iface, McastDelResult, McastListing, McastResult, McastWaiting
 from xdpfwd.state import health, intent, multicast
 from xdpfwd.state.changes import change, editing
 from xdpfwd.state.config import McastConf
@@ -250,11 +250,25 @@ def _named(ifindex: int, links, recorded: intent.Intent | None) -> Iface:
 
 
 def multicast_list(pins: PinDir) -> McastListing:
-    """Every multicast group with its sources, receivers and counters."""
+    """Every multicast group with its sources, receivers and counters, and the groups
+    the recorded configuration has that do not run."""
     prereqs.require_privileges("multicast list")
     with reading(pins) as dp:
         if dp is None:
             return McastListing(pins.path, True, [])
-        return McastListing(
-            pins.path, dp.mcast is not None, multicast.group_infos(dp, netdev.links())
+        links = netdev.links()
+        groups = multicast.group_infos(dp, links)
+        recorded = intent.load(pins)
+    running = {g.group for g in groups}
+    here = {link.ifname for link in links.values()}
+    waiting = [
+        McastWaiting(
+            g.group,
+            list(g.receivers),
+            list(g.sources),
+            [n for n in dict.fromkeys((*g.receivers, *g.sources)) if n not in here],
         )
+        for g in (recorded.config.multicast if recorded is not None else ())
+        if g.group not in running
+    ]
+    return McastListing(pins.path, dp.mcast is not None, groups, waiting)

@@ -222,10 +222,16 @@ def multicast_listing(result: McastListing, as_json: bool) -> None:
     out = _out()
     if not result.supported:
         line(f"the pins in {result.pin_dir} predate multicast groups")
-    elif not result.groups:
+    elif not result.groups and not result.waiting:
         line(f"no multicast groups in {result.pin_dir}")
-    else:
+    elif result.groups:
         out.print(multicast_table(result.groups))
+    for g in result.waiting:
+        why = f"the device of {', '.join(g.gone)} is gone" if g.gone else "see prune"
+        line(
+            f"{g.group} (from {', '.join(g.sources)} to {', '.join(g.receivers)}): recorded, "
+            f"does not run ({why})"
+        )
 
 
 def lab_status(lab: Lab, name: str, as_json: bool) -> None:
