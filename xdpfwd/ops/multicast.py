@@ -257,6 +257,7 @@ def multicast_list(pins: PinDir) -> McastListing:
         if dp is None:
             return McastListing(pins.path, True, [])
         links = netdev.links()
+        supported = dp.mcast is not None
         groups = multicast.group_infos(dp, links)
         recorded = intent.load(pins)
     running = {g.group for g in groups}
@@ -271,4 +272,4 @@ def multicast_list(pins: PinDir) -> McastListing:
         for g in (recorded.config.multicast if recorded is not None else ())
         if g.group not in running
     ]
-    return McastListing(pins.path, dp.mcast is not None, groups, waiting)
+    return McastListing(pins.path, supported, groups, waiting)
