@@ -598,10 +598,10 @@ def test_doctor_names_a_receiver_whose_device_went_until_prune_recounts(make_top
     assert (group["copies_expected"], group["copies_lost"]) == (17, 5)
 
 
-def copies_at(topo, index: int, group: str, count: int, port: int) -> int:
-    """How many of count datagrams host 1 sends to group arrive at host index."""
+def copies_at(topo, index: int, group: str, count: int, port: int, source: int = 1) -> int:
+    """How many of count datagrams host source sends to group arrive at host index."""
     with FrameCounter(topo.host(index).ns, topo.host(index).dev) as counter:
-        send_mcast(topo.host(1), group, count, port)
+        send_mcast(topo.host(source), group, count, port)
         return len([f for f in counter.frames() if classify(f) == ("udp", port)])
 
 
@@ -685,6 +685,7 @@ def test_a_gone_member_named_before_prune_is_the_only_one_forgotten(make_topo, p
     assert (
         "create multicast group 239.1.1.1 (from p4 to p2, p3)" in topo.ok(pin_dir, "prune").stdout
     )
+    assert copies_at(topo, 3, "239.1.1.1", 5, 9556, source=4) == 5
     # A receiver renamed is saved under its new name, and not said to be gone.
     sh("ip", "-n", topo.fwd, "link", "set", "p3", "name", "p3x")
     saved = topo.ok(pin_dir, "save")

@@ -147,30 +147,28 @@ def _recorded_but_gone(
     because a device is gone (a container restarting): the kernel took the entries
     to it, so a file saved now would not have them, which no other line says. A
     device renamed since is not gone: the file has it under its new name."""
-    here = {link.ifname for link in links.values()}
-    here |= {name for name, ifindex in recorded.bound.items() if ifindex in links}
     saved = {e.ingress for e in (*forward, *balanced)} | {m for g in groups for m in g.members}
     wanted = recorded.config
     warnings = []
     for entry in (*wanted.forward, *wanted.balanced):
         names = (entry.ingress, entry.egress) if isinstance(entry, EntryConf) else (entry.ingress,)
-        gone = [name for name in names if name not in here]
+        gone = recorded.gone(names, links)
         if entry.ingress not in saved and gone:
             warnings.append(
                 f"the entry of {entry.ingress} left out: the device of {gone[0]} is gone "
                 "(the recorded configuration keeps it; save again once it is back)"
             )
     for group in wanted.groups:
-        for member in group.members:
-            if member not in here and member not in saved:
+        for member in recorded.gone(group.members, links):
+            if member not in saved:
                 warnings.append(
                     f"{member} left out of group {group.name}: its device is gone (the "
                     "recorded configuration keeps it; save again once it is back)"
                 )
     saved_mcast = {g.group: {*g.receivers, *g.sources} for g in mcast}
     for group in wanted.multicast:
-        members = dict.fromkeys((*group.receivers, *group.sources))
-        gone = [n for n in members if n not in here and n not in saved_mcast.get(group.group, ())]
+        members = recorded.gone((*group.receivers, *group.sources), links)
+        gone = [n for n in members if n not in saved_mcast.get(group.group, ())]
         if not gone:
             continue
         devices = ", ".join(gone)
@@ -723,14 +721,14 @@ def _recorded_multicast(
     graph = health.forwarding_graph(c.dp) | health.configured_graph(*restored, index)
     running = multicast.read_groups(c.dp) if c.dp.mcast is not None else {}
     found = []
+
+    def running_names(ports: frozenset[int]) -> list[str]:
+        # Not a device that got the ifindex of a deleted member since.
+        names = [c.links[p].ifname for p in sorted(ports) if p in c.links]
+        return [n for n in names if recorded.name_of(index[n]) in (None, n)]
+
     for wanted in recorded.config.multicast:
         now = running.get(multicast.parse_group(wanted.group))
-
-        def running_names(ports: frozenset[int]) -> list[str]:
-            # Not a device that got the ifindex of a deleted member since.
-            names = [c.links[p].ifname for p in sorted(ports) if p in c.links]
-            return [n for n in names if recorded.name_of(index[n]) in (None, n)]
-
         receivers = [n for n in wanted.receivers if n in index]
         sources = [n for n in wanted.sources if ok(n)]
         if now is not None:

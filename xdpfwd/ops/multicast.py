@@ -203,8 +203,6 @@ def multicast_del(
         # A member whose device is gone leaves at the end of the change (tidy).
         runs = bool(keep_to & c.links.keys()) and bool(keep_from & c.links.keys())
         kept = left is not None and not runs
-        here = {link.ifname for link in c.links.values()}
-        members = dict.fromkeys((*left.receivers, *left.sources)) if kept else {}
         return McastDelResult(
             group=addr.text,
             removed=not runs,
@@ -213,7 +211,7 @@ def multicast_del(
             detached=detached,
             recorded_only=current is None,
             kept=kept,
-            waiting=[name for name in members if name not in here],
+            waiting=recorded.gone((*left.receivers, *left.sources), c.links) if kept else [],
         )
 
 
@@ -261,13 +259,12 @@ def multicast_list(pins: PinDir) -> McastListing:
         groups = multicast.group_infos(dp, links)
         recorded = intent.load(pins)
     running = {g.group for g in groups}
-    here = {link.ifname for link in links.values()}
     waiting = [
         McastWaiting(
             g.group,
             list(g.receivers),
             list(g.sources),
-            [n for n in dict.fromkeys((*g.receivers, *g.sources)) if n not in here],
+            recorded.gone((*g.receivers, *g.sources), links),
         )
         for g in (recorded.config.multicast if recorded is not None else ())
         if g.group not in running

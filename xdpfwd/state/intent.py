@@ -60,6 +60,13 @@ class Intent:
     def name_of(self, ifindex: int) -> str | None:
         return next((name for name, bound in self.bound.items() if bound == ifindex), None)
 
+    def gone(self, names: Iterable[str], links: dict[int, netdev.Link]) -> list[str]:
+        """Those of names whose device is gone: no device has the name, nor the ifindex
+        it was last bound to (a device renamed since is not gone)."""
+        here = {link.ifname for link in links.values()}
+        here |= {name for name, ifindex in self.bound.items() if ifindex in links}
+        return [name for name in dict.fromkeys(names) if name not in here]
+
     def knows(self, name: str) -> bool:
         return name in self.bound or name in _names(self.config)
 
