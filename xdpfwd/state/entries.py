@@ -3,7 +3,6 @@ their egress programs: which one an entry gets, and which one it has."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from xdpfwd.kernel.bpf import loader, maps, source
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import EgressProg, EgressSpec
 from xdpfwd.state.dataplane import Dataplane, Layout, hold_program
+from xdpfwd.state.pins import unlink_if_there
 from xdpfwd.state.ports import map_write, prog_name
 from xdpfwd.state.transaction import Change
 
@@ -124,7 +124,7 @@ def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
         if not os.path.lexists(invalid):
             # BCC pins the first user program's map before the verifier runs: a program
             # it refuses, or a change undone, must not leave it.
-            c.undo.callback(_unlink_if_there, invalid)
+            c.undo.callback(unlink_if_there, invalid)
         # Loaded with the pin dir's flags: the devmap it goes into keeps those.
         name = os.path.basename(spec.user_file)
         fd = loader.compile_user_egress(dp.pins.path, text, name, func, frags=dp.frags)
@@ -133,11 +133,6 @@ def prog_fd(c: Change, spec: EgressSpec, user: tuple[str, str] | None) -> int:
         map_write(dp.user_progs.set, sc.prog_info(fd).id, source)
         return fd
     return dp.rewrite_fd
-
-
-def _unlink_if_there(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def takes_rewrite(spec: EgressSpec, egress: netdev.Link) -> bool:

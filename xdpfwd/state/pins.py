@@ -659,6 +659,14 @@ class PinDir:
             pass
 
 
+def unlink_if_there(path: str) -> None:
+    """Remove the pin at path; one already gone is no error (an undo may find it so)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def foreign_message(path: str, foreign: tuple[str, ...]) -> str:
     shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     return (

@@ -14,7 +14,7 @@ from xdpfwd.errors import BpfError
 from xdpfwd.kernel import netns
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
-from xdpfwd.state.pins import PinDir
+from xdpfwd.state.pins import PinDir, unlink_if_there
 
 EVENTS = tuple(loader.TRACE_FUNCS)
 
@@ -63,7 +63,7 @@ def ensure_attached(pins: PinDir, undo) -> bool:
             raise BpfError(f"attaching to xdp:{event} failed: {e.strerror}") from e
         finally:
             os.close(prog)
-        undo.callback(_unlink, path)
+        undo.callback(unlink_if_there, path)
     return True
 
 
@@ -132,13 +132,6 @@ def host_links() -> dict[int, sc.LinkInfo]:
             found[link_id] = info
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def _unlink_new(pins: PinDir, keep: set[str]) -> None:
     for name in pins.names() - keep:
-        _unlink(pins.pin(name))
+        unlink_if_there(pins.pin(name))
