@@ -125,11 +125,14 @@ def test_sums_keep_what_ended_pairs_and_released_ports_counted(make_topo, pin_di
         assert sink.count(20) == 20
     data = stats_json(topo, pin_dir)
     assert (by_port(data)["p2"]["tx_packets"], data["not_forwarded"]["miss"]) == (20, 6)
+    totals = data["totals"]
+    assert (totals["rx_packets"], totals["miss_packets"], totals["tx_packets"]) == (26, 6, 20)
     topo.ok(pin_dir, "multicast", "del", "239.1.1.1")
     topo.ok(pin_dir, "del", "p1")  # its pair to p2 ends, and p1 is released
     data = stats_json(topo, pin_dir)
     assert "p1" not in by_port(data) and ("p1", "p2") not in by_pair(data)
     assert (by_port(data)["p2"]["tx_packets"], data["not_forwarded"]["miss"]) == (20, 6)
+    assert data["totals"] == totals  # p1's frames in them still
     with UdpSink(h2) as sink:
         send_udp(h3, h2.ip, 3)
         assert sink.count(3) == 3
@@ -142,10 +145,23 @@ def test_sums_keep_what_ended_pairs_and_released_ports_counted(make_topo, pin_di
     )
     assert tx.split()[-1] == "23"
     assert 'xdpfwd_not_forwarded_packets_total{reason="miss"} 6' in text
+    totals = stats_json(topo, pin_dir)["totals"]
+    assert (totals["rx_packets"], totals["tx_packets"], totals["tx_bytes"]) == (
+        29,
+        23,
+        23 * udp_frame_len(64),
+    )
+    # The egress's device deleted: p2 leaves the rows (and p3, sending to nothing),
+    # not the totals.
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    assert stats_json(topo, pin_dir)["totals"] == totals  # the kernel took p3's entry
+    topo.ok(pin_dir, "prune")
+    data = stats_json(topo, pin_dir)
+    assert "p2" not in by_port(data) and data["totals"] == totals
     # Zeroed counters start every sum from zero, what ended included.
     topo.ok(pin_dir, "stats", "--clear")
     data = stats_json(topo, pin_dir)
-    assert (by_port(data)["p2"]["tx_packets"], data["not_forwarded"]["miss"]) == (0, 0)
+    assert set(data["totals"].values()) == {0} and data["not_forwarded"]["miss"] == 0
 
 
 def test_an_entry_moved_to_another_egress_counts_from_zero_there(make_topo, pin_dir):

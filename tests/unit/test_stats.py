@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from xdpfwd.kernel.bpf.maps import PortStats, RetiredPort, TxEvents
+from xdpfwd.kernel.bpf.maps import DepartedPorts, PortStats, RetiredPort, TxEvents
 from xdpfwd.model import Iface, McastGroup, McastReceiver
 from xdpfwd.model.counters import (
     LOSS_REASONS,
@@ -502,6 +502,26 @@ def test_what_a_change_ends_is_retired_where_its_sums_were():
     # Two reads under traffic may see a pair a few frames lower: it goes on, not again.
     skewed = replace(before, pairs={pair.key: replace(pair, tx_packets=6)})
     assert retirements(before, skewed).ports == {}
+
+
+def test_the_totals_keep_what_departed_ports_and_taken_entries_had_counted():
+    before = snap(1, rx=10, nbytes=640, miss=3, tx=7)
+    assert (before.totals()["rx_packets"], before.totals()["tx_packets"]) == (13, 7)
+    # eth1 released, eth2 still sent to: what eth1 received departs.
+    released = replace(before, ports={3: before.ports[3]}, pairs={})
+    ended = retirements(before, released)
+    assert ended.departed.received == before.ports[2].counters
+    assert replace(released, departed=ended.departed).totals() == before.totals()
+    assert select(replace(released, departed=ended.departed), {3}).totals()["rx_packets"] == 0
+    # eth2's device deleted: the kernel took the entry, whose frames stay in the totals
+    # until a change (prune) ends it, and then in the departed counts.
+    taken = replace(before, ports={2: before.ports[2]}, pairs={}, orphaned={2: (7, 700)})
+    assert taken.totals() == before.totals()
+    assert retirements(taken, taken).departed == DepartedPorts()
+    pruned = replace(taken, orphaned={})
+    ended = retirements(taken, pruned)
+    assert (ended.departed.tx_packets, ended.departed.tx_bytes) == (7, 700)
+    assert replace(pruned, departed=ended.departed).totals() == before.totals()
 
 
 def test_retired_counts_are_in_the_sums_and_leave_the_transmit_drops_alone():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from xdpfwd.kernel.bpf.maps import PortStats, RetiredPort, TxEvents
+from xdpfwd.kernel.bpf.maps import DepartedPorts, PortStats, RetiredPort, TxEvents
 from xdpfwd.model import Iface, McastGroup
 
 # Why a frame that entered a port was not forwarded: no entry (the on-miss verdict),
@@ -23,6 +23,16 @@ LOSS_REASONS = (
     "xmit_drop",
 )
 TRACED_REASONS = ("redirect_error", "xmit_drop")
+# The received counts summed over ports (Snapshot.totals, with tx_packets and tx_bytes).
+TOTALS_RECEIVED = (
+    "rx_packets",
+    "rx_bytes",
+    "redirect_packets",
+    "miss_packets",
+    "pass_packets",
+    "drop_packets",
+    "too_big_packets",
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,10 @@ class Snapshot:
     multicast: dict[str, McastGroup] = field(default_factory=dict)  # by group address
     # What ports released since the counters began had not forwarded, by reason.
     released: dict[str, int] = field(default_factory=dict)
+    departed: DepartedPorts = DepartedPorts()  # what ports no longer here had counted
+    # Ingress -> (packets, bytes) its entry had sent when the kernel took the entry (its
+    # egress device was deleted): in the totals until a change ends it (retirements).
+    orphaned: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @cached_property
     def _pairs_by_ingress(self) -> dict[int, list[PairCounters]]:
@@ -123,6 +137,18 @@ class Snapshot:
         )
         return max(0, port.counters.redirect_packets - port.mcast_packets - after)
 
+    def totals(self) -> dict[str, int]:
+        """Sums over the ports, with what ports that left had counted: they never go
+        down while the counters run."""
+        received = [p.counters for p in self.ports.values() if p.counters]
+        received.append(self.departed.received)
+        totals = {name: sum(getattr(c, name) for c in received) for name in TOTALS_RECEIVED}
+        sent = [(p.tx_packets, p.tx_bytes) for p in self.ports.values()]
+        sent += [(self.departed.tx_packets, self.departed.tx_bytes), *self.orphaned.values()]
+        totals["tx_packets"] = sum(packets for packets, _ in sent)
+        totals["tx_bytes"] = sum(nbytes for _, nbytes in sent)
+        return totals
+
     def losses(self) -> dict[str, int | None]:
         """Frames not forwarded since the counters began, by reason; the reasons only
         the tracepoints see are None when loss accounting is off."""
@@ -153,6 +179,8 @@ class Retirement:
     ports: dict[int, RetiredPort]  # to add to each port's retired counts
     released: set[int]  # ports whose own counters ended (released, deleted, reset)
     released_losses: dict[str, int]  # what those had not forwarded, by reason
+    # What released ports had received, and what entries the kernel took had sent.
+    departed: DepartedPorts = DepartedPorts()
 
 
 def retirements(before: Snapshot, after: Snapshot) -> Retirement:
@@ -182,7 +210,15 @@ def retirements(before: Snapshot, after: Snapshot) -> Retirement:
     for port in released:
         for reason, n in before.port_losses(port).items():
             losses[reason] += n or 0
-    return Retirement({p: c for p, c in add.items() if c != RetiredPort()}, released, losses)
+    departed = DepartedPorts()
+    for port in released:
+        departed = departed.plus(DepartedPorts(before.ports[port].counters))
+    for port, (packets, nbytes) in before.orphaned.items():
+        now = after.orphaned.get(port)
+        if now is None or now[0] < packets // 2:
+            departed = departed.plus(DepartedPorts(tx_packets=packets, tx_bytes=nbytes))
+    ported = {p: c for p, c in add.items() if c != RetiredPort()}
+    return Retirement(ported, released, losses, departed)
 
 
 def _parts(s: Snapshot) -> dict[tuple, tuple[int, int, RetiredPort]]:
@@ -315,6 +351,8 @@ def select(snapshot: Snapshot, ifindexes: set[int] | None) -> Snapshot:
         pairs={k: p for k, p in snapshot.pairs.items() if set(k) & ifindexes},
         multicast={k: g for k, g in snapshot.multicast.items() if g.touches(ifindexes)},
         released={},  # not of the ports selected
+        departed=DepartedPorts(),
+        orphaned={k: sent for k, sent in snapshot.orphaned.items() if k in ifindexes},
     )
 
 

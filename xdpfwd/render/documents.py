@@ -113,27 +113,13 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
                 "buckets": p.buckets,
             }
         )
-    totals = {
-        name: sum(row[name] or 0 for row in ports)
-        for name in (
-            "rx_packets",
-            "rx_bytes",
-            "redirect_packets",
-            "miss_packets",
-            "pass_packets",
-            "drop_packets",
-            "too_big_packets",
-            "tx_packets",
-            "tx_bytes",
-        )
-    }
     return {
         "tracing": snapshot.tracing,
         "interval_s": rates.seconds if rates else None,
         "ports": ports,
         "pairs": pairs,
         "multicast": _multicast_stats(snapshot, rates),
-        "totals": totals,
+        "totals": snapshot.totals(),
         "not_forwarded": snapshot.losses(),
         "watch_not_forwarded": losses,
     }

@@ -1,6 +1,6 @@
 """Reading xdpfwd's counters into a Snapshot, keeping what ended pairs and released
-ports had counted (so that the sums they were part of never go down), and zeroing
-them."""
+or departed ports had counted (so that the sums they were part of never go down), and
+zeroing them."""
 
 from __future__ import annotations
 
@@ -96,6 +96,8 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
         traced,
         {g.group: g for g in groups},
         dict(zip(LOSS_REASONS, dp.retired.released(), strict=True)) if dp.retired else {},
+        _departed(dp, retired, ports),
+        _orphaned(dp, ports),
     )
 
 
@@ -115,11 +117,47 @@ def retire(dp: Dataplane, before: Snapshot, links: dict[int, netdev.Link]) -> No
         if any(ended.released_losses.values()):
             more = (ended.released_losses[reason] for reason in LOSS_REASONS)
             table.set_released(tuple(a + b for a, b in zip(table.released(), more, strict=True)))
-        for port in table.rows():
-            if port not in links:
+        departed = table.departed().plus(ended.departed)
+        for port, row in table.rows().items():
+            if port not in links:  # a device with its ifindex would get its TX
+                departed = departed.plus(
+                    maps.DepartedPorts(tx_packets=row.tx_packets, tx_bytes=row.tx_bytes)
+                )
                 table.delete(port)
+        if departed != table.departed():
+            table.set_departed(departed)
     except (OSError, XdpfwdError) as e:  # the change is committed: say it, go on
         log.warning("could not keep the counts of what this change ended: %s", e)
+
+
+def _departed(
+    dp: Dataplane, retired: dict[int, maps.RetiredPort], ports: dict[int, PortCounters]
+) -> maps.DepartedPorts:
+    """What ports no longer in the rows had counted: the departed rows, and the retired
+    TX of ports nothing sends to now (theirs again if they come back)."""
+    if dp.retired is None:
+        return maps.DepartedPorts()
+    absent = [row for port, row in retired.items() if port not in ports]
+    sent = maps.DepartedPorts(
+        tx_packets=sum(row.tx_packets for row in absent),
+        tx_bytes=sum(row.tx_bytes for row in absent),
+    )
+    return dp.retired.departed().plus(sent)
+
+
+def _orphaned(dp: Dataplane, ports: dict[int, PortCounters]) -> dict[int, tuple[int, int]]:
+    """What each entry the kernel took had sent: deleting a device takes the devmap
+    entries sending to it, while the pair's beginning stays until a change ends it."""
+    if dp.entry_base is None:
+        return {}
+    orphaned = {}
+    for port, counters in ports.items():
+        if counters.counters is None or dp.fwd.get(port) is not None:
+            continue
+        if dp.entry_base.get(port) is not None:
+            sent = entry_counts(dp, port, counters.counters).sent
+            orphaned[port] = (sent.tx_packets, sent.tx_bytes)
+    return orphaned
 
 
 def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
@@ -263,8 +301,7 @@ def zero(dp: Dataplane) -> None:
             dp.pairs.forget(ingress, egress)
     multicast.zero(dp)
     if dp.retired is not None:
-        for port in [*dp.retired.rows(), maps.RELEASED_ROW]:
-            dp.retired.delete(port)
+        dp.retired.clear()
     if dp.tx_events is not None:
         for ingress, egress in dp.tx_events.pairs():
             dp.tx_events.forget(ingress, egress)

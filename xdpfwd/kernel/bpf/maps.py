@@ -717,22 +717,52 @@ class RetiredPort:
         return RetiredPort(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
+@dataclass(frozen=True)
+class DepartedPorts:
+    """What ports that left the counters (released, deleted, sent to no more) had
+    counted, in the sums over ports."""
+
+    received: PortStats = PortStats()
+    tx_packets: int = 0
+    tx_bytes: int = 0
+
+    def plus(self, other: DepartedPorts) -> DepartedPorts:
+        return DepartedPorts._of(
+            tuple(a + b for a, b in zip(self._row(), other._row(), strict=True))
+        )
+
+    def _row(self) -> tuple[int, ...]:
+        return (*astuple(self.received), self.tx_packets, self.tx_bytes)
+
+    @classmethod
+    def _of(cls, row: tuple[int, ...]) -> DepartedPorts:
+        return cls(PortStats(*row[:-2]), *row[-2:])
+
+
 _RETIRED = struct.Struct("=6Q")
 RELEASED_ROW = 0  # no device has ifindex 0
+# A DepartedPorts, 12 counts, in two rows of 6 at keys no ifindex (a positive int) has:
+# a row more in the same map, so pin dirs made before need no new pin.
+DEPARTED_ROWS = (0xFFFFFFFF, 0xFFFFFFFE)
 
 
 class RetiredTable(PinnedMap):
     """Ifindex -> RetiredPort; row RELEASED_ROW -> what released ports had not
-    forwarded, one count per reason (model.counters.LOSS_REASONS, in its order)."""
+    forwarded, one count per reason (model.counters.LOSS_REASONS, in its order);
+    rows DEPARTED_ROWS -> DepartedPorts."""
 
     def rows(self) -> dict[int, RetiredPort]:
-        """Every port's row (not RELEASED_ROW)."""
+        """Every port's row."""
         found = {}
         for key in sc.map_keys(self.fd, self.info.key_size):
             (ifindex,) = _U32.unpack(key)
-            if ifindex != RELEASED_ROW:
+            if ifindex != RELEASED_ROW and ifindex not in DEPARTED_ROWS:
                 found[ifindex] = self.port(ifindex)
         return found
+
+    def clear(self) -> None:
+        for key in sc.map_keys(self.fd, self.info.key_size):
+            sc.map_delete(self.fd, key)
 
     def port(self, ifindex: int) -> RetiredPort:
         raw = sc.map_lookup(self.fd, _key(ifindex), self.info.value_size)
@@ -747,6 +777,17 @@ class RetiredTable(PinnedMap):
 
     def set_released(self, counts: tuple[int, ...]) -> None:
         sc.map_update(self.fd, _key(RELEASED_ROW), _RETIRED.pack(*counts))
+
+    def departed(self) -> DepartedPorts:
+        rows = [sc.map_lookup(self.fd, _key(k), self.info.value_size) for k in DEPARTED_ROWS]
+        if None in rows:  # pins made before there were these rows; or zeroed
+            return DepartedPorts()
+        return DepartedPorts._of(_RETIRED.unpack(rows[0]) + _RETIRED.unpack(rows[1]))
+
+    def set_departed(self, departed: DepartedPorts) -> None:
+        row = departed._row()
+        for key, half in zip(DEPARTED_ROWS, (row[:6], row[6:]), strict=True):
+            sc.map_update(self.fd, _key(key), _RETIRED.pack(*half))
 
 
 def _create_pinned_u32_map(path: str, map_type: int, value_size: int, size: int, name: str):
