@@ -440,6 +440,36 @@ def test_save_says_what_it_leaves_out_while_a_device_is_gone(make_topo, pin_dir)
     assert "p4 left out of group g: its device is gone" in saved.stderr, saved.stderr
 
 
+def test_list_shows_what_the_record_keeps_while_its_devices_are_gone(make_topo, pin_dir):
+    topo = make_topo(7)
+    h1, h2, h3, h4, h5, h6, h7 = topo.hosts
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "broadcast", "p3", "p4", "p5", "--group", "g")
+    topo.ok(pin_dir, "add", "p6", "p2", "p7")
+    for port in ("p1", "p4", "p6"):  # containers restarting, say; follow would prune
+        sh("ip", "-n", topo.fwd, "link", "del", port)
+    topo.ok(pin_dir, "prune")
+    assert "p1" not in rows(topo, pin_dir)
+    assert topo.list_json(pin_dir)["waiting"] == [
+        {"ingress": "p1", "egress": ["p2"], "group": None, "gone": ["p1"]},
+        {"ingress": "p6", "egress": ["p2", "p7"], "group": None, "gone": ["p6"]},
+        {"ingress": None, "egress": ["p4"], "group": "g", "gone": ["p4"]},
+    ]
+    text = topo.ok(pin_dir, "list").stdout
+    assert "p1 -> p2: recorded, does not run (the device of p1 is gone)" in text, text
+    assert "p6 -> p2, p7: recorded" in text
+    assert "group g member p4: recorded, does not run (the device of p4 is gone)" in text
+    for h in (h1, h4, h6):
+        topo.plug(h)
+    topo.ok(pin_dir, "prune")
+    assert topo.list_json(pin_dir)["waiting"] == []
+    assert "recorded, does not run" not in topo.ok(pin_dir, "list").stdout
+    topo.static_arp()
+    with UdpSink(h2) as sink:  # what list said would come back did
+        send_udp(h1, h2.ip, 10)
+        assert sink.count(10) == 10
+
+
 def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(make_topo, pin_dir):
     topo = make_topo(3)
     config = topo.config_file(

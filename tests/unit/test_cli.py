@@ -283,6 +283,7 @@ def test_list_json_is_stable_and_parseable():
         "entries",
         "groups",
         "multicast",
+        "waiting",
     }
     first, gone = data["entries"]
     assert set(first) == {

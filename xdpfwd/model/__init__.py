@@ -308,6 +308,22 @@ class BroadcastDelResult:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """What the recorded configuration has that does not run: an entry whose ingress
+    port does not run (egress: its egress ports, several when balanced), or members of
+    a broadcast group (group: its name; egress: those members). prune and follow make
+    it when the devices return."""
+
+    ingress: str | None
+    egress: list[str]
+    group: str | None
+    gone: list[str]  # the names among them whose device is gone
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Listing:
     pin_dir: str
     table: str | None
@@ -318,6 +334,7 @@ class Listing:
     multicast: list[McastGroup] = field(default_factory=list)
     loss_accounting: bool = False  # the tracepoint programs are attached
     multi_buffer: bool | None = None  # programs loaded with BPF_F_XDP_HAS_FRAGS
+    waiting: list[Waiting] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -330,6 +347,7 @@ class Listing:
             "entries": [row.as_dict() for row in self.rows],
             "groups": [g.as_dict() for g in self.groups],
             "multicast": [g.as_dict() for g in self.multicast],
+            "waiting": [w.as_dict() for w in self.waiting],
         }
 
 

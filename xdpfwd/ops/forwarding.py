@@ -23,6 +23,7 @@ from xdpfwd.model import (
     Iface,
     Listing,
     PortRow,
+    Waiting,
 )
 from xdpfwd.model.counters import Snapshot
 from xdpfwd.state import balance, entries, health, intent, multicast
@@ -253,7 +254,8 @@ def _forget(c: Change, ingress: Iface) -> None:
 
 def list_ports(pins: PinDir) -> Listing:
     """Every port xdpfwd manages under pins, with its entry or group, mode, state and
-    counters, and every broadcast group."""
+    counters, every broadcast group, and what the recorded configuration has that does
+    not run."""
     with reading(pins) as dp:
         if dp is None:
             return Listing(pins.path, None, None, None, [], [])
@@ -283,7 +285,36 @@ def list_ports(pins: PinDir) -> Listing:
             list(counted.multicast.values()),
             loss_accounting=counted.tracing,
             multi_buffer=dp.frags,
+            waiting=_waiting(dp, recorded, groups, links),
         )
+
+
+def _waiting(
+    dp: Dataplane, recorded: intent.Intent, groups: list[GroupInfo], links: dict[int, netdev.Link]
+) -> list[Waiting]:
+    """The recorded entries whose ingress port does not run, and the recorded members
+    of broadcast groups that are not in them (their devices gone, or refused by prune)."""
+
+    def name(port: Iface) -> str | None:
+        return port.ifname or recorded.name_of(port.ifindex)
+
+    running = {name(known(port, links)) for port in dp.ports.ifindexes()}
+    waiting = [
+        Waiting(e.ingress, [e.egress], None, recorded.gone([e.ingress, e.egress], links))
+        for e in recorded.config.forward
+        if e.ingress not in running
+    ]
+    waiting += [
+        Waiting(b.ingress, list(b.ports), None, recorded.gone([b.ingress, *b.ports], links))
+        for b in recorded.config.balanced
+        if b.ingress not in running
+    ]
+    members = {g.name: {name(m) for m in g.members} for g in groups}
+    for g in recorded.config.groups:
+        left_out = [m for m in g.members if m not in members.get(g.name, ())]
+        if left_out:
+            waiting.append(Waiting(None, left_out, g.name, recorded.gone(left_out, links)))
+    return waiting
 
 
 def _with_multicast(row: PortRow, groups: list[str]) -> PortRow:

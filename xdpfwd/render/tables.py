@@ -172,6 +172,7 @@ def listing(result: Listing, as_json: bool) -> None:
     out = _out()
     if not result.rows:
         line(f"no forwarding entries in {result.pin_dir}")
+        _waiting_lines(result)
         return
     out.print(listing_table(result))
     if any(row.balance for row in result.rows):
@@ -183,6 +184,15 @@ def listing(result: Listing, as_json: bool) -> None:
     for row in result.rows:
         for problem in row.problems:
             warning(problem)  # each names its ports
+    _waiting_lines(result)
+
+
+def _waiting_lines(result: Listing) -> None:
+    for w in result.waiting:
+        what = f"{w.ingress} -> {', '.join(w.egress)}" if w.ingress else f"group {w.group}"
+        if w.group:
+            what += f" member{'s' if len(w.egress) > 1 else ''} {', '.join(w.egress)}"
+        _not_running(what, w.gone)
 
 
 def _count_or_dash(value: int | None) -> str:
@@ -227,11 +237,12 @@ def multicast_listing(result: McastListing, as_json: bool) -> None:
     elif result.groups:
         out.print(multicast_table(result.groups))
     for g in result.waiting:
-        why = f"the device of {', '.join(g.gone)} is gone" if g.gone else "see prune"
-        line(
-            f"{g.group} (from {', '.join(g.sources)} to {', '.join(g.receivers)}): recorded, "
-            f"does not run ({why})"
-        )
+        _not_running(f"{g.group} (from {', '.join(g.sources)} to {', '.join(g.receivers)})", g.gone)
+
+
+def _not_running(what: str, gone: list[str]) -> None:
+    why = f"the device of {', '.join(gone)} is gone" if gone else "see prune"
+    line(f"{what}: recorded, does not run ({why})")
 
 
 def lab_status(lab: Lab, name: str, as_json: bool) -> None:
