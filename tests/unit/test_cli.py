@@ -720,6 +720,15 @@ def test_prune_reports_the_steps_that_bound_devices_again():
     assert result.stdout == "attach to eth1 (auto)\n" and "warning: x" in result.stderr
 
 
+def test_prune_that_left_something_out_does_not_say_there_was_nothing_to_do():
+    class Ops(FakeOps):
+        def prune(self, pins):
+            return PruneResult([], [], [], skipped=("multicast group 239.1.1.1 not restored",))
+
+    result, _ = invoke(["prune"], ops=Ops())
+    assert result.stdout == "" and "not restored" in result.stderr
+
+
 benchmark_refs = {
     "baseline": "baseline",
     "forward": "baseline",

@@ -75,8 +75,8 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
             continue
         settings = dp.ports.get(port) or maps.PortSettings()
         mode = link.xdp_mode if link.xdp_prog_id == dp.prog_id else "auto"
-        if recorded.config.ports.get(link.ifname, PortConf(mode="")).mode == "auto":
-            mode = "auto"  # as asked: a device made again without native XDP takes generic
+        if recorded.knows(link.ifname):  # as asked (a file that does not name it: auto)
+            mode = recorded.config.ports.get(link.ifname, PortConf()).mode
         ports[link.ifname] = PortConf(mode, settings.on_miss_name)
         entry = dp.fwd.get(port)
         if entry is None and balance.hash_of(dp, port):

@@ -143,7 +143,8 @@ def del_result(result: DelResult) -> None:
 
 
 def prune_result(result: PruneResult) -> None:
-    if not (result.gone or result.emptied or result.detached or result.steps):
+    done = result.gone or result.emptied or result.detached or result.steps
+    if not (done or result.skipped):  # what it left out is no "nothing"
         line("nothing to prune")
     for step in result.steps:
         line(step)

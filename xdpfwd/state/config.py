@@ -455,15 +455,9 @@ def to_dict(config: Config) -> dict:
         doc["table"] = config.table
     if config.value:
         doc["value"] = config.value
-    if config.ports:
-        doc["ports"] = {
-            name: {
-                k: v
-                for k, v in (("mode", p.mode), ("on_miss", p.on_miss))
-                if v != PortConf.__dataclass_fields__[k].default
-            }
-            for name, p in config.ports.items()
-        }
+    ports = {name: _port_dict(p) for name, p in config.ports.items()}
+    if any(ports.values()):  # a port on the defaults needs no line: its roles name it
+        doc["ports"] = {name: settings for name, settings in ports.items() if settings}
     if config.forward or config.balanced:
         doc["forward"] = [_entry_dict(e) for e in config.forward]
         doc["forward"] += [_balanced_dict(e) for e in config.balanced]
@@ -475,6 +469,13 @@ def to_dict(config: Config) -> dict:
     if config.multicast:
         doc["multicast"] = [_mcast_dict(g) for g in config.multicast]
     return doc
+
+
+def _port_dict(port: PortConf) -> dict:
+    defaults = PortConf()
+    return {
+        k: getattr(port, k) for k in ("mode", "on_miss") if getattr(port, k) != getattr(defaults, k)
+    }
 
 
 def _balanced_dict(entry: BalancedConf) -> dict:
