@@ -164,6 +164,39 @@ def test_sums_keep_what_ended_pairs_and_released_ports_counted(make_topo, pin_di
     assert set(data["totals"].values()) == {0} and data["not_forwarded"]["miss"] == 0
 
 
+def test_counts_stay_when_the_kernel_takes_what_sends_to_a_deleted_device(
+    make_topo, pin_dir, tmp_path
+):
+    # Deleting a device takes the devmap entries that send to it at once, before any
+    # prune: their pairs keep their counts (and drops their reason) until prune ends
+    # them, and then the sums keep them.
+    topo = make_topo(8)
+    h1, h2, h3, h4, h5, h6, h7, h8 = topo.hosts
+    topo.static_arp()
+    drop = tmp_path / "drop_all.c"
+    drop.write_text("int drop_all(struct xdp_md *ctx)\n{\n\treturn XDP_DROP;\n}\n")
+    topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", f"{drop}:drop_all")
+    topo.ok(pin_dir, "broadcast", "p3", "p4", "p5", "--exclude-ingress", "--group", "g")
+    topo.ok(pin_dir, "add", "p6", "p7", "p8")  # balanced
+    send_udp(h1, h2.ip, 10)
+    send_udp(h6, h7.ip, 10)  # to p7 or p8, as its addresses hash
+    with UdpSink(h4) as sink:
+        send_udp(h3, h4.ip, 10)
+        assert sink.count(10) == 10
+    before = stats_json(topo, pin_dir)
+    assert before["not_forwarded"]["egress_drop"] == 10
+    assert by_port(before)["p4"]["tx_packets"] == 10
+    assert sum(p["tx_packets"] for k, p in by_pair(before).items() if k[0] == "p6") == 10
+    for port in ("p2", "p3", "p5", "p7", "p8"):
+        sh("ip", "-n", topo.fwd, "link", "del", port)
+    for step in ("deleted", "pruned"):
+        data = stats_json(topo, pin_dir)
+        assert data["totals"] == before["totals"], step
+        assert data["not_forwarded"] == before["not_forwarded"], step
+        assert by_port(data)["p4"]["tx_packets"] == 10, step  # p3's copies, p3 gone
+        topo.ok(pin_dir, "prune")
+
+
 def test_an_entry_moved_to_another_egress_counts_from_zero_there(make_topo, pin_dir):
     topo = make_topo(3)
     h1, h2, h3 = topo.hosts

@@ -84,9 +84,6 @@ class Snapshot:
     # What ports released since the counters began had not forwarded, by reason.
     released: dict[str, int] = field(default_factory=dict)
     departed: DepartedPorts = DepartedPorts()  # what ports no longer here had counted
-    # Ingress -> (packets, bytes) its entry had sent when the kernel took the entry (its
-    # egress device was deleted): in the totals until a change ends it (retirements).
-    orphaned: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @cached_property
     def _pairs_by_ingress(self) -> dict[int, list[PairCounters]]:
@@ -143,10 +140,9 @@ class Snapshot:
         received = [p.counters for p in self.ports.values() if p.counters]
         received.append(self.departed.received)
         totals = {name: sum(getattr(c, name) for c in received) for name in TOTALS_RECEIVED}
-        sent = [(p.tx_packets, p.tx_bytes) for p in self.ports.values()]
-        sent += [(self.departed.tx_packets, self.departed.tx_bytes), *self.orphaned.values()]
-        totals["tx_packets"] = sum(packets for packets, _ in sent)
-        totals["tx_bytes"] = sum(nbytes for _, nbytes in sent)
+        ports = self.ports.values()
+        totals["tx_packets"] = self.departed.tx_packets + sum(p.tx_packets for p in ports)
+        totals["tx_bytes"] = self.departed.tx_bytes + sum(p.tx_bytes for p in ports)
         return totals
 
     def losses(self) -> dict[str, int | None]:
@@ -179,8 +175,7 @@ class Retirement:
     ports: dict[int, RetiredPort]  # to add to each port's retired counts
     released: set[int]  # ports whose own counters ended (released, deleted, reset)
     released_losses: dict[str, int]  # what those had not forwarded, by reason
-    # What released ports had received, and what entries the kernel took had sent.
-    departed: DepartedPorts = DepartedPorts()
+    departed: DepartedPorts = DepartedPorts()  # what released ports had received
 
 
 def retirements(before: Snapshot, after: Snapshot) -> Retirement:
@@ -213,10 +208,6 @@ def retirements(before: Snapshot, after: Snapshot) -> Retirement:
     departed = DepartedPorts()
     for port in released:
         departed = departed.plus(DepartedPorts(before.ports[port].counters))
-    for port, (packets, nbytes) in before.orphaned.items():
-        now = after.orphaned.get(port)
-        if now is None or now[0] < packets // 2:
-            departed = departed.plus(DepartedPorts(tx_packets=packets, tx_bytes=nbytes))
     ported = {p: c for p, c in add.items() if c != RetiredPort()}
     return Retirement(ported, released, losses, departed)
 
@@ -352,7 +343,6 @@ def select(snapshot: Snapshot, ifindexes: set[int] | None) -> Snapshot:
         multicast={k: g for k, g in snapshot.multicast.items() if g.touches(ifindexes)},
         released={},  # not of the ports selected
         departed=DepartedPorts(),
-        orphaned={k: sent for k, sent in snapshot.orphaned.items() if k in ifindexes},
     )
 
 

@@ -21,7 +21,7 @@ from xdpfwd.model.counters import (
     Snapshot,
     retirements,
 )
-from xdpfwd.state import balance, multicast, tracing
+from xdpfwd.state import balance, intent, multicast, tracing
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.entries import entry_counts
 from xdpfwd.state.groups import group_infos
@@ -97,7 +97,6 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
         {g.group: g for g in groups},
         dict(zip(LOSS_REASONS, dp.retired.released(), strict=True)) if dp.retired else {},
         _departed(dp, retired, ports),
-        _orphaned(dp, ports),
     )
 
 
@@ -145,38 +144,51 @@ def _departed(
     return dp.retired.departed().plus(sent)
 
 
-def _orphaned(dp: Dataplane, ports: dict[int, PortCounters]) -> dict[int, tuple[int, int]]:
-    """What each entry the kernel took had sent: deleting a device takes the devmap
-    entries sending to it, while the pair's beginning stays until a change ends it."""
-    if dp.entry_base is None:
-        return {}
-    orphaned = {}
-    for port, counters in ports.items():
-        if counters.counters is None or dp.fwd.get(port) is not None:
-            continue
-        if dp.entry_base.get(port) is not None:
-            sent = entry_counts(dp, port, counters.counters).sent
-            orphaned[port] = (sent.tx_packets, sent.tx_bytes)
-    return orphaned
-
-
 def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):
+    running = {port: dp.fwd.get(port) for port in ports}
+    taken = _taken_entries(dp, [p for p, entry in running.items() if entry is None], links)
     for port, counters in ports.items():
-        entry = dp.fwd.get(port)
-        if entry is None:
+        entry = running[port]
+        if entry is not None:
+            egress = entry.egress_ifindex
+            counted_by = "egress" if entry.egress_prog_id else "ingress"  # what counts its drops
+        elif port in taken:
+            egress, counted_by = taken[port]
+        else:
             continue
-        ingress, egress = counters.port, known(entry.egress_ifindex, links)
         c = entry_counts(dp, port, counters.counters)
         yield PairCounters(
-            ingress,
-            egress,
+            counters.port,
+            known(egress, links),
             None,
-            "egress" if entry.egress_prog_id else "ingress",  # what counts its drops
+            counted_by,
             c.sent.tx_packets,
             c.sent.tx_bytes,
             c.sent.drop_packets,
             egress_invalid_packets=c.invalid_packets,
         )
+
+
+def _taken_entries(dp: Dataplane, without_entry: list[int], links) -> dict[int, tuple[int, str]]:
+    """Ingress -> the gone egress of its entry, which the kernel took, and what counted
+    its drops. Deleting a device takes the devmap entries that send to it; the pair,
+    whose beginning stays, is shown until a change (prune) ends it and keeps its
+    counts, which the record names the egress of."""
+    if dp.entry_base is None or not without_entry:
+        return {}
+    began = [p for p in without_entry if dp.entry_base.get(p) is not None]
+    recorded = intent.load(dp.pins) if began else None
+    if recorded is None:
+        return {}
+    taken = {}
+    for port in began:
+        link = links.get(port)
+        name = link.ifname if link is not None else recorded.name_of(port)
+        entry = next((e for e in recorded.config.forward if e.ingress == name), None)
+        egress = recorded.bound.get(entry.egress) if entry is not None else None
+        if egress is not None and links.get(egress) is None:
+            taken[port] = egress, "ingress" if entry.spec.kind == "plain" else "egress"
+    return taken
 
 
 def _balanced_pairs(dp: Dataplane, links):
@@ -185,11 +197,14 @@ def _balanced_pairs(dp: Dataplane, links):
     if dp.pairs is None or not dp.group_prog_id:
         return  # plain ifindex entries: no egress programs, no pair counters
     for ingress in balance.balanced_ports(dp):
-        table = balance.table(dp, ingress)
-        if not any(e is not None and e.egress_prog_id == dp.group_prog_id for e in table):
+        live = [e for e in balance.table(dp, ingress) if e is not None]
+        counted = {e for i, e in dp.pairs.pairs() if i == ingress}
+        # The kernel took every bucket when the devices of all its ports were deleted:
+        # their pairs count on until prune.
+        if not (any(e.egress_prog_id == dp.group_prog_id for e in live) or (counted and not live)):
             continue
-        now = Counter(e.egress_ifindex for e in table if e is not None)
-        egress = now.keys() | {e for i, e in dp.pairs.pairs() if i == ingress}
+        now = Counter(e.egress_ifindex for e in live)
+        egress = now.keys() | counted
         for port in sorted(egress):
             c = dp.pairs.read(ingress, port) or maps.EgressStats()
             yield PairCounters(

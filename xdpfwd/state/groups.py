@@ -63,12 +63,21 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]
     infos = []
     pairs = dp.pairs.pairs() if dp.pairs is not None else []
     for name in dp.group_names():
-        members = sorted(dp.open_group(name).members())
+        devmap = dp.open_group(name)
+        members = sorted(devmap.members())
         exclude = excludes_ingress(dp, members)
+        # The kernel took members whose device was deleted out of the devmap; the map of
+        # groups still points them at it, and their pairs count on until prune.
+        gone = {
+            p
+            for p in dp.ports.ifindexes()
+            if links.get(p) is None and dp.groups.group_id(p) == devmap.info.id
+        }
+        counted = {*members, *gone}
         rows = [
             PairRow(known(i, links), known(e, links), dp.pairs.read(i, e) or maps.EgressStats())
             for i, e in sorted(pairs)
-            if i in members and e in members
+            if i in counted and e in counted
         ]
         infos.append(
             GroupInfo(name, dp.layout.table, exclude, [known(m, links) for m in members], rows)
