@@ -341,7 +341,7 @@ def test_a_user_program_returning_xdp_tx_is_warned_about_and_counted_apart(topo,
     program = tmp_path / "tx_back.c"
     program.write_text(TX_BACK)
     added = topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(program))
-    assert "tx_back.c:tx_back mentions XDP_TX" in added.stderr
+    assert "tx_back.c mentions XDP_TX" in added.stderr
     with UdpSink(h2) as sink:
         send_udp(h1, h2.ip, 40)
         assert sink.count(40, timeout=1.0) == 0  # an egress program cannot send back

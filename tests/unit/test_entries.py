@@ -59,7 +59,7 @@ def test_a_function_name_longer_than_the_record_is_refused(tmp_path):
 def test_a_warning_for_verdicts_an_egress_program_cannot_give():
     text = "int tx(struct xdp_md *ctx) { return XDP_TX; }"
     (warning,) = entries.verdict_warnings(text, "tx.c", "tx")
-    assert "tx.c:tx mentions XDP_TX" in warning and "invalid verdict" in warning
+    assert "tx.c mentions XDP_TX" in warning and "invalid verdict" in warning
     assert entries.verdict_warnings(PROGRAM, "f.c", "f") == []
 
 

@@ -102,8 +102,8 @@ def verdict_warnings(text: str, file_name: str, func: str) -> list[str]:
     if not named:
         return []
     return [
-        f"{file_name}:{func} mentions {', '.join(named)}: an egress program may only pass "
-        "or drop; xdpfwd drops frames given another verdict and counts them as "
+        f"{file_name} mentions {', '.join(named)}: an egress program may only pass or "
+        f"drop; frames {func} gives another verdict are dropped and counted as "
         "'invalid verdict' (see `xdpfwd stats`)"
     ]
 
