@@ -765,8 +765,7 @@ def _new_multicast_paths(graph, address: str, group, now, links) -> str | None:
     hops = health.multicast_loop(graph, group, links)
     if hops and (now is None or not health.multicast_loop(graph, now, links)):
         return health.refuse_loop(hops, links, True, "")[0]
-    before = health.shared_bulks(graph, {address: now}) if now is not None else []
-    shared = [s for s in health.shared_bulks(graph, {address: group}) if s not in before]
+    shared = health.new_shared_bulks(graph, address, group, now)
     return health.shared_bulk_text(shared[0], links, "would send") if shared else None
 
 

@@ -62,18 +62,14 @@ def excludes_ingress(dp: Dataplane, members) -> bool:
 def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]:
     infos = []
     pairs = dp.pairs.pairs() if dp.pairs is not None else []
+    # The kernel took members whose device was deleted out of their devmap; the map of
+    # groups still points them at it, and their pairs count on until prune.
+    gone = [p for p in dp.ports.ifindexes() if links.get(p) is None]
     for name in dp.group_names():
         devmap = dp.open_group(name)
         members = sorted(devmap.members())
         exclude = excludes_ingress(dp, members)
-        # The kernel took members whose device was deleted out of the devmap; the map of
-        # groups still points them at it, and their pairs count on until prune.
-        gone = {
-            p
-            for p in dp.ports.ifindexes()
-            if links.get(p) is None and dp.groups.group_id(p) == devmap.info.id
-        }
-        counted = {*members, *gone}
+        counted = {*members, *(p for p in gone if dp.groups.group_id(p) == devmap.info.id)}
         rows = [
             PairRow(known(i, links), known(e, links), dp.pairs.read(i, e) or maps.EgressStats())
             for i, e in sorted(pairs)

@@ -336,12 +336,20 @@ def refuse_multicast_paths(
     is): its own frames' loops through its sources, and its sources' other frames out
     of a receiver it did not send them to before (one made with --force stays)."""
     running = _running_graph(dp, links)
-    before = shared_bulks(running, {address: now}) if now is not None else []
-    shared = [s for s in shared_bulks(running, {address: group}) if s not in before]
+    shared = new_shared_bulks(running, address, group, now)
     return (
         *refuse_loop(multicast_loop(running, group, links), links, force, "add them"),
         *refuse_shared_bulk(shared, links, force, "add them"),
     )
+
+
+def new_shared_bulks(
+    graph: dict[int, set[int]], address: str, group: Any, now: Any | None
+) -> list[tuple[int, int, str]]:
+    """The shared bulks (shared_bulks) of multicast group address as group that it
+    does not have as it runs (now; None: it does not run)."""
+    before = shared_bulks(graph, {address: now}) if now is not None else []
+    return [s for s in shared_bulks(graph, {address: group}) if s not in before]
 
 
 def multicast_loop(
