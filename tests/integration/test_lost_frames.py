@@ -129,6 +129,41 @@ def test_doctor_says_what_became_of_an_entry_whose_egress_device_is_gone(make_to
     assert all(c["status"] == "pass" for c in doctor["checks"] if c["port"]), doctor
 
 
+@pytest.mark.parametrize("on_miss", ["drop", "pass"])
+def test_a_port_asked_to_drop_what_misses_keeps_dropping_while_its_egress_is_gone(
+    make_topo, pin_dir, on_miss
+):
+    topo = make_topo(2)
+    h1, h2 = topo.hosts
+    # An address of the forwarder's own on p1: what reaches its stack answers a ping.
+    sh("ip", "-n", topo.fwd, "addr", "add", "10.77.0.250/24", "dev", "p1")
+    topo.ok(pin_dir, "add", "p1", "p2", "--on-miss", on_miss)
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    topo.ok(pin_dir, "prune")
+    (row,) = topo.list_json(pin_dir)["entries"] if on_miss == "drop" else [None]
+    if on_miss == "drop":  # attached, dropping what enters, as before the device went
+        assert (row["ingress"]["ifname"], row["state"]) == ("p1", "egress gone"), row
+        assert topo.xdp("p1") is not None
+        assert topo.ping(1, "10.77.0.250", count=3) == 0
+        (row,) = topo.list_json(pin_dir)["entries"]
+        dropped = row["counters"]["drop_packets"]  # ARP requests, which went unanswered
+        assert dropped == row["counters"]["miss_packets"] == row["not_forwarded"]["miss"] > 0, row
+    else:  # detached: the host's stack takes what enters, as the verdict pass did
+        assert topo.xdp("p1") is None
+        assert topo.ping(1, "10.77.0.250", count=3) == 3
+    topo.plug(h2)
+    restored = topo.ok(pin_dir, "prune").stdout
+    assert "forward p1 -> p2" in restored, restored
+    topo.static_arp()
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 20)
+        assert sink.count(20) == 20
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    deleted = topo.ok(pin_dir, "del", "p1").stdout  # an entry only the record has
+    assert "forgot p1 -> p2" in deleted and "detached from p1" in deleted, deleted
+    assert topo.xdp("p1") is None
+
+
 def test_generic_mode_warns_about_segmentation_offload_and_its_fix_works(make_topo, pin_dir):
     topo = make_topo(2, prepared=False)
     added = topo.ok(pin_dir, "add", "p1", "p2", "--bidirectional", "--mode", "generic")

@@ -237,7 +237,7 @@ def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_
         sink.close()
     by_port = rows(topo, pin_dir)
     assert by_port[gone]["state"] == "device gone"
-    assert by_port["p2"]["state"] == "no entry"  # the kernel purged p2 -> p1
+    assert by_port["p2"]["state"] == "egress gone"  # the kernel purged p2 -> p1
     pruned = topo.ok(pin_dir, "prune").stdout
     assert f"forgot ifindex {gone}" in pruned
     assert gone not in rows(topo, pin_dir)

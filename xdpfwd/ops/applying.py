@@ -683,6 +683,7 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: s
     # A port whose every role went with its device's entries (the ingress of an entry
     # whose egress is gone) is not attached: it would be idle, detached by the same
     # prune, and under follow each attach and detach is an event for the next prune.
+    # Unless it drops what misses: then it waits attached, dropping (as tidy keeps it).
     forward, balanced, groups = _without_new_loops(c, forward, balanced, groups, skipped)
     mcast = _recorded_multicast(c, recorded, ok, (forward, balanced, groups), skipped)
     has_role = _named_ports(forward, balanced, groups) | {s for g in mcast for s in g.sources}
@@ -698,6 +699,9 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: s
     )
     d = resolve_config(config, "the recorded configuration", c.links)
     d.layouts = {port: recorded.layout(entry) for port, entry in d.balanced.items()}
+    for name in sorted(recorded.dropping_while_waiting(c.links) - has_role):
+        if ok(name):
+            d.ports[by_name[name].ifindex] = wanted.ports[name]
     for port, conf in d.ports.items():
         link = c.links[port]
         orphan = link.xdp_prog_id not in (0, c.dp.prog_id) and is_orphan(c.dp.pins, link)

@@ -12,7 +12,7 @@ from xdpfwd.errors import InputError, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev, netns, prereqs
 from xdpfwd.kernel.bpf import loader, maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
-from xdpfwd.model import STATE_NO_ENTRY, STATE_NOT_FLOODING, STATE_UNPINNED_GROUP, Iface
+from xdpfwd.model import STATE_EGRESS_GONE, STATE_NOT_FLOODING, STATE_UNPINNED_GROUP, Iface
 from xdpfwd.model.reports import Check
 from xdpfwd.state import health, intent, multicast, pins, tracing
 from xdpfwd.state.dataplane import Dataplane, reading
@@ -222,7 +222,10 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
         entry = dp.fwd.get(port)
         settings = dp.ports.get(port) or maps.PortSettings()
         flooding = dp.groups.group_id(port) is not None
-        state = health.port_state(link, None, True, entry is not None, group, settings, flooding)
+        lost = recorded.gone_egress(link.ifname, links) if recorded and not entry else None
+        state = health.port_state(
+            link, None, True, entry is not None, group, settings, flooding, egress_gone=bool(lost)
+        )
         if state == STATE_NOT_FLOODING:
             status, detail = FAIL, f"a member of group {group} whose settings do not flood"
             fix_it = f"{dp.pins.command('apply FILE')} (or broadcast del, then broadcast it again)"
@@ -234,7 +237,7 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
                 "do not see its group"
             )
             fix_it = dp.pins.command("prune")
-        elif state == STATE_NO_ENTRY and (lost := _egress_gone(recorded, link, links)):
+        elif state == STATE_EGRESS_GONE:
             status = WARN
             detail = (
                 f"its entry to {lost} went with {lost}'s device: what enters it takes the "
@@ -297,18 +300,6 @@ def _multicast_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Chec
         name = f"multicast {g.addr.text}"
         checks.append(Check(name, FAIL, text, dp.pins.command("prune"), None, "receiver_gone"))
     return checks
-
-
-def _egress_gone(
-    recorded: intent.Intent | None, link: netdev.Link, links: dict[int, netdev.Link]
-) -> str | None:
-    """The recorded egress of link's entry, when its device is gone (the kernel took
-    the entry with it)."""
-    if recorded is None:
-        return None
-    entry = next((e for e in recorded.config.forward if e.ingress == link.ifname), None)
-    names = {other.ifname for other in links.values()}
-    return entry.egress if entry is not None and entry.egress not in names else None
 
 
 def _path_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Check]:

@@ -195,7 +195,8 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
             if forgotten is None:
                 raise no_entry
             _forget(c, ingress)
-            return forgotten
+            # It may have waited attached, dropping what missed (release_idle).
+            return replace(forgotten, detached=release_idle(c.dp, c.undo, c.links))
         entry = entries.remove(c, ingress.ifindex)
         _forget(c, ingress)
         detached = release_idle(c.dp, c.undo, c.links)
@@ -356,7 +357,10 @@ def _port_row(
         conf = recorded.balanced(link.ifname) if link else None
         balanced = balance.info(dp, port, links, conf, recorded.bound)
     has_entry = entry is not None or balanced is not None
-    state = health.port_state(link, egress, attached, has_entry, group, settings, flooding)
+    waits = not has_entry and link is not None and recorded.gone_egress(link.ifname, links)
+    state = health.port_state(
+        link, egress, attached, has_entry, group, settings, flooding, egress_gone=bool(waits)
+    )
     has_egress = entry is not None and dp.layout.has_egress
     counters = counted.ports[port].counters or maps.PortStats()
     if entry is not None and has_egress:

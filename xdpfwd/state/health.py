@@ -25,6 +25,7 @@ from xdpfwd.kernel import netdev, netns, offloads
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
     STATE_DEVICE_GONE,
+    STATE_EGRESS_GONE,
     STATE_NO_ENTRY,
     STATE_NOT_ATTACHED,
     STATE_NOT_FLOODING,
@@ -512,15 +513,19 @@ def port_state(
     group: str | None,
     settings: maps.PortSettings,
     flooding: bool,
+    egress_gone: bool = False,
 ) -> str:
     """What a port does, compared with what its role says it should: a port that is
-    meant to forward or flood but whose settings make it miss is not ok."""
+    meant to forward or flood but whose settings make it miss is not ok. egress_gone:
+    the recorded entry of a port without one waits for its egress device."""
     if link is None or (egress is not None and egress.ifname is None):
         return STATE_DEVICE_GONE
     if not attached:
         return STATE_NOT_ATTACHED
     if not has_entry and group is None:
-        return STATE_UNPINNED_GROUP if flooding else STATE_NO_ENTRY
+        if flooding:
+            return STATE_UNPINNED_GROUP
+        return STATE_EGRESS_GONE if egress_gone else STATE_NO_ENTRY
     if group is not None and not has_entry and not (settings.broadcast and flooding):
         return STATE_NOT_FLOODING
     return STATE_OK

@@ -13,7 +13,9 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from xdpfwd.errors import BpfError, InputError
 from xdpfwd.kernel import netdev
@@ -21,12 +23,22 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import Iface
 from xdpfwd.state import buckets, config
 from xdpfwd.state.config import BalancedConf, Config, EntryConf, GroupConf, McastConf, PortConf
+from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.pins import PinDir
-from xdpfwd.state.transaction import Change
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
+
+
+class Change(Protocol):
+    """What recording needs of a transaction.Change (not imported: releasing ports
+    after a change reads the record)."""
+
+    dp: Dataplane
+    undo: ExitStack
+    resources: ExitStack
+    links: dict[int, netdev.Link]
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,24 @@ class Intent:
 
     def knows(self, name: str) -> bool:
         return name in self.bound or name in _names(self.config)
+
+    def gone_egress(self, ingress: str, links: dict[int, netdev.Link]) -> str | None:
+        """The egress of ingress's recorded entry, when its device is gone (the kernel
+        took the entry with it)."""
+        entry = next((e for e in self.config.forward if e.ingress == ingress), None)
+        return entry.egress if entry is not None and self.gone((entry.egress,), links) else None
+
+    def dropping_while_waiting(self, links: dict[int, netdev.Link]) -> set[str]:
+        """The ingress ports of recorded entries whose egress device is gone, asked to
+        drop what misses: they stay attached while their entry waits, since detached
+        they would hand what they were told to drop to this host's stack."""
+        return {
+            entry.ingress
+            for entry in self.config.forward
+            if self.config.ports.get(entry.ingress, PortConf()).on_miss == "drop"
+            and self.gone_egress(entry.ingress, links)
+            and not self.gone((entry.ingress,), links)
+        }
 
 
 def reused(
@@ -154,6 +184,15 @@ def load(pins: PinDir) -> Intent | None:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         log.warning("the recorded configuration in %s is unreadable (%s); ignored", pins.path, e)
         return None
+
+
+def dropping_while_waiting(pins: PinDir, links: dict[int, netdev.Link]) -> set[int]:
+    """Intent.dropping_while_waiting() of the record, by ifindex."""
+    recorded = load(pins)
+    if recorded is None:
+        return set()
+    names = recorded.dropping_while_waiting(links)
+    return {link.ifindex for link in links.values() if link.ifname in names}
 
 
 def store(c: Change, intent: Intent, create: bool = False) -> None:

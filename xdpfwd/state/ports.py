@@ -16,6 +16,7 @@ from xdpfwd.kernel import netns as namespaces
 from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import Attachment, Iface
+from xdpfwd.state import intent
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.pins import PinDir
 
@@ -210,7 +211,8 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
 
     A port needs it while it has an entry (single or balanced), is a broadcast
     member, is a multicast source, or is the egress of an entry (so its on-miss
-    verdict keeps applying to what enters it).
+    verdict keeps applying to what enters it); or while the recorded entry it is the
+    ingress of waits for its egress device, if it drops what misses.
     """
     ports = dp.ports.ifindexes()
     entries = {port: dp.fwd.get(port) for port in ports}
@@ -219,6 +221,7 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
     for egress in balanced.values():
         targets |= egress
     sources = dp.mcast.source_ports() if dp.mcast is not None else set()
+    waiting = None  # read from the record only for a port that drops what misses
     released = []
     for port in ports:
         if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
@@ -227,6 +230,11 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
             continue
         if port in sources:
             continue
+        if (dp.ports.get(port) or maps.PortSettings()).on_miss == maps.XDP_DROP:
+            if waiting is None:
+                waiting = intent.dropping_while_waiting(dp.pins, links)
+            if port in waiting:
+                continue
         release(dp, port, links, undo)
         released.append(known(port, links))
     return released
