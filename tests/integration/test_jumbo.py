@@ -242,3 +242,11 @@ def test_auto_mode_says_why_it_chose_generic(topo, pin_dir):
     line = next(x for x in result.stderr.splitlines() if "native XDP refused" in x)
     assert line.startswith("warning: xbr0: native XDP refused (") and "generic" in line
     assert "xbr0: attached (generic mode)" in result.stdout
+    # Made again, it is attached by prune the same way, which says so too.
+    sh("ip", "-n", topo.fwd, "link", "del", "xbr0")
+    sh("ip", "-n", topo.fwd, "link", "add", "xbr0", "type", "bridge")
+    sh("ip", "-n", topo.fwd, "link", "set", "xbr0", "up")
+    pruned = topo.ok(pin_dir, "prune")
+    assert "attach to xbr0 (auto)" in pruned.stdout
+    assert "warning: xbr0: native XDP refused (" in pruned.stderr, pruned.stderr
+    assert topo.xdp("xbr0")["mode"] == 2

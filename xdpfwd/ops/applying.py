@@ -607,7 +607,8 @@ def _reconcile(pins: PinDir, refused: dict[str, str]) -> PruneResult:
             # A device made again comes with the kernel's defaults (a veth peer without
             # GRO, say): what add or apply would warn about, said once, when bound.
             made_again = {i for n, i in rebound.bound.items() if recorded.bound.get(n) != i}
-            warnings = _problems(c, desired, made_again)
+            fallbacks = tuple(att.warning for att in c.attachments if att.warning)
+            warnings = fallbacks + _problems(c, desired, made_again)
         also_gone, emptied, detached = tidy(c.dp, c.undo, c.links)
     return PruneResult(
         gone + also_gone,
