@@ -166,6 +166,36 @@ def test_down_and_apply_keep_what_xdpfwd_did_not_make(topo, pin_dir, config):
     assert not os.path.exists(pin_dir)
 
 
+def test_what_another_tool_put_among_the_groups_is_no_group_and_stays(topo, pin_dir):
+    topo.ok(pin_dir, "broadcast", "p1", "p2")
+    groups = os.path.join(pin_dir, maps.PIN_GROUP_DIR)
+    fd = sc.map_create(sc.MAP_TYPE_DEVMAP_HASH, 4, 8, 4, "zy")  # a group's kind of map
+    try:
+        sc.obj_pin(fd, os.path.join(groups, "zy"))
+    finally:
+        os.close(fd)
+    pin_foreign_map(os.path.join(groups, "zz"))
+    os.mkdir(os.path.join(groups, "sub"))
+    for command in (["prune"], ["broadcast", "del", "p2"]):
+        topo.ok(pin_dir, *command)  # each change tidies away the groups emptied
+    before = snapshot(topo, pin_dir)
+    refused = topo.xdpfwd(pin_dir, "broadcast", "p2", "--group", "zz")
+    assert_fails(refused, 2, f"{groups}/zz holds something xdpfwd did not make")
+    assert snapshot(topo, pin_dir) == before
+    topo.ok(pin_dir, "broadcast", "p2")
+    listed = topo.list_json(pin_dir)
+    assert [g["name"] for g in listed["groups"]] == ["default"], listed["groups"]
+    assert "zz" not in topo.ok(pin_dir, "save").stdout
+    assert pinned(groups) == ["default", "sub", "zy", "zz"]
+    down = topo.ok(pin_dir, "down")
+    assert "group/sub, group/zy, group/zz" in down.stderr, down.stderr
+    assert pinned(groups) == ["sub", "zy", "zz"]
+    os.rmdir(os.path.join(groups, "sub"))
+    for name in ("zy", "zz"):
+        os.unlink(os.path.join(groups, name))
+    topo.ok(pin_dir, "down")
+
+
 def test_apply_dry_run_leaves_broken_pins_alone(topo, pin_dir, config):
     topo.ok(pin_dir, "add", "p1", "p2")
     os.unlink(os.path.join(pin_dir, maps.PIN_PORTS))

@@ -240,12 +240,13 @@ class Dataplane:
 
     def group_names(self) -> list[str]:
         """The groups pinned here; not a swap pin a crash left (groups.py names those
-        with a leading '_', which no group name has)."""
+        with a leading '_', which no group name has), nor what another tool put in the
+        directory."""
         try:
             names = os.listdir(self.pins.pin(maps.PIN_GROUP_DIR))
         except FileNotFoundError:
             return []
-        return sorted(name for name in names if not name.startswith("_"))
+        return sorted(n for n in names if not n.startswith("_") and self.pins.holds_group(n))
 
     def group_path(self, name: str) -> str:
         return os.path.join(self.pins.pin(maps.PIN_GROUP_DIR), name)

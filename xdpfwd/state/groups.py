@@ -98,6 +98,11 @@ def create(c: Change, group: str) -> None:
         os.mkdir(directory)
         c.undo.callback(os.rmdir, directory)
     path = c.dp.group_path(group)
+    if os.path.lexists(path):  # not one of xdpfwd's groups (Dataplane.group_names)
+        raise InputError(
+            f"{path} holds something xdpfwd did not make: group {group} cannot be made "
+            "there; choose another group name"
+        )
     devmap = _sized_devmap(c, group, [])
     try:
         sc.obj_pin(devmap.fd, path)

@@ -330,6 +330,11 @@ class PinDir:
             and not _is_pin(self.pin(name), KNOWN_PINS[name])
         )
 
+    def holds_group(self, name: str) -> bool:
+        """Whether group/<name> is one of xdpfwd's broadcast group devmaps: a pin or
+        directory someone else put there is no group, and is not to be touched."""
+        return _is_pin(self.pin(f"{maps.PIN_GROUP_DIR}/{name}"), GROUP_PIN)
+
     def _netns_pin_is_ours(self) -> bool:
         try:
             return netns_link.read(self.pin(maps.PIN_NETNS)).kind in ("link", "earlier")
