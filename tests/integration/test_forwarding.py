@@ -40,6 +40,24 @@ def test_ping_both_directions(topo, pin_dir, table):
         assert row["counters"]["redirect_packets"] >= 3
 
 
+def test_a_port_and_peer_whose_names_are_not_utf8_forward_by_ifindex(topo, pin_dir):
+    h2 = topo.host(2)
+    ifindex = json.loads(sh("ip", "-n", topo.fwd, "-j", "link", "show", "p2").stdout)[0]["ifindex"]
+    for ns, old, new in ((topo.fwd, "p2", b"p\xff2"), (h2.ns, h2.dev, b"h\xfe0")):
+        name = os.fsdecode(new)
+        sh("ip", "-n", ns, "link", "set", old, "down")
+        sh("ip", "-n", ns, "link", "set", old, "name", name)
+        sh("ip", "-n", ns, "link", "set", name, "up")
+    added = topo.ok(pin_dir, "add", str(ifindex), "p1", "-b")
+    assert f"p\ufffd2 -> p1" in added.stdout and "unexpected" not in added.stderr
+    assert topo.ping(1, h2.ip) == 3
+    (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifindex"] == ifindex]
+    assert row["ingress"]["ifname"] == "p\ufffd2" and row["state"] == "ok", row
+    doctor = topo.xdpfwd(pin_dir, "doctor", "--no-compile")
+    assert doctor.returncode == 0 and "unexpected" not in doctor.stderr, doctor.stderr
+    assert "removed p\ufffd2 -> p1" in topo.ok(pin_dir, "del", str(ifindex)).stdout
+
+
 def test_generic_mode_forwards(topo, pin_dir):
     topo.ok(pin_dir, "add", "p1", "p2", "-b", "--mode", "generic")
     assert topo.ping(1, topo.host(2).ip) == 3

@@ -201,7 +201,7 @@ class Peer:
 def _ifname(sock: socket.socket, ifindex: int) -> str:
     ifreq = bytearray(struct.pack("=16si20x", b"", ifindex))
     fcntl.ioctl(sock.fileno(), SIOCGIFNAME, ifreq)
-    return bytes(ifreq[:16]).split(b"\0", 1)[0].decode()
+    return bytes(ifreq[:16]).split(b"\0", 1)[0].decode(errors="replace")  # as rtnl.as_str
 
 
 def _mtu(sock: socket.socket, ifname: str) -> int:
