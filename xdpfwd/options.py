@@ -242,11 +242,12 @@ entry_options = compose(
 def _weights(ctx, param, value):
     if value is None:
         return None
-    try:
-        weights = [int(w) for w in value.split(",")]
-    except ValueError:
-        raise click.BadParameter("give whole numbers separated by commas, like 2,1,1") from None
-    return weights
+    words = value.split(",")
+    if not all(w.isascii() and w.isdigit() for w in words):  # int() takes " +١" too
+        raise click.BadParameter("give whole numbers separated by commas, like 2,1,1")
+    # Out of range either way (the range is checked with the ports), without int()'s
+    # refusal of thousands of digits.
+    return [int(w) if len(w) <= 9 else 10**9 for w in words]
 
 
 # add: how a balanced entry (several egress ports) spreads its flows.

@@ -75,6 +75,13 @@ def test_kernel_headers_missing(topo, pin_dir):
     assert snapshot(topo, pin_dir) == before
 
 
+def test_an_xdp_source_directory_without_the_source(topo, pin_dir, tmp_path):
+    before = snapshot(topo, pin_dir)
+    result = topo.xdpfwd(pin_dir, "add", "p1", "p2", env={"XDPFWD_BPF_SRC": str(tmp_path)})
+    assert_fails(result, 5, "cannot read xdpfwd's XDP source", "check XDPFWD_BPF_SRC")
+    assert snapshot(topo, pin_dir) == before
+
+
 def test_pin_dir_not_on_bpffs(topo, tmp_path):
     not_bpffs = str(tmp_path / "pins")
     assert_fails(topo.xdpfwd(not_bpffs, "add", "p1", "p2"), 5, "not on a BPF filesystem")

@@ -689,12 +689,25 @@ def test_add_balanced_defaults_to_the_symmetric_hash_and_equal_weights():
         (["add", "eth1", "eth2", "--weights", "2"], "two or more EGRESS"),
         (["add", "eth1", "eth2", "eth3", "--weights", "2,1,1"], "3 weights for 2 ports"),
         (["add", "eth1", "eth2", "eth3", "--weights", "2;1"], "whole numbers"),
+        (["add", "eth1", "eth2", "eth3", "--weights", "+1,2"], "whole numbers"),
+        (["add", "eth1", "eth2", "eth3", "--weights", "\u0661,\u0662"], "whole numbers"),
         (["add", "eth1", "eth2", "eth2"], "named twice"),
         (["add", "eth1", "eth2", "eth1"], "same interface"),
         (["add", "eth1", "eth2", "eth3", "-b"], "--bidirectional takes one"),
         (["add", "eth1", "eth2", "eth3", "--hash", "l7"], "'l7' is not one of"),
     ],
-    ids=["hash", "weights", "count", "syntax", "twice", "ingress", "bidirectional", "bad-hash"],
+    ids=[
+        "hash",
+        "weights",
+        "count",
+        "syntax",
+        "plus",
+        "arabic-indic",
+        "twice",
+        "ingress",
+        "bidirectional",
+        "bad-hash",
+    ],
 )
 def test_balanced_usage_errors(args, message):
     result, ops = invoke(args)

@@ -4,6 +4,7 @@ from importlib import resources
 
 import pytest
 
+from xdpfwd.errors import PrereqError
 from xdpfwd.kernel.bpf import source
 
 
@@ -99,3 +100,13 @@ def test_the_wrapper_counts_invalid_verdicts_apart():
     text = source.user_egress_text("int f(struct xdp_md *ctx) { return 1; }\n", "m.c", "f")
     assert text.index('#line 1 "xdpfwd_user.c"') < text.index('#line 1 "m.c"')
     assert "xdpfwd_entry_invalid" in text and "xdpfwd_user_verdict" in text
+
+
+def test_a_source_that_cannot_be_read_is_a_prerequisite_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDPFWD_BPF_SRC", str(tmp_path))
+    with pytest.raises(PrereqError) as e:
+        source.ingress_text(with_egress=False)
+    assert str(e.value) == (
+        f"cannot read xdpfwd's XDP source {tmp_path / source.STATS_SOURCE} "
+        "(No such file or directory): check XDPFWD_BPF_SRC"
+    )

@@ -8,6 +8,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from xdpfwd.errors import PrereqError
+
 STATS_SOURCE = "xdpfwd_stats.c"
 INGRESS_SOURCE = "xdpfwd_kern.c"
 PORTS_SOURCE = "xdpfwd_ports.c"
@@ -32,7 +34,15 @@ def bpf_source_dir() -> Path:
 
 
 def read_source(name: str) -> str:
-    return (bpf_source_dir() / name).read_text()
+    """A bpf_src file's text; raises PrereqError when it cannot be read."""
+    path = bpf_source_dir() / name
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        where = "XDPFWD_BPF_SRC" if os.environ.get("XDPFWD_BPF_SRC") else "the installation"
+        text = f"cannot read xdpfwd's XDP source {path} ({why}): check {where}"
+        raise PrereqError(text) from None
 
 
 def _part(name: str, text: str) -> str:
