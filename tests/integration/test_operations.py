@@ -14,11 +14,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from xdpfwd.kernel import netns
+from xdpfwd.ops import applying
 from xdpfwd.state import config
+from xdpfwd.state.pins import PinDir
 
 from ..strategies import CONFIG_DOCS
 from .conftest import RUN_ID
-from .net import XDPFWD, UdpSink, assert_fails, run_fix, send_udp, sh, snapshot
+from .net import XDPFWD, UdpSink, assert_fails, in_netns, run_fix, send_udp, sh, snapshot
 
 
 def rows(topo, pin_dir) -> dict:
@@ -213,6 +215,40 @@ class Sender(threading.Thread):
         while not self.stopped.is_set():
             send_udp(*self.args, 16, port=self.port)
             time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "setup, victim",
+    [([["add", "p1", "p2"], ["add", "p3", "p4"]], "p4"), ([["broadcast", "p1", "p2", "p3"]], "p3")],
+    ids=["entry", "group"],
+)
+def test_a_device_deleted_while_prune_runs_gets_the_pass_planned_again(
+    make_topo, pin_dir, monkeypatch, setup, victim
+):
+    topo = make_topo(4)
+    for args in setup:
+        topo.ok(pin_dir, *args)
+    read = applying.running_state
+
+    def deleted_after_the_links_were_read(dp, links):
+        if victim in {link.ifname for link in links.values()}:
+            sh("ip", "-n", topo.fwd, "link", "del", victim)
+        # The kernel took what named it from the devmaps: the plan writes it back.
+        return read(dp, links)
+
+    monkeypatch.setattr(applying, "running_state", deleted_after_the_links_were_read)
+    with in_netns(topo.fwd):
+        applying.reconcile(PinDir.parse(pin_dir))
+    monkeypatch.undo()
+    assert topo.ok(pin_dir, "prune").stdout == "nothing to prune\n"
+    states = {row["ingress"]["ifname"]: row["state"] for row in topo.list_json(pin_dir)["entries"]}
+    assert victim not in states and None not in states, states
+    assert all(state == "ok" for state in states.values()), states
+    h1, h2 = topo.host(1), topo.host(2)
+    sh("ip", "-n", h1.ns, "neigh", "replace", h2.ip, "lladdr", h2.mac, "dev", h1.dev)
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 20)
+        assert sink.count(20) == 20
 
 
 def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_dir):

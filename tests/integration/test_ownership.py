@@ -16,7 +16,17 @@ from xdpfwd.kernel.bpf import maps, netns_link
 from xdpfwd.kernel.bpf import syscall as sc
 
 from .conftest import RUN_ID
-from .net import XDPFWD, UdpSink, assert_fails, namespaces, send_udp, sh, snapshot, xdpfwd_cmd
+from .net import (
+    XDPFWD,
+    UdpSink,
+    assert_fails,
+    attach_foreign,
+    namespaces,
+    send_udp,
+    sh,
+    snapshot,
+    xdpfwd_cmd,
+)
 
 BOTH = ("setpriv", "--bounding-set=-all,+net_admin,+sys_admin", "--inh-caps=-all")
 BPF_ONLY = ("setpriv", "--bounding-set=-all,+net_admin,+bpf,+perfmon", "--inh-caps=-all")
@@ -194,6 +204,26 @@ def test_what_another_tool_put_among_the_groups_is_no_group_and_stays(topo, pin_
     for name in ("zy", "zz"):
         os.unlink(os.path.join(groups, name))
     topo.ok(pin_dir, "down")
+
+
+@pytest.mark.parametrize("how", ["del", "apply"])
+def test_a_port_whose_program_another_tool_replaced_is_forgotten_not_detached(
+    make_topo, pin_dir, how
+):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "add", "p2", "p3")
+    foreign = attach_foreign(topo, "p1")
+    if how == "del":
+        done = topo.ok(pin_dir, "del", "p1")
+    else:
+        config = topo.config_file({"forward": [{"from": "p2", "to": "p3"}]})
+        done = topo.ok(pin_dir, "apply", config)
+        assert "forget p1" in done.stdout, done.stdout
+    assert "detach" not in done.stdout, done.stdout
+    assert f"p1 runs another XDP program (id {foreign}) now: left alone" in done.stderr
+    assert topo.xdp("p1")["prog"]["id"] == foreign
+    assert [row["ingress"]["ifname"] for row in topo.list_json(pin_dir)["entries"]] == ["p2"]
 
 
 def test_apply_dry_run_leaves_broken_pins_alone(topo, pin_dir, config):

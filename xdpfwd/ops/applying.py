@@ -5,6 +5,7 @@ every link event) runs the same plan against the configuration last asked for.""
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -554,6 +555,9 @@ def _choose_layouts(d: Desired, recorded: intent.Intent | None) -> dict[str, buc
 # --- prune and follow: back to the recorded configuration --------------------------
 
 
+REPLANS = 3  # passes planned again when devices keep going away during them
+
+
 def reconcile(pins: PinDir) -> PruneResult:
     """Bring the running state back to the configuration last asked for (`apply`,
     `add`, `del`, `broadcast`), as devices come and go: bind devices re-created under
@@ -566,23 +570,54 @@ def reconcile(pins: PinDir) -> PruneResult:
     left out with a warning, and the rest is restored without it: one port must not
     hold up the others' repair, such as buckets moved off an egress that went down.
 
+    A device deleted while a pass runs, after it read the links, makes the kernel refuse
+    the devmap writes that name it (EINVAL: devmap.c finds no device by that ifindex),
+    the undo's too: the pass is undone and planned again from the links as they are.
+
     Raises XdpfwdError, AttachError, BpfError; on any error the old state stays.
     """
     prereqs.require_privileges("prune")
     refused: dict[str, str] = {}  # port -> why its attach failed
+    replans = 0
     while True:
+        seen: dict[int, netdev.Link] = {}  # the links the pass read
         try:
-            return _reconcile(pins, refused)
+            return _reconcile(pins, refused, seen)
         except AttachError as e:  # undone: again, without that port
             if e.port is None or e.port in refused:
                 raise
             refused[e.port] = str(e)
+        except (BpfError, OSError) as e:
+            gone = _went_away(e, seen)
+            if not gone:
+                raise
+            replans += 1
+            what = f"{', '.join(gone)} went away during the pass"
+            if replans > REPLANS:
+                raise XdpfwdError(f"{what}: undone; the next pass restores the rest") from e
+            log.info("%s: undone, planning again", what)
 
 
-def _reconcile(pins: PinDir, refused: dict[str, str]) -> PruneResult:
+def _went_away(e: BaseException, seen: dict[int, netdev.Link]) -> list[str]:
+    """The devices of seen that are gone now, if e (or what it was raised from or while
+    handling: an undo's write fails too) is the kernel refusing a write for want of a
+    device (EINVAL, ENODEV); else none."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = e
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not any(isinstance(x, OSError) and x.errno in (errno.EINVAL, errno.ENODEV) for x in chain):
+        return []
+    now = netdev.links()
+    return [dev.ifname for ifindex, dev in sorted(seen.items()) if ifindex not in now]
+
+
+def _reconcile(pins: PinDir, refused: dict[str, str], seen: dict[int, netdev.Link]) -> PruneResult:
     with editing(pins, repairing=True) as c:
         if c is None:
             return PruneResult([], [], [])
+        seen.update(c.links)
         recorded = intent.load(pins)
         reused = intent.reused(recorded, c.dp.ports.ifindexes(), c.links, c.dp.prog_id)
         # What the deleted device left under an ifindex that another device has now.
@@ -893,7 +928,9 @@ def plan(running: Running, d: Desired, links: dict[int, netdev.Link]) -> list[St
         text = f"remove multicast group {group}"
         steps.append(Step(text, partial(_set_mcast, group=group, want=None), removes=True))
     for port in sorted(set(running.settings) - set(d.ports)):
-        step = Step(f"detach from {names[port]}", partial(_release, port=port), removes=True)
+        # (one whose program someone replaced or detached has only its state forgotten)
+        verb = "detach from" if port in running.attached else "forget"
+        step = Step(f"{verb} {names[port]}", partial(_release, port=port), removes=True)
         steps.append(step)
     for port, conf in d.ports.items():
         steps += _port_steps(running, d, links[port], conf)

@@ -4,6 +4,7 @@ that no longer need it. Every change registers its undo."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import ExitStack
@@ -55,6 +56,7 @@ def map_write(fn, *args) -> None:
 
 
 XDPFWD_PROG_NAME = loader.XDP_INGRESS_FUNC
+log = logging.getLogger(__name__)
 
 
 def prog_name(prog_id: int) -> str:
@@ -235,8 +237,8 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
                 waiting = intent.dropping_while_waiting(dp.pins, links)
             if port in waiting:
                 continue
-        release(dp, port, links, undo)
-        released.append(known(port, links))
+        if release(dp, port, links, undo):
+            released.append(known(port, links))
     return released
 
 
@@ -251,12 +253,21 @@ def _balanced_targets(dp: Dataplane, ports: list[int]) -> dict[int, set[int]]:
     }
 
 
-def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> None:
-    """Detach xdpfwd's program from port and forget its settings and counters."""
+def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> bool:
+    """Detach xdpfwd's program from port and forget its settings and counters;
+    whether it was detached (a port that runs another program now is left alone,
+    said in a warning; a gone one has nothing to detach)."""
     link = links.get(port)
-    if link is not None and link.xdp_prog_id == dp.prog_id:
+    detached = link is not None and link.xdp_prog_id == dp.prog_id
+    if detached:
         netdev.detach_xdp(link, expected_fd=dp.prog_fd)
         undo.callback(netdev.attach_xdp, link, dp.prog_fd, link.xdp_mode)
+    elif link is not None and link.xdp_prog_id:
+        log.warning(
+            "%s runs another XDP program (id %d) now: left alone, its xdpfwd state forgotten",
+            link.ifname,
+            link.xdp_prog_id,
+        )
     settings = dp.ports.get(port)
     dp.ports.delete(port)
     if settings is not None:
@@ -266,6 +277,7 @@ def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> No
     if dp.mcast is not None:
         dp.mcast.port_stats.delete(port)
     dp.forget_events(port)
+    return detached
 
 
 def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
