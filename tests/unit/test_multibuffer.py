@@ -157,8 +157,21 @@ def test_trace_offsets_without_btf_is_a_prerequisite_error(monkeypatch):
         ),
         ("processed 272 insns (limit 1000000) max_states_per_insn 3 total_states 20", None),
         ("", None),
+        (
+            "12: (65) if r2 s> 0xffffffff goto pc-5        ; R2=1\n"
+            "infinite loop detected at insn 8\n"
+            "cur state: R1=1 R2=1 R6=ctx() R10=fp0 fp-8=????1\n"
+            "old state: R1=P1 R2=1 R6=ctx() R10=fp0 fp-8=????1\n"
+            "processed 19 insns (limit 1000000) max_states_per_insn 0 total_states 1",
+            "infinite loop detected at insn 8",
+        ),
+        (
+            "from 4 to 6: R0=1 R10=fp0\n6: R0=1 R10=fp0\n; return XDP_TX;\n"
+            "R2 !read_ok\nprocessed 7 insns (limit 1000000)",
+            "R2 !read_ok",
+        ),
     ],
-    ids=["verifier error", "refused after verification", "no log"],
+    ids=["verifier error", "refused after verification", "no log", "endless loop", "trace"],
 )
 def test_verifier_reason(log, reason):
     assert sc.ProgLoadError(22, "load program x", log).reason() == reason

@@ -10,6 +10,7 @@ import ctypes
 import errno
 import os
 import platform
+import re
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -242,11 +243,18 @@ class ProgLoadError(OSError):
 
     def reason(self) -> str | None:
         """The verifier's last line that says what is wrong; None when the log holds
-        only its statistics (the program was refused after verification)."""
-        stats = ("processed ", "verification time", "stack depth")
+        only its statistics (the program was refused after verification). Not a
+        statistics line, nor a trace of what it walked: instructions and register
+        states (`12: ...`, `from 12 to 8: ...`), source lines, the two states it
+        compares after `infinite loop detected`."""
         lines = [line.strip() for line in self.log.splitlines() if line.strip()]
-        useful = [line for line in lines if not line.startswith(stats)]
+        useful = [line for line in lines if not _VERIFIER_TRACE.match(line)]
         return useful[-1] if useful else None
+
+
+_VERIFIER_TRACE = re.compile(
+    r"processed |verification time|stack depth|cur state:|old state:|;|\d+: |from \d+ to \d+:"
+)
 
 
 @dataclass(frozen=True)
