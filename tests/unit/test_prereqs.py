@@ -62,5 +62,6 @@ def test_headers_override(monkeypatch, tmp_path):
     assert prereqs.kernel_headers_dir() == str(tmp_path)
     monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tmp_path / "missing"))
     assert prereqs.kernel_headers_dir() is None
-    with pytest.raises(PrereqError, match="linux-headers-"):
+    with pytest.raises(PrereqError) as e:  # the headers that are there do not count
         prereqs.require_kernel_headers()
+    assert str(e.value).startswith(f"BCC_KERNEL_SOURCE={tmp_path / 'missing'} is not a directory")

@@ -116,6 +116,12 @@ def require_kernel_headers() -> None:
 
 def missing_headers_message() -> str:
     release = os.uname().release
+    override = os.environ.get("BCC_KERNEL_SOURCE")
+    if override:  # BCC looks nowhere else
+        return (
+            f"BCC_KERNEL_SOURCE={override} is not a directory of kernel headers, and BCC "
+            "needs them to compile: point it at one, or unset it"
+        )
     return (
         f"kernel headers for {release} not found (/lib/modules/{release}/build), and BCC "
         f"needs them to compile: install them (Debian/Ubuntu: `apt-get install "
