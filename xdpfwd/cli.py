@@ -631,12 +631,17 @@ def _row_filter(app: App, ifaces):
         return lambda snapshot: snapshot
     from xdpfwd.model.counters import select  # only stats needs it: --help stays light
 
-    wanted = {_resolve(app, name, allow_gone=True) for name in ifaces}
+    wanted_list = [_resolve(app, name, allow_gone=True) for name in ifaces]
+    wanted = set(wanted_list)
     gone = next((port.ifname for port in wanted if not port.ifindex), None)
     if gone is not None:  # stats has no record to bind it: only gone ifindexes
         raise click.BadParameter(f"no such interface: {gone}", param_hint="IFACE")
 
     first_read = True
+    # A port named (not given by ifindex) is followed by its name: a device made again
+    # under it, with a new ifindex, is still the one watched.
+    given = zip(wanted_list, ifaces, strict=True)
+    names = {port.ifname for port, text in given if port.ifname == text}
 
     def keep(snapshot):
         # An empty table would pass for a port that counted nothing. Checked on the first
@@ -649,7 +654,9 @@ def _row_filter(app: App, ifaces):
                 f"(see `{app.pins.command('list')}`)"
             )
         first_read = False
-        return select(snapshot, {port.ifindex for port in wanted})
+        ifindexes = {port.ifindex for port in wanted}
+        ifindexes |= {i for i, p in snapshot.ports.items() if p.port.ifname in names}
+        return select(snapshot, ifindexes)
 
     return keep
 

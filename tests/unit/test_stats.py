@@ -240,6 +240,22 @@ def test_watch_ends_cleanly_on_ctrl_c():
     assert plain.exit_code == 0 and "10 pps" in plain.stdout and "\x1b[" not in plain.stdout
 
 
+def test_a_port_watched_by_name_is_followed_when_its_device_is_made_again():
+    before = snap(0.0, rx=3)
+    again = {k: p for k, p in before.ports.items() if k != 3} | {
+        7: PortCounters(Iface(7, "eth2"), PortStats(redirect_packets=5))
+    }
+    after = replace(before, taken=1.0, ports=again, pairs={})
+    losses = {"miss": 0, "too_big": 0, "egress_drop": 0, "redirect_error": 0, "xmit_drop": 0}
+    frames = [WatchFrame(s, rates(before, s), losses) for s in (before, after)]
+    for given, ifindexes in (("eth2", [[3], [7]]), ("3", [[3], []])):
+        result, _ = invoke(
+            ["stats", "-w", "--json", "--iface", given], ops=_StatsOps(frames=frames)
+        )
+        shown = [json.loads(line)["ports"] for line in result.stdout.splitlines()]
+        assert [[p["port"]["ifindex"] for p in ports] for ports in shown] == ifindexes, given
+
+
 def test_iface_filter_and_clear():
     ops = _StatsOps(snap(0.0, rx=3))
     invoke(["stats", "--clear", "--json"], ops=ops)
