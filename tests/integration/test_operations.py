@@ -474,6 +474,7 @@ def test_save_says_what_it_leaves_out_while_a_device_is_gone(make_topo, pin_dir)
     sh("ip", "-n", topo.fwd, "link", "del", "p4")
     saved = topo.ok(pin_dir, "save")
     assert "p4 left out of group g: its device is gone" in saved.stderr, saved.stderr
+    assert "ifindex" not in saved.stderr  # said once, by name, not also by its ifindex
 
 
 def test_list_shows_what_the_record_keeps_while_its_devices_are_gone(make_topo, pin_dir):

@@ -67,8 +67,11 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     balanced: list[BalancedConf] = []
     recorded = intent.load(dp.pins) or intent.Intent()
     reused = intent.reused(recorded, dp.ports.ifindexes(), links, dp.prog_id)
+    said_below = _roles(recorded.config)  # _recorded_but_gone names their gone devices
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)
+        if link is None and recorded.name_of(port) in said_below:
+            continue
         if link is None or port in reused:
             prune = dp.pins.command("prune")
             whose = f"{reused[port]}'s device" if port in reused else "its device"
@@ -179,6 +182,13 @@ def _recorded_but_gone(
             text = f"multicast group {group.group} left out: the device of {devices} is gone"
         warnings.append(f"{text} (the recorded configuration keeps it; save again once back)")
     return warnings
+
+
+def _roles(wanted: Config) -> set[str]:
+    """The ports _recorded_but_gone() speaks of when their device is gone."""
+    names = {e.ingress for e in wanted.forward} | {e.egress for e in wanted.forward}
+    names |= {e.ingress for e in wanted.balanced} | {m for g in wanted.groups for m in g.members}
+    return names | {name for g in wanted.multicast for name in (*g.receivers, *g.sources)}
 
 
 def _forced(dp: Dataplane, links: dict[int, netdev.Link]) -> list[str]:

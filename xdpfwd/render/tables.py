@@ -241,7 +241,9 @@ def multicast_listing(result: McastListing, as_json: bool) -> None:
 
 
 def _not_running(what: str, gone: list[str]) -> None:
-    why = f"the device of {', '.join(gone)} is gone" if gone else "see prune"
+    devices = "the devices of" if len(gone) > 1 else "the device of"
+    verb = "are" if len(gone) > 1 else "is"
+    why = f"{devices} {', '.join(gone)} {verb} gone" if gone else "see prune"
     line(f"{what}: recorded, does not run ({why})")
 
 
