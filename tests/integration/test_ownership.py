@@ -206,6 +206,43 @@ def test_what_another_tool_put_among_the_groups_is_no_group_and_stays(topo, pin_
     topo.ok(pin_dir, "down")
 
 
+def test_another_tools_pin_where_groups_go_stops_only_those_groups(make_topo, pin_dir):
+    topo = make_topo(3)
+    groups = os.path.join(pin_dir, maps.PIN_GROUP_DIR)
+    # In place of the groups' directory: no group, and no group can be made.
+    topo.ok(pin_dir, "add", "p3", "p2")
+    pin_foreign_map(groups)
+    before = snapshot(topo, pin_dir)
+    refused = topo.xdpfwd(pin_dir, "broadcast", "p1", "p2")
+    assert_fails(refused, 2, f"{groups} holds something xdpfwd did not make")
+    assert snapshot(topo, pin_dir) == before
+    assert topo.list_json(pin_dir)["groups"] == []
+    topo.ok(pin_dir, "del", "p3")
+    os.unlink(groups)
+    # At the swap pin a change of members renames over the group's: the group stays.
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "--group", "cams")
+    swap = os.path.join(groups, "_cams")
+    pin_foreign_map(swap)
+    for args in (["broadcast", "p3", "--group", "cams"], ["broadcast", "del", "p2"]):
+        refused = topo.xdpfwd(pin_dir, *args)
+        assert_fails(refused, 2, f"{swap} holds something xdpfwd did not make: group cams")
+    assert pinned(groups) == ["_cams", "cams"]
+    os.unlink(swap)
+    # At a recorded group's name, while its devices were gone: prune restores the rest.
+    topo.ok(pin_dir, "add", "p3", "p2")
+    for port in ("p1", "p2"):
+        sh("ip", "-n", topo.fwd, "link", "del", port)
+    topo.ok(pin_dir, "prune")  # the group, emptied, is unpinned
+    pin_foreign_map(os.path.join(groups, "cams"))
+    for h in topo.hosts[:2]:
+        topo.plug(h)
+    pruned = topo.ok(pin_dir, "prune")
+    assert "forward p3 -> p2" in pruned.stdout, pruned.stdout
+    assert f"group cams left out: {groups}/cams holds what xdpfwd did not make" in pruned.stderr
+    assert topo.list_json(pin_dir)["groups"] == [] and pinned(groups) == ["cams"]
+    os.unlink(os.path.join(groups, "cams"))
+
+
 @pytest.mark.parametrize("how", ["del", "apply"])
 def test_a_port_whose_program_another_tool_replaced_is_forgotten_not_detached(
     make_topo, pin_dir, how

@@ -670,8 +670,8 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: s
     device that is gone is left out (a balanced entry's port counts as down), and so
     is a port that runs another tool's XDP program or refused the attach (refused),
     an entry whose egress program's source cannot be read, or whose rewrite goes to
-    a device without a MAC address (a balanced entry's such port counts as down),
-    noted in skipped."""
+    a device without a MAC address (a balanced entry's such port counts as down), and
+    a group where another tool pinned something, noted in skipped."""
     by_name = {link.ifname: link for link in c.links.values()}
     usable: dict[str, bool] = {}
 
@@ -707,6 +707,12 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: s
             return balanced  # its buckets go to the other ports (balance.wanted_table)
         return True
 
+    def pinnable(group: str) -> bool:  # another tool's pin stops only this group
+        foreign = c.dp.foreign_at(group)
+        if foreign is not None:
+            skipped.append(f"group {group} left out: {foreign} holds what xdpfwd did not make")
+        return foreign is None
+
     wanted = recorded.config
     forward = tuple(
         e
@@ -724,7 +730,7 @@ def _recorded(c: Change, recorded: intent.Intent, skipped: list[str], refused: s
     groups = tuple(
         replace(g, members=members)
         for g in wanted.groups
-        if (members := tuple(m for m in g.members if ok(m)))
+        if (members := tuple(m for m in g.members if ok(m))) and pinnable(g.name)
     )
     # A port whose every role went with its device's entries (the ingress of an entry
     # whose egress is gone) is not attached: it would be idle, detached by the same

@@ -244,9 +244,21 @@ class Dataplane:
         directory."""
         try:
             names = os.listdir(self.pins.pin(maps.PIN_GROUP_DIR))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (another tool's pin)
             return []
         return sorted(n for n in names if not n.startswith("_") and self.pins.holds_group(n))
+
+    def foreign_at(self, group: str) -> str | None:
+        """What another tool put where group's pins go (the groups' directory, the
+        group's pin, the swap pin groups.py renames over it), by its path; or None."""
+        directory = self.pins.pin(maps.PIN_GROUP_DIR)
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            return directory
+        for name in (group, f"_{group}"):
+            path = self.group_path(name)
+            if os.path.lexists(path) and not self.pins.holds_group(name):
+                return path
+        return None
 
     def group_path(self, name: str) -> str:
         return os.path.join(self.pins.pin(maps.PIN_GROUP_DIR), name)

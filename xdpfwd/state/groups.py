@@ -93,16 +93,17 @@ def forget_unpinned(c: Change, port: int) -> None:
 
 def create(c: Change, group: str) -> None:
     """Pin an empty devmap for group; add_members() fills it."""
+    foreign = c.dp.foreign_at(group)
+    if foreign is not None:
+        raise InputError(
+            f"{foreign} holds something xdpfwd did not make: group {group} cannot be made "
+            "there; choose another group name"
+        )
     directory = c.dp.pins.pin(maps.PIN_GROUP_DIR)
     if not os.path.isdir(directory):
         os.mkdir(directory)
         c.undo.callback(os.rmdir, directory)
     path = c.dp.group_path(group)
-    if os.path.lexists(path):  # not one of xdpfwd's groups (Dataplane.group_names)
-        raise InputError(
-            f"{path} holds something xdpfwd did not make: group {group} cannot be made "
-            "there; choose another group name"
-        )
     devmap = _sized_devmap(c, group, [])
     try:
         sc.obj_pin(devmap.fd, path)
@@ -174,6 +175,11 @@ def _resize(c: Change, group: str, members: list[int]) -> None:
     devmap floods the members still pointing at it meanwhile: each frame goes to
     one group or the other, whole."""
     path = c.dp.group_path(group)
+    foreign = c.dp.foreign_at(group)
+    if foreign is not None:
+        raise InputError(
+            f"{foreign} holds something xdpfwd did not make: group {group} cannot change"
+        )
     old = c.dp.open_group(group)
     devmap = _sized_devmap(c, group, members)
     _replace_pin(path, devmap.fd)
