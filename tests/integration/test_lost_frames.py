@@ -151,6 +151,9 @@ def test_a_port_asked_to_drop_what_misses_keeps_dropping_while_its_egress_is_gon
     else:  # detached: the host's stack takes what enters, as the verdict pass did
         assert topo.xdp("p1") is None
         assert topo.ping(1, "10.77.0.250", count=3) == 3
+    # Flooding would forget the waiting entry: refused, as for a running one.
+    refused = topo.xdpfwd(pin_dir, "broadcast", "p1")
+    assert_fails(refused, 1, "p1 forwards to p2 (`xdpfwd add`; the entry waits for p2's device")
     topo.plug(h2)
     restored = topo.ok(pin_dir, "prune").stdout
     assert "forward p1 -> p2" in restored, restored

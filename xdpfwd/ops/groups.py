@@ -79,8 +79,10 @@ def broadcast(
     ) as c:
         dp = c.dp
         ids = group_ids(dp)
+        recorded = intent.load(pins) or intent.Intent()
         for port in joining:
             _check_may_join(dp, c.links[port], group, ids, convert, c.links)
+            _check_no_waiting_entry(dp, recorded, c.links[port], convert, c.links)
         created = group not in dp.group_names()
         current = set() if created else set(dp.open_group(group).members())
         if exclude_ingress is None:
@@ -146,6 +148,24 @@ def _check_may_join(
         raise XdpfwdError(
             f"{link.ifname} has a balanced entry (`xdpfwd add`); a port forwards or floods, "
             f"not both: `{dp.pins.command(f'del {link.ifname}')}` first"
+        )
+
+
+def _check_no_waiting_entry(
+    dp: Dataplane,
+    recorded: intent.Intent,
+    link: netdev.Link,
+    convert: bool,
+    links: dict[int, netdev.Link],
+) -> None:
+    """Refuse, as for a running entry, a port whose recorded entry waits for its
+    egress device: joining would forget it."""
+    egress = recorded.gone_egress(link.ifname, links)
+    if egress is not None and not convert and dp.fwd.get(link.ifindex) is None:
+        raise XdpfwdError(
+            f"{link.ifname} forwards to {egress} (`xdpfwd add`; the entry waits for {egress}'s "
+            "device, as the recorded configuration keeps it); a port forwards or floods, not "
+            f"both: `{dp.pins.command(f'del {link.ifname}')}` first"
         )
 
 
