@@ -313,6 +313,25 @@ def test_follow_moves_buckets_off_ports_that_go_and_back_when_they_return(make_t
     assert not [line for line in lines if "error" in line], out
 
 
+def test_a_balanced_entry_whose_ports_are_all_gone_says_so(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p1", "p2", "p3")
+
+    def state() -> str:
+        (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
+        return row["state"]
+
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    assert state() == "ok"  # p3 takes its flows once prune moves the buckets
+    sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    topo.ok(pin_dir, "prune")
+    assert state() == "egress gone"  # every frame misses
+    for h in topo.hosts[1:]:
+        topo.plug(h)
+    topo.ok(pin_dir, "prune")
+    assert state() == "ok"
+
+
 def test_prune_does_it_once_without_follow(make_topo, pin_dir):
     topo = make_topo(4)
     delays = _down_up_delete_recreate(topo, pin_dir, lambda: topo.ok(pin_dir, "prune"))

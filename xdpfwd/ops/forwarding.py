@@ -358,6 +358,8 @@ def _port_row(
         balanced = balance.info(dp, port, links, conf, recorded.bound)
     has_entry = entry is not None or balanced is not None
     waits = not has_entry and link is not None and recorded.gone_egress(link.ifname, links)
+    if balanced is not None:  # its buckets miss while every port's device is gone
+        waits = bool(balanced.ports) and all(p.state == balance.PORT_GONE for p in balanced.ports)
     state = health.port_state(
         link, egress, attached, has_entry, group, settings, flooding, egress_gone=bool(waits)
     )

@@ -517,15 +517,15 @@ def port_state(
 ) -> str:
     """What a port does, compared with what its role says it should: a port that is
     meant to forward or flood but whose settings make it miss is not ok. egress_gone:
-    the recorded entry of a port without one waits for its egress device."""
+    the port's entry (the recorded one of a port without one) has no egress device."""
     if link is None or (egress is not None and egress.ifname is None):
         return STATE_DEVICE_GONE
     if not attached:
         return STATE_NOT_ATTACHED
+    if egress_gone:
+        return STATE_EGRESS_GONE
     if not has_entry and group is None:
-        if flooding:
-            return STATE_UNPINNED_GROUP
-        return STATE_EGRESS_GONE if egress_gone else STATE_NO_ENTRY
+        return STATE_UNPINNED_GROUP if flooding else STATE_NO_ENTRY
     if group is not None and not has_entry and not (settings.broadcast and flooding):
         return STATE_NOT_FLOODING
     return STATE_OK
