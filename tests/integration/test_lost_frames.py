@@ -167,6 +167,18 @@ def test_a_port_asked_to_drop_what_misses_keeps_dropping_while_its_egress_is_gon
     assert topo.xdp("p1") is None
 
 
+def test_a_drop_port_renamed_while_its_entry_waits_keeps_dropping(make_topo, pin_dir):
+    topo = make_topo(2)
+    topo.ok(pin_dir, "add", "p1", "p2", "--on-miss", "drop")
+    for args in (["set", "p1", "down"], ["set", "p1", "name", "p1x"], ["set", "p1x", "up"]):
+        sh("ip", "-n", topo.fwd, "link", *args)
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    sh("ip", "-n", topo.fwd, "addr", "add", "10.77.0.250/24", "dev", "p1x")
+    topo.ok(pin_dir, "prune")
+    assert topo.xdp("p1x") is not None
+    assert topo.ping(1, "10.77.0.250", count=2) == 0
+
+
 def test_generic_mode_warns_about_segmentation_offload_and_its_fix_works(make_topo, pin_dir):
     topo = make_topo(2, prepared=False)
     added = topo.ok(pin_dir, "add", "p1", "p2", "--bidirectional", "--mode", "generic")

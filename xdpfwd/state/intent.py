@@ -187,12 +187,15 @@ def load(pins: PinDir) -> Intent | None:
 
 
 def dropping_while_waiting(pins: PinDir, links: dict[int, netdev.Link]) -> set[int]:
-    """Intent.dropping_while_waiting() of the record, by ifindex."""
+    """Intent.dropping_while_waiting() of the record, by ifindex (a device renamed
+    since by the one its name was last bound to)."""
     recorded = load(pins)
     if recorded is None:
         return set()
+    by_name = {link.ifname: ifindex for ifindex, link in links.items()}
     names = recorded.dropping_while_waiting(links)
-    return {link.ifindex for link in links.values() if link.ifname in names}
+    found = {by_name.get(name, recorded.bound.get(name)) for name in names}
+    return found & set(links)
 
 
 def store(c: Change, intent: Intent, create: bool = False) -> None:
