@@ -140,8 +140,8 @@ def test_a_port_asked_to_drop_what_misses_keeps_dropping_while_its_egress_is_gon
     topo.ok(pin_dir, "add", "p1", "p2", "--on-miss", on_miss)
     sh("ip", "-n", topo.fwd, "link", "del", "p2")
     topo.ok(pin_dir, "prune")
-    (row,) = topo.list_json(pin_dir)["entries"] if on_miss == "drop" else [None]
     if on_miss == "drop":  # attached, dropping what enters, as before the device went
+        (row,) = topo.list_json(pin_dir)["entries"]
         assert (row["ingress"]["ifname"], row["state"]) == ("p1", "egress gone"), row
         assert topo.xdp("p1") is not None
         assert topo.ping(1, "10.77.0.250", count=3) == 0
@@ -177,6 +177,8 @@ def test_a_drop_port_renamed_while_its_entry_waits_keeps_dropping(make_topo, pin
     topo.ok(pin_dir, "prune")
     assert topo.xdp("p1x") is not None
     assert topo.ping(1, "10.77.0.250", count=2) == 0
+    (row,) = topo.list_json(pin_dir)["entries"]  # what the ping sent was dropped, counted
+    assert row["ingress"]["ifname"] == "p1x" and row["counters"]["drop_packets"] > 0, row
 
 
 def test_generic_mode_warns_about_segmentation_offload_and_its_fix_works(make_topo, pin_dir):

@@ -158,10 +158,10 @@ def _check_no_waiting_entry(
     convert: bool,
     links: dict[int, netdev.Link],
 ) -> None:
-    """Refuse, as for a running entry, a port whose recorded entry waits for its
-    egress device: joining would forget it."""
+    """Refuse, as _check_may_join() a running entry, a port whose recorded entry
+    waits for its egress device: joining would forget it."""
     egress = recorded.gone_egress(link.ifname, links)
-    if egress is not None and not convert and dp.fwd.get(link.ifindex) is None:
+    if egress is not None and not convert:
         raise XdpfwdError(
             f"{link.ifname} forwards to {egress} (`xdpfwd add`; the entry waits for {egress}'s "
             "device, as the recorded configuration keeps it); a port forwards or floods, not "
