@@ -313,13 +313,31 @@ def test_follow_moves_buckets_off_ports_that_go_and_back_when_they_return(make_t
     assert not [line for line in lines if "error" in line], out
 
 
-def test_a_balanced_entry_whose_ports_are_all_gone_says_so(make_topo, pin_dir):
+def test_a_balanced_entry_whose_ports_are_all_down_or_gone_says_so(make_topo, pin_dir):
     topo = make_topo(3)
+    topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2", "p3")
 
     def state() -> str:
         (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
         return row["state"]
+
+    def missed() -> int:
+        stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+        (p1,) = [p for p in stats["ports"] if p["port"]["ifname"] == "p1"]
+        return p1["not_forwarded"]["miss"]
+
+    for port in ("p2", "p3"):
+        sh("ip", "-n", topo.fwd, "link", "set", port, "down")
+    topo.ok(pin_dir, "prune")
+    assert state() == "egress down"
+    before = missed()
+    send_udp(topo.host(1), topo.host(2).ip, 10)
+    assert missed() == before + 10  # no bucket left: every frame misses
+    for port in ("p2", "p3"):
+        sh("ip", "-n", topo.fwd, "link", "set", port, "up")
+    topo.ok(pin_dir, "prune")
+    assert state() == "ok"
 
     sh("ip", "-n", topo.fwd, "link", "del", "p2")
     assert state() == "ok"  # p3 takes its flows once prune moves the buckets

@@ -84,7 +84,10 @@ def test_an_xdp_source_directory_without_the_source(topo, pin_dir, tmp_path):
 
 def test_pin_dir_not_on_bpffs(topo, tmp_path):
     not_bpffs = str(tmp_path / "pins")
-    assert_fails(topo.xdpfwd(not_bpffs, "add", "p1", "p2"), 5, "not on a BPF filesystem")
+    assert_fails(topo.xdpfwd(not_bpffs, "add", "p1", "p2"), 2, "not on a BPF filesystem")
+    os.makedirs(not_bpffs)
+    assert_fails(topo.xdpfwd(not_bpffs, "add", "p1", "p2"), 2, "not on a BPF filesystem")
+    os.rmdir(not_bpffs)
     assert not os.path.exists(not_bpffs) and topo.xdp("p1") is None
 
 

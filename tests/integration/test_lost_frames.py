@@ -102,12 +102,24 @@ def test_an_egress_without_carrier_is_warned_about_and_its_fix_works(make_topo, 
     doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
     (check,) = [c for c in doctor["checks"] if c["id"] == "egress_down"]
     assert (check["status"], check["port"]["ifname"], check["fix"]) == ("warn", "p2", fix)
+    assert states(topo, pin_dir) == {"p1": "egress down"}
+    if mode == "native":  # (generic mode's drops there are counted nowhere: CAVEATS)
+        send_udp(topo.host(1), h2.ip, 10)
+        stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+        assert stats["not_forwarded"]["xmit_drop"] == 10
     sh(*fix.split())
     with UdpSink(h2) as sink:
         send_udp(topo.host(1), h2.ip, 30)
         assert sink.count(30) == 30
     doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
     assert not [c for c in doctor["checks"] if c["id"] == "egress_down"]
+    assert states(topo, pin_dir) == {"p1": "ok"}  # (doctor read the carrier back: no lag)
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "down")  # nothing enters it
+    assert states(topo, pin_dir) == {"p1": "down"}
+
+
+def states(topo, pin_dir):
+    return {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
 
 
 def test_doctor_says_what_became_of_an_entry_whose_egress_device_is_gone(make_topo, pin_dir):

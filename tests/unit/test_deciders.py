@@ -543,6 +543,17 @@ def test_forwarding_loop(entries, links, cycle):
         (ETH1, None, True, False, "g", FLOOD, True, "ok"),
         (ETH1, None, True, False, "g", PASS, True, "misses: not flooding"),
         (ETH1, None, True, False, "g", FLOOD, False, "misses: not flooding"),
+        (replace(ETH1, up=False), Iface(3, "eth2"), True, True, None, PASS, False, "down"),
+        (
+            replace(ETH1, operstate="LOWERLAYERDOWN"),
+            None,
+            True,
+            False,
+            None,
+            PASS,
+            False,
+            "no entry",
+        ),
     ],
     ids=[
         "forwarding",
@@ -553,10 +564,23 @@ def test_forwarding_loop(entries, links, cycle):
         "flooding member",
         "member whose settings do not flood",
         "member its group map does not point at",
+        "down",
+        "no carrier, which reaches netlink with a lag",
     ],
 )
 def test_port_state(link_, egress, attached, has_entry, group, settings, flooding, state):
     assert port_state(link_, egress, attached, has_entry, group, settings, flooding) == state
+
+
+def test_port_state_of_an_entry_whose_egress_cannot_send():
+    state = port_state(ETH1, Iface(3, "eth2"), True, True, None, PASS, False, egress_down=True)
+    assert state == "egress down"
+    # Its own state comes first: a port that is down receives nothing to forward.
+    down = replace(ETH1, up=False)
+    assert (
+        port_state(down, Iface(3, "eth2"), True, True, None, PASS, False, egress_down=True)
+        == "down"
+    )
 
 
 # --- buckets: the layouts of balanced entries ----------------------------------------

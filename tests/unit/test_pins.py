@@ -2,7 +2,7 @@
 
 import pytest
 
-from xdpfwd.errors import InputError, PrereqError
+from xdpfwd.errors import InputError
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.state import pins
 
@@ -47,9 +47,9 @@ def test_pin_dir_is_normalised():
     assert pins.PinDir.parse("/sys/fs/bpf//x/").path == "/sys/fs/bpf/x"
 
 
-def test_pin_dir_outside_bpffs_is_a_prereq_error(tmp_path):
+def test_pin_dir_outside_bpffs_is_an_input_error(tmp_path):
     # tmp_path is never on bpffs, and xdpfwd only mounts bpffs at /sys/fs/bpf.
-    with pytest.raises(PrereqError, match="not on a BPF filesystem"):
+    with pytest.raises(InputError, match="not on a BPF filesystem"):
         pins.PinDir.parse(str(tmp_path / "pins")).ensure_bpffs()
     assert not (tmp_path / "pins").exists()
 

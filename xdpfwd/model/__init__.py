@@ -182,6 +182,8 @@ STATE_DEVICE_GONE = "device gone"
 STATE_NOT_ATTACHED = "program not attached"
 STATE_NO_ENTRY = "no entry"
 STATE_EGRESS_GONE = "egress gone"  # no entry: the kernel took it with its egress device
+STATE_DOWN = "down"  # the port's device is set down: nothing enters it
+STATE_EGRESS_DOWN = "egress down"  # the entry's egress cannot send: its frames are dropped
 STATE_NOT_FLOODING = "misses: not flooding"  # a group member whose settings do not flood
 # A port that floods, but through a devmap that no pinned group lists it in: the
 # group's pin was removed by hand (or a change stopped half way).

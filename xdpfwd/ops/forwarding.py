@@ -360,8 +360,22 @@ def _port_row(
     waits = not has_entry and link is not None and recorded.gone_egress(link.ifname, links)
     if balanced is not None:  # its buckets miss while every port's device is gone
         waits = bool(balanced.ports) and all(p.state == balance.PORT_GONE for p in balanced.ports)
+    egress_link = links.get(entry.egress_ifindex) if entry else None
+    egress_down = egress_link is not None and not egress_link.live
+    if balanced is not None:  # no bucket left: every frame misses
+        egress_down = bool(balanced.ports) and all(
+            p.state != balance.PORT_UP for p in balanced.ports
+        )
     state = health.port_state(
-        link, egress, attached, has_entry, group, settings, flooding, egress_gone=bool(waits)
+        link,
+        egress,
+        attached,
+        has_entry,
+        group,
+        settings,
+        flooding,
+        egress_gone=bool(waits),
+        egress_down=egress_down,
     )
     has_egress = entry is not None and dp.layout.has_egress
     counters = counted.ports[port].counters or maps.PortStats()

@@ -25,6 +25,8 @@ from xdpfwd.kernel import netdev, netns, offloads
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import (
     STATE_DEVICE_GONE,
+    STATE_DOWN,
+    STATE_EGRESS_DOWN,
     STATE_EGRESS_GONE,
     STATE_NO_ENTRY,
     STATE_NOT_ATTACHED,
@@ -514,21 +516,25 @@ def port_state(
     settings: maps.PortSettings,
     flooding: bool,
     egress_gone: bool = False,
+    egress_down: bool = False,
 ) -> str:
     """What a port does, compared with what its role says it should: a port that is
     meant to forward or flood but whose settings make it miss is not ok. egress_gone:
-    the port's entry (the recorded one of a port without one) has no egress device."""
+    the port's entry (the recorded one of a port without one) has no egress device;
+    egress_down: its entry's egress device is down or has no carrier."""
     if link is None or (egress is not None and egress.ifname is None):
         return STATE_DEVICE_GONE
     if not attached:
         return STATE_NOT_ATTACHED
     if egress_gone:
         return STATE_EGRESS_GONE
+    if not link.up:  # (administratively: the carrier's state reaches netlink with a lag)
+        return STATE_DOWN
     if not has_entry and group is None:
         return STATE_UNPINNED_GROUP if flooding else STATE_NO_ENTRY
     if group is not None and not has_entry and not (settings.broadcast and flooding):
         return STATE_NOT_FLOODING
-    return STATE_OK
+    return STATE_EGRESS_DOWN if egress_down else STATE_OK
 
 
 def managed_pairs(dp: Dataplane, groups: list[GroupInfo]) -> list[tuple[int, int]]:

@@ -182,7 +182,7 @@ class PinDir:
     def ensure_bpffs(self) -> None:
         """Make sure the pin directory can live on a bpffs, mounting the default one.
 
-        Raises PrereqError when it cannot.
+        Raises PrereqError when it cannot mount it, InputError for a path off bpffs.
         """
         mount_point, fstype = _mount_of(self.path)
         if fstype == "bpf":
@@ -208,10 +208,12 @@ class PinDir:
             return
         raise self._not_on_bpffs(mount_point, fstype)
 
-    def _not_on_bpffs(self, mount_point: str, fstype: str) -> PrereqError:
-        return PrereqError(
-            f"{self.path} is not on a BPF filesystem ({mount_point} is {fstype}); mount one "
-            f"first (`mount -t bpf bpf {BPFFS_DEFAULT_MOUNT}`) or choose another --pin-dir"
+    def _not_on_bpffs(self, mount_point: str, fstype: str) -> InputError:
+        # A path the user chose off bpffs is bad usage, whether it exists yet or not
+        # (only the default mount point is xdpfwd's to mount).
+        return InputError(
+            f"--pin-dir {self.path} is not on a BPF filesystem ({mount_point} is {fstype}); "
+            f"choose a directory on one (such as under {BPFFS_DEFAULT_MOUNT})"
         )
 
     def _from_outside(self) -> str:
@@ -283,7 +285,7 @@ class PinDir:
         return True
 
     def _check_parent(self) -> None:
-        """Raises InputError (PrereqError off bpffs, as the first change would) when the
+        """Raises InputError (as the first change would) when the
         directory, which does not exist, could not be made: xdpfwd makes only the last
         component, on a bpffs (or below the default mount point, where the first change
         mounts one)."""
