@@ -359,3 +359,19 @@ def test_a_user_program_returning_xdp_tx_is_warned_about_and_counted_apart(topo,
         json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["pairs"][0]["egress_invalid_packets"]
         == 0
     )
+
+
+def test_a_program_named_by_its_file_alone_comes_back_with_its_egress(make_topo, pin_dir, programs):
+    topo = make_topo(2)
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2", "--egress-prog", str(programs / "pass_a.c"))
+    h2 = topo.host(2)
+    sh("ip", "-n", topo.fwd, "link", "del", "p2")
+    topo.plug(h2)
+    pruned = topo.ok(pin_dir, "prune")
+    assert "warning" not in pruned.stderr and "p1 -> p2" in pruned.stdout, pruned
+    assert rows(topo, pin_dir)["p1"]["egress_prog"]["source"] == f"{programs / 'pass_a.c'}:pass_a"
+    topo.static_arp()
+    with UdpSink(h2) as sink:
+        send_udp(topo.host(1), h2.ip, 10)
+        assert sink.count(10) == 10

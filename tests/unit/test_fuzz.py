@@ -185,20 +185,32 @@ def test_saved_configurations_read_back_the_same(wanted, fmt):
     assert config.to_dict(config.parse(text, "saved")) == config.to_dict(wanted)
 
 
-def test_a_user_program_is_saved_by_absolute_path(tmp_path):
+@pytest.mark.parametrize("function", ["f", None], ids=["named", "the file's only one"])
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_a_user_program_is_saved_by_absolute_path(tmp_path, function, fmt):
     program = tmp_path / "prog.c"
     program.write_text("int f(struct xdp_md *ctx) { return XDP_PASS; }\n")
-    wanted = config.Config(
-        forward=(
-            config.EntryConf(
-                "eth1", "eth2", EgressSpec(program="user", user_file=str(program), user_func="f")
-            ),
-        )
-    )
+    spec = EgressSpec(program="user", user_file=str(program), user_func=function)
+    wanted = config.Config(forward=(config.EntryConf("eth1", "eth2", spec),))
     elsewhere = tmp_path / "sub" / "x.yaml"
     os.makedirs(elsewhere.parent)
-    parsed = config.parse(config.dump(wanted), str(elsewhere))
+    text = config.dump(wanted, fmt)
+    assert ("function" in text) == (function is not None)
+    parsed = config.parse(text, str(elsewhere))
     assert parsed.forward[0].spec == wanted.forward[0].spec
+
+
+@pytest.mark.parametrize("null", ["null", "~", ""])
+def test_a_null_function_is_the_files_only_one(tmp_path, null):
+    # (as earlier versions saved it, and kept it in the recorded configuration)
+    program = tmp_path / "prog.c"
+    program.write_text("int f(struct xdp_md *ctx) { return XDP_PASS; }\n")
+    egress = f"{{program: {program}, function: {null}}}"
+    text = f"version: 1\nforward:\n  - {{from: a, to: b, egress: {egress}}}\n"
+    assert config.parse(text, "f.yaml").forward[0].spec.user_func is None
+    entry = {"from": "a", "to": "b", "egress": {"program": str(program), "function": None}}
+    as_json = json.dumps({"version": 1, "forward": [entry]})
+    assert config.parse(as_json, "f.json").forward[0].spec.user_func is None
 
 
 @pytest.mark.parametrize(

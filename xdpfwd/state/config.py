@@ -144,6 +144,9 @@ class _Reader:
             self.fail(node, f"{what} must be a list")
         return list(node.value)
 
+    def is_null(self, node) -> bool:
+        return isinstance(node, self.nodes.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
     def text(self, node, what: str) -> str:
         if not isinstance(node, self.nodes.ScalarNode) or node.value == "":
             self.fail(node, f"{what} must be a non-empty value")
@@ -330,7 +333,9 @@ def _egress(r: _Reader, node) -> EgressSpec:
         path = os.path.normpath(os.path.join(r.base, program))
         if r.check_files and not os.path.isfile(path):
             r.fail(fields_["program"], f"no egress program file {path}")
-        function = r.text(fields_["function"], "function") if "function" in fields_ else None
+        given = fields_.get("function")
+        # null as well as absent: files saved by earlier versions wrote function: null.
+        function = None if given is None or r.is_null(given) else r.text(given, "function")
         if function is not None and not function.isidentifier():
             r.fail(fields_["function"], f"{function!r} is not a C function name")
         return EgressSpec(program="user", user_file=path, user_func=function)
@@ -507,7 +512,9 @@ def _egress_dict(d: dict, spec: EgressSpec) -> None:
     if spec.program == "none":
         d["egress"] = "none"
     elif spec.program == "user":
-        d["egress"] = {"program": spec.user_file, "function": spec.user_func}
+        d["egress"] = {"program": spec.user_file}
+        if spec.user_func is not None:  # (without it, the file's only function)
+            d["egress"]["function"] = spec.user_func
     elif spec.rewrites:
         d["egress"] = {k: v for k, v in (("src_mac", spec.src_mac), ("dst_mac", spec.dst_mac)) if v}
 
