@@ -286,8 +286,11 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
     The kernel already dropped the devmap entries that pointed to them; what stays
     keyed by their ifindex (their own entry, settings, counters, membership) goes.
     A device re-created under the same name has a new ifindex: it is not re-bound.
+    A device moved to another namespace took the program along: it is detached there.
     """
     gone = [port for port in dp.ports.ifindexes() if port not in links]
+    if gone:
+        _detach_moved(dp)
     for port in gone:
         entry = dp.fwd.get(port)
         dp.fwd.delete(port)
@@ -311,6 +314,27 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
                 if port in (ingress, egress):
                     dp.pairs.forget(ingress, egress)
     return gone
+
+
+def _detach_moved(dp: Dataplane) -> None:
+    """Detach the program from ports that left this namespace with it, in the
+    namespaces xdpfwd can look into: there it would go on forwarding through maps
+    keyed by this namespace's ifindexes, charging whatever device has its ifindex
+    here, and it is no port of this directory's any more."""
+    for there in netdev.links_elsewhere():
+        for name in _detach_in(there, dp.prog_id, dp.prog_fd):
+            log.warning("detached from %s (moved there with the program)", name)
+
+
+def _detach_in(there: netdev.Elsewhere, prog_id: int, prog_fd: int) -> list[str]:
+    """Detach prog_id from the links of another namespace running it: "NAME in NS"."""
+    detached = []
+    for link in there.links.values():
+        if link.xdp_prog_id == prog_id:
+            with namespaces.entered_path(there.path):
+                netdev.detach_xdp(link, expected_fd=prog_fd)
+            detached.append(f"{link.ifname} in {there.label}")
+    return detached
 
 
 def is_orphan(pins: PinDir, link: netdev.Link) -> bool:
@@ -393,11 +417,7 @@ def _detach_everywhere(pins: PinDir) -> tuple[list[Iface], list[str], set[int]]:
                     netdev.detach_xdp(link, expected_fd=prog_fd)
                     detached.append(iface(link))
             for there in others:
-                for link in there.links.values():
-                    if link.xdp_prog_id == prog_id:
-                        with namespaces.entered_path(there.path):
-                            netdev.detach_xdp(link, expected_fd=prog_fd)
-                        elsewhere.append(f"{link.ifname} in {there.label}")
+                elsewhere += _detach_in(there, prog_id, prog_fd)
         finally:
             os.close(prog_fd)
     return detached, elsewhere, programs
