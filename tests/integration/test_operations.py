@@ -514,7 +514,7 @@ def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(ma
     )
     for _ in range(2):
         applied = topo.ok(pin_dir, "apply", config)
-        assert "p3 has settings but no entry, group or multicast source role" in applied.stderr
+        assert "p3 has settings but no role (an entry, a group" in applied.stderr
         assert topo.xdp("p3") is None
     assert topo.ok(pin_dir, "apply", config).stdout == "nothing to change\n"
     topo.static_arp()
@@ -525,6 +525,34 @@ def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(ma
     sh("ip", "-n", topo.fwd, "link", "del", "p2")
     saved = yaml.safe_load(topo.ok(pin_dir, "save").stdout)
     assert "forward" not in saved and "ports" not in saved, saved
+
+
+@pytest.mark.parametrize("on_miss", ["drop", "pass"])
+def test_an_egress_kept_for_its_on_miss_verdict_is_saved_and_applied_back(
+    make_topo, pin_dir, tmp_path, on_miss
+):
+    topo = make_topo(2)
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2", "-b", "--on-miss", on_miss)
+    topo.ok(pin_dir, "del", "p1")  # p2 still forwards to p1, which keeps the program
+    saved = tmp_path / "saved.yaml"
+    topo.ok(pin_dir, "save", "--output", str(saved))
+    assert yaml.safe_load(saved.read_text())["ports"]["p1"] == {"on_miss": on_miss}
+    assert topo.ok(pin_dir, "apply", "--dry-run", str(saved)).stdout == "nothing to change\n"
+    topo.ok(pin_dir, "down")
+    topo.ok(pin_dir, "apply", str(saved))
+    assert topo.ok(pin_dir, "apply", str(saved)).stdout == "nothing to change\n"
+    (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
+    assert (row["on_miss"], row["state"]) == (on_miss, "no entry")
+    h1, h2 = topo.hosts
+    with UdpSink(h2) as sink, UdpSink(h1) as back:
+        send_udp(h1, h2.ip, 10)  # enters p1, which has no entry: its verdict
+        send_udp(h2, h1.ip, 10)  # p2 -> p1
+        assert back.count(10) == 10
+        assert sink.count(10, timeout=0.5) == 0
+    stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+    (p1,) = [p for p in stats["ports"] if p["port"]["ifname"] == "p1"]
+    assert p1["not_forwarded"]["miss"] >= 10
 
 
 INVALID = [

@@ -131,6 +131,7 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     # A port whose entry was left out (its egress is gone) has no role in the file.
     roles = {e.ingress for e in (*forward, *balanced)} | {m for g in group_list for m in g.members}
     roles |= {name for g in mcast for name in g.sources}
+    roles |= {e.egress for e in forward} | {p for e in balanced for p in e.ports}
     layout = dp.layout
     config = Config(
         layout.table,
@@ -316,13 +317,20 @@ def resolve_config(config: Config, path: str, links: dict[int, netdev.Link]) -> 
         d.multicast[g.group] = multicast.GroupPorts(sources, receivers, g.exclude_ingress)
         for name in g.sources:
             d.ports.setdefault(d.links[name].ifindex, config.ports.get(name, PortConf()))
+    egresses = {e.egress for e in config.forward} | {p for e in config.balanced for p in e.ports}
     for name, port_conf in config.ports.items():
-        if link(name, port_conf.line).ifindex not in d.ports:
-            # xdpfwd runs only where frames enter to be forwarded: attached, it would be
-            # detached again as the change ends.
+        port = link(name, port_conf.line).ifindex
+        if port in d.ports:
+            continue
+        if name in egresses:
+            # It runs xdpfwd for its on-miss verdict, as add and del keep such a port.
+            d.ports[port] = port_conf
+        else:
+            # xdpfwd runs only where frames enter to be forwarded, or leave by an entry:
+            # attached, it would be detached again as the change ends.
             d.notes.append(
-                f"{path}:{port_conf.line}: {name} has settings but no entry, group or "
-                "multicast source role: left alone"
+                f"{path}:{port_conf.line}: {name} has settings but no role (an entry, a "
+                "group, a multicast source, an entry's egress): left alone"
             )
     return d
 

@@ -461,7 +461,14 @@ def to_dict(config: Config) -> dict:
     if config.value:
         doc["value"] = config.value
     ports = {name: _port_dict(p) for name, p in config.ports.items()}
-    if any(ports.values()):  # a port on the defaults needs no line: its roles name it
+    # A port on the defaults needs no line where another role names it; an egress
+    # that runs xdpfwd (for its on-miss verdict) is named by its line alone.
+    roled = {e.ingress for e in (*config.forward, *config.balanced)}
+    roled |= {m for g in config.groups for m in g.members}
+    roled |= {s for g in config.multicast for s in g.sources}
+    for name in ports.keys() - roled:
+        ports[name] = ports[name] or {"on_miss": config.ports[name].on_miss}
+    if any(ports.values()):
         doc["ports"] = {name: settings for name, settings in ports.items() if settings}
     if config.forward or config.balanced:
         doc["forward"] = [_entry_dict(e) for e in config.forward]
