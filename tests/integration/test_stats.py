@@ -274,7 +274,7 @@ def test_transmit_failures_are_counted_with_no_watcher(make_topo, pin_dir, tmp_p
     out = tmp_path / "xdpfwd.prom"
     topo.ok(pin_dir, "stats", "--format", "prometheus", "--output", str(out))
     text = out.read_text()
-    pair = 'ingress="p1",egress="p2",group=""'
+    pair = pair_labels(topo, "p1", "p2")
     assert f"xdpfwd_pair_redirect_error_packets_total{{{pair}}} 50" in text
     assert 'xdpfwd_not_forwarded_packets_total{reason="redirect_error"} 50' in text
     row = next(r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1")
@@ -405,7 +405,7 @@ def test_prometheus_file_is_written_atomically(topo, pin_dir, tmp_path):
     topo.ok(pin_dir, "stats", "--format", "prometheus", "--output", str(out))
     text = out.read_text()
     assert "# TYPE xdpfwd_port_rx_packets_total counter" in text
-    assert 'xdpfwd_pair_tx_packets_total{ingress="p1",egress="p2",group=""}' in text
+    assert f"xdpfwd_pair_tx_packets_total{{{pair_labels(topo, 'p1', 'p2')}}}" in text
     assert os.listdir(out.parent) == ["xdpfwd.prom"]
     missing = tmp_path / "no-such-dir" / "x.prom"
     result = topo.xdpfwd(pin_dir, "stats", "--format", "prometheus", "--output", str(missing))
@@ -432,3 +432,28 @@ def test_watch_survives_ports_going_and_entries_coming(make_topo, pin_dir):
     for line in lines:
         for port in line["ports"]:
             assert port["rx_pps"] is None or port["rx_pps"] >= 0
+
+
+def pair_labels(topo, ingress: str, egress: str, group: str = "") -> str:
+    def ifindex(name: str) -> int:
+        return json.loads(sh("ip", "-n", topo.fwd, "-j", "link", "show", name).stdout)[0]["ifindex"]
+
+    return (
+        f'ingress="{ingress}",ingress_ifindex="{ifindex(ingress)}",'
+        f'egress="{egress}",egress_ifindex="{ifindex(egress)}",group="{group}"'
+    )
+
+
+def test_prometheus_series_stay_apart_when_devices_are_gone(make_topo, pin_dir, tmp_path):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "p4", "--exclude-ingress")
+    topo.static_arp()
+    send_udp(topo.host(1), topo.host(2).ip, 5)
+    for port in ("p3", "p4"):  # their pairs stay, named "", until prune
+        sh("ip", "-n", topo.fwd, "link", "del", port)
+    text = topo.ok(pin_dir, "stats", "--format", "prometheus").stdout
+    series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series)), sorted(series)
+    assert sum('xdpfwd_pair_tx_packets_total{ingress="p1"' in s for s in series) == 3, series
+    gone = [s for s in series if "pair_tx_packets" in s and 'egress="",egress_ifindex=' in s]
+    assert len(gone) >= 2, series  # p1 -> p3 and p1 -> p4 at least: once the same labels

@@ -186,7 +186,8 @@ def test_prometheus_exposition():
     lines = text.splitlines()
     assert "# TYPE xdpfwd_port_rx_packets_total counter" in lines
     assert 'xdpfwd_port_rx_packets_total{port="eth1",device="eth1",ifindex="2"} 5' in lines
-    assert 'xdpfwd_pair_tx_packets_total{ingress="eth1",egress="eth2",group=""} 5' in lines
+    pair = 'ingress="eth1",ingress_ifindex="2",egress="eth2",egress_ifindex="3",group=""'
+    assert f"xdpfwd_pair_tx_packets_total{{{pair}}} 5" in lines
     assert 'xdpfwd_not_forwarded_packets_total{reason="miss"} 0' in lines
     assert 'xdpfwd_port_miss_bytes_total{port="eth1",device="eth1",ifindex="2"} 0' in lines
     assert "# TYPE xdpfwd_scrape_timestamp_seconds gauge" in lines
@@ -356,7 +357,8 @@ def test_prometheus_multicast_metrics():
     text = documents.prometheus(mcast_snap(0.0, 50, (50, 48)))
     assert 'xdpfwd_multicast_in_packets_total{group="239.1.1.1"} 50' in text
     assert 'xdpfwd_multicast_copies_lost_total{group="239.1.1.1"} 2' in text
-    assert 'xdpfwd_multicast_copies_total{group="239.1.1.1",egress="eth3"} 48' in text
+    labels = 'group="239.1.1.1",egress="eth3",egress_ifindex="4"'
+    assert f"xdpfwd_multicast_copies_total{{{labels}}} 48" in text
     assert "# TYPE xdpfwd_multicast_copy_bytes_total counter" in text
 
 
@@ -398,7 +400,7 @@ def test_prometheus_has_every_reason_per_port_and_the_pairs_events():
     text = documents.prometheus(snap(0.0, rx=5, redirect_err=2, too_big=1))
     lines = text.splitlines()
     assert 'xdpfwd_port_too_big_packets_total{port="eth1",device="eth1",ifindex="2"} 1' in lines
-    pair = 'ingress="eth1",egress="eth2",group=""'
+    pair = 'ingress="eth1",ingress_ifindex="2",egress="eth2",egress_ifindex="3",group=""'
     assert f"xdpfwd_pair_redirect_error_packets_total{{{pair}}} 2" in lines
     labels = 'port="eth1",device="eth1",ifindex="2",reason="too_big"'
     assert f"xdpfwd_port_not_forwarded_packets_total{{{labels}}} 1" in lines

@@ -7,8 +7,8 @@ import json
 import sys
 import time
 
-from xdpfwd.model import PortStats
-from xdpfwd.model.counters import Rates, Snapshot, WatchFrame
+from xdpfwd.model import Iface, PortStats
+from xdpfwd.model.counters import PairCounters, Rates, Snapshot, WatchFrame
 
 # Every --json document (and every line of `stats --watch --json`) is one object:
 # these keys first, then the command's. man/xdpfwd.8 (JSON OUTPUT) and
@@ -205,12 +205,7 @@ def prometheus(snapshot: Snapshot) -> str:
         metric = f"xdpfwd_pair_{name}_total"
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
         for p in snapshot.pairs.values():
-            labels = (
-                f'ingress="{_label(p.ingress.ifname or "")}",'
-                f'egress="{_label(p.egress.ifname or "")}",'
-                f'group="{_label(p.group or "")}"'
-            )
-            lines.append(f"{metric}{{{labels}}} {getattr(p, name)}")
+            lines.append(f"{metric}{{{_pair_labels(p)}}} {getattr(p, name)}")
     balanced = [p for p in snapshot.pairs.values() if p.buckets is not None]
     metric = "xdpfwd_balance_buckets"
     if balanced:
@@ -219,18 +214,14 @@ def prometheus(snapshot: Snapshot) -> str:
             f"# TYPE {metric} gauge",
         ]
     for p in balanced:
-        ingress, egress = _label(p.ingress.ifname or ""), _label(p.egress.ifname or "")
-        lines.append(f'{metric}{{ingress="{ingress}",egress="{egress}"}} {p.buckets}')
+        labels = f"{_port_labels('ingress', p.ingress)},{_port_labels('egress', p.egress)}"
+        lines.append(f"{metric}{{{labels}}} {p.buckets}")
     for name, attr, help_text in _PROMETHEUS_PAIR_EVENTS if snapshot.tracing else ():
         metric = f"xdpfwd_pair_{name}_total"
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
         for p in snapshot.pairs.values():
-            labels = (
-                f'ingress="{_label(p.ingress.ifname or "")}",'
-                f'egress="{_label(p.egress.ifname or "")}",'
-                f'group="{_label(p.group or "")}"'
-            )
-            lines.append(f"{metric}{{{labels}}} {getattr(p.events, attr) if p.events else 0}")
+            value = getattr(p.events, attr) if p.events else 0
+            lines.append(f"{metric}{{{_pair_labels(p)}}} {value}")
     metric = "xdpfwd_port_not_forwarded_packets_total"
     lines += [
         f"# HELP {metric} Frames that entered the port and were not forwarded, by reason.",
@@ -251,6 +242,17 @@ def prometheus(snapshot: Snapshot) -> str:
         if value is not None:
             lines.append(f'{metric}{{reason="{reason}"}} {value}')
     return "\n".join(lines) + "\n"
+
+
+def _port_labels(role: str, port: Iface) -> str:
+    """A pair's port by name and ifindex: the name alone is "" for every gone device,
+    which would give two series the same labels (refused by Prometheus)."""
+    return f'{role}="{_label(port.ifname or "")}",{role}_ifindex="{port.ifindex}"'
+
+
+def _pair_labels(pair: PairCounters) -> str:
+    ports = f"{_port_labels('ingress', pair.ingress)},{_port_labels('egress', pair.egress)}"
+    return f'{ports},group="{_label(pair.group or "")}"'
 
 
 _PROMETHEUS_MCAST = (
@@ -280,17 +282,18 @@ def _prometheus_multicast(snapshot: Snapshot) -> list[str]:
             for r in g.receivers:
                 value = getattr(r, field)
                 if value is not None:
-                    labels = f'group="{_label(key)}",egress="{_label(r.port.ifname or "")}"'
+                    labels = f'group="{_label(key)}",{_port_labels("egress", r.port)}'
                     lines.append(f"{metric}{{{labels}}} {value}")
     return lines
 
 
 def stats_text(snapshot: Snapshot | None, fmt: str) -> str:
-    """One-shot stats as JSON or in the Prometheus text format."""
+    """One-shot stats as JSON or in the Prometheus text format; with nothing set up,
+    an empty document that still says when it was read."""
+    snapshot = snapshot or Snapshot(time.monotonic(), time.time(), {}, {})
     if fmt == "json":
-        snapshot = snapshot or Snapshot(time.monotonic(), time.time(), {}, {})
         return json.dumps(json_document(stats_dict(snapshot), snapshot.wall), indent=2) + "\n"
-    return prometheus(snapshot) if snapshot else ""
+    return prometheus(snapshot)
 
 
 def watch_json_line(frame: WatchFrame) -> None:
