@@ -590,8 +590,8 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     _check_stats_options(watch, interval, count, fmt, output)
     keep = _row_filter(app, ifaces)
     if clear:
-        app.ops.stats_clear(app.pins)
-        lines.note("counters cleared")
+        cleared = app.ops.stats_clear(app.pins)
+        lines.note("counters cleared" if cleared else f"no xdpfwd state in {app.pins.path}")
     if watch:
         frames = app.ops.stats_watch(app.pins, interval, count)
         try:
@@ -604,6 +604,8 @@ def stats(app: App, watch, interval, count, fmt, as_json, output, clear, ifaces,
     if clear and fmt == "table":
         return
     snapshot = app.ops.stats_read(app.pins)
+    if snapshot is None and ifaces:  # (keep() needs a snapshot to find the ports in)
+        raise XdpfwdError(f"{ifaces[0]} has no counters: no xdpfwd state in {app.pins.path}")
     kept = keep(snapshot) if snapshot else None
     if fmt == "table":
         tables.stats_table(kept, app.pins.path, sort)

@@ -22,6 +22,7 @@ from xdpfwd.model.counters import (
     retirements,
     select,
 )
+from xdpfwd.ops.stats import next_tick
 from xdpfwd.render import documents, tables
 from xdpfwd.state.counters import _charge_copy_drops
 
@@ -217,7 +218,7 @@ class _StatsOps:
 
     def stats_clear(self, pins):
         self.calls.append("clear")
-        return True
+        return self.snapshot is not None
 
     def stats_watch(self, pins, interval, count):
         self.calls.append(("watch", interval, count))
@@ -259,11 +260,26 @@ def test_a_port_watched_by_name_is_followed_when_its_device_is_made_again():
 
 def test_iface_filter_and_clear():
     ops = _StatsOps(snap(0.0, rx=3))
-    invoke(["stats", "--clear", "--json"], ops=ops)
-    assert ops.calls == ["clear", "read"]
+    result, _ = invoke(["stats", "--clear", "--json"], ops=ops)
+    assert ops.calls == ["clear", "read"] and "counters cleared" in result.stderr
     result, _ = invoke(["stats", "--json", "--iface", "eth2"], ops=ops)
     data = json.loads(result.stdout)
     assert [p["port"]["ifname"] for p in data["ports"]] == ["eth2"]
+
+
+def test_with_nothing_set_up_no_port_has_counters_and_nothing_is_cleared():
+    for fmt in ("json", "prometheus", "table"):
+        result, _ = invoke(["stats", "--format", fmt, "--iface", "eth2"], ops=_StatsOps())
+        assert result.exit_code == 1 and "eth2 has no counters" in one_error_line(result)
+    result, _ = invoke(["stats", "--clear"], ops=_StatsOps())
+    assert result.exit_code == 0 and "cleared" not in result.stderr
+    assert "no xdpfwd state in" in result.stderr
+
+
+def test_a_watch_reads_on_its_grid_and_after_a_late_read_goes_on_from_it():
+    assert next_tick(10.0, 10.0, 0.5) == 10.5  # the first
+    assert next_tick(10.5, 10.51, 0.5) == 11.0  # on time: no drift
+    assert next_tick(11.0, 12.3, 0.5) == 12.8  # a read that waited 1.3 s
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,13 @@ def _read_while_watching(pins: PinDir) -> Snapshot:
     return Snapshot(time.monotonic(), time.time(), {}, {}, {}, False)
 
 
+def next_tick(tick: float, read_at: float, interval: float) -> float:
+    """When to read next: on the grid of intervals from the first read, unless the
+    last read (at read_at) came more than an interval late, as when a change held
+    the lock: then an interval after it, rather than a burst of reads to catch up."""
+    return (read_at if read_at - tick > interval else tick) + interval
+
+
 def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[WatchFrame]:
     """A frame every interval seconds (count of them, or until interrupted).
 
@@ -60,7 +67,7 @@ def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[W
     losses: dict[str, int] = {}
     tick = before.taken
     for _ in itertools.count() if count is None else range(count):
-        tick += interval
+        tick = next_tick(tick, before.taken, interval)
         time.sleep(max(0.0, tick - time.monotonic()))
         interrupts.check()
         after = _read_while_watching(pins)
