@@ -121,6 +121,35 @@ def test_netns_of_a_deleted_namespace_says_where_its_pins_stay(pin_dir):
     assert not os.path.exists(f"{pin_dir}@{name}")
 
 
+def test_follow_ends_when_the_name_of_its_namespace_is_deleted(pin_dir):
+    name = f"xf{RUN_ID}"
+    sh("ip", "netns", "add", name)
+    here = [XDPFWD, "--pin-dir", pin_dir, "--netns", name]
+    try:
+        for a, b in (("a1", "b1"), ("a2", "b2")):
+            sh("ip", "-n", name, "link", "add", a, "type", "veth", "peer", b)
+            sh("ip", "-n", name, "link", "set", a, "up")
+        subprocess.run([*here, "add", "a1", "a2", "-b"], capture_output=True, check=True)
+        follow = subprocess.Popen(
+            [*here, "follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert "following link events" in follow.stdout.readline()
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+    try:
+        _, err = follow.communicate(timeout=10)
+    finally:
+        follow.kill()
+    assert follow.returncode == 2, err
+    ended = f"network namespace {name} was deleted: follow ends, where it would keep it alive"
+    assert err == f"error: {ended}, with its devices\n"
+    # Nothing holds the namespace now: its pins can go.
+    down = subprocess.run(
+        [XDPFWD, "--pin-dir", f"{pin_dir}@{name}", "down"], capture_output=True, text=True
+    )
+    assert down.returncode == 0, down.stderr
+
+
 def test_the_fix_for_a_peer_in_the_initial_namespace_enters_it_by_a_lasting_path(topo, pin_dir):
     """pid 1's namespace file (or, where that is closed, the first other one there), not
     that of whichever process shows the namespace first, often a short-lived worker."""

@@ -175,6 +175,15 @@ def current_name() -> str | None:
     return name_of(current_inode())
 
 
+def still_named(name: str) -> bool:
+    """Whether /run/netns/name is still the calling thread's namespace (`ip netns del`
+    removes the name; whoever runs in the namespace keeps it alive)."""
+    try:
+        return os.stat(path(name)).st_ino == current_inode()
+    except OSError:
+        return False
+
+
 def describe(inode: int) -> str:
     """A live network namespace as a user knows it: by name when it has one."""
     if inode == INIT_NET_INODE:

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from xdpfwd import interrupts
-from xdpfwd.errors import XdpfwdError
-from xdpfwd.kernel import netdev
+from xdpfwd.errors import InputError, XdpfwdError
+from xdpfwd.kernel import netdev, netns
 from xdpfwd.model import PruneResult
 from xdpfwd.state.pins import PinDir
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SETTLE = 0.05  # seconds to let a burst of events (a device created: several) arrive
 RESYNC = 30.0  # seconds between runs without events, in case something was missed
 RETRY = 1.0  # seconds before trying again after a failed run
+NAME_CHECK = 1.0  # seconds between looks at the name of the namespace it follows
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ def run(
     once at start and after every burst of link events). Raises OSError when the
     netlink socket cannot be opened."""
     source = events or netdev.LinkEvents()
+    # Deleting a namespace's name sends no link event, and this process, inside it,
+    # would keep it alive with its devices and their forwarding: looked at each second.
+    named = netns.current_name()
     try:
         yield FollowLine(f"following link events for {pins.path}", "start")
         skipped: tuple[str, ...] = ()
@@ -56,8 +60,15 @@ def run(
         due = 0.0  # a run at once
         while True:
             interrupts.check()
+            interrupts.next_change()  # what fails from here is not the last run's change
+            if named is not None and not netns.still_named(named):
+                raise InputError(
+                    f"network namespace {named} was deleted: follow ends, where it would "
+                    "keep it alive, with its devices"
+                )
+            wait = max(0.0, due - time.monotonic())
             try:
-                batch = source.wait(max(0.0, due - time.monotonic()))
+                batch = source.wait(wait if named is None else min(wait, NAME_CHECK))
             except netdev.Overrun:
                 yield FollowLine("netlink overrun: resynchronising from a full dump", "warning")
                 batch = []
@@ -74,7 +85,6 @@ def run(
                 continue
             # A directory another namespace's, gone or out of sight stays so: it ends
             # the follow (exit status 2 or 5) rather than fail every run.
-            interrupts.next_change()
             ops.check_pin_dir(pins)
             try:
                 result = ops.prune(pins)
