@@ -652,7 +652,7 @@ def _reconcile(pins: PinDir, refused: dict[str, str], seen: dict[int, netdev.Lin
             ] + _unpinned_steps(c.dp, c.links, desired)
             for step in steps:
                 interrupts.check()
-                log.info("%s", step.text)
+                log.debug("%s", step.text)  # (-vv: prune and follow print each step done)
                 step.run(c)
             rebound = intent.bind(recorded, c.links)
             if rebound.bound != recorded.bound:
