@@ -561,3 +561,14 @@ def test_retired_counts_are_in_the_sums_and_leave_the_transmit_drops_alone():
     assert retired.port_losses(2)["xmit_drop"] == 2
     assert retired.losses()["miss"] == 9 and retired.losses()["xmit_drop"] == 3
     assert select(retired, {2}).losses()["miss"] == 0  # released ports are no selection's
+
+
+def test_what_only_the_ingress_program_counts_is_unknown_where_it_does_not_run():
+    s = snap(0.0, miss=4)
+    s = replace(s, ports={**s.ports, 3: replace(s.ports[3], counters=None)})
+    assert s.port_losses(2)["miss"] == 4
+    lost = s.port_losses(3)  # an egress only: frames entering it are not xdpfwd's to count
+    assert lost["miss"] is None and lost["too_big"] is None and lost["xmit_drop"] == 0
+    assert s.losses()["miss"] == 4
+    (eth2,) = [p for p in documents.stats_dict(s)["ports"] if p["port"]["ifindex"] == 3]
+    assert eth2["not_forwarded"]["miss"] is None and eth2["rx_packets"] is None

@@ -97,14 +97,15 @@ class Snapshot:
 
     def port_losses(self, ifindex: int) -> dict[str, int | None]:
         """Frames that entered the port and were not forwarded, by reason (None: not
-        known, loss accounting being off)."""
+        known: loss accounting being off, or, for what the ingress program counts, a
+        port it does not run on)."""
         port = self.ports[ifindex]
-        c = port.counters or PortStats()
+        c = port.counters
         pairs = self._pairs_from(ifindex)
         past = port.retired
         losses: dict[str, int | None] = {
-            "miss": c.miss_packets,
-            "too_big": c.too_big_packets,
+            "miss": c.miss_packets if c else None,
+            "too_big": c.too_big_packets if c else None,
             "egress_drop": past.egress_drop + sum(p.egress_drop_packets for p in pairs),
             "egress_invalid": past.egress_invalid + sum(p.egress_invalid_packets for p in pairs),
             "redirect_error": None,
