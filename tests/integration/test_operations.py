@@ -536,6 +536,26 @@ def test_list_shows_what_the_record_keeps_while_its_devices_are_gone(make_topo, 
         assert sink.count(10) == 10
 
 
+def test_a_renamed_port_runs_what_the_record_has_under_its_old_name(make_topo, pin_dir):
+    topo = make_topo(4)
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "broadcast", "p3", "p4", "--group", "g")
+    for old, new in (("p1", "q1"), ("p3", "q3")):
+        sh("ip", "-n", topo.fwd, "link", "set", old, "name", new)
+    listed = topo.list_json(pin_dir)
+    assert listed["waiting"] == [], listed["waiting"]  # it said the entry did not run
+    assert {r["ingress"]["ifname"]: r["state"] for r in listed["entries"]} == {
+        "q1": "ok",
+        "q3": "ok",
+        "p4": "ok",
+    }
+    assert topo.ok(pin_dir, "prune").stdout == "nothing to prune\n"
+    with UdpSink(topo.host(2)) as sink:  # and it does run
+        send_udp(topo.host(1), topo.host(2).ip, 10)
+        assert sink.count(10) == 10
+
+
 def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(make_topo, pin_dir):
     topo = make_topo(3)
     config = topo.config_file(

@@ -296,10 +296,12 @@ def _waiting(
     """The recorded entries whose ingress port does not run, and the recorded members
     of broadcast groups that are not in them (their devices gone, or refused by prune)."""
 
-    def name(port: Iface) -> str | None:
-        return port.ifname or recorded.name_of(port.ifindex)
+    def names(port: Iface) -> set[str]:
+        """Its name now and the one recorded for its ifindex: a device renamed since
+        still runs what the record has under its old name."""
+        return {port.ifname, recorded.name_of(port.ifindex)} - {None}
 
-    running = {name(known(port, links)) for port in dp.ports.ifindexes()}
+    running = {n for port in dp.ports.ifindexes() for n in names(known(port, links))}
     waiting = [
         Waiting(e.ingress, [e.egress], None, recorded.gone([e.ingress, e.egress], links))
         for e in recorded.config.forward
@@ -310,7 +312,7 @@ def _waiting(
         for b in recorded.config.balanced
         if b.ingress not in running
     ]
-    members = {g.name: {name(m) for m in g.members} for g in groups}
+    members = {g.name: {n for m in g.members for n in names(m)} for g in groups}
     for g in recorded.config.groups:
         left_out = [m for m in g.members if m not in members.get(g.name, ())]
         if left_out:
