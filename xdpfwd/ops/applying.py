@@ -145,6 +145,13 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     return config, warnings + _forced(dp, links)
 
 
+# A file cannot name a device that is gone (apply would refuse it).
+_ONLY_RECORDED = (
+    " (the recorded configuration keeps it, and prune brings it back with its device; "
+    "an apply of this file would forget it: save again once it is back)"
+)
+
+
 def _recorded_but_gone(
     recorded: intent.Intent, forward, balanced, groups, mcast, links
 ) -> list[str]:
@@ -160,15 +167,14 @@ def _recorded_but_gone(
         gone = recorded.gone(names, links)
         if entry.ingress not in saved and gone:
             warnings.append(
-                f"the entry of {entry.ingress} left out: the device of {gone[0]} is gone "
-                "(the recorded configuration keeps it; save again once it is back)"
+                f"the entry of {entry.ingress} left out: the device of {gone[0]} is gone"
+                + _ONLY_RECORDED
             )
     for group in wanted.groups:
         for member in recorded.gone(group.members, links):
             if member not in saved:
                 warnings.append(
-                    f"{member} left out of group {group.name}: its device is gone (the "
-                    "recorded configuration keeps it; save again once it is back)"
+                    f"{member} left out of group {group.name}: its device is gone" + _ONLY_RECORDED
                 )
     saved_mcast = {g.group: {*g.receivers, *g.sources} for g in mcast}
     for group in wanted.multicast:
@@ -181,7 +187,7 @@ def _recorded_but_gone(
             text = f"{devices} left out of multicast group {group.group}: device gone"
         else:
             text = f"multicast group {group.group} left out: the device of {devices} is gone"
-        warnings.append(f"{text} (the recorded configuration keeps it; save again once back)")
+        warnings.append(text + _ONLY_RECORDED)
     return warnings
 
 
