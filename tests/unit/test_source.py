@@ -110,3 +110,22 @@ def test_a_source_that_cannot_be_read_is_a_prerequisite_error(monkeypatch, tmp_p
         f"cannot read xdpfwd's XDP source {tmp_path / source.STATS_SOURCE} "
         "(No such file or directory): check XDPFWD_BPF_SRC"
     )
+
+
+def test_a_compile_error_in_the_wrapper_is_said_with_the_users_line_that_caused_it():
+    from xdpfwd.kernel.bpf import loader
+
+    ours = f"{source.bpf_source_dir()}/xdpfwd_user.h:18:2: note: expanded from macro"
+    unclosed = [
+        "xdpfwd-wrapper:1:1: error: function definition is not allowed here",
+        ours,
+        "xdpfwd-wrapper:1:24: error: expected '}'",
+        "e2.c:2:1: note: to match this '{'",
+        "2 errors generated.",
+    ]
+    assert loader._first_error(unclosed) == (
+        "xdpfwd-wrapper:1:24: error: expected '}' (e2.c:2:1: note: to match this '{')"
+    )
+    in_the_file = ["e2.c:4:9: error: use of undeclared identifier 'x'", "1 error generated."]
+    assert loader._first_error(in_the_file) == in_the_file[0]
+    assert loader._first_error(["warning: nothing"]) is None

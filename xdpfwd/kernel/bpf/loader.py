@@ -75,7 +75,18 @@ def _captured_output() -> Iterator[list[str]]:
 
 
 def _first_error(lines: list[str]) -> str | None:
-    return next((line.strip() for line in lines if "error:" in line), None)
+    """The compiler's first error; where it is in the wrapper after a user's file, a
+    note in that file says why (a brace it leaves open): the note's error with it."""
+    lines = [line.strip() for line in lines]
+    first = next((line for line in lines if "error:" in line), None)
+    if first is None or not first.startswith(source.WRAPPER + ":"):
+        return first
+    ours = (source.WRAPPER + ":", str(source.bpf_source_dir()))
+    for i, line in enumerate(lines):
+        if "note:" in line and not line.startswith(ours):
+            error = next((e for e in reversed(lines[:i]) if "error:" in e), first)
+            return f"{error} ({line})"
+    return first
 
 
 def compile_programs(

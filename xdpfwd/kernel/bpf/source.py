@@ -91,6 +91,9 @@ def _without_comments(text: str) -> str:
     return re.sub(r"/\*.*?\*/|//[^\n]*", " ", text, flags=re.S)
 
 
+WRAPPER = "xdpfwd-wrapper"  # the file name the compiler gives the code after a user's
+
+
 def user_egress_text(user_text: str, file_name: str, func: str) -> str:
     """A program called func that runs the user's func inline and counts its verdict.
 
@@ -107,7 +110,7 @@ def user_egress_text(user_text: str, file_name: str, func: str) -> str:
         + '#include "xdpfwd_user.h"\n'
         + f"#define {func} {impl}\nstatic __always_inline int {impl}(struct xdp_md *ctx);\n"
         + _part(shown, user_text)
-        + f'#undef {func}\n#line 1 "xdpfwd-wrapper"\nXDPFWD_USER_EGRESS({func})\n'
+        + f'#undef {func}\n#line 1 "{WRAPPER}"\nXDPFWD_USER_EGRESS({func})\n'
     )
 
 
