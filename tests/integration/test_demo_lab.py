@@ -44,8 +44,14 @@ def test_lab_up_status_down(scratch_ns):
             assert "tx-checksumming: off" in features
         again = run_in(scratch_ns, "lab", "up", "--name", name)
         assert again.returncode == 2 and "already exists" in again.stderr
+        sh("ip", "-n", scratch_ns, "link", "del", f"{name}3")
+        hand = ("type", "veth", "peer", "name", f"{name}x")
+        sh("ip", "-n", scratch_ns, "link", "add", f"{name}3", *hand)  # not the lab's
+        status = json.loads(run_in(scratch_ns, "lab", "status", "--name", name, "--json").stdout)
+        assert [p["port"]["ifindex"] is None for p in status["ports"]] == [False, False, True]
     finally:
         run_in(scratch_ns, "lab", "down", "--name", name)
+    sh("ip", "-n", scratch_ns, "link", "show", f"{name}3")  # left alone
     assert not any(ns.startswith(name) for ns in namespaces())
     status = json.loads(run_in(scratch_ns, "lab", "status", "--name", name, "--json").stdout)
     assert status["ports"] == []

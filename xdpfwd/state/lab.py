@@ -144,7 +144,8 @@ def status(prefix: str) -> Lab:
     check_prefix(prefix)
     names = _recorded_namespaces(prefix) + _lab_port_names(prefix)
     indexes = sorted({int(n[len(prefix) :]) for n in names if _is_lab_name(prefix, n)})
-    by_name = {link.ifname: link.ifindex for link in netdev.links().values()}
+    mark = alias(prefix)  # (a device made by hand under a port's name is not the port)
+    by_name = {link.ifname: link.ifindex for link in netdev.links().values() if link.alias == mark}
     ports = [lab_port(prefix, i) for i in indexes]
     return Lab(prefix, [replace(p, ifindex=by_name.get(p.port)) for p in ports])
 
