@@ -465,3 +465,31 @@ def test_rewrite_applies_to_each_egress_port_and_survives_conversions(make_topo,
     topo.ok(pin_dir, "add", "p1", "p3", *rewrite, other)
     seen = frames_by_host()
     assert set(seen) == {3} and seen[3] == {(other, macs[3])}, seen
+
+
+def test_a_balanced_port_kept_for_its_verdict_stays_attached_while_it_is_down(make_topo, pin_dir):
+    topo = make_topo(3)
+    topo.static_arp()
+    topo.ok(pin_dir, "add", "p2", "p1", "--on-miss", "drop")
+    topo.ok(pin_dir, "add", "p1", "p2", "p3")
+    topo.ok(pin_dir, "del", "p2")  # p2 stays attached: p1's entry sends to it
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "down")
+    pruned = topo.ok(pin_dir, "prune")  # p1's buckets leave p2, which keeps its verdict
+    assert "detached" not in pruned.stdout, pruned.stdout
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "up")
+    topo.ok(pin_dir, "prune")
+    assert topo.xdp("p2") is not None
+    (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p2"]
+    assert row["on_miss"] == "drop"
+    assert "p2: {on_miss: drop}" in topo.ok(pin_dir, "save").stdout
+
+    def missed() -> int:
+        stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+        (p2,) = [p for p in stats["ports"] if p["port"]["ifname"] == "p2"]
+        return p2["not_forwarded"]["miss"]
+
+    before = missed()
+    with UdpSink(topo.host(1)) as sink:
+        send_udp(topo.host(2), topo.host(1).ip, 10)  # enters p2: dropped, as asked
+        assert sink.count(10, timeout=0.5) == 0
+    assert missed() == before + 10

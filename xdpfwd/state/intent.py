@@ -192,8 +192,23 @@ def dropping_while_waiting(pins: PinDir, links: dict[int, netdev.Link]) -> set[i
     recorded = load(pins)
     if recorded is None:
         return set()
+    return _ifindexes(recorded, recorded.dropping_while_waiting(links), links)
+
+
+def balanced_ports(pins: PinDir, links: dict[int, netdev.Link]) -> set[int]:
+    """The ports of the recorded balanced entries, by ifindex: one that is down holds
+    no bucket, and stays a port of its entry."""
+    recorded = load(pins)
+    if recorded is None:
+        return set()
+    names = {name for entry in recorded.config.balanced for name in entry.ports}
+    return _ifindexes(recorded, names, links)
+
+
+def _ifindexes(recorded: Intent, names: Iterable[str], links: dict[int, netdev.Link]) -> set[int]:
+    """The devices of names: by name, or by the ifindex a name was last bound to (a
+    device renamed since)."""
     by_name = {link.ifname: ifindex for ifindex, link in links.items()}
-    names = recorded.dropping_while_waiting(links)
     found = {by_name.get(name, recorded.bound.get(name)) for name in names}
     return found & set(links)
 

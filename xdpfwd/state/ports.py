@@ -213,8 +213,9 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
 
     A port needs it while it has an entry (single or balanced), is a broadcast
     member, is a multicast source, or is the egress of an entry (so its on-miss
-    verdict keeps applying to what enters it); or while the recorded entry it is the
-    ingress of waits for its egress device, if it drops what misses.
+    verdict keeps applying to what enters it; a balanced entry's port that is down
+    too, though its buckets went to the others); or while the recorded entry it is
+    the ingress of waits for its egress device, if it drops what misses.
     """
     ports = dp.ports.ifindexes()
     entries = {port: dp.fwd.get(port) for port in ports}
@@ -224,6 +225,7 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
         targets |= egress
     sources = dp.mcast.source_ports() if dp.mcast is not None else set()
     waiting = None  # read from the record only for a port that drops what misses
+    recorded_targets = None  # and only when a balanced entry could have had it
     released = []
     for port in ports:
         if entries[port] is not None or port in targets or dp.groups.group_id(port) is not None:
@@ -232,6 +234,11 @@ def release_idle(dp: Dataplane, undo, links: dict[int, netdev.Link]) -> list[Ifa
             continue
         if port in sources:
             continue
+        if balanced:
+            if recorded_targets is None:
+                recorded_targets = intent.balanced_ports(dp.pins, links)
+            if port in recorded_targets:
+                continue
         if (dp.ports.get(port) or maps.PortSettings()).on_miss == maps.XDP_DROP:
             if waiting is None:
                 waiting = intent.dropping_while_waiting(dp.pins, links)
