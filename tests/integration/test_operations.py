@@ -536,12 +536,13 @@ def test_list_shows_what_the_record_keeps_while_its_devices_are_gone(make_topo, 
         assert sink.count(10) == 10
 
 
-def test_a_renamed_port_runs_what_the_record_has_under_its_old_name(make_topo, pin_dir):
-    topo = make_topo(4)
+def test_the_record_follows_a_renamed_port(make_topo, pin_dir, tmp_path):
+    topo = make_topo(6)
     topo.static_arp()
     topo.ok(pin_dir, "add", "p1", "p2")
     topo.ok(pin_dir, "broadcast", "p3", "p4", "--group", "g")
-    for old, new in (("p1", "q1"), ("p3", "q3")):
+    topo.ok(pin_dir, "add", "p5", "p2", "p6")  # balanced
+    for old, new in (("p1", "q1"), ("p3", "q3"), ("p6", "q6")):
         sh("ip", "-n", topo.fwd, "link", "set", old, "name", new)
     listed = topo.list_json(pin_dir)
     assert listed["waiting"] == [], listed["waiting"]  # it said the entry did not run
@@ -549,11 +550,27 @@ def test_a_renamed_port_runs_what_the_record_has_under_its_old_name(make_topo, p
         "q1": "ok",
         "q3": "ok",
         "p4": "ok",
+        "p5": "ok",
     }
+    (p5,) = [r for r in listed["entries"] if r["ingress"]["ifname"] == "p5"]
+    ports = {p["name"]: (p["state"], p["buckets"]) for p in p5["balance"]["ports"]}
+    assert ports == {"p2": ("up", 128), "q6": ("up", 128)}  # q6 was "gone"
+    saved = tmp_path / "saved.yaml"
+    topo.ok(pin_dir, "save", "--output", str(saved))
+    assert "to: [p2, q6]" in saved.read_text() and "weights" not in saved.read_text()
+    # prune records the new names, and moves no bucket (it drained q6)
+    assert topo.ok(pin_dir, "prune").stdout.splitlines() == [
+        "p1 is q1 now: recorded as q1",
+        "p3 is q3 now: recorded as q3",
+        "p6 is q6 now: recorded as q6",
+    ]
     assert topo.ok(pin_dir, "prune").stdout == "nothing to prune\n"
+    assert topo.ok(pin_dir, "apply", "--dry-run", str(saved)).stdout == "nothing to change\n"
     with UdpSink(topo.host(2)) as sink:  # and it does run
         send_udp(topo.host(1), topo.host(2).ip, 10)
         assert sink.count(10) == 10
+    sh("ip", "-n", topo.fwd, "link", "set", "q1", "name", "p1")  # and back
+    assert topo.ok(pin_dir, "prune").stdout == "q1 is p1 now: recorded as p1\n"
 
 
 def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(make_topo, pin_dir):

@@ -345,3 +345,19 @@ def test_refusals_name_the_line(text, reason):
         config.parse(text, "f.yaml")
     assert str(refused.value).startswith(f"f.yaml:{reason}"), str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_a_renamed_port_is_renamed_in_every_role():
+    text = """version: 1
+ports: {pa: {on_miss: drop}}
+forward:
+  - {from: pa, to: pb}
+  - {from: pc, to: [pa, pb]}
+groups:
+  - {name: g, exclude_ingress: true, members: [pd, pe]}
+multicast:
+  - {group: 239.1.1.1, from: [pa], to: [pb, pa]}
+"""
+    renamed = config.renamed(config.parse(text, "f.yaml"), {"pa": "qx", "pd": "qd"})
+    again = text.replace("pa", "qx").replace("pd", "qd")
+    assert config.to_dict(renamed) == config.to_dict(config.parse(again, "f.yaml"))

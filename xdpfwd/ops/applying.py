@@ -65,7 +65,7 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     ports: dict[str, PortConf] = {}
     forward: list[EntryConf] = []
     balanced: list[BalancedConf] = []
-    recorded = intent.load(dp.pins) or intent.Intent()
+    recorded, _ = intent.following_renames(intent.load(dp.pins) or intent.Intent(), dp, links)
     reused = intent.reused(recorded, dp.ports.ifindexes(), links, dp.prog_id)
     said_below = _roles(recorded.config)  # _recorded_but_gone names their gone devices
     for port in sorted(dp.ports.ifindexes()):
@@ -643,6 +643,14 @@ def _reconcile(pins: PinDir, refused: dict[str, str], seen: dict[int, netdev.Lin
             return PruneResult([], [], [])
         seen.update(c.links)
         recorded = intent.load(pins)
+        renamed: list[Step] = []
+        if recorded is not None:
+            recorded, renames = intent.following_renames(recorded, c.dp, c.links)
+            if renames:
+                intent.store(c, recorded)
+            renamed = [
+                Step(f"{old} is {new} now: recorded as {new}") for old, new in renames.items()
+            ]
         reused = intent.reused(recorded, c.dp.ports.ifindexes(), c.links, c.dp.prog_id)
         # What the deleted device left under an ifindex that another device has now.
         gone = forget_gone(c.dp, {i: link for i, link in c.links.items() if i not in reused})
@@ -656,6 +664,7 @@ def _reconcile(pins: PinDir, refused: dict[str, str], seen: dict[int, netdev.Lin
                 for step in plan(running_state(c.dp, c.links), desired, c.links)
                 if not step.removes
             ] + _unpinned_steps(c.dp, c.links, desired)
+            steps = renamed + steps
             for step in steps:
                 interrupts.check()
                 log.debug("%s", step.text)  # (-vv: prune and follow print each step done)

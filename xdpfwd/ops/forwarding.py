@@ -264,7 +264,7 @@ def list_ports(pins: PinDir) -> Listing:
         counted = snapshot(dp, links)
         groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
-        recorded = intent.load(pins) or intent.Intent()
+        recorded, _ = intent.following_renames(intent.load(pins) or intent.Intent(), dp, links)
         sources = multicast.sources_of(dp)
         with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
             problems += health.flood_problems([*member_of, *sources], links, dp.frags)
@@ -296,12 +296,10 @@ def _waiting(
     """The recorded entries whose ingress port does not run, and the recorded members
     of broadcast groups that are not in them (their devices gone, or refused by prune)."""
 
-    def names(port: Iface) -> set[str]:
-        """Its name now and the one recorded for its ifindex: a device renamed since
-        still runs what the record has under its old name."""
-        return {port.ifname, recorded.name_of(port.ifindex)} - {None}
+    def name(port: Iface) -> str | None:
+        return port.ifname or recorded.name_of(port.ifindex)
 
-    running = {n for port in dp.ports.ifindexes() for n in names(known(port, links))}
+    running = {name(known(port, links)) for port in dp.ports.ifindexes()}
     waiting = [
         Waiting(e.ingress, [e.egress], None, recorded.gone([e.ingress, e.egress], links))
         for e in recorded.config.forward
@@ -312,7 +310,7 @@ def _waiting(
         for b in recorded.config.balanced
         if b.ingress not in running
     ]
-    members = {g.name: {n for m in g.members for n in names(m)} for g in groups}
+    members = {g.name: {name(m) for m in g.members} for g in groups}
     for g in recorded.config.groups:
         left_out = [m for m in g.members if m not in members.get(g.name, ())]
         if left_out:

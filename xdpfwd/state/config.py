@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from xdpfwd.errors import InputError
@@ -451,6 +451,27 @@ def _check_roles(r: _Reader, config: Config) -> None:
             if member in member_of:
                 r.fail(group.line, f"{member} is already in group {member_of[member]}")
             member_of[member] = group.name
+
+
+def renamed(wanted: Config, names: dict[str, str]) -> Config:
+    """wanted with the port names of names (old -> new) replaced."""
+
+    def n(name: str) -> str:
+        return names.get(name, name)
+
+    return replace(
+        wanted,
+        ports={n(name): conf for name, conf in wanted.ports.items()},
+        forward=tuple(replace(e, ingress=n(e.ingress), egress=n(e.egress)) for e in wanted.forward),
+        groups=tuple(replace(g, members=tuple(map(n, g.members))) for g in wanted.groups),
+        balanced=tuple(
+            replace(e, ingress=n(e.ingress), ports=tuple(map(n, e.ports))) for e in wanted.balanced
+        ),
+        multicast=tuple(
+            replace(g, receivers=tuple(map(n, g.receivers)), sources=tuple(map(n, g.sources)))
+            for g in wanted.multicast
+        ),
+    )
 
 
 def to_dict(config: Config) -> dict:

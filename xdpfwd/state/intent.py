@@ -205,6 +205,39 @@ def balanced_ports(pins: PinDir, links: dict[int, netdev.Link]) -> set[int]:
     return _ifindexes(recorded, names, links)
 
 
+def following_renames(
+    recorded: Intent, dp: Dataplane, links: dict[int, netdev.Link]
+) -> tuple[Intent, dict[str, str]]:
+    """The record with the names of devices renamed since, and those renames (old ->
+    new). A recorded name was renamed when no device has it, the ifindex it was last
+    bound to is the same device still (it runs the pin dir's program, or an entry or
+    bucket sends to it: the kernel takes those out when a device goes, so no other
+    device can have come by them), and its new name is one the record does not know."""
+    known = _names(recorded.config)
+    here = {link.ifname for link in links.values()}
+    held = {p for p, link in links.items() if link.xdp_prog_id == dp.prog_id}
+    for port in dp.ports.ifindexes():
+        entry = dp.fwd.get(port)
+        held |= {entry.egress_ifindex} if entry else set()
+        if dp.balance is not None and dp.balance.get(port) is not None:
+            held |= {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+    renames = {
+        old: links[ifindex].ifname
+        for old, ifindex in recorded.bound.items()
+        if old in known and old not in here and ifindex in held and ifindex in links
+    }
+    new_names = list(renames.values())  # (two names of one device: neither is followed)
+    renames = {o: n for o, n in renames.items() if n not in known and new_names.count(n) == 1}
+    if not renames:
+        return recorded, {}
+    layouts = {
+        renames.get(ingress, ingress): tuple(renames.get(n, n) if n else None for n in layout)
+        for ingress, layout in recorded.layouts.items()
+    }
+    bound = {renames.get(name, name): ifindex for name, ifindex in recorded.bound.items()}
+    return Intent(config.renamed(recorded.config, renames), layouts, bound), renames
+
+
 def _ifindexes(recorded: Intent, names: Iterable[str], links: dict[int, netdev.Link]) -> set[int]:
     """The devices of names: by name, or by the ifindex a name was last bound to (a
     device renamed since)."""
@@ -239,6 +272,7 @@ def update(c: Change, edit: Callable[[Intent], Intent]) -> None:
     change's links now have bound; nothing when there is no record."""
     current = load(c.dp.pins)
     if current is not None:
+        current, _ = following_renames(current, c.dp, c.links)
         store(c, bind(edit(current), c.links))
 
 
