@@ -1,9 +1,11 @@
 """Bad input and missing prerequisites: one line on stderr, a documented exit code, and no
 change to the interfaces or the pins."""
 
+import fcntl
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -257,3 +259,30 @@ def test_failed_attach_keeps_an_existing_setup(make_topo, pin_dir):
     assert_fails(topo.xdpfwd(pin_dir, "add", "p2", br, "-b", "--mode", "native"), 3, br)
     assert snapshot(topo, pin_dir) == before
     assert topo.ping(1, topo.host(2).ip) == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["add", "p1", "p4"],
+        ["add", "p1", "p2", "p4"],
+        ["multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p4"],
+    ],
+    ids=["entry", "balanced", "multicast"],
+)
+def test_a_port_to_send_to_deleted_while_the_lock_is_awaited_is_refused(make_topo, pin_dir, args):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p3", "p2")
+    before = topo.ok(pin_dir, "save").stdout
+    fd = os.open(pin_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another writer holds it
+        waiting = topo.start(pin_dir, *args)
+        time.sleep(1.5)  # it resolved p4 by now, and waits for the lock
+        sh("ip", "-n", topo.fwd, "link", "del", "p4")
+    finally:
+        os.close(fd)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 2, err
+    assert err.startswith("error: no such interface: ifindex ") and "went away meanwhile" in err
+    assert topo.ok(pin_dir, "save").stdout == before and topo.xdp("p1") is None

@@ -69,6 +69,7 @@ def add(
         value=value,
         attach={in_link.ifindex: mode},
         force=force,
+        sends_to=[link.ifindex for link in out_links],
         check_layout=entries.layout_check(egress_spec),
     ) as c:
         balance.check_supported(c.dp)

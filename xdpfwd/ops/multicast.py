@@ -51,7 +51,12 @@ def multicast_add(
     else:
         from_ports = to_ports if _is_bus(_group_now(pins, addr)) else []
     with change(
-        pins, table=table, value=None, attach=dict.fromkeys(from_ports, mode), force=force
+        pins,
+        table=table,
+        value=None,
+        attach=dict.fromkeys(from_ports, mode),
+        force=force,
+        sends_to=to_ports,
     ) as c:
         multicast.require(c.dp)
         current = multicast.read_groups(c.dp).get(addr)

@@ -5,7 +5,7 @@ created (compiling once), and undo of all of it on any error."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -88,19 +88,22 @@ def change(
     value: str | None,
     attach: dict[int, str],
     force: bool,
+    sends_to: Iterable[int] = (),
     check_layout: Callable[[Layout], None] = lambda layout: None,
     replaceable: Callable[[netdev.Link], bool] = lambda link: False,
     repairing: bool = False,
 ) -> Iterator[Change]:
     """Hold the pin directory's lock and open its dataplane, creating what is missing.
 
-    attach maps the ifindexes of the ports that are to run xdpfwd to their mode.
-    Nothing changes before every check passed: foreign programs on those ports
-    (replaced with force, or when replaceable says so), the table's type and value
-    format (check_layout may refuse more); a port running xdpfwd in another mode than
-    the one asked for is re-attached in it; ports flooding through a group whose pin is
-    gone, unless repairing (see refuse_unpinned). If the body raises, everything done
-    since is undone; when it returns, the change is committed and after_commit runs.
+    attach maps the ifindexes of the ports that are to run xdpfwd to their mode;
+    sends_to has the ports the change is to send to. Nothing changes before every
+    check passed: all of them are still there (refused as gone otherwise), foreign
+    programs on the ports to run xdpfwd (replaced with force, or when replaceable says
+    so), the table's type and value format (check_layout may refuse more); a port
+    running xdpfwd in another mode than the one asked for is re-attached in it; ports
+    flooding through a group whose pin is gone, unless repairing (see refuse_unpinned).
+    If the body raises, everything done since is undone; when it returns, the change
+    is committed and after_commit runs.
     """
     pins.ensure_bpffs()
     pins.check_owned()  # before creating anything: someone else's directory is refused
@@ -116,6 +119,8 @@ def change(
         pins.record_netns(undo_setup)  # this namespace, as check_netns() found
         ours = pins.prog_id()
         plans = []
+        for port in sends_to:
+            _link(links, port)
         for port, mode in attach.items():
             link = _link(links, port)
             # (replaceable() may look through other pin dirs: only for another's program)
