@@ -450,6 +450,11 @@ def test_pins_removed_by_hand_are_reported_and_rebuilt(topo, pin_dir):
     code, checks = doctor(topo, pin_dir)
     assert code == 1 and "incomplete" in checks["pins"]["detail"]
     assert "port p1" not in checks and "port p2" not in checks, checks
+    # (as after a first change killed half way): add says so, as list does; it failed
+    # on every try with "File exists", pinning what was there already
+    before = sorted(os.listdir(pin_dir))
+    line = assert_fails(topo.xdpfwd(pin_dir, "add", "p1", "p2", "--force"), 1, "incomplete")
+    assert "missing prog_ingress" in line and sorted(os.listdir(pin_dir)) == before
     topo.ok(pin_dir, "apply", config)
     assert topo.ping(1, topo.host(2).ip) == 3
 

@@ -417,6 +417,10 @@ def ensure_pinned(pins: PinDir, layout: Layout, rollback: ExitStack) -> bool:
     """
     present = pins.names()
     compiling = maps.PIN_PROG_INGRESS not in present
+    if compiling and pins.known_names() - {maps.PIN_OWNER, maps.PIN_NETNS, maps.PIN_PROG_FLAGS}:
+        # A first change killed half way, or the program's pin removed by hand: what
+        # is pinned cannot be completed here (apply rebuilds it).
+        Dataplane.open(pins)  # raises BrokenState, naming what is missing
     try:
         if compiling and maps.PIN_PROG_FLAGS not in present:
             path = pins.pin(maps.PIN_PROG_FLAGS)
