@@ -286,3 +286,26 @@ def test_a_port_to_send_to_deleted_while_the_lock_is_awaited_is_refused(make_top
     assert waiting.returncode == 2, err
     assert err.startswith("error: no such interface: ifindex ") and "went away meanwhile" in err
     assert topo.ok(pin_dir, "save").stdout == before and topo.xdp("p1") is None
+
+
+def test_apply_resolves_its_file_against_the_devices_there_are_under_the_lock(make_topo, pin_dir):
+    topo = make_topo(4)
+    balanced = topo.config_file({"forward": [{"from": "p1", "to": ["p2", "p4"]}]})
+    single = topo.config_file({"forward": [{"from": "p3", "to": "p4"}]})
+    topo.ok(pin_dir, "add", "p3", "p2")
+    fd = os.open(pin_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another writer holds it
+        applies = [topo.start(pin_dir, "apply", path) for path in (balanced, single)]
+        time.sleep(1.5)  # they read the file's devices by now, and wait for the lock
+        sh("ip", "-n", topo.fwd, "link", "del", "p4")
+    finally:
+        os.close(fd)
+    (out, err), (_, err2) = (proc.communicate(timeout=60) for proc in applies)
+    assert applies[0].returncode == 0, err  # p4, a balanced entry's port, is taken as down
+    assert "p4 does not exist: taken as down" in err and "balance p1 over p2, p4" in out
+    assert applies[1].returncode == 2, err2  # an entry's egress: the file names no device
+    assert f"{single}:" in err2 and "no such interface: p4" in err2
+    (row,) = topo.list_json(pin_dir)["entries"]
+    ports = {p["name"]: p["buckets"] for p in row["balance"]["ports"]}
+    assert row["ingress"]["ifname"] == "p1" and ports == {"p2": 256, "p4": 0}

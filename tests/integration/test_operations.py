@@ -280,6 +280,34 @@ def test_a_device_deleted_while_prune_runs_gets_the_pass_planned_again(
         assert sink.count(20) == 20
 
 
+def test_a_device_deleted_while_apply_runs_gets_the_change_planned_again(
+    make_topo, pin_dir, monkeypatch
+):
+    topo = make_topo(4)
+    topo.ok(pin_dir, "add", "p3", "p2")
+    path = topo.config_file({"forward": [{"from": "p1", "to": ["p2", "p4"]}]})
+    read = applying.running_state
+
+    def deleted_after_the_links_were_read(dp, links):
+        if "p4" in {link.ifname for link in links.values()}:
+            sh("ip", "-n", topo.fwd, "link", "del", "p4")
+        return read(dp, links)  # the plan writes buckets to p4: the kernel refuses
+
+    monkeypatch.setattr(applying, "running_state", deleted_after_the_links_were_read)
+    with in_netns(topo.fwd):
+        result = applying.apply(PinDir.parse(pin_dir), path)
+    monkeypatch.undo()
+    assert "p4 does not exist: taken as down" in " ".join(result.warnings)
+    (row,) = topo.list_json(pin_dir)["entries"]
+    ports = {p["name"]: p["buckets"] for p in row["balance"]["ports"]}
+    assert row["ingress"]["ifname"] == "p1" and ports == {"p2": 256, "p4": 0}
+    h1, h2 = topo.host(1), topo.host(2)
+    sh("ip", "-n", h1.ns, "neigh", "replace", h2.ip, "lladdr", h2.mac, "dev", h1.dev)
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 20)
+        assert sink.count(20) == 20
+
+
 def test_a_port_deleted_mid_traffic_leaves_the_others_forwarding(make_topo, pin_dir):
     topo = make_topo(3)
     h1, h2, h3 = topo.hosts

@@ -448,6 +448,40 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         warnings = (*desired.notes, *path_warnings)
         return ApplyResult([s.text for s in steps], dry_run=True, warnings=warnings)
     _repair(pins)
+    replans = 0
+    while True:
+        seen: dict[int, netdev.Link] = {}  # the links the change read
+        try:
+            c, desired, steps = _apply_once(pins, config, desired, force, seen)
+            break
+        except (BpfError, OSError) as e:  # undone: again, with the devices there are now
+            gone = _went_away(e, seen)
+            if not gone:
+                raise
+            replans += 1
+            what = f"{', '.join(gone)} went away during the change"
+            if replans > REPLANS:
+                raise XdpfwdError(f"{what}: undone") from e
+            log.info("%s: undone, planning again", what)
+    warnings = (
+        *desired.notes,
+        *path_warnings,
+        *c.notes,
+        *(att.warning for att in c.attachments if att.warning),
+        *_problems(c, desired, set(c.links)),
+    )
+    for ingress, (text, func) in desired.users.items():
+        shown = Path(desired.spec_of(ingress).user_file or "").name
+        warnings += tuple(entries.verdict_warnings(text, shown, func))
+    return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
+
+
+def _apply_once(
+    pins: PinDir, config: Config, desired: Desired, force: bool, seen: dict[int, netdev.Link]
+) -> tuple[Change, Desired, list[Step]]:
+    """One change to the file's state: the change done, the file resolved against
+    the devices under the lock (one deleted meanwhile refused at its line, or taken
+    as down), and the steps."""
     with change(
         pins,
         table=config.table,
@@ -458,6 +492,8 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         replaceable=partial(is_orphan, pins),
         repairing=True,  # its plan pins a group again, or takes its members out
     ) as c:
+        seen.update(c.links)
+        desired = resolve_config(config, desired.path, c.links)
         if desired.balanced:
             balance.check_supported(c.dp)
         recorded = intent.load(pins)
@@ -471,17 +507,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
         bound = recorded.bound if recorded else {}
         record = intent.Intent(config, layouts, bound)
         intent.store(c, intent.bind(record, c.links), create=True)
-    warnings = (
-        *desired.notes,
-        *path_warnings,
-        *c.notes,
-        *(att.warning for att in c.attachments if att.warning),
-        *_problems(c, desired, set(c.links)),
-    )
-    for ingress, (text, func) in desired.users.items():
-        shown = Path(desired.spec_of(ingress).user_file or "").name
-        warnings += tuple(entries.verdict_warnings(text, shown, func))
-    return ApplyResult([s.text for s in steps], dry_run=False, warnings=warnings)
+    return c, desired, steps
 
 
 def _sender_line(d: Desired, port: int) -> int:
