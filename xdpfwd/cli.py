@@ -162,9 +162,19 @@ def _traceback_if_debug() -> None:
         traceback.print_exc()
 
 
+class _LogFormat(logging.Formatter):
+    """A warning as every other warning line reads; the rest (-v) as xdpfwd's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "warning: " if record.levelno == logging.WARNING else "xdpfwd: "
+        return prefix + record.getMessage()
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
-    logging.basicConfig(format="xdpfwd: %(message)s", level=level, stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 @click.group(cls=XdpfwdGroup, context_settings={"help_option_names": ["-h", "--help"]})
