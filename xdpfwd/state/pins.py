@@ -278,10 +278,7 @@ class PinDir:
             )
         mount_point, fstype = _mount_of(self.path)
         if fstype != "bpf":
-            raise InputError(
-                f"--pin-dir {self.path} is not on a BPF filesystem ({mount_point} is "
-                f"{fstype}); choose a directory on one"
-            )
+            raise self._not_on_bpffs(mount_point, fstype)
         return True
 
     def _check_parent(self) -> None:
