@@ -993,3 +993,35 @@ def test_bulks_mixing_copies_and_forwarded_frames_each_run_their_own_egress(
     assert_group_counts(groups_by_address(data)["239.1.1.1"], 300, {"p3": 300})
     (pair,) = [p for p in data["pairs"] if p["ingress"]["ifname"] == "p1"]
     assert pair["tx_packets"] == 300, pair
+
+
+def test_renames_of_a_receiver_of_a_device_replaced_under_its_name_and_of_a_swap(
+    make_topo, pin_dir, tmp_path
+):
+    topo = make_topo(6)
+    topo.static_arp()
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    topo.ok(pin_dir, "add", "p4", "p5")
+    topo.ok(pin_dir, "add", "p6", "p2", "p3")  # balanced
+    link = ("ip", "-n", topo.fwd, "link")
+    sh(*link, "set", "p3", "name", "q3")  # a receiver only: its group's devmap holds it
+    sh(*link, "set", "p5", "name", "q5")  # an egress, and a new device under its old name
+    sh(*link, "add", "p5", "type", "veth", "peer", "name", "x5")
+    for old, new in (("p2", "t2"), ("p6", "p2"), ("t2", "p6")):  # p2 and p6 swapped
+        sh(*link, "set", old, "name", new)
+    saved = tmp_path / "saved.yaml"
+    topo.ok(pin_dir, "save", "--output", str(saved))
+    assert topo.ok(pin_dir, "apply", "--dry-run", str(saved)).stdout == "nothing to change\n"
+    assert sorted(topo.ok(pin_dir, "prune").stdout.splitlines()) == [
+        "p2 is p6 now: recorded as p6",
+        "p3 is q3 now: recorded as q3",
+        "p5 is q5 now: recorded as q5",
+        "p6 is p2 now: recorded as p2",
+    ]
+    assert topo.ok(pin_dir, "prune").stdout == "nothing to prune\n"
+    assert topo.xdp("p5") is None and topo.xdp("p6") is None  # nothing new attached
+    seen = exchange(topo, lambda: send_mcast(topo.host(1), "239.1.1.1", 20, 9421))
+    assert seen[2] == {("udp", 9421): 20} and seen[3] == {("udp", 9421): 20}
+    with UdpSink(topo.host(5)) as sink:  # p4's entry still sends to the renamed q5
+        send_udp(topo.host(4), topo.host(5).ip, 10)
+        assert sink.count(10) == 10

@@ -604,6 +604,27 @@ def test_the_record_follows_a_renamed_port(make_topo, pin_dir, tmp_path):
         assert sink.count(10) == 10
     sh("ip", "-n", topo.fwd, "link", "set", "q1", "name", "p1")  # and back
     assert topo.ok(pin_dir, "prune").stdout == "q1 is p1 now: recorded as p1\n"
+    # Before prune records it, the old name is no port any more: del of it is refused.
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "name", "q1")
+    assert_fails(topo.xdpfwd(pin_dir, "del", "p1"), 2, "no such interface: p1")
+    assert "q1" in {r["ingress"]["ifname"] for r in topo.list_json(pin_dir)["entries"]}
+
+
+def test_a_port_renamed_to_a_name_the_record_has_is_that_port(make_topo, pin_dir):
+    topo = make_topo(3)
+    link = ("ip", "-n", topo.fwd, "link")
+    sh(*link, "add", "x1", "type", "veth", "peer", "name", "y1")
+    sh(*link, "set", "x1", "up")
+    topo.ok(pin_dir, "add", "p1", "p2")
+    topo.ok(pin_dir, "add", "x1", "p3")
+    sh(*link, "del", "x1")
+    topo.ok(pin_dir, "prune")  # x1 -> p3 waits for x1
+    sh(*link, "set", "p1", "name", "x1")  # as if x1 came back: its entry is restored
+    assert "forward x1 -> p3" in topo.ok(pin_dir, "prune").stdout
+    text = topo.ok(pin_dir, "list").stdout
+    # p1 is gone: its name was bound to this device, which is x1 now (not "see prune")
+    assert "p1 -> p2: recorded, does not run (the device of p1 is gone)" in text, text
+    assert topo.ok(pin_dir, "prune").stdout == "nothing to prune\n"
 
 
 def test_a_port_with_settings_and_no_role_is_left_alone_and_saved_without_one(make_topo, pin_dir):

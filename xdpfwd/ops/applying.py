@@ -65,7 +65,7 @@ def running_config(dp: Dataplane, links: dict[int, netdev.Link]) -> tuple[Config
     ports: dict[str, PortConf] = {}
     forward: list[EntryConf] = []
     balanced: list[BalancedConf] = []
-    recorded, _ = intent.following_renames(intent.load(dp.pins) or intent.Intent(), dp, links)
+    recorded = intent.current(dp, links) or intent.Intent()
     reused = intent.reused(recorded, dp.ports.ifindexes(), links, dp.prog_id)
     said_below = _roles(recorded.config)  # _recorded_but_gone names their gone devices
     for port in sorted(dp.ports.ifindexes()):
@@ -496,7 +496,7 @@ def _apply_once(
         desired = resolve_config(config, desired.path, c.links)
         if desired.balanced:
             balance.check_supported(c.dp)
-        recorded = intent.load(pins)
+        recorded = intent.current(c.dp, c.links)
         layouts = _choose_layouts(desired, recorded)
         steps = plan(running_state(c.dp, c.links), desired, c.links)
         steps += _unpinned_steps(c.dp, c.links, desired)
@@ -573,7 +573,7 @@ def _dry_run(pins: PinDir, desired: Desired) -> list[Step]:
         return [rebuild, *plan(NOTHING_RUNNING, desired, links)]
     with reading(pins) as dp:
         links = netdev.links()
-        _choose_layouts(desired, intent.load(pins) if dp is not None else None)
+        _choose_layouts(desired, intent.current(dp, links) if dp is not None else None)
         unpinned = _unpinned_steps(dp, links, desired) if dp is not None else []
         return plan(running_state(dp, links), desired, links) + unpinned
 

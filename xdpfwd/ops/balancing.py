@@ -82,7 +82,7 @@ def add(
         path_warnings = health.refuse_paths(c.dp, c.links, adding, force)
         # Compiled before anything changes: a compile error leaves all as it was.
         prog_fd = balance.prog_fd(c, egress_spec, user)
-        layout = _layout(intent.load(pins), wanted)
+        layout = _layout(intent.current(c.dp, c.links), wanted)
         previous = c.dp.ports.get(in_link.ifindex)
         if on_miss is not None:
             verdict = maps.ON_MISS_VERDICTS[on_miss]

@@ -185,7 +185,7 @@ def _port_checks(dp: Dataplane, links: dict[int, netdev.Link], fix: bool) -> lis
     checks = []
     groups = group_infos(dp, links)
     members = {m.ifindex: g.name for g in groups for m in g.members}
-    recorded = intent.load(dp.pins)
+    recorded = intent.current(dp, links)
     reused = intent.reused(recorded, dp.ports.ifindexes(), links, dp.prog_id)
     for port in sorted(dp.ports.ifindexes()):
         link = links.get(port)

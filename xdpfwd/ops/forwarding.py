@@ -178,7 +178,7 @@ def delete(pins: PinDir, ingress: Iface) -> DelResult:
     """
     prereqs.require_privileges("del")
     with editing(pins) as c:
-        recorded = intent.load(pins) if c is not None else None
+        recorded = intent.current(c.dp, c.links) if c is not None else None
         ingress = intent.bind_gone(recorded, ingress, c.links if c is not None else {})
         no_entry = XdpfwdError(f"{ingress.label} has no xdpfwd entry; see `{pins.command('list')}`")
         if c is None:
@@ -228,7 +228,7 @@ def _recorded_only(c: Change, recorded: intent.Intent | None, ingress: Iface) ->
 
 def _delete_balanced(c: Change, ingress: Iface) -> DelResult:
     targets = balance.remove(c, ingress.ifindex)
-    recorded = intent.load(c.dp.pins)
+    recorded = intent.current(c.dp, c.links)
     conf = recorded.balanced(ingress.ifname) if recorded and ingress.ifname else None
     if conf is not None:
         by_name = {link.ifname: link.ifindex for link in c.links.values()}
@@ -248,7 +248,7 @@ def _delete_balanced(c: Change, ingress: Iface) -> DelResult:
 
 def _forget(c: Change, ingress: Iface) -> None:
     """The entry out of the recorded configuration (named as bound, if it is gone)."""
-    recorded = intent.load(c.dp.pins)
+    recorded = intent.current(c.dp, c.links)
     name = ingress.ifname or (recorded.name_of(ingress.ifindex) if recorded else None)
     if name is not None:
         intent.update(c, lambda r: intent.without_entry(r, name))
@@ -265,7 +265,7 @@ def list_ports(pins: PinDir) -> Listing:
         counted = snapshot(dp, links)
         groups = [_with_events(g, counted) for g in group_infos(dp, links)]
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
-        recorded, _ = intent.following_renames(intent.load(pins) or intent.Intent(), dp, links)
+        recorded = intent.current(dp, links) or intent.Intent()
         sources = multicast.sources_of(dp)
         with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
             problems += health.flood_problems([*member_of, *sources], links, dp.frags)

@@ -79,7 +79,7 @@ def broadcast(
     ) as c:
         dp = c.dp
         ids = group_ids(dp)
-        recorded = intent.load(pins) or intent.Intent()
+        recorded = intent.current(dp, c.links) or intent.Intent()
         for port in joining:
             _check_may_join(dp, c.links[port], group, ids, convert, c.links)
             _check_no_waiting_entry(dp, recorded, c.links[port], convert, c.links)
@@ -206,7 +206,7 @@ def broadcast_del(
         if c is None:
             raise XdpfwdError(f"no broadcast groups in {pins.path}")
         ids = group_ids(c.dp)
-        recorded = intent.load(pins)
+        recorded = intent.current(c.dp, c.links)
         members = [intent.bind_gone(recorded, m, c.links) for m in members]
         known_groups = {g.name for g in recorded.config.groups} if recorded else set()
         if group is not None and group not in {*c.dp.group_names(), *known_groups}:
@@ -243,7 +243,7 @@ def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:
             _set_flags(c, member.ifindex, 0)  # it floods no more
     detached = release_idle(dp, c.undo, c.links)
     c.after_commit.append(lambda: forget_pairs(dp, {m.ifindex for m in groups}))
-    recorded = intent.load(dp.pins)
+    recorded = intent.current(dp, c.links)
     names = [m.ifname or (recorded.name_of(m.ifindex) if recorded else None) for m in groups]
     intent.update(c, lambda r: intent.without_members(r, [n for n in names if n]))
     emptied = [name for name in set(groups.values()) if not dp.open_group(name).members()]

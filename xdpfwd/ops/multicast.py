@@ -162,7 +162,7 @@ def multicast_del(
     with editing(pins) as c:
         if c is None:
             raise no_group
-        recorded = intent.load(pins)
+        recorded = intent.current(c.dp, c.links)
         kept = recorded.multicast(addr.text) if recorded is not None else None
         current = multicast.read_groups(c.dp).get(addr) if c.dp.mcast is not None else None
         if current is None and kept is None:
@@ -262,7 +262,7 @@ def multicast_list(pins: PinDir) -> McastListing:
         links = netdev.links()
         supported = dp.mcast is not None
         groups = multicast.group_infos(dp, links)
-        recorded = intent.load(pins)
+        recorded = intent.current(dp, links)
     running = {g.group for g in groups}
     waiting = [
         McastWaiting(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterator
@@ -64,6 +65,31 @@ _MIRRORED = (
 )
 
 
+# The kernel hands out a map held by a map of maps only by its id, and opening a map
+# by id takes CAP_SYS_ADMIN: reading who receives a group needs it.
+NEEDS_SYS_ADMIN = (
+    "reading the receivers of multicast groups needs CAP_SYS_ADMIN (the kernel opens a "
+    "group's devmap by id only for it): run as root (sudo), see CAPABILITIES in xdpfwd(8)"
+)
+
+
+def devmap_members(devmap_id: int | None) -> tuple[list[int], int]:
+    """The ports of a multicast group's devmap, and its size. Raises PrereqError
+    without CAP_SYS_ADMIN."""
+    if devmap_id is None:
+        return [], 0
+    try:
+        devmap = maps.open_by_id(maps.GroupMap, devmap_id)
+    except OSError as e:
+        if e.errno != errno.EPERM:
+            raise
+        raise PrereqError(NEEDS_SYS_ADMIN) from None
+    try:
+        return list(devmap.members()), devmap.info.max_entries
+    finally:
+        devmap.close()
+
+
 @dataclass
 class Multicast:
     """The multicast maps of a pin directory (see state/multicast.py)."""
@@ -78,6 +104,11 @@ class Multicast:
 
     def source_ports(self) -> set[int]:
         return {port for port, _ in self.sources.items()}
+
+    def receivers(self) -> set[int]:
+        """The ports some group's copies go to. Raises PrereqError (devmap_members)."""
+        slots = {entry.slot for entry in self.sources.items().values()}
+        return {p for slot in slots for p in devmap_members(self.groups.devmap_id(slot))[0]}
 
 
 @dataclass(frozen=True)

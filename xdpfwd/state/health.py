@@ -257,7 +257,7 @@ def _recorded_graph(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[int, s
     """Where the recorded configuration sends what enters each port here: what prune
     and follow restore. A balanced entry's port that is down holds no bucket now, and
     a device re-created under a name has lost its entry or membership meanwhile."""
-    recorded = intent.load(dp.pins)
+    recorded = intent.current(dp, links)
     if recorded is None:
         return {}
     index = {link.ifname: link.ifindex for link in links.values()}
@@ -269,7 +269,7 @@ def _restored_multicast(dp: Dataplane, links: dict[int, netdev.Link]) -> dict[st
     """The multicast groups by address, as prune and follow restore them: as they run,
     with the recorded members whose device is here (one made again rejoins)."""
     groups: dict[str, Any] = {a.text: g for a, g in multicast.read_groups(dp).items()}
-    recorded = intent.load(dp.pins)
+    recorded = intent.current(dp, links)
     index = {link.ifname: link.ifindex for link in links.values()}
     for wanted in recorded.config.multicast if recorded is not None else ():
         have = groups.get(wanted.group)
@@ -314,7 +314,7 @@ def _forgettable(
     restore (the recorded entry or membership of a device made again), if it has one."""
     running = forwarding_graph(dp)
     waiting = [(i, e) for i, e in loop if i not in adding and e not in running.get(i, set())]
-    recorded = intent.load(dp.pins) if waiting else None
+    recorded = intent.current(dp, links) if waiting else None
     for ingress, egress in waiting:
         name = _label(ingress, links)
         if recorded is None or recorded.balanced(name) is not None:

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from xdpfwd.errors import BpfError, InputError
+from xdpfwd.errors import BpfError, InputError, PrereqError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import Iface
@@ -205,29 +205,35 @@ def balanced_ports(pins: PinDir, links: dict[int, netdev.Link]) -> set[int]:
     return _ifindexes(recorded, names, links)
 
 
+def current(dp: Dataplane, links: dict[int, netdev.Link]) -> Intent | None:
+    """The record, with the names of devices renamed since (following_renames)."""
+    recorded = load(dp.pins)
+    return following_renames(recorded, dp, links)[0] if recorded is not None else None
+
+
 def following_renames(
     recorded: Intent, dp: Dataplane, links: dict[int, netdev.Link]
 ) -> tuple[Intent, dict[str, str]]:
     """The record with the names of devices renamed since, and those renames (old ->
-    new). A recorded name was renamed when no device has it, the ifindex it was last
-    bound to is the same device still (it runs the pin dir's program, or an entry or
-    bucket sends to it: the kernel takes those out when a device goes, so no other
-    device can have come by them), and its new name is one the record does not know."""
+    new). A recorded name was renamed when the device its name was last bound to has
+    another name now and is the same device still: it runs the pin dir's program, or
+    an entry, bucket or multicast group sends to it (the kernel takes those out when a
+    device goes, so no other device can have come by them). That device, not one
+    made under the old name since, is the port. Its new name must be one the record
+    does not know, or one renamed away in the same go (two names swapped)."""
     known = _names(recorded.config)
-    here = {link.ifname for link in links.values()}
-    held = {p for p, link in links.items() if link.xdp_prog_id == dp.prog_id}
-    for port in dp.ports.ifindexes():
-        entry = dp.fwd.get(port)
-        held |= {entry.egress_ifindex} if entry else set()
-        if dp.balance is not None and dp.balance.get(port) is not None:
-            held |= {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+    held = _held(dp, links)
     renames = {
         old: links[ifindex].ifname
         for old, ifindex in recorded.bound.items()
-        if old in known and old not in here and ifindex in held and ifindex in links
+        if old in known and ifindex in held and links[ifindex].ifname != old
     }
-    new_names = list(renames.values())  # (two names of one device: neither is followed)
-    renames = {o: n for o, n in renames.items() if n not in known and new_names.count(n) == 1}
+    new_names = list(renames.values())
+    renames = {
+        old: new
+        for old, new in renames.items()
+        if (new not in known or new in renames) and new_names.count(new) == 1
+    }
     if not renames:
         return recorded, {}
     layouts = {
@@ -236,6 +242,22 @@ def following_renames(
     }
     bound = {renames.get(name, name): ifindex for name, ifindex in recorded.bound.items()}
     return Intent(config.renamed(recorded.config, renames), layouts, bound), renames
+
+
+def _held(dp: Dataplane, links: dict[int, netdev.Link]) -> set[int]:
+    """The devices here that are the pin dir's ports or that it sends to."""
+    held = {p for p, link in links.items() if link.xdp_prog_id == dp.prog_id}
+    for port in dp.ports.ifindexes():
+        entry = dp.fwd.get(port)
+        held |= {entry.egress_ifindex} if entry else set()
+        if dp.balance is not None and dp.balance.get(port) is not None:
+            held |= {e.egress_ifindex for e in dp.buckets.table(port) if e is not None}
+    if dp.mcast is not None:
+        try:
+            held |= dp.mcast.receivers()
+        except PrereqError:  # (without CAP_SYS_ADMIN: what only they show is not followed)
+            pass
+    return held & set(links)
 
 
 def _ifindexes(recorded: Intent, names: Iterable[str], links: dict[int, netdev.Link]) -> set[int]:
@@ -281,7 +303,11 @@ def bind(intent: Intent, links: dict[int, netdev.Link]) -> Intent:
     names = _names(intent.config)
     bound = {name: ifindex for name, ifindex in intent.bound.items() if name in names}
     bound.update({link.ifname: link.ifindex for link in links.values() if link.ifname in names})
-    return replace(intent, bound=bound)
+    # A device has one name: an older one bound to it (renamed to another recorded
+    # name, which binds it now) is gone.
+    stale = {n for n, i in bound.items() if i in links and bound.get(links[i].ifname) == i}
+    stale -= {links[i].ifname for i in links}
+    return replace(intent, bound={n: i for n, i in bound.items() if n not in stale})
 
 
 def _names(wanted: Config) -> set[str]:

@@ -11,18 +11,17 @@ changed, other groups are not touched, and nothing is compiled.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from xdpfwd.errors import BpfError, InputError, PrereqError, XdpfwdError
+from xdpfwd.errors import BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import McastGroup, McastReceiver
-from xdpfwd.state.dataplane import Dataplane, Multicast
+from xdpfwd.state.dataplane import Dataplane, Multicast, devmap_members
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import known, map_write
 
@@ -33,14 +32,6 @@ def upgrade_hint(pins: PinDir) -> str:
         f"{pins.rebuild_hint()} rebuilds them with multicast support (forwarding stops "
         "for a moment)"
     )
-
-
-# The kernel hands out a map held by a map of maps only by its id, and opening a map
-# by id takes CAP_SYS_ADMIN: reading who receives a group needs it.
-NEEDS_SYS_ADMIN = (
-    "reading the receivers of multicast groups needs CAP_SYS_ADMIN (the kernel opens a "
-    "group's devmap by id only for it): run as root (sudo), see CAPABILITIES in xdpfwd(8)"
-)
 
 
 def parse_group(text: str) -> maps.McastAddr:
@@ -95,7 +86,7 @@ def read_groups(dp: Dataplane) -> dict[maps.McastAddr, GroupState]:
     for addr, entries in by_group.items():
         first = min(entries.values(), key=lambda e: e.slot)
         devmap_id = m.groups.devmap_id(first.slot)
-        receivers, size = _devmap_members(devmap_id)
+        receivers, size = devmap_members(devmap_id)
         groups[addr] = GroupState(
             addr,
             first.slot,
@@ -107,21 +98,6 @@ def read_groups(dp: Dataplane) -> dict[maps.McastAddr, GroupState]:
             entries,
         )
     return groups
-
-
-def _devmap_members(devmap_id: int | None) -> tuple[list[int], int]:
-    if devmap_id is None:
-        return [], 0
-    try:
-        devmap = maps.open_by_id(maps.GroupMap, devmap_id)
-    except OSError as e:
-        if e.errno != errno.EPERM:
-            raise
-        raise PrereqError(NEEDS_SYS_ADMIN) from None
-    try:
-        return list(devmap.members()), devmap.info.max_entries
-    finally:
-        devmap.close()
 
 
 def copies_of(source: int, receivers: frozenset[int], exclude_ingress: bool) -> int:
