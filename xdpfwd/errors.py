@@ -13,6 +13,15 @@ class InputError(XdpfwdError):
     exit_code = 2
 
 
+class DeviceGone(InputError):
+    """A device the command was to use went away while it ran; what it did is undone
+    (exit 2, as for a device that does not exist)."""
+
+    def __init__(self, message: str, gone: list[str]):
+        super().__init__(message)
+        self.gone = gone  # the names of the devices that went
+
+
 class AttachError(XdpfwdError):
     """XDP attach or detach refused: a foreign program, or the kernel said no (exit 3)."""
 

@@ -10,6 +10,9 @@ from contextlib import ExitStack
 
 import pytest
 
+from xdpfwd.state.dataplane import Dataplane
+from xdpfwd.state.pins import PinDir
+
 from .net import (
     FrameCounter,
     UdpSink,
@@ -344,3 +347,27 @@ def test_broadcast_errors_change_nothing(make_topo, pin_dir):
     for args, code, needle in cases:
         assert_fails(topo.xdpfwd(pin_dir, *args), code, needle)
     assert snapshot(topo, pin_dir) == before
+
+
+def test_apply_points_again_a_member_a_killed_change_left_in_its_devmap_only(
+    make_topo, pin_dir, tmp_path
+):
+    topo = make_topo(3)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress", "--group", "g")
+    saved = tmp_path / "saved.yaml"
+    topo.ok(pin_dir, "save", "--output", str(saved))
+    p1 = topo.list_json(pin_dir)["entries"][0]["ingress"]
+    assert p1["ifname"] == "p1"
+    # What a kill between swapping in a group's devmap and pointing its members leaves.
+    with Dataplane.open(PinDir.parse(pin_dir)) as dp:
+        dp.groups.delete(p1["ifindex"])
+    states = {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
+    assert states["p1"] == "misses: not flooding"
+    assert flood(topo, 1, 5, port=9313) == {1: 0, 2: 0, 3: 0}
+    assert "p1" in topo.ok(pin_dir, "apply", "--dry-run", str(saved)).stdout
+    topo.ok(pin_dir, "apply", str(saved))  # it said nothing to change
+    states = {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
+    assert set(states.values()) == {"ok"}, states
+    assert flood(topo, 1, 5, port=9314) == {1: 0, 2: 5, 3: 5}
+    assert topo.ok(pin_dir, "apply", str(saved)).stdout == "nothing to change\n"

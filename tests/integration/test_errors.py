@@ -9,7 +9,13 @@ import time
 
 import pytest
 
-from .net import XDPFWD, assert_fails, attach_foreign, sh, snapshot
+from xdpfwd.errors import DeviceGone
+from xdpfwd.model import EgressSpec, Iface
+from xdpfwd.ops import forwarding
+from xdpfwd.state import entries
+from xdpfwd.state.pins import PinDir
+
+from .net import XDPFWD, UdpSink, assert_fails, attach_foreign, in_netns, send_udp, sh, snapshot
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
@@ -309,3 +315,49 @@ def test_apply_resolves_its_file_against_the_devices_there_are_under_the_lock(ma
     (row,) = topo.list_json(pin_dir)["entries"]
     ports = {p["name"]: p["buckets"] for p in row["balance"]["ports"]}
     assert row["ingress"]["ifname"] == "p1" and ports == {"p2": 256, "p4": 0}
+    # Its ingress deleted and made again meanwhile: the file names it, and it is there.
+    fd = os.open(pin_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        again = topo.start(pin_dir, "apply", balanced)
+        time.sleep(1.5)
+        sh("ip", "-n", topo.fwd, "link", "del", "p1")
+        topo.plug(topo.host(1))
+    finally:
+        os.close(fd)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0 and "attach to p1" in out, err
+    h1, h2 = topo.host(1), topo.host(2)
+    sh("ip", "-n", h1.ns, "neigh", "replace", h2.ip, "lladdr", h2.mac, "dev", h1.dev)
+    with UdpSink(h2) as sink:
+        send_udp(h1, h2.ip, 10)
+        assert sink.count(10) == 10
+
+
+def test_a_device_deleted_while_add_compiles_is_said_and_nothing_changes(
+    make_topo, pin_dir, tmp_path, monkeypatch
+):
+    topo = make_topo(3)
+    topo.ok(pin_dir, "add", "p3", "p2")
+    program = tmp_path / "pass_a.c"
+    program.write_text("int pass_a(struct xdp_md *ctx)\n{\n\treturn XDP_PASS;\n}\n")
+    before = topo.ok(pin_dir, "save").stdout
+    compile_it = entries.prog_fd
+
+    def deleted_while_compiling(c, spec, user):
+        sh("ip", "-n", topo.fwd, "link", "del", "p2")
+        return compile_it(c, spec, user)  # then the entry to p2 is refused: EINVAL
+
+    monkeypatch.setattr(entries, "prog_fd", deleted_while_compiling)
+    spec = EgressSpec(program="user", user_file=str(program))
+    p1, p2 = (Iface(ifindex_of(topo, name), name) for name in ("p1", "p2"))
+    with in_netns(topo.fwd), pytest.raises(DeviceGone) as gone:
+        forwarding.add(PinDir.parse(pin_dir), p1, p2, egress_spec=spec)
+    monkeypatch.undo()
+    assert str(gone.value) == "p2 went away during the change: undone"
+    assert topo.xdp("p1") is None
+    assert "p1" not in topo.ok(pin_dir, "save").stdout and before.count("p3") == 1
+
+
+def ifindex_of(topo, name: str) -> int:
+    return json.loads(sh("ip", "-n", topo.fwd, "-j", "link", "show", name).stdout)[0]["ifindex"]

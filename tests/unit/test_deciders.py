@@ -770,12 +770,12 @@ def test_apply_plan_of_balanced_entries(running, text, links, steps):
     assert [step.text for step in plan(running, desired(text), links)] == steps
 
 
-def test_a_device_gone_during_a_prune_pass_is_found_through_the_undo(monkeypatch):
-    """A pass's devmap write for a device deleted after it read the links fails with
+def test_a_device_gone_during_a_change_is_found_through_the_undo(monkeypatch):
+    """A change's devmap write for a device deleted after it read the links fails with
     EINVAL, and so do the undo's writes back to it: the bare OSError they end with
-    still names the device, so reconcile plans again rather than fail."""
+    still names the device, so the change says so (and prune and apply plan again)."""
     from xdpfwd.errors import BpfError
-    from xdpfwd.ops import applying
+    from xdpfwd.state.transaction import went_away
 
     seen = {1: link(1, "p1"), 2: link(2, "p2"), 3: link(3, "p3")}
     monkeypatch.setattr(netdev, "links", lambda: {1: seen[1], 3: seen[3]})
@@ -785,6 +785,6 @@ def test_a_device_gone_during_a_prune_pass_is_found_through_the_undo(monkeypatch
         except BpfError:
             raise OSError(22, "map update: Invalid argument")  # noqa: B904 (the undo's)
     except OSError as e:
-        assert applying._went_away(e, seen) == ["p2"]
-    assert applying._went_away(BpfError("creating a devmap failed"), seen) == []
-    assert applying._went_away(OSError(1, "map update"), seen) == []
+        assert went_away(e, seen) == ["p2"]
+    assert went_away(BpfError("creating a devmap failed"), seen) == []
+    assert went_away(OSError(1, "map update"), seen) == []

@@ -5,7 +5,6 @@ every link event) runs the same plan against the configuration last asked for.""
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -13,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from xdpfwd import interrupts
-from xdpfwd.errors import AttachError, BpfError, InputError, XdpfwdError
+from xdpfwd.errors import AttachError, BpfError, DeviceGone, InputError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import EgressSpec, PruneResult
@@ -390,7 +389,15 @@ def running_state(dp: Dataplane | None, links: dict[int, netdev.Link]) -> Runnin
         spec = entries.spec_of(dp, port, entry, egress) if egress else None
         user = dp.user_progs.get(entry.egress_prog_id) if dp.layout.has_egress else None
         found[port] = RunningEntry(entry.egress_ifindex, spec, user)
-    members = {port: name for name in dp.group_names() for port in dp.open_group(name).members()}
+    # A member floods when the map of groups points it at its group's devmap (a change
+    # killed half way may have left it in the devmap only): the others are no members.
+    ids = {name: map_id for map_id, name in groups.group_ids(dp).items()}
+    members = {
+        port: name
+        for name in dp.group_names()
+        for port in dp.open_group(name).members()
+        if dp.groups.group_id(port) == ids[name]
+    }
     settings = {p: s for p in ports if (s := dp.ports.get(p)) is not None}
     balanced = {
         port: _running_balanced(dp, port, mode, links)
@@ -450,19 +457,15 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
     _repair(pins)
     replans = 0
     while True:
-        seen: dict[int, netdev.Link] = {}  # the links the change read
         try:
-            c, desired, steps = _apply_once(pins, config, desired, force, seen)
+            c, desired, steps = _apply_once(pins, config, desired, force)
             break
-        except (BpfError, OSError) as e:  # undone: again, with the devices there are now
-            gone = _went_away(e, seen)
-            if not gone:
-                raise
+        except DeviceGone as e:  # undone: again, with the devices there are now
             replans += 1
-            what = f"{', '.join(gone)} went away during the change"
             if replans > REPLANS:
-                raise XdpfwdError(f"{what}: undone") from e
-            log.info("%s: undone, planning again", what)
+                raise
+            log.info("%s; planning again", e)
+            desired = resolve_config(config, path, netdev.links())
     warnings = (
         *desired.notes,
         *path_warnings,
@@ -477,7 +480,7 @@ def apply(pins: PinDir, path: str, dry_run: bool = False, force: bool = False) -
 
 
 def _apply_once(
-    pins: PinDir, config: Config, desired: Desired, force: bool, seen: dict[int, netdev.Link]
+    pins: PinDir, config: Config, desired: Desired, force: bool
 ) -> tuple[Change, Desired, list[Step]]:
     """One change to the file's state: the change done, the file resolved against
     the devices under the lock (one deleted meanwhile refused at its line, or taken
@@ -492,7 +495,6 @@ def _apply_once(
         replaceable=partial(is_orphan, pins),
         repairing=True,  # its plan pins a group again, or takes its members out
     ) as c:
-        seen.update(c.links)
         desired = resolve_config(config, desired.path, c.links)
         if desired.balanced:
             balance.check_supported(c.dp)
@@ -630,44 +632,24 @@ def reconcile(pins: PinDir) -> PruneResult:
     refused: dict[str, str] = {}  # port -> why its attach failed
     replans = 0
     while True:
-        seen: dict[int, netdev.Link] = {}  # the links the pass read
         try:
-            return _reconcile(pins, refused, seen)
+            return _reconcile(pins, refused)
         except AttachError as e:  # undone: again, without that port
             if e.port is None or e.port in refused:
                 raise
             refused[e.port] = str(e)
-        except (BpfError, OSError) as e:
-            gone = _went_away(e, seen)
-            if not gone:
-                raise
+        except DeviceGone as e:
             replans += 1
-            what = f"{', '.join(gone)} went away during the pass"
+            what = f"{', '.join(e.gone)} went away during the pass"
             if replans > REPLANS:
                 raise XdpfwdError(f"{what}: undone; the next pass restores the rest") from e
             log.info("%s: undone, planning again", what)
 
 
-def _went_away(e: BaseException, seen: dict[int, netdev.Link]) -> list[str]:
-    """The devices of seen that are gone now, if e (or what it was raised from or while
-    handling: an undo's write fails too) is the kernel refusing a write for want of a
-    device (EINVAL, ENODEV); else none."""
-    chain: list[BaseException] = []
-    cause: BaseException | None = e
-    while cause is not None and cause not in chain:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    if not any(isinstance(x, OSError) and x.errno in (errno.EINVAL, errno.ENODEV) for x in chain):
-        return []
-    now = netdev.links()
-    return [dev.ifname for ifindex, dev in sorted(seen.items()) if ifindex not in now]
-
-
-def _reconcile(pins: PinDir, refused: dict[str, str], seen: dict[int, netdev.Link]) -> PruneResult:
+def _reconcile(pins: PinDir, refused: dict[str, str]) -> PruneResult:
     with editing(pins, repairing=True) as c:
         if c is None:
             return PruneResult([], [], [])
-        seen.update(c.links)
         recorded = intent.load(pins)
         renamed: list[Step] = []
         if recorded is not None:

@@ -4,13 +4,14 @@ created (compiling once), and undo of all of it on any error."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from xdpfwd import interrupts
-from xdpfwd.errors import BpfError, InputError, PrereqError, XdpfwdError
+from xdpfwd.errors import BpfError, DeviceGone, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.model import Attachment
 from xdpfwd.state import dataplane, multicast, ports, tracing
@@ -129,17 +130,18 @@ def change(
         layout = dataplane.planned_layout(pins, table, value)
         ports.check_table_bounds(layout.table, [plan.link for plan in plans])
         check_layout(layout)
-        compiled = dataplane.ensure_pinned(pins, layout, undo_setup)
-        accounting = _ensure_accounting(pins, undo_setup)
-        with Dataplane.open(pins) as dp, ExitStack() as resources, Undo() as undo:
-            if not repairing:
-                refuse_unpinned(dp, links)
-            done = Change(dp, compiled, plans, undo, resources, links)
-            done.notes += accounting
-            yield done
-            undo.commit()
-            undo_setup.commit()
-            _finish(done)
+        with _said_when_devices_go(links):
+            compiled = dataplane.ensure_pinned(pins, layout, undo_setup)
+            accounting = _ensure_accounting(pins, undo_setup)
+            with Dataplane.open(pins) as dp, ExitStack() as resources, Undo() as undo:
+                if not repairing:
+                    refuse_unpinned(dp, links)
+                done = Change(dp, compiled, plans, undo, resources, links)
+                done.notes += accounting
+                yield done
+                undo.commit()
+                undo_setup.commit()
+                _finish(done)
 
 
 def _ensure_accounting(pins: PinDir, undo: Undo) -> list[str]:
@@ -165,7 +167,7 @@ def editing(pins: PinDir, repairing: bool = False) -> Iterator[Change | None]:
         links = netdev.links()
         if not repairing:
             refuse_unpinned(dp, links)
-        with ExitStack() as resources, Undo() as undo:
+        with _said_when_devices_go(links), ExitStack() as resources, Undo() as undo:
             pins.record_netns(undo)  # this namespace, as writing() found
             done = Change(dp, False, [], undo, resources, links)
             yield done
@@ -203,8 +205,39 @@ def _finish(c: Change) -> None:
 def _link(links: dict[int, netdev.Link], ifindex: int) -> netdev.Link:
     link = links.get(ifindex)
     if link is None:
-        raise InputError(f"no such interface: ifindex {ifindex} (it went away meanwhile)")
+        raise DeviceGone(
+            f"no such interface: ifindex {ifindex} (it went away meanwhile)", [str(ifindex)]
+        )
     return link
+
+
+@contextmanager
+def _said_when_devices_go(links: dict[int, netdev.Link]) -> Iterator[None]:
+    """A change that failed because a device of links went away while it ran, told
+    as such (DeviceGone), once undone: the kernel refused a write naming it (EINVAL:
+    devmap.c finds no device by that ifindex; ENODEV), and so may the undo's."""
+    try:
+        yield
+    except (XdpfwdError, OSError) as e:
+        gone = went_away(e, links)
+        if not gone or isinstance(e, DeviceGone):
+            raise
+        raise DeviceGone(f"{', '.join(gone)} went away during the change: undone", gone) from e
+
+
+def went_away(e: BaseException, seen: dict[int, netdev.Link]) -> list[str]:
+    """The devices of seen that are gone now, if e (or what it was raised from or while
+    handling: an undo's write fails too) is the kernel refusing a write for want of a
+    device (EINVAL, ENODEV); else none."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = e
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not any(isinstance(x, OSError) and x.errno in (errno.EINVAL, errno.ENODEV) for x in chain):
+        return []
+    now = netdev.links()
+    return [dev.ifname for ifindex, dev in sorted(seen.items()) if ifindex not in now]
 
 
 def tidy(
