@@ -177,7 +177,7 @@ def _taken_entries(dp: Dataplane, without_entry: list[int], links) -> dict[int, 
     if dp.entry_base is None or not without_entry:
         return {}
     began = [p for p in without_entry if dp.entry_base.get(p) is not None]
-    recorded = intent.current(dp, links) if began else None
+    recorded = intent.load(dp.pins) if began else None  # (links: names only, for speed)
     if recorded is None:
         return {}
     taken = {}

@@ -216,11 +216,14 @@ def _said_when_devices_go(links: dict[int, netdev.Link]) -> Iterator[None]:
     """A change that failed because a device of links went away while it ran, told
     as such (DeviceGone), once undone: the kernel refused a write naming it (EINVAL:
     devmap.c finds no device by that ifindex; ENODEV), and so may the undo's."""
+    committed_before = interrupts.committed
     try:
         yield
     except (XdpfwdError, OSError) as e:
+        if isinstance(e, DeviceGone) or interrupts.committed > committed_before:
+            raise  # (committed by now: what failed came after the change was made)
         gone = went_away(e, links)
-        if not gone or isinstance(e, DeviceGone):
+        if not gone:
             raise
         raise DeviceGone(f"{', '.join(gone)} went away during the change: undone", gone) from e
 
