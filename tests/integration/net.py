@@ -235,6 +235,15 @@ class Topo:
         self.files.append(path)
         return path
 
+    def udp_arrives(self, src: int, dst: int, count: int) -> int:
+        """Datagrams from host src that reach host dst, src knowing dst's address in
+        advance (static_arp() needs every host: some devices may be gone)."""
+        a, b = self.host(src), self.host(dst)
+        sh("ip", "-n", a.ns, "neigh", "replace", b.ip, "lladdr", b.mac, "dev", a.dev)
+        with UdpSink(b) as sink:
+            send_udp(a, b.ip, count)
+            return sink.count(count)
+
     def static_arp(self) -> None:
         """Neighbours known in advance, so a test's datagrams are the only frames sent."""
         for a in self.hosts:

@@ -15,7 +15,7 @@ from xdpfwd.ops import forwarding
 from xdpfwd.state import entries
 from xdpfwd.state.pins import PinDir
 
-from .net import XDPFWD, UdpSink, assert_fails, attach_foreign, in_netns, send_udp, sh, snapshot
+from .net import XDPFWD, assert_fails, attach_foreign, in_netns, sh, snapshot
 
 NO_BCC = {"PYTHONPATH": os.path.join(os.path.dirname(__file__), "no_bcc")}
 AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
@@ -327,11 +327,7 @@ def test_apply_resolves_its_file_against_the_devices_there_are_under_the_lock(ma
         os.close(fd)
     out, err = again.communicate(timeout=60)
     assert again.returncode == 0 and "attach to p1" in out, err
-    h1, h2 = topo.host(1), topo.host(2)
-    sh("ip", "-n", h1.ns, "neigh", "replace", h2.ip, "lladdr", h2.mac, "dev", h1.dev)
-    with UdpSink(h2) as sink:
-        send_udp(h1, h2.ip, 10)
-        assert sink.count(10) == 10
+    assert topo.udp_arrives(1, 2, 10) == 10
 
 
 def test_a_device_deleted_while_add_compiles_is_said_and_nothing_changes(
