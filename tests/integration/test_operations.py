@@ -613,6 +613,7 @@ def test_a_port_renamed_to_a_name_the_record_has_is_that_port(make_topo, pin_dir
     topo.ok(pin_dir, "prune")  # x1 -> p3 waits for x1
     sh(*link, "set", "p1", "name", "x1")  # as if x1 came back: its entry is restored
     assert "forward x1 -> p3" in topo.ok(pin_dir, "prune").stdout
+    assert topo.udp_arrives(1, 3, 10) == 10  # host 1 sits behind the device named x1 now
     text = topo.ok(pin_dir, "list").stdout
     # p1 is gone: its name was bound to this device, which is x1 now (not "see prune")
     assert "p1 -> p2: recorded, does not run (the device of p1 is gone)" in text, text

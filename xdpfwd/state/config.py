@@ -453,6 +453,14 @@ def _check_roles(r: _Reader, config: Config) -> None:
             member_of[member] = group.name
 
 
+def entered(wanted: Config) -> set[str]:
+    """The names that run xdpfwd's program in wanted for a role: where frames enter
+    to be forwarded, flooded or copied."""
+    names = {e.ingress for e in (*wanted.forward, *wanted.balanced)}
+    names |= {m for g in wanted.groups for m in g.members}
+    return names | {s for g in wanted.multicast for s in g.sources}
+
+
 def renamed(wanted: Config, names: dict[str, str]) -> Config:
     """wanted with the port names of names (old -> new) replaced."""
 
@@ -484,10 +492,7 @@ def to_dict(config: Config) -> dict:
     ports = {name: _port_dict(p) for name, p in config.ports.items()}
     # A port on the defaults needs no line where another role names it; an egress
     # that runs xdpfwd (for its on-miss verdict) is named by its line alone.
-    roled = {e.ingress for e in (*config.forward, *config.balanced)}
-    roled |= {m for g in config.groups for m in g.members}
-    roled |= {s for g in config.multicast for s in g.sources}
-    for name in ports.keys() - roled:
+    for name in ports.keys() - entered(config):
         ports[name] = ports[name] or {"on_miss": config.ports[name].on_miss}
     if any(ports.values()):
         doc["ports"] = {name: settings for name, settings in ports.items() if settings}

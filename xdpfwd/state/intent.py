@@ -222,12 +222,15 @@ def following_renames(
     made under the old name since, is the port. Its new name must be one the record
     does not know, or one renamed away in the same go (two names swapped)."""
     known = _names(recorded.config)
-    held = _held(dp, links)
-    renames = {
+    renamed = {
         old: links[ifindex].ifname
         for old, ifindex in recorded.bound.items()
-        if old in known and ifindex in held and links[ifindex].ifname != old
+        if old in known and ifindex in links and links[ifindex].ifname != old
     }
+    if not renamed:  # (the common case: no map is read for proof)
+        return recorded, {}
+    held = _held(dp, links)
+    renames = {old: new for old, new in renamed.items() if recorded.bound[old] in held}
     new_names = list(renames.values())
     renames = {
         old: new
@@ -322,13 +325,6 @@ def _names(wanted: Config) -> set[str]:
 
 def _sources(wanted: Config) -> set[str]:
     return {name for group in wanted.multicast for name in group.sources}
-
-
-def _attached(wanted: Config) -> set[str]:
-    """The names that run xdpfwd's program in wanted: where frames enter to be
-    forwarded, flooded or copied."""
-    names = {e.ingress for e in (*wanted.forward, *wanted.balanced)}
-    return names | {m for g in wanted.groups for m in g.members} | _sources(wanted)
 
 
 # --- edits: what each command asks for ---------------------------------------------------
@@ -467,6 +463,6 @@ def without_multicast(
         if left.receivers and left.sources:
             kept = [left if g.group == group else g for g in wanted.multicast]
     wanted = replace(wanted, multicast=tuple(kept))
-    idle = set(old.sources) - _attached(wanted)
+    idle = set(old.sources) - config.entered(wanted)
     ports = {name: conf for name, conf in wanted.ports.items() if name not in idle}
     return replace(intent, config=replace(wanted, ports=ports))
