@@ -327,6 +327,9 @@ def test_a_balanced_entry_whose_ports_are_all_down_or_gone_says_so(make_topo, pi
         (p1,) = [p for p in stats["ports"] if p["port"]["ifname"] == "p1"]
         return p1["not_forwarded"]["miss"]
 
+    sh("ip", "-n", topo.fwd, "link", "set", "p2", "down")  # its buckets' frames are dropped
+    (row,) = [r for r in topo.list_json(pin_dir)["entries"] if r["ingress"]["ifname"] == "p1"]
+    assert [p.split(":")[0] for p in row["problems"]] == ["p2 is down"]
     for port in ("p2", "p3"):
         sh("ip", "-n", topo.fwd, "link", "set", port, "down")
     topo.ok(pin_dir, "prune")

@@ -95,14 +95,18 @@ def test_an_egress_without_carrier_is_warned_about_and_its_fix_works(make_topo, 
     sh("ip", "-n", h2.ns, "link", "set", h2.dev, "down")  # p2 stays up, without carrier
     added = topo.ok(pin_dir, "add", "p1", "p2", "--mode", mode)
     fix = f"ip netns exec {h2.ns} ip link set dev h0 up"
-    assert (
+    warned = (
         f"p2 has no carrier (its veth peer h0 is down): frames sent to it are dropped (fix: {fix})"
-        in added.stderr
     )
+    assert warned in added.stderr
     doctor = json.loads(topo.xdpfwd(pin_dir, "doctor", "--json", "--no-compile").stdout)
     (check,) = [c for c in doctor["checks"] if c["id"] == "egress_down"]
     assert (check["status"], check["port"]["ifname"], check["fix"]) == ("warn", "p2", fix)
     assert states(topo, pin_dir) == {"p1": "egress down"}
+    # p2 runs nothing of xdpfwd's and has no row: p1's, which sends there, says why.
+    (row,) = topo.list_json(pin_dir)["entries"]
+    assert row["problems"] == [warned]
+    assert topo.ok(pin_dir, "list").stderr.splitlines() == [f"warning: {warned}"]
     if mode == "native":  # (generic mode's drops there are counted nowhere: CAVEATS)
         send_udp(topo.host(1), h2.ip, 10)
         stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)

@@ -267,15 +267,17 @@ def list_ports(pins: PinDir) -> Listing:
         member_of = {m.ifindex: g.name for g in groups for m in g.members}
         recorded = intent.current(dp, links) or intent.Intent()
         sources = multicast.sources_of(dp)
-        with health.inspected(health.managed_pairs(dp, groups), links) as (problems, _):
+        pairs = health.managed_pairs(dp, groups)
+        with health.inspected(pairs, links) as (problems, _):
             problems += health.flood_problems([*member_of, *sources], links, dp.frags)
             rows = [
                 _with_multicast(
-                    _port_row(dp, port, links, member_of, counted, problems, recorded),
+                    _port_row(dp, port, links, member_of, counted, recorded),
                     sources.get(port, []),
                 )
                 for port in sorted(dp.ports.ifindexes())
             ]
+        rows = [replace(row, problems=_problems_of(row, pairs, problems)) for row in rows]
         layout = dp.layout
         return Listing(
             pins.path,
@@ -289,6 +291,16 @@ def list_ports(pins: PinDir) -> Listing:
             multi_buffer=dp.frags,
             waiting=_waiting(dp, recorded, groups, links),
         )
+
+
+def _problems_of(
+    row: PortRow, pairs: list[tuple[int, int]], problems: list[health.Problem]
+) -> tuple[str, ...]:
+    """The problems of a port and of the ports its frames go to (an egress that is
+    not a port of xdpfwd's has no row to show them)."""
+    port = row.ingress.ifindex
+    concerned = {port} | {egress for ingress, egress in pairs if ingress == port}
+    return tuple(p.line for p in problems if p.ifindex in concerned)
 
 
 def _waiting(
@@ -343,7 +355,6 @@ def _port_row(
     links: dict[int, netdev.Link],
     member_of: dict[int, str],
     counted: Snapshot,
-    problems: list[health.Problem],
     recorded: intent.Intent,
 ) -> PortRow:
     link = links.get(port)
@@ -402,7 +413,6 @@ def _port_row(
         lost=counted.port_losses(port),
         events=_events(counted, known(port, links), egress),
         forwarded=counted.forwarded(port),
-        problems=tuple(p.line for p in problems if p.ifindex == port),
         balance=balanced,
     )
 

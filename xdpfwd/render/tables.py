@@ -181,9 +181,8 @@ def listing(result: Listing, as_json: bool) -> None:
         out.print(groups_table(result))
     if result.multicast:
         out.print(multicast_table(result.multicast))
-    for row in result.rows:
-        for problem in row.problems:
-            warning(problem)  # each names its ports
+    for problem in dict.fromkeys(p for row in result.rows for p in row.problems):
+        warning(problem)  # each names its ports, once though several rows send there
     _waiting_lines(result)
 
 
