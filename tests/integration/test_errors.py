@@ -357,3 +357,26 @@ def test_a_device_deleted_while_add_compiles_is_said_and_nothing_changes(
 
 def ifindex_of(topo, name: str) -> int:
     return json.loads(sh("ip", "-n", topo.fwd, "-j", "link", "show", name).stdout)[0]["ifindex"]
+
+
+def test_a_down_cut_short_leaves_pins_the_next_down_removes(make_topo, pin_dir, monkeypatch):
+    # Cut short after the namespace link went: it was unpinned in any order, and the pins
+    # left were said to be "tied to no network namespace (made by an earlier xdpfwd ...)".
+    topo = make_topo(2)
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    unlink = os.unlink
+
+    def killed_after_the_netns_link(path):
+        unlink(path)
+        if os.path.basename(path) == "netns":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "unlink", killed_after_the_netns_link)
+    with in_netns(topo.fwd), pytest.raises(KeyboardInterrupt):
+        forwarding.down(PinDir.parse(pin_dir))
+    monkeypatch.undo()
+    assert topo.ok(pin_dir, "list").stdout.startswith("no forwarding entries")
+    topo.ok(pin_dir, "add", "p1", "p2", "-b")
+    assert topo.ping(1, topo.host(2).ip) == 3
+    topo.ok(pin_dir, "down")
+    assert not os.path.exists(pin_dir)

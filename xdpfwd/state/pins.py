@@ -624,8 +624,9 @@ class PinDir:
         survey = self.survey(full=True)
         if not survey.exists:
             return ()
-        # Deepest first: a group's pin before the group directory.
-        for name in sorted(survey.ours, key=lambda n: -n.count("/")):
+        # Deepest first: a group's pin before the group directory. The namespace link
+        # last: what a down cut short leaves is still tied here, for the next down.
+        for name in sorted(survey.ours, key=lambda n: (-n.count("/"), n == maps.PIN_NETNS)):
             path = self.pin(name)
             try:
                 if name == maps.PIN_GROUP_DIR:
