@@ -17,7 +17,9 @@ within each repeat, in reverse order every other repeat: a ratio is the median o
 repeats of a sample divided by its reference's sample of the same repeat. Compare the
 ratios; the absolute rates move with the machine's load.
 
-How it measures: five veth ports with a host namespace behind each; an in-kernel
+How it measures: five veth ports with a host namespace behind each, in a network
+namespace made for the run (small ifindexes, as a host's NICs': xdpfwd reads the
+array copies of its maps, not the hashes of ports from ifindex 1024); an in-kernel
 generator (`BPF_PROG_TEST_RUN` with live frames) transmits into port 1; XDP sinks on
 the hosts of the other ports count and drop. The baselines are the strictest programs
 doing the same job: a `bpf_redirect_map()` through a one-slot array devmap
@@ -41,7 +43,8 @@ def machine_text(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['cpus_online']} CPUs online, Linux {m['kernel']}, "
         f"Python {platform.python_version()}, BCC {bcc_version}; load average at the end "
         f"{' '.join(load)}; programs of others on the XDP tracepoints: "
-        f"{m['xdp_tracepoint_links']}."
+        f"{m['xdp_tracepoint_links']}; the lab's ports' ifindexes: "
+        f"{', '.join(map(str, m.get('lab_ifindexes', ['?'])))}."
     )
 
 
