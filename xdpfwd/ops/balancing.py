@@ -70,6 +70,7 @@ def add(
         attach={in_link.ifindex: mode},
         force=force,
         sends_to=[link.ifindex for link in out_links],
+        known=links,
         check_layout=entries.layout_check(egress_spec),
     ) as c:
         balance.check_supported(c.dp)

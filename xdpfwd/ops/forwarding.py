@@ -121,6 +121,7 @@ def add(
         attach={ingress: mode for ingress, _ in pairs},
         force=force,
         sends_to=[egress for _, egress in pairs],
+        known=links,
         check_layout=entries.layout_check(egress_spec),
     ) as c:
         _check_not_members(c.dp, [plan.link for plan in c.plans])

@@ -76,6 +76,7 @@ def broadcast(
         value=value,
         attach=dict.fromkeys(joining, mode),
         force=force,
+        known=links,
     ) as c:
         dp = c.dp
         ids = group_ids(dp)

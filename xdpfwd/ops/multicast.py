@@ -57,6 +57,7 @@ def multicast_add(
         attach=dict.fromkeys(from_ports, mode),
         force=force,
         sends_to=to_ports,
+        known=links,
     ) as c:
         multicast.require(c.dp)
         current = multicast.read_groups(c.dp).get(addr)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -90,6 +90,7 @@ def change(
     attach: dict[int, str],
     force: bool,
     sends_to: Iterable[int] = (),
+    known: Mapping[int, netdev.Link] | None = None,
     check_layout: Callable[[Layout], None] = lambda layout: None,
     replaceable: Callable[[netdev.Link], bool] = lambda link: False,
     repairing: bool = False,
@@ -97,7 +98,8 @@ def change(
     """Hold the pin directory's lock and open its dataplane, creating what is missing.
 
     attach maps the ifindexes of the ports that are to run xdpfwd to their mode;
-    sends_to has the ports the change is to send to. Nothing changes before every
+    sends_to has the ports the change is to send to; known, the links the caller
+    found them in (to name one that went away since). Nothing changes before every
     check passed: all of them are still there (refused as gone otherwise), foreign
     programs on the ports to run xdpfwd (replaced with force, or when replaceable says
     so), the table's type and value format (check_layout may refuse more); a port
@@ -121,9 +123,9 @@ def change(
         ours = pins.prog_id()
         plans = []
         for port in sends_to:
-            _link(links, port)
+            _link(links, port, known)
         for port, mode in attach.items():
-            link = _link(links, port)
+            link = _link(links, port, known)
             # (replaceable() may look through other pin dirs: only for another's program)
             replace_foreign = force or (link.xdp_prog_id not in (0, ours) and replaceable(link))
             plans.append(ports.plan_attach(pins, link, ours, mode, replace_foreign))
@@ -202,12 +204,13 @@ def _finish(c: Change) -> None:
         step()
 
 
-def _link(links: dict[int, netdev.Link], ifindex: int) -> netdev.Link:
+def _link(
+    links: dict[int, netdev.Link], ifindex: int, known: Mapping[int, netdev.Link] | None
+) -> netdev.Link:
     link = links.get(ifindex)
     if link is None:
-        raise DeviceGone(
-            f"no such interface: ifindex {ifindex} (it went away meanwhile)", [str(ifindex)]
-        )
+        name = known[ifindex].ifname if known and ifindex in known else f"ifindex {ifindex}"
+        raise DeviceGone(f"no such interface: {name} (it went away meanwhile)", [name])
     return link
 
 
