@@ -33,6 +33,16 @@ def test_source_dir_override(monkeypatch, tmp_path):
     assert source.bpf_source_dir() == tmp_path
 
 
+def test_an_installation_without_the_source_package_is_a_prereq_error(monkeypatch):
+    def missing(package):
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    monkeypatch.delenv("XDPFWD_BPF_SRC", raising=False)
+    monkeypatch.setattr(source.resources, "files", missing)
+    with pytest.raises(PrereqError, match="XDPFWD_BPF_SRC"):
+        source.read_source(source.INGRESS_SOURCE)
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [

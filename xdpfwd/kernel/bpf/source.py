@@ -26,11 +26,18 @@ _XDP_FUNCTION = re.compile(r"\bint\s+([A-Za-z_]\w*)\s*\(\s*struct\s+xdp_md\s*\*"
 
 
 def bpf_source_dir() -> Path:
-    """bpf_src/ of the package; XDPFWD_BPF_SRC overrides it for development."""
+    """bpf_src/ of the package; XDPFWD_BPF_SRC overrides it for development.
+    Raises PrereqError when the installation has none."""
     override = os.environ.get("XDPFWD_BPF_SRC")
     if override:
         return Path(override)
-    return Path(str(resources.files("xdpfwd.bpf_src")))
+    try:
+        return Path(str(resources.files("xdpfwd.bpf_src")))
+    except ModuleNotFoundError:
+        raise PrereqError(
+            "xdpfwd's XDP source (the package xdpfwd.bpf_src) is not installed: reinstall "
+            "xdpfwd, or point XDPFWD_BPF_SRC at its bpf_src directory"
+        ) from None
 
 
 def read_source(name: str) -> str:
