@@ -79,12 +79,15 @@ def test_a_frame_reaches_every_other_member_exactly_once(make_topo, pin_dir, tab
     assert [m["ifname"] for m in group["members"]] == ["p1", "p2", "p3"]
     p1 = next(r for r in listing["entries"] if r["ingress"]["ifname"] == "p1")
     assert p1["group"] == "default" and p1["counters"]["redirect_packets"] >= 20
+    assert p1["forwarded_packets"] == p1["counters"]["redirect_packets"]  # what it flooded
     pairs = {(p["ingress"]["ifname"], p["egress"]["ifname"]): p for p in group["pairs"]}
     assert pairs[("p1", "p2")]["tx_packets"] == pairs[("p1", "p3")]["tx_packets"] == 20
     # The copies the drivers sent (no egress program runs), in frames of one size.
     assert pairs[("p1", "p2")]["tx_bytes"] == 20 * udp_frame_len(64)
     stats = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
     assert {p["counted_by"] for p in stats["pairs"]} == {"transmit"}
+    (p1,) = [p for p in stats["ports"] if p["port"]["ifname"] == "p1"]
+    assert p1["forwarded_packets"] == p1["redirect_packets"] >= 20
     assert group_slots(pin_dir, "default") == 3
 
 

@@ -405,11 +405,12 @@ def test_without_loss_accounting_the_traced_reasons_are_unknown():
     assert "xdpfwd_pair_redirect_error_packets_total" not in documents.prometheus(s)
 
 
-def test_a_broadcast_member_has_no_forwarded_count():
-    s = snap(0.0, rx=10)
-    member = PairCounters(ETH1, ETH2, "g", "egress", 10, 1000)
-    s = replace(s, pairs={member.key: member})
-    assert s.forwarded(2) is None
+def test_a_broadcast_member_forwarded_what_it_flooded_its_copies_lost_or_not():
+    # (JSON said null where the table said the frames flooded, as the README does.)
+    s = snap(0.0, rx=10, redirect_err=2)
+    member = PairCounters(ETH1, ETH2, "g", "transmit", 10, 1000)
+    s = replace(s, pairs={member.key: member}, tracing=False)
+    assert s.forwarded(2) == s.ports[2].counters.redirect_packets > 0
 
 
 def test_prometheus_has_every_reason_per_port_and_the_pairs_events():

@@ -122,12 +122,15 @@ class Snapshot:
 
     def forwarded(self, ifindex: int) -> int | None:
         """Frames of the port's entry that left on its egress: redirected, less its
-        multicast replicas and those lost after the redirect. None when unknown (loss
-        accounting off, a broadcast member whose frames leave as copies, a port xdpfwd
-        does not run on)."""
+        multicast replicas and those lost after the redirect; for a broadcast member,
+        the frames it flooded (what is lost after the redirect is copies). None when
+        unknown (loss accounting off, a port xdpfwd does not run on)."""
         port = self.ports[ifindex]
-        pairs = self._pairs_from(ifindex)
-        if not self.tracing or port.counters is None or any(p.group for p in pairs):
+        if port.counters is None:
+            return None
+        if any(p.group for p in self._pairs_from(ifindex)):
+            return port.counters.redirect_packets - port.mcast_packets
+        if not self.tracing:
             return None
         lost = self.port_losses(ifindex)
         after = sum(
