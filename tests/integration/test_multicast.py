@@ -586,6 +586,9 @@ def test_doctor_names_a_receiver_whose_device_went_until_prune_recounts(make_top
     send_mcast(topo.host(1), "239.1.1.1", 5, 9526)
     group = groups_by_address(stats_json(topo, pin_dir))["239.1.1.1"]
     assert (group["copies_expected"], group["copies_lost"]) == (14, 5)
+    # The summary of every frame not forwarded says so too (it said "none").
+    (summary,) = [s for s in topo.ok(pin_dir, "stats").stdout.splitlines() if "not forw" in s]
+    assert summary == "not forwarded (total): none; multicast copies lost 5"
     check = doctor_check(topo, pin_dir, "receiver_gone")
     assert check["check"] == "multicast 239.1.1.1"
     assert f"the device of a receiver (ifindex {p3}) is gone" in check["detail"]

@@ -381,10 +381,13 @@ _REASON_LABELS = {
 }
 
 
-def _losses_line(losses: dict[str, int | None], since: str) -> Text:
-    """One line, short enough for 80 columns: only the reasons that lost frames."""
+def _losses_line(losses: dict[str, int | None], since: str, copies_lost: int = 0) -> Text:
+    """One line, short enough for 80 columns: only the reasons that lost frames, and
+    the copies of multicast groups' frames that reached no receiver."""
     parts = [f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n]
     line = f"not forwarded ({since}): {', '.join(parts) or 'none'}"
+    if copies_lost:
+        line += f"; multicast copies lost {count(copies_lost)}"
     if losses.get("xmit_drop") is None:
         line += "; loss accounting is off (see doctor)"
     return Text(line, no_wrap=True, overflow="ellipsis")
@@ -502,7 +505,9 @@ def stats_tables(
         parts.append(_multicast_stats_table(snapshot, rates, expand))
     if losses is not None:
         since = "since start" if rates is not None else "total"
-        parts.append(_losses_line(losses, since))
+        # (A watch shows the groups' copies lost in their table, as running totals.)
+        copies = [g.copies_lost for g in snapshot.multicast.values()] if rates is None else []
+        parts.append(_losses_line(losses, since, sum(n for n in copies if n)))
     return Group(*parts)
 
 
