@@ -59,6 +59,7 @@ struct xdpfwd_port_stats {
 	struct xdpfwd_counter pass;	/* on-miss verdict XDP_PASS */
 	struct xdpfwd_counter drop;	/* on-miss verdict XDP_DROP */
 	struct xdpfwd_counter too_big;	/* multi-buffer frames a group cannot flood: dropped */
+	__u64 flood_copies;		/* copies its floods should have made (members reached) */
 };
 
 /* An (ingress, egress) pair of ports, as a devmap egress program sees it. */
@@ -100,9 +101,16 @@ struct xdpfwd_rewrite {
 /* Settings of a port that runs the ingress program. */
 #define XDPFWD_PORT_BROADCAST		1	/* member of a group: flood */
 #define XDPFWD_PORT_EXCLUDE_INGRESS	2	/* ... but not back out of this port */
+/*
+ * A member's flags above this shift: its group's members, so that the program counts
+ * the copies each flood should make (one less with XDPFWD_PORT_EXCLUDE_INGRESS). The
+ * kernel skips a member that is down, gone or of too small an MTU without a word:
+ * the copies counted less those the transmit tracepoint saw are those.
+ */
+#define XDPFWD_PORT_MEMBERS_SHIFT	8
 struct xdpfwd_port {
 	__u32 on_miss;			/* XDP_PASS or XDP_DROP */
-	__u32 flags;			/* XDPFWD_PORT_* */
+	__u32 flags;			/* XDPFWD_PORT_*, and the group's members */
 };
 
 /*

@@ -176,8 +176,11 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 		if (port->flags & XDPFWD_PORT_EXCLUDE_INGRESS)
 			flags |= BPF_F_EXCLUDE_INGRESS;
 		if (group_redirect(ifindex, flags) == XDP_REDIRECT) {
-			if (stats)
+			if (stats) {
 				count(&stats->redirect, bytes);
+				stats->flood_copies += (port->flags >> XDPFWD_PORT_MEMBERS_SHIFT) -
+						       !!(flags & BPF_F_EXCLUDE_INGRESS);
+			}
 			return XDP_REDIRECT;
 		}
 	}

@@ -104,6 +104,51 @@ def test_groups_are_separate_flood_domains(make_topo, pin_dir):
     assert {g["name"] for g in topo.list_json(pin_dir)["groups"]} == {"one", "two"}
 
 
+def test_copies_the_kernel_skips_are_counted_as_lost(make_topo, pin_dir):
+    # A member below the frame's MTU, down, or gone: the kernel skips it without a
+    # trace; they were counted nowhere, and p1's stats said LOST 0.
+    topo = make_topo(4)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "p4", "--exclude-ingress")
+
+    def p1() -> dict:
+        ports = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["ports"]
+        return next(p for p in ports if p["port"]["ifname"] == "p1")
+
+    def flood_big(count: int, port: int, hosts=topo.hosts) -> dict[int, int]:
+        with ExitStack() as stack:
+            seen = {h.index: stack.enter_context(FrameCounter(h.ns, h.dev)) for h in hosts}
+            send_udp(topo.host(1), "10.77.0.200", count, payload=1200, port=port)
+            return {i: len(c.frames(udp_port=port)) for i, c in seen.items()}
+
+    sh("ip", "-n", topo.fwd, "link", "set", "p3", "mtu", "1000")
+    before = p1()
+    assert flood_big(10, 9310) == {1: 0, 2: 10, 3: 0, 4: 10}
+    after = p1()
+    flooded = after["redirect_packets"] - before["redirect_packets"]
+    assert after["flood_copies"] - before["flood_copies"] == 3 * flooded
+    assert after["flood_copies_lost"] - before["flood_copies_lost"] == 10  # the big ones
+    sh("ip", "-n", topo.fwd, "link", "set", "p3", "mtu", "1500")
+    sh("ip", "-n", topo.fwd, "link", "set", "p4", "down")
+    assert flood_big(10, 9311) == {1: 0, 2: 10, 3: 10, 4: 0}
+    now = p1()
+    flooded = now["redirect_packets"] - after["redirect_packets"]  # each lost p4's copy
+    assert now["flood_copies_lost"] - after["flood_copies_lost"] == flooded >= 10
+    (entry,) = [e for e in topo.list_json(pin_dir)["entries"] if e["ingress"]["ifname"] == "p1"]
+    assert entry["flood_copies_lost"] == now["flood_copies_lost"]
+    (summary,) = [s for s in topo.ok(pin_dir, "stats").stdout.splitlines() if "not forw" in s]
+    assert f"broadcast copies lost {now['flood_copies_lost']}" in summary
+    # Gone: lost until prune takes it out; then two copies a frame, both made.
+    sh("ip", "-n", topo.fwd, "link", "del", "p4")
+    topo.ok(pin_dir, "prune")
+    before = p1()
+    assert flood_big(10, 9312, topo.hosts[:3]) == {1: 0, 2: 10, 3: 10}
+    after = p1()
+    flooded = after["redirect_packets"] - before["redirect_packets"]
+    assert after["flood_copies"] - before["flood_copies"] == 2 * flooded
+    assert after["flood_copies_lost"] == before["flood_copies_lost"]
+
+
 def test_a_member_that_leaves_stops_receiving(make_topo, pin_dir):
     topo = make_topo(3)
     static_neighbour(topo, 1)

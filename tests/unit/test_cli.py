@@ -304,6 +304,7 @@ def test_list_json_is_stable_and_parseable():
         "balance",
         "forwarded_packets",
         "not_forwarded",
+        "flood_copies_lost",
         "xmit_drop_packets",
         "redirect_error_packets",
     }

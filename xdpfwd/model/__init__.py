@@ -212,6 +212,7 @@ class PortRow:
     lost: dict[str, int | None] = field(default_factory=dict)
     events: TxEvents | None = None
     forwarded: int | None = None  # redirected less lost after it, when that is known
+    flood_copies_lost: int | None = None  # of a member's floods, no member got (counters)
     problems: tuple[str, ...] = ()  # what keeps its frames from getting through, with fixes
     balance: BalanceInfo | None = None  # a balanced entry (egress is None then)
 
@@ -240,6 +241,7 @@ class PortRow:
             "balance": self.balance.as_dict() if self.balance else None,
             "forwarded_packets": self.forwarded,
             "not_forwarded": self.lost,
+            "flood_copies_lost": self.flood_copies_lost,
             **_events_dict(self.events),
         }
 

@@ -48,6 +48,8 @@ class PortCounters:
     mcast_packets: int = 0
     # What ended pairs had counted on it (in tx_* already, and in its losses).
     retired: RetiredPort = RetiredPort()
+    # The copies its floods should have made (None: pins made before it was counted).
+    flood_copies: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,17 @@ class Snapshot:
             lost[r] or 0 for r in ("egress_drop", "egress_invalid", "redirect_error", "xmit_drop")
         )
         return max(0, port.counters.redirect_packets - port.mcast_packets - after)
+
+    def copies_lost(self, ifindex: int) -> int | None:
+        """Copies of the port's floods that no driver got: the kernel skips a member
+        that is down, gone or of too small an MTU, and says so nowhere. Those its
+        floods should have made, less those the transmit tracepoint saw sent or
+        dropped (the port's xmit drops); None when that is not known."""
+        port = self.ports[ifindex]
+        if port.flood_copies is None or not self.tracing:
+            return None
+        seen = port.retired.flooded + sum(_flooded(p) for p in self._pairs_from(ifindex))
+        return max(0, port.flood_copies - seen)
 
     def totals(self) -> dict[str, int]:
         """Sums over the ports, with what ports that left had counted: they never go
@@ -229,6 +242,7 @@ def _parts(s: Snapshot) -> dict[tuple, tuple[int, int, RetiredPort]]:
             p.egress_drop_packets,
             p.egress_invalid_packets,
             _traced_drops(p),
+            _flooded(p),
         )
         parts[(kind, *p.key)] = (p.egress.ifindex, p.ingress.ifindex, counts)
     for g in s.multicast.values():
@@ -236,6 +250,13 @@ def _parts(s: Snapshot) -> dict[tuple, tuple[int, int, RetiredPort]]:
             counts = RetiredPort(r.copies or 0, r.copy_bytes or 0)
             parts[("multicast", g.group, r.port.ifindex)] = (r.port.ifindex, 0, counts)
     return parts
+
+
+def _flooded(pair: PairCounters) -> int:
+    """The copies of a group's pair that its driver was handed: sent or dropped."""
+    if pair.group is None:
+        return 0
+    return pair.tx_packets + (pair.events.xmit_drops if pair.events else 0)
 
 
 def _ended(was: PortStats, now: PortCounters | None) -> bool:

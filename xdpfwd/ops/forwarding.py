@@ -414,6 +414,7 @@ def _port_row(
         lost=counted.port_losses(port),
         events=_events(counted, known(port, links), egress),
         forwarded=counted.forwarded(port),
+        flood_copies_lost=counted.copies_lost(port),
         balance=balanced,
     )
 

@@ -85,6 +85,8 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
                 "forwarded_packets": snapshot.forwarded(k),
                 "multicast_packets": p.mcast_packets if p.counters else None,
                 "not_forwarded": snapshot.port_losses(k),
+                "flood_copies": p.flood_copies if p.counters else None,
+                "flood_copies_lost": snapshot.copies_lost(k) if p.counters else None,
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,
                 "rx_pps": rate(rates.port_rx if rates else {}, k, "pps"),
@@ -235,6 +237,16 @@ def prometheus(snapshot: Snapshot) -> str:
                 ifname = _label(p.port.ifname or "")
                 labels = f'port="{ifname}",device="{ifname}",ifindex="{k}",reason="{reason}"'
                 lines.append(f"{metric}{{{labels}}} {value}")
+    metric = "xdpfwd_port_flood_copies_lost_total"
+    lines += [
+        f"# HELP {metric} Copies of the port's broadcast floods that no member's driver got.",
+        f"# TYPE {metric} counter",
+    ]
+    for k, p in snapshot.ports.items():
+        lost = snapshot.copies_lost(k) if p.counters else None
+        if lost is not None:
+            ifname = _label(p.port.ifname or "")
+            lines.append(f'{metric}{{port="{ifname}",device="{ifname}",ifindex="{k}"}} {lost}')
     lines += _prometheus_multicast(snapshot)
     metric = "xdpfwd_not_forwarded_packets_total"
     lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]

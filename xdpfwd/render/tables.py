@@ -83,7 +83,7 @@ def listing_table(listing: Listing) -> Table:
             egress_text(row.egress_prog),
             str(row.forwarded_or_redirected),
             str(row.counters.miss_packets),
-            _lost(row.lost),
+            _lost(row.lost, row.flood_copies_lost),
         )
     return table
 
@@ -103,11 +103,13 @@ def _forwarded(snapshot: Snapshot, port: PortCounters) -> int:
     return forwarded + port.mcast_packets
 
 
-def _lost(lost: dict[str, int | None]) -> str:
-    """Frames lost by every reason but a miss; "?" marks what is not known."""
+def _lost(lost: dict[str, int | None], flood_copies_lost: int | None = 0) -> str:
+    """Frames lost by every reason but a miss, and (a member's: its losses after the
+    redirect count copies) the copies of its floods no member got; "?" marks what is
+    not known."""
     known = [n for reason, n in lost.items() if reason != "miss" and n is not None]
     unknown = any(n is None for n in lost.values())
-    return f"{sum(known)}{'+?' if unknown else ''}"
+    return f"{sum(known) + (flood_copies_lost or 0)}{'+?' if unknown else ''}"
 
 
 def groups_table(listing: Listing) -> Table:
@@ -381,11 +383,15 @@ _REASON_LABELS = {
 }
 
 
-def _losses_line(losses: dict[str, int | None], since: str, copies_lost: int = 0) -> Text:
+def _losses_line(
+    losses: dict[str, int | None], since: str, copies_lost: int = 0, flood_copies_lost: int = 0
+) -> Text:
     """One line, short enough for 80 columns: only the reasons that lost frames, and
-    the copies of multicast groups' frames that reached no receiver."""
+    the copies of broadcasts and multicast groups' frames that reached no member."""
     parts = [f"{_REASON_LABELS[reason]} {count(n)}" for reason, n in losses.items() if n]
     line = f"not forwarded ({since}): {', '.join(parts) or 'none'}"
+    if flood_copies_lost:
+        line += f"; broadcast copies lost {count(flood_copies_lost)}"
     if copies_lost:
         line += f"; multicast copies lost {count(copies_lost)}"
     if losses.get("xmit_drop") is None:
@@ -451,7 +457,10 @@ def stats_tables(
                     nbytes(c.rx_bytes),
                     count(_forwarded(snapshot, p)),
                     count(c.miss_packets),
-                    _lost(snapshot.port_losses(p.port.ifindex)),
+                    _lost(
+                        snapshot.port_losses(p.port.ifindex),
+                        snapshot.copies_lost(p.port.ifindex),
+                    ),
                 )
                 if c
                 else ("-",) * 5
@@ -507,7 +516,10 @@ def stats_tables(
         since = "since start" if rates is not None else "total"
         # (A watch shows the groups' copies lost in their table, as running totals.)
         copies = [g.copies_lost for g in snapshot.multicast.values()] if rates is None else []
-        parts.append(_losses_line(losses, since, sum(n for n in copies if n)))
+        floods = [snapshot.copies_lost(k) for k in snapshot.ports] if rates is None else []
+        parts.append(
+            _losses_line(losses, since, sum(n for n in copies if n), sum(n for n in floods if n))
+        )
     return Group(*parts)
 
 

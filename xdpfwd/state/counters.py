@@ -44,10 +44,10 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
     events = tx_events(dp)
     traced = events is not None
     events = events or {}
-    ports = {
-        port: PortCounters(known(port, links), dp.stats.read(port) or maps.PortStats())
-        for port in sorted(dp.ports.ifindexes())
-    }
+    ports, flooded = {}, {}
+    for port in sorted(dp.ports.ifindexes()):
+        counters, flooded[port] = dp.stats.read_with_tail(port)
+        ports[port] = PortCounters(known(port, links), counters or maps.PortStats())
     pairs = [
         *_entry_pairs(dp, ports, links),
         *_group_pairs(dp, links),
@@ -84,6 +84,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
             _summed(e for (ingress, _), e in events.items() if ingress == port) if traced else None,
             replicated.get(port, 0),
             past,
+            flooded.get(port),
         )
     ports = dict(sorted(ports.items()))
     exceptions = {ingress: e.exceptions for (ingress, egress), e in events.items() if egress == 0}

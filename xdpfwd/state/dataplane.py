@@ -147,7 +147,8 @@ class Dataplane:
             self.prog_fd, self.prog_id = self._open_prog(maps.PIN_PROG_INGRESS)
             self.fwd = self._open(maps.ForwardTable, maps.PIN_FWD)
             self.ports = self._open(maps.PortTable, maps.PIN_PORTS)
-            self.stats = self._open_stats(maps.PIN_PORT_STATS, maps.PortStats)
+            # The tail: the copies its floods should have made (flood_copies).
+            self.stats = self._open_stats(maps.PIN_PORT_STATS, maps.PortStats, tail=1)
             self.layout = Layout(self.fwd.table_type, self.fwd.value_format)
             self.groups = self._open(maps.GroupsTable, maps.PIN_GROUPS)
             names = pins.names()
@@ -226,8 +227,8 @@ class Dataplane:
             else None,
         )
 
-    def _open_stats(self, name: str, cls: type) -> maps.SlottedStats:
-        stats = maps.SlottedStats(self.pins.pin(name), cls)
+    def _open_stats(self, name: str, cls: type, tail: int = 0) -> maps.SlottedStats:
+        stats = maps.SlottedStats(self.pins.pin(name), cls, tail)
         self._fds.callback(stats.close)
         return stats
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from contextlib import suppress
+from dataclasses import replace
 
 from xdpfwd.errors import BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import netdev
@@ -186,6 +187,16 @@ def _resize(c: Change, group: str, members: list[int]) -> None:
     c.undo.callback(_replace_pin, path, old.fd)
     for port in members:
         _point(c, port, devmap.fd)
+        _count_members(c, port, len(members))
+
+
+def _count_members(c: Change, port: int, members: int) -> None:
+    """Tell a member how many its group has: its program counts the copies each of
+    its floods should make (see XDPFWD_PORT_MEMBERS_SHIFT)."""
+    previous = c.dp.ports.get(port)
+    if previous is not None and previous.members != members:
+        c.undo.callback(c.dp.ports.set, port, previous)  # first: see _point()
+        map_write(c.dp.ports.set, port, replace(previous, members=members))
 
 
 def _point(c: Change, port: int, group_fd: int) -> None:

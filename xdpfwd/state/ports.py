@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdpfwd import interrupts
 from xdpfwd.errors import AttachError, BpfError, InputError, XdpfwdError
@@ -18,7 +18,7 @@ from xdpfwd.kernel.bpf import loader, maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import Attachment, Iface
 from xdpfwd.state import intent
-from xdpfwd.state.dataplane import Dataplane
+from xdpfwd.state.dataplane import Dataplane, devmap_members
 from xdpfwd.state.pins import PinDir
 
 
@@ -298,6 +298,7 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
     gone = [port for port in dp.ports.ifindexes() if port not in links]
     if gone:
         _detach_moved(dp)
+    left = {dp.groups.group_id(port) for port in gone} - {None}
     for port in gone:
         entry = dp.fwd.get(port)
         dp.fwd.delete(port)
@@ -320,6 +321,12 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
             for ingress, egress in dp.pairs.pairs():
                 if port in (ingress, egress):
                     dp.pairs.forget(ingress, egress)
+    for group in left:  # the kernel took the gone out of its devmap: fewer copies now
+        members = devmap_members(group)[0]
+        for member in members:
+            settings = dp.ports.get(member)
+            if settings is not None:
+                dp.ports.set(member, replace(settings, members=len(members)))
     return gone
 
 

@@ -9,7 +9,7 @@ import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, field, fields
 
 from xdpfwd.kernel.bpf import syscall as sc
 
@@ -85,6 +85,7 @@ REWRITE_SRC = 1
 REWRITE_DST = 2
 PORT_BROADCAST = 1
 PORT_EXCLUDE_INGRESS = 2
+PORT_MEMBERS_SHIFT = 8  # a member's flags above it: its group's members
 
 # enum xdp_action
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -162,6 +163,9 @@ class PortSettings:
 
     on_miss: int = XDP_PASS
     flags: int = 0  # PORT_*
+    # Of a member: its group's members, for the copies each flood should make. None
+    # when writing: keep what the map has (only the group's changes set it).
+    members: int | None = field(default=None, compare=False)
 
     @property
     def on_miss_name(self) -> str:
@@ -503,10 +507,18 @@ class PortTable(_Mirrored):
 
     def get(self, ifindex: int) -> PortSettings | None:
         raw = sc.map_lookup(self.fd, _key(ifindex), self.info.value_size)
-        return None if raw is None else PortSettings(*_PORT.unpack(raw))
+        if raw is None:
+            return None
+        on_miss, flags = _PORT.unpack(raw)
+        low = (1 << PORT_MEMBERS_SHIFT) - 1
+        return PortSettings(on_miss, flags & low, flags >> PORT_MEMBERS_SHIFT)
 
     def set(self, ifindex: int, settings: PortSettings) -> None:
-        self._write(ifindex, _PORT.pack(settings.on_miss, settings.flags))
+        members = settings.members
+        if members is None:
+            members = (self.get(ifindex) or PortSettings(members=0)).members
+        flags = settings.flags | members << PORT_MEMBERS_SHIFT
+        self._write(ifindex, _PORT.pack(settings.on_miss, flags))
 
     def copy_to_slots(self) -> None:
         for port in self.ifindexes():
@@ -516,19 +528,30 @@ class PortTable(_Mirrored):
 
 
 class SlottedStats(_SlotsAndHash):
-    """Per-CPU counters keyed by ifindex, read as summed dataclasses of type cls."""
+    """Per-CPU counters keyed by ifindex, read as summed dataclasses of type cls,
+    and what follows them, unpaired counts (`tail` of them)."""
 
-    def __init__(self, path: str, cls: type):
+    def __init__(self, path: str, cls: type, tail: int = 0):
         super().__init__(path)
         self.cls = cls
-        # A pin dir made by an older xdpfwd has fewer counters: the rest read as 0.
-        count = min(len(fields(cls)), self.slots.info.value_size // 8)
+        # A pin dir made by an older xdpfwd has fewer counters: the rest read as 0,
+        # and a tail count it does not have as None.
+        count = min(len(fields(cls)) + tail, self.slots.info.value_size // 8)
         self._layout = struct.Struct("=" + "Q" * count)
+        self._fields = min(count, len(fields(cls)))
+        self._tail = tail
 
     def read(self, ifindex: int):
         """The summed counters of ifindex (an instance of cls), or None."""
+        return self.read_with_tail(ifindex)[0]
+
+    def read_with_tail(self, ifindex: int) -> tuple:
+        """(the summed counters of ifindex or None, the tail counts or None each)."""
         totals = self._map(ifindex)._read_percpu(_key(ifindex), self._layout)
-        return None if totals is None else self.cls(*totals)
+        if totals is None:
+            return None, *([None] * self._tail)
+        tail = totals[self._fields :]
+        return self.cls(*totals[: self._fields]), *tail, *([None] * (self._tail - len(tail)))
 
     def reset(self, ifindex: int) -> None:
         """Zero the counters of ifindex (creating them)."""
@@ -705,13 +728,15 @@ class EntryBaseTable(PinnedMap):
 class RetiredPort:
     """What ended pairs had counted on a port: as their egress, what they sent (and
     multicast copies to it); as their ingress, their egress programs' drops and
-    invalid verdicts, and how many of those drops the tracepoint counted too."""
+    invalid verdicts, and how many of those drops the tracepoint counted too; and the
+    copies of its floods that they counted as sent or dropped."""
 
     tx_packets: int = 0
     tx_bytes: int = 0
     egress_drop: int = 0
     egress_invalid: int = 0
     traced_drops: int = 0
+    flooded: int = 0  # copies of its floods sent or dropped by a driver, as ingress
 
     def plus(self, other: RetiredPort) -> RetiredPort:
         return RetiredPort(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -766,10 +791,10 @@ class RetiredTable(PinnedMap):
 
     def port(self, ifindex: int) -> RetiredPort:
         raw = sc.map_lookup(self.fd, _key(ifindex), self.info.value_size)
-        return RetiredPort() if raw is None else RetiredPort(*_RETIRED.unpack(raw)[:5])
+        return RetiredPort() if raw is None else RetiredPort(*_RETIRED.unpack(raw))
 
     def set_port(self, ifindex: int, retired: RetiredPort) -> None:
-        sc.map_update(self.fd, _key(ifindex), _RETIRED.pack(*astuple(retired), 0))
+        sc.map_update(self.fd, _key(ifindex), _RETIRED.pack(*astuple(retired)))
 
     def released(self) -> tuple[int, ...]:
         raw = sc.map_lookup(self.fd, _key(RELEASED_ROW), self.info.value_size)
