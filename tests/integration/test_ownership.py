@@ -97,6 +97,14 @@ def test_a_pin_named_like_xdpfwds_but_of_another_kind_is_foreign(topo, pin_dir):
     assert pinned(pin_dir) == [maps.PIN_PROG_INGRESS]
 
 
+def test_a_map_made_in_the_shape_of_xdpfwds_marker_is_foreign(topo, pin_dir):
+    # It was taken for the marker by its shape and name: down unpinned it.
+    os.mkdir(pin_dir)
+    pin_foreign_map(os.path.join(pin_dir, maps.PIN_OWNER), name=maps.OWNER_NAME)
+    assert_fails(topo.xdpfwd(pin_dir, "down"), 2, "is not xdpfwd's", maps.PIN_OWNER)
+    assert pinned(pin_dir) == [maps.PIN_OWNER]
+
+
 # down removes what is xdpfwd's and keeps the rest, saying so.
 @pytest.mark.parametrize("args", [a for a in EVERY_COMMAND if a != ["down"]], ids=" ".join)
 def test_a_foreign_map_in_place_of_one_of_xdpfwds_is_refused_by_every_command(

@@ -701,13 +701,15 @@ def is_owner_marker(path: str) -> bool:
         if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-map":
             return False
         info = sc.map_info(fd)
-        return (info.map_type, info.key_size, info.value_size, info.max_entries, info.name) == (
+        shaped = (info.map_type, info.key_size, info.value_size, info.max_entries, info.name) == (
             sc.MAP_TYPE_ARRAY,
             _U32.size,
             _U32.size,
             1,
             OWNER_NAME,
         )
+        # And what xdpfwd wrote in it: a map made by hand in its shape holds 0.
+        return shaped and sc.map_lookup(fd, _key(0), _U32.size) == _U32.pack(OWNER_FORMAT)
     finally:
         os.close(fd)
 
