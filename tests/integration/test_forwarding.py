@@ -235,16 +235,18 @@ def test_down_leaves_nothing_behind(make_topo, pin_dir):
     assert "nothing to do" in topo.ok(pin_dir, "down").stdout
 
 
+@pytest.mark.parametrize("command", [["prune"], ["del", "p1"]])
 def test_prune_detaches_a_port_moved_to_another_namespace_with_the_program(
-    make_topo, pin_dir, scratch_ns
+    make_topo, pin_dir, scratch_ns, command
 ):
     topo = make_topo(2)
     topo.ok(pin_dir, "add", "p1", "p2", "--on-miss", "drop")
     sh("ip", "-n", topo.fwd, "link", "set", "p1", "netns", scratch_ns)
     sh("ip", "-n", scratch_ns, "link", "set", "p1", "up")
     sh("ip", "-n", scratch_ns, "addr", "add", "10.77.0.200/24", "dev", "p1")
-    # There it ran on, dropping what missed (its entry goes with the ifindex here).
-    pruned = topo.ok(pin_dir, "prune")
+    # There it ran on, dropping what missed (its entry goes with the ifindex here);
+    # del of the port left it there too.
+    pruned = topo.ok(pin_dir, *command)
     assert f"detached from p1 in {scratch_ns} (moved there with the program)" in pruned.stderr
     assert not json.loads(sh("ip", "-n", scratch_ns, "-j", "link", "show", "p1").stdout)[0].get(
         "xdp"

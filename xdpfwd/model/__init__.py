@@ -12,6 +12,17 @@ from xdpfwd.kernel.bpf.maps import BUCKETS, EgressStats, PortStats, Rewrite, TxE
 MODES = ("auto", "native", "generic")
 # A broadcast group's name: it names a pin (group/NAME) and a kernel map (xg_NAME).
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MULTICAST_EMPTIED = "multicast "  # what names a multicast group among the emptied
+
+
+def emptied_group(name: str) -> str:
+    """A group a tidy removed, as a line names it: `broadcast group NAME` or
+    `multicast group ADDRESS` (the emptied names carry MULTICAST_EMPTIED)."""
+    if name.startswith(MULTICAST_EMPTIED):
+        return f"multicast group {name.removeprefix(MULTICAST_EMPTIED)}"
+    return f"broadcast group {name}"
+
+
 MODE_WORDS = {"skb": "generic", "xdpgeneric": "generic", "drv": "native", "xdpdrv": "native"}
 
 

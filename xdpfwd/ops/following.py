@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import netdev, netns
-from xdpfwd.model import PruneResult
+from xdpfwd.model import PruneResult, emptied_group
 from xdpfwd.state.pins import PinDir
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,6 @@ def _lines(result: PruneResult) -> Iterator[FollowLine]:
     for ifindex in result.gone:
         yield FollowLine(f"forgot ifindex {ifindex}: its device is gone")
     for name in result.emptied:
-        yield FollowLine(f"removed group {name}: no member left")
+        yield FollowLine(f"removed {emptied_group(name)}: no member left")
     for port in result.detached:
         yield FollowLine(f"detached from {port.label}")

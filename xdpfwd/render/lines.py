@@ -19,6 +19,7 @@ from xdpfwd.model import (
     McastDelResult,
     McastResult,
     PruneResult,
+    emptied_group,
 )
 
 
@@ -153,7 +154,7 @@ def prune_result(result: PruneResult) -> None:
     for ifindex in result.gone:
         line(f"forgot ifindex {ifindex}: its device is gone")
     for name in result.emptied:
-        line(f"removed group {name}: no member left")
+        line(f"removed {emptied_group(name)}: no member left")
     for port in result.detached:
         line(f"detached from {port.label}")
 

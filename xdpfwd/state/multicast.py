@@ -20,7 +20,7 @@ from xdpfwd.errors import BpfError, InputError, XdpfwdError
 from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
-from xdpfwd.model import McastGroup, McastReceiver
+from xdpfwd.model import MULTICAST_EMPTIED, McastGroup, McastReceiver
 from xdpfwd.state.dataplane import Dataplane, Multicast, devmap_members
 from xdpfwd.state.pins import PinDir
 from xdpfwd.state.ports import known, map_write
@@ -390,7 +390,7 @@ def tidy(dp: Dataplane, links: dict[int, netdev.Link], undo) -> list[str]:
                 current=g,
             )
             if not sources or not receivers:
-                removed.append(f"multicast {addr.text}")
+                removed.append(MULTICAST_EMPTIED + addr.text)
         in_use = {g.slot for g in groups.values()}
         if m.copies is not None:
             for pair in m.copies.pairs():

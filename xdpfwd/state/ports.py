@@ -265,6 +265,8 @@ def release(dp: Dataplane, port: int, links: dict[int, netdev.Link], undo) -> bo
     whether it was detached (a port that runs another program now is left alone,
     said in a warning; a gone one has nothing to detach)."""
     link = links.get(port)
+    if link is None:  # gone here; maybe moved elsewhere, with the program
+        _detach_moved(dp)
     detached = link is not None and link.xdp_prog_id == dp.prog_id
     if detached:
         netdev.detach_xdp(link, expected_fd=dp.prog_fd)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from xdpfwd import interrupts
 from xdpfwd.errors import BpfError, DeviceGone, PrereqError, XdpfwdError
 from xdpfwd.kernel import netdev
-from xdpfwd.model import Attachment
+from xdpfwd.model import MULTICAST_EMPTIED, Attachment, emptied_group
 from xdpfwd.state import dataplane, multicast, ports, tracing
 from xdpfwd.state.dataplane import Dataplane, Layout
 from xdpfwd.state.pins import PinDir
@@ -198,8 +198,8 @@ def _finish(c: Change) -> None:
     # Every successful write also clears out what deleted devices left behind.
     _, emptied, _ = tidy(c.dp, NO_UNDO, c.links)
     for name in sorted(set(emptied) - c.emptied):
-        left = "sources or receivers" if name.startswith("multicast ") else "members"
-        log.warning("removed group %s: deleted devices left it without %s", name, left)
+        left = "sources or receivers" if name.startswith(MULTICAST_EMPTIED) else "members"
+        log.warning("removed %s: its %s are gone", emptied_group(name), left)
     for step in c.on_finish:
         step()
 
