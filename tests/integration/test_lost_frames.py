@@ -122,6 +122,18 @@ def test_an_egress_without_carrier_is_warned_about_and_its_fix_works(make_topo, 
     assert states(topo, pin_dir) == {"p1": "down"}
 
 
+def test_an_ingress_that_is_down_is_warned_about(make_topo, pin_dir):
+    # add said nothing of it (as an egress, the same port got a warning).
+    topo = make_topo(2)
+    topo.static_arp()
+    sh("ip", "-n", topo.fwd, "link", "set", "p1", "down")
+    added = topo.ok(pin_dir, "add", "p1", "p2")
+    fix = "ip link set dev p1 up"
+    assert added.stderr.splitlines() == [f"warning: p1 is down: nothing enters it (fix: {fix})"]
+    sh("ip", "-n", topo.fwd, *fix.split()[1:])
+    assert topo.udp_arrives(1, 2, 10) == 10
+
+
 def states(topo, pin_dir):
     return {r["ingress"]["ifname"]: r["state"] for r in topo.list_json(pin_dir)["entries"]}
 

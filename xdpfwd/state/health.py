@@ -611,7 +611,14 @@ def warnings_for(pairs: list[tuple[int, int]], links: dict[int, netdev.Link]) ->
     """The problems of these (ingress, egress) pairs, as one-line warnings; links are
     the command's (attach modes current)."""
     with inspected(pairs, links) as (found, _):
-        return tuple(p.line for p in found)
+        lines = [p.line for p in found]
+    said = {p.ifindex for p in found if p.kind == "egress_down"}  # (its own line says so)
+    for ingress in dict.fromkeys(i for i, _ in pairs):
+        link = links.get(ingress)
+        if link is not None and not link.up and ingress not in said:
+            fix = netns.as_run_from_the_shell(f"ip link set dev {link.ifname} up")
+            lines.append(f"{link.ifname} is down: nothing enters it (fix: {fix})")
+    return tuple(lines)
 
 
 def flood_problems(members: list[int], links: dict[int, netdev.Link], frags: bool) -> list[Problem]:
