@@ -632,8 +632,10 @@ def _check_stats_options(watch, interval, count, fmt, output) -> None:
     defaulted = lambda name: ctx.get_parameter_source(name).name == "DEFAULT"  # noqa: E731
     if not watch and (count is not None or not defaulted("interval")):
         raise click.UsageError("--interval and --count apply to --watch")
-    if watch and (fmt == "prometheus" or output):
-        raise click.UsageError("--format prometheus and --output are for one-shot stats")
+    if watch and fmt == "prometheus":
+        raise click.UsageError("--format prometheus is for one-shot stats")
+    if watch and output:
+        raise click.UsageError("--output is for one-shot stats")
     if output and fmt == "table":
         raise click.UsageError("--output needs --format json or prometheus")
 

@@ -14,6 +14,7 @@ from xdpfwd.errors import InputError
 from xdpfwd.kernel import files, netns
 from xdpfwd.kernel.bpf.maps import PIN_GROUP_DIR
 from xdpfwd.model import MODE_WORDS, MODES, EgressSpec
+from xdpfwd.state.buckets import MAX_WEIGHT
 from xdpfwd.state.pins import DEFAULT_PIN_DIR, PinDir
 
 
@@ -244,7 +245,9 @@ def _weights(ctx, param, value):
         return None
     words = value.split(",")
     if not all(w.isascii() and w.isdigit() for w in words):  # int() takes " +١" too
-        raise click.BadParameter("give whole numbers separated by commas, like 2,1,1")
+        raise click.BadParameter(
+            f"give whole numbers from 1 to {MAX_WEIGHT} separated by commas, like 2,1,1"
+        )
     # Out of range either way (the range is checked with the ports), without int()'s
     # refusal of thousands of digits.
     return [int(w) if len(w) <= 9 else 10**9 for w in words]

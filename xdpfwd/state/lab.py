@@ -124,8 +124,9 @@ def down(prefix: str) -> list[str]:
         others = _named_like(prefix)
         if others:
             raise XdpfwdError(
-                f"no lab named {prefix}: {_listed(others)} exist but `xdpfwd lab up` did not "
-                "make them; left alone"
+                f"no lab named {prefix}: {_listed(others)} "
+                f"{'exists' if len(others) == 1 else 'exist'} but `xdpfwd lab up` did not "
+                f"make {'it' if len(others) == 1 else 'them'}; left alone"
             )
         return []
     for name in ports:
