@@ -105,7 +105,8 @@ struct xdpfwd_rewrite {
  * A member's flags above this shift: its group's members, so that the program counts
  * the copies each flood should make (one less with XDPFWD_PORT_EXCLUDE_INGRESS). The
  * kernel skips a member that is down, gone or of too small an MTU without a word:
- * the copies counted less those the transmit tracepoint saw are those.
+ * the copies counted less those the transmit tracepoint saw are those. 0 for a port
+ * in generic mode, whose copies no tracepoint sees: nothing is counted.
  */
 #define XDPFWD_PORT_MEMBERS_SHIFT	8
 struct xdpfwd_port {

@@ -176,10 +176,13 @@ int xdpfwd_ingress(struct xdp_md *ctx)
 		if (port->flags & XDPFWD_PORT_EXCLUDE_INGRESS)
 			flags |= BPF_F_EXCLUDE_INGRESS;
 		if (group_redirect(ifindex, flags) == XDP_REDIRECT) {
+			u32 members = port->flags >> XDPFWD_PORT_MEMBERS_SHIFT;
+
 			if (stats) {
 				count(&stats->redirect, bytes);
-				stats->flood_copies += (port->flags >> XDPFWD_PORT_MEMBERS_SHIFT) -
-						       !!(flags & BPF_F_EXCLUDE_INGRESS);
+				if (members)
+					stats->flood_copies +=
+						members - !!(flags & BPF_F_EXCLUDE_INGRESS);
 			}
 			return XDP_REDIRECT;
 		}

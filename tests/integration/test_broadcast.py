@@ -123,7 +123,11 @@ def test_copies_the_kernel_skips_are_counted_as_lost(make_topo, pin_dir):
 
     sh("ip", "-n", topo.fwd, "link", "set", "p3", "mtu", "1000")
     before = p1()
+    watch = topo.start(pin_dir, "stats", "--watch", "--json", "--count", "1", "--interval", "2")
+    time.sleep(0.8)  # its first read is done: the copies lost count in its interval
     assert flood_big(10, 9310) == {1: 0, 2: 10, 3: 0, 4: 10}
+    (frame,) = [json.loads(line) for line in watch.communicate(timeout=30)[0].splitlines()]
+    assert frame["watch_flood_copies_lost"] == 10
     after = p1()
     flooded = after["redirect_packets"] - before["redirect_packets"]
     assert after["flood_copies"] - before["flood_copies"] == 3 * flooded
@@ -138,6 +142,12 @@ def test_copies_the_kernel_skips_are_counted_as_lost(make_topo, pin_dir):
     assert entry["flood_copies_lost"] == now["flood_copies_lost"]
     (summary,) = [s for s in topo.ok(pin_dir, "stats").stdout.splitlines() if "not forw" in s]
     assert f"broadcast copies lost {now['flood_copies_lost']}" in summary
+    # A member that leaves keeps them in the total (they went from it).
+    total = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["flood_copies_lost"]
+    topo.ok(pin_dir, "broadcast", "del", "p1")
+    assert json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["flood_copies_lost"] == total
+    topo.ok(pin_dir, "broadcast", "p1")
+    now = p1()
     # Gone: lost until prune takes it out; then two copies a frame, both made.
     sh("ip", "-n", topo.fwd, "link", "del", "p4")
     topo.ok(pin_dir, "prune")
@@ -147,6 +157,30 @@ def test_copies_the_kernel_skips_are_counted_as_lost(make_topo, pin_dir):
     flooded = after["redirect_packets"] - before["redirect_packets"]
     assert after["flood_copies"] - before["flood_copies"] == 2 * flooded
     assert after["flood_copies_lost"] == before["flood_copies_lost"]
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_copies_a_driver_drops_are_no_copies_lost(make_topo, pin_dir, mode):
+    # Its pair had sent nothing yet: its transmit drops were on no pair, and the copies
+    # were counted twice, lost and dropped. In generic mode no tracepoint sees copies:
+    # every one was said lost.
+    topo = make_topo(3)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress", "--mode", mode)
+    h3 = topo.host(3)
+    sh("ip", "-n", h3.ns, "link", "set", h3.dev, "down")  # p3 without carrier
+    assert flood(topo, 1, 10, port=9313, hosts=topo.hosts[:2]) == {1: 0, 2: 10}
+    ports = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["ports"]
+    (p1,) = [p for p in ports if p["port"]["ifname"] == "p1"]
+    assert p1["forwarded_packets"] == p1["redirect_packets"] >= 10  # what it flooded
+    if mode == "generic":
+        assert p1["flood_copies_lost"] is None
+        return
+    assert p1["flood_copies_lost"] == 0
+    assert p1["not_forwarded"]["xmit_drop"] == p1["redirect_packets"]  # p3's copies
+    (group,) = topo.list_json(pin_dir)["groups"]
+    pairs = {(p["ingress"]["ifname"], p["egress"]["ifname"]): p for p in group["pairs"]}
+    assert pairs[("p1", "p3")]["xmit_drop_packets"] == p1["redirect_packets"]
 
 
 def test_a_member_that_leaves_stops_receiving(make_topo, pin_dir):

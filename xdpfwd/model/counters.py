@@ -86,6 +86,7 @@ class Snapshot:
     # What ports released since the counters began had not forwarded, by reason.
     released: dict[str, int] = field(default_factory=dict)
     departed: DepartedPorts = DepartedPorts()  # what ports no longer here had counted
+    released_flood_copies_lost: int = 0  # of ports released since the counters began
 
     @cached_property
     def _pairs_by_ingress(self) -> dict[int, list[PairCounters]]:
@@ -151,6 +152,14 @@ class Snapshot:
         seen = port.retired.flooded + sum(_flooded(p) for p in self._pairs_from(ifindex))
         return max(0, port.flood_copies - seen)
 
+    def flood_copies_lost(self) -> int | None:
+        """The copies of broadcasts no member got, over the ports and those released;
+        None when that is not known."""
+        if not self.tracing:
+            return None
+        lost = (self.copies_lost(k) for k in self.ports)
+        return self.released_flood_copies_lost + sum(n for n in lost if n)
+
     def totals(self) -> dict[str, int]:
         """Sums over the ports, with what ports that left had counted: they never go
         down while the counters run."""
@@ -193,6 +202,7 @@ class Retirement:
     released: set[int]  # ports whose own counters ended (released, deleted, reset)
     released_losses: dict[str, int]  # what those had not forwarded, by reason
     departed: DepartedPorts = DepartedPorts()  # what released ports had received
+    released_flood_copies_lost: int = 0  # their floods' copies no member got
 
 
 def retirements(before: Snapshot, after: Snapshot) -> Retirement:
@@ -226,7 +236,8 @@ def retirements(before: Snapshot, after: Snapshot) -> Retirement:
     for port in released:
         departed = departed.plus(DepartedPorts(before.ports[port].counters))
     ported = {p: c for p, c in add.items() if c != RetiredPort()}
-    return Retirement(ported, released, losses, departed)
+    copies = sum(before.copies_lost(port) or 0 for port in released)
+    return Retirement(ported, released, losses, departed, copies)
 
 
 def _parts(s: Snapshot) -> dict[tuple, tuple[int, int, RetiredPort]]:
@@ -290,6 +301,7 @@ class Rates:
     losses: dict[str, int]  # frames not forwarded during the interval, by reason
     mcast_in: dict[str, Rate] = field(default_factory=dict)  # frames into each group
     mcast_out: dict[str, Rate] = field(default_factory=dict)  # copies out of each group
+    flood_copies_lost: int = 0  # copies of broadcasts no member got, during the interval
 
 
 def rates(before: Snapshot, after: Snapshot) -> Rates:
@@ -346,7 +358,9 @@ def rates(before: Snapshot, after: Snapshot) -> Rates:
                 increase(_copy_bytes(old), _copy_bytes(group)),
                 seconds,
             )
-    return Rates(seconds, port_rx, port_tx, port_miss, pair_tx, losses, mcast_in, mcast_out)
+    was, now = before.flood_copies_lost(), after.flood_copies_lost()
+    copies = increase(was, now) if was is not None and now is not None else 0
+    return Rates(seconds, port_rx, port_tx, port_miss, pair_tx, losses, mcast_in, mcast_out, copies)
 
 
 def _copy_bytes(group: McastGroup) -> int:
@@ -368,6 +382,7 @@ def select(snapshot: Snapshot, ifindexes: set[int] | None) -> Snapshot:
         multicast={k: g for k, g in snapshot.multicast.items() if g.touches(ifindexes)},
         released={},  # not of the ports selected
         departed=DepartedPorts(),
+        released_flood_copies_lost=0,
     )
 
 
@@ -376,3 +391,4 @@ class WatchFrame:
     snapshot: Snapshot
     rates: Rates
     losses: dict[str, int]  # frames not forwarded since the watch began, by reason
+    flood_copies_lost: int = 0  # copies of broadcasts no member got, since it began

@@ -65,6 +65,7 @@ def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[W
                 partial.pop_all()
     before = _read_while_watching(pins)
     losses: dict[str, int] = {}
+    copies = 0
     tick = before.taken
     for _ in itertools.count() if count is None else range(count):
         tick = next_tick(tick, before.taken, interval)
@@ -73,7 +74,8 @@ def watch(pins: PinDir, interval: float, count: int | None = None) -> Iterator[W
         after = _read_while_watching(pins)
         step = rates(before, after)
         losses = add_losses(losses, step.losses)
-        yield WatchFrame(after, step, losses)
+        copies += step.flood_copies_lost
+        yield WatchFrame(after, step, losses, copies)
         before = after
 
 

@@ -66,7 +66,12 @@ def _multicast_stats(snapshot: Snapshot, rates: Rates | None) -> list[dict]:
     return rows
 
 
-def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | None = None) -> dict:
+def stats_dict(
+    snapshot: Snapshot,
+    rates: Rates | None = None,
+    losses: dict | None = None,
+    watch_copies_lost: int | None = None,
+) -> dict:
     """The stats as one JSON document's keys; the same every time (null when unknown).
     Counters count since they began; rates and watch_not_forwarded, over the watch."""
 
@@ -123,7 +128,9 @@ def stats_dict(snapshot: Snapshot, rates: Rates | None = None, losses: dict | No
         "multicast": _multicast_stats(snapshot, rates),
         "totals": snapshot.totals(),
         "not_forwarded": snapshot.losses(),
+        "flood_copies_lost": snapshot.flood_copies_lost(),
         "watch_not_forwarded": losses,
+        "watch_flood_copies_lost": watch_copies_lost,
     }
 
 
@@ -247,6 +254,14 @@ def prometheus(snapshot: Snapshot) -> str:
         if lost is not None:
             ifname = _label(p.port.ifname or "")
             lines.append(f'{metric}{{port="{ifname}",device="{ifname}",ifindex="{k}"}} {lost}')
+    total = snapshot.flood_copies_lost()
+    if total is not None:
+        metric = "xdpfwd_flood_copies_lost_total"
+        lines += [
+            f"# HELP {metric} Copies of broadcast floods that no member's driver got.",
+            f"# TYPE {metric} counter",
+            f"{metric} {total}",
+        ]
     lines += _prometheus_multicast(snapshot)
     metric = "xdpfwd_not_forwarded_packets_total"
     lines += [f"# HELP {metric} Frames not forwarded, by reason.", f"# TYPE {metric} counter"]
@@ -309,6 +324,7 @@ def stats_text(snapshot: Snapshot | None, fmt: str) -> str:
 
 
 def watch_json_line(frame: WatchFrame) -> None:
-    data = json_document(stats_dict(frame.snapshot, frame.rates, frame.losses), frame.snapshot.wall)
+    data = stats_dict(frame.snapshot, frame.rates, frame.losses, frame.flood_copies_lost)
+    data = json_document(data, frame.snapshot.wall)
     sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")
     sys.stdout.flush()

@@ -437,9 +437,11 @@ def stats_tables(
     losses: dict | None = None,
     sort: str = "name",
     expand: bool = False,
+    flood_copies_lost: int | None = None,
 ) -> Group:
     """One table of ports and one of pairs: totals, or rates (with the running totals
-    beside them) when given. expand: the tables take the terminal's whole width."""
+    beside them) when given; losses and flood_copies_lost, over the same span, for
+    the last line. expand: the tables take the terminal's whole width."""
     if rates is None:
         columns = ("PORT", "RX", "RX BYTES", "FWD", "MISS", "LOST", "TX", "TX BYTES")
         pair_columns = ("PAIR", "VIA", "TX", "TX BYTES", "EGRESS DROP", "REDIR ERR", "TX DROP")
@@ -516,9 +518,8 @@ def stats_tables(
         since = "since start" if rates is not None else "total"
         # (A watch shows the groups' copies lost in their table, as running totals.)
         copies = [g.copies_lost for g in snapshot.multicast.values()] if rates is None else []
-        floods = [snapshot.copies_lost(k) for k in snapshot.ports] if rates is None else []
         parts.append(
-            _losses_line(losses, since, sum(n for n in copies if n), sum(n for n in floods if n))
+            _losses_line(losses, since, sum(n for n in copies if n), flood_copies_lost or 0)
         )
     return Group(*parts)
 
@@ -559,7 +560,8 @@ def stats_table(snapshot: Snapshot | None, pin_dir: str, sort: str) -> None:
     if snapshot is None:
         line(f"no xdpfwd state in {pin_dir}")
     else:
-        _out().print(stats_tables(snapshot, losses=snapshot.losses(), sort=sort))
+        losses, copies = snapshot.losses(), snapshot.flood_copies_lost()
+        _out().print(stats_tables(snapshot, losses=losses, sort=sort, flood_copies_lost=copies))
         line(COUNTERS_SINCE)
 
 
@@ -575,7 +577,9 @@ def watch_view(
         no_wrap=True,
         overflow="ellipsis",
     )
-    tables = stats_tables(frame.snapshot, frame.rates, frame.losses, sort, expand)
+    tables = stats_tables(
+        frame.snapshot, frame.rates, frame.losses, sort, expand, frame.flood_copies_lost
+    )
     return Group(title, tables)
 
 

@@ -48,6 +48,9 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
     for port in sorted(dp.ports.ifindexes()):
         counters, flooded[port] = dp.stats.read_with_tail(port)
         ports[port] = PortCounters(known(port, links), counters or maps.PortStats())
+        settings = dp.ports.get(port)
+        if settings is not None and settings.broadcast and not settings.members:
+            flooded[port] = None  # generic mode: its copies are counted nowhere
     pairs = [
         *_entry_pairs(dp, ports, links),
         *_group_pairs(dp, links),
@@ -98,6 +101,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
         {g.group: g for g in groups},
         dict(zip(LOSS_REASONS, dp.retired.released(), strict=True)) if dp.retired else {},
         _departed(dp, retired, ports),
+        dp.retired.released_copies() if dp.retired else 0,
     )
 
 
@@ -114,6 +118,8 @@ def retire(dp: Dataplane, before: Snapshot, links: dict[int, netdev.Link]) -> No
             table.set_port(port, table.port(port).plus(counts))
         for port in ended.released:  # its losses go to the total of released ports
             table.set_port(port, maps.RetiredPort(*astuple(table.port(port))[:2]))
+        if ended.released_flood_copies_lost:
+            table.set_released_copies(table.released_copies() + ended.released_flood_copies_lost)
         if any(ended.released_losses.values()):
             more = (ended.released_losses[reason] for reason in LOSS_REASONS)
             table.set_released(tuple(a + b for a, b in zip(table.released(), more, strict=True)))

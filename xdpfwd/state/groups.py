@@ -20,7 +20,7 @@ from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import GROUP_NAME, GroupInfo, PairRow
 from xdpfwd.state.dataplane import Dataplane
-from xdpfwd.state.ports import known, map_write
+from xdpfwd.state.ports import copies_counted, known, map_write
 from xdpfwd.state.transaction import Change
 
 DEFAULT_GROUP = "default"
@@ -63,6 +63,9 @@ def excludes_ingress(dp: Dataplane, members) -> bool:
 def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]:
     infos = []
     pairs = dp.pairs.pairs() if dp.pairs is not None else []
+    # A pair whose driver dropped every copy so far has transmit drops and no count.
+    if dp.tx_events is not None:
+        pairs = list(dict.fromkeys([*pairs, *dp.tx_events.pairs()]))
     # The kernel took members whose device was deleted out of their devmap; the map of
     # groups still points them at it, and their pairs count on until prune.
     gone = [p for p in dp.ports.ifindexes() if links.get(p) is None]
@@ -72,7 +75,7 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]
         exclude = excludes_ingress(dp, members)
         counted = {*members, *(p for p in gone if dp.groups.group_id(p) == devmap.info.id)}
         rows = [
-            PairRow(known(i, links), known(e, links), dp.pairs.read(i, e) or maps.EgressStats())
+            PairRow(known(i, links), known(e, links), _pair_counts(dp, i, e))
             for i, e in sorted(pairs)
             if i in counted and e in counted
         ]
@@ -80,6 +83,11 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[GroupInfo]
             GroupInfo(name, dp.layout.table, exclude, [known(m, links) for m in members], rows)
         )
     return infos
+
+
+def _pair_counts(dp: Dataplane, ingress: int, egress: int) -> maps.EgressStats:
+    counted = dp.pairs.read(ingress, egress) if dp.pairs is not None else None
+    return counted or maps.EgressStats()
 
 
 def forget_unpinned(c: Change, port: int) -> None:
@@ -192,8 +200,9 @@ def _resize(c: Change, group: str, members: list[int]) -> None:
 
 def _count_members(c: Change, port: int, members: int) -> None:
     """Tell a member how many its group has: its program counts the copies each of
-    its floods should make (see XDPFWD_PORT_MEMBERS_SHIFT)."""
+    its floods should make (see XDPFWD_PORT_MEMBERS_SHIFT); none in generic mode."""
     previous = c.dp.ports.get(port)
+    members = copies_counted(netdev.link(port), members)
     if previous is not None and previous.members != members:
         c.undo.callback(c.dp.ports.set, port, previous)  # first: see _point()
         map_write(c.dp.ports.set, port, replace(previous, members=members))

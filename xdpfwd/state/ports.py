@@ -143,6 +143,10 @@ def attach(
         hint = single_buffer_hint(dp, link)
         text = f"{e}; {hint}" if hint and mode == "native" else str(e)
         raise AttachError(text, port=link.ifname) from e
+    group = dp.groups.group_id(link.ifindex)
+    if group is not None:  # a member in another mode now: copies counted or not
+        counted = copies_counted(netdev.link(link.ifindex), len(devmap_members(group)[0]))
+        map_write(dp.ports.set, link.ifindex, replace(dp.ports.get(link.ifindex), members=counted))
     fallback = None
     if used.refused is not None:
         hint = single_buffer_hint(dp, link)
@@ -328,8 +332,16 @@ def forget_gone(dp: Dataplane, links: dict[int, netdev.Link]) -> list[int]:
         for member in members:
             settings = dp.ports.get(member)
             if settings is not None:
-                dp.ports.set(member, replace(settings, members=len(members)))
+                counted = copies_counted(links.get(member), len(members))
+                dp.ports.set(member, replace(settings, members=counted))
     return gone
+
+
+def copies_counted(link: netdev.Link | None, members: int) -> int:
+    """What a member's settings say of its group's members: their number, for its
+    program to count the copies each flood should make; 0 in generic mode, where no
+    tracepoint sees the copies made (all would seem lost)."""
+    return members if link is not None and link.xdp_mode == "native" else 0
 
 
 def _detach_moved(dp: Dataplane) -> None:

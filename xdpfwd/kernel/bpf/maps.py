@@ -771,19 +771,22 @@ RELEASED_ROW = 0  # no device has ifindex 0
 # A DepartedPorts, 12 counts, in two rows of 6 at keys no ifindex (a positive int) has:
 # a row more in the same map, so pin dirs made before need no new pin.
 DEPARTED_ROWS = (0xFFFFFFFF, 0xFFFFFFFE)
+# The copies of broadcasts no member got, of ports released since (its first count).
+RELEASED_COPIES_ROW = 0xFFFFFFFD
 
 
 class RetiredTable(PinnedMap):
     """Ifindex -> RetiredPort; row RELEASED_ROW -> what released ports had not
     forwarded, one count per reason (model.counters.LOSS_REASONS, in its order);
-    rows DEPARTED_ROWS -> DepartedPorts."""
+    rows DEPARTED_ROWS -> DepartedPorts; row RELEASED_COPIES_ROW -> the broadcast
+    copies lost of released ports."""
 
     def rows(self) -> dict[int, RetiredPort]:
         """Every port's row."""
         found = {}
         for key in sc.map_keys(self.fd, self.info.key_size):
             (ifindex,) = _U32.unpack(key)
-            if ifindex != RELEASED_ROW and ifindex not in DEPARTED_ROWS:
+            if ifindex not in (RELEASED_ROW, RELEASED_COPIES_ROW, *DEPARTED_ROWS):
                 found[ifindex] = self.port(ifindex)
         return found
 
@@ -804,6 +807,13 @@ class RetiredTable(PinnedMap):
 
     def set_released(self, counts: tuple[int, ...]) -> None:
         sc.map_update(self.fd, _key(RELEASED_ROW), _RETIRED.pack(*counts))
+
+    def released_copies(self) -> int:
+        raw = sc.map_lookup(self.fd, _key(RELEASED_COPIES_ROW), self.info.value_size)
+        return 0 if raw is None else _RETIRED.unpack(raw)[0]
+
+    def set_released_copies(self, copies: int) -> None:
+        sc.map_update(self.fd, _key(RELEASED_COPIES_ROW), _RETIRED.pack(copies, 0, 0, 0, 0, 0))
 
     def departed(self) -> DepartedPorts:
         rows = [sc.map_lookup(self.fd, _key(k), self.info.value_size) for k in DEPARTED_ROWS]
