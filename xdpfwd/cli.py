@@ -544,9 +544,10 @@ def _resolve_all(app: App, names, what: str, allow_gone: bool = False) -> list:
     ports = [_resolve(app, name, allow_gone) for name in names]
     seen = set()
     for port in ports:
-        if port.ifindex in seen:
+        device = port.ifindex or port.ifname  # a gone one (ifindex 0) by its name
+        if device in seen:
             raise click.UsageError(f"{what}: {port.label} is named twice")
-        seen.add(port.ifindex)
+        seen.add(device)
     return ports
 
 

@@ -294,6 +294,21 @@ def test_a_deleted_member_blocks_no_change(make_topo, pin_dir):
     assert "p3" not in topo.ok(pin_dir, "prune").stdout
 
 
+def test_two_members_whose_devices_are_gone_leave_in_one_del(make_topo, pin_dir):
+    # Both were taken for the same device (ifindex 0): "p4 is named twice".
+    topo = make_topo(4)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "p4", "--exclude-ingress")
+    for port in ("p3", "p4"):
+        sh("ip", "-n", topo.fwd, "link", "del", port)
+    result = topo.ok(pin_dir, "broadcast", "del", "p3", "p4").stdout
+    assert result.splitlines() == ["removed p3 from group default", "removed p4 from group default"]
+    for i in (3, 4):
+        topo.plug(topo.host(i))
+    assert "p3" not in topo.ok(pin_dir, "prune").stdout
+    assert flood(topo, 1, 5, port=9315) == {1: 0, 2: 5, 3: 0, 4: 0}
+
+
 def test_doctor_says_a_member_that_is_down_loses_its_copies_uncounted(make_topo, pin_dir):
     # The kernel's broadcast skips a member that is down, with no tracepoint.
     topo = make_topo(3)
