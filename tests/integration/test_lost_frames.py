@@ -132,6 +132,10 @@ def test_an_ingress_that_is_down_is_warned_about(make_topo, pin_dir):
     assert added.stderr.splitlines() == [f"warning: p1 is down: nothing enters it (fix: {fix})"]
     sh("ip", "-n", topo.fwd, *fix.split()[1:])
     assert topo.udp_arrives(1, 2, 10) == 10
+    h2 = topo.host(2)  # up, its peer down: no carrier, nothing enters it either
+    sh("ip", "-n", h2.ns, "link", "set", h2.dev, "down")
+    added = topo.ok(pin_dir, "add", "p2", "p1")
+    assert "p2 has no carrier: nothing enters it (fix: bring p2's other end up)" in added.stderr
 
 
 def states(topo, pin_dir):

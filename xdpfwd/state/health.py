@@ -615,9 +615,13 @@ def warnings_for(pairs: list[tuple[int, int]], links: dict[int, netdev.Link]) ->
     said = {p.ifindex for p in found if p.kind == "egress_down"}  # (its own line says so)
     for ingress in dict.fromkeys(i for i, _ in pairs):
         link = links.get(ingress)
-        if link is not None and not link.up and ingress not in said:
-            fix = netns.as_run_from_the_shell(f"ip link set dev {link.ifname} up")
-            lines.append(f"{link.ifname} is down: nothing enters it (fix: {fix})")
+        if link is not None and not link.live and ingress not in said:
+            if link.up:  # (the carrier: its veth peer, or the cable, is down)
+                why, fix = "has no carrier", f"bring {link.ifname}'s other end up"
+            else:
+                why = "is down"
+                fix = netns.as_run_from_the_shell(f"ip link set dev {link.ifname} up")
+            lines.append(f"{link.ifname} {why}: nothing enters it (fix: {fix})")
     return tuple(lines)
 
 
