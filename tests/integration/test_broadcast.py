@@ -148,6 +148,15 @@ def test_copies_the_kernel_skips_are_counted_as_lost(make_topo, pin_dir):
     assert json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["flood_copies_lost"] == total
     topo.ok(pin_dir, "broadcast", "p1")
     now = p1()
+    # In generic mode no copies are counted (null), and those lost before stay.
+    topo.ok(pin_dir, "broadcast", "p1", "--mode", "generic")
+    shown = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+    assert shown["flood_copies_lost"] == total
+    assert (
+        next(p for p in shown["ports"] if p["port"]["ifname"] == "p1")["flood_copies_lost"] is None
+    )
+    topo.ok(pin_dir, "broadcast", "p1", "--mode", "native")
+    assert p1()["flood_copies_lost"] == now["flood_copies_lost"]
     # Gone: lost until prune takes it out; then two copies a frame, both made.
     sh("ip", "-n", topo.fwd, "link", "del", "p4")
     topo.ok(pin_dir, "prune")
@@ -181,6 +190,39 @@ def test_copies_a_driver_drops_are_no_copies_lost(make_topo, pin_dir, mode):
     (group,) = topo.list_json(pin_dir)["groups"]
     pairs = {(p["ingress"]["ifname"], p["egress"]["ifname"]): p for p in group["pairs"]}
     assert pairs[("p1", "p3")]["xmit_drop_packets"] == p1["redirect_packets"]
+
+
+def test_members_leaving_and_joining_under_traffic_lose_no_copy_count(make_topo, pin_dir):
+    # Pairs ended by a change kept the counts read when it began: the copies sent
+    # while it ran were said lost (hundreds), and the member's TX fell short.
+    topo = make_topo(3)
+    static_neighbour(topo, 1)
+    topo.ok(pin_dir, "broadcast", "p1", "p2", "p3", "--exclude-ingress")
+    with ExitStack() as stack:
+        seen = {h.index: stack.enter_context(FrameCounter(h.ns, h.dev)) for h in topo.hosts}
+        # 8,000 frames over about 2 s (a packet socket's buffer holds fewer than 15,000).
+        sender = threading.Thread(target=lambda: [paced(topo.host(1)) for _ in range(40)])
+        sender.start()
+        for _ in range(2):
+            topo.ok(pin_dir, "broadcast", "del", "p3")
+            topo.ok(pin_dir, "broadcast", "p3")
+        sender.join()
+        time.sleep(0.3)
+        got = {i: len(c.frames(udp_port=9000)) for i, c in seen.items()}
+    ports = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)["ports"]
+    p1 = next(p for p in ports if p["port"]["ifname"] == "p1")
+    # (A frame in flight while a member's count changes may count one copy off.)
+    assert p1["flood_copies_lost"] <= 4
+    tx = {p["port"]["ifname"]: p["tx_packets"] for p in ports}
+    assert tx["p2"] == got[2] == 8000
+    # p3's copies are all in its TX: up to a few batches more than p1 counted while
+    # its member count changed (not understood yet; never fewer, which would be lost).
+    assert 0 <= tx["p3"] - (p1["flood_copies"] - 8000) <= 400
+
+
+def paced(host) -> None:
+    send_udp(host, "10.77.0.200", 200)
+    time.sleep(0.05)
 
 
 def test_a_member_that_leaves_stops_receiving(make_topo, pin_dir):

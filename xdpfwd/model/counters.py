@@ -3,10 +3,11 @@ went. Pure: no I/O, no clock; the callers pass times in."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from xdpfwd.kernel.bpf.maps import DepartedPorts, PortStats, RetiredPort, TxEvents
+from xdpfwd.kernel.bpf.maps import DepartedPorts, EgressStats, PortStats, RetiredPort, TxEvents
 from xdpfwd.model import Iface, McastGroup
 
 # Why a frame that entered a port was not forwarded: no entry (the on-miss verdict),
@@ -50,6 +51,7 @@ class PortCounters:
     retired: RetiredPort = RetiredPort()
     # The copies its floods should have made (None: pins made before it was counted).
     flood_copies: int | None = None
+    floods_counted: bool = True  # False in generic mode: no more copies are counted
 
 
 @dataclass(frozen=True)
@@ -146,18 +148,24 @@ class Snapshot:
         that is down, gone or of too small an MTU, and says so nowhere. Those its
         floods should have made, less those the transmit tracepoint saw sent or
         dropped (the port's xmit drops); None when that is not known."""
+        return self._copies_lost(ifindex) if self.ports[ifindex].floods_counted else None
+
+    def _copies_lost(self, ifindex: int) -> int | None:
+        """copies_lost(), also of a port whose floods are not counted now (what it
+        lost while they were)."""
         port = self.ports[ifindex]
         if port.flood_copies is None or not self.tracing:
             return None
-        seen = port.retired.flooded + sum(_flooded(p) for p in self._pairs_from(ifindex))
-        return max(0, port.flood_copies - seen)
+        sent = sum(p.tx_packets for p in self._pairs_from(ifindex) if p.group)
+        dropped = port.events.xmit_drops if port.events else 0  # (a member's are copies)
+        return max(0, port.flood_copies - port.retired.flooded - sent - dropped)
 
     def flood_copies_lost(self) -> int | None:
         """The copies of broadcasts no member got, over the ports and those released;
         None when that is not known."""
         if not self.tracing:
             return None
-        lost = (self.copies_lost(k) for k in self.ports)
+        lost = (self._copies_lost(k) for k in self.ports)
         return self.released_flood_copies_lost + sum(n for n in lost if n)
 
     def totals(self) -> dict[str, int]:
@@ -205,10 +213,13 @@ class Retirement:
     released_flood_copies_lost: int = 0  # their floods' copies no member got
 
 
-def retirements(before: Snapshot, after: Snapshot) -> Retirement:
+def retirements(
+    before: Snapshot, after: Snapshot, kept: Collection[tuple[int, int]] = ()
+) -> Retirement:
     """The counts of pairs (and multicast receivers) that ended, or whose counters
     started again, between the snapshots, and of ports whose counters ended: what
-    keeps port TX, port losses and the total of losses from going down."""
+    keeps port TX, port losses and the total of losses from going down. kept: group
+    pairs whose last counts were kept as they were forgotten."""
     add: dict[int, RetiredPort] = {}
 
     def retire(port: int, counts: RetiredPort) -> None:
@@ -216,6 +227,8 @@ def retirements(before: Snapshot, after: Snapshot) -> Retirement:
 
     new = _parts(after)
     for key, (egress, ingress, counts) in _parts(before).items():
+        if isinstance(key[0], tuple) and key[1:] in kept:  # a group's pair, kept already
+            continue
         now = new.get(key)
         # A count started again is back near zero; two reads under traffic can differ
         # by a few frames (redirects read before drops), which must not retire it.
@@ -264,10 +277,17 @@ def _parts(s: Snapshot) -> dict[tuple, tuple[int, int, RetiredPort]]:
 
 
 def _flooded(pair: PairCounters) -> int:
-    """The copies of a group's pair that its driver was handed: sent or dropped."""
-    if pair.group is None:
-        return 0
-    return pair.tx_packets + (pair.events.xmit_drops if pair.events else 0)
+    """The copies of a group's pair that its driver sent (those it dropped stay in
+    the tracepoint's counts, which live while the port does)."""
+    return pair.tx_packets if pair.group is not None else 0
+
+
+def pair_retirement(ingress: int, egress: int, last: EgressStats) -> list[tuple[int, RetiredPort]]:
+    """What a group's pair had counted, as its two ports keep it (see _parts)."""
+    return [
+        (egress, RetiredPort(last.tx_packets, last.tx_bytes)),
+        (ingress, RetiredPort(egress_drop=last.drop_packets, flooded=last.tx_packets)),
+    ]
 
 
 def _ended(was: PortStats, now: PortCounters | None) -> bool:

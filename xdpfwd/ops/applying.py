@@ -1040,7 +1040,7 @@ def _join(c: Change, group: str, port: int) -> None:
 
 def _leave(c: Change, group: str, port: int) -> None:
     groups.remove_members(c, group, [port])
-    c.after_commit.append(lambda: groups.forget_pairs(c.dp, {port}))
+    c.after_commit.append(lambda: groups.forget_pairs(c, {port}))
 
 
 def _describe_mcast(group: multicast.GroupPorts, names: dict[int, str]) -> str:

@@ -243,7 +243,7 @@ def _leave(c: Change, groups: dict[Iface, str]) -> BroadcastDelResult:
         if settings is not None and settings.flags:
             _set_flags(c, member.ifindex, 0)  # it floods no more
     detached = release_idle(dp, c.undo, c.links)
-    c.after_commit.append(lambda: forget_pairs(dp, {m.ifindex for m in groups}))
+    c.after_commit.append(lambda: forget_pairs(c, {m.ifindex for m in groups}))
     recorded = intent.current(dp, c.links)
     names = [m.ifname or (recorded.name_of(m.ifindex) if recorded else None) for m in groups]
     intent.update(c, lambda r: intent.without_members(r, [n for n in names if n]))

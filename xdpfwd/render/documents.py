@@ -90,7 +90,7 @@ def stats_dict(
                 "forwarded_packets": snapshot.forwarded(k),
                 "multicast_packets": p.mcast_packets if p.counters else None,
                 "not_forwarded": snapshot.port_losses(k),
-                "flood_copies": p.flood_copies if p.counters else None,
+                "flood_copies": p.flood_copies if p.counters and p.floods_counted else None,
                 "flood_copies_lost": snapshot.copies_lost(k) if p.counters else None,
                 "tx_packets": p.tx_packets,
                 "tx_bytes": p.tx_bytes,

@@ -41,4 +41,4 @@ def _keep_counts(c: Change) -> None:
     except (OSError, XdpfwdError) as e:
         log.info("counters not read before the change: %s", e)
         return
-    c.on_finish.append(lambda: counters.retire(c.dp, before, c.links))
+    c.on_finish.append(lambda: counters.retire(c.dp, before, c.links, c.retired_pairs))

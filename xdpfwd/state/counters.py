@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Collection
 from contextlib import closing
 from dataclasses import astuple, replace
 
@@ -44,13 +45,13 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
     events = tx_events(dp)
     traced = events is not None
     events = events or {}
-    ports, flooded = {}, {}
+    ports, flooded, uncounted = {}, {}, set()
     for port in sorted(dp.ports.ifindexes()):
         counters, flooded[port] = dp.stats.read_with_tail(port)
         ports[port] = PortCounters(known(port, links), counters or maps.PortStats())
         settings = dp.ports.get(port)
         if settings is not None and settings.broadcast and not settings.members:
-            flooded[port] = None  # generic mode: its copies are counted nowhere
+            uncounted.add(port)  # generic mode: its copies are counted nowhere
     pairs = [
         *_entry_pairs(dp, ports, links),
         *_group_pairs(dp, links),
@@ -88,6 +89,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
             replicated.get(port, 0),
             past,
             flooded.get(port),
+            port not in uncounted,
         )
     ports = dict(sorted(ports.items()))
     exceptions = {ingress: e.exceptions for (ingress, egress), e in events.items() if egress == 0}
@@ -105,15 +107,21 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
     )
 
 
-def retire(dp: Dataplane, before: Snapshot, links: dict[int, netdev.Link]) -> None:
+def retire(
+    dp: Dataplane,
+    before: Snapshot,
+    links: dict[int, netdev.Link],
+    kept: Collection[tuple[int, int]] = (),
+) -> None:
     """After a change: keep what the pairs it ended, and the ports it released, had
-    counted (model.counters.retirements), and forget the rows of deleted devices.
-    A failure costs only monotony: it is logged, the change stands."""
+    counted (model.counters.retirements; kept: group pairs kept as they were
+    forgotten), and forget the rows of deleted devices. A failure costs only
+    monotony: it is logged, the change stands."""
     if dp.retired is None:
         return  # pins made before: the next change creates the map
     table = dp.retired
     try:
-        ended = retirements(before, snapshot(dp, links))
+        ended = retirements(before, snapshot(dp, links), kept)
         for port, counts in ended.ports.items():
             table.set_port(port, table.port(port).plus(counts))
         for port in ended.released:  # its losses go to the total of released ports

@@ -19,6 +19,7 @@ from xdpfwd.kernel import netdev
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import GROUP_NAME, GroupInfo, PairRow
+from xdpfwd.model.counters import pair_retirement
 from xdpfwd.state.dataplane import Dataplane
 from xdpfwd.state.ports import copies_counted, known, map_write
 from xdpfwd.state.transaction import Change
@@ -193,16 +194,23 @@ def _resize(c: Change, group: str, members: list[int]) -> None:
     devmap = _sized_devmap(c, group, members)
     _replace_pin(path, devmap.fd)
     c.undo.callback(_replace_pin, path, old.fd)
+    counts = {port: copies_counted(netdev.link(port), len(members)) for port in members}
+    shrinks = len(members) < len(old.members())
+    # Each member's count and its devmap change one after the other, the smaller first:
+    # a frame flooded between them makes more copies than counted, never fewer (which
+    # would be said lost).
     for port in members:
+        if shrinks:
+            _count_members(c, port, counts[port])
         _point(c, port, devmap.fd)
-        _count_members(c, port, len(members))
+        if not shrinks:
+            _count_members(c, port, counts[port])
 
 
 def _count_members(c: Change, port: int, members: int) -> None:
-    """Tell a member how many its group has: its program counts the copies each of
-    its floods should make (see XDPFWD_PORT_MEMBERS_SHIFT); none in generic mode."""
+    """Tell a member how many its group has (0 in generic mode: copies_counted): its
+    program counts the copies each of its floods should make."""
     previous = c.dp.ports.get(port)
-    members = copies_counted(netdev.link(port), members)
     if previous is not None and previous.members != members:
         c.undo.callback(c.dp.ports.set, port, previous)  # first: see _point()
         map_write(c.dp.ports.set, port, replace(previous, members=members))
@@ -241,9 +249,18 @@ def _point_back(dp: Dataplane, port: int, map_id: int) -> None:
         os.close(fd)
 
 
-def forget_pairs(dp: Dataplane, ports: set[int]) -> None:
-    """Drop the pair counters of ports that left their groups."""
-    if dp.pairs is not None:
-        for ingress, egress in dp.pairs.pairs():
-            if ingress in ports or egress in ports:
-                dp.pairs.forget(ingress, egress)
+def forget_pairs(c: Change, ports: set[int]) -> None:
+    """Drop the pair counters of ports that left their groups, keeping what each had
+    counted up to then in the retired counts (a reading taken when the change began
+    would miss the copies of the time it took, under traffic)."""
+    dp = c.dp
+    if dp.pairs is None:
+        return
+    for ingress, egress in dp.pairs.pairs():
+        if ingress in ports or egress in ports:
+            last = dp.pairs.read(ingress, egress)
+            dp.pairs.forget(ingress, egress)
+            c.retired_pairs.add((ingress, egress))
+            if last is not None and dp.retired is not None:
+                for port, counts in pair_retirement(ingress, egress, last):
+                    dp.retired.set_port(port, dp.retired.port(port).plus(counts))

@@ -67,6 +67,8 @@ class Change:
     notes: list[str] = field(default_factory=list)  # warnings for the user
     emptied: set[str] = field(default_factory=set)  # groups the command itself emptied
     on_finish: list[Callable[[], None]] = field(default_factory=list)  # after the tidy
+    # Pairs whose last counts were kept as they were forgotten (groups.forget_pairs).
+    retired_pairs: set[tuple[int, int]] = field(default_factory=set)
 
     def attach(self, plan: ports.AttachPlan, mode: str, settings) -> Attachment:
         """ports.attach() within this change, and the links updated to match."""
