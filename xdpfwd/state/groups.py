@@ -194,7 +194,8 @@ def _resize(c: Change, group: str, members: list[int]) -> None:
     devmap = _sized_devmap(c, group, members)
     _replace_pin(path, devmap.fd)
     c.undo.callback(_replace_pin, path, old.fd)
-    counts = {port: copies_counted(netdev.link(port), len(members)) for port in members}
+    # (c.links has the modes of the ports this change attached: no netlink read.)
+    counts = {port: copies_counted(c.links.get(port), len(members)) for port in members}
     shrinks = len(members) < len(old.members())
     # Each member's count and its devmap change one after the other, the smaller first:
     # a frame flooded between them makes more copies than counted, never fewer (which

@@ -145,7 +145,8 @@ def attach(
         raise AttachError(text, port=link.ifname) from e
     group = dp.groups.group_id(link.ifindex)
     if group is not None:  # a member in another mode now: copies counted or not
-        counted = copies_counted(netdev.link(link.ifindex), len(devmap_members(group)[0]))
+        now = replace(link, xdp_mode=used.mode)
+        counted = copies_counted(now, len(devmap_members(group)[0]))
         map_write(dp.ports.set, link.ifindex, replace(dp.ports.get(link.ifindex), members=counted))
     fallback = None
     if used.refused is not None:
