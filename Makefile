@@ -36,11 +36,15 @@ unit: $(STAMP)
 integration: setup
 	$(PY) -m pytest tests/integration
 
-# One run with one and with two generator CPUs, written up as docs/BENCHMARKS.md.
+# One run with one and with two generator CPUs, and a profile of the rows that show
+# where forwarding's time goes, written up as docs/BENCHMARKS.md.
+PROFILED := --row forward --row forward_no_loss_accounting --row baseline_empty_tracepoint \
+	--row broadcast_4
 bench: setup
 	$(VENV)/bin/xdpfwd bench --json --repeat 9 --duration 2 --cpus 1 > $(VENV)/bench-1cpu.json
 	$(VENV)/bin/xdpfwd bench --json --repeat 9 --duration 2 --cpus 2 > $(VENV)/bench-2cpu.json
-	$(PY) scripts/bench-report.py $(VENV)/bench-1cpu.json $(VENV)/bench-2cpu.json > docs/BENCHMARKS.md
+	$(VENV)/bin/xdpfwd bench --json --repeat 3 --duration 2 --cpus 1 --profile $(PROFILED) > $(VENV)/bench-profile.json
+	$(PY) scripts/bench-report.py $(VENV)/bench-1cpu.json $(VENV)/bench-2cpu.json $(VENV)/bench-profile.json > docs/BENCHMARKS.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xdpfwd tests scripts

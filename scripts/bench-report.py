@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """docs/BENCHMARKS.md from one `make bench` run: `xdpfwd bench --json` with one and
 with two generator CPUs (the JSON files given), the machine described, every row with
-its ratio to the row it is compared with, measured in the same run."""
+its ratio to the row it is compared with, measured in the same run; and where a file
+is of `bench --profile`, what each row's programs cost a frame."""
 
 import json
 import platform
@@ -73,12 +74,39 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def profile(report: dict) -> str:
+    s = report["settings"]
+    lines = [
+        f"{s['frame_size']}-byte frames, {s['cpus']} generator CPU(s), {s['repeat']} x "
+        f"{s['duration_s']:g} s per row. "
+        "Where the CPU time goes (`--profile`: the kernel's run statistics, which slow "
+        "every row; CPU ns/frame is the generator CPUs' time per frame delivered, and "
+        "what the programs leave of it is the kernel's: redirects, drivers, and each "
+        "program's dispatch):",
+        "",
+        "| key | CPU ns/frame | program | runs/frame | ns/run | ns/frame |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        if not row.get("profile"):
+            continue
+        first = f"| {row['key']} | {row['profile']['cpu_ns_per_frame']:.1f} "
+        for p in row["profile"]["programs"]:
+            lines.append(
+                f"{first}| {p['name']} | {p['runs_per_frame']:.3f} | {p['ns_per_run']:.1f} "
+                f"| {p['ns_per_frame']:.1f} |"
+            )
+            first = "| | "
+    return "\n".join(lines)
+
+
 def main() -> None:
     reports = [json.load(open(path)) for path in sys.argv[1:]]
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     parts = [HEAD, f"## Run of {today}", "", machine_text(reports[0]), ""]
     for report in reports:
-        parts += [table(report), ""]
+        # A profile's rates are slowed by the statistics: its table is its own.
+        parts += [profile(report) if report["settings"].get("profile") else table(report), ""]
     sys.stdout.write("\n".join(parts))
 
 

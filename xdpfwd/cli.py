@@ -840,12 +840,13 @@ Examples:
   xdpfwd bench --cpus 2 --size 1500     # two generator CPUs, full-size frames
   xdpfwd bench --duration 1 --repeat 1 --json
   xdpfwd bench --row forward --row broadcast_4   # with the rows they compare with
+  xdpfwd bench --row forward --profile  # the programs' nanoseconds per frame
 """
 )
 @bench_options
 @json_option
 @click.pass_obj
-def bench(app: App, duration, size, repeat, cpus, flows, rows, as_json) -> None:
+def bench(app: App, duration, size, repeat, cpus, flows, rows, profile, as_json) -> None:
     """Measure forwarding rates on a throwaway lab, as ratios to a baseline.
 
     Frames from an in-kernel generator cross lab port 1 to port 2 through, in
@@ -862,6 +863,7 @@ def bench(app: App, duration, size, repeat, cpus, flows, rows, as_json) -> None:
         cpus=cpus,
         flows=flows,
         rows=rows,
+        profile=profile,
         progress=lines.note,
     )
     tables.bench_report(report, as_json)

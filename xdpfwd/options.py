@@ -384,6 +384,12 @@ bench_options = compose(
         metavar="KEY",
         help="Measure only this row (its key in --json), with its reference row (repeatable).",
     ),
+    click.option(
+        "--profile",
+        is_flag=True,
+        help="Also show what each row's programs cost a frame (kernel run statistics, "
+        "which slow every row).",
+    ),
 )
 
 

@@ -167,6 +167,52 @@ def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
     assert pins_left(pin_dir) == []
 
 
+def test_profile_names_what_each_row_ran_per_frame_and_leaves_run_stats_as_they_were(
+    scratch_ns, pin_dir
+):
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        stats_before = f.read()
+    result = subprocess.run(
+        xdpfwd_cmd(
+            scratch_ns,
+            "--pin-dir",
+            pin_dir,
+            "bench",
+            "--row",
+            "forward",
+            "--profile",
+            "--duration",
+            "0.5",
+            "--repeat",
+            "2",
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["settings"]["profile"] is True
+    ran = {row["key"]: {p["name"]: p for p in row["profile"]["programs"]} for row in report["rows"]}
+    # Kernel program names are cut at 15 characters.
+    assert set(ran[BASELINE]) == {"xdpfwd_bench_ge", "xdpfwd_bench_fw", "xdpfwd_bench_si"}
+    for key, forwarder in ((BASELINE, "xdpfwd_bench_fw"), ("forward", "xdpfwd_ingress")):
+        # Once per frame delivered, a few more for frames a full ring lost.
+        assert 1.0 <= ran[key][forwarder]["runs_per_frame"] < 1.02
+        # The sink runs for the lab's other frames too (neighbour discovery).
+        assert ran[key]["xdpfwd_bench_si"]["runs_per_frame"] == pytest.approx(1.0, rel=1e-3)
+    # The transmit tracepoint fires once per bulk (at most 16 frames): the
+    # generator's and the forwarder's.
+    assert 2 / 16 <= ran["forward"]["xdpfwd_tp_xmit"]["runs_per_frame"] <= 2
+    for row in report["rows"]:
+        spent = sum(p["ns_per_frame"] for p in row["profile"]["programs"])
+        assert 0 < spent < row["profile"]["cpu_ns_per_frame"]
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        assert f.read() == stats_before
+    assert pins_left(pin_dir) == []
+
+
 def test_rows_take_turns_in_reverse_order_every_other_repeat(scratch_ns, pin_dir):
     """A row and its reference swap places between repeats, so that what the earlier
     one leaves the kernel doing weighs on both alike."""

@@ -37,6 +37,8 @@ from xdpfwd.model.reports import (
     Lab,
     LabPort,
     PingResult,
+    ProgramCost,
+    RowProfile,
     SaveResult,
 )
 from xdpfwd.ops.following import FollowLine
@@ -231,13 +233,27 @@ class FakeOps:
 
     def bench(self, pins, **options):
         self._record("bench", pins, **options)
-        rows = [BenchRow("baseline", "baseline: bpf_redirect_map() only", "Mpps", [3.0, 3.2])]
+        profile = None
+        if options["profile"]:
+            profile = RowProfile(160.0, [ProgramCost("xdpfwd_bench_fw", 1.0, 21.25)])
+        rows = [
+            BenchRow(
+                "baseline",
+                "baseline: bpf_redirect_map() only",
+                "Mpps",
+                [3.0, 3.2],
+                None,
+                None,
+                profile,
+            )
+        ]
         settings = {
             "duration_s": options["duration"],
             "frame_size": options["size"],
             "repeat": options["repeat"],
             "cpus": options["cpus"],
             "flows": options["flows"],
+            "profile": options["profile"],
         }
         return BenchReport(
             settings,

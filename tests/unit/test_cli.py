@@ -654,6 +654,24 @@ def test_bench_goes_through_the_operations():
     assert json.loads(result.stdout)["rows"][0]["median"] == pytest.approx(3.1)
 
 
+def test_bench_profile_shows_each_rows_programs_per_frame():
+    result, ops = invoke(["bench", "--profile"])
+    assert result.exit_code == 0, result.stderr
+    assert ops.calls[0][2]["profile"] is True
+    lines = result.stdout.splitlines()
+    header = next(i for i, text in enumerate(lines) if "CPU NS/FRAME" in text)
+    assert lines[header + 1].split() == [
+        "baseline",
+        "160.0",
+        "xdpfwd_bench_fw",
+        "1.000",
+        "21.2",
+        "21.2",
+    ]
+    result, _ = invoke(["bench"])
+    assert "CPU NS/FRAME" not in result.stdout
+
+
 def test_bench_warns_of_programs_others_left_on_the_xdp_tracepoints():
     result, _ = invoke(["bench"])
     assert result.exit_code == 0, result.stderr

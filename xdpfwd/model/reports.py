@@ -98,6 +98,44 @@ class DemoReport:
 
 
 @dataclass(frozen=True)
+class ProgramCost:
+    """What one program cost a row, per frame the row delivered."""
+
+    name: str
+    runs_per_frame: float
+    ns_per_run: float
+
+    @property
+    def ns_per_frame(self) -> float:
+        return self.runs_per_frame * self.ns_per_run
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "runs_per_frame": self.runs_per_frame,
+            "ns_per_run": self.ns_per_run,
+            "ns_per_frame": self.ns_per_frame,
+        }
+
+
+@dataclass(frozen=True)
+class RowProfile:
+    """Where a row's CPU time went (`bench --profile`): the CPU time of a frame
+    delivered (the generator keeps its CPUs busy), and the programs that ran, by the
+    kernel's run statistics. What is left of the frame's time is the kernel's own
+    work: the redirects, the drivers, the dispatch of each program."""
+
+    cpu_ns_per_frame: float
+    programs: list[ProgramCost]
+
+    def as_dict(self) -> dict:
+        return {
+            "cpu_ns_per_frame": self.cpu_ns_per_frame,
+            "programs": [p.as_dict() for p in self.programs],
+        }
+
+
+@dataclass(frozen=True)
 class BenchRow:
     key: str  # a stable machine key (--json)
     name: str
@@ -105,6 +143,7 @@ class BenchRow:
     samples: list[float]
     reference: str | None = None  # the key of the row this one is compared with
     reference_samples: list[float] | None = None  # its samples, repeat by repeat
+    profile: RowProfile | None = None  # with --profile, for rates
 
     @property
     def median(self) -> float:
@@ -133,6 +172,7 @@ class BenchRow:
             "samples": self.samples,
             "ratio": self.ratio,
             "ratio_to": self.reference,
+            "profile": self.profile.as_dict() if self.profile else None,
         }
 
 

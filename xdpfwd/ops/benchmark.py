@@ -23,10 +23,10 @@ from functools import partial
 from xdpfwd import interrupts
 from xdpfwd.errors import InputError
 from xdpfwd.kernel import devices, netdev, netns, offloads, prereqs, traffic
-from xdpfwd.kernel.bpf import loader, maps, source
+from xdpfwd.kernel.bpf import loader, maps, run_stats, source
 from xdpfwd.kernel.bpf import syscall as sc
 from xdpfwd.model import DEFAULT_EGRESS, EgressSpec, Iface
-from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow
+from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow, ProgramCost, RowProfile
 from xdpfwd.state import lab, tracing
 from xdpfwd.state.pins import PinDir
 
@@ -145,13 +145,56 @@ class _Rig:
         with closing(maps.BenchConfig(self.pins.pin(maps.PIN_BENCH_CFG))) as cfg:
             cfg.set(self.target, flows, spread)
 
-    def rate(self, duration: float, generator: traffic.Generator | None = None) -> float:
-        """One sample: Mpps delivered to the sinks while the generator runs."""
+    def rate(
+        self,
+        duration: float,
+        generator: traffic.Generator | None = None,
+        profile: _Profile | None = None,
+    ) -> float:
+        """One sample: Mpps delivered to the sinks while the generator runs; with a
+        profile, the programs' runs during it added to that."""
+        runs = run_stats.read() if profile is not None else {}
         before, _ = self.sink.read()
         _, elapsed = (generator or self.generator).run_for(duration)
         time.sleep(0.05)  # let the last batch drain from the rings
         delivered, _ = self.sink.read()
+        if profile is not None:
+            profile.add(runs, run_stats.read(), delivered - before, elapsed)
         return (delivered - before) / elapsed / 1e6
+
+
+class _Profile:
+    """The programs' runs over a row's samples, by program name (a row may load its
+    program anew for each sample), for a RowProfile."""
+
+    # A program that ran for fewer frames than this share ran for something else.
+    LEAST_RUNS_PER_FRAME = 0.001
+
+    def __init__(self, cpus: int):
+        self.cpus = cpus
+        self.frames, self.seconds = 0, 0.0
+        self.runs: dict[str, tuple[int, int]] = {}  # name: (runs, ns)
+
+    def add(self, before: dict, after: dict, frames: int, elapsed: float) -> None:
+        self.frames += frames
+        self.seconds += elapsed
+        for prog_id, now in after.items():
+            was = before.get(prog_id)
+            runs = now.runs - (was.runs if was else 0)
+            if runs > 0:
+                ns = now.run_time_ns - (was.run_time_ns if was else 0)
+                total_runs, total_ns = self.runs.get(now.name, (0, 0))
+                self.runs[now.name] = (total_runs + runs, total_ns + ns)
+
+    def result(self) -> RowProfile:
+        frames = max(self.frames, 1)
+        programs = [
+            ProgramCost(name, runs / frames, ns / runs)
+            for name, (runs, ns) in self.runs.items()
+            if runs / frames >= self.LEAST_RUNS_PER_FRAME
+        ]
+        programs.sort(key=lambda p: -p.ns_per_frame)
+        return RowProfile(self.seconds * self.cpus * 1e9 / frames, programs)
 
 
 def _remove_rig_pins(pins: PinDir) -> None:
@@ -479,12 +522,14 @@ def run(
     cpus: int = 1,
     flows: int = 1,
     rows: tuple[str, ...] = (),
+    profile: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> BenchReport:
     """Build a lab, measure every row repeat times, remove everything. ops are the
     operations the rows set up (add, broadcast...): the ops package passes itself.
     rows: the keys of the rows to measure (with the rows they are compared with);
-    none: all.
+    none: all. profile: with the kernel's run statistics on (they slow every row),
+    what each row's programs cost a frame.
 
     Raises PrereqError, BpfError, AttachError or InputError.
     """
@@ -501,9 +546,12 @@ def run(
         "repeat": repeat,
         "cpus": cpus,
         "flows": flows,
+        "profile": profile,
     }
     report = BenchReport(settings, machine())
     with ExitStack() as stack:
+        if profile:
+            stack.enter_context(run_stats.enabled())
         progress("building the lab and compiling the benchmark programs")
         stack.enter_context(_namespace_of_its_own())
         rig = _Rig(ops, stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
@@ -520,14 +568,23 @@ def run(
         # over the run, and whatever a row's set-up or tear-down leaves the kernel doing
         # during the next row's sample, hit a row and its reference (its neighbour) alike.
         samples: dict[str, list[float]] = {key: [] for key, *_ in table}
+        profiles = {key: _Profile(cpus) for key, *_ in table} if profile else {}
         for k in range(repeat):
             for key, name, setup, _ in table if k % 2 == 0 else table[::-1]:
                 interrupts.check()
                 progress(f"[{k + 1}/{repeat}] {name}")
                 with setup(rig) as generator:
-                    samples[key].append(rig.rate(duration, generator))
+                    samples[key].append(rig.rate(duration, generator, profiles.get(key)))
         report.rows.extend(
-            BenchRow(key, name, "Mpps", samples[key], ref, samples[ref])
+            BenchRow(
+                key,
+                name,
+                "Mpps",
+                samples[key],
+                ref,
+                samples[ref],
+                profiles[key].result() if profile else None,
+            )
             for key, name, _, ref in table
         )
         if not rows or set(rows) & set(CONTROL_PLANE_KEYS):

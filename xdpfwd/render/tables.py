@@ -16,7 +16,7 @@ from rich.text import Text
 
 from xdpfwd.model import Listing, McastGroup, McastListing, PortRow
 from xdpfwd.model.counters import PairCounters, PortCounters, Rate, Rates, Snapshot, WatchFrame
-from xdpfwd.model.reports import BASELINE, BenchReport, DemoReport, Lab
+from xdpfwd.model.reports import BASELINE, BenchReport, BenchRow, DemoReport, Lab
 from xdpfwd.render.documents import (
     print_json,
     watch_json_line,
@@ -324,6 +324,37 @@ def bench_report(report: BenchReport, as_json: bool) -> None:
         _row(table, row.name, median, spread, ratio)
     out.print(table)
     line("RATIO: to the baseline, or to the row named after it")
+    if s.get("profile"):
+        _bench_profile(out, report.rows)
+
+
+def _bench_profile(out, rows: list[BenchRow]) -> None:
+    """The programs each row ran, in nanoseconds per frame delivered."""
+    line("")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("ROW")
+    for column in ("CPU NS/FRAME", "PROGRAM", "RUNS/FRAME", "NS/RUN", "NS/FRAME"):
+        table.add_column(column, justify="left" if column == "PROGRAM" else "right")
+    for row in rows:
+        if row.profile is None:
+            continue
+        first = (row.key, f"{row.profile.cpu_ns_per_frame:.1f}")
+        for program in row.profile.programs:
+            _row(
+                table,
+                *first,
+                program.name,
+                f"{program.runs_per_frame:.3f}",
+                f"{program.ns_per_run:.1f}",
+                f"{program.ns_per_frame:.1f}",
+            )
+            first = ("", "")
+    out.print(table)
+    line(
+        "CPU NS/FRAME: the generator CPUs' time per frame delivered; the rest of it, "
+        "beyond the programs', is the kernel's (redirects, drivers, each program's "
+        "dispatch). Run statistics add to every program's time."
+    )
 
 
 def _scaled(value: float, unit: str) -> str:

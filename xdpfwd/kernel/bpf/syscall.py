@@ -27,6 +27,7 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
+BPF_PROG_GET_NEXT_ID = 11
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
@@ -34,6 +35,9 @@ BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_LINK_CREATE = 28
 BPF_LINK_GET_FD_BY_ID = 30
 BPF_LINK_GET_NEXT_ID = 31
+BPF_ENABLE_STATS = 32
+
+BPF_STATS_RUN_TIME = 0
 
 # enum bpf_map_type (the ones xdpfwd names)
 MAP_TYPE_HASH = 1
@@ -185,7 +189,34 @@ class _ProgInfo(ctypes.Structure):
         ("nr_map_ids", ctypes.c_uint32),
         ("map_ids", ctypes.c_uint64),
         ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        # Up to the run statistics, which the kernel keeps while they are enabled.
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
     ]
+
+
+class _EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
 
 
 class _TestRunAttr(ctypes.Structure):
@@ -272,6 +303,15 @@ class ProgInfo:
     prog_type: int
     id: int
     name: str
+
+
+@dataclass(frozen=True)
+class ProgRuns:
+    """A program's runs and the time they took, counted while run statistics are on."""
+
+    name: str
+    runs: int
+    run_time_ns: int
 
 
 @dataclass(frozen=True)
@@ -503,16 +543,31 @@ def link_fd_by_id(link_id: int) -> int:
     return _bpf(BPF_LINK_GET_FD_BY_ID, _GetIdAttr(id=link_id), f"open link id {link_id}")
 
 
-def next_link_id(link_id: int) -> int:
-    """The id of the first bpf_link after link_id; raises FileNotFoundError at the end."""
-    attr = _GetIdAttr(id=link_id)
+def _next_id(cmd: int, what: str, after: int) -> int:
+    attr = _GetIdAttr(id=after)
     try:
-        _bpf(BPF_LINK_GET_NEXT_ID, attr, "next link id")
+        _bpf(cmd, attr, f"next {what} id")
     except OSError as e:
         if e.errno == errno.ENOENT:
-            raise FileNotFoundError(errno.ENOENT, "no more links") from None
+            raise FileNotFoundError(errno.ENOENT, f"no more {what}s") from None
         raise
     return attr.next_id
+
+
+def next_link_id(link_id: int) -> int:
+    """The id of the first bpf_link after link_id; raises FileNotFoundError at the end."""
+    return _next_id(BPF_LINK_GET_NEXT_ID, "link", link_id)
+
+
+def next_prog_id(prog_id: int) -> int:
+    """The id of the first program after prog_id; raises FileNotFoundError at the end."""
+    return _next_id(BPF_PROG_GET_NEXT_ID, "program", prog_id)
+
+
+def enable_run_time_stats() -> int:
+    """An fd that keeps the kernel counting every program's runs and run time while it
+    is open (Linux 5.8+; the sysctl kernel.bpf_stats_enabled, without leaving it on)."""
+    return _bpf(BPF_ENABLE_STATS, _EnableStatsAttr(type=BPF_STATS_RUN_TIME), "enable run stats")
 
 
 def map_fd_by_id(map_id: int) -> int:
@@ -536,6 +591,12 @@ def prog_info(fd: int) -> ProgInfo:
     info = _ProgInfo()
     _info(fd, info)
     return ProgInfo(info.type, info.id, info.name.decode())
+
+
+def prog_runs(fd: int) -> ProgRuns:
+    info = _ProgInfo()
+    _info(fd, info)
+    return ProgRuns(info.name.decode(), info.run_cnt, info.run_time_ns)
 
 
 def prog_map_ids(fd: int) -> list[int]:
