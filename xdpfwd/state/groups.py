@@ -199,7 +199,9 @@ def _resize(c: Change, group: str, members: list[int]) -> None:
     shrinks = len(members) < len(old.members())
     # Each member's count and its devmap change one after the other, the smaller first:
     # a frame flooded between them makes more copies than counted, never fewer (which
-    # would be said lost).
+    # would be said lost). Growing, that is an RCU grace period: the kernel returns
+    # from an update of a map of maps only once the programs that could hold the old
+    # devmap are done (synchronize_rcu, 5-16 ms here), frames flooding the new one.
     for port in members:
         if shrinks:
             _count_members(c, port, counts[port])
