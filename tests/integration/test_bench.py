@@ -172,25 +172,36 @@ def test_profile_names_what_each_row_ran_per_frame_and_leaves_run_stats_as_they_
 ):
     with open("/proc/sys/kernel/bpf_stats_enabled") as f:
         stats_before = f.read()
-    result = subprocess.run(
-        xdpfwd_cmd(
-            scratch_ns,
-            "--pin-dir",
-            pin_dir,
-            "bench",
-            "--row",
-            "forward",
-            "--profile",
-            "--duration",
-            "0.5",
-            "--repeat",
-            "2",
-            "--json",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # Another xdpfwd's programs, of the same names, run meanwhile (its tracepoint
+    # programs for the bench's transmits too): they are not the run's (helper-50).
+    other = f"{pin_dir}-other"
+    for dev in ("zo1", "zo2"):
+        sh("ip", "-n", scratch_ns, "link", "add", dev, "type", "veth", "peer", f"{dev}p")
+        sh("ip", "-n", scratch_ns, "link", "set", dev, "up")
+    sh(*xdpfwd_cmd(scratch_ns, "--pin-dir", other, "add", "zo1", "zo2"))
+    try:
+        result = subprocess.run(
+            xdpfwd_cmd(
+                scratch_ns,
+                "--pin-dir",
+                pin_dir,
+                "bench",
+                "--row",
+                "forward",
+                "--profile",
+                "--duration",
+                "0.5",
+                "--repeat",
+                "2",
+                "--json",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        sh(*xdpfwd_cmd(scratch_ns, "--pin-dir", other, "down"))
+    assert pins_left(other) == []
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["settings"]["profile"] is True
@@ -241,6 +252,71 @@ def test_rows_take_turns_in_reverse_order_every_other_repeat(scratch_ns, pin_dir
     baseline, forward = (row["name"] for row in json.loads(result.stdout)["rows"])
     assert measured == [baseline, forward, forward, baseline, baseline, forward]
     assert pins_left(pin_dir) == []
+
+
+def test_an_error_after_the_rows_says_nothing_of_a_change_that_stays(scratch_ns, pin_dir):
+    # The rows' own changes had marked one made: "it came after the change was made,
+    # which stays (see `xdpfwd list`)", where the bench leaves nothing (helper-50).
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            xdpfwd_cmd(
+                scratch_ns,
+                "--pin-dir",
+                pin_dir,
+                "bench",
+                "--row",
+                "forward",
+                "--duration",
+                "0.2",
+                "--repeat",
+                "1",
+                "--json",
+            ),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last == "error: cannot write the output: No space left on device"
+    assert pins_left(pin_dir) == []
+
+
+def test_a_second_interrupt_waits_for_the_labs_teardown(scratch_ns, monkeypatch):
+    # It cut lab.down short: the lab's namespaces stayed (helper-50, a double Ctrl-C
+    # while bench built its lab).
+    from xdpfwd import interrupts
+    from xdpfwd.kernel import netns
+
+    name = f"j{RUN_ID}"
+    real_remove, removed = netns.remove, []
+
+    def remove(ns: str) -> None:
+        if not removed:
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs before the next line
+        removed.append(ns)
+        real_remove(ns)
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    interrupts.install()
+    try:
+        with in_netns(scratch_ns), pytest.raises(KeyboardInterrupt):
+            with lab.running(name, 3):
+                monkeypatch.setattr(netns, "remove", remove)
+                raise KeyboardInterrupt  # the first one
+        assert len(removed) == 3
+        assert {ns for ns in namespaces() if ns.startswith(name)} == set()
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()  # the second one, for what comes next
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        monkeypatch.setattr(interrupts, "_pending", False)
+        monkeypatch.setattr(interrupts, "_deferred", False)
+        monkeypatch.undo()
+        with in_netns(scratch_ns):
+            lab.down(name)
 
 
 def test_interrupted_lab_up_leaves_nothing(scratch_ns):

@@ -781,6 +781,11 @@ def test_an_unknown_bench_row_is_refused_before_anything_is_built():
         benchmark.run(None, None, rows=("forward", "fast"))
 
 
+def test_a_profile_of_control_plane_rows_only_is_refused_before_anything_is_built():
+    with pytest.raises(InputError, match=r"--profile .* add_pinned times the control plane"):
+        benchmark.run(None, None, rows=("add_pinned",), profile=True)
+
+
 def test_a_pin_dir_of_another_namespace_is_refused_before_interfaces_are_resolved():
     class OtherNamespace(FakeOps):
         def check_pin_dir(self, pins, removing=False):

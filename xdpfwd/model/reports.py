@@ -120,10 +120,11 @@ class ProgramCost:
 
 @dataclass(frozen=True)
 class RowProfile:
-    """Where a row's CPU time went (`bench --profile`): the CPU time of a frame
-    delivered (the generator keeps its CPUs busy), and the programs that ran, by the
-    kernel's run statistics. What is left of the frame's time is the kernel's own
-    work: the redirects, the drivers, the dispatch of each program."""
+    """Where a row's CPU time went (`bench --profile`): the generator CPUs' time per
+    frame delivered (the sample's length times their number: the generator keeps
+    them busy), and the run's programs that ran, by the kernel's run statistics.
+    What is left of the frame's time is the kernel's own work (the redirects, the
+    drivers, the dispatch of each program), and anything else those CPUs ran."""
 
     cpu_ns_per_frame: float
     programs: list[ProgramCost]

@@ -111,6 +111,7 @@ class _Rig:
         self.xdpfwd_pins = PinDir.parse(f"{self.pins.path}/xdpfwd")
         stack.callback(ops.down, self.xdpfwd_pins)
         self.ops = ops
+        self.cpus = cpus
         programs = (GEN, SINK, FWD, SPREAD, *(f"{FLOOD}{n}" for n in FANOUTS))
         # Multi-buffer when the kernel can, as xdpfwd's own programs.
         frags = sc.frags_supported()
@@ -152,14 +153,18 @@ class _Rig:
         profile: _Profile | None = None,
     ) -> float:
         """One sample: Mpps delivered to the sinks while the generator runs; with a
-        profile, the programs' runs during it added to that."""
-        runs = run_stats.read() if profile is not None else {}
+        profile, the runs of the run's programs during it added to that."""
+        if profile is not None:
+            ours = run_stats.programs_held_or_pinned(self.pins.path)
+            runs = run_stats.read()
         before, _ = self.sink.read()
         _, elapsed = (generator or self.generator).run_for(duration)
         time.sleep(0.05)  # let the last batch drain from the rings
         delivered, _ = self.sink.read()
         if profile is not None:
-            profile.add(runs, run_stats.read(), delivered - before, elapsed)
+            after = {i: r for i, r in run_stats.read().items() if i in ours}
+            # The generator's threads keep their CPUs busy for the whole sample.
+            profile.add(runs, after, delivered - before, elapsed * len(self.cpus))
         return (delivered - before) / elapsed / 1e6
 
 
@@ -170,14 +175,14 @@ class _Profile:
     # A program that ran for fewer frames than this share ran for something else.
     LEAST_RUNS_PER_FRAME = 0.001
 
-    def __init__(self, cpus: int):
-        self.cpus = cpus
-        self.frames, self.seconds = 0, 0.0
+    def __init__(self):
+        self.frames, self.cpu_seconds = 0, 0.0
         self.runs: dict[str, tuple[int, int]] = {}  # name: (runs, ns)
 
-    def add(self, before: dict, after: dict, frames: int, elapsed: float) -> None:
+    def add(self, before: dict, after: dict, frames: int, cpu_seconds: float) -> None:
+        """A sample's frames and CPU time, and the runs of the programs in after."""
         self.frames += frames
-        self.seconds += elapsed
+        self.cpu_seconds += cpu_seconds
         for prog_id, now in after.items():
             was = before.get(prog_id)
             runs = now.runs - (was.runs if was else 0)
@@ -194,7 +199,7 @@ class _Profile:
             if runs / frames >= self.LEAST_RUNS_PER_FRAME
         ]
         programs.sort(key=lambda p: -p.ns_per_frame)
-        return RowProfile(self.seconds * self.cpus * 1e9 / frames, programs)
+        return RowProfile(self.cpu_seconds * 1e9 / frames, programs)
 
 
 def _remove_rig_pins(pins: PinDir) -> None:
@@ -536,6 +541,11 @@ def run(
     unknown = [key for key in rows if key not in row_keys()]
     if unknown:
         raise InputError(f"no bench row {unknown[0]!r} (rows: {', '.join(row_keys())})")
+    if profile and rows and set(rows) <= set(CONTROL_PLANE_KEYS):
+        raise InputError(
+            "--profile shows what the programs of a rate's row cost; "
+            f"{', '.join(rows)} times the control plane"
+        )
     prereqs.require_privileges("bench")
     available = sorted(os.sched_getaffinity(0))
     if not 1 <= cpus <= len(available):
@@ -549,45 +559,77 @@ def run(
         "profile": profile,
     }
     report = BenchReport(settings, machine())
-    with ExitStack() as stack:
-        if profile:
-            stack.enter_context(run_stats.enabled())
-        progress("building the lab and compiling the benchmark programs")
-        stack.enter_context(_namespace_of_its_own())
-        rig = _Rig(ops, stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
-        report.machine["lab_ifindexes"] = [port.ifindex for port in rig.ports]
-        user = stack.enter_context(tempfile.TemporaryDirectory(prefix="xdpfwd-bench-"))
-        user_file = os.path.join(user, "pass_all.c")
-        with open(user_file, "w") as f:
-            f.write(USER_PROGRAM)
-        user_spec = EgressSpec(program="user", user_file=user_file, user_func="pass_all")
-        table = _rows(user_spec)
-        if rows:
-            table = _selected(table, rows)
-        # Rows take turns within each repeat, in reverse order every other repeat: drift
-        # over the run, and whatever a row's set-up or tear-down leaves the kernel doing
-        # during the next row's sample, hit a row and its reference (its neighbour) alike.
-        samples: dict[str, list[float]] = {key: [] for key, *_ in table}
-        profiles = {key: _Profile(cpus) for key, *_ in table} if profile else {}
-        for k in range(repeat):
-            for key, name, setup, _ in table if k % 2 == 0 else table[::-1]:
-                interrupts.check()
-                progress(f"[{k + 1}/{repeat}] {name}")
-                with setup(rig) as generator:
-                    samples[key].append(rig.rate(duration, generator, profiles.get(key)))
-        report.rows.extend(
-            BenchRow(
-                key,
-                name,
-                "Mpps",
-                samples[key],
-                ref,
-                samples[ref],
-                profiles[key].result() if profile else None,
-            )
-            for key, name, _, ref in table
-        )
-        if not rows or set(rows) & set(CONTROL_PLANE_KEYS):
-            progress("measuring the control plane")
-            report.rows.extend(_control_plane_rows(rig, repeat))
+    try:
+        with _torn_down_whole() as stack:
+            if profile:
+                stack.enter_context(run_stats.enabled())
+            progress("building the lab and compiling the benchmark programs")
+            stack.enter_context(_namespace_of_its_own())
+            rig = _Rig(ops, stack, pins, max(FANOUTS) + 1, available[:cpus], size, flows)
+            report.machine["lab_ifindexes"] = [port.ifindex for port in rig.ports]
+            user = stack.enter_context(tempfile.TemporaryDirectory(prefix="xdpfwd-bench-"))
+            _measure(rig, report, _table(user, rows), duration, repeat, profile, progress)
+            if not rows or set(rows) & set(CONTROL_PLANE_KEYS):
+                progress("measuring the control plane")
+                report.rows.extend(_control_plane_rows(rig, repeat))
+    finally:
+        # What the rows' changes made is gone: an error is about no change that stays.
+        interrupts.next_change()
     return report
+
+
+@contextmanager
+def _torn_down_whole() -> Iterator[ExitStack]:
+    """An ExitStack whose teardown a second interrupt does not cut short (the lab's
+    namespaces would stay): the interrupt waits for the teardown's end."""
+    stack = ExitStack()
+    try:
+        yield stack
+    finally:
+        with interrupts.held():
+            stack.close()
+
+
+def _table(user: str, rows: tuple[str, ...]) -> list[tuple[str, str, Callable, str]]:
+    """The rate rows to measure, their user egress program written into directory user."""
+    user_file = os.path.join(user, "pass_all.c")
+    with open(user_file, "w") as f:
+        f.write(USER_PROGRAM)
+    user_spec = EgressSpec(program="user", user_file=user_file, user_func="pass_all")
+    table = _rows(user_spec)
+    return _selected(table, rows) if rows else table
+
+
+def _measure(
+    rig: _Rig,
+    report: BenchReport,
+    table: list[tuple[str, str, Callable, str]],
+    duration: float,
+    repeat: int,
+    profile: bool,
+    progress: Callable[[str], None],
+) -> None:
+    """Measure the rate rows of table repeat times into report.
+    Rows take turns within each repeat, in reverse order every other repeat: drift over
+    the run, and whatever a row's set-up or tear-down leaves the kernel doing during
+    the next row's sample, hit a row and its reference (its neighbour) alike."""
+    samples: dict[str, list[float]] = {key: [] for key, *_ in table}
+    profiles = {key: _Profile() for key, *_ in table} if profile else {}
+    for k in range(repeat):
+        for key, name, setup, _ in table if k % 2 == 0 else table[::-1]:
+            interrupts.check()
+            progress(f"[{k + 1}/{repeat}] {name}")
+            with setup(rig) as generator:
+                samples[key].append(rig.rate(duration, generator, profiles.get(key)))
+    report.rows.extend(
+        BenchRow(
+            key,
+            name,
+            "Mpps",
+            samples[key],
+            ref,
+            samples[ref],
+            profiles[key].result() if profile else None,
+        )
+        for key, name, _, ref in table
+    )

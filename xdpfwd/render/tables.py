@@ -351,9 +351,10 @@ def _bench_profile(out, rows: list[BenchRow]) -> None:
             first = ("", "")
     out.print(table)
     line(
-        "CPU NS/FRAME: the generator CPUs' time per frame delivered; the rest of it, "
-        "beyond the programs', is the kernel's (redirects, drivers, each program's "
-        "dispatch). Run statistics add to every program's time."
+        "CPU NS/FRAME: the generator CPUs' time per frame delivered (the samples' length "
+        "times their number); what the programs leave of it is the kernel's (redirects, "
+        "drivers, each program's dispatch) and whatever else ran on those CPUs. Only "
+        "this run's programs are shown. Run statistics add to every program's time."
     )
 
 

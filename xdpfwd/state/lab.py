@@ -245,7 +245,8 @@ def running(prefix: str, nports: int, queues: int = 1) -> Iterator[Lab]:
     try:
         yield lab
     finally:
-        down(prefix)
+        with interrupts.held():  # a second interrupt would leave namespaces
+            down(prefix)
 
 
 def ping(source: LabPort, target: LabPort, count: int = 3) -> PingResult:

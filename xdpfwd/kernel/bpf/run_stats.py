@@ -1,5 +1,5 @@
 """Every program's runs and run time, as the kernel counts them while run statistics
-are enabled (`bench --profile`)."""
+are enabled, and which programs are this process's (`bench --profile`)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,34 @@ def read() -> dict[int, sc.ProgRuns]:
             runs[prog_id] = sc.prog_runs(fd)
         finally:
             os.close(fd)
+
+
+def programs_held_or_pinned(top: str) -> set[int]:
+    """The ids of the programs this process holds (an fd of the program or of a link
+    to it), and of those pinned, or whose links are pinned, under directory top: to
+    tell them from other processes' programs of the same names."""
+    ids = {_program_of(int(fd)) for fd in os.listdir("/proc/self/fd")}
+    for directory, _, names in os.walk(top):
+        for name in names:
+            try:
+                fd = sc.obj_get(os.path.join(directory, name))
+            except OSError:
+                continue  # unpinned since, or no BPF object
+            try:
+                ids.add(_program_of(fd))
+            finally:
+                os.close(fd)
+    ids.discard(None)
+    return ids
+
+
+def _program_of(fd: int) -> int | None:
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None  # closed since (the listing's own fd)
+    if target == "anon_inode:bpf-prog":
+        return sc.prog_info(fd).id
+    if target == "anon_inode:bpf-link":
+        return sc.link_info(fd).prog_id
+    return None
