@@ -135,6 +135,36 @@ def test_flows_spread_over_three_ports_each_flow_to_one(make_topo, pin_dir):
         assert ports[f"p{host}"]["counters"]["tx_packets"] == 3 * share[host]
 
 
+def test_an_entry_balanced_again_counts_its_ports_from_where_they_were(make_topo, pin_dir):
+    # The pair counter of the port a single entry kept came back with its old count
+    # when the entry was balanced again: counted a second time in that port's TX
+    # (helper-49).
+    topo = make_topo(3)
+    topo.static_arp()
+    flows = Flows(topo.host(1), topo.host(2).ip, range(20000, 20000 + 64))
+
+    def tx() -> tuple[dict[str, int], int]:
+        data = json.loads(topo.ok(pin_dir, "stats", "--json").stdout)
+        ports = {p["port"]["ifname"]: p["tx_packets"] for p in data["ports"]}
+        return {name: ports.get(name, 0) for name in ("p2", "p3")}, data["totals"]["tx_packets"]
+
+    try:
+        topo.ok(pin_dir, "add", "p1", "p2", "p3")
+        flows.send()
+        time.sleep(0.3)
+        spread, total = tx()
+        assert sum(spread.values()) == total == 64 and all(spread.values())
+        topo.ok(pin_dir, "add", "p1", "p2")
+        topo.ok(pin_dir, "add", "p1", "p2", "p3")
+        assert tx() == (spread, 64)
+        flows.send()
+        time.sleep(0.3)
+        again, total = tx()
+        assert sum(again.values()) == total == 128
+    finally:
+        flows.close()
+
+
 def test_weights_give_the_first_port_about_half(make_topo, pin_dir):
     topo = make_topo(4)
     seen, row = spread(topo, pin_dir, "p1", "p2", "p3", "p4", "--weights", "2,1,1")

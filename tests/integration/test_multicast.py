@@ -760,6 +760,30 @@ def test_copies_a_receivers_driver_drops_are_the_groups_loss_not_the_sources(mak
     assert (p1["forwarded_packets"], p1["multicast_packets"]) == (4, 6)
     assert not any(p1["not_forwarded"].values())
     assert port_counters(stats, "p4")["tx_packets"] == 0
+    # multicast list reads them as stats does (it counted p4's copies as sent).
+    listed = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
+    counts = {key: n for key, n in group.items() if not key.endswith(("_pps", "_bps"))}
+    assert listed == [counts]
+
+
+def test_a_receiver_taken_out_and_back_counts_each_copy_once(make_topo, pin_dir):
+    # Its row stayed while it was out, and came back as its count while its port's TX
+    # kept those copies too: 20 + 20 (helper-49).
+    topo = make_topo(3)
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--from", "p1", "--to", "p2", "p3")
+    first = exchange(topo, lambda: send_mcast(topo.host(1), "239.1.1.1", 20, 9545))
+    topo.ok(pin_dir, "multicast", "del", "239.1.1.1", "--to", "p3")
+    topo.ok(pin_dir, "multicast", "add", "239.1.1.1", "--to", "p3")
+    stats = stats_json(topo, pin_dir)
+    assert port_counters(stats, "p3")["tx_packets"] == first[3][("udp", 9545)] == 20
+    assert stats["totals"]["tx_packets"] == 40
+    then = exchange(topo, lambda: send_mcast(topo.host(1), "239.1.1.1", 10, 9546))
+    assert then[3] == {("udp", 9546): 10}
+    stats = stats_json(topo, pin_dir)
+    assert port_counters(stats, "p3")["tx_packets"] == 30
+    assert stats["totals"]["tx_packets"] == 60
+    group = groups_by_address(stats)["239.1.1.1"]
+    assert (group["copies_expected"], group["copies_out"], group["copies_lost"]) == (60, 60, 0)
 
 
 def test_a_saved_source_whose_group_is_gone_is_not_attached_by_prune(make_topo, pin_dir, tmp_path):

@@ -397,6 +397,9 @@ class McastGroup:
     in_bytes: int = 0
     copies_expected: int = 0  # copies those frames should have made
     copies_out: int | None = None  # copies counted, former receivers' too; None: not counted
+    # Receivers that left (devices still here): their rows count on while the group
+    # lives, in their ports' TX, so one that joins again goes on from there.
+    former: list[McastReceiver] = field(default_factory=list)
 
     @property
     def counted(self) -> bool:

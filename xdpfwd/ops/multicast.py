@@ -10,7 +10,7 @@ from xdpfwd.errors import InputError, XdpfwdError
 from xdpfwd.kernel import netdev, prereqs
 from xdpfwd.kernel.bpf import maps
 from xdpfwd.model import Iface, McastDelResult, McastListing, McastResult, McastWaiting
-from xdpfwd.state import health, intent, multicast
+from xdpfwd.state import counters, health, intent, multicast
 from xdpfwd.state.changes import change, editing
 from xdpfwd.state.config import McastConf
 from xdpfwd.state.dataplane import reading
@@ -262,7 +262,8 @@ def multicast_list(pins: PinDir) -> McastListing:
             return McastListing(pins.path, True, [])
         links = netdev.links()
         supported = dp.mcast is not None
-        groups = multicast.group_infos(dp, links)
+        # As stats reads them: copies a receiver's driver dropped are lost, not sent.
+        groups = list(counters.snapshot(dp, links).multicast.values())
         recorded = intent.current(dp, links)
     running = {g.group for g in groups}
     waiting = [

@@ -155,13 +155,15 @@ def write(
 
 def _forget_others(dp: Dataplane, ingress: int, keep: set[int], rewrites: dict) -> None:
     """After a commit: drop pair counters and rewrites of ports the entry left, but
-    not those of the single entry the port may have now; the rewrites the entry wants
-    are set again (a single entry it replaced forgot its own pair's at commit)."""
+    not the rewrite of the single entry the port may have now (which counts no pairs:
+    a pair counter kept would come back with its old count if the entry is balanced
+    again, counted twice in its port's TX); the rewrites the entry wants are set
+    again (a single entry it replaced forgot its own pair's at commit)."""
     single = dp.fwd.get(ingress)
     ours = {single.egress_ifindex} if single is not None else set()
     if dp.pairs is not None:
         for i, egress in dp.pairs.pairs():
-            if i == ingress and egress not in keep | ours:
+            if i == ingress and egress not in keep:
                 dp.pairs.forget(i, egress)
     if dp.rewrites is not None:
         wanted = {egress: rw for egress, rw in rewrites.items() if rw is not None}

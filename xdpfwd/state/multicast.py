@@ -307,6 +307,11 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[McastGroup
             else McastReceiver(known(port, links))
             for port in sorted(g.receivers)
         ]
+        former = [
+            McastReceiver(known(port, links), *copied[port])
+            for port in sorted(copied)
+            if port not in g.receivers and port in links
+        ]
         infos.append(
             McastGroup(
                 addr.text,
@@ -318,6 +323,7 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[McastGroup
                 stats.in_bytes,
                 stats.copies_expected,
                 sum(c[0] for c in copied.values()) if m.copies is not None else None,
+                former,
             )
         )
     return infos
