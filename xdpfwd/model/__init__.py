@@ -434,8 +434,9 @@ class McastGroup:
 
 @dataclass(frozen=True)
 class McastWaiting:
-    """A multicast group the recorded configuration has that does not run (the devices
-    of its receivers or sources are gone): prune and follow make it when they return."""
+    """A multicast group the recorded configuration has that does not run, or runs
+    without receivers (the devices of its receivers or sources are gone): prune and
+    follow make it when they return."""
 
     group: str
     receivers: list[str]  # by name, as recorded

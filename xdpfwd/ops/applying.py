@@ -800,7 +800,8 @@ def _recorded_multicast(
 ) -> tuple[McastConf, ...]:
     """The recorded multicast groups, each with its receivers that are here, its
     sources that are usable (ok) and its ports that run (prune takes none away); one
-    left without receivers or sources is left out. A group that would do what
+    left without sources is left out, and one without receivers too, unless it runs
+    (as tidy keeps it: dropping its frames). A group that would do what
     `multicast add` refuses with the restored entries and groups (go round a loop
     through devices made again and wired otherwise, share a bulk with a source's
     other frames) is left as it runs, said in skipped."""
@@ -826,7 +827,10 @@ def _recorded_multicast(
             receivers=tuple(dict.fromkeys(receivers)),
             sources=tuple(dict.fromkeys(sources)),
         )
-        if not group.receivers or not group.sources:
+        if not group.sources or not group.receivers and now is None:
+            continue
+        if not group.receivers:
+            found.append(group)  # as it runs, receivers gone: see multicast.tidy
             continue
         ports = multicast.GroupPorts(
             frozenset(index[n] for n in group.sources),

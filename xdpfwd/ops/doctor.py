@@ -286,6 +286,16 @@ def _multicast_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Chec
         )
         if missing <= 0:
             continue
+        name = f"multicast {g.addr.text}"
+        if not g.receivers:
+            text = (
+                "the device of every receiver is gone: the group drops its frames (each "
+                "counts its copies lost) rather than let them out of the source's other "
+                "paths, until prune restores receivers made again; or end the group"
+            )
+            fix = dp.pins.command(f"multicast del {g.addr.text}")
+            checks.append(Check(name, FAIL, text, fix, None, "receiver_gone"))
+            continue
         gone = sorted(p for p in counted.get(g.slot, ()) if p not in g.receivers | links.keys())
         which = f" (ifindex {', '.join(map(str, gone))})" if len(gone) == missing else ""
         who = (
@@ -297,7 +307,6 @@ def _multicast_checks(dp: Dataplane, links: dict[int, netdev.Link]) -> list[Chec
             f"{who} out of the group: each frame makes {missing} fewer copies than it "
             "counts as expected, shown as copies lost"
         )
-        name = f"multicast {g.addr.text}"
         checks.append(Check(name, FAIL, text, dp.pins.command("prune"), None, "receiver_gone"))
     return checks
 

@@ -265,7 +265,9 @@ def multicast_list(pins: PinDir) -> McastListing:
         # As stats reads them: copies a receiver's driver dropped are lost, not sent.
         groups = list(counters.snapshot(dp, links).multicast.values())
         recorded = intent.current(dp, links)
-    running = {g.group for g in groups}
+    # A group whose receivers' devices are all gone runs, dropping its frames: it
+    # waits for them too.
+    running = {g.group for g in groups if g.receivers}
     waiting = [
         McastWaiting(
             g.group,

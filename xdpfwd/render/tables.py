@@ -237,15 +237,23 @@ def multicast_listing(result: McastListing, as_json: bool) -> None:
         line(f"no multicast groups in {result.pin_dir}")
     elif result.groups:
         out.print(multicast_table(result.groups))
+    dropping = {g.group for g in result.groups}
     for g in result.waiting:
-        _not_running(f"{g.group} (from {', '.join(g.sources)} to {', '.join(g.receivers)})", g.gone)
+        what = f"{g.group} (from {', '.join(g.sources)} to {', '.join(g.receivers)})"
+        if g.group in dropping:
+            line(f"{what}: runs without receivers, dropping its frames ({_gone(g.gone)})")
+        else:
+            _not_running(what, g.gone)
 
 
 def _not_running(what: str, gone: list[str]) -> None:
+    line(f"{what}: recorded, does not run ({_gone(gone)})")
+
+
+def _gone(gone: list[str]) -> str:
     devices = "the devices of" if len(gone) > 1 else "the device of"
     verb = "are" if len(gone) > 1 else "is"
-    why = f"{devices} {', '.join(gone)} {verb} gone" if gone else "see prune"
-    line(f"{what}: recorded, does not run ({why})")
+    return f"{devices} {', '.join(gone)} {verb} gone" if gone else "see prune"
 
 
 def lab_status(lab: Lab, name: str, as_json: bool) -> None:

@@ -67,10 +67,10 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
     groups, events = _charge_copy_drops(groups, events, {p.key for p in pairs})
     copied: dict[int, tuple[int, int]] = {}  # receiver -> multicast copies, bytes
     for group in groups:
+        # (A former receiver's copies stay in its TX while the group lives.)
         for r in (*group.receivers, *group.former):
             packets, nbytes = copied.get(r.port.ifindex, (0, 0))
             copied[r.port.ifindex] = (packets + (r.copies or 0), nbytes + (r.copy_bytes or 0))
-        for r in group.receivers:
             ports.setdefault(r.port.ifindex, PortCounters(r.port, None))
     retired = dp.retired.rows() if dp.retired is not None else {}
     replicated = {  # port -> frames it replicated as a multicast source (now or before)

@@ -310,7 +310,7 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[McastGroup
         former = [
             McastReceiver(known(port, links), *copied[port])
             for port in sorted(copied)
-            if port not in g.receivers and port in links
+            if port not in g.receivers and links.get(port) is not None
         ]
         infos.append(
             McastGroup(
@@ -369,9 +369,12 @@ def zero(dp: Dataplane) -> None:
 
 def tidy(dp: Dataplane, links: dict[int, netdev.Link], undo) -> list[str]:
     """Take deleted devices out of every group (the kernel already emptied their devmap
-    entries), resize what that left oversized, drop groups left without sources or
-    receivers, and forget counters no group uses. Returns the groups removed, as
-    `multicast ADDRESS`."""
+    entries), resize what that left oversized, drop groups left without sources, and
+    forget counters no group uses. A group whose receivers' devices are all gone
+    stays as it is: its frames are dropped (each counts its copies lost) rather than
+    let out the source's other way (a feed going out of an uplink), until prune gives
+    it receivers made again or `multicast del` ends it. Returns the groups removed,
+    as `multicast ADDRESS`."""
     m = dp.mcast
     if m is None:
         return []
@@ -383,6 +386,8 @@ def tidy(dp: Dataplane, links: dict[int, netdev.Link], undo) -> list[str]:
             sources = frozenset(p for p in g.sources if p in links)
             receivers = frozenset(p for p in g.receivers if p in links)
             if (sources, receivers, len(receivers)) == (g.sources, g.receivers, g.size):
+                continue
+            if sources and not receivers:
                 continue
             set_group(
                 dp,
