@@ -312,9 +312,9 @@ def test_a_second_interrupt_waits_for_the_labs_teardown(scratch_ns, monkeypatch)
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-        monkeypatch.setattr(interrupts, "_pending", False)
-        monkeypatch.setattr(interrupts, "_deferred", False)
         monkeypatch.undo()
+        # Not with monkeypatch: its undo would set them back to pending.
+        interrupts._pending = interrupts._deferred = False
         with in_netns(scratch_ns):
             lab.down(name)
 

@@ -582,7 +582,10 @@ def test_doctor_names_a_receiver_whose_device_went_until_prune_recounts(make_top
     (group,) = json.loads(topo.ok(pin_dir, "multicast", "list", "--json").stdout)["groups"]
     p3 = next(r["port"]["ifindex"] for r in group["receivers"] if r["port"]["ifname"] == "p3")
     assert doctor_check(topo, pin_dir, "receiver_gone") is None
+    assert stats_json(topo, pin_dir)["totals"]["tx_packets"] == 4
     sh("ip", "-n", topo.fwd, "link", "del", "p3")
+    # p3's copies left its TX with it, not the totals (helper-51: they went down).
+    assert stats_json(topo, pin_dir)["totals"]["tx_packets"] == 4
     send_mcast(topo.host(1), "239.1.1.1", 5, 9526)
     group = groups_by_address(stats_json(topo, pin_dir))["239.1.1.1"]
     assert (group["copies_expected"], group["copies_lost"]) == (14, 5)
@@ -597,8 +600,12 @@ def test_doctor_names_a_receiver_whose_device_went_until_prune_recounts(make_top
     with FrameCounter(topo.host(2).ns, topo.host(2).dev) as counter:
         send_mcast(topo.host(1), "239.1.1.1", 3, 9527)
         assert len([f for f in counter.frames() if classify(f) == ("udp", 9527)]) == 3
-    group = groups_by_address(stats_json(topo, pin_dir))["239.1.1.1"]
+    stats = stats_json(topo, pin_dir)
+    group = groups_by_address(stats)["239.1.1.1"]
     assert (group["copies_expected"], group["copies_lost"]) == (17, 5)
+    assert stats["totals"]["tx_packets"] == 4 + 5 + 3
+    topo.ok(pin_dir, "multicast", "del", "239.1.1.1")
+    assert stats_json(topo, pin_dir)["totals"]["tx_packets"] == 12
 
 
 def copies_at(topo, index: int, group: str, count: int, port: int, source: int = 1) -> int:

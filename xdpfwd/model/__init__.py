@@ -400,6 +400,8 @@ class McastGroup:
     # Receivers that left (devices still here): their rows count on while the group
     # lives, in their ports' TX, so one that joins again goes on from there.
     former: list[McastReceiver] = field(default_factory=list)
+    # Receivers whose devices are gone: their copies stay in the totals.
+    departed: list[McastReceiver] = field(default_factory=list)
 
     @property
     def counted(self) -> bool:

@@ -270,7 +270,7 @@ def _parts(s: Snapshot) -> dict[tuple, tuple[int, int, RetiredPort]]:
         )
         parts[(kind, *p.key)] = (p.egress.ifindex, p.ingress.ifindex, counts)
     for g in s.multicast.values():
-        for r in (*g.receivers, *g.former):
+        for r in (*g.receivers, *g.former, *g.departed):
             counts = RetiredPort(r.copies or 0, r.copy_bytes or 0)
             parts[("multicast", g.group, r.port.ifindex)] = (r.port.ifindex, 0, counts)
     return parts

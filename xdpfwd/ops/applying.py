@@ -844,7 +844,7 @@ def _recorded_multicast(
                 continue
             as_runs = (running_names(now.receivers), running_names(now.sources))
             group = replace(group, receivers=tuple(as_runs[0]), sources=tuple(as_runs[1]))
-        if group.receivers and group.sources:
+        if group.sources and (group.receivers or now is not None):
             found.append(group)
     return tuple(found)
 

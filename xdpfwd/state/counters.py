@@ -103,7 +103,7 @@ def snapshot(dp: Dataplane, links: dict[int, netdev.Link] | netdev.Names | None 
         traced,
         {g.group: g for g in groups},
         dict(zip(LOSS_REASONS, dp.retired.released(), strict=True)) if dp.retired else {},
-        _departed(dp, retired, ports),
+        _departed(dp, retired, ports).plus(_departed_receivers(groups)),
         dp.retired.released_copies() if dp.retired else 0,
     )
 
@@ -158,6 +158,16 @@ def _departed(
         tx_bytes=sum(row.tx_bytes for row in absent),
     )
     return dp.retired.departed().plus(sent)
+
+
+def _departed_receivers(groups: list[McastGroup]) -> maps.DepartedPorts:
+    """The copies receivers whose devices are gone had sent, while their groups live
+    (then they are retired with the group's other rows)."""
+    gone = [r for g in groups for r in g.departed]
+    return maps.DepartedPorts(
+        tx_packets=sum(r.copies or 0 for r in gone),
+        tx_bytes=sum(r.copy_bytes or 0 for r in gone),
+    )
 
 
 def _entry_pairs(dp: Dataplane, ports: dict[int, PortCounters], links):

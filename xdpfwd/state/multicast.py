@@ -307,11 +307,8 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[McastGroup
             else McastReceiver(known(port, links))
             for port in sorted(g.receivers)
         ]
-        former = [
-            McastReceiver(known(port, links), *copied[port])
-            for port in sorted(copied)
-            if port not in g.receivers and links.get(port) is not None
-        ]
+        left = [McastReceiver(known(port, links), *copied[port]) for port in sorted(copied)]
+        left = [r for r in left if r.port.ifindex not in g.receivers]
         infos.append(
             McastGroup(
                 addr.text,
@@ -323,7 +320,8 @@ def group_infos(dp: Dataplane, links: dict[int, netdev.Link]) -> list[McastGroup
                 stats.in_bytes,
                 stats.copies_expected,
                 sum(c[0] for c in copied.values()) if m.copies is not None else None,
-                former,
+                [r for r in left if r.port.ifname is not None],
+                [r for r in left if r.port.ifname is None],
             )
         )
     return infos
