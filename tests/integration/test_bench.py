@@ -188,6 +188,8 @@ def test_profile_names_what_each_row_ran_per_frame_and_leaves_run_stats_as_they_
                 "bench",
                 "--row",
                 "forward",
+                "--row",
+                "forward_user_program",
                 "--profile",
                 "--duration",
                 "0.5",
@@ -216,6 +218,8 @@ def test_profile_names_what_each_row_ran_per_frame_and_leaves_run_stats_as_they_
     # The transmit tracepoint fires once per bulk (at most 16 frames): the
     # generator's and the forwarder's.
     assert 2 / 16 <= ran["forward"]["xdpfwd_tp_xmit"]["runs_per_frame"] <= 2
+    # A user's egress program, which only the forwarding table's entry holds.
+    assert ran["forward_user_program"]["pass_all"]["runs_per_frame"] == pytest.approx(1, rel=0.02)
     for row in report["rows"]:
         spent = sum(p["ns_per_frame"] for p in row["profile"]["programs"])
         assert 0 < spent < row["profile"]["cpu_ns_per_frame"]

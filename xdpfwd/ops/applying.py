@@ -827,7 +827,7 @@ def _recorded_multicast(
             receivers=tuple(dict.fromkeys(receivers)),
             sources=tuple(dict.fromkeys(sources)),
         )
-        if not group.sources or not group.receivers and now is None:
+        if not group.sources or (not group.receivers and now is None):
             continue
         if not group.receivers:
             found.append(group)  # as it runs, receivers gone: see multicast.tidy

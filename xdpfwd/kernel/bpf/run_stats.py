@@ -4,11 +4,14 @@ are enabled, and which programs are this process's (`bench --profile`)."""
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from xdpfwd.errors import PrereqError
 from xdpfwd.kernel.bpf import syscall as sc
+
+_DEVMAP_VAL = struct.Struct("=II")  # ifindex, program id
 
 
 @contextmanager
@@ -47,8 +50,9 @@ def read() -> dict[int, sc.ProgRuns]:
 
 def programs_held_or_pinned(top: str) -> set[int]:
     """The ids of the programs this process holds (an fd of the program or of a link
-    to it), and of those pinned, or whose links are pinned, under directory top: to
-    tell them from other processes' programs of the same names."""
+    to it), and of those pinned under directory top, or whose links are, or that the
+    entries of its devmaps run (egress programs): to tell them from other processes'
+    programs of the same names."""
     ids = {_program_of(int(fd)) for fd in os.listdir("/proc/self/fd")}
     for directory, _, names in os.walk(top):
         for name in names:
@@ -58,10 +62,26 @@ def programs_held_or_pinned(top: str) -> set[int]:
                 continue  # unpinned since, or no BPF object
             try:
                 ids.add(_program_of(fd))
+                ids.update(_egress_programs(fd))
             finally:
                 os.close(fd)
     ids.discard(None)
+    ids.discard(0)
     return ids
+
+
+def _egress_programs(fd: int) -> set[int]:
+    """The programs the entries of devmap fd run (struct bpf_devmap_val: ifindex, then
+    the program's id as the kernel reads it back); none for another object."""
+    if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-map":
+        return set()
+    info = sc.map_info(fd)
+    if info.map_type not in (sc.MAP_TYPE_DEVMAP, sc.MAP_TYPE_DEVMAP_HASH):
+        return set()
+    if info.value_size != _DEVMAP_VAL.size:
+        return set()
+    values = (sc.map_lookup(fd, key, info.value_size) for key in sc.map_keys(fd, info.key_size))
+    return {_DEVMAP_VAL.unpack(value)[1] for value in values if value is not None}
 
 
 def _program_of(fd: int) -> int | None:
