@@ -184,8 +184,10 @@ def _recorded_but_gone(
         devices = ", ".join(gone)
         if group.group in saved_mcast:
             text = f"{devices} left out of multicast group {group.group}: device gone"
-        else:
+        elif len(gone) == 1:
             text = f"multicast group {group.group} left out: the device of {devices} is gone"
+        else:
+            text = f"multicast group {group.group} left out: the devices of {devices} are gone"
         warnings.append(text + _ONLY_RECORDED)
     return warnings
 
