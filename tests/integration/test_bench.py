@@ -58,6 +58,17 @@ def test_generator_sends_exactly_n_frames_through_a_plain_redirect(scratch_ns, p
     assert lab_namespaces() == before
 
 
+def run_bench(scratch_ns: str, pin_dir: str, *args: str, stdout=subprocess.PIPE):
+    """`xdpfwd bench ARGS` with pin_dir, in scratch_ns; its stderr (and stdout) as text."""
+    return subprocess.run(
+        xdpfwd_cmd(scratch_ns, "--pin-dir", pin_dir, "bench", *args),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
+
+
 def assert_the_baseline_forwards(rig) -> None:
     """Port 1 runs the baseline program (not xdpfwd's), and every frame arrives."""
     from xdpfwd.kernel import netdev
@@ -111,14 +122,7 @@ def test_the_dispatch_row_runs_the_baseline_under_a_program_on_the_xmit_tracepoi
 
 
 def test_bench_json_has_every_row_with_a_positive_rate(scratch_ns, pin_dir):
-    result = subprocess.run(
-        xdpfwd_cmd(
-            scratch_ns, "--pin-dir", pin_dir, "bench", "--duration", "1", "--repeat", "1", "--json"
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_bench(scratch_ns, pin_dir, "--duration", "1", "--repeat", "1", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     keys = [row["key"] for row in report["rows"]]
@@ -180,26 +184,19 @@ def test_profile_names_what_each_row_ran_per_frame_and_leaves_run_stats_as_they_
         sh("ip", "-n", scratch_ns, "link", "set", dev, "up")
     sh(*xdpfwd_cmd(scratch_ns, "--pin-dir", other, "add", "zo1", "zo2"))
     try:
-        result = subprocess.run(
-            xdpfwd_cmd(
-                scratch_ns,
-                "--pin-dir",
-                pin_dir,
-                "bench",
-                "--row",
-                "forward",
-                "--row",
-                "forward_user_program",
-                "--profile",
-                "--duration",
-                "0.5",
-                "--repeat",
-                "2",
-                "--json",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=300,
+        result = run_bench(
+            scratch_ns,
+            pin_dir,
+            "--row",
+            "forward",
+            "--row",
+            "forward_user_program",
+            "--profile",
+            "--duration",
+            "0.5",
+            "--repeat",
+            "2",
+            "--json",
         )
     finally:
         sh(*xdpfwd_cmd(scratch_ns, "--pin-dir", other, "down"))
@@ -231,23 +228,8 @@ def test_profile_names_what_each_row_ran_per_frame_and_leaves_run_stats_as_they_
 def test_rows_take_turns_in_reverse_order_every_other_repeat(scratch_ns, pin_dir):
     """A row and its reference swap places between repeats, so that what the earlier
     one leaves the kernel doing weighs on both alike."""
-    result = subprocess.run(
-        xdpfwd_cmd(
-            scratch_ns,
-            "--pin-dir",
-            pin_dir,
-            "bench",
-            "--row",
-            "forward",
-            "--duration",
-            "0.2",
-            "--repeat",
-            "3",
-            "--json",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_bench(
+        scratch_ns, pin_dir, "--row", "forward", "--duration", "0.2", "--repeat", "3", "--json"
     )
     assert result.returncode == 0, result.stderr
     measured = [
@@ -262,24 +244,17 @@ def test_an_error_after_the_rows_says_nothing_of_a_change_that_stays(scratch_ns,
     # The rows' own changes had marked one made: "it came after the change was made,
     # which stays (see `xdpfwd list`)", where the bench leaves nothing (helper-50).
     with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            xdpfwd_cmd(
-                scratch_ns,
-                "--pin-dir",
-                pin_dir,
-                "bench",
-                "--row",
-                "forward",
-                "--duration",
-                "0.2",
-                "--repeat",
-                "1",
-                "--json",
-            ),
+        result = run_bench(
+            scratch_ns,
+            pin_dir,
+            "--row",
+            "forward",
+            "--duration",
+            "0.2",
+            "--repeat",
+            "1",
+            "--json",
             stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=300,
         )
     assert result.returncode == 1
     last = result.stderr.splitlines()[-1]

@@ -114,22 +114,11 @@ def host_links() -> dict[int, sc.LinkInfo]:
     """Every raw tracepoint link on an XDP tracepoint, host-wide, by link id: each
     program attached there runs for every XDP redirect of the host, whoever made it."""
     found = {}
-    link_id = 0
-    while True:
-        try:
-            link_id = sc.next_link_id(link_id)
-        except FileNotFoundError:
-            return found
-        try:
-            fd = sc.link_fd_by_id(link_id)
-        except OSError:
-            continue  # gone meanwhile
-        try:
-            info = sc.link_info(fd)
-        finally:
-            os.close(fd)
+    for link_id, fd in sc.each_opened(sc.next_link_id, sc.link_fd_by_id):
+        info = sc.link_info(fd)
         if info.tracepoint and info.tracepoint.startswith("xdp_"):
             found[link_id] = info
+    return found
 
 
 def _unlink_new(pins: PinDir, keep: set[str]) -> None:

@@ -31,21 +31,7 @@ def enabled() -> Iterator[None]:
 
 def read() -> dict[int, sc.ProgRuns]:
     """Every loaded program's runs so far, by program id."""
-    runs = {}
-    prog_id = 0
-    while True:
-        try:
-            prog_id = sc.next_prog_id(prog_id)
-        except FileNotFoundError:
-            return runs
-        try:
-            fd = sc.prog_fd_by_id(prog_id)
-        except FileNotFoundError:
-            continue  # unloaded since
-        try:
-            runs[prog_id] = sc.prog_runs(fd)
-        finally:
-            os.close(fd)
+    return {i: sc.prog_runs(fd) for i, fd in sc.each_opened(sc.next_prog_id, sc.prog_fd_by_id)}
 
 
 def programs_held_or_pinned(top: str) -> set[int]:

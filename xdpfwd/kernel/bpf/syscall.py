@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -562,6 +563,27 @@ def next_link_id(link_id: int) -> int:
 def next_prog_id(prog_id: int) -> int:
     """The id of the first program after prog_id; raises FileNotFoundError at the end."""
     return _next_id(BPF_PROG_GET_NEXT_ID, "program", prog_id)
+
+
+def each_opened(
+    next_id: Callable[[int], int], fd_by_id: Callable[[int], int]
+) -> Iterator[tuple[int, int]]:
+    """(id, fd) of every object next_id walks (next_link_id, next_prog_id) that is
+    still there when opened by fd_by_id; each fd is closed when the next is asked for."""
+    obj_id = 0
+    while True:
+        try:
+            obj_id = next_id(obj_id)
+        except FileNotFoundError:
+            return
+        try:
+            fd = fd_by_id(obj_id)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            yield obj_id, fd
+        finally:
+            os.close(fd)
 
 
 def enable_run_time_stats() -> int:
