@@ -526,7 +526,7 @@ class PinDir:
             except OSError:
                 continue  # not a pin (the group directory), or gone meanwhile
             try:
-                if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf-map":
+                if sc.fd_kind(fd) == "map":
                     found.add(sc.map_info(fd).id)
             finally:
                 os.close(fd)

@@ -698,7 +698,7 @@ def is_owner_marker(path: str) -> bool:
     """
     fd = sc.obj_get(path)
     try:
-        if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-map":
+        if sc.fd_kind(fd) != "map":
             return False
         info = sc.map_info(fd)
         shaped = (info.map_type, info.key_size, info.value_size, info.max_entries, info.name) == (

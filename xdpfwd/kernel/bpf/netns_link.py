@@ -86,15 +86,15 @@ def read(path: str) -> Pinned:
     except FileNotFoundError:
         return Pinned("none")
     try:
-        kind = os.readlink(f"/proc/self/fd/{fd}")
-        if kind == "anon_inode:bpf-link":
+        kind = sc.fd_kind(fd)
+        if kind == "link":
             info = sc.link_info(fd)
             if info.link_type == sc.BPF_LINK_TYPE_NETNS and _prog_name(info.prog_id) in (
                 PROG_NAME,
                 None,
             ):
                 return Pinned("link", info.netns_inode or 0)
-        elif kind == "anon_inode:bpf-map":
+        elif kind == "map":
             info = sc.map_info(fd)
             if info.name == EARLIER_MAP_NAME and info.value_size in (8, _EARLIER.size):
                 raw = sc.map_lookup(fd, bytes(4), info.value_size) or bytes(info.value_size)

@@ -48,7 +48,8 @@ def programs_held_or_pinned(top: str) -> set[int]:
                 continue  # unpinned since, or no BPF object
             try:
                 ids.add(_program_of(fd))
-                ids.update(_egress_programs(fd))
+                if sc.fd_kind(fd) == "map":
+                    ids.update(_egress_programs(fd))
             finally:
                 os.close(fd)
     ids.discard(None)
@@ -57,10 +58,8 @@ def programs_held_or_pinned(top: str) -> set[int]:
 
 
 def _egress_programs(fd: int) -> set[int]:
-    """The programs the entries of devmap fd run (struct bpf_devmap_val: ifindex, then
-    the program's id as the kernel reads it back); none for another object."""
-    if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-map":
-        return set()
+    """The programs the entries of map fd run, if it is a devmap (struct
+    bpf_devmap_val: ifindex, then the program's id as the kernel reads it back)."""
     info = sc.map_info(fd)
     if info.map_type not in (sc.MAP_TYPE_DEVMAP, sc.MAP_TYPE_DEVMAP_HASH):
         return set()
@@ -72,11 +71,11 @@ def _egress_programs(fd: int) -> set[int]:
 
 def _program_of(fd: int) -> int | None:
     try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
+        kind = sc.fd_kind(fd)
     except OSError:
         return None  # closed since (the listing's own fd)
-    if target == "anon_inode:bpf-prog":
+    if kind == "prog":
         return sc.prog_info(fd).id
-    if target == "anon_inode:bpf-link":
+    if kind == "link":
         return sc.link_info(fd).prog_id
     return None

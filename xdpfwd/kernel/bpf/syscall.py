@@ -519,6 +519,15 @@ def obj_get(path: str) -> int:
         raise
 
 
+def fd_kind(fd: int) -> str:
+    """What fd is: "map", "prog" or "link" for a BPF object, else what /proc says
+    (the kernel does not tell them apart otherwise)."""
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    return (
+        target.removeprefix("anon_inode:bpf-") if target.startswith("anon_inode:bpf-") else target
+    )
+
+
 def pinned_kind(path: str) -> tuple[str, str]:
     """What is pinned at path: ("map" or "prog" or "link", the object's name).
 
@@ -526,12 +535,12 @@ def pinned_kind(path: str) -> tuple[str, str]:
     """
     fd = obj_get(path)
     try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-        if target == "anon_inode:bpf-map":
-            return "map", map_info(fd).name
-        if target == "anon_inode:bpf-prog":
-            return "prog", prog_info(fd).name
-        return "link" if target == "anon_inode:bpf-link" else target, ""
+        kind = fd_kind(fd)
+        if kind == "map":
+            return kind, map_info(fd).name
+        if kind == "prog":
+            return kind, prog_info(fd).name
+        return kind, ""
     finally:
         os.close(fd)
 
